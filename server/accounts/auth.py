@@ -1,0 +1,55 @@
+"""Route guards: who is calling, from the Authorization header."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, TypeVar
+
+from flask import g, request
+
+from server import db
+from server.accounts.models import Member, Staff, StaffRole
+from server.accounts.services import authenticate_member, authenticate_staff
+from server.errors import UnauthorizedError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def bearer_token() -> str:
+    """The token of ``Authorization: Bearer <token>``; 401 if there is none."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthorizedError()
+    return token.strip()
+
+
+def member_required(view: F) -> F:
+    """Only a signed-in, active member may call this route; ``current_member()`` is theirs."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        g.member = authenticate_member(db.session(), bearer_token())
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def staff_required(*roles: StaffRole) -> Callable[[F], F]:
+    """Only active staff holding one of ``roles`` (the owner always) may call this route."""
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            g.staff = authenticate_staff(db.session(), bearer_token(), roles)
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def current_member() -> Member:
+    return g.member
+
+
+def current_staff() -> Staff:
+    return g.staff

@@ -1,0 +1,102 @@
+"""Members (WeChat users), staff, bearer-token sessions and the staff audit log."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.db import Base, BigId, UTCDateTime, enum_column, utcnow
+
+
+class MemberStatus(str, enum.Enum):
+    active = "active"
+    disabled = "disabled"
+
+
+class StaffRole(str, enum.Enum):
+    owner = "owner"
+    operations = "operations"
+    finance = "finance"
+
+
+class SubjectType(str, enum.Enum):
+    member = "member"
+    staff = "staff"
+
+
+class Member(Base):
+    """A WeChat user of the mini-program: buyer, and distributor once approved."""
+
+    __tablename__ = "members"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: The user's id within our mini-program's appid (from jscode2session).
+    openid: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The user's id across the merchant's WeChat apps; links mini-program and official account.
+    unionid: Mapped[str | None] = mapped_column(String(64), index=True)
+    nickname: Mapped[str] = mapped_column(String(64), default="")
+    avatar_url: Mapped[str] = mapped_column(String(512), default="")
+    #: The phone number encrypted with a key derived from SECRET_KEY; never returned in full.
+    phone_ciphertext: Mapped[str | None] = mapped_column(String(255))
+    #: Keyed digest of the phone number, so a number can be matched without decrypting.
+    phone_digest: Mapped[str | None] = mapped_column(String(64), index=True)
+    #: What the API shows, e.g. 138****8000.
+    phone_masked: Mapped[str | None] = mapped_column(String(32))
+    #: The latest WeChat session_key, encrypted; it never leaves the server.
+    session_key_ciphertext: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[MemberStatus] = mapped_column(enum_column(MemberStatus, "member_status"), default=MemberStatus.active)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Staff(Base):
+    """A merchant's staff account for the web console."""
+
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Werkzeug's salted scrypt hash.
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[StaffRole] = mapped_column(enum_column(StaffRole, "staff_role"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuthSession(Base):
+    """One issued bearer token; revoking the row revokes the token."""
+
+    __tablename__ = "auth_sessions"
+    __table_args__ = (Index("ix_auth_sessions_subject", "subject_type", "subject_id"),)
+
+    #: Random id carried inside the signed token.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject_type: Mapped[SubjectType] = mapped_column(enum_column(SubjectType, "subject_type"))
+    #: members.id or staff.id, by subject_type.
+    subject_id: Mapped[int] = mapped_column(BigId)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    client_address: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(255), default="")
+
+
+class AuditEntry(Base):
+    """What a staff member (or an operator at the CLI) changed, and why. Append-only."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: Null when the change came from the command line.
+    staff_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("staff.id"))
+    action: Mapped[str] = mapped_column(String(64))
+    #: What was changed, e.g. "staff:3" or "member:42".
+    target: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+

@@ -1,0 +1,279 @@
+"""Sign-in, bearer tokens, member profiles and staff accounts.
+
+Services take a session and plain arguments, ``flush()`` and never commit.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from server import security
+from server.accounts.errors import (
+    BadCredentialsError,
+    InvalidLoginCodeError,
+    InvalidPhoneCodeError,
+    MemberDisabledError,
+    RoleRequiredError,
+    StaffExistsError,
+)
+from server.accounts.models import (
+    AuditEntry,
+    AuthSession,
+    Member,
+    MemberStatus,
+    Staff,
+    StaffRole,
+    SubjectType,
+)
+from server.cache import enforce_rate_limit
+from server.db import utcnow
+from server.errors import InvalidTokenError, UpstreamError, ValidationError
+from server.referral.models import TouchEvent, TouchKind
+from server.wechat.client import MiniProgram, WeChatError, WeChatUnavailableError
+
+#: WeChat's own default nickname for users who have not set one in our app.
+DEFAULT_NICKNAME = "微信用户"
+#: jscode2session / phone errors that mean the code itself is bad, not that WeChat failed.
+_BAD_CODE_ERRORS = {40029, 40163, 40226, 41008}
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
+MIN_PASSWORD_LENGTH = 8
+
+
+@dataclass(frozen=True)
+class SignIn:
+    member: Member
+    token: str
+    expires_in: int
+    created: bool
+
+
+def _issue_token(sess: Session, subject_type: SubjectType, subject_id: int, client_address: str, user_agent: str) -> tuple[str, int]:
+    ttl = current_app.config["TOKEN_TTL_SECONDS"]
+    row = AuthSession(
+        id=secrets.token_urlsafe(16),
+        subject_type=subject_type,
+        subject_id=subject_id,
+        expires_at=utcnow() + timedelta(seconds=ttl),
+        client_address=client_address[:64],
+        user_agent=user_agent[:255],
+    )
+    sess.add(row)
+    sess.flush()
+    return security.sign_token({"sid": row.id}, subject_type.value), ttl
+
+
+def _session_for(sess: Session, token: str, subject_type: SubjectType) -> AuthSession:
+    payload = security.load_token(token, subject_type.value, current_app.config["TOKEN_TTL_SECONDS"])
+    sid = payload.get("sid") if payload else None
+    row = sess.get(AuthSession, sid) if isinstance(sid, str) else None
+    if row is None or row.subject_type != subject_type or row.revoked_at is not None or row.expires_at <= utcnow():
+        raise InvalidTokenError()
+    return row
+
+
+def _wechat_call(fn: Any, *args: Any, bad_code_error: type[Exception]) -> Any:
+    """Call the WeChat adapter; a bad code is the client's fault, anything else is WeChat's."""
+    try:
+        return fn(*args)
+    except WeChatUnavailableError:
+        raise UpstreamError() from None
+    except WeChatError as error:
+        if error.errcode in _BAD_CODE_ERRORS:
+            raise bad_code_error() from None
+        current_app.logger.warning("WeChat refused a call: errcode=%s", error.errcode)
+        raise UpstreamError(data={"errcode": error.errcode}) from None
+
+
+def _get_or_create_member(sess: Session, openid: str) -> tuple[Member, bool]:
+    member = sess.scalar(select(Member).where(Member.openid == openid))
+    if member is not None:
+        return member, False
+    try:
+        with sess.begin_nested():
+            member = Member(openid=openid, nickname=DEFAULT_NICKNAME)
+            sess.add(member)
+    except IntegrityError:
+        # A concurrent first sign-in of the same person created the row first.
+        member = sess.scalars(select(Member).where(Member.openid == openid)).one()
+        return member, False
+    return member, True
+
+
+def sign_in_member(
+    sess: Session,
+    mp: MiniProgram,
+    *,
+    code: str,
+    scene: str | None,
+    client_address: str,
+    user_agent: str = "",
+) -> SignIn:
+    """Exchange a wx.login code for a member and a bearer token; record the scene they came with."""
+    cfg = current_app.config
+    limit, window = cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_RATE_WINDOW"]
+    enforce_rate_limit(f"login:addr:{client_address}", limit, window)
+    info = _wechat_call(mp.code_to_session, code, bad_code_error=InvalidLoginCodeError)
+    enforce_rate_limit(f"login:openid:{info.openid}", limit, window)
+
+    member, created = _get_or_create_member(sess, info.openid)
+    if member.status != MemberStatus.active:
+        raise MemberDisabledError()
+    if info.unionid:
+        member.unionid = info.unionid
+    member.session_key_ciphertext = security.encrypt(info.session_key, "session_key")
+    member.last_login_at = utcnow()
+    sess.add(
+        TouchEvent(
+            member_id=member.id,
+            kind=TouchKind.sign_in,
+            scene=scene,
+            channel="miniprogram",
+            actor=f"member:{member.id}",
+            detail={"first_sign_in": created},
+        )
+    )
+    token, ttl = _issue_token(sess, SubjectType.member, member.id, client_address, user_agent)
+    return SignIn(member=member, token=token, expires_in=ttl, created=created)
+
+
+def authenticate_member(sess: Session, token: str) -> Member:
+    """The active member a bearer token belongs to; InvalidTokenError otherwise."""
+    row = _session_for(sess, token, SubjectType.member)
+    member = sess.get(Member, row.subject_id)
+    if member is None:
+        raise InvalidTokenError()
+    if member.status != MemberStatus.active:
+        raise MemberDisabledError()
+    return member
+
+
+def revoke_token(sess: Session, token: str, subject_type: SubjectType) -> None:
+    """Sign out: the token stops working at once."""
+    row = _session_for(sess, token, subject_type)
+    row.revoked_at = utcnow()
+    sess.flush()
+
+
+def revoke_all_tokens(sess: Session, subject_type: SubjectType, subject_id: int) -> int:
+    """Sign a member or staff member out everywhere; returns how many tokens were live."""
+    result = sess.execute(
+        update(AuthSession)
+        .where(
+            AuthSession.subject_type == subject_type,
+            AuthSession.subject_id == subject_id,
+            AuthSession.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+    return result.rowcount or 0
+
+
+def update_profile(sess: Session, member: Member, *, nickname: str | None, avatar_url: str | None) -> Member:
+    """Change the nickname and/or avatar the member chose in the mini-program."""
+    if nickname is not None:
+        member.nickname = nickname
+    if avatar_url is not None:
+        member.avatar_url = avatar_url
+    sess.flush()
+    return member
+
+
+def mask_phone(number: str) -> str:
+    """138****8000 for a mainland mobile; the middle hidden for anything else."""
+    if len(number) <= 4:
+        return "*" * len(number)
+    keep_head = 3 if len(number) >= 8 else 1
+    return number[:keep_head] + "*" * (len(number) - keep_head - 4) + number[-4:]
+
+
+def bind_phone(sess: Session, mp: MiniProgram, member: Member, code: str) -> Member:
+    """Store the phone number WeChat vouches for (getPhoneNumber code), encrypted."""
+    info = _wechat_call(mp.get_phone_number, code, bad_code_error=InvalidPhoneCodeError)
+    number = info.pure_phone_number if info.country_code in ("86", "") else f"+{info.country_code}{info.pure_phone_number}"
+    member.phone_ciphertext = security.encrypt(number, "phone")
+    member.phone_digest = security.digest(number, "phone")
+    member.phone_masked = mask_phone(number)
+    sess.flush()
+    return member
+
+
+def set_member_status(sess: Session, member: Member, status: MemberStatus, *, by: Staff) -> Member:
+    """Disable or re-enable a member; disabling signs them out everywhere."""
+    member.status = status
+    if status != MemberStatus.active:
+        revoke_all_tokens(sess, SubjectType.member, member.id)
+    record_audit(sess, by.id, f"member.{status.value}", f"member:{member.id}")
+    sess.flush()
+    return member
+
+
+def record_audit(sess: Session, staff_id: int | None, action: str, target: str = "", detail: dict[str, Any] | None = None) -> None:
+    """Append an audit entry for a staff or operator action."""
+    sess.add(AuditEntry(staff_id=staff_id, action=action, target=target, detail=detail or {}))
+
+
+def create_staff(sess: Session, *, username: str, password: str, role: StaffRole, created_by: int | None = None) -> Staff:
+    """A new staff account; usernames are unique, passwords at least 8 characters."""
+    errors = []
+    if not USERNAME_RE.match(username):
+        errors.append({"field": "username", "error": "3-64 letters, digits, '_', '.' or '-'"})
+    if len(password) < MIN_PASSWORD_LENGTH:
+        errors.append({"field": "password", "error": f"at least {MIN_PASSWORD_LENGTH} characters"})
+    if errors:
+        raise ValidationError(data={"errors": errors})
+    if sess.scalar(select(Staff.id).where(Staff.username == username)) is not None:
+        raise StaffExistsError()
+    staff = Staff(username=username, password_hash=generate_password_hash(password), role=role)
+    try:
+        with sess.begin_nested():
+            sess.add(staff)
+    except IntegrityError:
+        raise StaffExistsError() from None
+    record_audit(sess, created_by, "staff.create", f"staff:{staff.id}", {"username": username, "role": role.value})
+    return staff
+
+
+def set_staff_active(sess: Session, staff: Staff, active: bool, *, by: Staff) -> Staff:
+    """Enable or disable a staff account; disabling signs it out everywhere."""
+    if staff.id == by.id and not active:
+        raise RoleRequiredError("you cannot disable your own account")
+    staff.active = active
+    if not active:
+        revoke_all_tokens(sess, SubjectType.staff, staff.id)
+    record_audit(sess, by.id, "staff.enable" if active else "staff.disable", f"staff:{staff.id}")
+    sess.flush()
+    return staff
+
+
+def sign_in_staff(sess: Session, *, username: str, password: str, client_address: str, user_agent: str = "") -> tuple[Staff, str, int]:
+    """Password sign-in to the console, rate-limited per client and per username."""
+    cfg = current_app.config
+    limit, window = cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_RATE_WINDOW"]
+    enforce_rate_limit(f"staff-login:addr:{client_address}", limit, window)
+    enforce_rate_limit(f"staff-login:user:{username.lower()}", limit, window)
+    staff = sess.scalar(select(Staff).where(Staff.username == username))
+    if staff is None or not staff.active or not check_password_hash(staff.password_hash, password):
+        raise BadCredentialsError()
+    staff.last_login_at = utcnow()
+    token, ttl = _issue_token(sess, SubjectType.staff, staff.id, client_address, user_agent)
+    return staff, token, ttl
+
+
+def authenticate_staff(sess: Session, token: str, roles: tuple[StaffRole, ...] = ()) -> Staff:
+    """The active staff member behind a token, who must hold one of ``roles`` (owner always may)."""
+    row = _session_for(sess, token, SubjectType.staff)
+    staff = sess.get(Staff, row.subject_id)
+    if staff is None or not staff.active:
+        raise InvalidTokenError()
+    if roles and staff.role != StaffRole.owner and staff.role not in roles:
+        raise RoleRequiredError()
+    return staff

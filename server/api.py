@@ -1,0 +1,71 @@
+"""Request parsing shared by every blueprint: JSON bodies, query strings, client address."""
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from flask import current_app, request
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from server.errors import InvalidJSONError, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Body(BaseModel):
+    """Base of request bodies: unknown fields are refused, strings are not coerced to numbers."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+
+class Query(BaseModel):
+    """Base of query strings: values arrive as text, so numbers are coerced."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+def _validation_details(error: PydanticValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in item["loc"]) or "body", "error": item["msg"]}
+        for item in error.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def parse_body(model: type[M]) -> M:
+    """The JSON object body validated against ``model``: 400 if it is not JSON, 422 if it is wrong."""
+    payload = request.get_json(silent=True, force=True)
+    if not isinstance(payload, dict):
+        raise InvalidJSONError()
+    return validate(model, payload)
+
+
+def parse_query(model: type[M]) -> M:
+    return validate(model, request.args.to_dict())
+
+
+def validate(model: type[M], payload: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(payload)
+    except PydanticValidationError as error:
+        raise ValidationError(data={"errors": _validation_details(error)}) from None
+
+
+def client_address() -> str:
+    """The caller's address; X-Forwarded-For is trusted only for the configured proxy hops."""
+    hops = current_app.config["TRUSTED_PROXIES"]
+    if hops:
+        forwarded = [p.strip() for p in request.headers.get("X-Forwarded-For", "").split(",") if p.strip()]
+        if len(forwarded) >= hops:
+            return forwarded[-hops]
+    return request.remote_addr or "unknown"
+
+
+class Page(Query):
+    """Pagination for list endpoints."""
+
+    page: int = Field(1, ge=1)
+    page_size: int = Field(20, ge=1, le=100)
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.page_size

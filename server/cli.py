@@ -1,0 +1,121 @@
+"""Commands of ``python -m server``; each package adds its own in its ``init_app``."""
+from __future__ import annotations
+
+import time
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+
+from server import db, migrate
+
+db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
+
+
+@db_cli.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Migrate the schema up to REVISION (default: head)."""
+    migrate.upgrade(current_app, revision)
+    click.echo(f"database at {revision}")
+
+
+@db_cli.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Migrate the schema down to REVISION."""
+    migrate.downgrade(current_app, revision)
+    click.echo(f"database at {revision}")
+
+
+@db_cli.command("revision")
+@click.option("-m", "--message", required=True, help="What the migration does.")
+def db_revision(message: str) -> None:
+    """Write a new migration from the difference between the models and the database."""
+    from alembic import command
+
+    command.revision(migrate.alembic_config(current_app), message=message, autogenerate=True)
+
+
+def _start_sandbox(app: Flask, port: int) -> str:
+    from server.wechat.sandbox import create_sandbox_app, sandbox_apps_from_config, serve_in_thread
+
+    server = serve_in_thread(create_sandbox_app(sandbox_apps_from_config(app.config), seed="sandbox"), port=port)
+    return server.base_url
+
+
+@click.command("run", help="Migrate the database and serve the API (and, in sandbox mode, the WeChat sandbox).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@with_appcontext
+def run_command(host: str, port: int) -> None:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    migrate.upgrade(app)
+    if app.config["WECHAT_SANDBOX"]:
+        base = _start_sandbox(app, app.config["WECHAT_SANDBOX_PORT"])
+        click.echo(f"WeChat sandbox at {base}")
+    click.echo(f"API at http://{host}:{port}/ (database: {app.extensions['db_engine'].url.render_as_string()})")
+    app.run(host=host, port=port, threaded=True, use_reloader=False, debug=False)
+
+
+@click.command("sandbox", help="Serve only the WeChat sandbox (for gunicorn-served development setups).")
+@click.option("--port", default=None, type=int, help="Default: WECHAT_SANDBOX_PORT.")
+@with_appcontext
+def sandbox_command(port: int | None) -> None:
+    base = _start_sandbox(current_app, port or current_app.config["WECHAT_SANDBOX_PORT"])
+    click.echo(f"WeChat sandbox at {base} (Ctrl+C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+@click.command("create-staff")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["owner", "operations", "finance"]), required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@with_appcontext
+def create_staff_command(username: str, role: str, password: str) -> None:
+    """Create a console account for merchant staff."""
+    from server.accounts.models import StaffRole
+    from server.accounts.services import create_staff
+    from server.errors import AppError
+
+    try:
+        staff = create_staff(db.session(), username=username, password=password, role=StaffRole(role))
+        db.commit()
+    except AppError as error:
+        raise click.ClickException(f"{error.message} {error.data or ''}".strip()) from None
+    click.echo(f"staff #{staff.id} {staff.username} ({staff.role.value}) created")
+
+
+@click.command("seed-demo")
+@with_appcontext
+def seed_demo_command() -> None:
+    """Load demo staff (and, as features land, demo catalog); safe to run twice. Sandbox only."""
+    from server.demo import seed_demo
+
+    if not current_app.config["WECHAT_SANDBOX"]:
+        raise click.ClickException("seed-demo only runs against the WeChat sandbox")
+    migrate.upgrade(current_app)
+    for line in seed_demo(db.session()):
+        click.echo(line)
+    db.commit()
+
+
+@click.command("demo")
+@click.option("--base-url", default="http://127.0.0.1:5000", show_default=True, help="A running server in sandbox mode.")
+def demo_command(base_url: str) -> None:
+    """Drive a scripted story over HTTP against a running server, printing each step."""
+    from server.demo import run_demo
+
+    ok = run_demo(base_url.rstrip("/"), click.echo)
+    if not ok:
+        raise SystemExit(1)
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(db_cli)
+    for command in (run_command, sandbox_command, create_staff_command, seed_demo_command, demo_command):
+        app.cli.add_command(command)

@@ -1,0 +1,107 @@
+"""Configuration: one class reading the environment, one for tests.
+
+Secrets come only from the environment. In sandbox mode (the default when no
+``WECHAT_APPID`` is set) every WeChat credential has a public, non-secret
+default that the sandbox also knows, so a fresh checkout runs with nothing set.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Credentials the sandbox accepts when none are configured. They open nothing real.
+SANDBOX_DEFAULTS = {
+    "WECHAT_APPID": "wx5a0d5a4d5b0c0001",
+    "WECHAT_SECRET": "sandbox-miniprogram-secret-000000",
+    "WECHAT_OA_APPID": "wx5a0d5a4d5b0c0002",
+    "WECHAT_OA_SECRET": "sandbox-official-account-secret-0",
+    "WECHAT_OA_TOKEN": "sandbox-token",
+    "WECHAT_OA_AES_KEY": "c2FuZGJveC1hZXMta2V5LWZvci10aGUtb2ZmaWNpYWwtYQ",
+    "WECHAT_PAY_MCH_ID": "1900000109",
+    "WECHAT_PAY_API_KEY": "sandboxpayapikey00000000000000000",
+    "WECHAT_PAY_API_V3_KEY": "sandboxpayapiv3key00000000000000",
+}
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+class Config:
+    """Production configuration, read from the environment when instantiated."""
+
+    TESTING = False
+
+    def __init__(self) -> None:
+        env = os.environ
+        self.SECRET_KEY = env.get("SECRET_KEY") or ""
+        self.DATABASE_URL = env.get("DATABASE_URL") or f"sqlite:///{ROOT / 'var' / 'app.db'}"
+        self.REDIS_URL = env.get("REDIS_URL") or None
+        self.PUBLIC_BASE_URL = (env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
+
+        # Sandbox unless real credentials are given, or WECHAT_SANDBOX says otherwise.
+        self.WECHAT_SANDBOX = _env_bool("WECHAT_SANDBOX", not env.get("WECHAT_APPID"))
+        self.WECHAT_SANDBOX_PORT = _env_int("WECHAT_SANDBOX_PORT", 5100)
+        sandbox_base = f"http://127.0.0.1:{self.WECHAT_SANDBOX_PORT}/"
+        default_api = sandbox_base if self.WECHAT_SANDBOX else "https://api.weixin.qq.com/"
+        default_pay = sandbox_base if self.WECHAT_SANDBOX else "https://api.mch.weixin.qq.com/"
+        self.WECHAT_API_BASE = env.get("WECHAT_API_BASE") or default_api
+        self.WECHAT_PAY_API_BASE = env.get("WECHAT_PAY_API_BASE") or default_pay
+
+        for name, sandbox_value in SANDBOX_DEFAULTS.items():
+            value = env.get(name) or (sandbox_value if self.WECHAT_SANDBOX else "")
+            setattr(self, name, value)
+        self.WECHAT_PAY_MCH_CERT_SERIAL = env.get("WECHAT_PAY_MCH_CERT_SERIAL", "")
+        self.WECHAT_PAY_MCH_PRIVATE_KEY = env.get("WECHAT_PAY_MCH_PRIVATE_KEY", "")
+        self.WECHAT_PAY_PLATFORM_PUBLIC_KEY = env.get("WECHAT_PAY_PLATFORM_PUBLIC_KEY", "")
+        self.WECHAT_PAY_PLATFORM_SERIAL = env.get("WECHAT_PAY_PLATFORM_SERIAL", "")
+        #: Seconds a WeChat HTTP call may take before it fails.
+        self.WECHAT_TIMEOUT = float(env.get("WECHAT_TIMEOUT") or 5)
+
+        #: Lifetime of a member's or staff member's bearer token.
+        self.TOKEN_TTL_SECONDS = _env_int("TOKEN_TTL_SECONDS", 7 * 24 * 3600)
+        #: Sign-in attempts allowed per client address, and per openid, in one window.
+        self.LOGIN_RATE_LIMIT = _env_int("LOGIN_RATE_LIMIT", 20)
+        self.LOGIN_RATE_WINDOW = _env_int("LOGIN_RATE_WINDOW", 60)
+        #: Set behind a reverse proxy so the client address comes from X-Forwarded-For.
+        self.TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
+        self.LOG_LEVEL = env.get("LOG_LEVEL", "INFO")
+
+    def check(self) -> None:
+        """Refuse to start production without the secrets it needs."""
+        if not self.SECRET_KEY:
+            if self.WECHAT_SANDBOX:
+                # A sandbox run without a key still needs stable signatures across restarts.
+                self.SECRET_KEY = "sandbox-only-secret-key-do-not-use-in-production"
+            else:
+                raise RuntimeError("SECRET_KEY must be set when WeChat is not the sandbox")
+        if not self.WECHAT_SANDBOX:
+            missing = [n for n in ("WECHAT_APPID", "WECHAT_SECRET") if not getattr(self, n)]
+            if missing:
+                raise RuntimeError(f"missing WeChat configuration: {', '.join(missing)}")
+
+
+class TestingConfig(Config):
+    """Sandbox WeChat, the test database and no real secrets."""
+
+    TESTING = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.SECRET_KEY = "test-secret-key"
+        self.DATABASE_URL = os.environ.get("TEST_DATABASE_URL") or "sqlite://"
+        self.REDIS_URL = os.environ.get("TEST_REDIS_URL") or None
+        self.WECHAT_SANDBOX = True
+        for name, sandbox_value in SANDBOX_DEFAULTS.items():
+            setattr(self, name, sandbox_value)
+        self.LOGIN_RATE_LIMIT = 1000

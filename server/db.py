@@ -1,0 +1,140 @@
+"""Database engine, declarative base, column types and the unit of work.
+
+Services take a session and only ``flush()``; the request or job that called
+them commits once (``commit()``), then runs the side effects queued with
+``after_commit``. Anything not committed is rolled back at teardown.
+"""
+from __future__ import annotations
+
+import contextlib
+import enum
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+from flask import Flask, current_app, g
+from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+#: Primary and foreign keys: BIGINT on MySQL, INTEGER on SQLite (its rowid alias).
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC, returns aware UTC; refuses naive datetimes on the way in."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+def enum_column(cls: type[enum.Enum], name: str, length: int = 16) -> Enum:
+    """Enum stored as a short string: no native ENUM type, so adding a value needs no ALTER."""
+    return Enum(cls, name=name, native_enum=False, length=length, validate_strings=True)
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC, truncated to the second MySQL's DATETIME keeps."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the settings each backend needs for concurrent use."""
+    if url.startswith("sqlite"):
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            # One shared connection, or each thread would see its own empty database.
+            kwargs["poolclass"] = StaticPool
+        engine = create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not the driver, open transactions (so SAVEPOINT works), and open them
+            # with BEGIN IMMEDIATE: writers queue on busy_timeout instead of failing when a
+            # read-then-write transaction finds its snapshot stale.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            if url not in ("sqlite://", "sqlite:///:memory:"):
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_recycle=3600, isolation_level="READ COMMITTED")
+
+
+def init_app(app: Flask) -> None:
+    """Create the engine and session factory, and close the request's session at teardown."""
+    engine = make_engine(app.config["DATABASE_URL"])
+    app.extensions["db_engine"] = engine
+    app.extensions["db_sessionmaker"] = sessionmaker(bind=engine, expire_on_commit=False)
+
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        sess: Session | None = g.pop("db_session", None)
+        g.pop("after_commit", None)
+        if sess is not None:
+            sess.rollback()
+            sess.close()
+
+
+def engine() -> Engine:
+    return current_app.extensions["db_engine"]
+
+
+def session() -> Session:
+    """The session of the current request or job, created on first use."""
+    if "db_session" not in g:
+        g.db_session = current_app.extensions["db_sessionmaker"]()
+    return g.db_session
+
+
+def after_commit(fn: Callable[[], Any]) -> None:
+    """Queue a side effect (a WeChat call, a cache clear) to run once the commit succeeds."""
+    g.setdefault("after_commit", []).append(fn)
+
+
+def commit() -> None:
+    """Commit the unit of work, then run its queued side effects."""
+    session().commit()
+    for fn in g.pop("after_commit", []):
+        try:
+            fn()
+        except Exception:  # a side effect must never undo or fail a committed unit of work
+            current_app.logger.exception("after-commit side effect failed")
+
+
+@contextlib.contextmanager
+def unit_of_work(app: Flask) -> Iterator[Session]:
+    """For jobs and CLI commands: an app context whose session rolls back unless committed."""
+    with app.app_context():
+        yield session()

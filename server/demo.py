@@ -1,0 +1,128 @@
+"""Demo data and the scripted story ``python -m server demo`` tells over HTTP."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterator
+
+import requests
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+#: Demo console accounts. seed-demo refuses to run outside the sandbox, so these never reach production.
+DEMO_STAFF = (("owner", "owner"), ("ops", "operations"), ("finance", "finance"))
+DEMO_PASSWORD = "demo-pass-2026"
+
+
+def seed_demo(sess: Session) -> Iterator[str]:
+    """Create whatever demo data is missing; running it twice changes nothing."""
+    from server.accounts.models import Staff, StaffRole
+    from server.accounts.services import create_staff
+
+    for username, role in DEMO_STAFF:
+        if sess.scalar(select(Staff.id).where(Staff.username == username)) is None:
+            create_staff(sess, username=username, password=DEMO_PASSWORD, role=StaffRole(role))
+            yield f"staff {username} ({role}) created, password {DEMO_PASSWORD}"
+        else:
+            yield f"staff {username} ({role}) already there"
+
+
+class _Story:
+    """One HTTP conversation with the server, narrated."""
+
+    def __init__(self, base_url: str, echo: Callable[[str], Any]) -> None:
+        self.base = base_url
+        self.echo = echo
+        self.http = requests.Session()
+        self.failures = 0
+        self.step_no = 0
+
+    def step(self, title: str) -> None:
+        self.step_no += 1
+        self.echo(f"\n{self.step_no}. {title}")
+
+    def call(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        response = self.http.request(method, self.base + path, headers=headers, timeout=15, **kwargs)
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"raw": response.text[:200]}
+        self.echo(f"   {method} {path} -> HTTP {response.status_code} {json.dumps(body, ensure_ascii=False)[:300]}")
+        return response.status_code, body
+
+    def check(self, ok: bool, claim: str) -> None:
+        self.echo(f"   {'ok ' if ok else 'FAIL'} {claim}")
+        if not ok:
+            self.failures += 1
+
+    def sign_in(self, name: str) -> tuple[str, int]:
+        status, body = self.call("POST", "/api/v1/auth/wx-login", json={"code": f"sandbox:{name}"})
+        self.check(status == 200 and body.get("code") == 0, f"{name} is signed in")
+        data = body.get("data") or {}
+        return data.get("token", ""), (data.get("user") or {}).get("id", 0)
+
+
+def run_demo(base_url: str, echo: Callable[[str], Any]) -> bool:
+    """Tell the sign-in story against a running sandbox server; True if every claim held."""
+    story = _Story(base_url, echo)
+    echo(f"Demo against {base_url}")
+    try:
+        story.step("The server is up")
+        status, _ = story.call("GET", "/healthz")
+        story.check(status == 200, "health check answers")
+
+        story.step("alice opens the mini-program: wx.login() gives a code, the server exchanges it")
+        alice_token, alice_id = story.sign_in("alice")
+        story.step("alice signs in again on another day")
+        alice_token2, alice_id2 = story.sign_in("alice")
+        story.check(alice_id == alice_id2, f"same member id both times ({alice_id})")
+        story.step("bob signs in")
+        _, bob_id = story.sign_in("bob")
+        story.check(bob_id != alice_id, f"bob is a different member ({bob_id})")
+
+        story.step("alice reads her own profile with her token")
+        status, body = story.call("GET", "/api/v1/me", token=alice_token)
+        story.check(status == 200 and (body.get("data") or {}).get("id") == alice_id, "the token says who she is")
+
+        story.step("alice sets a Chinese nickname and shares her phone number")
+        status, body = story.call("PATCH", "/api/v1/me", token=alice_token, json={"nickname": "爱丽丝"})
+        story.check(status == 200 and (body.get("data") or {}).get("nickname") == "爱丽丝", "nickname saved")
+        status, body = story.call("POST", "/api/v1/me/phone", token=alice_token, json={"code": "sandbox-phone:13800138000"})
+        story.check((body.get("data") or {}).get("phone") == "138****8000", "phone stored, shown masked")
+
+        story.step("Someone changes one character of alice's token")
+        last = alice_token[-1]
+        forged = alice_token[:-1] + ("A" if last != "A" else "B")
+        status, body = story.call("GET", "/api/v1/me", token=forged)
+        story.check(status == 401 and body.get("code", 0) != 0, "refused with 401 in the envelope")
+
+        story.step("A client sends a body that is not JSON, and a code WeChat never issued")
+        status, body = story.call(
+            "POST", "/api/v1/auth/wx-login", data="code=abc", headers={"Content-Type": "application/json"}
+        )
+        story.check(status == 400, "not JSON: 400, not 500")
+        status, body = story.call("POST", "/api/v1/auth/wx-login", json={"code": "made-up"})
+        story.check(status == 400 and body.get("code") == 40010, "WeChat's 40029 becomes our 40010")
+
+        story.step("alice signs out; her first token stops working, the second still works")
+        story.call("POST", "/api/v1/auth/logout", token=alice_token)
+        status, _ = story.call("GET", "/api/v1/me", token=alice_token)
+        story.check(status == 401, "signed-out token refused")
+        status, _ = story.call("GET", "/api/v1/me", token=alice_token2)
+        story.check(status == 200, "other session unaffected")
+
+        story.step("The owner signs in to the console and lists members")
+        status, body = story.call(
+            "POST", "/admin/api/v1/auth/login", json={"username": "owner", "password": DEMO_PASSWORD}
+        )
+        staff_token = (body.get("data") or {}).get("token", "")
+        story.check(status == 200, "owner signed in (run `python -m server seed-demo` first if not)")
+        status, body = story.call("GET", "/admin/api/v1/members?page_size=5", token=staff_token)
+        story.check(status == 200 and (body.get("data") or {}).get("total", 0) >= 2, "alice and bob are members")
+    except requests.RequestException as error:
+        echo(f"\ncannot reach {base_url}: {error}")
+        return False
+    echo(f"\n{'All claims held.' if not story.failures else f'{story.failures} claim(s) failed.'}")
+    return story.failures == 0

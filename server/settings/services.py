@@ -1,0 +1,116 @@
+"""Reading and changing merchant settings, each checked against its declared spec."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.errors import NotFoundError, ValidationError
+from server.settings.models import Mutex, Setting
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """What a setting is: its type, default, bounds and meaning."""
+
+    key: str
+    type: type  # int, bool or str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    #: Checks that need other settings too, e.g. level 2 never above level 1.
+    extra_checks: tuple[Any, ...] = field(default=())
+
+    def parse(self, value: Any) -> Any:
+        """The value as this setting's type; ValueError with a readable reason otherwise."""
+        if isinstance(value, str) and self.type is not str:
+            text = value.strip().lower()
+            if self.type is bool:
+                if text not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
+                    raise ValueError("expected true or false")
+                value = text in {"true", "1", "yes", "on"}
+            elif self.type is int:
+                try:
+                    value = int(text)
+                except ValueError:
+                    raise ValueError("expected a whole number") from None
+        if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError("expected a whole number")
+        if self.type is bool and not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        if self.type is str and not isinstance(value, str):
+            raise ValueError("expected text")
+        if self.choices and value not in self.choices:
+            raise ValueError(f"expected one of: {', '.join(self.choices)}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be at least {self.minimum}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"must be at most {self.maximum}")
+        return value
+
+
+_REGISTRY: dict[str, SettingSpec] = {}
+
+
+def register(*specs: SettingSpec) -> None:
+    """Declare settings; each domain package declares its own at import."""
+    for spec in specs:
+        _REGISTRY[spec.key] = spec
+
+
+def specs() -> list[SettingSpec]:
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def spec_for(key: str) -> SettingSpec:
+    try:
+        return _REGISTRY[key]
+    except KeyError:
+        raise NotFoundError(f"no setting named {key}") from None
+
+
+def get_setting(sess: Session, key: str) -> Any:
+    """The merchant's value for ``key``, or its default."""
+    spec = spec_for(key)
+    row = sess.get(Setting, key)
+    return spec.default if row is None else row.value
+
+
+def all_settings(sess: Session) -> dict[str, Any]:
+    stored = {row.key: row.value for row in sess.scalars(select(Setting))}
+    return {spec.key: stored.get(spec.key, spec.default) for spec in specs()}
+
+
+def set_setting(sess: Session, key: str, value: Any, *, by: str) -> Any:
+    """Validate and store a setting; returns the stored value."""
+    spec = spec_for(key)
+    try:
+        parsed = spec.parse(value)
+        for check in spec.extra_checks:
+            check(sess, parsed)
+    except ValueError as error:
+        raise ValidationError(f"{key}: {error}", data={"errors": [{"field": key, "error": str(error)}]}) from None
+    row = sess.get(Setting, key)
+    if row is None:
+        sess.add(Setting(key=key, value=parsed, updated_by=by))
+    else:
+        row.value = parsed
+        row.updated_by = by
+    sess.flush()
+    return parsed
+
+
+def lock_named(sess: Session, name: str) -> None:
+    """Hold the named database lock until the transaction ends (every worker, every host)."""
+    if sess.get(Mutex, name) is None:
+        try:
+            with sess.begin_nested():
+                sess.add(Mutex(name=name))
+        except IntegrityError:
+            pass  # created by a concurrent transaction; locking it below waits for that one
+    sess.execute(select(Mutex).where(Mutex.name == name).with_for_update()).scalar_one()

@@ -1,0 +1,398 @@
+"""Adapters around wechatpy: one API base for every call, a shared token, typed errors.
+
+wechatpy 1.8 hard-codes ``https://api.weixin.qq.com`` in the token fetch and in
+each API class, caches the token per process and retries a token error forever.
+``WeChatApiClient`` fixes those; ``MiniProgram`` is what the rest of the app uses.
+No business rules live here.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, Mapping
+from urllib.parse import urlsplit
+
+import requests
+from wechatpy import WeChatClient
+from wechatpy.client.api.base import BaseWeChatAPI
+from wechatpy.session import SessionStorage
+from wechatpy.session.memorystorage import MemoryStorage
+from wechatpy.session.redisstorage import RedisStorage
+from wechatpy.utils import json
+
+logger = logging.getLogger(__name__)
+
+#: Where wechatpy sends everything unless told otherwise.
+PRODUCTION_API_BASE = "https://api.weixin.qq.com/"
+
+#: Errcodes meaning "this access token is no good": refresh once and retry.
+TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
+
+#: WeChat's "system busy, try again later".
+BUSY_ERRCODE = -1
+
+#: Paths WeChat authenticates with appid and secret (or a user's token), never an access token.
+TOKENLESS_PATHS = frozenset({
+    "cgi-bin/token",
+    "cgi-bin/stable_token",
+    "sns/jscode2session",
+    "sns/oauth2/access_token",
+    "sns/oauth2/refresh_token",
+})
+
+#: A token this close to its expiry is refreshed before use, so no call races the expiry.
+TOKEN_EXPIRY_MARGIN = 300
+
+#: Query parameters whose values never reach a log line.
+_SECRET_PARAMS = ("secret", "appsecret", "access_token", "js_code", "code", "session_key", "refresh_token")
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:%s)=)[^&\s\"']*" % "|".join(_SECRET_PARAMS))
+
+LockFactory = Callable[[str], ContextManager[Any]]
+
+
+class WeChatError(Exception):
+    """WeChat answered with a non-zero errcode, or with something that is not an answer."""
+
+    def __init__(self, errcode: int | None, errmsg: str) -> None:
+        super().__init__(f"WeChat error {errcode}: {errmsg}")
+        self.errcode = errcode
+        self.errmsg = errmsg
+
+
+class WeChatUnavailableError(WeChatError):
+    """WeChat could not be reached or answered garbage: network, timeout, HTTP 5xx, non-JSON, busy."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What ``jscode2session`` returns for one sign-in."""
+
+    openid: str
+    #: Decrypts the mini-program's encrypted data; kept out of repr so it is never logged.
+    session_key: str = field(repr=False)
+    unionid: str | None = None
+
+
+@dataclass(frozen=True)
+class PhoneInfo:
+    """A member's phone number as WeChat vouches for it."""
+
+    #: With the country code for numbers outside mainland China ("+852…"), bare for +86.
+    phone_number: str
+    pure_phone_number: str
+    country_code: str
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the values of secret query parameters replaced by ``***``."""
+    return _SECRET_QUERY.sub(r"\1***", text)
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites a record so URLs in it carry no secret (urllib3 logs full URLs at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_url(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_redaction_installed = False
+_redaction_guard = threading.Lock()
+
+
+def _install_log_redaction() -> None:
+    # jscode2session and cgi-bin/token take the secret in the query string, which urllib3
+    # would otherwise print whenever someone turns on DEBUG logging.
+    global _redaction_installed
+    with _redaction_guard:
+        if not _redaction_installed:
+            logging.getLogger("urllib3.connectionpool").addFilter(_RedactingFilter())
+            _redaction_installed = True
+
+
+def make_token_storage(redis_client: Any | None, prefix: str = "wechat") -> SessionStorage:
+    """Redis storage so every worker shares one access token, or process memory without Redis."""
+    if redis_client is not None:
+        return RedisStorage(redis_client, prefix=prefix)
+    return MemoryStorage()
+
+
+def _thread_lock_factory() -> LockFactory:
+    locks: dict[str, threading.Lock] = {}
+    guard = threading.Lock()
+
+    def factory(name: str) -> ContextManager[Any]:
+        with guard:
+            return locks.setdefault(name, threading.Lock())
+
+    return factory
+
+
+def _normalize_base(api_base: str) -> str:
+    return api_base if api_base.endswith("/") else api_base + "/"
+
+
+class WeChatApiClient(WeChatClient):
+    """A wechatpy client whose every URL starts at ``api_base`` and whose token is single-flight."""
+
+    def __init__(
+        self,
+        appid: str,
+        secret: str,
+        *,
+        api_base: str = PRODUCTION_API_BASE,
+        session: SessionStorage | None = None,
+        timeout: float = 5.0,
+        lock_factory: LockFactory | None = None,
+    ) -> None:
+        super().__init__(appid, secret, session=session or MemoryStorage(), timeout=timeout, auto_retry=True)
+        self.api_base = _normalize_base(api_base)
+        self._lock_factory = lock_factory or _thread_lock_factory()
+        # wechatpy keeps the base on the classes; set it on this client's instances only,
+        # so a sandbox client and a production client can live in one process.
+        self.API_BASE_URL = self._rebase(type(self).API_BASE_URL)
+        # wechatpy's __new__ put one bound API object per class attribute in the instance dict.
+        # Read that dict, not inspect.getmembers: getmembers evaluates every property, and
+        # ``access_token`` would fetch a token while the client is still being built.
+        for api in list(vars(self).values()):
+            class_base = getattr(type(api), "API_BASE_URL", "") if isinstance(api, BaseWeChatAPI) else ""
+            if class_base:
+                api.API_BASE_URL = self._rebase(class_base)
+        _install_log_redaction()
+
+    def _rebase(self, url: str) -> str:
+        if url.startswith(PRODUCTION_API_BASE):
+            return self.api_base + url[len(PRODUCTION_API_BASE):]
+        return url
+
+    def _endpoint(self, url: str) -> str:
+        """``url`` relative to the API base and without its query: safe to log and to match on."""
+        path = url.split("?", 1)[0]
+        if path.startswith(self.api_base):
+            return path[len(self.api_base):]
+        return urlsplit(path).path.lstrip("/")
+
+    # -- the access token -------------------------------------------------
+
+    @property
+    def access_token_key(self) -> str:
+        # Not wechatpy's key: the value here is {"token", "expires_at"}, because
+        # MemoryStorage ignores TTLs and the expiry must be shared with other workers.
+        return f"{self.appid}_access_token_entry"
+
+    def _stored_token(self) -> str | None:
+        entry = self.session.get(self.access_token_key)
+        if isinstance(entry, dict) and entry.get("expires_at", 0) - time.time() > TOKEN_EXPIRY_MARGIN:
+            return str(entry["token"])
+        return None
+
+    @property
+    def access_token(self) -> str:
+        """A valid access token from the shared storage, fetched (once for all workers) when missing."""
+        return self._stored_token() or self.refresh_access_token()
+
+    def refresh_access_token(self, stale: str | None = None) -> str:
+        """Fetch a new token unless another worker already replaced ``stale`` (or the missing one)."""
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self._lock_factory(f"wechat-token:{self.appid}"))
+            except Exception as exc:  # the lock backend's own error: Redis LockError, TimeoutError
+                raise WeChatUnavailableError(None, f"token lock not taken: {type(exc).__name__}") from exc
+            current = self._stored_token()
+            if current is not None and current != stale:
+                return current
+            result = self.fetch_access_token()
+            return str(result["access_token"])
+
+    def fetch_access_token(self) -> dict[str, Any]:
+        """Unconditionally fetch a token from ``cgi-bin/token`` and store it; callers hold the lock."""
+        logger.info("fetching a WeChat access token for appid %s", self.appid)
+        result = self._send(
+            "get",
+            self.api_base + "cgi-bin/token",
+            {"params": {"grant_type": "client_credential", "appid": self.appid, "secret": self.secret}},
+        )
+        if not isinstance(result, dict) or not result.get("access_token"):
+            raise WeChatUnavailableError(None, "cgi-bin/token returned no access_token")
+        expires_in = int(result.get("expires_in") or 7200)
+        self.session.set(
+            self.access_token_key,
+            {"token": result["access_token"], "expires_at": time.time() + expires_in},
+            expires_in,
+        )
+        self.expires_at = int(time.time()) + expires_in
+        return result
+
+    # -- requests ---------------------------------------------------------
+
+    def _request(self, method: str, url_or_endpoint: str, **kwargs: Any) -> Any:
+        """Every wechatpy call lands here: build the URL, add the token, retry once on a token error."""
+        retried = kwargs.pop("_token_retried", False)
+        api_base_url = kwargs.pop("api_base_url", self.API_BASE_URL)
+        if url_or_endpoint.startswith(("http://", "https://")):
+            url = self._rebase(url_or_endpoint)
+        else:
+            url = api_base_url + url_or_endpoint
+        params = kwargs.get("params")
+        if params is None:
+            params = kwargs["params"] = {}
+        sends_token = (
+            isinstance(params, dict)
+            and "access_token" not in params
+            and self._endpoint(url) not in TOKENLESS_PATHS
+        )
+        if sends_token:
+            params["access_token"] = self.access_token
+        if isinstance(kwargs.get("data"), dict):
+            kwargs["data"] = json.dumps(kwargs["data"], ensure_ascii=False).encode("utf-8")
+        result_processor = kwargs.pop("result_processor", None)
+        try:
+            result = self._send(method, url, kwargs)
+        except WeChatError as exc:
+            if sends_token and self.auto_retry and not retried and exc.errcode in TOKEN_ERRCODES:
+                logger.info("WeChat rejected the access token (%s); refreshing once", exc.errcode)
+                params["access_token"] = self.refresh_access_token(stale=params["access_token"])
+                return self._request(method, url, _token_retried=True, result_processor=result_processor, **kwargs)
+            raise
+        return result_processor(result) if result_processor and isinstance(result, dict) else result
+
+    def _send(self, method: str, url: str, kwargs: dict[str, Any]) -> dict[str, Any] | requests.Response:
+        """One HTTP exchange: a JSON dict, or the raw response for an image; errors become WeChatError."""
+        kwargs.setdefault("timeout", self.timeout)
+        path = self._endpoint(url)
+        try:
+            res = self._http.request(method=method, url=url, **kwargs)
+        except requests.Timeout:
+            # Never chain the requests exception: its message holds the full URL, secret included.
+            raise WeChatUnavailableError(None, f"{path}: timed out") from None
+        except requests.RequestException as exc:
+            raise WeChatUnavailableError(None, f"{path}: {type(exc).__name__}") from None
+        if res.status_code >= 500:
+            raise WeChatUnavailableError(None, f"{path}: HTTP {res.status_code}")
+        if res.status_code >= 400:
+            raise WeChatError(None, f"{path}: HTTP {res.status_code}")
+        if res.headers.get("Content-Type", "").split(";")[0].strip().startswith("image/"):
+            return res
+        try:
+            result = json.loads(res.content.decode("utf-8"), strict=False)
+        except ValueError:
+            raise WeChatUnavailableError(None, f"{path}: response is not JSON") from None
+        if not isinstance(result, dict):
+            raise WeChatUnavailableError(None, f"{path}: response is not a JSON object")
+        try:
+            errcode = int(result.get("errcode") or 0)
+        except (TypeError, ValueError):
+            raise WeChatUnavailableError(None, f"{path}: errcode is not a number") from None
+        if errcode != 0:
+            errmsg = str(result.get("errmsg") or "")
+            # A token error is usually healed by one refresh: not worth a warning.
+            level = logging.INFO if errcode in TOKEN_ERRCODES else logging.WARNING
+            logger.log(level, "WeChat %s answered errcode %s: %s", path, errcode, errmsg)
+            error_type = WeChatUnavailableError if errcode == BUSY_ERRCODE else WeChatError
+            raise error_type(errcode, errmsg)
+        return result
+
+
+def _json(result: Any, path: str) -> dict[str, Any]:
+    if not isinstance(result, dict):
+        raise WeChatUnavailableError(None, f"{path}: an image instead of JSON")
+    return result
+
+
+def _required(result: Mapping[str, Any], key: str, path: str) -> str:
+    value = result.get(key)
+    if not isinstance(value, (str, int)) or value == "":
+        raise WeChatUnavailableError(None, f"{path}: response lacks {key}")
+    return str(value)
+
+
+class MiniProgram:
+    """The mini-program's server-side WeChat APIs, typed and with WeChat's errors as WeChatError."""
+
+    def __init__(self, client: WeChatApiClient) -> None:
+        self.client = client
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        redis_client: Any | None = None,
+        lock_factory: LockFactory | None = None,
+    ) -> MiniProgram:
+        """Build from ``WECHAT_APPID``, ``WECHAT_SECRET``, ``WECHAT_API_BASE`` and ``WECHAT_TIMEOUT``."""
+        client = WeChatApiClient(
+            config["WECHAT_APPID"],
+            config["WECHAT_SECRET"],
+            api_base=config.get("WECHAT_API_BASE") or PRODUCTION_API_BASE,
+            session=make_token_storage(redis_client),
+            timeout=float(config.get("WECHAT_TIMEOUT") or 5),
+            lock_factory=lock_factory,
+        )
+        return cls(client)
+
+    @property
+    def appid(self) -> str:
+        return str(self.client.appid)
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections."""
+        self.client._http.close()
+
+    def code_to_session(self, js_code: str) -> SessionInfo:
+        """Exchange a ``wx.login()`` code for the member's openid, unionid and session key."""
+        path = "sns/jscode2session"
+        # A tokenless path: the client sends appid and secret, and no access token is fetched.
+        result = _json(self.client.get(
+            path,
+            api_base_url=self.client.api_base,
+            params={
+                "appid": self.client.appid,
+                "secret": self.client.secret,
+                "js_code": js_code,
+                "grant_type": "authorization_code",
+            },
+        ), path)
+        return SessionInfo(
+            openid=_required(result, "openid", path),
+            session_key=_required(result, "session_key", path),
+            unionid=result.get("unionid") or None,
+        )
+
+    def get_phone_number(self, code: str) -> PhoneInfo:
+        """Exchange a ``getPhoneNumber`` button code for the member's phone number."""
+        path = "wxa/business/getuserphonenumber"
+        result = _json(self.client.post(path, api_base_url=self.client.api_base, data={"code": code}), path)
+        info = result.get("phone_info")
+        if not isinstance(info, dict):
+            raise WeChatUnavailableError(None, f"{path}: response lacks phone_info")
+        return PhoneInfo(
+            phone_number=_required(info, "phoneNumber", path),
+            pure_phone_number=_required(info, "purePhoneNumber", path),
+            country_code=_required(info, "countryCode", path),
+        )
+
+    def get_unlimited_code(
+        self,
+        scene: str,
+        page: str | None = None,
+        width: int = 430,
+        check_path: bool = False,
+        env_version: str = "release",
+    ) -> bytes:
+        """The image of a mini-program code carrying ``scene`` (``wxacode.getUnlimited``)."""
+        path = "wxa/getwxacodeunlimit"
+        body: dict[str, Any] = {"scene": scene, "width": width, "check_path": check_path, "env_version": env_version}
+        if page is not None:
+            body["page"] = page
+        result = self.client.post(path, api_base_url=self.client.api_base, data=body)
+        if not isinstance(result, requests.Response):
+            # errcode 0 with no image: WeChat documents no such answer.
+            raise WeChatUnavailableError(None, f"{path}: JSON instead of an image")
+        return result.content

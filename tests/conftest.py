@@ -1,0 +1,155 @@
+"""Fixtures shared by every tier.
+
+The database is the one the run is configured for: a SQLite file by default,
+MariaDB when TEST_DATABASE_URL says so. It is migrated once per run with
+Alembic and emptied after every test. Redis is used when TEST_REDIS_URL is set,
+and its test database is flushed after every test. WeChat is the sandbox,
+served on a real port, so the wechatpy clients speak HTTP to it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterator
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from server import create_app, migrate
+from server.config import TestingConfig
+from server.db import make_engine
+from server.models import metadata
+from server.wechat.sandbox import SandboxServer, create_sandbox_app, sandbox_apps_from_config, serve_in_thread
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[SandboxServer]:
+    """The fake WeChat, on an ephemeral port, for the whole run."""
+    server = serve_in_thread(create_sandbox_app(sandbox_apps_from_config(vars(TestingConfig())), seed="tests"))
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A freshly migrated test database."""
+    url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        if conn.dialect.name == "mysql":
+            conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        if conn.dialect.name == "mysql":
+            conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
+    engine.dispose()
+    config = TestingConfig()
+    config.DATABASE_URL = url
+    migrator = create_app(config)
+    migrate.upgrade(migrator)
+    migrator.extensions["db_engine"].dispose()
+    yield url
+
+
+def make_config(database_url: str, sandbox: SandboxServer, **overrides: Any) -> TestingConfig:
+    config = TestingConfig()
+    config.DATABASE_URL = database_url
+    config.WECHAT_API_BASE = sandbox.base_url
+    config.WECHAT_PAY_API_BASE = sandbox.base_url
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def _empty_database(app: Flask) -> None:
+    with app.extensions["db_engine"].begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+@pytest.fixture
+def app_factory(database_url: str, sandbox: SandboxServer) -> Iterator[Callable[..., Flask]]:
+    """Build apps on the test database with config overrides; all are cleaned up after the test."""
+    apps: list[Flask] = []
+
+    def build(**overrides: Any) -> Flask:
+        app = create_app(make_config(database_url, sandbox, **overrides))
+        apps.append(app)
+        return app
+
+    yield build
+    if apps:
+        _empty_database(apps[0])
+        redis_client = apps[0].extensions["redis"]
+        if redis_client is not None:
+            redis_client.flushdb()
+    for app in apps:
+        app.extensions["db_engine"].dispose()
+
+
+@pytest.fixture
+def app(app_factory: Callable[..., Flask]) -> Flask:
+    return app_factory()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def wx_login(client: FlaskClient) -> Callable[..., dict[str, Any]]:
+    """``wx_login("alice")`` signs in through the sandbox; returns the response's data with a ``headers`` key."""
+
+    def login(name: str, scene: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": f"sandbox:{name}"}
+        if scene is not None:
+            body["scene"] = scene
+        response = client.post("/api/v1/auth/wx-login", json=body)
+        assert response.status_code == 200, response.get_json()
+        data = response.get_json()["data"]
+        data["headers"] = {"Authorization": f"Bearer {data['token']}"}
+        return data
+
+    return login
+
+
+@pytest.fixture
+def make_staff(app: Flask) -> Callable[..., Any]:
+    """``make_staff("owner")`` creates a staff account with that role."""
+    from server import db
+    from server.accounts.models import StaffRole
+    from server.accounts.services import create_staff
+
+    def make(role: str, username: str | None = None, password: str = "correct-horse") -> Any:
+        with app.app_context():
+            staff = create_staff(db.session(), username=username or f"{role}-user", password=password, role=StaffRole(role))
+            db.commit()
+            return staff
+
+    return make
+
+
+@pytest.fixture
+def staff_login(client: FlaskClient, make_staff: Callable[..., Any]) -> Callable[..., dict[str, str]]:
+    """``staff_login("finance")`` creates that staff member and returns their Authorization header."""
+
+    def login(role: str) -> dict[str, str]:
+        staff = make_staff(role)
+        response = client.post("/admin/api/v1/auth/login", json={"username": staff.username, "password": "correct-horse"})
+        assert response.status_code == 200, response.get_json()
+        return {"Authorization": f"Bearer {response.get_json()['data']['token']}"}
+
+    return login
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        pytest.skip("TEST_REDIS_URL not set")
+    redis.Redis.from_url(url).ping()
+    return url
