@@ -5,7 +5,18 @@ import logging
 
 from flask import Flask
 
+from werkzeug.routing import IntegerConverter
+
 from server.config import Config
+
+
+class BigIntConverter(IntegerConverter):
+    """``<int:…>`` limited to 1 … 2**63-1."""
+
+    def __init__(self, map, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.setdefault("min", 1)
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -19,10 +30,17 @@ def create_app(config: Config | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if not app.testing:
         logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at import
 
-    from server import cache, cli, db, errors, health, settings, wechat
+    from server import cache, cli, db, errors, health, orders, points, settings, wechat
     from server.accounts import routes as accounts_routes
+    from server import posters  # posters
+    from server.distribution import routes as distribution_routes  # distribution: blueprints
+    from server.referral import routes as referral_routes
+    from server.referral import oa_routes
 
+    # An id in a URL must fit a BIGINT; a larger one matches no route (404) instead of failing in the database.
+    app.url_map.converters["int"] = BigIntConverter
     errors.init_app(app)
     db.init_app(app)
     cache.init_app(app)
@@ -30,6 +48,15 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(accounts_routes.bp)
     app.register_blueprint(accounts_routes.admin_bp)
+    app.register_blueprint(distribution_routes.bp)  # distribution
+    app.register_blueprint(distribution_routes.admin_bp)  # distribution
+    app.register_blueprint(referral_routes.bp)
+    app.register_blueprint(referral_routes.landing_bp)
+    app.register_blueprint(referral_routes.admin_bp)
+    app.register_blueprint(oa_routes.bp)
     settings.init_app(app)
+    orders.init_app(app)
+    points.init_app(app)
+    posters.init_app(app)  # posters
     cli.init_app(app)
     return app

@@ -1,15 +1,38 @@
 """Request parsing shared by every blueprint: JSON bodies, query strings, client address."""
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from datetime import datetime, timezone
+from typing import Annotated, Any, TypeVar
 
 from flask import current_app, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from server.errors import InvalidJSONError, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+#: The largest integer a BIGINT (and SQLite's INTEGER) column holds.
+MAX_INT = 2**63 - 1
+
+
+def _fits_bigint(value: Any) -> Any:
+    """Any integer a client sends must fit the database, or it would fail there instead of here."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT <= value <= MAX_INT:
+        raise ValueError(f"must be between {-MAX_INT} and {MAX_INT}")
+    return value
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A client's datetime as aware UTC; naive means UTC. Refuses instants UTC cannot represent."""
+    try:
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("date out of range") from None
+
+
+#: A datetime field of a body or query, normalised to aware UTC.
+Instant = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class Body(BaseModel):
@@ -17,11 +40,21 @@ class Body(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _integers_fit(cls, value: Any) -> Any:
+        return _fits_bigint(value)
+
 
 class Query(BaseModel):
     """Base of query strings: values arrive as text, so numbers are coerced."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _integers_fit(cls, value: Any) -> Any:
+        return _fits_bigint(value)
 
 
 def _validation_details(error: PydanticValidationError) -> list[dict[str, str]]:
@@ -63,7 +96,7 @@ def client_address() -> str:
 class Page(Query):
     """Pagination for list endpoints."""
 
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=100_000)
     page_size: int = Field(20, ge=1, le=100)
 
     @property

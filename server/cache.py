@@ -6,9 +6,10 @@ workers or hosts need Redis so they share counters, locks and cached tokens.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import redis
 from flask import Flask, current_app
@@ -33,10 +34,43 @@ class _LocalCounters:
             return count + 1
 
 
+class _LocalValues:
+    """Values with an optional lifetime, for one process; a cache, so it may forget under pressure."""
+
+    #: Entries kept before expired ones are dropped, then the oldest.
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, tuple[float | None, str]] = {}
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            entry = self._values.get(key)
+            if entry is None:
+                return None
+            expires, text = entry
+            if expires is not None and expires <= time.monotonic():
+                del self._values[key]
+                return None
+            return text
+
+    def set(self, key: str, text: str, ttl: float | None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._values.pop(key, None)
+            if len(self._values) >= self.MAX_ENTRIES:
+                self._values = {k: v for k, v in self._values.items() if v[0] is None or v[0] > now}
+                while len(self._values) >= self.MAX_ENTRIES:
+                    del self._values[next(iter(self._values))]
+            self._values[key] = (None if ttl is None else now + ttl, text)
+
+
 def init_app(app: Flask) -> None:
     url = app.config.get("REDIS_URL")
     app.extensions["redis"] = redis.Redis.from_url(url) if url else None
     app.extensions["local_counters"] = _LocalCounters()
+    app.extensions["local_values"] = _LocalValues()
     app.extensions["local_locks"] = {}
     app.extensions["local_locks_guard"] = threading.Lock()
 
@@ -57,6 +91,33 @@ def hit(key: str, window: int) -> int:
     pipe.expire(full_key, window, nx=True)
     count, _ = pipe.execute()
     return int(count)
+
+
+def get_value(key: str) -> Any:
+    """The value ``set_value`` stored under ``key``, or None once it expired or was never set.
+
+    Values travel as JSON, so what comes back is a fresh copy (tuples come back as lists).
+    """
+    r = client()
+    text = current_app.extensions["local_values"].get(key) if r is None else r.get(f"kv:{key}")
+    return None if text is None else json.loads(text)
+
+
+def set_value(key: str, value: Any, ttl: float | None) -> None:
+    """Store a JSON-serialisable ``value`` under ``key`` for ``ttl`` seconds (None: no expiry).
+
+    Shared by every worker through Redis; without Redis, kept in this process only. Either way
+    it is a cache: callers must be able to rebuild the value when it is gone.
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    r = client()
+    if r is None:
+        current_app.extensions["local_values"].set(key, text, ttl)
+    elif ttl is None:
+        r.set(f"kv:{key}", text)
+    else:
+        # Redis counts whole milliseconds, at least one.
+        r.set(f"kv:{key}", text, px=max(1, int(ttl * 1000)))
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import time
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
+from werkzeug.serving import run_simple
 
 from server import db, migrate
 
@@ -38,10 +39,13 @@ def db_revision(message: str) -> None:
 
 
 def _start_sandbox(app: Flask, port: int) -> str:
-    from server.wechat.sandbox import create_sandbox_app, sandbox_apps_from_config, serve_in_thread
+    from server.wechat.sandbox import create_sandbox_app, message_push_from_config, sandbox_apps_from_config, serve_in_thread
 
-    server = serve_in_thread(create_sandbox_app(sandbox_apps_from_config(app.config), seed="sandbox"), port=port)
-    return server.base_url
+    # The sandbox pushes the official account's messages to PUBLIC_BASE_URL/wechat/oa, as WeChat would.
+    sandbox = create_sandbox_app(
+        sandbox_apps_from_config(app.config), seed="sandbox", message_push=message_push_from_config(app.config)
+    )
+    return serve_in_thread(sandbox, port=port).base_url
 
 
 @click.command("run", help="Migrate the database and serve the API (and, in sandbox mode, the WeChat sandbox).")
@@ -55,7 +59,8 @@ def run_command(host: str, port: int) -> None:
         base = _start_sandbox(app, app.config["WECHAT_SANDBOX_PORT"])
         click.echo(f"WeChat sandbox at {base}")
     click.echo(f"API at http://{host}:{port}/ (database: {app.extensions['db_engine'].url.render_as_string()})")
-    app.run(host=host, port=port, threaded=True, use_reloader=False, debug=False)
+    # Flask's app.run() refuses to start under its own CLI, so serve with Werkzeug directly.
+    run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
 
 
 @click.command("sandbox", help="Serve only the WeChat sandbox (for gunicorn-served development setups).")

@@ -7,6 +7,7 @@ default that the sandbox also knows, so a fresh checkout runs with nothing set.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,7 +19,8 @@ SANDBOX_DEFAULTS = {
     "WECHAT_OA_APPID": "wx5a0d5a4d5b0c0002",
     "WECHAT_OA_SECRET": "sandbox-official-account-secret-0",
     "WECHAT_OA_TOKEN": "sandbox-token",
-    "WECHAT_OA_AES_KEY": "c2FuZGJveC1hZXMta2V5LWZvci10aGUtb2ZmaWNpYWwtYQ",
+    # An EncodingAESKey is 43 characters: 32 bytes in base64 without the padding.
+    "WECHAT_OA_AES_KEY": "c2FuZGJveC1hZXMta2V5LWZvci10aGUtb2ZmaWNpYWw",
     "WECHAT_PAY_MCH_ID": "1900000109",
     "WECHAT_PAY_API_KEY": "sandboxpayapikey00000000000000000",
     "WECHAT_PAY_API_V3_KEY": "sandboxpayapiv3key00000000000000",
@@ -57,6 +59,10 @@ class Config:
         default_pay = sandbox_base if self.WECHAT_SANDBOX else "https://api.mch.weixin.qq.com/"
         self.WECHAT_API_BASE = env.get("WECHAT_API_BASE") or default_api
         self.WECHAT_PAY_API_BASE = env.get("WECHAT_PAY_API_BASE") or default_pay
+        # The official account's QR images (mp.weixin.qq.com) and OAuth pages (open.weixin.qq.com)
+        # live on their own hosts; empty means the host of WECHAT_API_BASE, where the sandbox serves them.
+        self.WECHAT_MP_BASE = env.get("WECHAT_MP_BASE") or ("" if self.WECHAT_SANDBOX else "https://mp.weixin.qq.com/")
+        self.WECHAT_OPEN_BASE = env.get("WECHAT_OPEN_BASE") or ("" if self.WECHAT_SANDBOX else "https://open.weixin.qq.com/")
 
         for name, sandbox_value in SANDBOX_DEFAULTS.items():
             value = env.get(name) or (sandbox_value if self.WECHAT_SANDBOX else "")
@@ -65,8 +71,22 @@ class Config:
         self.WECHAT_PAY_MCH_PRIVATE_KEY = env.get("WECHAT_PAY_MCH_PRIVATE_KEY", "")
         self.WECHAT_PAY_PLATFORM_PUBLIC_KEY = env.get("WECHAT_PAY_PLATFORM_PUBLIC_KEY", "")
         self.WECHAT_PAY_PLATFORM_SERIAL = env.get("WECHAT_PAY_PLATFORM_SERIAL", "")
+        #: "v3" or "v2": the WeChat Pay API new prepays go through (an order keeps the one it used).
+        self.WECHAT_PAY_API = (env.get("WECHAT_PAY_API") or "v3").lower()
+        #: v2 signatures: "HMAC-SHA256" or "MD5".
+        self.WECHAT_PAY_V2_SIGN_TYPE = env.get("WECHAT_PAY_V2_SIGN_TYPE") or "HMAC-SHA256"
+        #: PEM paths of the merchant's client certificate and its key (apiclient_cert.pem, apiclient_key.pem):
+        #: the v2 refund API refuses calls without them.
+        self.WECHAT_PAY_MCH_CERT = env.get("WECHAT_PAY_MCH_CERT", "")
+        self.WECHAT_PAY_MCH_KEY = env.get("WECHAT_PAY_MCH_KEY", "")
+        #: In sandbox mode without the v3 PEM paths, the merchant and platform key pairs are generated here once.
+        self.WECHAT_PAY_SANDBOX_KEY_DIR = env.get("WECHAT_PAY_SANDBOX_KEY_DIR") or str(ROOT / "var" / "sandbox-pay")
         #: Seconds a WeChat HTTP call may take before it fails.
         self.WECHAT_TIMEOUT = float(env.get("WECHAT_TIMEOUT") or 5)
+        #: The mini-program page a poster's code opens; the page reads the scene from its query.
+        self.WECHAT_MINIPROGRAM_PAGE = env.get("WECHAT_MINIPROGRAM_PAGE") or "pages/index/index"
+        #: Seconds a poster's PNG stays in Redis after it was drawn or last read from the database.
+        self.POSTER_CACHE_TTL = _env_int("POSTER_CACHE_TTL", 24 * 3600)
 
         #: Lifetime of a member's or staff member's bearer token.
         self.TOKEN_TTL_SECONDS = _env_int("TOKEN_TTL_SECONDS", 7 * 24 * 3600)
@@ -105,3 +125,11 @@ class TestingConfig(Config):
         for name, sandbox_value in SANDBOX_DEFAULTS.items():
             setattr(self, name, sandbox_value)
         self.LOGIN_RATE_LIMIT = 1000
+        # Tests generate their own WeChat Pay key pairs, outside the checkout, and never read real ones.
+        self.WECHAT_PAY_SANDBOX_KEY_DIR = os.environ.get("TEST_WECHAT_PAY_SANDBOX_KEY_DIR") or str(
+            Path(tempfile.gettempdir()) / f"referral-test-sandbox-pay-{getattr(os, 'getuid', lambda: 0)()}"
+        )
+        for name in ("WECHAT_PAY_MCH_PRIVATE_KEY", "WECHAT_PAY_PLATFORM_PUBLIC_KEY", "WECHAT_PAY_MCH_CERT", "WECHAT_PAY_MCH_KEY"):
+            setattr(self, name, "")
+        self.WECHAT_PAY_API = "v3"
+        self.WECHAT_PAY_V2_SIGN_TYPE = "HMAC-SHA256"

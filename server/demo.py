@@ -24,6 +24,27 @@ def seed_demo(sess: Session) -> Iterator[str]:
             yield f"staff {username} ({role}) created, password {DEMO_PASSWORD}"
         else:
             yield f"staff {username} ({role}) already there"
+    yield from _seed_redemption_items(sess)
+
+
+#: One item of each kind for the points shop (seed 003 3.2): goods from 2,000 points, event access, invite codes.
+DEMO_REDEMPTION_ITEMS = (
+    ("goods", "蓝牙降噪耳机", 200_000, 20, "积分商品：每积分 = 1 元，2000 积分起兑。"),
+    ("privilege", "PMCAFF 线下活动入场资格", 50_000, 50, "兑换积分权限：线上线下活动资格。"),
+    ("invite_code", "邀请码", 10_000, None, "100 积分兑换 1 个邀请码；好友用它登录即绑定为你的邀请。"),
+)
+
+
+def _seed_redemption_items(sess: Session) -> Iterator[str]:
+    from server.points.models import ItemKind, RedemptionItem
+    from server.points.redemption import create_item, points_text
+
+    for sort, (kind, title, price, stock, description) in enumerate(DEMO_REDEMPTION_ITEMS):
+        if sess.scalar(select(RedemptionItem.id).where(RedemptionItem.title == title)) is not None:
+            yield f"redemption item {title} already there"
+            continue
+        create_item(sess, kind=ItemKind(kind), title=title, price=price, stock=stock, description=description, sort=sort)
+        yield f"redemption item {title} ({kind}, {points_text(price)} points) stocked"
 
 
 class _Story:

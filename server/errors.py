@@ -67,7 +67,14 @@ class UnsupportedMediaTypeError(AppError):
 
 
 class ValidationError(AppError):
+    """Always carries ``data.errors``, so clients handle every 422 of this code one way."""
+
     http_status, code, message = 422, 42200, "validation failed"
+
+    def __init__(self, message: str | None = None, *, data: Any = None, code: int | None = None) -> None:
+        if data is None:
+            data = {"errors": [{"field": "body", "error": message or self.message}]}
+        super().__init__(message, data=data, code=code)
 
 
 class RateLimitedError(AppError):

@@ -72,3 +72,17 @@ def load_token(token: str, purpose: str, max_age: int) -> dict[str, Any] | None:
     except (BadSignature, UnicodeError, ValueError):
         return None
     return payload if isinstance(payload, dict) else None
+
+
+def mask(text: str, *, keep_head: int = 1, keep_tail: int = 1) -> str:
+    """Hide the middle of a name or number: 爱丽丝 → 爱*丝, 13800138000 → 138****8000."""
+    if len(text) <= 1:
+        return "*"
+    if len(text) <= keep_head + keep_tail:
+        return text[:1] + "*" * (len(text) - 1)
+    return text[:keep_head] + "*" * (len(text) - keep_head - keep_tail) + text[len(text) - keep_tail :]
+
+
+def mask_phone(number: str) -> str:
+    """138****8000 for a mainland mobile; the first digit and last four for anything shorter."""
+    return mask(number, keep_head=3 if len(number) >= 8 else 1, keep_tail=4)

@@ -13,6 +13,7 @@ from server.accounts.auth import bearer_token, current_member, current_staff, me
 from server.accounts.models import Member, MemberStatus, Staff, StaffRole, SubjectType
 from server.api import Body, Page, client_address, parse_body, parse_query
 from server.errors import NotFoundError, envelope
+from server.referral.services import inviter_and_upline
 from server.wechat import miniprogram
 from server.wechat.formats import SCENE_RE
 
@@ -72,8 +73,15 @@ class MemberListQuery(Page):
     q: str | None = None
 
 
+def _inviter(member: Member) -> dict[str, Any] | None:
+    sess = db.session()
+    inviter_id, _ = inviter_and_upline(sess, member.id)
+    inviter = sess.get(Member, inviter_id) if inviter_id else None
+    return {"id": inviter.id, "nickname": inviter.nickname} if inviter else None
+
+
 def serialize_member(member: Member) -> dict[str, Any]:
-    """The member as they see themselves."""
+    """The member as they see themselves, with who invited them."""
     return {
         "id": member.id,
         "openid": member.openid,
@@ -81,6 +89,7 @@ def serialize_member(member: Member) -> dict[str, Any]:
         "avatar_url": member.avatar_url,
         "phone": member.phone_masked,
         "status": member.status.value,
+        "inviter": _inviter(member),
         "created_at": member.created_at.isoformat(),
     }
 
@@ -115,6 +124,7 @@ def wx_login() -> Any:
             "expires_in": result.expires_in,
             "created": result.created,
             "user": serialize_member(result.member),
+            "binding": result.binding.as_dict(db.session()) if result.binding else None,
         }
     )
 
@@ -223,8 +233,7 @@ def list_members() -> Any:
     query = parse_query(MemberListQuery)
     stmt = select(Member)
     if query.q:
-        like = f"%{query.q}%"
-        stmt = stmt.where(Member.nickname.like(like) | Member.phone_masked.like(like))
+        stmt = stmt.where(Member.nickname.contains(query.q, autoescape=True) | Member.phone_masked.contains(query.q, autoescape=True))
     sess = db.session()
     total = sess.scalar(select(func.count()).select_from(stmt.subquery()))
     rows = sess.scalars(stmt.order_by(Member.id.desc()).offset(query.offset).limit(query.page_size)).all()

@@ -4,6 +4,7 @@ Services take a session and plain arguments, ``flush()`` and never commit.
 """
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -37,7 +38,10 @@ from server.accounts.models import (
 from server.cache import enforce_rate_limit
 from server.db import utcnow
 from server.errors import InvalidTokenError, UpstreamError, ValidationError
+from server.referral import services as referral
 from server.referral.models import TouchEvent, TouchKind
+from server.referral.official_account import take_pending_scene
+from server.referral.services import BindResult
 from server.wechat.client import MiniProgram, WeChatError, WeChatUnavailableError
 
 #: WeChat's own default nickname for users who have not set one in our app.
@@ -48,12 +52,20 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
 MIN_PASSWORD_LENGTH = 8
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of nothing anyone knows, checked when the username does not exist."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
 @dataclass(frozen=True)
 class SignIn:
     member: Member
     token: str
     expires_in: int
     created: bool
+    #: What became of the scene the member arrived with; None without a scene.
+    binding: BindResult | None
 
 
 def _issue_token(sess: Session, subject_type: SubjectType, subject_id: int, client_address: str, user_agent: str) -> tuple[str, int]:
@@ -131,6 +143,14 @@ def sign_in_member(
         member.unionid = info.unionid
     member.session_key_ciphertext = security.encrypt(info.session_key, "session_key")
     member.last_login_at = utcnow()
+    sess.flush()
+    # Someone who followed the official account through a member's QR code before using the
+    # mini-program arrives with that scene; their own scene wins, and either way it is used up.
+    pending = take_pending_scene(sess, member.unionid) if member.unionid else None
+    if scene:
+        referral.record_scan(sess, member, scene)
+    else:
+        scene = pending  # its scan was recorded when they followed
     sess.add(
         TouchEvent(
             member_id=member.id,
@@ -141,8 +161,9 @@ def sign_in_member(
             detail={"first_sign_in": created},
         )
     )
+    binding = referral.bind_on_arrival(sess, member, scene, first_sign_in=created) if scene else None
     token, ttl = _issue_token(sess, SubjectType.member, member.id, client_address, user_agent)
-    return SignIn(member=member, token=token, expires_in=ttl, created=created)
+    return SignIn(member=member, token=token, expires_in=ttl, created=created, binding=binding)
 
 
 def authenticate_member(sess: Session, token: str) -> Member:
@@ -187,21 +208,13 @@ def update_profile(sess: Session, member: Member, *, nickname: str | None, avata
     return member
 
 
-def mask_phone(number: str) -> str:
-    """138****8000 for a mainland mobile; the middle hidden for anything else."""
-    if len(number) <= 4:
-        return "*" * len(number)
-    keep_head = 3 if len(number) >= 8 else 1
-    return number[:keep_head] + "*" * (len(number) - keep_head - 4) + number[-4:]
-
-
 def bind_phone(sess: Session, mp: MiniProgram, member: Member, code: str) -> Member:
     """Store the phone number WeChat vouches for (getPhoneNumber code), encrypted."""
     info = _wechat_call(mp.get_phone_number, code, bad_code_error=InvalidPhoneCodeError)
     number = info.pure_phone_number if info.country_code in ("86", "") else f"+{info.country_code}{info.pure_phone_number}"
     member.phone_ciphertext = security.encrypt(number, "phone")
     member.phone_digest = security.digest(number, "phone")
-    member.phone_masked = mask_phone(number)
+    member.phone_masked = security.mask_phone(number)
     sess.flush()
     return member
 
@@ -261,7 +274,9 @@ def sign_in_staff(sess: Session, *, username: str, password: str, client_address
     enforce_rate_limit(f"staff-login:addr:{client_address}", limit, window)
     enforce_rate_limit(f"staff-login:user:{username.lower()}", limit, window)
     staff = sess.scalar(select(Staff).where(Staff.username == username))
-    if staff is None or not staff.active or not check_password_hash(staff.password_hash, password):
+    # Hash even for an unknown username, so the response time does not tell which usernames exist.
+    valid = check_password_hash(staff.password_hash if staff else _dummy_hash(), password)
+    if staff is None or not staff.active or not valid:
         raise BadCredentialsError()
     staff.last_login_at = utcnow()
     token, ttl = _issue_token(sess, SubjectType.staff, staff.id, client_address, user_agent)

@@ -1,0 +1,14 @@
+"""Catalog, orders, WeChat Pay, refunds, reconciliation and offline contracts."""
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from server.orders import contract_routes, routes, services
+    from server.referral.services import set_sales_source
+
+    set_sales_source(services.attributed_sales)
+    app.register_blueprint(routes.bp)
+    app.register_blueprint(routes.admin_bp)
+    app.register_blueprint(contract_routes.admin_bp)

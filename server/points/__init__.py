@@ -1,0 +1,15 @@
+"""Points: the double-entry ledger, reward rules, settlement, redemption and compliance guards."""
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Hook the points lifecycle onto leads and orders, and register the points routes and commands."""
+    from server.points import cli, routes, services
+    from server.referral.services import on_lead_valid
+
+    on_lead_valid(services.reward_valid_lead)
+    cli.init_app(app)
+    app.register_blueprint(routes.bp)
+    app.register_blueprint(routes.admin_bp)

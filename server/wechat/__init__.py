@@ -1,4 +1,4 @@
-"""WeChat adapters for the app: one MiniProgram per app, its token shared through Redis.
+"""WeChat adapters for the app: one MiniProgram and one OfficialAccount per app, tokens shared through Redis.
 
 Nothing here knows whether ``WECHAT_API_BASE`` is WeChat or the sandbox.
 """
@@ -10,7 +10,9 @@ from typing import Any, Iterator
 from flask import Flask, current_app, has_app_context
 
 from server import cache
-from server.wechat.client import LockFactory, MiniProgram
+from server.wechat.client import LockFactory, MiniProgram, OfficialAccount
+from server.wechat.oa_messages import MessageCodec
+from server.wechat.pay import WeChatPayGateway
 
 
 def _app_lock_factory(app: Flask) -> LockFactory:
@@ -31,12 +33,34 @@ def _app_lock_factory(app: Flask) -> LockFactory:
 
 
 def init_app(app: Flask) -> None:
-    """Build the app's MiniProgram; runs after ``server.cache.init_app`` so Redis is known."""
-    app.extensions["wechat_miniprogram"] = MiniProgram.from_config(
-        app.config, app.extensions.get("redis"), _app_lock_factory(app)
+    """Build the app's adapters; runs after ``server.cache.init_app`` so Redis is known.
+
+    A malformed EncodingAESKey fails here, at start-up, rather than on WeChat's first callback.
+    """
+    lock_factory = _app_lock_factory(app)
+    app.extensions["wechat_miniprogram"] = MiniProgram.from_config(app.config, app.extensions.get("redis"), lock_factory)
+    app.extensions["wechat_official_account"] = OfficialAccount.from_config(
+        app.config, app.extensions.get("redis"), lock_factory
     )
+    app.extensions["wechat_oa_messages"] = MessageCodec.from_config(app.config)
+    app.extensions["wechat_pay"] = WeChatPayGateway.from_config(app.config)
 
 
 def miniprogram() -> MiniProgram:
     """The current app's MiniProgram."""
     return current_app.extensions["wechat_miniprogram"]
+
+
+def official_account() -> OfficialAccount:
+    """The current app's OfficialAccount."""
+    return current_app.extensions["wechat_official_account"]
+
+
+def oa_messages() -> MessageCodec | None:
+    """The current app's callback codec; None when no ``WECHAT_OA_TOKEN`` is configured."""
+    return current_app.extensions["wechat_oa_messages"]
+
+
+def wechat_pay() -> WeChatPayGateway:
+    """The current app's WeChat Pay (v2 and/or v3, whichever the merchant configured)."""
+    return current_app.extensions["wechat_pay"]

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 from wechatpy import WeChatClient
@@ -396,3 +396,165 @@ class MiniProgram:
             # errcode 0 with no image: WeChat documents no such answer.
             raise WeChatUnavailableError(None, f"{path}: JSON instead of an image")
         return result.content
+
+
+# -- the official account (公众号) ---------------------------------------------------
+
+#: WeChat's host for official-account QR images (``showqrcode``).
+PRODUCTION_MP_BASE = "https://mp.weixin.qq.com/"
+#: WeChat's host for the OAuth page a user's browser is sent to.
+PRODUCTION_OPEN_BASE = "https://open.weixin.qq.com/"
+#: A temporary parametric QR code lives at least a minute and at most 30 days.
+QR_MIN_EXPIRE_SECONDS, QR_MAX_EXPIRE_SECONDS = 60, 2_592_000
+#: WeChat's limit on ``scene_str``.
+QR_SCENE_STR_MAX = 64
+OAUTH_SCOPES = ("snsapi_base", "snsapi_userinfo")
+
+
+@dataclass(frozen=True)
+class SceneQR:
+    """A parametric QR code of the official account."""
+
+    ticket: str
+    #: What the code encodes (``http://weixin.qq.com/q/…``); any QR renderer can draw it.
+    url: str
+    #: Seconds it stays valid; None for a permanent code.
+    expire_seconds: int | None
+
+
+@dataclass(frozen=True)
+class OAUser:
+    """What ``cgi-bin/user/info`` tells about a user of the official account."""
+
+    openid: str
+    #: Null when the account is not bound to an open-platform account, or for a non-follower.
+    unionid: str | None
+    subscribed: bool
+
+
+@dataclass(frozen=True)
+class OAuthResult:
+    """Who came back from the official account's web OAuth."""
+
+    openid: str
+    #: WeChat sends it for ``snsapi_userinfo`` only; ask ``user_info`` otherwise.
+    unionid: str | None
+
+
+class OfficialAccount:
+    """The official account's server-side WeChat APIs: parametric QR codes, users, menu and web OAuth."""
+
+    def __init__(
+        self,
+        client: WeChatApiClient,
+        *,
+        mp_base: str = PRODUCTION_MP_BASE,
+        open_base: str = PRODUCTION_OPEN_BASE,
+    ) -> None:
+        self.client = client
+        self.mp_base = _normalize_base(mp_base)
+        self.open_base = _normalize_base(open_base)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        redis_client: Any | None = None,
+        lock_factory: LockFactory | None = None,
+    ) -> OfficialAccount:
+        """Build from ``WECHAT_OA_APPID``, ``WECHAT_OA_SECRET``, ``WECHAT_API_BASE``, ``WECHAT_MP_BASE`` and
+        ``WECHAT_OPEN_BASE``; an empty host key means the host of ``WECHAT_API_BASE`` (one sandbox serves all)."""
+        api_base = _normalize_base(config.get("WECHAT_API_BASE") or PRODUCTION_API_BASE)
+        production = api_base == PRODUCTION_API_BASE
+        client = WeChatApiClient(
+            config["WECHAT_OA_APPID"],
+            config["WECHAT_OA_SECRET"],
+            api_base=api_base,
+            session=make_token_storage(redis_client),
+            timeout=float(config.get("WECHAT_TIMEOUT") or 5),
+            lock_factory=lock_factory,
+        )
+        return cls(
+            client,
+            mp_base=config.get("WECHAT_MP_BASE") or (PRODUCTION_MP_BASE if production else api_base),
+            open_base=config.get("WECHAT_OPEN_BASE") or (PRODUCTION_OPEN_BASE if production else api_base),
+        )
+
+    @property
+    def appid(self) -> str:
+        return str(self.client.appid)
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections."""
+        self.client._http.close()
+
+    def create_scene_qr(self, scene: str, expire_seconds: int | None = None) -> SceneQR:
+        """A QR code carrying ``scene``: permanent when ``expire_seconds`` is None, else temporary."""
+        if not 1 <= len(scene) <= QR_SCENE_STR_MAX:
+            raise ValueError(f"scene must be 1-{QR_SCENE_STR_MAX} characters")
+        path = "cgi-bin/qrcode/create"
+        body: dict[str, Any] = {"action_info": {"scene": {"scene_str": scene}}}
+        if expire_seconds is None:
+            # Permanent codes are capped at 100,000 per account; callers should reuse them.
+            body["action_name"] = "QR_LIMIT_STR_SCENE"
+        else:
+            if not QR_MIN_EXPIRE_SECONDS <= expire_seconds <= QR_MAX_EXPIRE_SECONDS:
+                raise ValueError(f"expire_seconds must be {QR_MIN_EXPIRE_SECONDS}-{QR_MAX_EXPIRE_SECONDS}")
+            body["action_name"] = "QR_STR_SCENE"
+            body["expire_seconds"] = expire_seconds
+        result = _json(self.client.post(path, api_base_url=self.client.api_base, data=body), path)
+        expires: int | None = None
+        if expire_seconds is not None:
+            try:
+                expires = int(result.get("expire_seconds") or expire_seconds)
+            except (TypeError, ValueError):
+                raise WeChatUnavailableError(None, f"{path}: expire_seconds is not a number") from None
+        return SceneQR(ticket=_required(result, "ticket", path), url=_required(result, "url", path), expire_seconds=expires)
+
+    def qrcode_image_url(self, ticket: str) -> str:
+        """Where the QR image of ``ticket`` is served; tickets hold ``+``, ``/`` and ``=``, hence the quoting."""
+        return f"{self.mp_base}cgi-bin/showqrcode?ticket={quote(ticket, safe='')}"
+
+    def user_info(self, openid: str) -> OAUser:
+        """Whether ``openid`` follows the account, and their unionid where WeChat gives it."""
+        path = "cgi-bin/user/info"
+        result = _json(
+            self.client.get(path, api_base_url=self.client.api_base, params={"openid": openid, "lang": "zh_CN"}), path
+        )
+        return OAUser(
+            openid=_required(result, "openid", path),
+            unionid=result.get("unionid") or None,
+            subscribed=result.get("subscribe") in (1, "1"),
+        )
+
+    def create_menu(self, menu: Mapping[str, Any]) -> None:
+        """Replace the account's custom menu (``{"button": [...]}``)."""
+        path = "cgi-bin/menu/create"
+        _json(self.client.post(path, api_base_url=self.client.api_base, data=dict(menu)), path)
+
+    def get_menu(self) -> dict[str, Any]:
+        """The menu in force (``is_menu_open`` and ``selfmenu_info``), however it was set."""
+        path = "cgi-bin/get_current_selfmenu_info"
+        result = _json(self.client.get(path, api_base_url=self.client.api_base), path)
+        return {k: v for k, v in result.items() if k not in ("errcode", "errmsg")}
+
+    def oauth_url(self, redirect_uri: str, state: str, scope: str = "snsapi_base") -> str:
+        """The page to send a browser to; WeChat sends it back to ``redirect_uri`` with ``code`` and ``state``."""
+        if scope not in OAUTH_SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(OAUTH_SCOPES)}")
+        # WeChat wants exactly this parameter order, and the fragment, or it shows an error page.
+        query = urlencode(
+            [("appid", self.appid), ("redirect_uri", redirect_uri), ("response_type", "code"), ("scope", scope), ("state", state)]
+        )
+        return f"{self.open_base}connect/oauth2/authorize?{query}#wechat_redirect"
+
+    def oauth_exchange(self, code: str) -> OAuthResult:
+        """Exchange the ``code`` OAuth sent back for the user's openid (and unionid, if WeChat gives it)."""
+        path = "sns/oauth2/access_token"
+        # A tokenless path: authenticated by appid and secret, no access token is fetched.
+        result = _json(self.client.get(
+            path,
+            api_base_url=self.client.api_base,
+            params={"appid": self.client.appid, "secret": self.client.secret, "code": code, "grant_type": "authorization_code"},
+        ), path)
+        return OAuthResult(openid=_required(result, "openid", path), unionid=result.get("unionid") or None)

@@ -110,7 +110,9 @@ def test_unknown_route_and_wrong_method_are_envelopes(client):
 def test_scene_is_recorded_on_sign_in(app, wx_login):
     bob = wx_login("bob", scene="aB3-x_9")
     with app.app_context():
-        event = db.session().scalars(select(TouchEvent).where(TouchEvent.member_id == bob["user"]["id"])).one()
+        event = db.session().scalars(
+            select(TouchEvent).where(TouchEvent.member_id == bob["user"]["id"], TouchEvent.kind == TouchKind.sign_in)
+        ).one()
         assert event.kind == TouchKind.sign_in
         assert event.scene == "aB3-x_9"
         assert event.channel == "miniprogram"
@@ -195,3 +197,10 @@ def test_disabled_member_cannot_sign_in_or_use_old_tokens(client, wx_login, staf
     assert client.get("/api/v1/me", headers=alice["headers"]).status_code == 401
     response = client.post("/api/v1/auth/wx-login", json={"code": "sandbox:alice"})
     assert response.status_code == 403 and response.get_json()["code"] == 40310
+
+
+def test_ids_and_pages_beyond_bigint_are_client_errors(client, staff_login):
+    ops = staff_login("operations")
+    assert client.get(f"/admin/api/v1/members/{2**63}", headers=ops).status_code == 404
+    assert client.get("/admin/api/v1/members", headers=ops, query_string={"page": 10**17}).status_code == 422
+    assert client.get("/admin/api/v1/members", headers=ops, query_string={"q": "100%_"}).status_code == 200

@@ -1,0 +1,428 @@
+"""Distributor API: applying, my distributor record, materials (/api/v1), and the console (/admin/api/v1)."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from flask import Blueprint
+from pydantic import AfterValidator, Field, StringConstraints
+from sqlalchemy import func, select
+
+from server import db
+from server.accounts.auth import current_member, current_staff, member_required, staff_required
+from server.accounts.models import Member, StaffRole
+from server.api import Body, Page, parse_body, parse_query
+from server.distribution import services
+from server.distribution.models import Distributor, DistributorStatus, DistributorTier, Grade, Material, MaterialKind
+from server.errors import NotFoundError, envelope
+
+bp = Blueprint("distribution", __name__, url_prefix="/api/v1")
+admin_bp = Blueprint("distribution_admin", __name__, url_prefix="/admin/api/v1")
+
+
+def _http_url(value: str) -> str:
+    if value and not value.startswith(("https://", "http://")):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+RealName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9]{5,20}$")]
+WechatId = Annotated[str, StringConstraints(max_length=64)]
+Intro = Annotated[str, StringConstraints(max_length=500)]
+Reason = Annotated[str, StringConstraints(max_length=255)]
+Url = Annotated[str, StringConstraints(max_length=512), AfterValidator(_http_url)]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Summary = Annotated[str, StringConstraints(max_length=255)]
+#: Fits MySQL's 64 KiB TEXT even if every character takes utf8mb4's four bytes.
+MaterialText = Annotated[str, StringConstraints(max_length=16_000)]
+GradeName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+Perks = Annotated[str, StringConstraints(max_length=2000)]
+SalesFen = Annotated[int, Field(ge=0, le=10**15)]
+SortKey = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
+#: A row id: BIGINT on MySQL, so anything larger cannot exist (and would overflow the driver).
+RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+#: A strict int, not Literal[1, 2, 3]: Literal would take true for 1.
+Audience = Annotated[int, Field(ge=1, le=3)]
+Kind = Literal["image_text", "video", "poster"]
+
+
+class ApplyBody(Body):
+    real_name: RealName
+    phone: Phone
+    wechat_id: WechatId = ""
+    intro: Intro = ""
+
+
+class AppointBody(Body):
+    member_id: RowId
+    #: Only tier 1 is appointed; a tier-2 distributor is always someone's recruit.
+    tier: int = Field(1, ge=1, le=1)
+    real_name: RealName
+    phone: Phone
+    wechat_id: WechatId = ""
+    intro: Intro = ""
+    reason: Reason = ""
+
+
+class DecisionBody(Body):
+    action: Literal["approve", "reject", "freeze", "unfreeze", "disable"]
+    reason: Reason = ""
+
+
+class DistributorListQuery(Page):
+    status: DistributorStatus | None = None
+    tier: int | None = Field(None, ge=1, le=2)
+    q: str | None = None
+
+
+class TierPatchBody(Body):
+    discount_bp: int | None = Field(None, ge=0, le=services.MAX_DISCOUNT_BP)
+    can_recruit: bool | None = None
+    max_recruits: int | None = Field(None, ge=0, le=1_000_000)
+
+
+class GradeBody(Body):
+    name: GradeName
+    min_sales_fen: SalesFen
+    perks: Perks = ""
+    sort: SortKey = 0
+
+
+class GradePatchBody(Body):
+    name: GradeName | None = None
+    min_sales_fen: SalesFen | None = None
+    perks: Perks | None = None
+    sort: SortKey | None = None
+
+
+class MaterialBody(Body):
+    kind: Kind
+    title: Title
+    summary: Summary = ""
+    body: MaterialText = ""
+    url: Url = ""
+    cover_url: Url = ""
+    poster_template_id: RowId | None = None
+    audience: Audience = 3
+    active: bool = True
+    sort: SortKey = 0
+
+
+class MaterialPatchBody(Body):
+    kind: Kind | None = None
+    title: Title | None = None
+    summary: Summary | None = None
+    body: MaterialText | None = None
+    url: Url | None = None
+    cover_url: Url | None = None
+    #: Null clears it (when a poster becomes another kind); left out, it is unchanged.
+    poster_template_id: RowId | None = None
+    audience: Audience | None = None
+    active: bool | None = None
+    sort: SortKey | None = None
+
+
+class MaterialQuery(Page):
+    kind: MaterialKind | None = None
+
+
+class AdminMaterialQuery(Page):
+    kind: MaterialKind | None = None
+    audience: int | None = Field(None, ge=1, le=3)
+    active: bool | None = None
+    q: str | None = None
+
+
+def _patch(body: Body, *, nullable: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields a PATCH body sets: a null means unchanged, except for the ``nullable`` ones."""
+    return {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k in nullable}
+
+
+def _material_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    if "kind" in fields:
+        fields["kind"] = MaterialKind(fields["kind"])
+    return fields
+
+
+# -- serializers ------------------------------------------------------------------
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value else None
+
+
+def serialize_tier(row: DistributorTier) -> dict[str, Any]:
+    return {
+        "tier": row.tier,
+        "discount_bp": row.discount_bp,
+        "material_audiences": list(services.tier_audiences(row.tier)),
+        "can_recruit": row.can_recruit,
+        "max_recruits": row.max_recruits,
+        "updated_at": _iso(row.updated_at),
+    }
+
+
+def serialize_grade(grade: Grade) -> dict[str, Any]:
+    return {
+        "id": grade.id,
+        "name": grade.name,
+        "min_sales_fen": grade.min_sales_fen,
+        "perks": grade.perks,
+        "sort": grade.sort,
+    }
+
+
+def _member_brief(member: Member | None) -> dict[str, Any] | None:
+    return {"id": member.id, "nickname": member.nickname, "avatar_url": member.avatar_url} if member else None
+
+
+def serialize_distributor(distributor: Distributor, member: Member, *, staff_view: bool) -> dict[str, Any]:
+    """A distributor as they see themselves, or (``staff_view``) as the console does; the phone is masked in both."""
+    sess = db.session()
+    recruiter = sess.get(Member, distributor.recruited_by_id) if distributor.recruited_by_id else None
+    grade = sess.get(Grade, distributor.grade_id) if distributor.grade_id else None
+    data = {
+        "id": distributor.id,
+        "member": _member_brief(member),
+        "tier": distributor.tier,
+        "status": distributor.status.value,
+        "status_reason": distributor.status_reason,
+        "real_name": distributor.real_name,
+        "phone": distributor.phone_masked,
+        "wechat_id": distributor.wechat_id,
+        "intro": distributor.intro,
+        "recruited_by": _member_brief(recruiter),
+        "grade": serialize_grade(grade) if grade else None,
+        "applied_at": distributor.applied_at.isoformat(),
+        "decided_at": _iso(distributor.decided_at),
+    }
+    if staff_view:
+        data["decided_by"] = distributor.decided_by
+    return data
+
+
+def serialize_material(material: Material, *, staff_view: bool = False) -> dict[str, Any]:
+    data = {
+        "id": material.id,
+        "kind": material.kind.value,
+        "title": material.title,
+        "summary": material.summary,
+        "body": material.body,
+        "url": material.url,
+        "cover_url": material.cover_url,
+        "poster_template_id": material.poster_template_id,
+        "audience": material.audience,
+        "sort": material.sort,
+        "updated_at": material.updated_at.isoformat(),
+    }
+    if staff_view:
+        data["active"] = material.active
+        data["created_at"] = material.created_at.isoformat()
+    return data
+
+
+def _detail(distributor: Distributor, *, staff_view: bool) -> dict[str, Any]:
+    sess = db.session()
+    member = sess.get(Member, distributor.member_id)
+    assert member is not None
+    data = serialize_distributor(distributor, member, staff_view=staff_view)
+    data["permissions"] = serialize_tier(services.get_tier(sess, distributor.tier))
+    data["record"] = services.distributor_stats(sess, distributor)
+    return data
+
+
+# -- mini-program ---------------------------------------------------------------------
+
+
+@bp.post("/distributors/apply")
+@member_required
+def apply() -> Any:
+    """Apply to become a distributor (free; no purchase needed)."""
+    body = parse_body(ApplyBody)
+    distributor = services.apply(
+        db.session(), current_member(), real_name=body.real_name, phone=body.phone, wechat_id=body.wechat_id, intro=body.intro
+    )
+    db.commit()
+    return envelope(_detail(distributor, staff_view=False), status=201)
+
+
+@bp.get("/distributors/me")
+@member_required
+def get_my_distributor() -> Any:
+    distributor = services.my_distributor(db.session(), current_member().id)
+    return envelope(_detail(distributor, staff_view=False))
+
+
+@bp.get("/materials")
+@member_required
+def list_my_materials() -> Any:
+    query = parse_query(MaterialQuery)
+    rows, total = services.visible_materials(
+        db.session(), current_member().id, kind=query.kind, offset=query.offset, limit=query.page_size
+    )
+    return envelope({"items": [serialize_material(m) for m in rows], "total": total, "page": query.page})
+
+
+# -- console: distributors -------------------------------------------------------------
+
+
+@admin_bp.get("/distributors")
+@staff_required(StaffRole.operations)
+def list_distributors() -> Any:
+    query = parse_query(DistributorListQuery)
+    stmt = services.distributors_query(status=query.status, tier=query.tier, q=query.q)
+    sess = db.session()
+    total = sess.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = sess.execute(stmt.offset(query.offset).limit(query.page_size)).all()
+    items = [serialize_distributor(d, m, staff_view=True) for d, m in rows]
+    return envelope({"items": items, "total": total, "page": query.page})
+
+
+@admin_bp.post("/distributors")
+@staff_required(StaffRole.operations)
+def appoint_distributor() -> Any:
+    body = parse_body(AppointBody)
+    distributor = services.appoint(
+        db.session(),
+        body.member_id,
+        real_name=body.real_name,
+        phone=body.phone,
+        wechat_id=body.wechat_id,
+        intro=body.intro,
+        reason=body.reason,
+        staff=current_staff(),
+    )
+    db.commit()
+    return envelope(_detail(distributor, staff_view=True), status=201)
+
+
+def _distributor(distributor_id: int) -> Distributor:
+    distributor = db.session().get(Distributor, distributor_id)
+    if distributor is None:
+        raise NotFoundError("no such distributor")
+    return distributor
+
+
+@admin_bp.get("/distributors/<int:distributor_id>")
+@staff_required(StaffRole.operations)
+def get_distributor(distributor_id: int) -> Any:
+    return envelope(_detail(_distributor(distributor_id), staff_view=True))
+
+
+@admin_bp.post("/distributors/<int:distributor_id>/decisions")
+@staff_required(StaffRole.operations)
+def decide_distributor(distributor_id: int) -> Any:
+    body = parse_body(DecisionBody)
+    distributor = services.decide(db.session(), distributor_id, body.action, staff=current_staff(), reason=body.reason)
+    db.commit()
+    return envelope(_detail(distributor, staff_view=True))
+
+
+# -- console: tiers and grades ---------------------------------------------------------------
+
+
+@admin_bp.get("/distributor-tiers")
+@staff_required(StaffRole.operations)
+def list_tiers() -> Any:
+    sess = db.session()
+    return envelope({"items": [serialize_tier(services.get_tier(sess, t)) for t in services.TIERS]})
+
+
+@admin_bp.patch("/distributor-tiers/<int:tier>")
+@staff_required(StaffRole.owner)
+def patch_tier(tier: int) -> Any:
+    body = parse_body(TierPatchBody)
+    row = services.update_tier(db.session(), tier, _patch(body), staff=current_staff())
+    db.commit()
+    return envelope(serialize_tier(row))
+
+
+@admin_bp.get("/grades")
+@staff_required(StaffRole.operations)
+def list_grades() -> Any:
+    rows = db.session().scalars(select(Grade).order_by(Grade.sort, Grade.min_sales_fen)).all()
+    return envelope({"items": [serialize_grade(g) for g in rows]})
+
+
+@admin_bp.post("/grades")
+@staff_required(StaffRole.owner)
+def create_grade() -> Any:
+    body = parse_body(GradeBody)
+    grade = services.create_grade(
+        db.session(), name=body.name, min_sales_fen=body.min_sales_fen, perks=body.perks, sort=body.sort, staff=current_staff()
+    )
+    db.commit()
+    return envelope(serialize_grade(grade), status=201)
+
+
+@admin_bp.patch("/grades/<int:grade_id>")
+@staff_required(StaffRole.owner)
+def patch_grade(grade_id: int) -> Any:
+    body = parse_body(GradePatchBody)
+    grade = services.update_grade(db.session(), grade_id, _patch(body), staff=current_staff())
+    db.commit()
+    return envelope(serialize_grade(grade))
+
+
+@admin_bp.delete("/grades/<int:grade_id>")
+@staff_required(StaffRole.owner)
+def delete_grade(grade_id: int) -> Any:
+    services.delete_grade(db.session(), grade_id, staff=current_staff())
+    db.commit()
+    return envelope(None)
+
+
+# -- console: materials -------------------------------------------------------------------
+
+
+@admin_bp.get("/materials")
+@staff_required(StaffRole.operations)
+def list_materials() -> Any:
+    query = parse_query(AdminMaterialQuery)
+    stmt = select(Material)
+    if query.kind is not None:
+        stmt = stmt.where(Material.kind == query.kind)
+    if query.audience is not None:
+        stmt = stmt.where(Material.audience == query.audience)
+    if query.active is not None:
+        stmt = stmt.where(Material.active.is_(query.active))
+    if query.q:
+        stmt = stmt.where(Material.title.like(f"%{query.q}%"))
+    sess = db.session()
+    total = sess.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = sess.scalars(stmt.order_by(Material.sort, Material.created_at.desc(), Material.id.desc()).offset(query.offset).limit(query.page_size))
+    return envelope({"items": [serialize_material(m, staff_view=True) for m in rows], "total": total, "page": query.page})
+
+
+@admin_bp.post("/materials")
+@staff_required(StaffRole.operations)
+def create_material() -> Any:
+    body = parse_body(MaterialBody)
+    material = services.create_material(db.session(), _material_fields(body.model_dump()), staff=current_staff())
+    db.commit()
+    return envelope(serialize_material(material, staff_view=True), status=201)
+
+
+@admin_bp.get("/materials/<int:material_id>")
+@staff_required(StaffRole.operations)
+def get_material(material_id: int) -> Any:
+    return envelope(serialize_material(services.get_material(db.session(), material_id), staff_view=True))
+
+
+@admin_bp.patch("/materials/<int:material_id>")
+@staff_required(StaffRole.operations)
+def patch_material(material_id: int) -> Any:
+    body = parse_body(MaterialPatchBody)
+    material = services.update_material(
+        db.session(), material_id, _material_fields(_patch(body, nullable=("poster_template_id",))), staff=current_staff()
+    )
+    db.commit()
+    return envelope(serialize_material(material, staff_view=True))
+
+
+@admin_bp.delete("/materials/<int:material_id>")
+@staff_required(StaffRole.operations)
+def deactivate_material(material_id: int) -> Any:
+    material = services.deactivate_material(db.session(), material_id, staff=current_staff())
+    db.commit()
+    return envelope(serialize_material(material, staff_view=True))

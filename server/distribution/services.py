@@ -1,0 +1,528 @@
+"""Distributor applications and staff decisions, tier permissions, sales grades and promotion materials.
+
+Any member may share; a distributor is a member whose application was approved
+(or whom the merchant appointed). Becoming one never requires a payment or a
+purchase, and grades follow the distributor's own attributed sales only, never
+the size of their team (compliance guards 2 and 3).
+
+Services take a session and plain arguments, ``flush()`` and never commit.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server import security
+from server.accounts.models import Member, MemberStatus, Staff
+from server.accounts.services import record_audit
+from server.security import mask_phone
+from server.db import utcnow
+from server.distribution.errors import (
+    ApplicationBlockedError,
+    ApplicationExistsError,
+    GradeExistsError,
+    GradeInUseError,
+    IllegalTransitionError,
+    NotADistributorError,
+)
+from server.distribution.models import Distributor, DistributorStatus, DistributorTier, Grade, Material, MaterialKind
+from server.errors import NotFoundError, ValidationError
+from server.posters.models import PosterTemplate
+from server.referral.models import Binding, Lead, Scene, TouchEvent, TouchKind
+from server.referral.services import inviter_and_upline
+from server.settings.services import SettingSpec, get_setting, register
+
+register(
+    SettingSpec(
+        "distributor_approval",
+        str,
+        "manual",
+        "How applications of members recruited by a tier-1 distributor (tier 2) are decided: "
+        "auto (approved at once) or manual (staff approve). Tier-1 applications always wait for staff.",
+        choices=("auto", "manual"),
+    ),
+)
+
+Status = DistributorStatus
+
+#: Every legal status change, (from, to) → the decision that makes it; None is "never applied".
+TRANSITIONS: dict[tuple[DistributorStatus | None, DistributorStatus], str] = {
+    (None, Status.pending): "apply",
+    (Status.rejected, Status.pending): "apply",
+    (None, Status.approved): "appoint",
+    (Status.rejected, Status.approved): "appoint",
+    (Status.pending, Status.approved): "approve",
+    (Status.pending, Status.rejected): "reject",
+    (Status.approved, Status.frozen): "freeze",
+    (Status.frozen, Status.approved): "unfreeze",
+    (Status.approved, Status.disabled): "disable",
+    (Status.frozen, Status.disabled): "disable",
+}
+#: Where each decision leads; every decision has exactly one target status.
+TARGETS: dict[str, DistributorStatus] = {action: to for (_, to), action in TRANSITIONS.items()}
+#: Decisions staff take on an existing distributor through the console.
+STAFF_DECISIONS = ("approve", "reject", "freeze", "unfreeze", "disable")
+#: Decisions the distributor is told the reason for, so staff must give one.
+REASON_REQUIRED = frozenset({"reject", "freeze", "disable"})
+#: Recruits that hold one of a recruiter's places; rejected and disabled ones give it back.
+LIVE_STATUSES = (Status.pending, Status.approved, Status.frozen)
+
+TIERS = (1, 2)
+MAX_DISCOUNT_BP = 5000
+#: What the migration seeds; also what a tier reads as if its row is missing.
+TIER_DEFAULTS: dict[int, dict[str, Any]] = {
+    1: {"discount_bp": 500, "can_recruit": True, "max_recruits": 50},
+    2: {"discount_bp": 200, "can_recruit": False, "max_recruits": 0},
+}
+#: Material audiences: 1 = tier-1 distributors, 2 = every approved distributor, 3 = every member.
+AUDIENCES = (1, 2, 3)
+EVERY_MEMBER = 3
+
+
+# -- tiers --------------------------------------------------------------------------
+
+
+def get_tier(sess: Session, tier: int) -> DistributorTier:
+    """A tier's permissions; its seeded defaults (not saved) if the row is missing."""
+    if tier not in TIERS:
+        raise NotFoundError("no such tier")
+    row = sess.get(DistributorTier, tier)
+    return row if row is not None else DistributorTier(tier=tier, **TIER_DEFAULTS[tier])
+
+
+def tier_audiences(tier: int) -> tuple[int, ...]:
+    """The material audiences a tier sees: its own number and every wider one."""
+    return tuple(a for a in AUDIENCES if a >= tier)
+
+
+def _tier_values(row: DistributorTier) -> dict[str, Any]:
+    return {"discount_bp": row.discount_bp, "can_recruit": row.can_recruit, "max_recruits": row.max_recruits}
+
+
+def update_tier(sess: Session, tier: int, changes: dict[str, Any], *, staff: Staff) -> DistributorTier:
+    """The owner changes a tier's discount or recruiting rights; audited with old and new values."""
+    if tier not in TIERS:
+        raise NotFoundError("no such tier")
+    row = sess.get(DistributorTier, tier, with_for_update=True)
+    if row is None:
+        try:
+            with sess.begin_nested():
+                row = DistributorTier(tier=tier, **TIER_DEFAULTS[tier])
+                sess.add(row)
+        except IntegrityError:
+            row = sess.get(DistributorTier, tier, with_for_update=True, populate_existing=True)
+            assert row is not None
+    old = _tier_values(row)
+    new = old | {k: v for k, v in changes.items() if v is not None}
+    errors = []
+    if not 0 <= new["discount_bp"] <= MAX_DISCOUNT_BP:
+        errors.append({"field": "discount_bp", "error": f"must be between 0 and {MAX_DISCOUNT_BP}"})
+    if new["max_recruits"] < 0:
+        errors.append({"field": "max_recruits", "error": "must be at least 0"})
+    if tier != 1 and new["can_recruit"]:
+        # Recruits are tier 2; a tier-2 recruiter would put a third tier under the first.
+        errors.append({"field": "can_recruit", "error": "only tier 1 may recruit"})
+    if errors:
+        raise ValidationError(data={"errors": errors})
+    row.discount_bp, row.can_recruit, row.max_recruits = new["discount_bp"], new["can_recruit"], new["max_recruits"]
+    row.updated_at, row.updated_by = utcnow(), staff.id
+    record_audit(sess, staff.id, "distributor_tier.update", f"distributor_tier:{tier}", {"old": old, "new": new})
+    sess.flush()
+    return row
+
+
+# -- applications and decisions ----------------------------------------------------------
+
+
+def distributor_of(sess: Session, member_id: int, *, for_update: bool = False) -> Distributor | None:
+    stmt = select(Distributor).where(Distributor.member_id == member_id)
+    return sess.scalar(stmt.with_for_update() if for_update else stmt)
+
+
+def my_distributor(sess: Session, member_id: int) -> Distributor:
+    """The member's own distributor record; NotADistributorError if they never applied."""
+    distributor = distributor_of(sess, member_id)
+    if distributor is None:
+        raise NotADistributorError()
+    return distributor
+
+
+def live_recruits(sess: Session, recruiter_id: int) -> int:
+    """How many of the recruiter's places are taken (pending, approved or frozen recruits)."""
+    return sess.scalar(
+        select(func.count())
+        .select_from(Distributor)
+        .where(Distributor.recruited_by_id == recruiter_id, Distributor.status.in_(LIVE_STATUSES))
+    ) or 0
+
+
+def _recruiter_for(sess: Session, member_id: int) -> int | None:
+    """The member id of the distributor who recruits this applicant, or None for a tier-1 application.
+
+    That is the applicant's inviter, if they are an approved distributor whose tier may
+    recruit and who has a place left. Their row is locked, so two applications at once
+    cannot both take the last place.
+    """
+    inviter_id, _ = inviter_and_upline(sess, member_id)
+    if inviter_id is None:
+        return None
+    recruiter = distributor_of(sess, inviter_id, for_update=True)
+    if recruiter is None or recruiter.status != Status.approved:
+        return None
+    rights = get_tier(sess, recruiter.tier)
+    if not rights.can_recruit:
+        return None
+    if rights.max_recruits and live_recruits(sess, inviter_id) >= rights.max_recruits:
+        return None
+    return inviter_id
+
+
+def _set_contact(distributor: Distributor, *, real_name: str, phone: str, wechat_id: str, intro: str) -> None:
+    distributor.real_name = real_name
+    distributor.phone_ciphertext = security.encrypt(phone, "phone")
+    distributor.phone_digest = security.digest(phone, "phone")
+    distributor.phone_masked = mask_phone(phone)
+    distributor.wechat_id = wechat_id
+    distributor.intro = intro
+
+
+def _check_move(current: DistributorStatus | None, action: str) -> DistributorStatus:
+    target = TARGETS[action]
+    if TRANSITIONS.get((current, target)) != action:
+        raise IllegalTransitionError(
+            f"cannot {action} a distributor who is {current.value if current else 'not an applicant'}",
+            data={"status": current.value if current else None, "action": action},
+        )
+    return target
+
+
+def _audit(sess: Session, distributor: Distributor, action: str, previous: DistributorStatus | None, *, staff_id: int | None, **detail: Any) -> None:
+    record_audit(
+        sess,
+        staff_id,
+        f"distributor.{action}",
+        f"distributor:{distributor.id}",
+        {"member_id": distributor.member_id, "from": previous.value if previous else None, "to": distributor.status.value, **detail},
+    )
+
+
+def apply(sess: Session, member: Member, *, real_name: str, phone: str, wechat_id: str = "", intro: str = "") -> Distributor:
+    """A member applies to become a distributor. Free: no payment or purchase is ever asked for.
+
+    Recruited by an approved tier-1 distributor with a place left, it is a tier-2
+    application, decided as the ``distributor_approval`` setting says; otherwise it is
+    a tier-1 application, which staff always decide.
+    """
+    distributor = distributor_of(sess, member.id, for_update=True)
+    current = distributor.status if distributor else None
+    if TRANSITIONS.get((current, Status.pending)) != "apply":
+        if current in (Status.frozen, Status.disabled):
+            raise ApplicationBlockedError(data={"status": current.value})
+        raise ApplicationExistsError(data={"status": current.value if current else None})
+    recruiter_id = _recruiter_for(sess, member.id)
+    if distributor is None:
+        distributor = Distributor(member_id=member.id)
+    distributor.tier = 2 if recruiter_id is not None else 1
+    distributor.recruited_by_id = recruiter_id
+    distributor.status = Status.pending
+    distributor.applied_at = utcnow()
+    distributor.decided_at = distributor.decided_by = None
+    distributor.status_reason = ""
+    _set_contact(distributor, real_name=real_name, phone=phone, wechat_id=wechat_id, intro=intro)
+    try:
+        with sess.begin_nested():
+            sess.add(distributor)
+    except IntegrityError:
+        # The same member's concurrent application got there first.
+        raise ApplicationExistsError() from None
+    if recruiter_id is not None and get_setting(sess, "distributor_approval") == "auto":
+        _decide(sess, distributor, "approve", staff_id=None, reason="", automatic=True)
+    sess.flush()
+    return distributor
+
+
+def _decide(sess: Session, distributor: Distributor, action: str, *, staff_id: int | None, reason: str, **detail: Any) -> Distributor:
+    previous = distributor.status
+    distributor.status = _check_move(previous, action)
+    distributor.decided_at, distributor.decided_by = utcnow(), staff_id
+    distributor.status_reason = reason
+    sess.flush()
+    _audit(sess, distributor, action, previous, staff_id=staff_id, reason=reason, **detail)
+    return distributor
+
+
+def decide(sess: Session, distributor_id: int, action: str, *, staff: Staff, reason: str = "") -> Distributor:
+    """Staff approve, reject, freeze, unfreeze or disable a distributor, if the status allows it; audited."""
+    if action not in STAFF_DECISIONS:
+        raise ValueError(f"not a staff decision: {action}")
+    if action in REASON_REQUIRED and not reason:
+        raise ValidationError(data={"errors": [{"field": "reason", "error": f"a reason is required to {action}"}]})
+    distributor = sess.get(Distributor, distributor_id, with_for_update=True)
+    if distributor is None:
+        raise NotFoundError("no such distributor")
+    return _decide(sess, distributor, action, staff_id=staff.id, reason=reason)
+
+
+def appoint(
+    sess: Session,
+    member_id: int,
+    *,
+    real_name: str,
+    phone: str,
+    wechat_id: str = "",
+    intro: str = "",
+    reason: str = "",
+    staff: Staff,
+) -> Distributor:
+    """The merchant appoints a member as a tier-1 distributor directly, approved at once; audited."""
+    member = sess.get(Member, member_id)
+    if member is None or member.status != MemberStatus.active:
+        problem = "no such member" if member is None else "the member is disabled"
+        raise ValidationError(data={"errors": [{"field": "member_id", "error": problem}]})
+    distributor = distributor_of(sess, member_id, for_update=True)
+    previous = distributor.status if distributor else None
+    _check_move(previous, "appoint")
+    if distributor is None:
+        distributor = Distributor(member_id=member_id)
+    distributor.tier, distributor.recruited_by_id = 1, None
+    distributor.applied_at = utcnow()
+    _set_contact(distributor, real_name=real_name, phone=phone, wechat_id=wechat_id, intro=intro)
+    distributor.status = Status.approved
+    distributor.decided_at, distributor.decided_by, distributor.status_reason = utcnow(), staff.id, reason
+    try:
+        with sess.begin_nested():
+            sess.add(distributor)
+    except IntegrityError:
+        raise IllegalTransitionError(data={"status": None, "action": "appoint"}) from None
+    _audit(sess, distributor, "appoint", previous, staff_id=staff.id, reason=reason)
+    sess.flush()
+    return distributor
+
+
+def sharer_refusal(sess: Session, member_id: int) -> str | None:
+    """Why binding to this sharer is refused on distributor grounds: sharer_frozen, sharer_disabled, or None."""
+    status = sess.scalar(select(Distributor.status).where(Distributor.member_id == member_id))
+    if status == Status.frozen:
+        return "sharer_frozen"
+    if status == Status.disabled:
+        return "sharer_disabled"
+    return None
+
+
+def distributor_stats(sess: Session, distributor: Distributor) -> dict[str, Any]:
+    """The distributor's record: visits and leads their shares brought, team size, recruits.
+
+    Team size is for display; nothing rewards or grades by it. Orders, sales and points
+    are None until the order and points features exist, rather than a made-up zero.
+    """
+    member_id = distributor.member_id
+    visits = sess.scalar(
+        select(func.count())
+        .select_from(TouchEvent)
+        .join(Scene, Scene.code == TouchEvent.scene)
+        .where(Scene.sharer_id == member_id, TouchEvent.kind.in_((TouchKind.visit, TouchKind.scan)))
+    )
+    leads = sess.scalar(select(func.count()).select_from(Lead).where(Lead.sharer_id == member_id))
+    direct = sess.scalar(select(func.count()).select_from(Binding).where(Binding.inviter_id == member_id))
+    indirect = sess.scalar(select(func.count()).select_from(Binding).where(Binding.upline_id == member_id))
+    return {
+        "visits": visits or 0,
+        "leads": leads or 0,
+        "team_direct": direct or 0,
+        "team_indirect": indirect or 0,
+        "recruits": live_recruits(sess, member_id),
+        "orders": None,
+        "order_amount_fen": None,
+        "points": None,
+    }
+
+
+def distributors_query(*, status: DistributorStatus | None, tier: int | None, q: str | None) -> Select[Any]:
+    """Distributors with their members, filtered for the console; newest application first."""
+    stmt = select(Distributor, Member).join(Member, Member.id == Distributor.member_id)
+    if status is not None:
+        stmt = stmt.where(Distributor.status == status)
+    if tier is not None:
+        stmt = stmt.where(Distributor.tier == tier)
+    if q:
+        like = f"%{q}%"
+        stmt = stmt.where(Distributor.real_name.like(like) | Member.nickname.like(like))
+    return stmt.order_by(Distributor.applied_at.desc(), Distributor.id.desc())
+
+
+# -- grades ---------------------------------------------------------------------------
+
+
+def grade_for_sales(sess: Session, sales_fen: int) -> Grade | None:
+    """The grade with the highest threshold the sales reach; None below every threshold."""
+    return sess.scalars(
+        select(Grade).where(Grade.min_sales_fen <= sales_fen).order_by(Grade.min_sales_fen.desc()).limit(1)
+    ).first()
+
+
+def assign_grade(sess: Session, distributor: Distributor, sales_fen: int) -> Grade | None:
+    """Grade a distributor by their own attributed sales (in fen), which the caller supplies."""
+    if sales_fen < 0:
+        raise ValueError("sales cannot be negative")
+    grade = grade_for_sales(sess, sales_fen)
+    distributor.grade_id = grade.id if grade else None
+    sess.flush()
+    return grade
+
+
+def _grade_values(grade: Grade) -> dict[str, Any]:
+    return {"name": grade.name, "min_sales_fen": grade.min_sales_fen, "perks": grade.perks, "sort": grade.sort}
+
+
+def _save_grade(sess: Session, grade: Grade, changes: dict[str, Any]) -> None:
+    """Apply ``changes`` to ``grade`` and store it; GradeExistsError if its name or threshold is taken."""
+    name = changes.get("name", grade.name)
+    threshold = changes.get("min_sales_fen", grade.min_sales_fen)
+    clash = select(Grade.id).where((Grade.name == name) | (Grade.min_sales_fen == threshold))
+    if grade.id is not None:
+        clash = clash.where(Grade.id != grade.id)
+    if sess.scalar(clash) is not None:
+        raise GradeExistsError()
+    try:
+        # Changes are made inside the savepoint, so a concurrent clash rolls back only them.
+        with sess.begin_nested():
+            for key, value in changes.items():
+                setattr(grade, key, value)
+            sess.add(grade)
+    except IntegrityError:
+        raise GradeExistsError() from None
+
+
+def create_grade(sess: Session, *, name: str, min_sales_fen: int, perks: str = "", sort: int = 0, staff: Staff) -> Grade:
+    """A new sales grade; names and thresholds are unique. Audited."""
+    grade = Grade()
+    _save_grade(sess, grade, {"name": name, "min_sales_fen": min_sales_fen, "perks": perks, "sort": sort})
+    record_audit(sess, staff.id, "grade.create", f"grade:{grade.id}", _grade_values(grade))
+    return grade
+
+
+def get_grade(sess: Session, grade_id: int, *, for_update: bool = False) -> Grade:
+    grade = sess.get(Grade, grade_id, with_for_update=True if for_update else None)
+    if grade is None:
+        raise NotFoundError("no such grade")
+    return grade
+
+
+def update_grade(sess: Session, grade_id: int, changes: dict[str, Any], *, staff: Staff) -> Grade:
+    """Change a grade's name, threshold, perks or order. Existing distributors are regraded at their next sale."""
+    grade = get_grade(sess, grade_id, for_update=True)
+    old = _grade_values(grade)
+    _save_grade(sess, grade, changes)
+    record_audit(sess, staff.id, "grade.update", f"grade:{grade.id}", {"old": old, "new": _grade_values(grade)})
+    return grade
+
+
+def delete_grade(sess: Session, grade_id: int, *, staff: Staff) -> None:
+    """Remove a grade nobody holds; GradeInUseError while a distributor holds it."""
+    grade = get_grade(sess, grade_id, for_update=True)
+    holders = sess.scalar(select(func.count()).select_from(Distributor).where(Distributor.grade_id == grade_id))
+    if holders:
+        raise GradeInUseError(data={"distributors": holders})
+    record_audit(sess, staff.id, "grade.delete", f"grade:{grade.id}", _grade_values(grade))
+    sess.delete(grade)
+    sess.flush()
+
+
+# -- promotion materials ----------------------------------------------------------------
+
+
+def audience_floor(sess: Session, member_id: int) -> int:
+    """The narrowest audience this member sees: their tier while an approved distributor, else 3 (everyone)."""
+    row = sess.execute(
+        select(Distributor.tier, Distributor.status).where(Distributor.member_id == member_id)
+    ).first()
+    if row is not None and row.status == Status.approved:
+        return row.tier
+    return EVERY_MEMBER
+
+
+def _template_exists(sess: Session, template_id: int) -> bool:
+    # Not flushing first: the material being checked may not satisfy its constraints yet.
+    with sess.no_autoflush:
+        return sess.get(PosterTemplate, template_id) is not None
+
+
+def _material_problems(sess: Session, material: Material) -> list[dict[str, str]]:
+    """What is missing or superfluous for the material's kind."""
+    problems = []
+    if material.kind == MaterialKind.image_text and not material.body:
+        problems.append({"field": "body", "error": "an image_text material needs a body"})
+    if material.kind == MaterialKind.video and not material.url:
+        problems.append({"field": "url", "error": "a video material needs the video's url"})
+    if material.kind == MaterialKind.poster:
+        if material.poster_template_id is None:
+            problems.append({"field": "poster_template_id", "error": "a poster material needs a poster template"})
+        elif not _template_exists(sess, material.poster_template_id):
+            problems.append({"field": "poster_template_id", "error": "no such poster template"})
+    elif material.poster_template_id is not None:
+        problems.append({"field": "poster_template_id", "error": "only a poster material has a poster template"})
+    return problems
+
+
+def _material_values(material: Material) -> dict[str, Any]:
+    return {
+        "kind": material.kind.value,
+        "title": material.title,
+        "audience": material.audience,
+        "active": material.active,
+        "poster_template_id": material.poster_template_id,
+    }
+
+
+def create_material(sess: Session, fields: dict[str, Any], *, staff: Staff) -> Material:
+    """Operations add a promotion material; kind-specific fields are checked (422). Audited."""
+    material = Material(**fields)
+    if problems := _material_problems(sess, material):
+        raise ValidationError(data={"errors": problems})
+    sess.add(material)
+    sess.flush()
+    record_audit(sess, staff.id, "material.create", f"material:{material.id}", _material_values(material))
+    return material
+
+
+def get_material(sess: Session, material_id: int) -> Material:
+    material = sess.get(Material, material_id)
+    if material is None:
+        raise NotFoundError("no such material")
+    return material
+
+
+def update_material(sess: Session, material_id: int, changes: dict[str, Any], *, staff: Staff) -> Material:
+    """Change a material; the result is checked as a whole, so a kind change brings its own fields. Audited."""
+    material = get_material(sess, material_id)
+    old = _material_values(material)
+    for key, value in changes.items():
+        setattr(material, key, value)
+    if problems := _material_problems(sess, material):
+        raise ValidationError(data={"errors": problems})
+    sess.flush()
+    record_audit(sess, staff.id, "material.update", f"material:{material.id}", {"old": old, "new": _material_values(material), "fields": sorted(changes)})
+    return material
+
+
+def deactivate_material(sess: Session, material_id: int, *, staff: Staff) -> Material:
+    """Hide a material from everyone; the row stays, so what was already shared still has its source."""
+    material = get_material(sess, material_id)
+    if material.active:
+        material.active = False
+        record_audit(sess, staff.id, "material.deactivate", f"material:{material.id}")
+    sess.flush()
+    return material
+
+
+def visible_materials(sess: Session, member_id: int, *, kind: MaterialKind | None, offset: int, limit: int) -> tuple[list[Material], int]:
+    """The active materials this member may see, by sort then newest."""
+    stmt = select(Material).where(Material.active.is_(True), Material.audience >= audience_floor(sess, member_id))
+    if kind is not None:
+        stmt = stmt.where(Material.kind == kind)
+    total = sess.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = sess.scalars(stmt.order_by(Material.sort, Material.created_at.desc(), Material.id.desc()).offset(offset).limit(limit))
+    return list(rows), total

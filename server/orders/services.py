@@ -1,0 +1,475 @@
+"""Orders: stock reservation, the state machine, payment and refund application, timeouts.
+
+Every status change goes through ``transition``: one table of legal moves, a
+conditional UPDATE (``WHERE status = <from>``) so two workers can never both
+make the same move, and one timeline event per move.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.accounts.models import Member
+from server.db import utcnow
+from server.orders.errors import (
+    AmountMismatchError,
+    IllegalTransitionError,
+    InsufficientStockError,
+    OrderNotFoundError,
+    RefundNotFoundError,
+    RefundTooLargeError,
+    SkuUnavailableError,
+)
+from server.orders.models import (
+    Order,
+    OrderEvent,
+    OrderItem,
+    OrderKind,
+    OrderStatus,
+    PaymentNotice,
+    Product,
+    ProductStatus,
+    Refund,
+    RefundStatus,
+    Sku,
+)
+from server.referral import services as referral
+from server.referral.models import TouchEvent, TouchKind
+from server.settings.services import SettingSpec, get_setting, register
+
+register(
+    SettingSpec("order_pay_timeout_minutes", int, 30, "Minutes an unpaid order keeps its stock before it closes.", minimum=5, maximum=1440),
+    SettingSpec("auto_receive_days", int, 10, "Days after shipping when an order counts as received if the buyer did not confirm.", minimum=1, maximum=60),
+    SettingSpec(
+        "after_sales_days",
+        int,
+        7,
+        "Days after receipt during which the buyer may ask for a refund; the order completes when they pass.",
+        minimum=0,
+        maximum=90,
+    ),
+)
+
+S = OrderStatus
+#: Every legal move. Refunding returns to the status it interrupted (partial or rejected refund).
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.created: frozenset({S.paid, S.closed}),
+    S.closed: frozenset({S.paid}),  # WeChat took the money after we gave up waiting: honour it
+    S.paid: frozenset({S.shipped, S.completed, S.refunding}),
+    S.shipped: frozenset({S.received, S.refunding}),
+    S.received: frozenset({S.completed, S.refunding}),
+    S.completed: frozenset({S.refunding}),
+    S.refunding: frozenset({S.refunded, S.paid, S.shipped, S.received, S.completed}),
+    S.refunded: frozenset(),
+}
+#: Timestamp column set by each move.
+_STAMPS = {S.paid: "paid_at", S.shipped: "shipped_at", S.received: "received_at", S.completed: "completed_at", S.closed: "closed_at"}
+#: Lead-timeline kinds mirrored from order events, so a lead's story runs from scan to completion.
+_TIMELINE = {S.paid: TouchKind.paid, S.shipped: TouchKind.shipped, S.received: TouchKind.received, S.completed: TouchKind.completed, S.refunded: TouchKind.refunded}
+
+
+def new_out_trade_no(prefix: str = "R") -> str:
+    """``R`` + UTC time to the second + 12 random digits: 27 characters, sortable, unguessable."""
+    return prefix + utcnow().strftime("%Y%m%d%H%M%S") + "".join(secrets.choice("0123456789") for _ in range(12))
+
+
+def add_event(sess: Session, order: Order, event: str, actor: str, *, from_status: OrderStatus | None = None, to_status: OrderStatus | None = None, **detail: Any) -> OrderEvent:
+    row = OrderEvent(
+        order_id=order.id,
+        event=event,
+        actor=actor,
+        from_status=from_status.value if from_status else None,
+        to_status=to_status.value if to_status else None,
+        detail=detail,
+    )
+    sess.add(row)
+    return row
+
+
+def transition(sess: Session, order: Order, to: OrderStatus, *, actor: str, event: str | None = None, expected: OrderStatus | None = None, **detail: Any) -> bool:
+    """Move ``order`` to ``to`` if that is legal and nobody moved it first; records the event.
+
+    Returns False when a concurrent unit of work already moved it from ``expected``
+    (the caller decides whether that is an error); raises for an illegal move.
+    """
+    current = expected or order.status
+    if to not in TRANSITIONS[current]:
+        raise IllegalTransitionError(f"an order cannot go from {current.value} to {to.value}", data={"from": current.value, "to": to.value})
+    values: dict[str, Any] = {"status": to, "updated_at": utcnow()}
+    if to in _STAMPS:
+        values[_STAMPS[to]] = utcnow()
+    if to == S.refunding:
+        values["status_before_refund"] = current
+    result = sess.execute(
+        update(Order).where(Order.id == order.id, Order.status == current).values(**values).execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        sess.refresh(order)
+        return False
+    sess.refresh(order)
+    add_event(sess, order, event or to.value, actor, from_status=current, to_status=to, **detail)
+    if to in _TIMELINE:
+        sess.add(TouchEvent(member_id=order.member_id, kind=_TIMELINE[to], channel="order", actor=actor, content=f"order:{order.id}", detail={"out_trade_no": order.out_trade_no}))
+    return True
+
+
+def move(sess: Session, order: Order, to: OrderStatus, *, actor: str, event: str | None = None, **detail: Any) -> Order:
+    """``transition`` for moves a person asked for: losing the race is a conflict error."""
+    if not transition(sess, order, to, actor=actor, event=event, **detail):
+        raise IllegalTransitionError(f"the order is now {order.status.value}", data={"status": order.status.value})
+    return order
+
+
+# -- placing orders ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    sku_id: int
+    quantity: int
+
+
+def _reserve(sess: Session, sku_id: int, quantity: int) -> bool:
+    """Take ``quantity`` units of stock in one conditional UPDATE: never oversells, under any concurrency."""
+    result = sess.execute(
+        update(Sku).where(Sku.id == sku_id, Sku.active.is_(True), Sku.stock >= quantity).values(stock=Sku.stock - quantity)
+    )
+    return result.rowcount == 1
+
+
+def _release(sess: Session, order: Order) -> None:
+    for item in sess.scalars(select(OrderItem).where(OrderItem.order_id == order.id)):
+        sess.execute(update(Sku).where(Sku.id == item.sku_id).values(stock=Sku.stock + item.quantity))
+
+
+def stamp_referrers(sess: Session, member_id: int) -> tuple[int | None, int | None]:
+    """The inviter and upline to stamp on a new order: fixed from now on, whatever rebinding happens."""
+    return referral.inviter_and_upline(sess, member_id)
+
+
+def place_order(
+    sess: Session,
+    member: Member,
+    lines: list[LineRequest],
+    *,
+    address: dict[str, Any] | None = None,
+    remark: str = "",
+    scene: str | None = None,
+) -> Order:
+    """Create an online order: reserve stock for every line, stamp the referrers, start the pay timer."""
+    merged: dict[int, int] = {}
+    for line in lines:
+        merged[line.sku_id] = merged.get(line.sku_id, 0) + line.quantity
+    if scene:
+        # A scene on the order is a touch like any other: it may bind an unbound buyer first.
+        referral.record_scan(sess, member, scene)
+        referral.bind_member(sess, member, scene)
+    skus = {sku.id: sku for sku in sess.scalars(select(Sku).where(Sku.id.in_(merged)))}
+    products = {p.id: p for p in sess.scalars(select(Product).where(Product.id.in_({s.product_id for s in skus.values()})))}
+    items: list[OrderItem] = []
+    total = 0
+    for sku_id in sorted(merged):  # one lock order for every order, so two orders never deadlock
+        sku = skus.get(sku_id)
+        product = products.get(sku.product_id) if sku else None
+        if sku is None or product is None or not sku.active or product.status != ProductStatus.on_sale:
+            raise SkuUnavailableError(data={"sku_id": sku_id})
+        quantity = merged[sku_id]
+        if not _reserve(sess, sku_id, quantity):
+            raise InsufficientStockError(data={"sku_id": sku_id})
+        items.append(OrderItem(product_id=product.id, sku_id=sku.id, title=product.title, sku_name=sku.name, price_fen=sku.price_fen, quantity=quantity))
+        total += sku.price_fen * quantity
+    inviter_id, upline_id = stamp_referrers(sess, member.id)
+    previous = sess.scalar(select(func.count()).select_from(Order).where(Order.member_id == member.id, Order.paid_at.is_not(None)))
+    order = Order(
+        out_trade_no=new_out_trade_no(),
+        kind=OrderKind.online,
+        member_id=member.id,
+        total_fee=total,
+        inviter_id=inviter_id,
+        upline_id=upline_id,
+        scene_code=scene,
+        repeat_business=bool(previous),
+        title=items[0].title if len(items) == 1 else f"{items[0].title} 等 {len(items)} 件",
+        address=address,
+        remark=remark,
+        expires_at=utcnow() + timedelta(minutes=get_setting(sess, "order_pay_timeout_minutes")),
+    )
+    sess.add(order)
+    sess.flush()
+    for item in items:
+        item.order_id = order.id
+        sess.add(item)
+    add_event(sess, order, "created", f"member:{member.id}", to_status=S.created, total_fee=total, inviter_id=inviter_id, upline_id=upline_id)
+    sess.add(TouchEvent(member_id=member.id, kind=TouchKind.order, scene=scene, channel="order", actor=f"member:{member.id}", content=f"order:{order.id}", detail={"out_trade_no": order.out_trade_no, "total_fee": total}))
+    sess.flush()
+    return order
+
+
+def close_unpaid(sess: Session, order: Order, *, actor: str, reason: str) -> bool:
+    """Close an unpaid order and give its stock back; False if it was paid or closed meanwhile."""
+    if not transition(sess, order, S.closed, actor=actor, expected=S.created, reason=reason):
+        return False
+    _release(sess, order)
+    return True
+
+
+def get_member_order(sess: Session, member: Member, order_id: int) -> Order:
+    order = sess.get(Order, order_id)
+    if order is None or order.member_id != member.id:
+        raise OrderNotFoundError()
+    return order
+
+
+# -- payments and refunds ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    order: Order
+    #: False when this notification was already applied (WeChat resends until answered).
+    applied: bool
+
+
+def _record_notice(sess: Session, notice: PaymentNotice) -> bool:
+    """Store a notice once; False if this very notice (kind + WeChat id) was seen before."""
+    try:
+        with sess.begin_nested():
+            sess.add(notice)
+    except IntegrityError:
+        return False
+    return True
+
+
+def apply_payment(sess: Session, *, out_trade_no: str, transaction_id: str, amount_fen: int, api: str, actor: str = "wechat") -> PaymentResult:
+    """A verified payment notification (or order query): pay the order exactly once.
+
+    Identical notifications racing each other all reach the unique notice row;
+    one inserts it, the rest see it and answer success without doing anything.
+    """
+    order = sess.scalar(select(Order).where(Order.out_trade_no == out_trade_no))
+    if order is None:
+        raise OrderNotFoundError()
+    if amount_fen != order.total_fee:
+        raise AmountMismatchError(data={"expected": order.total_fee, "got": amount_fen})
+    if not _record_notice(sess, PaymentNotice(kind="pay", reference=transaction_id, out_trade_no=out_trade_no, amount_fen=amount_fen, api=api, applied=True)):
+        sess.refresh(order)
+        return PaymentResult(order, False)
+    sess.refresh(order)
+    if order.status not in (S.created, S.closed):
+        # Paid through another path already (an order query, the other API version).
+        return PaymentResult(order, False)
+    expected = order.status
+    if expected == S.closed:
+        _rereserve_after_late_payment(sess, order)
+    if not transition(sess, order, S.paid, actor=actor, expected=expected, transaction_id=transaction_id, amount_fen=amount_fen, api=api):
+        return PaymentResult(order, False)
+    order.paid_fee, order.transaction_id, order.pay_api = amount_fen, transaction_id, api
+    sess.flush()
+    _apply_waiting_refunds(sess, order)
+    return PaymentResult(order, True)
+
+
+def _rereserve_after_late_payment(sess: Session, order: Order) -> None:
+    short = [item.sku_id for item in sess.scalars(select(OrderItem).where(OrderItem.order_id == order.id)) if not _reserve(sess, item.sku_id, item.quantity)]
+    add_event(sess, order, "paid_after_close", "system", short_skus=short)
+
+
+def refundable(sess: Session, order: Order) -> int:
+    """Fen that can still be refunded: paid, less refunded, less refunds under way."""
+    return max(order.paid_fee - order.refunded_fee - _open_refund_total(sess, order.id), 0)
+
+
+def request_refund(sess: Session, order: Order, amount_fen: int, reason: str, *, actor: str, approved: bool) -> Refund:
+    """Open a refund and move the order to refunding; staff refunds start approved, members' wait for staff."""
+    available = refundable(sess, order)
+    if amount_fen <= 0 or amount_fen > available:
+        raise RefundTooLargeError(data={"refundable_fen": available})
+    if order.status != S.refunding:
+        move(sess, order, S.refunding, actor=actor, event="refund_requested", amount_fen=amount_fen, reason=reason)
+    else:
+        add_event(sess, order, "refund_requested", actor, amount_fen=amount_fen, reason=reason)
+    refund = Refund(
+        order_id=order.id,
+        out_refund_no=new_out_trade_no("F"),
+        amount_fen=amount_fen,
+        reason=reason,
+        requested_by=actor,
+        status=RefundStatus.approved if approved else RefundStatus.requested,
+    )
+    sess.add(refund)
+    sess.flush()
+    return refund
+
+
+#: Statuses from which a member may ask for their money back (after completion only staff may refund).
+MEMBER_REFUNDABLE = frozenset({S.paid, S.shipped, S.received, S.refunding})
+
+
+def request_member_refund(sess: Session, order: Order, amount_fen: int | None, reason: str, *, actor: str) -> Refund:
+    """The buyer's after-sales request, for all that is refundable unless they name an amount."""
+    if order.status not in MEMBER_REFUNDABLE:
+        raise IllegalTransitionError(f"a {order.status.value} order cannot be refunded by the buyer", data={"status": order.status.value})
+    return request_refund(sess, order, amount_fen or refundable(sess, order), reason, actor=actor, approved=False)
+
+
+def _refund_for_update(sess: Session, refund_id: int) -> tuple[Refund, Order]:
+    refund = sess.get(Refund, refund_id, with_for_update=True)
+    if refund is None:
+        raise RefundNotFoundError()
+    order = sess.get(Order, refund.order_id)
+    assert order is not None
+    return refund, order
+
+
+def approve_refund(sess: Session, refund_id: int, *, actor: str) -> Refund:
+    """Staff accept a member's request; the refund API is called after the commit."""
+    refund, order = _refund_for_update(sess, refund_id)
+    if refund.status != RefundStatus.requested:
+        raise IllegalTransitionError(f"this refund is {refund.status.value}", data={"status": refund.status.value})
+    refund.status = RefundStatus.approved
+    add_event(sess, order, "refund_approved", actor, refund_id=refund.id, amount_fen=refund.amount_fen)
+    sess.flush()
+    return refund
+
+
+def reject_refund(sess: Session, refund_id: int, *, reason: str, actor: str) -> Refund:
+    """Staff turn a member's request down; the order returns to where it was."""
+    refund, order = _refund_for_update(sess, refund_id)
+    if refund.status != RefundStatus.requested:
+        raise IllegalTransitionError(f"this refund is {refund.status.value}", data={"status": refund.status.value})
+    refund.reason = f"{refund.reason} | rejected: {reason}"[:255]
+    finish_refund(sess, order, refund, succeeded=False, actor=actor)
+    return refund
+
+
+def cancel_unpaid(sess: Session, order: Order, *, actor: str) -> Order:
+    """The buyer cancels before paying: closed, stock released."""
+    if order.status != S.created or not close_unpaid(sess, order, actor=actor, reason="cancelled"):
+        raise IllegalTransitionError(f"a {order.status.value} order cannot be cancelled", data={"status": order.status.value})
+    return order
+
+
+def _open_refund_total(sess: Session, order_id: int) -> int:
+    return int(
+        sess.scalar(
+            select(func.coalesce(func.sum(Refund.amount_fen), 0)).where(
+                Refund.order_id == order_id, Refund.status.in_((RefundStatus.requested, RefundStatus.approved, RefundStatus.processing))
+            )
+        )
+        or 0
+    )
+
+
+def finish_refund(sess: Session, order: Order, refund: Refund, *, succeeded: bool, actor: str, refund_id: str | None = None) -> Order:
+    """A refund ended (notification, query or rejection): settle the amounts and the order's status."""
+    if refund.status in (RefundStatus.succeeded, RefundStatus.rejected, RefundStatus.failed):
+        return order
+    refund.status = RefundStatus.succeeded if succeeded else (RefundStatus.failed if refund.refund_id or refund_id else RefundStatus.rejected)
+    refund.finished_at = utcnow()
+    if refund_id:
+        refund.refund_id = refund_id
+    if succeeded:
+        sess.execute(update(Order).where(Order.id == order.id).values(refunded_fee=Order.refunded_fee + refund.amount_fen))
+        sess.refresh(order)
+    add_event(sess, order, "refund_succeeded" if succeeded else "refund_ended", actor, refund_id=refund.id, amount_fen=refund.amount_fen)
+    if _open_refund_total(sess, order.id) == 0 and order.status == S.refunding:
+        if order.refunded_fee >= order.paid_fee:
+            transition(sess, order, S.refunded, actor=actor, expected=S.refunding)
+        else:
+            back = order.status_before_refund or S.paid
+            transition(sess, order, back, actor=actor, event="refund_closed", expected=S.refunding)
+    sess.flush()
+    return order
+
+
+def apply_refund_notice(sess: Session, *, out_trade_no: str, out_refund_no: str, refund_id: str, amount_fen: int, succeeded: bool, api: str) -> bool:
+    """A verified refund notification. Kept, not dropped, when it beats the payment notification.
+
+    Returns False for a repeat of a notice already recorded.
+    """
+    notice = PaymentNotice(kind="refund", reference=refund_id, out_trade_no=out_trade_no, out_refund_no=out_refund_no, amount_fen=amount_fen, api=api, applied=False)
+    if not succeeded:
+        notice.reference = f"{refund_id}:failed"
+    if not _record_notice(sess, notice):
+        return False
+    order = sess.scalar(select(Order).where(Order.out_trade_no == out_trade_no))
+    if order is None or order.paid_at is None:
+        return True  # applied by apply_payment when the payment arrives
+    _apply_refund(sess, order, notice, succeeded)
+    return True
+
+
+def _apply_refund(sess: Session, order: Order, notice: PaymentNotice, succeeded: bool) -> None:
+    refund = sess.scalar(select(Refund).where(Refund.out_refund_no == notice.out_refund_no))
+    if refund is None:
+        # Started outside this system (the merchant platform): record it so the books agree.
+        if order.status != S.refunding and S.refunding in TRANSITIONS[order.status]:
+            transition(sess, order, S.refunding, actor="wechat", event="refund_requested", amount_fen=notice.amount_fen)
+        refund = Refund(order_id=order.id, out_refund_no=notice.out_refund_no or notice.reference, amount_fen=notice.amount_fen, requested_by="wechat", status=RefundStatus.processing)
+        sess.add(refund)
+        sess.flush()
+    if refund.amount_fen != notice.amount_fen:
+        raise AmountMismatchError(data={"expected": refund.amount_fen, "got": notice.amount_fen})
+    notice.applied = True
+    finish_refund(sess, order, refund, succeeded=succeeded, actor="wechat", refund_id=notice.reference.split(":")[0])
+
+
+def _apply_waiting_refunds(sess: Session, order: Order) -> None:
+    waiting = sess.scalars(
+        select(PaymentNotice).where(PaymentNotice.out_trade_no == order.out_trade_no, PaymentNotice.kind == "refund", PaymentNotice.applied.is_(False)).order_by(PaymentNotice.id)
+    ).all()
+    for notice in waiting:
+        _apply_refund(sess, order, notice, succeeded=not notice.reference.endswith(":failed"))
+
+
+# -- the buyer's and the merchant's moves ---------------------------------------------------------
+
+
+def ship(sess: Session, order: Order, *, carrier: str, tracking_no: str, actor: str) -> Order:
+    order.carrier, order.tracking_no = carrier, tracking_no
+    return move(sess, order, S.shipped, actor=actor, carrier=carrier, tracking_no=tracking_no)
+
+
+def receive(sess: Session, order: Order, *, actor: str) -> Order:
+    return move(sess, order, S.received, actor=actor)
+
+
+def due_for_auto_receive(sess: Session, now: datetime) -> list[Order]:
+    days = get_setting(sess, "auto_receive_days")
+    return list(sess.scalars(select(Order).where(Order.status == S.shipped, Order.shipped_at <= now - timedelta(days=days)).limit(500)))
+
+
+def due_for_completion(sess: Session, now: datetime) -> list[Order]:
+    days = get_setting(sess, "after_sales_days")
+    return list(sess.scalars(select(Order).where(Order.status == S.received, Order.received_at <= now - timedelta(days=days)).limit(500)))
+
+
+def due_for_close(sess: Session, now: datetime) -> list[Order]:
+    return list(sess.scalars(select(Order).where(Order.status == S.created, Order.kind == OrderKind.online, Order.expires_at <= now).limit(500)))
+
+
+def attributed_sales(sess: Session, member_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """For the team list: each member's paid orders and amount (net of refunds), in fen."""
+    rows = sess.execute(
+        select(Order.member_id, func.count(), func.coalesce(func.sum(Order.paid_fee - Order.refunded_fee), 0))
+        .where(Order.member_id.in_(member_ids), Order.paid_at.is_not(None))
+        .group_by(Order.member_id)
+    ).all()
+    return {member_id: (int(count), int(amount)) for member_id, count, amount in rows}
+
+
+def sales_brought_by(sess: Session, inviter_id: int) -> int:
+    """A distributor's own attributed sales: paid, net of refunds, on orders stamped with them as inviter."""
+    return int(
+        sess.scalar(
+            select(func.coalesce(func.sum(Order.paid_fee - Order.refunded_fee), 0)).where(Order.inviter_id == inviter_id, Order.paid_at.is_not(None))
+        )
+        or 0
+    )
+

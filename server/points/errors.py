@@ -1,0 +1,36 @@
+"""Errors of the points ledger, rewards, settlement and redemption."""
+from server.errors import AppError, ConflictError, NotFoundError
+
+
+class LedgerError(Exception):
+    """A programming error: an unbalanced transaction or a wrong account. Never shown to clients as such."""
+
+
+class InsufficientPointsError(AppError):
+    http_status, code, message = 409, 40940, "not enough points"
+
+
+class DuplicateRequestError(ConflictError):
+    code, message = 40941, "this idempotency key was used for a different request"
+
+
+class RedemptionItemNotFoundError(NotFoundError):
+    code, message = 40440, "no such redemption item"
+
+
+class RedemptionNotFoundError(NotFoundError):
+    code, message = 40441, "no such redemption"
+
+
+class OutOfStockError(ConflictError):
+    code, message = 40942, "this item is out of stock"
+
+
+class SettlementClaimedError(ConflictError):
+    code, message = 40943, "this settlement period has already been run"
+
+
+class ComplianceError(AppError):
+    """A setting or action that would break a compliance guard (DESIGN §5)."""
+
+    http_status, code, message = 422, 42240, "refused by a compliance guard"

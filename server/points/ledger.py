@@ -1,0 +1,124 @@
+"""Posting to the ledger: balanced, idempotent, guarded, append-only.
+
+``post`` is the only way money moves. It inserts the transaction under its
+idempotency key (a repeat returns the first posting), then moves each balance
+with one conditional UPDATE whose WHERE clause refuses to take a spendable or
+held balance below zero or a debt above zero, and writes the entries. It all
+happens in one savepoint: a refused leg leaves no trace.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.points.errors import InsufficientPointsError, LedgerError
+from server.points.models import MEMBER_KINDS, Account, AccountKind, Entry, LedgerTransaction, TxKind
+
+#: Accounts that may never go below zero, and the one that may never go above.
+_NON_NEGATIVE = (AccountKind.pending, AccountKind.matured, AccountKind.available)
+
+
+def account(sess: Session, member_id: int | None, kind: AccountKind) -> Account:
+    """A member's (or, with None, the merchant's) account of ``kind``, opened on first use."""
+    if (member_id is None) == (kind in MEMBER_KINDS):
+        raise LedgerError(f"{kind.value} is not a {'merchant' if member_id is None else 'member'} account")
+    stmt = select(Account).where(Account.kind == kind, Account.member_id.is_(None) if member_id is None else Account.member_id == member_id)
+    found = sess.scalar(stmt)
+    if found is not None:
+        return found
+    try:
+        with sess.begin_nested():
+            found = Account(member_id=member_id, kind=kind, balance=0)
+            sess.add(found)
+    except IntegrityError:
+        found = sess.scalars(stmt).one()
+    return found
+
+
+def balances(sess: Session, member_id: int) -> dict[AccountKind, int]:
+    """The member's four balances (0 for an account never opened)."""
+    rows = sess.execute(select(Account.kind, Account.balance).where(Account.member_id == member_id)).all()
+    found = {kind: balance for kind, balance in rows}
+    return {kind: int(found.get(kind, 0)) for kind in MEMBER_KINDS}
+
+
+@dataclass(frozen=True)
+class Posted:
+    transaction: LedgerTransaction
+    #: False when the idempotency key had been posted before; nothing moved this time.
+    new: bool
+
+
+def find(sess: Session, key: str) -> LedgerTransaction | None:
+    return sess.scalar(select(LedgerTransaction).where(LedgerTransaction.idempotency_key == key))
+
+
+def post(
+    sess: Session,
+    *,
+    key: str,
+    kind: TxKind,
+    legs: list[tuple[Account, int]],
+    reason: str,
+    member_id: int | None = None,
+    order_id: int | None = None,
+    level: int | None = None,
+    reverses_id: int | None = None,
+    actor: str = "system",
+    detail: dict[str, Any] | None = None,
+) -> Posted:
+    """Post one balanced transaction once per ``key``; InsufficientPointsError if a balance would break."""
+    legs = [(acct, amount) for acct, amount in legs if amount != 0]
+    if sum(amount for _, amount in legs) != 0:
+        raise LedgerError(f"transaction {key} does not balance")
+    existing = find(sess, key)
+    if existing is not None:
+        return Posted(existing, False)
+    try:
+        with sess.begin_nested():
+            tx = LedgerTransaction(
+                idempotency_key=key,
+                kind=kind,
+                member_id=member_id,
+                order_id=order_id,
+                level=level,
+                reverses_id=reverses_id,
+                reason=reason,
+                actor=actor,
+                detail=detail or {},
+            )
+            sess.add(tx)
+            sess.flush()
+            # One lock order for every posting, so two postings never deadlock.
+            for acct, amount in sorted(legs, key=lambda leg: leg[0].id):
+                _move(sess, acct, amount)
+                sess.add(Entry(transaction_id=tx.id, account_id=acct.id, amount=amount))
+            sess.flush()
+    except IntegrityError:
+        # A concurrent posting of the same key won; it is the posting.
+        existing = find(sess, key)
+        if existing is None:
+            raise
+        return Posted(existing, False)
+    for acct, _ in legs:
+        sess.refresh(acct)
+    return Posted(tx, True)
+
+
+def _move(sess: Session, acct: Account, amount: int) -> None:
+    guard = []
+    if acct.kind in _NON_NEGATIVE and amount < 0:
+        guard.append(Account.balance + amount >= 0)
+    if acct.kind == AccountKind.debt and amount > 0:
+        guard.append(Account.balance + amount <= 0)
+    result = sess.execute(update(Account).where(Account.id == acct.id, *guard).values(balance=Account.balance + amount))
+    if result.rowcount != 1:
+        raise InsufficientPointsError(data={"account": acct.kind.value, "needed": -amount})
+
+
+def entry_sum(sess: Session, account_id: int) -> int:
+    return int(sess.scalar(select(func.coalesce(func.sum(Entry.amount), 0)).where(Entry.account_id == account_id)) or 0)

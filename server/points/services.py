@@ -1,0 +1,232 @@
+"""The points lifecycle: credit on payment, mature on completion, settle, reverse on refund, grant.
+
+Each step is one ledger posting with its own idempotency key, so any step may
+be retried (a notification resent, a job rerun) without paying twice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.accounts.models import Member, MemberStatus
+from server.db import utcnow
+from server.orders.models import Order, OrderItem, OrderKind, OrderStatus
+from server.points import ledger, rules
+from server.points.models import AccountKind, OrderReward, RewardState, TxKind
+from server.settings.services import get_setting
+
+K = AccountKind
+
+
+def _issuance(sess: Session):  # type: ignore[no-untyped-def]
+    return ledger.account(sess, None, K.issuance)
+
+
+def _eligible(sess: Session, member_id: int | None) -> bool:
+    """Frozen or disabled sharers earn nothing new; ordinary members and distributors do."""
+    if member_id is None:
+        return False
+    member = sess.get(Member, member_id)
+    if member is None or member.status != MemberStatus.active:
+        return False
+    from server.distribution.services import sharer_refusal
+
+    return sharer_refusal(sess, member_id) is None
+
+
+def _grade_of(sess: Session, member_id: int) -> int | None:
+    from server.distribution.models import Distributor
+
+    return sess.scalar(select(Distributor.grade_id).where(Distributor.member_id == member_id))
+
+
+def reward_base(order: Order) -> int:
+    """What an order's reward is a share of: the contract amount, or what was paid, less refunds."""
+    return max(order.total_fee - order.refunded_fee, 0)
+
+
+def credit_order_rewards(sess: Session, order: Order) -> list[OrderReward]:
+    """A paid order credits pending points to the inviter and upline stamped on it. Idempotent."""
+    if order.paid_at is None:
+        return []
+    existing = sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id)).all()
+    if existing or order.inviter_id is None:
+        return list(existing)
+    product_ids = sorted({i.product_id for i in sess.scalars(select(OrderItem).where(OrderItem.order_id == order.id))})
+    rewards = rules.order_rewards(
+        sess,
+        base_fen=order.total_fee,
+        repeat=order.repeat_business,
+        product_ids=product_ids,
+        grade_id=_grade_of(sess, order.inviter_id),
+        has_upline=order.upline_id is not None,
+    )
+    created = []
+    for reward in rewards:
+        member_id = order.inviter_id if reward.level == 1 else order.upline_id
+        if member_id is None or reward.amount <= 0 or not _eligible(sess, member_id):
+            continue
+        posted = ledger.post(
+            sess,
+            key=f"order:{order.id}:L{reward.level}:reward",
+            kind=TxKind.order_reward,
+            legs=[(_issuance(sess), -reward.amount), (ledger.account(sess, member_id, K.pending), reward.amount)],
+            reason=f"Order {order.out_trade_no}: {reward.rule} of ¥{order.total_fee / 100:.2f}",
+            member_id=member_id,
+            order_id=order.id,
+            level=reward.level,
+        )
+        if posted.new:
+            row = OrderReward(order_id=order.id, member_id=member_id, level=reward.level, amount=reward.amount, rule=reward.rule)
+            sess.add(row)
+            created.append(row)
+    sess.flush()
+    return created
+
+
+def ready_to_mature(sess: Session, order: Order) -> bool:
+    """Completed (so its after-sales window has passed) and, where required, confirmed by finance."""
+    if order.status != OrderStatus.completed:
+        return False
+    needs_finance = order.kind == OrderKind.contract or get_setting(sess, "require_finance_confirmation")
+    return not needs_finance or order.finance_confirmed_at is not None
+
+
+def mature_order_rewards(sess: Session, order: Order) -> int:
+    """Move the order's pending rewards to matured once it is ready; returns how much moved."""
+    if not ready_to_mature(sess, order):
+        return 0
+    moved = 0
+    for row in sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id, OrderReward.state == RewardState.pending)):
+        amount = row.amount - row.reversed_amount
+        if amount > 0:
+            ledger.post(
+                sess,
+                key=f"order:{order.id}:L{row.level}:mature",
+                kind=TxKind.mature,
+                legs=[(ledger.account(sess, row.member_id, K.pending), -amount), (ledger.account(sess, row.member_id, K.matured), amount)],
+                reason=f"Order {order.out_trade_no} finished: level {row.level} reward matured",
+                member_id=row.member_id,
+                order_id=order.id,
+                level=row.level,
+            )
+            moved += amount
+        row.state, row.matured_at = RewardState.matured, utcnow()
+    sess.flush()
+    return moved
+
+
+def reverse_order_rewards(sess: Session, order: Order) -> int:
+    """After a refund: take back what the refunded part earned, from wherever it now sits.
+
+    A reward already spent leaves a debt that later credits pay first. Idempotent
+    per refunded total, so the same refund notification twice reverses once.
+    """
+    rows = sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id).order_by(OrderReward.level)).all()
+    if not rows:
+        return 0
+    product_ids = sorted({i.product_id for i in sess.scalars(select(OrderItem).where(OrderItem.order_id == order.id))})
+    should = {
+        r.level: r.amount
+        for r in rules.order_rewards(
+            sess,
+            base_fen=reward_base(order),
+            repeat=order.repeat_business,
+            product_ids=product_ids,
+            grade_id=_grade_of(sess, order.inviter_id) if order.inviter_id else None,
+            has_upline=order.upline_id is not None,
+        )
+    }
+    total = 0
+    for row in rows:
+        keep = min(should.get(row.level, 0), row.amount)
+        delta = row.amount - row.reversed_amount - keep
+        if delta <= 0:
+            continue
+        legs = _reversal_legs(sess, row, delta)
+        posted = ledger.post(
+            sess,
+            key=f"order:{order.id}:L{row.level}:reverse:{order.refunded_fee}",
+            kind=TxKind.reversal,
+            legs=[(_issuance(sess), delta), *legs],
+            reason=f"Order {order.out_trade_no} refunded ¥{order.refunded_fee / 100:.2f}: level {row.level} reward reduced",
+            member_id=row.member_id,
+            order_id=order.id,
+            level=row.level,
+            detail={"refunded_fee": order.refunded_fee},
+        )
+        if posted.new:
+            row.reversed_amount += delta
+            if row.reversed_amount >= row.amount:
+                row.state = RewardState.reversed
+            total += delta
+    sess.flush()
+    return total
+
+
+def _reversal_legs(sess: Session, row: OrderReward, delta: int) -> list[tuple[Any, int]]:
+    if row.state == RewardState.pending:
+        return [(ledger.account(sess, row.member_id, K.pending), -delta)]
+    if row.state == RewardState.matured:
+        return [(ledger.account(sess, row.member_id, K.matured), -delta)]
+    available = ledger.account(sess, row.member_id, K.available)
+    sess.refresh(available, with_for_update=True)
+    take = min(available.balance, delta)
+    legs = [(available, -take)]
+    if delta > take:
+        legs.append((ledger.account(sess, row.member_id, K.debt), -(delta - take)))
+    return legs
+
+
+def credit_available(sess: Session, member_id: int, amount: int, *, source: AccountKind, key: str, kind: TxKind, reason: str, actor: str = "system", detail: dict[str, Any] | None = None) -> tuple[int, int]:
+    """Points reaching a member's available balance pay their debt first. Returns (repaid, credited)."""
+    debt = ledger.account(sess, member_id, K.debt)
+    sess.refresh(debt, with_for_update=True)
+    repay = min(-debt.balance, amount)
+    from_account = ledger.account(sess, member_id if source in (K.pending, K.matured, K.available) else None, source)
+    legs = [(from_account, -amount), (debt, repay), (ledger.account(sess, member_id, K.available), amount - repay)]
+    ledger.post(sess, key=key, kind=kind, legs=legs, reason=reason, member_id=member_id, actor=actor, detail=(detail or {}) | {"debt_repaid": repay})
+    return repay, amount - repay
+
+
+@dataclass(frozen=True)
+class Balances:
+    available: int
+    pending: int
+    matured: int
+    debt: int
+
+
+def member_balances(sess: Session, member_id: int) -> Balances:
+    found = ledger.balances(sess, member_id)
+    return Balances(found[K.available], found[K.pending], found[K.matured], -found[K.debt])
+
+
+def process_order(sess: Session, order: Order) -> None:
+    """Bring the order's rewards in line with the order: credit, reverse, mature. Safe to repeat."""
+    if order.paid_at is None:
+        return
+    credit_order_rewards(sess, order)
+    if order.refunded_fee:
+        reverse_order_rewards(sess, order)
+    mature_order_rewards(sess, order)
+
+
+def reward_valid_lead(sess: Session, lead: Any) -> None:
+    """A lead operations marked valid earns its sharer the merchant's lead points (never a partner's lead)."""
+    points = int(get_setting(sess, "valid_lead_points"))
+    if lead.sharer_id is None or lead.partner_id is not None or points <= 0 or not _eligible(sess, lead.sharer_id):
+        return
+    credit_available(
+        sess,
+        lead.sharer_id,
+        points,
+        source=K.issuance,
+        key=f"lead:{lead.id}:reward",
+        kind=TxKind.lead_reward,
+        reason=f"Lead #{lead.id} marked valid by operations",
+        detail={"lead_id": lead.id},
+    )

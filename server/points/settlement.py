@@ -1,0 +1,321 @@
+"""Settlement: matured points become available, once per period, with a statement per member.
+
+A period is claimed by inserting its ``SettlementRun`` (the period key is unique),
+so a second settle of the same period — another scheduler, a manual run — is
+refused before it moves anything. Everything one settle does is one unit of
+work: if any member's posting fails, the claim rolls back with it and the
+period can simply be run again.
+
+Also here: expiry of old available points, and the operator's manual grant.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Iterable
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.db import utcnow
+from server.orders.models import Order
+from server.points import ledger
+from server.points.errors import SettlementClaimedError
+from server.points.models import Account, AccountKind, Entry, LedgerTransaction, OrderReward, RewardState, SettlementRun, Statement, TxKind
+from server.points.services import credit_available, member_balances
+from server.settings.services import SettingSpec, get_setting, register
+
+K = AccountKind
+#: Periods, weekdays and "after 02:00" are the merchant's wall clock.
+CHINA = ZoneInfo("Asia/Shanghai")
+MODES = ("weekly", "monthly", "threshold")
+#: Scheduled weekly and monthly settlements wait until this hour, after the night's order jobs.
+SETTLE_HOUR = 2
+
+register(
+    SettingSpec("settlement_mode", str, "weekly", "When matured points settle into available: weekly, monthly, or threshold (checked hourly).", choices=MODES),
+    SettingSpec(
+        "settlement_threshold",
+        int,
+        200_000,
+        "Threshold mode: a member settles once their matured points reach this many hundredths of a point (200000 = 2,000 points).",
+        minimum=1,
+        maximum=100_000_000,
+    ),
+    SettingSpec("settlement_weekday", int, 1, "Weekly mode: the day of the week to settle, 1 = Monday … 7 = Sunday (after 02:00 China time).", minimum=1, maximum=7),
+    SettingSpec("points_expiry_days", int, 0, "Available points expire this many days after they were credited, oldest first; 0 = never.", minimum=0, maximum=3650),
+)
+
+
+def local(now: datetime) -> datetime:
+    return now.astimezone(CHINA)
+
+
+def period_key(mode: str, now: datetime) -> str:
+    """The period ``now`` falls in: ``weekly:2026-W47``, ``monthly:2026-11``, ``threshold:2026-11-23T10``."""
+    at = local(now)
+    if mode == "weekly":
+        year, week, _ = at.isocalendar()
+        return f"weekly:{year}-W{week:02d}"
+    if mode == "monthly":
+        return f"monthly:{at:%Y-%m}"
+    if mode == "threshold":
+        return f"threshold:{at:%Y-%m-%dT%H}"
+    raise ValueError(f"unknown settlement mode {mode!r}")
+
+
+def manual_period_key(now: datetime | None = None) -> str:
+    """A period of its own for a run someone asked for, so it never collides with a scheduled one."""
+    return f"manual:{local(now or utcnow()):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+
+
+def due_period(mode: str, now: datetime, weekday: int) -> str | None:
+    """The period a scheduled settlement should claim at ``now``, or None while it is not yet due.
+
+    Due from 02:00 on the settlement weekday (weekly) or the 1st (monthly) until the
+    period ends, so a scheduler that was down at 02:00 catches up later the same
+    week or month; the period's claim keeps it to one run.
+    """
+    at = local(now)
+    if mode == "weekly" and (at.isoweekday(), at.hour) < (weekday, SETTLE_HOUR):
+        return None
+    if mode == "monthly" and (at.day, at.hour) < (1, SETTLE_HOUR):
+        return None
+    return period_key(mode, now)
+
+
+def _claim_period(sess: Session, *, period: str, mode: str, actor: str) -> SettlementRun:
+    if sess.scalar(select(SettlementRun.id).where(SettlementRun.period == period)) is not None:
+        raise SettlementClaimedError(data={"period": period})
+    run = SettlementRun(period=period, mode=mode, actor=actor)
+    try:
+        with sess.begin_nested():
+            sess.add(run)
+    except IntegrityError:
+        # A concurrent settle inserted it first; its commit made ours a duplicate.
+        raise SettlementClaimedError(data={"period": period}) from None
+    return run
+
+
+def _statement_lines(sess: Session, matured: Account, rewards: list[tuple[OrderReward, str]], settled: int) -> list[dict[str, Any]]:
+    """What made up the settled amount: its order rewards, then any other matured postings since the last settlement."""
+    lines: list[dict[str, Any]] = [
+        {
+            "kind": "order_reward",
+            "order_id": row.order_id,
+            "out_trade_no": out_trade_no,
+            "level": row.level,
+            "amount": row.amount - row.reversed_amount,
+            "rule": row.rule,
+        }
+        for row, out_trade_no in rewards
+    ]
+    # Each settlement empties the matured account under its lock, so the entries after the last
+    # settle posting are exactly what this one settles. Order postings are itemised above.
+    last_settle = (
+        select(func.max(Entry.id))
+        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
+        .where(Entry.account_id == matured.id, LedgerTransaction.kind == TxKind.settle)
+        .scalar_subquery()
+    )
+    others = sess.execute(
+        select(Entry.amount, LedgerTransaction)
+        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
+        .where(Entry.account_id == matured.id, Entry.id > func.coalesce(last_settle, 0), LedgerTransaction.order_id.is_(None))
+        .order_by(Entry.id)
+    ).all()
+    lines += [{"kind": tx.kind.value, "transaction_id": tx.id, "reason": tx.reason, "amount": int(amount)} for amount, tx in others]
+    rest = settled - sum(line["amount"] for line in lines)
+    if rest:
+        lines.append({"kind": "other", "amount": rest, "reason": "matured postings not itemised above"})
+    return lines
+
+
+def _settle_member(sess: Session, run: SettlementRun, member_id: int, minimum: int) -> Statement | None:
+    matured = ledger.account(sess, member_id, K.matured)
+    # Locked so a maturing or reversal in flight cannot change the amount between reading and posting.
+    sess.refresh(matured, with_for_update=True)
+    amount = matured.balance
+    if amount < minimum:
+        return None
+    rewards = [
+        (row, out_trade_no)
+        for row, out_trade_no in sess.execute(
+            select(OrderReward, Order.out_trade_no)
+            .join(Order, Order.id == OrderReward.order_id)
+            .where(OrderReward.member_id == member_id, OrderReward.state == RewardState.matured)
+            .order_by(OrderReward.id)
+        )
+    ]
+    lines = _statement_lines(sess, matured, rewards, amount)
+    repaid, credited = credit_available(
+        sess,
+        member_id,
+        amount,
+        source=K.matured,
+        key=f"settle:{run.id}:{member_id}",
+        kind=TxKind.settle,
+        reason=f"Settlement {run.period}: {amount / 100:.2f} matured points",
+        actor=run.actor,
+        detail={"run_id": run.id, "period": run.period},
+    )
+    for row, _ in rewards:
+        row.state, row.settled_at = RewardState.settled, utcnow()
+    after = member_balances(sess, member_id)
+    statement = Statement(
+        run_id=run.id,
+        member_id=member_id,
+        settled=amount,
+        debt_repaid=repaid,
+        credited=credited,
+        available_after=after.available,
+        # Positive, what the member still owes: the statement is read by people, not the ledger.
+        debt_after=after.debt,
+        lines=lines,
+    )
+    sess.add(statement)
+    return statement
+
+
+def settle(sess: Session, *, period: str, mode: str, actor: str, progress: Callable[[list[Any]], Iterable[Any]] | None = None) -> SettlementRun:
+    """Claim ``period`` and settle every member's matured points into available, in member-id order.
+
+    Threshold mode settles only members whose matured balance reaches ``settlement_threshold``.
+    ``progress`` wraps the list of members (e.g. ``tqdm``). SettlementClaimedError if the
+    period already ran; nothing moves then.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown settlement mode {mode!r}")
+    run = _claim_period(sess, period=period, mode=mode, actor=actor)
+    minimum = int(get_setting(sess, "settlement_threshold")) if mode == "threshold" else 1
+    candidates = sess.scalars(
+        select(Account.member_id).where(Account.kind == K.matured, Account.balance >= minimum).order_by(Account.member_id)
+    ).all()
+    for member_id in progress(list(candidates)) if progress else candidates:
+        statement = _settle_member(sess, run, member_id, minimum)
+        if statement is not None:
+            run.members += 1
+            run.total += statement.settled
+    run.finished_at = utcnow()
+    sess.flush()
+    return run
+
+
+# -- expiry ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expired:
+    members: int
+    total: int
+
+
+def expiring_amount(sess: Session, available: Account, cutoff: datetime) -> int:
+    """Hundredths of ``available`` credited at or before ``cutoff`` and not yet spent, first in first out.
+
+    Every debit of the account (redemptions, reversals, earlier expiries) is taken to
+    spend the oldest credits first. Credits up to the cutoff are a prefix in time, so
+    debits use them up before any newer credit: what remains of them is
+    ``old credits − all debits``, never below zero. A credit is aged from when it
+    reached the available account (settlement, grant, a cancelled redemption).
+    """
+    old_credits, debits = sess.execute(
+        select(
+            func.coalesce(func.sum(case((and_(Entry.amount > 0, Entry.created_at <= cutoff), Entry.amount), else_=0)), 0),
+            func.coalesce(func.sum(case((Entry.amount < 0, -Entry.amount), else_=0)), 0),
+        ).where(Entry.account_id == available.id)
+    ).one()
+    return max(int(old_credits) - int(debits), 0)
+
+
+def expire_points(sess: Session, now: datetime) -> Expired:
+    """Move available points older than ``points_expiry_days`` into the merchant's expiry account.
+
+    One posting per member per China-time day; nothing happens when the setting is 0.
+    """
+    days = int(get_setting(sess, "points_expiry_days"))
+    if days <= 0:
+        return Expired(0, 0)
+    cutoff = now - timedelta(days=days)
+    day = f"{local(now):%Y-%m-%d}"
+    expiry = ledger.account(sess, None, K.expiry)
+    members = total = 0
+    accounts = sess.scalars(select(Account).where(Account.kind == K.available, Account.balance > 0).order_by(Account.member_id)).all()
+    for available in accounts:
+        sess.refresh(available, with_for_update=True)
+        amount = min(expiring_amount(sess, available, cutoff), available.balance)
+        if amount <= 0:
+            continue
+        posted = ledger.post(
+            sess,
+            key=f"expire:{available.member_id}:{day}",
+            kind=TxKind.expire,
+            legs=[(available, -amount), (expiry, amount)],
+            reason=f"{amount / 100:.2f} points credited more than {days} days ago expired",
+            member_id=available.member_id,
+            detail={"cutoff": cutoff.isoformat(), "days": days},
+        )
+        if posted.new:
+            members += 1
+            total += amount
+    sess.flush()
+    return Expired(members, total)
+
+
+# -- manual grants ----------------------------------------------------------------------------
+
+#: A typo guard for operators: no single grant moves more than a million points.
+MAX_GRANT = 100_000_000
+
+
+def parse_points(text: str) -> int:
+    """``"12.5"`` points as 1250 hundredths, exactly; ValueError for anything finer than 0.01 or absurd."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{text!r} is not a number of points") from None
+    if not value.is_finite():
+        raise ValueError(f"{text!r} is not a number of points")
+    if abs(value) * 100 > MAX_GRANT:
+        raise ValueError(f"at most {MAX_GRANT // 100:,} points at a time")
+    hundredths = value * 100
+    if hundredths != hundredths.to_integral_value():
+        raise ValueError("points have at most two decimals (0.01 is the smallest unit)")
+    if hundredths == 0:
+        raise ValueError("a grant of zero points does nothing")
+    return int(hundredths)
+
+
+@dataclass(frozen=True)
+class Grant:
+    transaction: LedgerTransaction
+    amount: int
+    debt_repaid: int
+    credited: int
+
+
+def grant_points(sess: Session, member_id: int, amount: int, *, reason: str, key: str, actor: str) -> Grant:
+    """A manual adjustment: positive amounts come from issuance (paying debt first), negative ones
+    go back to issuance from the available balance (InsufficientPointsError if it is short)."""
+    detail = {"granted": amount}
+    if amount > 0:
+        repaid, credited = credit_available(sess, member_id, amount, source=K.issuance, key=key, kind=TxKind.adjust, reason=reason, actor=actor, detail=detail)
+    else:
+        ledger.post(
+            sess,
+            key=key,
+            kind=TxKind.adjust,
+            legs=[(ledger.account(sess, member_id, K.available), amount), (ledger.account(sess, None, K.issuance), -amount)],
+            reason=reason,
+            member_id=member_id,
+            actor=actor,
+            detail=detail,
+        )
+        repaid, credited = 0, amount
+    tx = ledger.find(sess, key)
+    assert tx is not None
+    return Grant(tx, amount, repaid, credited)

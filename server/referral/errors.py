@@ -1,0 +1,22 @@
+"""Errors of scenes, posters, leads and partner channels."""
+from server.errors import AppError, ConflictError, NotFoundError
+
+
+class SceneNotFoundError(NotFoundError):
+    code, message = 40410, "no such scene"
+
+
+class PartnerNotFoundError(NotFoundError):
+    code, message = 40411, "no such partner"
+
+
+class LeadAlreadyReviewedError(ConflictError):
+    code, message = 40920, "this lead has already been reviewed"
+
+
+class PartnerExistsError(ConflictError):
+    code, message = 40921, "a partner with this name exists"
+
+
+class NotBoundError(AppError):
+    http_status, code, message = 409, 40922, "the scene did not bind"

@@ -1,0 +1,472 @@
+"""Referral API: binding, scenes, team, leads (/api/v1), the H5 landing (/s), and the console (/admin/api/v1)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from flask import Blueprint, current_app, render_template, request
+from pydantic import Field, StringConstraints
+from sqlalchemy import func, select
+
+from server import db, security
+from server.accounts.auth import current_member, current_staff, member_required, staff_required
+from server.accounts.models import Member, StaffRole
+from server.accounts.services import record_audit
+from server.api import Body, Instant, Page, client_address, parse_body, parse_query, validate
+from server.cache import enforce_rate_limit
+from server.errors import NotFoundError, ValidationError, envelope
+from server.referral import services
+from server.referral.errors import PartnerExistsError, PartnerNotFoundError
+from server.referral.models import Binding, Channel, CommissionMode, Lead, LeadSource, LeadStatus, Partner, Scene, TouchEvent
+from server.settings.services import get_setting
+from server.wechat.formats import SCENE_RE
+
+bp = Blueprint("referral", __name__, url_prefix="/api/v1/referral")
+landing_bp = Blueprint("landing", __name__, template_folder="templates")
+admin_bp = Blueprint("referral_admin", __name__, url_prefix="/admin/api/v1")
+
+SceneCode = Annotated[str, StringConstraints(pattern=SCENE_RE.pattern)]
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9]{5,20}$")]
+ShortText = Annotated[str, StringConstraints(max_length=64)]
+
+
+class BindBody(Body):
+    scene: SceneCode
+
+
+class SceneBody(Body):
+    channel: Literal["miniprogram_code", "h5_link", "moments_poster"] = "h5_link"
+    content_type: Annotated[str, StringConstraints(max_length=16, pattern=r"^[a-z_]*$")] = ""
+    content_id: Annotated[str, StringConstraints(max_length=64)] = ""
+
+
+class LeadBody(Body):
+    contact_name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    phone: Phone
+    note: Annotated[str, StringConstraints(max_length=500)] = ""
+    scene: SceneCode | None = None
+
+
+class TeamQuery(Page):
+    level: Literal["direct", "indirect", "all"] = "all"
+
+
+class LeadListQuery(Page):
+    status: LeadStatus | None = None
+    source: LeadSource | None = None
+    sharer_id: int | None = None
+    partner_id: int | None = None
+
+
+class ReviewBody(Body):
+    status: Literal["valid", "invalid"]
+    note: Annotated[str, StringConstraints(max_length=255)] = ""
+
+
+class PartnerBody(Body):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    platform: Annotated[str, StringConstraints(max_length=32)] = ""
+    contact: Annotated[str, StringConstraints(max_length=128)] = ""
+    commission_mode: Literal["per_lead", "per_deal"]
+    per_lead_fen: int = Field(0, ge=0, le=10_000_000)
+    deal_rate_bp: int = Field(0, ge=0, le=10_000)
+
+
+class PartnerPatchBody(Body):
+    platform: Annotated[str, StringConstraints(max_length=32)] | None = None
+    contact: Annotated[str, StringConstraints(max_length=128)] | None = None
+    per_lead_fen: int | None = Field(None, ge=0, le=10_000_000)
+    deal_rate_bp: int | None = Field(None, ge=0, le=10_000)
+    active: bool | None = None
+
+
+class PartnerSceneBody(Body):
+    content_type: Annotated[str, StringConstraints(max_length=16, pattern=r"^[a-z_]*$")] = ""
+    content_id: Annotated[str, StringConstraints(max_length=64)] = ""
+
+
+class StatementQuery(Body):
+    start: Instant | None = Field(None, alias="from")
+    end: Instant | None = Field(None, alias="to")
+
+    model_config = Body.model_config | {"strict": False, "extra": "ignore"}
+
+
+# -- serializers ------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def serialize_scene(scene: Scene) -> dict[str, Any]:
+    base = current_app.config["PUBLIC_BASE_URL"]
+    return {
+        "scene": scene.code,
+        "channel": scene.channel.value,
+        "content_type": scene.content_type,
+        "content_id": scene.content_id,
+        "h5_url": f"{base}/s/{scene.code}",
+        "created_at": scene.created_at.isoformat(),
+        "expires_at": _iso(scene.expires_at),
+        "revoked": scene.revoked_at is not None,
+    }
+
+
+def serialize_event(event: TouchEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "event": event.kind.value,
+        "time": event.created_at.isoformat(),
+        "actor": event.actor,
+        "channel": event.channel,
+        "scene": event.scene,
+        "content": event.content,
+        "detail": event.detail,
+    }
+
+
+def serialize_lead(lead: Lead) -> dict[str, Any]:
+    return {
+        "id": lead.id,
+        "source": lead.source.value,
+        "status": lead.status.value,
+        "member_id": lead.member_id,
+        "sharer_id": lead.sharer_id,
+        "partner_id": lead.partner_id,
+        "scene": lead.scene_code,
+        "channel": lead.channel,
+        "content": lead.content,
+        "contact_name": lead.contact_name,
+        "contact_phone": lead.contact_phone_masked,
+        "note": lead.note,
+        "review_note": lead.review_note,
+        "reviewed_by": lead.reviewed_by,
+        "reviewed_at": _iso(lead.reviewed_at),
+        "created_at": lead.created_at.isoformat(),
+    }
+
+
+def serialize_partner(partner: Partner) -> dict[str, Any]:
+    return {
+        "id": partner.id,
+        "name": partner.name,
+        "platform": partner.platform,
+        "contact": partner.contact,
+        "commission_mode": partner.commission_mode.value,
+        "per_lead_fen": partner.per_lead_fen,
+        "deal_rate_bp": partner.deal_rate_bp,
+        "active": partner.active,
+        "created_at": partner.created_at.isoformat(),
+    }
+
+
+def _team_item(member: Member, binding: Binding, stats: services.SalesStats) -> dict[str, Any]:
+    return {
+        "id": member.id,
+        "nickname": security.mask(member.nickname),
+        "avatar_url": member.avatar_url,
+        "joined_at": binding.bound_at.isoformat(),
+        "orders": stats.orders,
+        "amount_fen": stats.amount_fen,
+    }
+
+
+# -- member API ---------------------------------------------------------------------
+
+
+@bp.post("/bind")
+@member_required
+def bind() -> Any:
+    """Bind the signed-in member to a scene's sharer; a refusal is an answer with its reason."""
+    body = parse_body(BindBody)
+    sess = db.session()
+    member = current_member()
+    services.record_scan(sess, member, body.scene)
+    result = services.bind_member(sess, member, body.scene)
+    db.commit()
+    return envelope(result.as_dict(sess))
+
+
+@bp.get("/scenes")
+@member_required
+def my_scenes() -> Any:
+    sess = db.session()
+    rows = sess.scalars(
+        select(Scene).where(Scene.sharer_id == current_member().id).order_by(Scene.created_at.desc()).limit(100)
+    ).all()
+    return envelope({"items": [serialize_scene(s) for s in rows]})
+
+
+@bp.post("/scenes")
+@member_required
+def create_scene() -> Any:
+    """The member's share link for a channel and content (the same one again while it is live)."""
+    body = parse_body(SceneBody)
+    scene = services.scene_for_share(
+        db.session(), current_member().id, Channel(body.channel), body.content_type, body.content_id
+    )
+    db.commit()
+    return envelope(serialize_scene(scene))
+
+
+@bp.delete("/scenes/<code>")
+@member_required
+def revoke_scene(code: str) -> Any:
+    scene = services.revoke_scene(db.session(), code, sharer_id=current_member().id)
+    db.commit()
+    return envelope(serialize_scene(scene))
+
+
+@bp.get("/team")
+@member_required
+def team() -> Any:
+    """Direct (level 1) and indirect (level 2) invitees; nothing below level 2 exists."""
+    query = parse_query(TeamQuery)
+    sess = db.session()
+    me = current_member().id
+    data: dict[str, Any] = {"page": query.page, "page_size": query.page_size}
+    for level, name in ((1, "direct"), (2, "indirect")):
+        if query.level in (name, "all"):
+            rows, total = services.team_page(sess, me, level, query.offset, query.page_size)
+            stats = services.attributed_sales(sess, [m.id for m, _ in rows])
+            data[name] = [_team_item(m, b, stats[m.id]) for m, b in rows]
+            data[f"total_{name}"] = total
+        else:
+            data[name] = []
+            data[f"total_{name}"] = None
+    return envelope(data)
+
+
+@bp.post("/leads")
+@member_required
+def leave_lead() -> Any:
+    """The member leaves contact details (e.g. asks for a quote): a lead for whoever shared with them."""
+    body = parse_body(LeadBody)
+    enforce_rate_limit(f"lead:member:{current_member().id}", 10, 3600)
+    lead = services.leave_contact(
+        db.session(), member=current_member(), scene_code=body.scene, contact_name=body.contact_name, phone=body.phone, note=body.note
+    )
+    db.commit()
+    return envelope({"id": lead.id, "status": lead.status.value}, status=201)
+
+
+# -- the H5 landing ----------------------------------------------------------------------
+
+
+def _visitor() -> str:
+    fingerprint = f"{client_address()}|{request.headers.get('User-Agent', '')}"
+    return f"visitor:{security.digest(fingerprint, 'visitor')[:16]}"
+
+
+@landing_bp.get("/s/<code>")
+def landing(code: str) -> Any:
+    """Where links and Moments posters lead: records the visit and shows the share with a contact form."""
+    sess = db.session()
+    scene = services.record_visit(sess, code, visitor=_visitor()) if SCENE_RE.fullmatch(code) else None
+    sharer = sess.get(Member, scene.sharer_id) if scene and scene.sharer_id else None
+    db.commit()
+    page = render_template(
+        "landing.html",
+        scene=scene,
+        sharer=security.mask(sharer.nickname) if sharer else None,
+        shop_name=get_setting(sess, "shop_name"),
+        sent=False,
+    )
+    return page, 200 if scene else 404
+
+
+@landing_bp.post("/s/<code>/lead")
+def landing_lead(code: str) -> Any:
+    """The landing page's contact form: an anonymous lead, attributed to the scene."""
+    sess = db.session()
+    enforce_rate_limit(f"lead:addr:{client_address()}", 10, 3600)
+    form = {k: request.form.get(k, "") for k in ("contact_name", "phone", "note")}
+    body = validate(LeadBody, {**form, "scene": code} if SCENE_RE.fullmatch(code) else form)
+    services.leave_contact(
+        sess, member=None, scene_code=body.scene, contact_name=body.contact_name, phone=body.phone, note=body.note, visitor=_visitor()
+    )
+    db.commit()
+    scene = sess.get(Scene, code) if body.scene else None
+    return render_template("landing.html", scene=scene, sharer=None, shop_name=get_setting(sess, "shop_name"), sent=True)
+
+
+# -- console ------------------------------------------------------------------------------
+
+
+@admin_bp.get("/leads")
+@staff_required(StaffRole.operations)
+def list_leads() -> Any:
+    """The lead pool, newest first, filtered by status, source, sharer or partner."""
+    query = parse_query(LeadListQuery)
+    stmt = select(Lead)
+    for column, value in (
+        (Lead.status, query.status),
+        (Lead.source, query.source),
+        (Lead.sharer_id, query.sharer_id),
+        (Lead.partner_id, query.partner_id),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    sess = db.session()
+    total = sess.scalar(select(func.count()).select_from(stmt.subquery()))
+    rows = sess.scalars(stmt.order_by(Lead.id.desc()).offset(query.offset).limit(query.page_size)).all()
+    return envelope({"items": [serialize_lead(lead) for lead in rows], "total": total, "page": query.page})
+
+
+@admin_bp.get("/leads/<int:lead_id>")
+@staff_required(StaffRole.operations)
+def get_lead(lead_id: int) -> Any:
+    sess = db.session()
+    lead = sess.get(Lead, lead_id)
+    if lead is None:
+        raise NotFoundError("no such lead")
+    events = services.timeline(sess, lead.member_id) if lead.member_id else []
+    return envelope({**serialize_lead(lead), "timeline": [serialize_event(e) for e in events]})
+
+
+@admin_bp.post("/leads/<int:lead_id>/review")
+@staff_required(StaffRole.operations)
+def review_lead(lead_id: int) -> Any:
+    body = parse_body(ReviewBody)
+    sess = db.session()
+    lead = services.review_lead(sess, lead_id, LeadStatus(body.status), staff=current_staff(), note=body.note)
+    record_audit(sess, current_staff().id, f"lead.{body.status}", f"lead:{lead.id}", {"note": body.note})
+    db.commit()
+    return envelope(serialize_lead(lead))
+
+
+@admin_bp.get("/members/<int:member_id>/timeline")
+@staff_required(StaffRole.operations)
+def member_timeline(member_id: int) -> Any:
+    sess = db.session()
+    if sess.get(Member, member_id) is None:
+        raise NotFoundError("no such member")
+    return envelope({"items": [serialize_event(e) for e in services.timeline(sess, member_id)]})
+
+
+@admin_bp.get("/members/<int:member_id>/referral")
+@staff_required(StaffRole.operations)
+def member_referral(member_id: int) -> Any:
+    """A member's place in the chain: inviter, upline, and how many they brought (display only)."""
+    sess = db.session()
+    if sess.get(Member, member_id) is None:
+        raise NotFoundError("no such member")
+    inviter_id, upline_id = services.inviter_and_upline(sess, member_id)
+    binding = sess.get(Binding, member_id)
+    counts = {
+        name: sess.scalar(select(func.count()).select_from(Binding).where(column == member_id))
+        for name, column in (("direct", Binding.inviter_id), ("indirect", Binding.upline_id))
+    }
+    return envelope(
+        {
+            "member_id": member_id,
+            "inviter_id": inviter_id,
+            "upline_id": upline_id,
+            "bound_at": _iso(binding.bound_at) if binding else None,
+            "scene": binding.scene_code if binding else None,
+            "channel": binding.channel if binding else None,
+            "rebind_count": binding.rebind_count if binding else 0,
+            "team_direct": counts["direct"],
+            "team_indirect": counts["indirect"],
+        }
+    )
+
+
+@admin_bp.post("/scenes/<code>/revoke")
+@staff_required(StaffRole.operations)
+def admin_revoke_scene(code: str) -> Any:
+    sess = db.session()
+    scene = services.revoke_scene(sess, code)
+    record_audit(sess, current_staff().id, "scene.revoke", f"scene:{code}")
+    db.commit()
+    return envelope(serialize_scene(scene))
+
+
+@admin_bp.get("/partners")
+@staff_required(StaffRole.operations, StaffRole.finance)
+def list_partners() -> Any:
+    rows = db.session().scalars(select(Partner).order_by(Partner.id)).all()
+    return envelope({"items": [serialize_partner(p) for p in rows]})
+
+
+@admin_bp.post("/partners")
+@staff_required(StaffRole.operations)
+def create_partner() -> Any:
+    body = parse_body(PartnerBody)
+    sess = db.session()
+    if sess.scalar(select(Partner.id).where(Partner.name == body.name)) is not None:
+        raise PartnerExistsError()
+    partner = Partner(**body.model_dump() | {"commission_mode": CommissionMode(body.commission_mode)})
+    sess.add(partner)
+    sess.flush()
+    record_audit(sess, current_staff().id, "partner.create", f"partner:{partner.id}", body.model_dump())
+    db.commit()
+    return envelope(serialize_partner(partner), status=201)
+
+
+def _partner(partner_id: int) -> Partner:
+    partner = db.session().get(Partner, partner_id)
+    if partner is None:
+        raise PartnerNotFoundError()
+    return partner
+
+
+@admin_bp.patch("/partners/<int:partner_id>")
+@staff_required(StaffRole.operations)
+def patch_partner(partner_id: int) -> Any:
+    body = parse_body(PartnerPatchBody)
+    partner = _partner(partner_id)
+    changes = body.model_dump(exclude_none=True)
+    for key, value in changes.items():
+        setattr(partner, key, value)
+    sess = db.session()
+    record_audit(sess, current_staff().id, "partner.update", f"partner:{partner.id}", changes)
+    db.commit()
+    return envelope(serialize_partner(partner))
+
+
+@admin_bp.post("/partners/<int:partner_id>/scenes")
+@staff_required(StaffRole.operations)
+def create_partner_scene(partner_id: int) -> Any:
+    """A tracked link for a partner channel to publish; what it brings earns the partner, never members."""
+    body = parse_body(PartnerSceneBody)
+    partner = _partner(partner_id)
+    if not partner.active:
+        raise ValidationError("this partner is inactive")
+    scene = services.create_scene(
+        db.session(), channel=Channel.partner, partner_id=partner.id, content_type=body.content_type, content_id=body.content_id
+    )
+    db.commit()
+    return envelope(serialize_scene(scene), status=201)
+
+
+@admin_bp.get("/partners/<int:partner_id>/statement")
+@staff_required(StaffRole.operations, StaffRole.finance)
+def partner_statement(partner_id: int) -> Any:
+    """The partner's commission lines and total for a period (from inclusive, to exclusive)."""
+    query = validate(StatementQuery, request.args.to_dict())
+    start, end = query.start, query.end
+    statement = services.partner_statement(db.session(), partner_id, start, end)
+    return envelope(
+        {
+            "partner": serialize_partner(statement["partner"]),
+            "from": _iso(start),
+            "to": _iso(end),
+            "leads": statement["leads"],
+            "deals": statement["deals"],
+            "total_fen": statement["total_fen"],
+            "lines": [
+                {
+                    "id": line.id,
+                    "kind": line.kind,
+                    "lead_id": line.lead_id,
+                    "base_fen": line.base_fen,
+                    "amount_fen": line.amount_fen,
+                    "reference": line.idempotency_key,
+                    "created_at": line.created_at.isoformat(),
+                }
+                for line in statement["lines"]
+            ],
+        }
+    )

@@ -1,0 +1,537 @@
+"""Scenes, binding to the two-level chain, the team, the lead timeline and the lead pool.
+
+The chain is stored as one row per bound member holding both the inviter and
+the upline, so either is one primary-key read; binding keeps the uplines of
+the member's own invitees in step. Nothing above level 2 is ever stored.
+"""
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from sqlalchemy import func, literal, select, update
+from sqlalchemy.orm import Session
+
+from server import security
+from server.accounts.models import Member, MemberStatus, Staff
+from server.db import utcnow
+from server.errors import NotFoundError, ValidationError
+from server.referral.errors import LeadAlreadyReviewedError, PartnerNotFoundError, SceneNotFoundError
+from server.referral.models import (
+    Binding,
+    Channel,
+    CommissionMode,
+    Lead,
+    LeadSource,
+    LeadStatus,
+    Partner,
+    PartnerCommission,
+    Scene,
+    TouchEvent,
+    TouchKind,
+)
+from server.settings.services import SettingSpec, get_setting, lock_named, register
+
+BINDING_POLICIES = ("first_touch", "protection_period", "last_touch")
+
+register(
+    SettingSpec(
+        "binding_policy",
+        str,
+        "first_touch",
+        "How a member's inviter is chosen: first_touch (the first scene wins for good), "
+        "protection_period (a new scene may rebind after binding_protection_days), last_touch (the latest scene wins).",
+        choices=BINDING_POLICIES,
+    ),
+    SettingSpec(
+        "binding_protection_days",
+        int,
+        30,
+        "With binding_policy=protection_period: days during which a binding cannot be replaced.",
+        minimum=1,
+        maximum=3650,
+    ),
+    SettingSpec("shop_name", str, "微信小店", "The shop's name, shown on H5 landing pages and posters."),
+    SettingSpec(
+        "scene_ttl_days",
+        int,
+        0,
+        "Days a newly issued scene stays valid; 0 means until revoked.",
+        minimum=0,
+        maximum=3650,
+    ),
+)
+
+#: Scenes use letters and digits only: valid in every channel (mini-program scene, OA scene_str, URL path).
+SCENE_ALPHABET = string.ascii_letters + string.digits
+#: 16 characters of 62 is about 95 bits: unguessable, and well inside WeChat's 32.
+SCENE_LENGTH = 16
+#: Reasons a scene does not bind, as returned to the client.
+REFUSALS = (
+    "unknown_scene",
+    "scene_revoked",
+    "scene_expired",
+    "self",
+    "cycle",
+    "sharer_disabled",
+    "sharer_frozen",
+    "already_bound",
+    "protected",
+    "partner_channel",
+)
+
+
+# -- scenes -------------------------------------------------------------------
+
+
+def new_scene_code() -> str:
+    return "".join(secrets.choice(SCENE_ALPHABET) for _ in range(SCENE_LENGTH))
+
+
+def create_scene(
+    sess: Session,
+    *,
+    channel: Channel,
+    sharer_id: int | None = None,
+    partner_id: int | None = None,
+    content_type: str = "",
+    content_id: str = "",
+    expires_at: datetime | None = None,
+) -> Scene:
+    """Issue a new scene for a member (or a partner channel) and what they share."""
+    if (sharer_id is None) == (partner_id is None):
+        raise ValueError("a scene belongs to exactly one member or one partner")
+    if expires_at is None:
+        ttl_days = get_setting(sess, "scene_ttl_days")
+        expires_at = utcnow() + timedelta(days=ttl_days) if ttl_days else None
+    scene = Scene(
+        code=new_scene_code(),
+        channel=channel,
+        sharer_id=sharer_id,
+        partner_id=partner_id,
+        content_type=content_type,
+        content_id=content_id,
+        expires_at=expires_at,
+    )
+    sess.add(scene)
+    sess.flush()
+    return scene
+
+
+def scene_for_share(sess: Session, sharer_id: int, channel: Channel, content_type: str = "", content_id: str = "") -> Scene:
+    """The member's live scene for this channel and content, issued on first use (so posters stay stable)."""
+    now = utcnow()
+    scene = sess.scalars(
+        select(Scene)
+        .where(
+            Scene.sharer_id == sharer_id,
+            Scene.channel == channel,
+            Scene.content_type == content_type,
+            Scene.content_id == content_id,
+            Scene.revoked_at.is_(None),
+            (Scene.expires_at.is_(None)) | (Scene.expires_at > now),
+        )
+        .order_by(Scene.created_at.desc())
+        .limit(1)
+    ).first()
+    return scene or create_scene(
+        sess, channel=channel, sharer_id=sharer_id, content_type=content_type, content_id=content_id
+    )
+
+
+def scene_state(scene: Scene | None) -> str | None:
+    """None for a live scene, else why it is not: unknown_scene, scene_revoked or scene_expired."""
+    if scene is None:
+        return "unknown_scene"
+    if scene.revoked_at is not None:
+        return "scene_revoked"
+    if scene.expires_at is not None and scene.expires_at <= utcnow():
+        return "scene_expired"
+    return None
+
+
+def revoke_scene(sess: Session, code: str, *, sharer_id: int | None = None) -> Scene:
+    """Stop a scene from binding anyone; a member may only revoke their own."""
+    scene = sess.get(Scene, code)
+    if scene is None or (sharer_id is not None and scene.sharer_id != sharer_id):
+        raise SceneNotFoundError()
+    if scene.revoked_at is None:
+        scene.revoked_at = utcnow()
+    sess.flush()
+    return scene
+
+
+def content_label(scene: Scene) -> str:
+    return f"{scene.content_type}:{scene.content_id}" if scene.content_type else ""
+
+
+# -- the chain ------------------------------------------------------------------
+
+
+def inviter_and_upline(sess: Session, member_id: int) -> tuple[int | None, int | None]:
+    """The member's level-1 and level-2 inviters: one primary-key read."""
+    binding = sess.get(Binding, member_id)
+    return (binding.inviter_id, binding.upline_id) if binding else (None, None)
+
+
+def _is_ancestor(sess: Session, candidate_id: int, of_member_id: int) -> bool:
+    """Whether ``candidate_id`` is anywhere above ``of_member_id`` in the chain (a bind would close a cycle)."""
+    chain = (
+        select(Binding.inviter_id.label("id"), literal(1).label("depth"))
+        .where(Binding.member_id == of_member_id)
+        .cte("chain", recursive=True)
+    )
+    chain = chain.union_all(
+        select(Binding.inviter_id, chain.c.depth + 1)
+        .join(chain, Binding.member_id == chain.c.id)
+        .where(chain.c.depth < 100_000)
+    )
+    return sess.scalar(select(chain.c.id).where(chain.c.id == candidate_id).limit(1)) is not None
+
+
+def _sharer_refusal(sess: Session, sharer: Member) -> str | None:
+    if sharer.status != MemberStatus.active:
+        return "sharer_disabled"
+    from server.distribution.services import sharer_refusal
+
+    return sharer_refusal(sess, sharer.id)
+
+
+@dataclass(frozen=True)
+class BindResult:
+    """What became of a scene the member arrived with."""
+
+    bound: bool
+    #: True when this call changed the member's inviter.
+    changed: bool
+    reason: str | None
+    inviter_id: int | None
+    scene: Scene | None
+
+    def as_dict(self, sess: Session) -> dict[str, Any]:
+        inviter = sess.get(Member, self.inviter_id) if self.inviter_id else None
+        return {
+            "bound": self.bound,
+            "changed": self.changed,
+            "reason": self.reason,
+            "inviter": {"id": inviter.id, "nickname": inviter.nickname} if inviter else None,
+        }
+
+
+def _touch(sess: Session, member_id: int | None, kind: TouchKind, scene: Scene | None, scene_code: str | None, **detail: Any) -> None:
+    sess.add(
+        TouchEvent(
+            member_id=member_id,
+            kind=kind,
+            scene=scene_code,
+            channel=scene.channel.value if scene else detail.pop("channel", ""),
+            actor=detail.pop("actor", f"member:{member_id}" if member_id else "system"),
+            content=content_label(scene) if scene else "",
+            detail=detail,
+        )
+    )
+
+
+def bind_member(sess: Session, member: Member, scene_code: str) -> BindResult:
+    """Bind ``member`` to the sharer of ``scene_code`` if the merchant's policy and the guards allow it.
+
+    Refusals are answers, not errors: signing in with a bad scene still signs in.
+    """
+    scene = sess.get(Scene, scene_code)
+    refusal = scene_state(scene)
+    current_inviter, _ = inviter_and_upline(sess, member.id)
+    if refusal is None and scene is not None and scene.partner_id is not None:
+        refusal = "partner_channel"
+    if refusal is not None:
+        return _refuse(sess, member, scene, scene_code, refusal, current_inviter)
+    assert scene is not None and scene.sharer_id is not None
+
+    # Binds change the shape of the chain; one at a time, or two concurrent binds could close a cycle.
+    lock_named(sess, "referral-chain")
+    sess.refresh(member)
+    binding = sess.get(Binding, member.id, populate_existing=True)
+    sharer = sess.get(Member, scene.sharer_id)
+    assert sharer is not None
+    inviter_id = scene.sharer_id
+
+    if inviter_id == member.id:
+        refusal = "self"
+    elif binding is not None and binding.inviter_id == inviter_id:
+        return BindResult(True, False, None, inviter_id, scene)
+    elif (refusal := _sharer_refusal(sess, sharer)) is not None:
+        pass
+    elif binding is not None and (refusal := _policy_refusal(sess, binding)) is not None:
+        pass
+    elif _is_ancestor(sess, member.id, inviter_id):
+        refusal = "cycle"
+    if refusal is not None:
+        return _refuse(sess, member, scene, scene_code, refusal, binding.inviter_id if binding else None)
+
+    upline_id, _ = inviter_and_upline(sess, inviter_id)
+    previous = binding.inviter_id if binding else None
+    if binding is None:
+        binding = Binding(member_id=member.id, inviter_id=inviter_id, upline_id=upline_id)
+        sess.add(binding)
+    else:
+        binding.inviter_id, binding.upline_id = inviter_id, upline_id
+        binding.bound_at = utcnow()
+        binding.rebind_count += 1
+    binding.scene_code, binding.channel = scene.code, scene.channel.value
+    sess.flush()
+    # The member's own invitees now have a new level 2.
+    sess.execute(update(Binding).where(Binding.inviter_id == member.id).values(upline_id=inviter_id))
+    _touch(sess, member.id, TouchKind.bind, scene, scene_code, inviter_id=inviter_id, previous_inviter_id=previous)
+    return BindResult(True, True, None, inviter_id, scene)
+
+
+def _policy_refusal(sess: Session, binding: Binding) -> str | None:
+    policy = get_setting(sess, "binding_policy")
+    if policy == "first_touch":
+        return "already_bound"
+    if policy == "protection_period":
+        days = get_setting(sess, "binding_protection_days")
+        if utcnow() < binding.bound_at + timedelta(days=days):
+            return "protected"
+    return None
+
+
+def _refuse(sess: Session, member: Member, scene: Scene | None, scene_code: str, reason: str, inviter_id: int | None) -> BindResult:
+    if reason != "partner_channel":
+        _touch(sess, member.id, TouchKind.bind_refused, scene, scene_code, reason=reason)
+    return BindResult(False, False, reason, inviter_id, scene)
+
+
+def record_scan(sess: Session, member: Member, scene_code: str) -> None:
+    """A signed-in member arrived with a scene (mini-program code, link, poster)."""
+    _touch(sess, member.id, TouchKind.scan, sess.get(Scene, scene_code), scene_code)
+
+
+def bind_on_arrival(sess: Session, member: Member, scene_code: str, *, first_sign_in: bool) -> BindResult:
+    """Bind after a scan, and open an arrival lead when the person is new to the shop.
+
+    Called inside the sign-in unit of work; never raises for a bad scene.
+    """
+    result = bind_member(sess, member, scene_code)
+    scene = result.scene
+    if first_sign_in and scene is not None and scene_state(scene) is None:
+        sharer_id = result.inviter_id if result.bound else None
+        if sharer_id is not None or scene.partner_id is not None:
+            _open_lead(
+                sess,
+                source=LeadSource.arrival,
+                member_id=member.id,
+                sharer_id=sharer_id,
+                partner_id=scene.partner_id,
+                scene=scene,
+            )
+    return result
+
+
+def _open_lead(
+    sess: Session,
+    *,
+    source: LeadSource,
+    member_id: int | None,
+    sharer_id: int | None,
+    partner_id: int | None,
+    scene: Scene | None,
+    contact_name: str = "",
+    phone: str | None = None,
+    note: str = "",
+    actor: str | None = None,
+) -> Lead:
+    lead = Lead(
+        source=source,
+        member_id=member_id,
+        sharer_id=sharer_id,
+        partner_id=partner_id,
+        scene_code=scene.code if scene else None,
+        channel=scene.channel.value if scene else "",
+        content=content_label(scene) if scene else "",
+        contact_name=contact_name,
+        note=note,
+        arrival_member_id=member_id if source == LeadSource.arrival else None,
+    )
+    if phone:
+        lead.contact_phone_ciphertext = security.encrypt(phone, "phone")
+        lead.contact_phone_masked = security.mask_phone(phone)
+    sess.add(lead)
+    sess.flush()
+    extra = {"actor": actor} if actor else {}
+    _touch(sess, member_id, TouchKind.lead, scene, scene.code if scene else None, lead_id=lead.id, source=source.value, **extra)
+    return lead
+
+
+def leave_contact(
+    sess: Session,
+    *,
+    member: Member | None,
+    scene_code: str | None,
+    contact_name: str,
+    phone: str,
+    note: str,
+    visitor: str = "",
+) -> Lead:
+    """Someone left contact details (H5 form or mini-program): a lead for the scene's sharer or partner."""
+    scene = sess.get(Scene, scene_code) if scene_code else None
+    if scene is not None and scene_state(scene) is not None:
+        scene = None  # a dead scene still gives a lead, just not attributed
+    sharer_id = scene.sharer_id if scene else None
+    if member is not None and sharer_id is None and scene is None:
+        sharer_id, _ = inviter_and_upline(sess, member.id)
+    if member is not None and sharer_id == member.id:
+        sharer_id = None  # nobody earns from their own contact details
+    lead = _open_lead(
+        sess,
+        source=LeadSource.contact,
+        member_id=member.id if member else None,
+        sharer_id=sharer_id,
+        partner_id=scene.partner_id if scene else None,
+        scene=scene,
+        contact_name=contact_name,
+        phone=phone,
+        note=note,
+        actor=f"member:{member.id}" if member else visitor or "system",
+    )
+    return lead
+
+
+def record_visit(sess: Session, scene_code: str, *, visitor: str, member_id: int | None = None) -> Scene | None:
+    """An H5 or Moments visit to ``/s/<scene>``: a timeline event even when the scene is dead."""
+    scene = sess.get(Scene, scene_code)
+    _touch(sess, member_id, TouchKind.visit, scene, scene_code, actor=visitor, state=scene_state(scene))
+    return scene if scene_state(scene) is None else None
+
+
+#: Called inside the review's unit of work when a lead is marked valid (the points package credits the sharer).
+_lead_valid_hooks: list[Callable[[Session, Lead], None]] = []
+
+
+def on_lead_valid(hook: Callable[[Session, Lead], None]) -> None:
+    if hook not in _lead_valid_hooks:
+        _lead_valid_hooks.append(hook)
+
+
+def review_lead(sess: Session, lead_id: int, status: LeadStatus, *, staff: Staff, note: str = "") -> Lead:
+    """Operations marks a lead valid or invalid, once; a valid partner lead adds a commission line."""
+    if status == LeadStatus.new:
+        raise ValidationError("a lead can only be marked valid or invalid")
+    lead = sess.get(Lead, lead_id, with_for_update=True)
+    if lead is None:
+        raise NotFoundError("no such lead")
+    if lead.status != LeadStatus.new:
+        raise LeadAlreadyReviewedError(data={"status": lead.status.value})
+    lead.status, lead.reviewed_by, lead.reviewed_at, lead.review_note = status, staff.id, utcnow(), note
+    sess.add(
+        TouchEvent(
+            member_id=lead.member_id,
+            kind=TouchKind.lead_reviewed,
+            scene=lead.scene_code,
+            channel=lead.channel,
+            actor=f"staff:{staff.id}",
+            content=lead.content,
+            detail={"lead_id": lead.id, "status": status.value, "note": note},
+        )
+    )
+    if status == LeadStatus.valid and lead.partner_id is not None:
+        partner = sess.get(Partner, lead.partner_id)
+        if partner is not None and partner.commission_mode == CommissionMode.per_lead:
+            _add_commission(sess, partner, kind="lead", key=f"lead:{lead.id}", amount_fen=partner.per_lead_fen, lead_id=lead.id)
+    if status == LeadStatus.valid:
+        for hook in _lead_valid_hooks:
+            hook(sess, lead)
+    sess.flush()
+    return lead
+
+
+# -- partners -------------------------------------------------------------------
+
+
+def _add_commission(sess: Session, partner: Partner, *, kind: str, key: str, amount_fen: int, base_fen: int = 0, lead_id: int | None = None) -> PartnerCommission:
+    existing = sess.scalar(select(PartnerCommission).where(PartnerCommission.idempotency_key == key))
+    if existing is not None:
+        return existing
+    line = PartnerCommission(partner_id=partner.id, lead_id=lead_id, kind=kind, base_fen=base_fen, amount_fen=amount_fen, idempotency_key=key)
+    sess.add(line)
+    sess.flush()
+    return line
+
+
+def record_partner_deal(sess: Session, partner_id: int, deal_reference: str, amount_fen: int) -> PartnerCommission | None:
+    """A deal a partner channel brought closed: its per-deal commission, floored to the fen, once per deal."""
+    partner = sess.get(Partner, partner_id)
+    if partner is None:
+        raise PartnerNotFoundError()
+    if partner.commission_mode != CommissionMode.per_deal:
+        return None
+    commission = amount_fen * partner.deal_rate_bp // 10_000
+    return _add_commission(sess, partner, kind="deal", key=f"deal:{deal_reference}", amount_fen=commission, base_fen=amount_fen)
+
+
+def partner_statement(sess: Session, partner_id: int, start: datetime | None, end: datetime | None) -> dict[str, Any]:
+    """A partner's commission lines in [start, end) with totals, for paying them by contract."""
+    partner = sess.get(Partner, partner_id)
+    if partner is None:
+        raise PartnerNotFoundError()
+    stmt = select(PartnerCommission).where(PartnerCommission.partner_id == partner_id)
+    if start is not None:
+        stmt = stmt.where(PartnerCommission.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(PartnerCommission.created_at < end)
+    lines = sess.scalars(stmt.order_by(PartnerCommission.id)).all()
+    return {
+        "partner": partner,
+        "lines": lines,
+        "leads": sum(1 for line in lines if line.kind == "lead"),
+        "deals": sum(1 for line in lines if line.kind == "deal"),
+        "total_fen": sum(line.amount_fen for line in lines),
+    }
+
+
+# -- the team and the timeline ----------------------------------------------------
+
+
+def team_page(sess: Session, member_id: int, level: int, offset: int, limit: int) -> tuple[list[tuple[Member, Binding]], int]:
+    """The member's direct (level 1) or indirect (level 2) invitees, newest first. Nothing deeper exists."""
+    column = Binding.inviter_id if level == 1 else Binding.upline_id
+    base = select(Member, Binding).join(Binding, Binding.member_id == Member.id).where(column == member_id)
+    total = sess.scalar(select(func.count()).select_from(Binding).where(column == member_id)) or 0
+    rows = sess.execute(base.order_by(Binding.bound_at.desc(), Member.id.desc()).offset(offset).limit(limit)).all()
+    return [(m, b) for m, b in rows], total
+
+
+@dataclass(frozen=True)
+class SalesStats:
+    """Orders a member placed that count for their inviter; None while no order book is installed."""
+
+    orders: int | None
+    amount_fen: int | None
+
+
+#: Installed by the orders package: member ids -> (order count, paid amount in fen).
+_sales_source: Callable[[Session, list[int]], dict[int, tuple[int, int]]] | None = None
+
+
+def set_sales_source(source: Callable[[Session, list[int]], dict[int, tuple[int, int]]]) -> None:
+    """Let the order book report members' attributed orders (it imports us, not the other way round)."""
+    global _sales_source
+    _sales_source = source
+
+
+def attributed_sales(sess: Session, member_ids: list[int]) -> dict[int, SalesStats]:
+    """For each member: their paid orders and amount, as the team list shows them."""
+    if _sales_source is None:
+        return {mid: SalesStats(None, None) for mid in member_ids}
+    found = _sales_source(sess, member_ids) if member_ids else {}
+    return {mid: SalesStats(*found.get(mid, (0, 0))) for mid in member_ids}
+
+
+def timeline(sess: Session, member_id: int) -> list[TouchEvent]:
+    """Every touch of one person, oldest first."""
+    return list(
+        sess.scalars(select(TouchEvent).where(TouchEvent.member_id == member_id).order_by(TouchEvent.created_at, TouchEvent.id))
+    )
+

@@ -1,0 +1,257 @@
+"""The one scheduler process (``python -m server scheduler``) and the jobs it runs.
+
+Each job is a plain function of ``(app, now)`` so tests and operators can run it
+directly. A job first claims its period with a ``JobClaim`` row (unique on job and
+period) inside the same unit of work as the work itself: a second scheduler, or a
+manual run, finds the period taken and does nothing, and a job that fails rolls
+its claim back with everything else, so the period is tried again.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+import click
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+from sqlalchemy import delete, exists, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from server import db
+from server.db import unit_of_work, utcnow
+from server.orders import services as orders
+from server.orders.errors import IllegalTransitionError
+from server.orders.models import Order, OrderStatus
+from server.points import settlement
+from server.points.errors import SettlementClaimedError
+from server.points.models import JobClaim, OrderReward, RewardState
+from server.points.services import process_order
+from server.settings.services import get_setting
+
+#: Orders changed this recently get their points brought in line on every tick; the overlap
+#: with the previous ticks covers a tick that was skipped.
+RECENT_MINUTES = 10
+#: How far back the tick looks for paid orders whose reward was never credited.
+REWARD_SWEEP_DAYS = 30
+#: The per-minute job's claims are only needed while a tick could still race; older ones are pruned.
+TICK_CLAIMS_KEPT = timedelta(days=2)
+
+Job = Callable[[Flask, datetime], Any]
+
+
+def _claimant() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:128]
+
+
+def claim(sess: Session, job: str, period: str) -> JobClaim | None:
+    """Claim ``job`` for ``period`` in this unit of work; None if another process has (or is running) it."""
+    if sess.scalar(select(JobClaim.id).where(JobClaim.job == job, JobClaim.period == period)) is not None:
+        return None
+    row = JobClaim(job=job, period=period, claimed_by=_claimant())
+    try:
+        with sess.begin_nested():
+            sess.add(row)
+    except IntegrityError:
+        return None  # another process claimed it and committed while we waited on the unique key
+    except OperationalError:
+        # The other claimant is still running and we waited past the lock timeout: it is theirs.
+        current_app.logger.warning("job %s %s is held by another process", job, period)
+        return None
+    return row
+
+
+def _finish(row: JobClaim) -> None:
+    row.finished_at = utcnow()
+    db.commit()
+
+
+# -- orders-tick -------------------------------------------------------------------------------
+
+
+def _each_order(app: Flask, sess: Session, what: str, orders_due: list[Order], step: Callable[[Order], bool]) -> list[int]:
+    """Apply ``step`` to each order in its own savepoint: one order that fails never blocks the rest."""
+    done = []
+    for order in orders_due:
+        order_id = order.id
+        try:
+            with sess.begin_nested():
+                if step(order):
+                    done.append(order_id)
+        except IllegalTransitionError:
+            pass  # a buyer or another worker moved it first
+        except Exception:
+            app.logger.exception("%s failed for order %s", what, order_id)
+    return done
+
+
+def _closer(sess: Session) -> Callable[[Order], bool]:
+    """How to close an unpaid order past its timeout: reconcile it with WeChat Pay first when payments can."""
+    try:
+        from server.orders.payments import reconcile_unpaid
+    except ImportError:
+        # Without an order query, the timeout alone decides; a payment that still arrives pays the
+        # closed order (closed → paid is a legal move), so no money is lost.
+        return lambda order: orders.close_unpaid(sess, order, actor="system", reason="payment timeout")
+
+    def reconcile(order: Order) -> bool:
+        reconcile_unpaid(sess, order)
+        sess.refresh(order)
+        return order.status == OrderStatus.closed
+
+    return reconcile
+
+
+def _orders_needing_points(sess: Session, now: datetime) -> list[int]:
+    """Orders whose points may lag behind them: recently changed, paid but never rewarded, completed but not matured.
+
+    The last two heal an after-commit hook that was lost (a crash between commit and hook).
+    """
+    recent = select(Order.id).where(Order.paid_at.is_not(None), Order.updated_at >= now - timedelta(minutes=RECENT_MINUTES))
+    unrewarded = select(Order.id).where(
+        Order.paid_at >= now - timedelta(days=REWARD_SWEEP_DAYS),
+        Order.inviter_id.is_not(None),
+        ~exists().where(OrderReward.order_id == Order.id),
+    )
+    unmatured = select(Order.id).where(
+        Order.status == OrderStatus.completed,
+        exists().where(OrderReward.order_id == Order.id, OrderReward.state == RewardState.pending),
+    )
+    found: set[int] = set()
+    for query in (recent, unrewarded, unmatured):
+        found.update(sess.scalars(query.limit(500)))
+    return sorted(found)
+
+
+def orders_tick(app: Flask, now: datetime) -> dict[str, int] | None:
+    """Every minute: auto-receive, complete, close unpaid orders, then bring their points in line."""
+    period = f"{settlement.local(now):%Y-%m-%dT%H:%M}"
+    with unit_of_work(app) as sess:
+        row = claim(sess, "orders-tick", period)
+        if row is None:
+            return None
+        received = _each_order(app, sess, "auto-receive", orders.due_for_auto_receive(sess, now), lambda o: bool(orders.receive(sess, o, actor="system")))
+        completed = _each_order(
+            app,
+            sess,
+            "completion",
+            orders.due_for_completion(sess, now),
+            lambda o: orders.transition(sess, o, OrderStatus.completed, actor="system", expected=OrderStatus.received),
+        )
+        closed = _each_order(app, sess, "close unpaid", orders.due_for_close(sess, now), _closer(sess))
+
+        def bring_points_in_line(order: Order) -> bool:
+            process_order(sess, order)
+            return True
+
+        ids = sorted(set(received + completed) | set(_orders_needing_points(sess, now)))
+        processed = _each_order(app, sess, "points", [sess.get(Order, i) for i in ids], bring_points_in_line)
+        oldest = f"{settlement.local(now - TICK_CLAIMS_KEPT):%Y-%m-%dT%H:%M}"
+        sess.execute(delete(JobClaim).where(JobClaim.job == "orders-tick", JobClaim.period < oldest))
+        _finish(row)
+    return {"received": len(received), "completed": len(completed), "closed": len(closed), "points": len(processed)}
+
+
+# -- settlement and expiry -----------------------------------------------------------------------
+
+
+def settlement_job(app: Flask, now: datetime) -> dict[str, Any] | None:
+    """Every hour: settle the current period of the merchant's mode once it is due."""
+    with unit_of_work(app) as sess:
+        mode = get_setting(sess, "settlement_mode")
+        period = settlement.due_period(mode, now, int(get_setting(sess, "settlement_weekday")))
+        if period is None:
+            return None
+        row = claim(sess, "settlement", period)
+        if row is None:
+            return None
+        try:
+            run = settlement.settle(sess, period=period, mode=mode, actor="scheduler")
+        except SettlementClaimedError:
+            # Settled by hand under this very period key; the claim records that the job saw it.
+            _finish(row)
+            return None
+        summary = {"run_id": run.id, "period": run.period, "members": run.members, "total": run.total}
+        _finish(row)
+    app.logger.info("settlement %(period)s: %(members)s members, %(total)s hundredths", summary)
+    return summary
+
+
+def expire_points_job(app: Flask, now: datetime) -> dict[str, int] | None:
+    """Daily: expire available points older than ``points_expiry_days`` (nothing when it is 0)."""
+    with unit_of_work(app) as sess:
+        if int(get_setting(sess, "points_expiry_days")) <= 0:
+            return None
+        row = claim(sess, "expire-points", f"{settlement.local(now):%Y-%m-%d}")
+        if row is None:
+            return None
+        expired = settlement.expire_points(sess, now)
+        _finish(row)
+    return {"members": expired.members, "total": expired.total}
+
+
+# -- the scheduler -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    job: Job
+    #: Cron fields, China time.
+    cron: dict[str, Any]
+
+
+SCHEDULES = (
+    Schedule("orders-tick", orders_tick, {"minute": "*"}),
+    # Hourly, a few minutes past, so the 02:00 weekly and monthly settlement follows the night's ticks.
+    Schedule("settlement", settlement_job, {"minute": 5}),
+    Schedule("expire-points", expire_points_job, {"hour": 3, "minute": 30}),
+)
+
+
+def run_job(app: Flask, name: str, job: Job, now: datetime | None = None) -> Any:
+    """Run one job now; an exception is logged, never raised into the scheduler."""
+    try:
+        return job(app, now or utcnow())
+    except Exception:
+        app.logger.exception("scheduled job %s failed", name)
+        return None
+
+
+def build_scheduler(app: Flask) -> BlockingScheduler:
+    """The scheduler with every job added, not started."""
+    scheduler = BlockingScheduler(timezone=settlement.CHINA)
+    for schedule in SCHEDULES:
+        scheduler.add_job(
+            run_job,
+            CronTrigger(timezone=settlement.CHINA, **schedule.cron),
+            args=(app, schedule.name, schedule.job),
+            id=schedule.name,
+            name=schedule.name,
+            # One run at a time, and after a stall one catch-up run rather than a burst.
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=300,
+        )
+    return scheduler
+
+
+@click.command("scheduler")
+@with_appcontext
+def scheduler_command() -> None:
+    """Run the scheduled jobs (orders tick, settlement, expiry). Run exactly one of these per deployment."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    scheduler = build_scheduler(app)
+    click.echo("scheduler running: " + ", ".join(s.name for s in SCHEDULES) + " (Ctrl+C to stop)")
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        if scheduler.running:
+            scheduler.shutdown()

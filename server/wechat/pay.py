@@ -1,0 +1,1003 @@
+"""WeChat Pay adapters: v2 (XML, signed with the API key, through wechatpy) and v3 (JSON, RSA and AES-GCM).
+
+``WeChatPayGateway`` holds whichever versions the merchant configured and the one new
+prepays use (``WECHAT_PAY_API``); an order keeps the version it was prepaid through, so
+its query, close and refund go the same way. Nothing here knows whether
+``WECHAT_PAY_API_BASE`` is WeChat or the sandbox, and nothing here decides what a
+payment means for an order: that is ``server.orders.payments``.
+
+Secrets never reach a log: not the API keys, not signatures, not decrypted notifications.
+wechatpy logs its signing input (API key included) and raw XML at DEBUG, so its pay
+loggers are muted below WARNING.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import shutil
+import string
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlencode, urlsplit
+from xml.parsers.expat import ExpatError
+
+import requests
+import xmltodict
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from wechatpy.exceptions import WeChatPayException
+from wechatpy.pay import WeChatPay
+
+from server.wechat.client import WeChatError, WeChatUnavailableError
+
+logger = logging.getLogger(__name__)
+
+#: Where WeChat Pay lives unless ``WECHAT_PAY_API_BASE`` says otherwise.
+PRODUCTION_PAY_BASE = "https://api.mch.weixin.qq.com/"
+API_VERSIONS = ("v2", "v3")
+V2_SIGN_TYPES = ("MD5", "HMAC-SHA256")
+#: The scheme of a v3 request's Authorization header.
+V3_AUTH_SCHEME = "WECHATPAY2-SHA256-RSA2048"
+#: A v3 message (answer or notification) whose timestamp is further than this from now is refused.
+V3_MAX_CLOCK_SKEW = 300
+V3_API_KEY_LENGTH = 32
+#: WeChat's limits: v2 ``body`` in bytes, v3 ``description`` in characters.
+V2_BODY_MAX_BYTES, V3_DESCRIPTION_MAX_CHARS = 128, 127
+#: Beijing time, in which v2 writes every time (``yyyyMMddHHmmss``) and v3 offsets its RFC 3339 times.
+CHINA_TZ = timezone(timedelta(hours=8))
+
+#: Error codes meaning the same thing in both versions; compare ``WeChatPayError.code`` against them.
+ORDER_NOT_FOUND_CODES = frozenset({"ORDERNOTEXIST", "ORDER_NOT_EXIST", "RESOURCE_NOT_EXISTS"})
+ORDER_CLOSED_CODES = frozenset({"ORDERCLOSED", "ORDER_CLOSED"})
+ORDER_PAID_CODES = frozenset({"ORDERPAID"})
+#: v2 business errors worth a retry: WeChat's side is busy or broken.
+_V2_RETRYABLE = frozenset({"SYSTEMERROR", "BANKERROR", "FREQUENCY_LIMITED", "FREQ_LIMIT"})
+
+#: Fixed serials of the key pairs the sandbox generates; real serials are 40 hex digits too.
+SANDBOX_MCH_SERIAL = "5A0D5A4D5B0C0001000000000000000000000A01"
+SANDBOX_PLATFORM_SERIAL = "5A0D5A4D5B0C0001000000000000000000000B02"
+DEFAULT_SANDBOX_KEY_DIR = Path(__file__).resolve().parent.parent.parent / "var" / "sandbox-pay"
+
+_NONCE_ALPHABET = string.ascii_uppercase + string.digits
+
+
+class WeChatPayError(WeChatError):
+    """WeChat Pay refused the call; ``code`` is its error code (``ORDERPAID``, ``PARAM_ERROR``, …)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(None, f"{code}: {message}")
+        self.code = code
+
+
+class PayNotConfiguredError(WeChatError):
+    """The merchant has not configured the WeChat Pay API version this needs."""
+
+
+class InvalidNotificationError(WeChatError):
+    """A notification that is forged, stale, garbled or meant for another merchant: never to be applied."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(None, reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """What an order query says: ``trade_state`` is SUCCESS, REFUND, NOTPAY, CLOSED, REVOKED, USERPAYING or PAYERROR."""
+
+    trade_state: str
+    #: Only once paid.
+    transaction_id: str | None
+    #: Fen; v2 gives it only once paid.
+    total_fee: int | None
+
+
+@dataclass(frozen=True)
+class PayNotice:
+    """A verified payment notification."""
+
+    api: str
+    out_trade_no: str
+    transaction_id: str
+    total_fee: int
+    #: False for a v2 notification with ``result_code`` FAIL: verified, but no money moved.
+    succeeded: bool
+    openid: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundNotice:
+    """A verified refund notification."""
+
+    api: str
+    out_trade_no: str
+    out_refund_no: str
+    refund_id: str
+    refund_fee: int
+    #: The order's total as WeChat knows it, to check against ours.
+    total_fee: int | None
+    #: SUCCESS, or what ended it otherwise: v2 CHANGE / REFUNDCLOSE, v3 ABNORMAL / CLOSED.
+    status: str
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCESS"
+
+
+@dataclass(frozen=True)
+class IgnoredNotice:
+    """A verified v3 notification of a kind the app does not act on; acknowledged so WeChat stops resending."""
+
+    event_type: str
+
+
+_muted = False
+_mute_guard = threading.Lock()
+
+
+class _BelowWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def mute_wechatpy_pay_logs() -> None:
+    """Drop wechatpy's pay DEBUG lines: they carry the API key (signing input), signatures and raw XML."""
+    global _muted
+    with _mute_guard:
+        if not _muted:
+            for name in ("wechatpy.pay", "wechatpy.pay.utils", "wechatpy.pay.api.jsapi"):
+                logging.getLogger(name).addFilter(_BelowWarning())
+            _muted = True
+
+
+def nonce_str(length: int = 32) -> str:
+    """A random string of capitals and digits, WeChat's ``nonce_str``."""
+    return "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(length))
+
+
+def clip_utf8(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8, never through a character."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def china_time(value: datetime) -> datetime:
+    return value.astimezone(CHINA_TZ)
+
+
+# -- v2 ---------------------------------------------------------------------------------------
+
+
+def v2_sign(params: Mapping[str, Any], api_key: str, sign_type: str = "MD5") -> str:
+    """The v2 signature: non-empty fields but ``sign`` sorted as ``k=v&…&key=API_KEY``, MD5 or HMAC-SHA256, in capitals."""
+    pairs = [f"{k}={params[k]}" for k in sorted(params) if k != "sign" and params[k] not in (None, "")]
+    message = ("&".join(pairs) + f"&key={api_key}").encode("utf-8")
+    if sign_type == "HMAC-SHA256":
+        return hmac.new(api_key.encode("utf-8"), message, hashlib.sha256).hexdigest().upper()
+    if sign_type == "MD5":
+        return hashlib.md5(message).hexdigest().upper()
+    raise ValueError(f"unknown v2 sign type {sign_type!r}")
+
+
+def v2_signature_matches(params: Mapping[str, Any], api_key: str, sign_type: str) -> bool:
+    given = params.get("sign")
+    if not isinstance(given, str) or not given:
+        return False
+    return hmac.compare_digest(given.upper().encode("ascii", "replace"), v2_sign(params, api_key, sign_type).encode("ascii"))
+
+
+def parse_v2_xml(data: bytes | str, root: str = "xml") -> dict[str, Any]:
+    """A flat v2 XML document as a dict of strings; ValueError for anything else."""
+    try:
+        document = xmltodict.parse(data, disable_entities=True)
+    except (ExpatError, ValueError, TypeError) as exc:
+        raise ValueError("not XML") from exc
+    body = document.get(root) if isinstance(document, dict) else None
+    if not isinstance(body, dict):
+        raise ValueError(f"no <{root}> element")
+    return {k: v for k, v in body.items() if isinstance(v, str) or v is None}
+
+
+def v2_reply(ok: bool, msg: str = "OK") -> str:
+    """The answer WeChat expects from a v2 notify URL: SUCCESS stops the resends, FAIL asks for them."""
+    text = msg.replace("]]>", "]]]]><![CDATA[>")
+    code = "SUCCESS" if ok else "FAIL"
+    return f"<xml><return_code><![CDATA[{code}]]></return_code><return_msg><![CDATA[{text}]]></return_msg></xml>"
+
+
+def v2_refund_key(api_key: str) -> bytes:
+    """The AES-256 key of a refund notification's ``req_info``: the lowercase hex MD5 of the API key."""
+    return hashlib.md5(api_key.encode("utf-8")).hexdigest().lower().encode("ascii")
+
+
+def decrypt_req_info(req_info: str, api_key: str) -> bytes:
+    """``req_info``: base64, then AES-256-ECB with PKCS#7 padding."""
+    try:
+        data = base64.b64decode(req_info, validate=True)
+    except ValueError as exc:
+        raise InvalidNotificationError("req_info is not base64") from exc
+    if not data or len(data) % 16:
+        raise InvalidNotificationError("req_info is not whole AES blocks")
+    decryptor = Cipher(algorithms.AES(v2_refund_key(api_key)), modes.ECB()).decryptor()
+    padded = decryptor.update(data) + decryptor.finalize()
+    unpadder = sym_padding.PKCS7(128).unpadder()
+    try:
+        return unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        raise InvalidNotificationError("req_info does not decrypt with this merchant's key") from None
+
+
+class _V2Client(WeChatPay):
+    """wechatpy's pay client on ``api_base``, whose answers must carry a valid signature (wechatpy never checks)."""
+
+    def __init__(self, *, api_base: str, sign_type: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # An instance attribute, so a sandbox client and a production client can share a process.
+        self.API_BASE_URL = api_base
+        self.sign_type = sign_type
+
+    def _handle_result(self, res: requests.Response) -> dict[str, Any]:
+        path = urlsplit(res.url or "").path.lstrip("/")
+        try:
+            data = parse_v2_xml(res.content)
+        except ValueError:
+            raise WeChatUnavailableError(None, f"{path}: answer is not XML") from None
+        if data.get("return_code") != "SUCCESS":
+            # Unsigned by design: WeChat could not even read the request (bad signature, bad XML).
+            raise WeChatPayError(str(data.get("return_code") or "FAIL"), str(data.get("return_msg") or ""))
+        if not v2_signature_matches(data, self.api_key, self.sign_type):
+            raise WeChatUnavailableError(None, f"{path}: answer's signature does not verify")
+        if data.get("result_code") != "SUCCESS":
+            code = str(data.get("err_code") or "FAIL")
+            message = str(data.get("err_code_des") or "")
+            if code in _V2_RETRYABLE:
+                raise WeChatUnavailableError(None, f"{path}: {code} {message}")
+            raise WeChatPayError(code, message)
+        return data
+
+
+class PayV2:
+    """WeChat Pay v2 for one merchant and one appid: XML over HTTPS, signed with the API key."""
+
+    api = "v2"
+
+    def __init__(
+        self,
+        *,
+        appid: str,
+        mch_id: str,
+        api_key: str,
+        api_base: str = PRODUCTION_PAY_BASE,
+        sign_type: str = "HMAC-SHA256",
+        mch_cert: str | None = None,
+        mch_key: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if sign_type not in V2_SIGN_TYPES:
+            raise ValueError(f"WECHAT_PAY_V2_SIGN_TYPE must be one of {', '.join(V2_SIGN_TYPES)}")
+        mute_wechatpy_pay_logs()
+        self.appid = appid
+        self.mch_id = mch_id
+        self.sign_type = sign_type
+        self._api_key = api_key
+        self._client = _V2Client(
+            api_base=api_base if api_base.endswith("/") else api_base + "/",
+            sign_type=sign_type,
+            appid=appid,
+            api_key=api_key,
+            mch_id=mch_id,
+            # The refund API (secapi) wants the merchant's client certificate; wechatpy sends it on every call.
+            mch_cert=mch_cert or None,
+            mch_key=mch_key or None,
+            timeout=timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"PayV2(appid={self.appid!r}, mch_id={self.mch_id!r}, sign_type={self.sign_type!r})"
+
+    def close(self) -> None:
+        self._client._http.close()
+
+    def _call(self, endpoint: str, data: dict[str, Any]) -> dict[str, Any]:
+        data = {"appid": self.appid, **data}
+        if self.sign_type != "MD5":
+            data["sign_type"] = self.sign_type
+        try:
+            return self._client.post(endpoint, data=data)
+        except requests.Timeout:
+            raise WeChatUnavailableError(None, f"{endpoint}: timed out") from None
+        except requests.RequestException as exc:
+            raise WeChatUnavailableError(None, f"{endpoint}: {type(exc).__name__}") from None
+        except WeChatPayException as exc:  # raised by wechatpy for an HTTP error status
+            status = exc.response.status_code if exc.response is not None else None
+            raise WeChatUnavailableError(None, f"{endpoint}: HTTP {status}") from None
+
+    def unified_order(
+        self,
+        out_trade_no: str,
+        total_fee: int,
+        openid: str,
+        body: str,
+        notify_url: str,
+        client_ip: str,
+        time_expire: datetime | None = None,
+    ) -> str:
+        """A JSAPI prepay (``pay/unifiedorder``); returns the ``prepay_id``."""
+        data: dict[str, Any] = {
+            # wechatpy writes text into CDATA sections without escaping their terminator.
+            "body": clip_utf8(body.replace("]]>", "]] >"), V2_BODY_MAX_BYTES) or out_trade_no,
+            "out_trade_no": out_trade_no,
+            "total_fee": int(total_fee),
+            "spbill_create_ip": client_ip,
+            "notify_url": notify_url,
+            "trade_type": "JSAPI",
+            "openid": openid,
+        }
+        if time_expire is not None:
+            data["time_expire"] = china_time(time_expire).strftime("%Y%m%d%H%M%S")
+        result = self._call("pay/unifiedorder", data)
+        prepay_id = result.get("prepay_id")
+        if not prepay_id:
+            raise WeChatUnavailableError(None, "pay/unifiedorder: answer lacks prepay_id")
+        return str(prepay_id)
+
+    def jsapi_params(self, prepay_id: str) -> dict[str, str]:
+        """What ``wx.requestPayment`` takes, signed with the API key (the signature covers ``appId`` too)."""
+        params = {
+            "appId": self.appid,
+            "timeStamp": str(int(time.time())),
+            "nonceStr": nonce_str(),
+            "package": f"prepay_id={prepay_id}",
+            "signType": self.sign_type,
+        }
+        signature = v2_sign(params, self._api_key, self.sign_type)
+        params.pop("appId")
+        return params | {"paySign": signature}
+
+    def order_query(self, out_trade_no: str) -> QueryResult:
+        """``pay/orderquery`` by our order number."""
+        result = self._call("pay/orderquery", {"out_trade_no": out_trade_no})
+        state = result.get("trade_state")
+        if not state:
+            raise WeChatUnavailableError(None, "pay/orderquery: answer lacks trade_state")
+        total = result.get("total_fee")
+        return QueryResult(str(state), result.get("transaction_id") or None, int(total) if total else None)
+
+    def close_order(self, out_trade_no: str) -> None:
+        """``pay/closeorder``: the buyer can no longer pay this order."""
+        self._call("pay/closeorder", {"out_trade_no": out_trade_no})
+
+    def refund(
+        self,
+        out_trade_no: str,
+        out_refund_no: str,
+        total_fee: int,
+        refund_fee: int,
+        notify_url: str,
+        reason: str = "",
+    ) -> str:
+        """``secapi/pay/refund`` (needs the client certificate in production); returns WeChat's ``refund_id``.
+
+        Idempotent on ``out_refund_no``: WeChat answers a repeat with the same refund.
+        """
+        data = {
+            "out_trade_no": out_trade_no,
+            "out_refund_no": out_refund_no,
+            "total_fee": int(total_fee),
+            "refund_fee": int(refund_fee),
+            "notify_url": notify_url,
+            "refund_desc": clip_utf8(reason, 80) or None,
+        }
+        result = self._call("secapi/pay/refund", data)
+        refund_id = result.get("refund_id")
+        if not refund_id:
+            raise WeChatUnavailableError(None, "secapi/pay/refund: answer lacks refund_id")
+        return str(refund_id)
+
+    def _check_merchant(self, data: Mapping[str, Any]) -> None:
+        if data.get("appid") != self.appid:
+            raise InvalidNotificationError("appid is not ours")
+        if data.get("mch_id") != self.mch_id:
+            raise InvalidNotificationError("mch_id is not ours")
+
+    def parse_pay_notify(self, xml: bytes) -> PayNotice:
+        """A payment notification, verified: signature (per its ``sign_type``), appid, mch_id, return_code."""
+        try:
+            data = parse_v2_xml(xml)
+        except ValueError:
+            raise InvalidNotificationError("body is not a v2 XML notification") from None
+        if data.get("return_code") != "SUCCESS":
+            raise InvalidNotificationError("return_code is not SUCCESS")
+        sign_type = data.get("sign_type") or "MD5"
+        if sign_type not in V2_SIGN_TYPES:
+            raise InvalidNotificationError("unknown sign_type")
+        if not v2_signature_matches(data, self._api_key, sign_type):
+            raise InvalidNotificationError("signature does not verify")
+        self._check_merchant(data)
+        try:
+            total_fee = int(data["total_fee"])
+            out_trade_no, transaction_id = str(data["out_trade_no"]), str(data["transaction_id"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidNotificationError("notification lacks out_trade_no, transaction_id or total_fee") from None
+        if not out_trade_no or not transaction_id or total_fee <= 0:
+            raise InvalidNotificationError("notification lacks out_trade_no, transaction_id or total_fee")
+        return PayNotice(
+            api=self.api,
+            out_trade_no=out_trade_no,
+            transaction_id=transaction_id,
+            total_fee=total_fee,
+            succeeded=data.get("result_code") == "SUCCESS",
+            openid=data.get("openid"),
+        )
+
+    def parse_refund_notify(self, xml: bytes) -> RefundNotice:
+        """A refund notification: appid and mch_id checked, ``req_info`` decrypted (it is the only proof)."""
+        try:
+            data = parse_v2_xml(xml)
+        except ValueError:
+            raise InvalidNotificationError("body is not a v2 XML notification") from None
+        if data.get("return_code") != "SUCCESS":
+            raise InvalidNotificationError("return_code is not SUCCESS")
+        self._check_merchant(data)
+        req_info = data.get("req_info")
+        if not req_info:
+            raise InvalidNotificationError("notification lacks req_info")
+        try:
+            info = parse_v2_xml(decrypt_req_info(req_info, self._api_key), root="root")
+            notice = RefundNotice(
+                api=self.api,
+                out_trade_no=str(info["out_trade_no"]),
+                out_refund_no=str(info["out_refund_no"]),
+                refund_id=str(info["refund_id"]),
+                refund_fee=int(info["refund_fee"]),
+                total_fee=int(info["total_fee"]) if info.get("total_fee") else None,
+                status=str(info["refund_status"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise InvalidNotificationError("req_info is not a refund result") from None
+        if not (notice.out_trade_no and notice.out_refund_no and notice.refund_id) or notice.refund_fee <= 0:
+            raise InvalidNotificationError("req_info is not a refund result")
+        return notice
+
+
+# -- v3 ---------------------------------------------------------------------------------------
+
+
+def v3_message(*parts: str | bytes) -> bytes:
+    """What v3 signs: each part on its own line, the last one ended by a newline too."""
+    return b"".join((p if isinstance(p, bytes) else p.encode("utf-8")) + b"\n" for p in parts)
+
+
+def rsa_sign(private_key: rsa.RSAPrivateKey, message: bytes) -> str:
+    """SHA256withRSA (PKCS#1 v1.5), base64: v3 request signatures and the JSAPI ``paySign``."""
+    return base64.b64encode(private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode("ascii")
+
+
+def rsa_verify(public_key: rsa.RSAPublicKey, message: bytes, signature: str) -> bool:
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        public_key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def load_private_key(path: str | os.PathLike[str]) -> rsa.RSAPrivateKey:
+    """The merchant's API private key (``apiclient_key.pem``)."""
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{path} is not an RSA private key")
+    return key
+
+
+def load_public_key(path: str | os.PathLike[str]) -> rsa.RSAPublicKey:
+    """WeChat Pay's public key (微信支付公钥) or its platform certificate (平台证书), from PEM."""
+    data = Path(path).read_bytes()
+    if b"BEGIN CERTIFICATE" in data:
+        key: Any = x509.load_pem_x509_certificate(data).public_key()
+    else:
+        key = serialization.load_pem_public_key(data)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError(f"{path} is not an RSA public key or certificate")
+    return key
+
+
+def parse_authorization(header: str) -> dict[str, str]:
+    """The fields of a v3 Authorization header; empty when it is not the v3 scheme."""
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme != V3_AUTH_SCHEME:
+        return {}
+    fields: dict[str, str] = {}
+    for part in rest.split(","):
+        key, sep, value = part.strip().partition("=")
+        if sep and len(value) >= 2 and value[0] == value[-1] == '"':
+            fields[key] = value[1:-1]
+    return fields
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return value
+
+
+def _rfc3339(value: datetime) -> str:
+    return china_time(value).replace(microsecond=0).isoformat()
+
+
+class PayV3:
+    """WeChat Pay v3 for one merchant and one appid: JSON, SHA256withRSA both ways, AES-256-GCM notifications."""
+
+    api = "v3"
+
+    def __init__(
+        self,
+        *,
+        appid: str,
+        mchid: str,
+        api_v3_key: str | bytes,
+        private_key: rsa.RSAPrivateKey,
+        serial_no: str,
+        platform_keys: Mapping[str, rsa.RSAPublicKey],
+        api_base: str = PRODUCTION_PAY_BASE,
+        timeout: float = 5.0,
+    ) -> None:
+        key = api_v3_key.encode("utf-8") if isinstance(api_v3_key, str) else api_v3_key
+        if len(key) != V3_API_KEY_LENGTH:
+            raise ValueError("WECHAT_PAY_API_V3_KEY must be 32 bytes")
+        if not platform_keys:
+            raise ValueError("WeChat Pay v3 needs the platform public key and its serial")
+        self.appid = appid
+        self.mchid = mchid
+        self.serial_no = serial_no
+        self.api_base = api_base.rstrip("/")
+        self.timeout = timeout
+        self._aead = AESGCM(key)
+        self._private_key = private_key
+        self._platform_keys = dict(platform_keys)
+        self._http = requests.Session()
+
+    def __repr__(self) -> str:
+        return f"PayV3(appid={self.appid!r}, mchid={self.mchid!r}, serial_no={self.serial_no!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- signatures --------------------------------------------------------------------------
+
+    def authorization(self, method: str, url_path: str, body: bytes | str = b"", *, timestamp: int | None = None, nonce: str | None = None) -> str:
+        """The Authorization header of a request: ``url_path`` is the path with its query, as sent."""
+        timestamp = int(time.time()) if timestamp is None else timestamp
+        nonce = nonce or nonce_str()
+        signature = rsa_sign(self._private_key, v3_message(method.upper(), url_path, str(timestamp), nonce, body))
+        return (
+            f'{V3_AUTH_SCHEME} mchid="{self.mchid}",nonce_str="{nonce}",signature="{signature}",'
+            f'timestamp="{timestamp}",serial_no="{self.serial_no}"'
+        )
+
+    def _verify(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        """Why ``body`` with ``headers`` is not WeChat Pay's signed message, or None when it is."""
+        timestamp = _header(headers, "Wechatpay-Timestamp")
+        nonce = _header(headers, "Wechatpay-Nonce")
+        signature = _header(headers, "Wechatpay-Signature")
+        serial = _header(headers, "Wechatpay-Serial")
+        if not (timestamp and nonce and signature and serial):
+            return "Wechatpay-* signature headers missing"
+        key = self._platform_keys.get(serial)
+        if key is None:
+            return "Wechatpay-Serial names no platform key we hold"
+        try:
+            skew = abs(time.time() - int(timestamp))
+        except ValueError:
+            return "Wechatpay-Timestamp is not a number"
+        if skew > V3_MAX_CLOCK_SKEW:
+            return "Wechatpay-Timestamp is too far from now"
+        if not rsa_verify(key, v3_message(timestamp, nonce, body), signature):
+            return "signature does not verify"
+        return None
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None, payload: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """One signed exchange; the verified JSON answer, None for 204, WeChatError otherwise."""
+        url = self.api_base + path + ("?" + urlencode(params) if params else "")
+        # Signed as the server will see it: the full path (a base may add a prefix) and the query.
+        parts = urlsplit(url)
+        signed_path = parts.path + ("?" + parts.query if parts.query else "")
+        body = b"" if payload is None else json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        headers = {
+            "Authorization": self.authorization(method, signed_path, body),
+            "Accept": "application/json",
+            "User-Agent": "referral-server wechatpay-v3",
+        }
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            res = self._http.request(method, url, data=body or None, headers=headers, timeout=self.timeout)
+        except requests.Timeout:
+            raise WeChatUnavailableError(None, f"{path}: timed out") from None
+        except requests.RequestException as exc:
+            raise WeChatUnavailableError(None, f"{path}: {type(exc).__name__}") from None
+        signed = _header(res.headers, "Wechatpay-Signature") is not None
+        # Error answers may come unsigned (WeChat cannot sign an answer to a request it could not
+        # authenticate); they only ever make us fail, so they are read either way.
+        if (res.ok or signed) and (problem := self._verify(res.headers, res.content)):
+            raise WeChatUnavailableError(None, f"{path}: answer rejected: {problem}")
+        if res.status_code == 204:
+            return None
+        try:
+            answer = json.loads(res.content.decode("utf-8")) if res.content else {}
+        except ValueError:
+            raise WeChatUnavailableError(None, f"{path}: HTTP {res.status_code}, answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise WeChatUnavailableError(None, f"{path}: answer is not a JSON object")
+        if res.status_code >= 500 or res.status_code == 429:
+            raise WeChatUnavailableError(None, f"{path}: HTTP {res.status_code} {answer.get('code', '')}")
+        if res.status_code >= 400:
+            code = str(answer.get("code") or f"HTTP_{res.status_code}")
+            logger.warning("WeChat Pay %s answered %s %s", path, res.status_code, code)
+            raise WeChatPayError(code, str(answer.get("message") or ""))
+        return answer
+
+    def jsapi_prepay(
+        self,
+        out_trade_no: str,
+        total_fee: int,
+        openid: str,
+        description: str,
+        notify_url: str,
+        time_expire: datetime | None = None,
+    ) -> str:
+        """``POST /v3/pay/transactions/jsapi``; returns the ``prepay_id``."""
+        payload: dict[str, Any] = {
+            "appid": self.appid,
+            "mchid": self.mchid,
+            "description": description[:V3_DESCRIPTION_MAX_CHARS] or out_trade_no,
+            "out_trade_no": out_trade_no,
+            "notify_url": notify_url,
+            "amount": {"total": int(total_fee), "currency": "CNY"},
+            "payer": {"openid": openid},
+        }
+        if time_expire is not None:
+            payload["time_expire"] = _rfc3339(time_expire)
+        answer = self._request("POST", "/v3/pay/transactions/jsapi", payload=payload) or {}
+        prepay_id = answer.get("prepay_id")
+        if not prepay_id:
+            raise WeChatUnavailableError(None, "/v3/pay/transactions/jsapi: answer lacks prepay_id")
+        return str(prepay_id)
+
+    def jsapi_params(self, prepay_id: str) -> dict[str, str]:
+        """What ``wx.requestPayment`` takes; ``paySign`` is RSA over ``appId\\ntimeStamp\\nnonceStr\\npackage\\n``."""
+        timestamp, nonce, package = str(int(time.time())), nonce_str(), f"prepay_id={prepay_id}"
+        signature = rsa_sign(self._private_key, v3_message(self.appid, timestamp, nonce, package))
+        return {"timeStamp": timestamp, "nonceStr": nonce, "package": package, "signType": "RSA", "paySign": signature}
+
+    def query_order(self, out_trade_no: str) -> QueryResult:
+        """``GET /v3/pay/transactions/out-trade-no/{no}?mchid=``."""
+        path = f"/v3/pay/transactions/out-trade-no/{out_trade_no}"
+        answer = self._request("GET", path, params={"mchid": self.mchid}) or {}
+        state = answer.get("trade_state")
+        if not state:
+            raise WeChatUnavailableError(None, f"{path}: answer lacks trade_state")
+        if answer.get("mchid") not in (None, self.mchid):
+            raise WeChatUnavailableError(None, f"{path}: answer is for another merchant")
+        amount = answer.get("amount") if isinstance(answer.get("amount"), dict) else {}
+        total = amount.get("total")
+        return QueryResult(str(state), answer.get("transaction_id") or None, int(total) if isinstance(total, int) else None)
+
+    def close_order(self, out_trade_no: str) -> None:
+        """``POST /v3/pay/transactions/out-trade-no/{no}/close`` (answers 204)."""
+        self._request("POST", f"/v3/pay/transactions/out-trade-no/{out_trade_no}/close", payload={"mchid": self.mchid})
+
+    def refund(
+        self,
+        out_trade_no: str,
+        out_refund_no: str,
+        total_fee: int,
+        refund_fee: int,
+        notify_url: str,
+        reason: str = "",
+    ) -> str:
+        """``POST /v3/refund/domestic/refunds``; returns WeChat's ``refund_id``. Idempotent on ``out_refund_no``."""
+        payload: dict[str, Any] = {
+            "out_trade_no": out_trade_no,
+            "out_refund_no": out_refund_no,
+            "notify_url": notify_url,
+            "amount": {"refund": int(refund_fee), "total": int(total_fee), "currency": "CNY"},
+        }
+        if reason:
+            payload["reason"] = reason[:80]
+        answer = self._request("POST", "/v3/refund/domestic/refunds", payload=payload) or {}
+        refund_id = answer.get("refund_id")
+        if not refund_id:
+            raise WeChatUnavailableError(None, "/v3/refund/domestic/refunds: answer lacks refund_id")
+        return str(refund_id)
+
+    # -- notifications -----------------------------------------------------------------------------
+
+    def decrypt_resource(self, resource: Mapping[str, Any]) -> dict[str, Any]:
+        """A notification's ``resource``: AEAD_AES_256_GCM with the APIv3 key, its nonce and associated data."""
+        if resource.get("algorithm") != "AEAD_AES_256_GCM":
+            raise InvalidNotificationError("resource algorithm is not AEAD_AES_256_GCM")
+        ciphertext, nonce = resource.get("ciphertext"), resource.get("nonce")
+        associated = resource.get("associated_data") or ""
+        if not isinstance(ciphertext, str) or not isinstance(nonce, str) or not isinstance(associated, str):
+            raise InvalidNotificationError("resource lacks ciphertext or nonce")
+        try:
+            plaintext = self._aead.decrypt(nonce.encode("utf-8"), base64.b64decode(ciphertext, validate=True), associated.encode("utf-8"))
+            data = json.loads(plaintext)
+        except (InvalidTag, ValueError):
+            raise InvalidNotificationError("resource does not decrypt with this merchant's APIv3 key") from None
+        if not isinstance(data, dict):
+            raise InvalidNotificationError("resource is not a JSON object")
+        return data
+
+    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> PayNotice | RefundNotice | IgnoredNotice:
+        """A v3 notification, verified (signature by the platform key named in ``Wechatpay-Serial``, timestamp
+        within five minutes, AEAD decryption, appid and mchid) and read."""
+        problem = self._verify(headers, body)
+        if problem:
+            raise InvalidNotificationError(problem)
+        try:
+            envelope = json.loads(body)
+        except ValueError:
+            raise InvalidNotificationError("body is not JSON") from None
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("resource"), dict):
+            raise InvalidNotificationError("body lacks resource")
+        event_type = str(envelope.get("event_type") or "")
+        resource = self.decrypt_resource(envelope["resource"])
+        if resource.get("mchid") != self.mchid:
+            raise InvalidNotificationError("mchid is not ours")
+        # Refund resources carry no appid; payment resources always do.
+        if resource.get("appid", self.appid) != self.appid:
+            raise InvalidNotificationError("appid is not ours")
+        amount = resource.get("amount") if isinstance(resource.get("amount"), dict) else {}
+        try:
+            if event_type == "TRANSACTION.SUCCESS":
+                if resource.get("trade_state") != "SUCCESS" or "appid" not in resource:
+                    raise InvalidNotificationError("TRANSACTION.SUCCESS without a successful transaction")
+                payer = resource.get("payer") if isinstance(resource.get("payer"), dict) else {}
+                notice: PayNotice | RefundNotice = PayNotice(
+                    api=self.api,
+                    out_trade_no=str(resource["out_trade_no"]),
+                    transaction_id=str(resource["transaction_id"]),
+                    total_fee=int(amount["total"]),
+                    succeeded=True,
+                    openid=payer.get("openid"),
+                )
+                ok = bool(notice.out_trade_no and notice.transaction_id) and notice.total_fee > 0
+            elif event_type.startswith("REFUND."):
+                status = str(resource.get("refund_status") or "")
+                if event_type != f"REFUND.{status}":
+                    raise InvalidNotificationError("event_type and refund_status disagree")
+                notice = RefundNotice(
+                    api=self.api,
+                    out_trade_no=str(resource["out_trade_no"]),
+                    out_refund_no=str(resource["out_refund_no"]),
+                    refund_id=str(resource["refund_id"]),
+                    refund_fee=int(amount["refund"]),
+                    total_fee=int(amount["total"]) if "total" in amount else None,
+                    status=status,
+                )
+                ok = bool(notice.out_trade_no and notice.out_refund_no and notice.refund_id) and notice.refund_fee > 0
+            else:
+                return IgnoredNotice(event_type)
+        except (KeyError, TypeError, ValueError):
+            raise InvalidNotificationError(f"{event_type} resource lacks its fields") from None
+        if not ok:
+            raise InvalidNotificationError(f"{event_type} resource lacks its fields")
+        return notice
+
+
+# -- key material ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SandboxKeys:
+    """Where the sandbox's merchant and platform key pairs live (generated once, files 0600)."""
+
+    directory: Path
+
+    @property
+    def merchant_private(self) -> Path:
+        return self.directory / "merchant_private.pem"
+
+    @property
+    def merchant_public(self) -> Path:
+        return self.directory / "merchant_public.pem"
+
+    @property
+    def platform_private(self) -> Path:
+        return self.directory / "platform_private.pem"
+
+    @property
+    def platform_public(self) -> Path:
+        return self.directory / "platform_public.pem"
+
+    def complete(self) -> bool:
+        return all(p.is_file() for p in (self.merchant_private, self.merchant_public, self.platform_private, self.platform_public))
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def ensure_sandbox_keys(directory: str | os.PathLike[str]) -> SandboxKeys:
+    """The sandbox's key pairs in ``directory``, generated on first use.
+
+    Generated in a private staging directory and renamed into place, so processes starting
+    together (test workers, gunicorn workers) all end up with the same keys.
+    """
+    keys = SandboxKeys(Path(directory))
+    if keys.complete():
+        return keys
+    keys.directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".sandbox-pay-", dir=keys.directory.parent))
+    try:
+        staged = SandboxKeys(staging)
+        for private_path, public_path in ((staged.merchant_private, staged.merchant_public), (staged.platform_private, staged.platform_public)):
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            _write_secret(private_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            _write_secret(public_path, key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        try:
+            os.rename(staging, keys.directory)
+        except OSError:
+            pass  # another process put its keys there first: use those
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if not keys.complete():
+        raise RuntimeError(f"sandbox WeChat Pay keys are incomplete in {keys.directory}; delete it to regenerate")
+    return keys
+
+
+@dataclass(frozen=True)
+class V3KeyConfig:
+    """The v3 key files and serials the app uses, as configured or (sandbox) generated."""
+
+    merchant_private_key: Path
+    merchant_serial: str
+    platform_public_key: Path
+    platform_serial: str
+
+
+def sandbox_key_dir(config: Mapping[str, Any]) -> Path:
+    return Path(config.get("WECHAT_PAY_SANDBOX_KEY_DIR") or DEFAULT_SANDBOX_KEY_DIR)
+
+
+def v3_key_config(config: Mapping[str, Any]) -> V3KeyConfig | None:
+    """The configured PEM paths and serials; in sandbox mode without them, the sandbox's generated keys."""
+    private, public = config.get("WECHAT_PAY_MCH_PRIVATE_KEY"), config.get("WECHAT_PAY_PLATFORM_PUBLIC_KEY")
+    if private and public:
+        mch_serial, platform_serial = config.get("WECHAT_PAY_MCH_CERT_SERIAL"), config.get("WECHAT_PAY_PLATFORM_SERIAL")
+        if not (mch_serial and platform_serial):
+            raise ValueError("WECHAT_PAY_MCH_CERT_SERIAL and WECHAT_PAY_PLATFORM_SERIAL must be set with the v3 keys")
+        return V3KeyConfig(Path(private), str(mch_serial), Path(public), str(platform_serial))
+    if config.get("WECHAT_SANDBOX"):
+        keys = ensure_sandbox_keys(sandbox_key_dir(config))
+        return V3KeyConfig(keys.merchant_private, SANDBOX_MCH_SERIAL, keys.platform_public, SANDBOX_PLATFORM_SERIAL)
+    return None
+
+
+# -- the gateway ----------------------------------------------------------------------------------
+
+
+@dataclass
+class WeChatPayGateway:
+    """The app's WeChat Pay: the configured API versions, and ``default_api`` for new prepays."""
+
+    v2: PayV2 | None
+    v3: PayV3 | None
+    default_api: str = "v3"
+    _closed: bool = field(default=False, repr=False)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> WeChatPayGateway:
+        """Build from ``WECHAT_PAY_*`` (see ``server.config``); a key that cannot be loaded fails here, at start-up."""
+        default_api = (config.get("WECHAT_PAY_API") or "v3").lower()
+        if default_api not in API_VERSIONS:
+            raise ValueError("WECHAT_PAY_API must be v2 or v3")
+        appid, mch_id = config.get("WECHAT_APPID") or "", config.get("WECHAT_PAY_MCH_ID") or ""
+        api_base = config.get("WECHAT_PAY_API_BASE") or PRODUCTION_PAY_BASE
+        timeout = float(config.get("WECHAT_TIMEOUT") or 5)
+        v2 = v3 = None
+        if appid and mch_id and config.get("WECHAT_PAY_API_KEY"):
+            cert, key = config.get("WECHAT_PAY_MCH_CERT") or None, config.get("WECHAT_PAY_MCH_KEY") or None
+            for path in (cert, key):
+                if path and not Path(path).is_file():
+                    raise ValueError(f"WeChat Pay client certificate file {path} does not exist")
+            v2 = PayV2(
+                appid=appid,
+                mch_id=mch_id,
+                api_key=config["WECHAT_PAY_API_KEY"],
+                api_base=api_base,
+                sign_type=config.get("WECHAT_PAY_V2_SIGN_TYPE") or "HMAC-SHA256",
+                mch_cert=cert,
+                mch_key=key,
+                timeout=timeout,
+            )
+        keys = v3_key_config(config) if appid and mch_id and config.get("WECHAT_PAY_API_V3_KEY") else None
+        if keys is not None:
+            v3 = PayV3(
+                appid=appid,
+                mchid=mch_id,
+                api_v3_key=config["WECHAT_PAY_API_V3_KEY"],
+                private_key=load_private_key(keys.merchant_private_key),
+                serial_no=keys.merchant_serial,
+                platform_keys={keys.platform_serial: load_public_key(keys.platform_public_key)},
+                api_base=api_base,
+                timeout=timeout,
+            )
+        return cls(v2, v3, default_api)
+
+    def client(self, api: str | None = None) -> PayV2 | PayV3:
+        """The adapter of ``api`` (default: ``default_api``); PayNotConfiguredError if the merchant lacks it."""
+        api = api or self.default_api
+        found = self.v2 if api == "v2" else self.v3 if api == "v3" else None
+        if found is None:
+            raise PayNotConfiguredError(None, f"WeChat Pay {api} is not configured")
+        return found
+
+    def v2_client(self) -> PayV2:
+        client = self.client("v2")
+        assert isinstance(client, PayV2)
+        return client
+
+    def v3_client(self) -> PayV3:
+        client = self.client("v3")
+        assert isinstance(client, PayV3)
+        return client
+
+    def prepay(
+        self,
+        api: str,
+        *,
+        out_trade_no: str,
+        total_fee: int,
+        openid: str,
+        description: str,
+        notify_url: str,
+        client_ip: str,
+        time_expire: datetime | None = None,
+    ) -> str:
+        """A JSAPI prepay through ``api``; returns the ``prepay_id``."""
+        client = self.client(api)
+        if isinstance(client, PayV2):
+            return client.unified_order(out_trade_no, total_fee, openid, description, notify_url, client_ip, time_expire)
+        return client.jsapi_prepay(out_trade_no, total_fee, openid, description, notify_url, time_expire)
+
+    def jsapi_params(self, api: str, prepay_id: str) -> dict[str, str]:
+        return self.client(api).jsapi_params(prepay_id)
+
+    def query(self, api: str, out_trade_no: str) -> QueryResult:
+        client = self.client(api)
+        return client.order_query(out_trade_no) if isinstance(client, PayV2) else client.query_order(out_trade_no)
+
+    def close_order(self, api: str, out_trade_no: str) -> None:
+        self.client(api).close_order(out_trade_no)
+
+    def refund(self, api: str, *, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int, notify_url: str, reason: str = "") -> str:
+        return self.client(api).refund(out_trade_no, out_refund_no, total_fee, refund_fee, notify_url, reason)
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections."""
+        for client in (self.v2, self.v3):
+            if client is not None:
+                client.close()

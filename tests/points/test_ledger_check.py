@@ -1,0 +1,123 @@
+"""``ledger-check``: silent on a healthy ledger, loud (exit 1) on every kind of corruption."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import insert, select, update
+
+from server import db
+from server.points import ledger, settlement
+from server.points.checks import check_ledger
+from server.points.models import Account, AccountKind, Entry, OrderReward
+from server.points.services import process_order
+from tests.points import completed_order, make_member, make_sku, pay, place, post_to
+
+K = AccountKind
+
+
+@pytest.fixture
+def healthy(app):
+    """A ledger with every kind of posting: rewards, maturing, a refund's reversal, settlement and a grant."""
+    with app.app_context():
+        sess = db.session()
+        zoe = make_member(sess, "zoe")
+        alice = make_member(sess, "alice", inviter=zoe)
+        bob = make_member(sess, "bob", inviter=alice, upline=zoe)
+        sku = make_sku(sess, price_fen=100_000)
+        done = completed_order(sess, bob, sku)
+        refunded = pay(sess, place(sess, bob, sku))
+        process_order(sess, refunded)
+        refunded.refunded_fee = 40_000  # as a partial refund leaves it
+        process_order(sess, refunded)
+        settlement.settle(sess, period="manual:healthy", mode="weekly", actor="test")
+        settlement.grant_points(sess, alice.id, 1_000, reason="goodwill", key="grant:test:1", actor="test")
+        db.commit()
+        return {"alice": alice.id, "zoe": zoe.id, "order": done.id, "refunded": refunded.id}
+
+
+def test_a_healthy_ledger_passes(app, healthy):
+    with app.app_context():
+        report = check_ledger(db.session())
+    assert report.ok, report.violations
+    assert report.counts["order rewards"] == 4 and report.counts["transactions"] > 0
+    result = app.test_cli_runner().invoke(args=["ledger-check"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ledger-check passed:") and "4 order rewards" in result.output
+    # 5 + 0.5 settled from the completed order, 10 granted; 6 + 0.6 pending on the order refunded to ¥600.
+    assert "points by account kind: available 15.50, debt 0.00, issuance -22.10, matured 0.00, pending 6.60\n" in result.output
+
+
+def fails_with(app, *phrases):
+    result = app.test_cli_runner().invoke(args=["ledger-check"])
+    assert result.exit_code == 1, result.output
+    for phrase in phrases:
+        assert phrase in result.output, result.output
+    assert "ledger-check failed" in result.output
+    return result.output
+
+
+def test_a_cached_balance_changed_behind_the_ledgers_back_fails(app, healthy):
+    with app.app_context():
+        sess = db.session()
+        available = ledger.account(sess, healthy["alice"], K.available)
+        acct_id, cached = available.id, available.balance
+        sess.execute(update(Account).where(Account.id == acct_id).values(balance=Account.balance + 1))
+        db.commit()
+    fails_with(app, f"account {acct_id} (member {healthy['alice']} available) caches balance {cached + 1} but its entries sum to {cached}")
+
+
+def test_an_unbalanced_entry_fails(app, healthy):
+    with app.app_context():
+        sess = db.session()
+        tx_id = ledger.find(sess, "grant:test:1").id
+        acct_id = ledger.account(sess, healthy["alice"], K.available).id
+        sess.execute(insert(Entry).values(transaction_id=tx_id, account_id=acct_id, amount=5, created_at=settlement.utcnow()))
+        db.commit()
+    output = fails_with(app, f"transaction {tx_id} does not balance: its entries sum to 5", f"account {acct_id} (member")
+    assert output.count("VIOLATION") == 2
+
+
+def test_an_order_reward_that_disagrees_with_its_postings_fails(app, healthy):
+    with app.app_context():
+        sess = db.session()
+        level2 = sess.scalars(select(OrderReward).where(OrderReward.order_id == healthy["order"], OrderReward.level == 2)).one()
+        sess.execute(update(OrderReward).where(OrderReward.id == level2.id).values(amount=10_000))
+        db.commit()
+    fails_with(
+        app,
+        f"order reward {level2.id} (order {healthy['order']}, level 2) is 10000 but the ledger credited 50",
+        f"order {healthy['order']} pays level 2 (10000) more than level 1 (500)",
+    )
+
+
+def test_a_reversal_the_reward_row_does_not_know_fails(app, healthy):
+    with app.app_context():
+        sess = db.session()
+        sess.execute(update(OrderReward).where(OrderReward.order_id == healthy["refunded"], OrderReward.level == 1).values(reversed_amount=0))
+        db.commit()
+    fails_with(app, "has 0 reversed but the ledger reversed 400")  # 1% repeat rate on the ¥400 refunded
+
+
+def test_a_reward_to_someone_not_stamped_on_the_order_fails(app, healthy):
+    with app.app_context():
+        sess = db.session()
+        stranger = make_member(sess, "stranger")
+        row = sess.scalars(select(OrderReward).where(OrderReward.order_id == healthy["order"], OrderReward.level == 1)).one()
+        sess.execute(update(OrderReward).where(OrderReward.id == row.id).values(member_id=stranger.id))
+        db.commit()
+    fails_with(app, f"pays member {stranger.id}, not the level-1 member stamped on the order ({healthy['alice']})", "but was posted for")
+
+
+def test_reward_postings_without_a_reward_row_fail(app, healthy):
+    with app.app_context():
+        sess = db.session()
+        sess.execute(OrderReward.__table__.delete().where(OrderReward.order_id == healthy["refunded"], OrderReward.level == 2))
+        db.commit()
+    fails_with(app, f"order {healthy['refunded']} level 2 has reward postings (100 credited) but no order reward row")
+
+
+def test_the_summary_counts_balances_per_account_kind(app):
+    with app.app_context():
+        sess = db.session()
+        post_to(sess, make_member(sess, "alice"), K.available, 100)
+        report = check_ledger(sess)
+    assert report.ok and report.balances == {"available": 100, "issuance": -100}

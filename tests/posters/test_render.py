@@ -1,0 +1,196 @@
+"""The renderer on its own: font coverage, text wrapping, layout checks, codes that scan."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import zxingcpp
+from PIL import Image
+
+from server.config import ROOT
+from server.posters import render
+from server.wechat.sandbox import render_code
+
+SCENE = "AbCdEfGhIjKlMnOp"
+
+
+def _png(color: str, size: tuple[int, int] = (64, 64), fmt: str = "PNG") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format=fmt)
+    return out.getvalue()
+
+
+def _decode(png: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    return image
+
+
+def _texts(image: Image.Image) -> list[str]:
+    return [result.text for result in zxingcpp.read_barcodes(image)]
+
+
+def _ink(image: Image.Image, box: dict[str, int], threshold: int = 128) -> int:
+    """Dark pixels inside a layout box."""
+    region = image.convert("L").crop((box["x"], box["y"], box["x"] + box["w"], box["y"] + box["h"]))
+    return sum(region.histogram()[:threshold])
+
+
+def test_the_font_is_the_bundled_file_not_a_system_font():
+    assert render.FONT_PATH.is_file()
+    assert render.FONT_PATH.is_relative_to(ROOT / "server" / "posters" / "fonts")
+    assert render.font(24).path == str(render.FONT_PATH)
+    assert render.font(24) is render.font(24)  # loaded once per size
+
+
+def test_bundled_font_draws_alices_name_and_not_boxes():
+    notdef = render.glyph_mask("\U000f0001")  # a private-use code point no font of this kind maps
+    masks = {char: render.glyph_mask(char) for char in "爱丽丝"}
+    assert any(notdef), "the .notdef glyph should be a visible box"
+    assert all(any(mask) for mask in masks.values())
+    assert len({notdef, *masks.values()}) == 4, "each character has its own glyph, none is the .notdef box"
+    assert all(render.has_glyph(char) for char in "爱丽丝邀请你长按识别小程序码二维码")
+
+
+def test_font_covers_latin_digits_and_chinese_punctuation():
+    sample = "AZaz09@#%&()-_+=，。！？：；“”‘’（）《》【】、…—·￥"
+    assert [c for c in sample if not render.has_glyph(c)] == []
+
+
+def test_drawable_drops_what_would_draw_as_boxes():
+    assert render.drawable("爱丽丝🌟") == "爱丽丝"
+    assert render.drawable("👨‍👩‍👧 Bob\u200b\n") == "Bob"
+    assert render.drawable("第一行\t 🌟\n\n第二行", multiline=True) == "第一行\n第二行"
+    assert render.drawable("第一行\n第二行") == "第一行 第二行"
+
+
+def test_line_breaks_in_template_text_are_kept():
+    face = render.font(30)
+    assert render.wrap_text("第一行\n第二行", face, 600, 5) == ["第一行", "第二行"]
+
+
+def test_cjk_wraps_between_any_characters_and_latin_only_at_spaces():
+    face = render.font(30)
+    text = "你好，世界。这是一个很长的句子（带括号）和 English words mixed together."
+    lines = render.wrap_text(text, face, 300, 10)
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+    assert all(face.getlength(line) <= 300 for line in lines)
+    assert not any(line[0] in "，。）" for line in lines), lines
+    for word in ("English", "words", "mixed", "together."):
+        assert any(word in line for line in lines), f"{word} was split: {lines}"
+
+
+def test_overlong_text_ends_in_an_ellipsis_and_long_words_break():
+    face = render.font(30)
+    lines = render.wrap_text("好" * 200, face, 300, 2)
+    assert len(lines) == 2 and lines[-1].endswith("…")
+    assert all(face.getlength(line) <= 300 for line in lines)
+    url = render.wrap_text("x" * 80, face, 300, 10)
+    assert len(url) > 1 and "".join(url) == "x" * 80
+
+
+def test_miniprogram_poster_keeps_the_code_scannable_and_the_nickname_visible():
+    spec = render.PosterSpec(code_png=render_code(SCENE, 300), nickname="爱丽丝", headline="好物分享", title="标题")
+    image = _decode(render.render_poster(spec))
+    assert image.size == (750, 1334) and image.format == "PNG"
+    assert _texts(image) == [SCENE]
+    assert _ink(image, render.DEFAULT_LAYOUT["nickname"]) > 100
+
+
+def test_h5_poster_draws_a_qr_of_the_link():
+    link = f"https://shop.example.com/s/{SCENE}"
+    image = _decode(render.render_poster(render.PosterSpec(qr_data=link, nickname="Bob")))
+    assert _texts(image) == [link]
+
+
+def test_exactly_one_kind_of_code():
+    with pytest.raises(ValueError):
+        render.render_poster(render.PosterSpec())
+    with pytest.raises(ValueError):
+        render.render_poster(render.PosterSpec(code_png=render_code(SCENE, 300), qr_data="x"))
+
+
+def test_a_code_that_is_not_an_image_is_a_code_image_error():
+    with pytest.raises(render.CodeImageError):
+        render.render_poster(render.PosterSpec(code_png=b"{\"errcode\": 0}"))
+
+
+@pytest.mark.parametrize("size", [(600, 900), (1080, 1920), (750, 750)])
+def test_default_layout_scales_to_other_canvases(size):
+    layout = render.resolve_layout({}, *size)
+    assert all(box["x"] + box.get("w", box.get("size", 0)) <= size[0] for box in layout.values())
+    assert all(box["y"] + box.get("h", box.get("size", 0)) <= size[1] for box in layout.values())
+    image = _decode(render.render_poster(render.PosterSpec(qr_data="https://a.example/s/x", width=size[0], height=size[1])))
+    assert image.size == size
+    assert _texts(image) == ["https://a.example/s/x"]
+
+
+def test_layout_overrides_move_elements():
+    layout = {"code": {"x": 20, "y": 20, "size": 200}, "header": {"show": False}, "card": {"color": "#00FF00"}}
+    image = _decode(render.render_poster(render.PosterSpec(qr_data="hello", layout=layout, background_color="#0000FF")))
+    assert _texts(image) == ["hello"]
+    assert image.getpixel((5, 700)) == (0, 0, 255)  # no header band: the background shows
+    assert image.getpixel((60, 1280)) == (0, 255, 0)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"code": {"x": 600}}, "layout.code.size"),
+        ({"code": {"x": -1}}, "layout.code.x"),
+        ({"title": {"w": 9999}}, "layout.title.w"),
+        ({"header": {"color": "red"}}, "layout.header.color"),
+        ({"header": {"color": "#12345"}}, "layout.header.color"),
+        ({"title": {"size": 5}}, "layout.title.size"),
+        ({"title": {"x": 1.5}}, "layout.title.x"),
+        ({"title": {"x": True}}, "layout.title.x"),
+        ({"title": {"align": "justify"}}, "layout.title.align"),
+        ({"title": {"font": "Arial"}}, "layout.title.font"),
+        ({"sticker": {"x": 1}}, "layout.sticker"),
+        ({"code": 3}, "layout.code"),
+        ({"card": {"radius": 400}}, "layout.card.radius"),
+    ],
+)
+def test_bad_layouts_are_refused_with_the_field(overrides, field):
+    with pytest.raises(render.LayoutError) as caught:
+        render.resolve_layout(overrides, 750, 1334)
+    assert field in [e["field"] for e in caught.value.errors], caught.value.errors
+
+
+def test_background_image_covers_the_canvas():
+    spec = render.PosterSpec(qr_data="x", background_image=_png("#0000FF", (300, 200), "JPEG"))
+    image = _decode(render.render_poster(spec))
+    r, g, b = image.getpixel((5, 1330))  # below the card: only the background is there
+    assert b > 200 and r < 40 and g < 40
+
+
+def test_undecodable_background_leaves_the_colour():
+    image = _decode(render.render_poster(render.PosterSpec(qr_data="x", background_image=b"junk", background_color="#123456")))
+    assert image.getpixel((5, 1330)) == (0x12, 0x34, 0x56)
+
+
+def test_avatar_photo_is_cropped_to_a_circle():
+    box = render.DEFAULT_LAYOUT["avatar"]
+    image = _decode(render.render_poster(render.PosterSpec(qr_data="x", avatar=_png("#FF0000", (200, 120)))))
+    cx, cy = box["x"] + box["size"] // 2, box["y"] + box["size"] // 2
+    assert image.getpixel((cx, cy)) == (255, 0, 0)
+    assert image.getpixel((box["x"] + 2, box["y"] + 2)) == (255, 255, 255)  # corner: the card shows through
+
+
+@pytest.mark.parametrize("avatar", [None, b"", b"not an image"])
+def test_missing_or_broken_avatar_draws_the_initial(avatar):
+    box = render.DEFAULT_LAYOUT["avatar"]
+    image = _decode(render.render_poster(render.PosterSpec(qr_data="x", avatar=avatar, nickname="爱丽丝")))
+    ring = image.getpixel((box["x"] + box["size"] // 2, box["y"] + 6))
+    assert ring in {tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in render._AVATAR_COLORS}
+    region = image.convert("L").crop((box["x"], box["y"], box["x"] + box["size"], box["y"] + box["size"]))
+    assert region.getextrema()[1] == 255  # the white initial
+
+
+def test_decode_image_accepts_png_and_jpeg_only():
+    assert render.decode_image(_png("#00FF00")).size == (64, 64)
+    assert render.decode_image(_png("#00FF00", fmt="JPEG")).size == (64, 64)
+    with pytest.raises(ValueError):
+        render.decode_image(_png("#00FF00", fmt="GIF"))
+    with pytest.raises(ValueError):
+        render.decode_image(_png("#00FF00", (5000, 4000)))
