@@ -11,12 +11,15 @@ from server.config import Config
 
 
 class BigIntConverter(IntegerConverter):
-    """``<int:…>`` limited to 1 … 2**63-1."""
+    """``<int:…>`` whose out-of-range values become 0, an id no row has, so the lookup answers 404.
 
-    def __init__(self, map, *args, **kwargs):  # type: ignore[no-untyped-def]
-        kwargs.setdefault("min", 1)
-        kwargs.setdefault("max", 2**63 - 1)
-        super().__init__(map, *args, **kwargs)
+    Refusing them in the converter instead would make Werkzeug answer 405 on paths served
+    for several methods.
+    """
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        return number if number <= 2**63 - 1 else 0
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -32,9 +35,9 @@ def create_app(config: Config | None = None) -> Flask:
         logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at import
 
-    from server import cache, cli, db, errors, health, orders, points, settings, wechat
+    from server import cache, cli, db, errors, health, orders, points, settings, tasks, wechat
     from server.accounts import routes as accounts_routes
-    from server import posters  # posters
+    from server import distribution, posters
     from server.distribution import routes as distribution_routes  # distribution: blueprints
     from server.referral import routes as referral_routes
     from server.referral import oa_routes
@@ -44,6 +47,7 @@ def create_app(config: Config | None = None) -> Flask:
     errors.init_app(app)
     db.init_app(app)
     cache.init_app(app)
+    tasks.init_app(app)
     wechat.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(accounts_routes.bp)
@@ -56,6 +60,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(oa_routes.bp)
     settings.init_app(app)
     orders.init_app(app)
+    distribution.init_app(app)
     points.init_app(app)
     posters.init_app(app)  # posters
     cli.init_app(app)

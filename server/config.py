@@ -125,6 +125,8 @@ class TestingConfig(Config):
         for name, sandbox_value in SANDBOX_DEFAULTS.items():
             setattr(self, name, sandbox_value)
         self.LOGIN_RATE_LIMIT = 1000
+        #: Background tasks run inline after the commit, so tests see their effects at once.
+        self.TASKS_EAGER = True
         # Tests generate their own WeChat Pay key pairs, outside the checkout, and never read real ones.
         self.WECHAT_PAY_SANDBOX_KEY_DIR = os.environ.get("TEST_WECHAT_PAY_SANDBOX_KEY_DIR") or str(
             Path(tempfile.gettempdir()) / f"referral-test-sandbox-pay-{getattr(os, 'getuid', lambda: 0)()}"

@@ -19,7 +19,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from server import db
 from server.db import unit_of_work, utcnow
 from server.orders import services as orders
 from server.orders.errors import IllegalTransitionError
-from server.orders.models import Order, OrderStatus
+from server.orders.models import Order, OrderKind, OrderStatus
 from server.points import settlement
 from server.points.errors import SettlementClaimedError
 from server.points.models import JobClaim, OrderReward, RewardState
@@ -108,9 +108,9 @@ def _closer(sess: Session) -> Callable[[Order], bool]:
 
 
 def _orders_needing_points(sess: Session, now: datetime) -> list[int]:
-    """Orders whose points may lag behind them: recently changed, paid but never rewarded, completed but not matured.
+    """Orders whose points may lag behind them: recently changed, paid but never rewarded, ready but not matured.
 
-    The last two heal an after-commit hook that was lost (a crash between commit and hook).
+    The last two heal a follow-up task that was lost (a crash between the commit and the task).
     """
     recent = select(Order.id).where(Order.paid_at.is_not(None), Order.updated_at >= now - timedelta(minutes=RECENT_MINUTES))
     unrewarded = select(Order.id).where(
@@ -118,8 +118,11 @@ def _orders_needing_points(sess: Session, now: datetime) -> list[int]:
         Order.inviter_id.is_not(None),
         ~exists().where(OrderReward.order_id == Order.id),
     )
+    # The SQL form of ready_to_mature, so orders still waiting for finance are not reprocessed every minute.
+    confirmed = Order.finance_confirmed_at.is_not(None)
     unmatured = select(Order.id).where(
         Order.status == OrderStatus.completed,
+        confirmed if get_setting(sess, "require_finance_confirmation") else or_(Order.kind == OrderKind.online, confirmed),
         exists().where(OrderReward.order_id == Order.id, OrderReward.state == RewardState.pending),
     )
     found: set[int] = set()
@@ -149,8 +152,9 @@ def orders_tick(app: Flask, now: datetime) -> dict[str, int] | None:
             process_order(sess, order)
             return True
 
-        ids = sorted(set(received + completed) | set(_orders_needing_points(sess, now)))
-        processed = _each_order(app, sess, "points", [sess.get(Order, i) for i in ids], bring_points_in_line)
+        ids = set(received + completed) | set(_orders_needing_points(sess, now))
+        to_process = list(sess.scalars(select(Order).where(Order.id.in_(ids)).order_by(Order.id))) if ids else []
+        processed = _each_order(app, sess, "points", to_process, bring_points_in_line)
         oldest = f"{settlement.local(now - TICK_CLAIMS_KEPT):%Y-%m-%dT%H:%M}"
         sess.execute(delete(JobClaim).where(JobClaim.job == "orders-tick", JobClaim.period < oldest))
         _finish(row)

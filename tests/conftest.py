@@ -9,13 +9,14 @@ served on a real port, so the wechatpy clients speak HTTP to it.
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 from typing import Any, Callable, Iterator
 
 import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
 
 from server import create_app, migrate
 from server.config import TestingConfig
@@ -32,10 +33,29 @@ def sandbox() -> Iterator[SandboxServer]:
     server.shutdown()
 
 
+def _worker_number() -> int:
+    """0 without pytest-xdist; N for its worker gwN, so parallel workers never share a database."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") else 0
+
+
+def _worker_database(url: str) -> str:
+    """The MySQL database for this worker: referral_test, referral_test_gw1, …, created if missing."""
+    parsed = make_url(url)
+    if not os.environ.get("PYTEST_XDIST_WORKER") or parsed.get_backend_name() != "mysql":
+        return url
+    parsed = parsed.set(database=f"{parsed.database}_{os.environ['PYTEST_XDIST_WORKER']}")
+    server = create_engine(parsed.set(database=""))
+    with server.begin() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    server.dispose()
+    return parsed.render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A freshly migrated test database."""
-    url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    """A freshly migrated test database (one per xdist worker)."""
+    url = _worker_database(os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}")
     engine = make_engine(url)
     with engine.begin() as conn:
         if conn.dialect.name == "mysql":
@@ -54,9 +74,18 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
 
 
+def _worker_redis(url: str | None) -> str | None:
+    """Each xdist worker flushes its own Redis database (15, 14, …)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{int(parts.path.lstrip('/') or 0) - _worker_number()}"))
+
+
 def make_config(database_url: str, sandbox: SandboxServer, **overrides: Any) -> TestingConfig:
     config = TestingConfig()
     config.DATABASE_URL = database_url
+    config.REDIS_URL = _worker_redis(config.REDIS_URL)
     config.WECHAT_API_BASE = sandbox.base_url
     config.WECHAT_PAY_API_BASE = sandbox.base_url
     for key, value in overrides.items():
@@ -66,8 +95,15 @@ def make_config(database_url: str, sandbox: SandboxServer, **overrides: Any) -> 
 
 def _empty_database(app: Flask) -> None:
     with app.extensions["db_engine"].begin() as conn:
+        mysql = conn.dialect.name == "mysql"
+        if mysql:
+            # Rows pointing at rows of their own table (contract phases) cannot be deleted in one
+            # statement with checks on; every table is emptied, so nothing dangles afterwards.
+            conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
         for table in reversed(metadata.sorted_tables):
             conn.execute(table.delete())
+        if mysql:
+            conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
 
 
 @pytest.fixture
@@ -148,7 +184,7 @@ def staff_login(client: FlaskClient, make_staff: Callable[..., Any]) -> Callable
 
 @pytest.fixture
 def redis_url() -> str:
-    url = os.environ.get("TEST_REDIS_URL")
+    url = _worker_redis(os.environ.get("TEST_REDIS_URL"))
     if not url:
         pytest.skip("TEST_REDIS_URL not set")
     redis.Redis.from_url(url).ping()

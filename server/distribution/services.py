@@ -9,6 +9,7 @@ Services take a session and plain arguments, ``flush()`` and never commit.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -30,6 +31,8 @@ from server.distribution.errors import (
 )
 from server.distribution.models import Distributor, DistributorStatus, DistributorTier, Grade, Material, MaterialKind
 from server.errors import NotFoundError, ValidationError
+from server.orders import services as orders
+from server.points import services as points
 from server.posters.models import PosterTemplate
 from server.referral.models import Binding, Lead, Scene, TouchEvent, TouchKind
 from server.referral.services import inviter_and_upline
@@ -296,6 +299,7 @@ def appoint(
         with sess.begin_nested():
             sess.add(distributor)
     except IntegrityError:
+        # The member applied (or was appointed) concurrently; their row now decides what is legal.
         raise IllegalTransitionError(data={"status": None, "action": "appoint"}) from None
     _audit(sess, distributor, "appoint", previous, staff_id=staff.id, reason=reason)
     sess.flush()
@@ -315,8 +319,7 @@ def sharer_refusal(sess: Session, member_id: int) -> str | None:
 def distributor_stats(sess: Session, distributor: Distributor) -> dict[str, Any]:
     """The distributor's record: visits and leads their shares brought, team size, recruits.
 
-    Team size is for display; nothing rewards or grades by it. Orders, sales and points
-    are None until the order and points features exist, rather than a made-up zero.
+    Team size is for display; nothing rewards or grades by it.
     """
     member_id = distributor.member_id
     visits = sess.scalar(
@@ -334,10 +337,19 @@ def distributor_stats(sess: Session, distributor: Distributor) -> dict[str, Any]
         "team_direct": direct or 0,
         "team_indirect": indirect or 0,
         "recruits": live_recruits(sess, member_id),
-        "orders": None,
-        "order_amount_fen": None,
-        "points": None,
+        "orders": orders.orders_brought_by(sess, member_id),
+        "order_amount_fen": orders.sales_brought_by(sess, member_id),
+        "points": asdict(points.member_balances(sess, member_id)),
     }
+
+
+def regrade_inviter(sess: Session, order: Any, status: Any) -> None:
+    """Order status listener: a paid or refunded order changes its inviter's own sales, so their grade."""
+    if order.inviter_id is None or status.value not in ("paid", "refunded") and not order.refunded_fee:
+        return
+    distributor = distributor_of(sess, order.inviter_id)
+    if distributor is not None and distributor.status == DistributorStatus.approved:
+        assign_grade(sess, distributor, orders.sales_brought_by(sess, order.inviter_id))
 
 
 def distributors_query(*, status: DistributorStatus | None, tier: int | None, q: str | None) -> Select[Any]:

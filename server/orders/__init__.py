@@ -5,10 +5,11 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from server.orders import contract_routes, routes, services
+    from server.orders import contract_routes, pay_routes, routes, services
     from server.referral.services import set_sales_source
 
     set_sales_source(services.attributed_sales)
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.admin_bp)
     app.register_blueprint(contract_routes.admin_bp)
+    app.register_blueprint(pay_routes.bp)  # WeChat Pay notify URLs and `reconcile`

@@ -17,7 +17,7 @@ from server.db import utcnow
 from server.errors import envelope
 from server.orders import contracts
 from server.orders.models import Installment, Order, OrderKind, OrderStatus
-from server.orders.routes import MAX_FEN, serialize_order
+from server.orders.routes import MAX_FEN, _iso, serialize_order
 
 admin_bp = Blueprint("contracts_admin", __name__, url_prefix="/admin/api/v1")
 
@@ -74,10 +74,6 @@ def _optional_body(model: type[B]) -> B:
 
 def _due(day: date | None) -> datetime | None:
     return datetime.combine(day, time(), tzinfo=timezone.utc) if day else None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 # -- serializers ---------------------------------------------------------------------

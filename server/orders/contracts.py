@@ -191,24 +191,26 @@ def receive_installment(sess: Session, order_id: int, seq: int, *, staff_id: int
         raise IllegalTransitionError(f"a {order.status.value} contract takes no more payments", data={"status": order.status.value})
     # Whole seconds, as MySQL's DATETIME keeps them, so every backend returns the same time.
     when = received_at.replace(microsecond=0) if received_at else utcnow()
-    claimed = sess.execute(
-        update(Installment)
-        .where(Installment.id == installment.id, Installment.received_at.is_(None))
-        .values(received_at=when, recorded_by=staff_id, note=note)
-        .execution_options(synchronize_session=False)
-    )
-    if claimed.rowcount != 1:
-        raise InstallmentAlreadyReceivedError(data={"seq": seq})
-    counted = sess.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.status.in_(RECEIVABLE), Order.paid_fee + installment.amount_fen <= Order.total_fee)
-        .values(paid_fee=Order.paid_fee + installment.amount_fen, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    with sess.begin_nested():  # either both writes stay or neither, whatever the caller does with the error
+        claimed = sess.execute(
+            update(Installment)
+            .where(Installment.id == installment.id, Installment.received_at.is_(None))
+            .values(received_at=when, recorded_by=staff_id, note=note)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:
+            raise InstallmentAlreadyReceivedError(data={"seq": seq})
+        counted = sess.execute(
+            update(Order)
+            .where(Order.id == order.id, Order.status.in_(RECEIVABLE), Order.paid_fee + installment.amount_fen <= Order.total_fee)
+            .values(paid_fee=Order.paid_fee + installment.amount_fen, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if counted.rowcount != 1:
+            # Cancelled (or otherwise closed) between our read and our write.
+            status = sess.scalar(select(Order.status).where(Order.id == order.id)) or order.status
+            raise IllegalTransitionError(f"a {status.value} contract takes no more payments", data={"status": status.value})
     sess.refresh(order)
-    if counted.rowcount != 1:
-        # Cancelled (or otherwise closed) between our read and our write: nothing of this is kept.
-        raise IllegalTransitionError(f"a {order.status.value} contract takes no more payments", data={"status": order.status.value})
     sess.refresh(installment)
     actor = f"staff:{staff_id}"
     assert installment.received_at is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -74,6 +74,16 @@ _STAMPS = {S.paid: "paid_at", S.shipped: "shipped_at", S.received: "received_at"
 _TIMELINE = {S.paid: TouchKind.paid, S.shipped: TouchKind.shipped, S.received: TouchKind.received, S.completed: TouchKind.completed, S.refunded: TouchKind.refunded}
 
 
+#: Called inside the unit of work after every status change: (session, order, new status).
+_status_listeners: list[Callable[[Session, Order, OrderStatus], None]] = []
+
+
+def on_status_change(listener: Callable[[Session, Order, OrderStatus], None]) -> None:
+    """Let another package follow orders (the points package credits, matures and reverses)."""
+    if listener not in _status_listeners:
+        _status_listeners.append(listener)
+
+
 def new_out_trade_no(prefix: str = "R") -> str:
     """``R`` + UTC time to the second + 12 random digits: 27 characters, sortable, unguessable."""
     return prefix + utcnow().strftime("%Y%m%d%H%M%S") + "".join(secrets.choice("0123456789") for _ in range(12))
@@ -116,6 +126,8 @@ def transition(sess: Session, order: Order, to: OrderStatus, *, actor: str, even
     add_event(sess, order, event or to.value, actor, from_status=current, to_status=to, **detail)
     if to in _TIMELINE:
         sess.add(TouchEvent(member_id=order.member_id, kind=_TIMELINE[to], channel="order", actor=actor, content=f"order:{order.id}", detail={"out_trade_no": order.out_trade_no}))
+    for listener in _status_listeners:
+        listener(sess, order, to)
     return True
 
 
@@ -287,6 +299,9 @@ def refundable(sess: Session, order: Order) -> int:
 
 def request_refund(sess: Session, order: Order, amount_fen: int, reason: str, *, actor: str, approved: bool) -> Refund:
     """Open a refund and move the order to refunding; staff refunds start approved, members' wait for staff."""
+    if order.kind == OrderKind.contract:
+        # Contract money came in offline; WeChat Pay cannot give it back.
+        raise IllegalTransitionError("contract payments are refunded offline, not through WeChat Pay")
     available = refundable(sess, order)
     if amount_fen <= 0 or amount_fen > available:
         raise RefundTooLargeError(data={"refundable_fen": available})
@@ -462,6 +477,11 @@ def attributed_sales(sess: Session, member_ids: list[int]) -> dict[int, tuple[in
         .group_by(Order.member_id)
     ).all()
     return {member_id: (int(count), int(amount)) for member_id, count, amount in rows}
+
+
+def orders_brought_by(sess: Session, inviter_id: int) -> int:
+    """How many paid orders are stamped with this member as level-1 inviter."""
+    return int(sess.scalar(select(func.count()).select_from(Order).where(Order.inviter_id == inviter_id, Order.paid_at.is_not(None))) or 0)
 
 
 def sales_brought_by(sess: Session, inviter_id: int) -> int:

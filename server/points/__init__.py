@@ -9,7 +9,10 @@ def init_app(app: Flask) -> None:
     from server.points import cli, routes, services
     from server.referral.services import on_lead_valid
 
+    from server.orders.services import on_status_change
+
     on_lead_valid(services.reward_valid_lead)
+    on_status_change(services.follow_order)
     cli.init_app(app)
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.admin_bp)

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member
@@ -63,7 +64,7 @@ MAX_PRICE = 10_000_000_000
 #: Seed 003: 100 points buy one invite code.
 DEFAULT_INVITE_CODE_PRICE = 10_000
 #: What an Idempotency-Key header may be: visible ASCII, as many clients generate (UUIDs, ULIDs).
-IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,64}$")
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,64}")
 
 register(
     SettingSpec(
@@ -82,6 +83,9 @@ TRANSITIONS: dict[RedemptionStatus, frozenset[RedemptionStatus]] = {
     S.fulfilled: frozenset(),
     S.cancelled: frozenset(),
 }
+
+
+# -- errors of redemption (the ones shared with the ledger are in server.points.errors) -------
 
 
 class IdempotencyKeyRequiredError(BadRequestError):
@@ -118,12 +122,13 @@ def points_text(hundredths: int) -> str:
 def check_idempotency_key(value: str | None) -> str:
     """The client's Idempotency-Key, or 400 when it is missing or malformed."""
     value = (value or "").strip()
-    if not IDEMPOTENCY_KEY_RE.match(value):
+    if not IDEMPOTENCY_KEY_RE.fullmatch(value):
         raise IdempotencyKeyRequiredError()
     return value
 
 
 def _lock_available(sess: Session, member_id: int) -> Account:
+    # Taken first by every unit of work here that touches the member's points (see the module docstring).
     acct = ledger.account(sess, member_id, K.available)
     sess.refresh(acct, with_for_update=True)
     return acct
@@ -156,6 +161,7 @@ def list_items(sess: Session, *, active: bool | None = None, kind: ItemKind | No
 
 
 def get_item(sess: Session, item_id: int, *, active_only: bool = False) -> RedemptionItem:
+    """An item; with ``active_only``, a deactivated one counts as missing."""
     item = sess.get(RedemptionItem, item_id)
     if item is None or (active_only and not item.active):
         raise RedemptionItemNotFoundError()
@@ -227,8 +233,12 @@ def delete_item(sess: Session, item_id: int) -> None:
     item = get_item(sess, item_id)
     if sess.scalar(select(Redemption.id).where(Redemption.item_id == item.id).limit(1)) is not None:
         raise ItemInUseError()
-    sess.delete(item)
-    sess.flush()
+    try:
+        with sess.begin_nested():
+            sess.delete(item)
+    except IntegrityError:
+        # Redeemed between the check and the delete; the foreign key refused it.
+        raise ItemInUseError() from None
 
 
 # -- redeeming -------------------------------------------------------------------------
@@ -307,6 +317,7 @@ def redeem(
 
 
 def redeem_key(member_id: int, idempotency_key: str) -> str:
+    """The ledger key of a redemption: the client's key is only unique per member."""
     return f"redeem:{member_id}:{idempotency_key}"
 
 
@@ -403,8 +414,8 @@ def cancel_redemption(sess: Session, redemption_id: int, *, staff_id: int, note:
         )
     item = get_item(sess, redemption.item_id)
     if item.kind == ItemKind.invite_code:
-        # Bindings hold this lock: a bind through one of these codes either committed before
-        # (and its use is read below) or runs after this commit and finds the code revoked.
+        # bind_member holds this lock while it binds (and marks the code used), so a use that
+        # committed is read below and no bind through these codes commits halfway through this.
         lock_named(sess, "referral-chain")
         codes = sess.scalars(
             select(InviteCode).where(InviteCode.redemption_id == redemption.id).with_for_update().execution_options(populate_existing=True)
@@ -562,6 +573,7 @@ def member_statements(sess: Session, member_id: int, *, offset: int = 0, limit: 
 
 
 def member_statement(sess: Session, member_id: int, statement_id: int) -> tuple[Statement, SettlementRun]:
+    """One of the member's statements; another member's is StatementNotFoundError."""
     row = sess.execute(
         select(Statement, SettlementRun).join(SettlementRun, SettlementRun.id == Statement.run_id).where(Statement.id == statement_id, Statement.member_id == member_id)
     ).first()

@@ -119,13 +119,13 @@ class RedemptionQuery(Page):
 
 
 class AdminRedemptionQuery(RedemptionQuery):
-    member_id: int | None = None
-    item_id: int | None = None
+    member_id: RowId | None = None
+    item_id: RowId | None = None
     kind: ItemKind | None = None
 
 
 class TransactionQuery(Page):
-    member_id: int | None = None
+    member_id: RowId | None = None
     kind: TxKind | None = None
 
 

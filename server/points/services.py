@@ -230,3 +230,21 @@ def reward_valid_lead(sess: Session, lead: Any) -> None:
         reason=f"Lead #{lead.id} marked valid by operations",
         detail={"lead_id": lead.id},
     )
+
+
+def process_order_id(order_id: int) -> None:
+    """``process_order`` for a background task: loads the order in the task's own unit of work."""
+    from server import db
+
+    sess = db.session()
+    order = sess.get(Order, order_id)
+    if order is not None:
+        process_order(sess, order)
+
+
+def follow_order(_sess: Session, order: Order, status: OrderStatus) -> None:
+    """Status listener: bring the order's points up to date once the change is committed, off the request."""
+    if status in (OrderStatus.paid, OrderStatus.completed, OrderStatus.refunded) or order.refunded_fee:
+        from server.tasks import defer
+
+        defer(process_order_id, order.id)

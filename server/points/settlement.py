@@ -52,6 +52,7 @@ register(
 
 
 def local(now: datetime) -> datetime:
+    """``now`` on the merchant's wall clock."""
     return now.astimezone(CHINA)
 
 
@@ -214,6 +215,13 @@ class Expired:
     total: int
 
 
+def _unspent_since(cutoff: datetime) -> Any:
+    """SQL, over one available account's entries: what is left of its credits up to ``cutoff`` (see ``expiring_amount``)."""
+    old_credits = func.coalesce(func.sum(case((and_(Entry.amount > 0, Entry.created_at <= cutoff), Entry.amount), else_=0)), 0)
+    debits = func.coalesce(func.sum(case((Entry.amount < 0, -Entry.amount), else_=0)), 0)
+    return old_credits - debits
+
+
 def expiring_amount(sess: Session, available: Account, cutoff: datetime) -> int:
     """Hundredths of ``available`` credited at or before ``cutoff`` and not yet spent, first in first out.
 
@@ -223,13 +231,7 @@ def expiring_amount(sess: Session, available: Account, cutoff: datetime) -> int:
     ``old credits − all debits``, never below zero. A credit is aged from when it
     reached the available account (settlement, grant, a cancelled redemption).
     """
-    old_credits, debits = sess.execute(
-        select(
-            func.coalesce(func.sum(case((and_(Entry.amount > 0, Entry.created_at <= cutoff), Entry.amount), else_=0)), 0),
-            func.coalesce(func.sum(case((Entry.amount < 0, -Entry.amount), else_=0)), 0),
-        ).where(Entry.account_id == available.id)
-    ).one()
-    return max(int(old_credits) - int(debits), 0)
+    return max(int(sess.scalar(select(_unspent_since(cutoff)).where(Entry.account_id == available.id)) or 0), 0)
 
 
 def expire_points(sess: Session, now: datetime) -> Expired:
@@ -243,10 +245,19 @@ def expire_points(sess: Session, now: datetime) -> Expired:
     cutoff = now - timedelta(days=days)
     day = f"{local(now):%Y-%m-%d}"
     expiry = ledger.account(sess, None, K.expiry)
+    due = sess.scalars(
+        select(Account.id)
+        .join(Entry, Entry.account_id == Account.id)
+        .where(Account.kind == K.available, Account.balance > 0)
+        .group_by(Account.id)
+        .having(_unspent_since(cutoff) > 0)
+        .order_by(Account.id)
+    ).all()
     members = total = 0
-    accounts = sess.scalars(select(Account).where(Account.kind == K.available, Account.balance > 0).order_by(Account.member_id)).all()
-    for available in accounts:
-        sess.refresh(available, with_for_update=True)
+    for account_id in due:
+        available = sess.get(Account, account_id, with_for_update=True, populate_existing=True)
+        assert available is not None
+        # Again under the lock: a redemption may have spent some since the query above.
         amount = min(expiring_amount(sess, available, cutoff), available.balance)
         if amount <= 0:
             continue
@@ -299,8 +310,10 @@ class Grant:
 
 
 def grant_points(sess: Session, member_id: int, amount: int, *, reason: str, key: str, actor: str) -> Grant:
-    """A manual adjustment: positive amounts come from issuance (paying debt first), negative ones
-    go back to issuance from the available balance (InsufficientPointsError if it is short)."""
+    """A manual adjustment under ``key``: a credit from issuance (debt first), or, negative, a debit of available back to issuance.
+
+    InsufficientPointsError when a debit is more than the member has available.
+    """
     detail = {"granted": amount}
     if amount > 0:
         repaid, credited = credit_available(sess, member_id, amount, source=K.issuance, key=key, kind=TxKind.adjust, reason=reason, actor=actor, detail=detail)

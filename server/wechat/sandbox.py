@@ -22,11 +22,13 @@ makes user ``<name>`` follow (through a QR code), scan, leave or write, and the
 sandbox pushes WeChat's signed, optionally encrypted XML to the callback URL set
 in ``MessagePush`` (the MP console's 服务器配置, also ``PUT /sandbox/oa/push``).
 
+WeChat Pay is played for one merchant (``PayMerchant``): v2 and v3 orders, queries,
+closes and refunds, and the buyer paying (``POST /sandbox/pay/pay``), which sends
+WeChat's signed notification to the order's notify URL.
+
 Each API family is one blueprint registered in ``create_sandbox_app``: access
 token, mini-program, official account (with the QR-image and OAuth hosts as
-blueprints of their own). Pay v2 and Pay v3 belong next to them as their own
-blueprints, keeping their state on ``SandboxState`` or their own
-``app.extensions`` entry.
+blueprints of their own), Pay v2 and Pay v3 (their state in ``app.extensions["sandbox_pay"]``).
 """
 from __future__ import annotations
 
@@ -41,8 +43,10 @@ import re
 import secrets
 import threading
 import time
+import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
 
@@ -51,12 +55,32 @@ import qrcode.constants
 import requests
 import xmltodict
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from PIL import Image, ImageDraw
 from wechatpy.crypto import PrpCrypto, WeChatCrypto
+from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac, dict_to_xml
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from server.config import SANDBOX_DEFAULTS, Config
 from server.wechat.client import redact_url
 from server.wechat.formats import SCENE_MAX_LENGTH, SCENE_RE
+from server.wechat.pay import (
+    CHINA_TZ,
+    SANDBOX_MCH_SERIAL,
+    SANDBOX_PLATFORM_SERIAL,
+    ensure_sandbox_keys,
+    load_private_key,
+    load_public_key,
+    mute_wechatpy_pay_logs,
+    parse_v2_xml,
+    sandbox_key_dir,
+)
 
 #: WeChat's access tokens live two hours.
 TOKEN_TTL = 7200
@@ -940,6 +964,1012 @@ def play_user() -> Response:
     return jsonify(openid=openid, sent=xml, **push_message(push, openid, xml))
 
 
+# -- WeChat Pay (api.mch.weixin.qq.com) ---------------------------------------------------
+#
+# One merchant and one book of orders behind two APIs, as on WeChat: v2 (XML signed with the
+# API key, errors as return_code/result_code) and v3 (JSON, requests and answers signed with
+# SHA256withRSA, errors as HTTP status and {"code","message"}). An order prepaid through
+# either can be queried, closed and refunded through either; its notifications take the form
+# of the API its latest prepay came through.
+#
+# The sandbox plays the buyer too: ``POST /sandbox/pay/pay`` pays an order and sends WeChat's
+# signed notification to its notify_url; ``POST /sandbox/pay/refund-complete`` ends a refund
+# the same way. ``PayState.build_pay_notification`` / ``build_refund_notification`` give tests
+# the signed request without sending it, to replay, reorder, tamper with or send at once.
+
+#: Order states of an order query.
+NOTPAY, TRADE_SUCCESS, TRADE_CLOSED, TRADE_REFUND = "NOTPAY", "SUCCESS", "CLOSED", "REFUND"
+TRADE_STATE_DESC = {NOTPAY: "订单未支付", TRADE_SUCCESS: "支付成功", TRADE_CLOSED: "订单已关闭", TRADE_REFUND: "转入退款"}
+#: How a refund ends, in v3's words, and the same in v2's ``refund_status``.
+REFUND_ENDINGS = {"SUCCESS": "SUCCESS", "ABNORMAL": "CHANGE", "CLOSED": "REFUNDCLOSE"}
+REFUND_SUMMARIES = {"SUCCESS": "退款成功", "ABNORMAL": "退款异常", "CLOSED": "退款关闭"}
+#: WeChat's limits on the prepay's description: v2 ``body`` in bytes, v3 ``description`` in characters.
+PAY_BODY_MAX_BYTES, PAY_DESCRIPTION_MAX_CHARS = 128, 127
+#: v3 refuses requests whose timestamp is this far from its clock.
+PAY_V3_MAX_SKEW = 300
+OUT_TRADE_NO_RE = re.compile(r"[0-9A-Za-z_\-|*]{6,32}")
+OUT_REFUND_NO_RE = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
+
+
+@dataclass(frozen=True)
+class PayMerchant:
+    """The merchant account the sandbox's WeChat Pay serves, with the keys WeChat would hold."""
+
+    mch_id: str
+    api_key: str = field(repr=False)
+    api_v3_key: str = field(repr=False)
+    merchant_serial: str
+    #: Checks the app's v3 Authorization headers (and lets tests check a v3 paySign).
+    merchant_public_key: rsa.RSAPublicKey
+    platform_serial: str
+    #: Signs v3 answers and notifications, as WeChat's platform key does.
+    platform_private_key: rsa.RSAPrivateKey = field(repr=False)
+    #: Apps bound to the merchant; None accepts every app the sandbox knows.
+    appids: frozenset[str] | None = None
+
+
+def pay_merchant_from_config(config: Mapping[str, Any]) -> PayMerchant:
+    """The merchant the app's configuration describes, holding the sandbox's generated key pairs."""
+    keys = ensure_sandbox_keys(sandbox_key_dir(config))
+    appid = config.get("WECHAT_APPID")
+    return PayMerchant(
+        mch_id=config.get("WECHAT_PAY_MCH_ID") or SANDBOX_DEFAULTS["WECHAT_PAY_MCH_ID"],
+        api_key=config.get("WECHAT_PAY_API_KEY") or SANDBOX_DEFAULTS["WECHAT_PAY_API_KEY"],
+        api_v3_key=config.get("WECHAT_PAY_API_V3_KEY") or SANDBOX_DEFAULTS["WECHAT_PAY_API_V3_KEY"],
+        merchant_serial=SANDBOX_MCH_SERIAL,
+        merchant_public_key=load_public_key(keys.merchant_public),
+        platform_serial=SANDBOX_PLATFORM_SERIAL,
+        platform_private_key=load_private_key(keys.platform_private),
+        appids=frozenset({appid}) if appid else None,
+    )
+
+
+class PayFault(Exception):
+    """A business refusal, in both APIs' words: v2 ``err_code``, v3 HTTP status and ``code``."""
+
+    def __init__(self, v2_code: str, status: int, v3_code: str, message: str) -> None:
+        super().__init__(f"{v3_code}: {message}")
+        self.v2_code, self.status, self.v3_code, self.message = v2_code, status, v3_code, message
+
+    @classmethod
+    def param(cls, message: str) -> PayFault:
+        return cls("PARAM_ERROR", 400, "PARAM_ERROR", message)
+
+    @classmethod
+    def missing(cls, name: str) -> PayFault:
+        return cls("LACK_PARAMS", 400, "PARAM_ERROR", f"缺少参数{name}")
+
+
+class _V2ReturnFail(Exception):
+    """v2 could not even read the request: ``return_code`` FAIL, unsigned."""
+
+
+class _V3Fault(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}")
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class PayOrder:
+    out_trade_no: str
+    appid: str
+    openid: str
+    total_fee: int
+    description: str
+    notify_url: str
+    #: "v2" or "v3": the API of the latest prepay, and so the form of the order's notifications.
+    api: str
+    #: The v2 prepay's sign type; WeChat signs the order's v2 notifications the same way.
+    sign_type: str
+    prepay_id: str
+    #: Epoch seconds after which the buyer can no longer pay; None: WeChat's default two hours.
+    time_expire: float | None
+    state: str = NOTPAY
+    transaction_id: str | None = None
+    paid_at: float | None = None
+
+
+@dataclass
+class PayRefund:
+    out_refund_no: str
+    out_trade_no: str
+    refund_id: str
+    refund_fee: int
+    notify_url: str | None
+    api: str
+    created_at: float
+    #: PROCESSING until ended by ``refund-complete``: SUCCESS, ABNORMAL or CLOSED.
+    status: str = "PROCESSING"
+    success_time: float | None = None
+
+
+def _digits(count: int) -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(count))
+
+
+def _china(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, CHINA_TZ)
+
+
+def _rfc3339(epoch: float) -> str:
+    return _china(epoch).replace(microsecond=0).isoformat()
+
+
+def _merge(target: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` merged into ``target`` (nested dicts too); a None value deletes the key."""
+    for key, value in overrides.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+    return target
+
+
+def _v2_signature(fields: Mapping[str, Any], api_key: str, sign_type: str) -> str:
+    unsigned = {k: v for k, v in fields.items() if k != "sign"}
+    if sign_type == "HMAC-SHA256":
+        return calculate_signature_hmac(unsigned, api_key)
+    return calculate_signature(unsigned, api_key)
+
+
+class PayState:
+    """The merchant's orders and refunds at WeChat Pay, behind one lock."""
+
+    def __init__(self, merchant: PayMerchant | None = None) -> None:
+        self.lock = threading.RLock()
+        self._merchant = merchant
+        self.orders: dict[str, PayOrder] = {}
+        self.refunds: dict[str, PayRefund] = {}
+
+    @property
+    def merchant(self) -> PayMerchant:
+        """The merchant; without one given, the one the environment's configuration describes."""
+        with self.lock:
+            if self._merchant is None:
+                self._merchant = pay_merchant_from_config(vars(Config()))
+            return self._merchant
+
+    def install(self, merchant: PayMerchant) -> None:
+        """Serve ``merchant`` from now on (tests give the sandbox the keys their apps hold)."""
+        with self.lock:
+            self._merchant = merchant
+
+    def reset(self) -> None:
+        with self.lock:
+            self.orders.clear()
+            self.refunds.clear()
+
+    def order(self, out_trade_no: str) -> PayOrder:
+        with self.lock:
+            found = self.orders.get(out_trade_no)
+        if found is None:
+            raise PayFault("ORDERNOTEXIST", 404, "ORDER_NOT_EXIST", "订单不存在")
+        return found
+
+    def open_order(
+        self,
+        *,
+        out_trade_no: str,
+        appid: str,
+        openid: str,
+        total_fee: int,
+        description: str,
+        notify_url: str,
+        api: str,
+        sign_type: str = "MD5",
+        time_expire: float | None = None,
+    ) -> PayOrder:
+        """A prepay: a new order, or the same one again when nothing but the notify URL changed."""
+        with self.lock:
+            existing = self.orders.get(out_trade_no)
+            if existing is not None:
+                if existing.state in (TRADE_SUCCESS, TRADE_REFUND):
+                    raise PayFault("ORDERPAID", 400, "ORDERPAID", "该订单已支付")
+                if existing.state == TRADE_CLOSED:
+                    raise PayFault("ORDERCLOSED", 400, "ORDER_CLOSED", "订单已关闭")
+                if (existing.appid, existing.openid, existing.total_fee) != (appid, openid, total_fee):
+                    raise PayFault("INVALID_REQUEST", 403, "OUT_TRADE_NO_USED", "201 商户订单号重复")
+                existing.api, existing.sign_type, existing.notify_url = api, sign_type, notify_url
+                existing.time_expire = time_expire or existing.time_expire
+                return existing
+            order = PayOrder(
+                out_trade_no=out_trade_no,
+                appid=appid,
+                openid=openid,
+                total_fee=total_fee,
+                description=description,
+                notify_url=notify_url,
+                api=api,
+                sign_type=sign_type,
+                prepay_id=f"wx{time.strftime('%d%H%M%S')}{secrets.token_hex(13)}",
+                time_expire=time_expire or time.time() + 7200,
+            )
+            self.orders[out_trade_no] = order
+            return order
+
+    def pay(self, out_trade_no: str) -> PayOrder:
+        """The buyer pays: the order is SUCCESS from now on (paying twice changes nothing)."""
+        with self.lock:
+            order = self.order(out_trade_no)
+            if order.state in (TRADE_SUCCESS, TRADE_REFUND):
+                return order
+            if order.state == TRADE_CLOSED or (order.time_expire is not None and order.time_expire <= time.time()):
+                raise PayFault("ORDERCLOSED", 400, "ORDER_CLOSED", "订单已关闭")
+            order.state = TRADE_SUCCESS
+            order.transaction_id = "42000" + _digits(5) + time.strftime("%Y%m%d") + _digits(10)
+            order.paid_at = time.time()
+            return order
+
+    def close(self, out_trade_no: str) -> None:
+        with self.lock:
+            order = self.order(out_trade_no)
+            if order.state in (TRADE_SUCCESS, TRADE_REFUND):
+                raise PayFault("ORDERPAID", 400, "ORDERPAID", "订单已支付，不能发起关单")
+            if order.state == TRADE_CLOSED:
+                raise PayFault("ORDERCLOSED", 400, "ORDER_CLOSED", "订单已关闭，无法重复关闭")
+            order.state = TRADE_CLOSED
+
+    def open_refund(self, *, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int, notify_url: str | None, api: str) -> PayRefund:
+        """A refund request: idempotent on ``out_refund_no``, never more than what was paid."""
+        with self.lock:
+            order = self.orders.get(out_trade_no)
+            if order is None:
+                raise PayFault("ORDERNOTEXIST", 404, "RESOURCE_NOT_EXISTS", "订单不存在")
+            if order.state not in (TRADE_SUCCESS, TRADE_REFUND):
+                raise PayFault("INVALID_REQUEST", 400, "INVALID_REQUEST", "订单未支付")
+            if total_fee != order.total_fee:
+                raise PayFault("INVALID_REQUEST", 400, "INVALID_REQUEST", "订单金额与实际支付金额不一致")
+            existing = self.refunds.get(out_refund_no)
+            if existing is not None:
+                if (existing.out_trade_no, existing.refund_fee) != (out_trade_no, refund_fee):
+                    raise PayFault("INVALID_REQUEST", 400, "INVALID_REQUEST", "请求参数与之前的退款请求不一致")
+                return existing
+            taken = sum(r.refund_fee for r in self.refunds.values() if r.out_trade_no == out_trade_no and r.status != "CLOSED")
+            if refund_fee <= 0 or taken + refund_fee > order.total_fee:
+                raise PayFault("INVALID_REQUEST", 400, "INVALID_REQUEST", "退款金额大于订单可退金额")
+            refund = PayRefund(
+                out_refund_no=out_refund_no,
+                out_trade_no=out_trade_no,
+                refund_id="50300" + _digits(5) + time.strftime("%Y%m%d") + _digits(10),
+                refund_fee=refund_fee,
+                notify_url=notify_url,
+                api=api,
+                created_at=time.time(),
+            )
+            self.refunds[out_refund_no] = refund
+            order.state = TRADE_REFUND
+            return refund
+
+    def refund(self, out_refund_no: str) -> PayRefund:
+        with self.lock:
+            found = self.refunds.get(out_refund_no)
+        if found is None:
+            raise PayFault("REFUNDNOTEXIST", 404, "RESOURCE_NOT_EXISTS", "退款单不存在")
+        return found
+
+    def end_refund(self, out_refund_no: str, status: str = "SUCCESS") -> PayRefund:
+        """WeChat finishes a refund: SUCCESS, ABNORMAL (the card refused it) or CLOSED."""
+        if status not in REFUND_ENDINGS:
+            raise ValueError(f"status must be one of {', '.join(REFUND_ENDINGS)}")
+        with self.lock:
+            refund = self.refund(out_refund_no)
+            if refund.status == "PROCESSING":
+                refund.status = status
+                refund.success_time = time.time() if status == "SUCCESS" else None
+            return refund
+
+    # -- notifications -------------------------------------------------------------------------
+
+    def build_pay_notification(
+        self,
+        out_trade_no: str,
+        *,
+        api: str | None = None,
+        sign_type: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        serial: str | None = None,
+        tamper_ciphertext: bool = False,
+    ) -> tuple[dict[str, str], bytes]:
+        """The payment notification WeChat would send for ``out_trade_no`` (paying it first if need be).
+
+        ``overrides`` change the v2 fields, or the v3 resource before encryption, and are signed
+        like the rest; ``timestamp``/``serial`` set the v3 headers (signed too);
+        ``tamper_ciphertext`` corrupts the v3 ciphertext and then signs the result.
+        """
+        order = self.pay(out_trade_no)
+        api = api or order.api
+        if api == "v2":
+            fields: dict[str, Any] = {
+                "appid": order.appid,
+                "bank_type": "OTHERS",
+                "cash_fee": str(order.total_fee),
+                "fee_type": "CNY",
+                "is_subscribe": "N",
+                "mch_id": self.merchant.mch_id,
+                "nonce_str": secrets.token_hex(16),
+                "openid": order.openid,
+                "out_trade_no": order.out_trade_no,
+                "result_code": "SUCCESS",
+                "return_code": "SUCCESS",
+                "time_end": _china(order.paid_at or time.time()).strftime("%Y%m%d%H%M%S"),
+                "total_fee": str(order.total_fee),
+                "trade_type": "JSAPI",
+                "transaction_id": order.transaction_id,
+            }
+            return self._v2_notification(fields, sign_type or order.sign_type, overrides)
+        resource = {
+            "mchid": self.merchant.mch_id,
+            "appid": order.appid,
+            "out_trade_no": order.out_trade_no,
+            "transaction_id": order.transaction_id,
+            "trade_type": "JSAPI",
+            "trade_state": "SUCCESS",
+            "trade_state_desc": "支付成功",
+            "bank_type": "OTHERS",
+            "attach": "",
+            "success_time": _rfc3339(order.paid_at or time.time()),
+            "payer": {"openid": order.openid},
+            "amount": {"total": order.total_fee, "payer_total": order.total_fee, "currency": "CNY", "payer_currency": "CNY"},
+        }
+        return self._v3_notification(
+            "TRANSACTION.SUCCESS", "支付成功", "transaction", _merge(resource, overrides or {}),
+            timestamp=timestamp, serial=serial, tamper_ciphertext=tamper_ciphertext,
+        )
+
+    def build_refund_notification(
+        self,
+        out_refund_no: str,
+        *,
+        status: str = "SUCCESS",
+        api: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        serial: str | None = None,
+        tamper_ciphertext: bool = False,
+    ) -> tuple[dict[str, str], bytes]:
+        """The refund notification WeChat would send once ``out_refund_no`` ends with ``status``."""
+        refund = self.end_refund(out_refund_no, status)
+        order = self.order(refund.out_trade_no)
+        api = api or refund.api
+        if api == "v2":
+            info: dict[str, Any] = {
+                "transaction_id": order.transaction_id,
+                "out_trade_no": order.out_trade_no,
+                "refund_id": refund.refund_id,
+                "out_refund_no": refund.out_refund_no,
+                "total_fee": str(order.total_fee),
+                "settlement_total_fee": str(order.total_fee),
+                "refund_fee": str(refund.refund_fee),
+                "settlement_refund_fee": str(refund.refund_fee),
+                "refund_status": REFUND_ENDINGS[refund.status],
+                "success_time": _china(refund.success_time).strftime("%Y-%m-%d %H:%M:%S") if refund.success_time else None,
+                "refund_recv_accout": "支付用户的零钱",
+                "refund_account": "REFUND_SOURCE_RECHARGE_FUNDS",
+                "refund_request_source": "API",
+            }
+            _merge(info, overrides or {})
+            inner = "<root>" + "".join(f"<{k}>{_cdata(str(v))}</{k}>" for k, v in info.items()) + "</root>"
+            padder = sym_padding.PKCS7(128).padder()
+            padded = padder.update(inner.encode("utf-8")) + padder.finalize()
+            key = hashlib.md5(self.merchant.api_key.encode("utf-8")).hexdigest().encode("ascii")
+            encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+            req_info = base64.b64encode(encryptor.update(padded) + encryptor.finalize()).decode("ascii")
+            fields = {
+                "return_code": "SUCCESS",
+                "appid": order.appid,
+                "mch_id": self.merchant.mch_id,
+                "nonce_str": secrets.token_hex(16),
+                "req_info": req_info,
+            }
+            body = dict_to_xml(fields).encode("utf-8")
+            return {"Content-Type": "text/xml"}, body
+        resource = {
+            "mchid": self.merchant.mch_id,
+            "out_trade_no": order.out_trade_no,
+            "transaction_id": order.transaction_id,
+            "out_refund_no": refund.out_refund_no,
+            "refund_id": refund.refund_id,
+            "refund_status": refund.status,
+            "user_received_account": "支付用户零钱",
+            "amount": {"total": order.total_fee, "refund": refund.refund_fee, "payer_total": order.total_fee, "payer_refund": refund.refund_fee},
+        }
+        if refund.success_time:
+            resource["success_time"] = _rfc3339(refund.success_time)
+        return self._v3_notification(
+            f"REFUND.{refund.status}", REFUND_SUMMARIES[refund.status], "refund", _merge(resource, overrides or {}),
+            timestamp=timestamp, serial=serial, tamper_ciphertext=tamper_ciphertext,
+        )
+
+    def _v2_notification(self, fields: dict[str, Any], sign_type: str, overrides: Mapping[str, Any] | None) -> tuple[dict[str, str], bytes]:
+        if sign_type == "HMAC-SHA256":
+            fields["sign_type"] = sign_type
+        _merge(fields, overrides or {})
+        sign = fields.pop("sign", None) or _v2_signature(fields, self.merchant.api_key, sign_type)
+        return {"Content-Type": "text/xml"}, dict_to_xml(fields, sign).encode("utf-8")
+
+    def _v3_notification(
+        self,
+        event_type: str,
+        summary: str,
+        original_type: str,
+        resource: dict[str, Any],
+        *,
+        timestamp: int | None,
+        serial: str | None,
+        tamper_ciphertext: bool,
+    ) -> tuple[dict[str, str], bytes]:
+        nonce = secrets.token_urlsafe(9)[:12]
+        sealed = AESGCM(self.merchant.api_v3_key.encode("utf-8")).encrypt(
+            nonce.encode("ascii"), json.dumps(resource, ensure_ascii=False).encode("utf-8"), original_type.encode("ascii")
+        )
+        if tamper_ciphertext:
+            sealed = bytes([sealed[0] ^ 0x01]) + sealed[1:]
+        envelope = {
+            "id": str(uuid.uuid4()),
+            "create_time": _rfc3339(time.time()),
+            "resource_type": "encrypt-resource",
+            "event_type": event_type,
+            "summary": summary,
+            "resource": {
+                "original_type": original_type,
+                "algorithm": "AEAD_AES_256_GCM",
+                "ciphertext": base64.b64encode(sealed).decode("ascii"),
+                "associated_data": original_type,
+                "nonce": nonce,
+            },
+        }
+        body = json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+        headers = self.v3_headers(body, timestamp)
+        if serial is not None:
+            headers["Wechatpay-Serial"] = serial
+        headers["Content-Type"] = "application/json"
+        return headers, body
+
+    def v3_headers(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        """The Wechatpay-* headers that make ``body`` a message from WeChat Pay."""
+        stamp, nonce = str(int(time.time()) if timestamp is None else timestamp), secrets.token_hex(16)
+        message = f"{stamp}\n{nonce}\n".encode("ascii") + body + b"\n"
+        signature = self.merchant.platform_private_key.sign(message, asym_padding.PKCS1v15(), hashes.SHA256())
+        return {
+            "Wechatpay-Timestamp": stamp,
+            "Wechatpay-Nonce": nonce,
+            "Wechatpay-Signature": base64.b64encode(signature).decode("ascii"),
+            "Wechatpay-Serial": self.merchant.platform_serial,
+            "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+        }
+
+
+def pay_state() -> PayState:
+    """The WeChat Pay state of the sandbox app handling the current request."""
+    return current_app.extensions["sandbox_pay"]
+
+
+def install_pay_merchant(app: Flask, merchant: PayMerchant) -> None:
+    """Make the sandbox ``app`` serve ``merchant``: the keys and ids the app under test holds."""
+    app.extensions["sandbox_pay"].install(merchant)
+
+
+def build_pay_notification(app: Flask, out_trade_no: str, **options: Any) -> tuple[dict[str, str], bytes]:
+    """``PayState.build_pay_notification`` of the sandbox ``app``: (headers, body) to POST to the notify URL."""
+    return app.extensions["sandbox_pay"].build_pay_notification(out_trade_no, **options)
+
+
+def build_refund_notification(app: Flask, out_refund_no: str, **options: Any) -> tuple[dict[str, str], bytes]:
+    """``PayState.build_refund_notification`` of the sandbox ``app``."""
+    return app.extensions["sandbox_pay"].build_refund_notification(out_refund_no, **options)
+
+
+def send_notification(url: str, headers: Mapping[str, str], body: bytes, api: str) -> dict[str, Any]:
+    """POST a notification as WeChat does; ``ok`` is whether WeChat would count the answer as received."""
+    try:
+        response = requests.post(url, data=body, headers=dict(headers), timeout=PUSH_TIMEOUT)
+    except requests.RequestException as exc:
+        return {"status": None, "body": None, "ok": False, "error": f"notify URL unreachable: {type(exc).__name__}"}
+    text = response.content.decode("utf-8", errors="replace")
+    if api == "v3":
+        ok = response.status_code in (200, 204)
+        return {"status": response.status_code, "body": text, "ok": ok, "error": None if ok else f"HTTP {response.status_code}"}
+    try:
+        return_code = parse_v2_xml(response.content).get("return_code") if response.status_code == 200 else None
+    except ValueError:
+        return_code = None
+    ok = return_code == "SUCCESS"
+    return {"status": response.status_code, "body": text, "ok": ok, "error": None if ok else "answer is not return_code SUCCESS"}
+
+
+def _check_appid(appid: Any) -> str:
+    merchant = pay_state().merchant
+    if not isinstance(appid, str) or appid not in state().apps or (merchant.appids is not None and appid not in merchant.appids):
+        raise PayFault("APPID_MCHID_NOT_MATCH", 400, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配")
+    return appid
+
+
+def _positive_int(value: Any, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise PayFault.param(f"{name}参数格式错误") from None
+    if isinstance(value, bool) or number <= 0 or str(number) != str(value).strip():
+        raise PayFault.param(f"{name}参数格式错误")
+    return number
+
+
+def _notify_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")) or "?" in value or len(value) > 256:
+        raise PayFault.param("notify_url参数格式错误，需为不带参数的完整URL")
+    return value
+
+
+def _out_trade_no(value: Any) -> str:
+    if not isinstance(value, str) or not OUT_TRADE_NO_RE.fullmatch(value):
+        raise PayFault.param("out_trade_no参数格式错误")
+    return value
+
+
+# -- Pay v2 ---------------------------------------------------------------------------------
+
+pay_v2_bp = Blueprint("sandbox_pay_v2", __name__)
+
+
+@pay_v2_bp.errorhandler(_V2ReturnFail)
+def _v2_return_fail(error: _V2ReturnFail) -> Response:
+    xml = f"<xml><return_code>{_cdata('FAIL')}</return_code><return_msg>{_cdata(str(error))}</return_msg></xml>"
+    return Response(xml, mimetype="text/xml")
+
+
+def pay_v2_api(rule: str) -> Callable[[Callable[[dict[str, Any]], dict[str, Any]]], Callable[..., Any]]:
+    """A v2 endpoint: reads and authenticates the signed XML, answers signed XML with the same sign type.
+
+    The view gets the request's fields and returns the answer's business fields; a PayFault
+    becomes ``result_code`` FAIL with its ``err_code``.
+    """
+
+    def decorator(view: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def wrapper() -> Response:
+            state().count(rule)
+            if request.method != "POST":
+                raise _V2ReturnFail("请使用post方法")
+            try:
+                data = parse_v2_xml(request.get_data(cache=True))
+            except ValueError:
+                raise _V2ReturnFail("XML格式错误") from None
+            merchant = pay_state().merchant
+            if data.get("mch_id") != merchant.mch_id:
+                raise _V2ReturnFail("mch_id参数格式错误")
+            sign_type = data.get("sign_type") or "MD5"
+            if sign_type not in ("MD5", "HMAC-SHA256"):
+                raise _V2ReturnFail("sign_type参数格式错误")
+            # As WeChat really answers a bad signature (its error table's SIGNERROR never shows up).
+            if not data.get("sign") or data["sign"] != _v2_signature(data, merchant.api_key, sign_type):
+                raise _V2ReturnFail("签名错误，请检查后再试")
+            if not data.get("nonce_str"):
+                raise _V2ReturnFail("缺少参数nonce_str")
+            try:
+                _check_appid(data.get("appid"))
+                fields = {"result_code": "SUCCESS", **view(data)}
+            except PayFault as fault:
+                fields = {"result_code": "FAIL", "err_code": fault.v2_code, "err_code_des": fault.message}
+            answer = {
+                "return_code": "SUCCESS",
+                "return_msg": "OK",
+                "appid": data.get("appid") or "",
+                "mch_id": merchant.mch_id,
+                "nonce_str": secrets.token_hex(16),
+                **fields,
+            }
+            return Response(dict_to_xml(answer, _v2_signature(answer, merchant.api_key, sign_type)), mimetype="text/xml")
+
+        pay_v2_bp.add_url_rule(rule, view.__name__, wrapper, methods=["GET", "POST"])
+        return view
+
+    return decorator
+
+
+def _required(data: Mapping[str, Any], *names: str) -> None:
+    for name in names:
+        if not data.get(name):
+            raise PayFault.missing(name)
+
+
+def _v2_trade(order: PayOrder) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "out_trade_no": order.out_trade_no,
+        "trade_state": order.state,
+        "trade_state_desc": TRADE_STATE_DESC[order.state],
+    }
+    if order.state in (TRADE_SUCCESS, TRADE_REFUND):
+        fields |= {
+            "openid": order.openid,
+            "is_subscribe": "N",
+            "trade_type": "JSAPI",
+            "bank_type": "OTHERS",
+            "total_fee": order.total_fee,
+            "cash_fee": order.total_fee,
+            "fee_type": "CNY",
+            "transaction_id": order.transaction_id,
+            "time_end": _china(order.paid_at or time.time()).strftime("%Y%m%d%H%M%S"),
+        }
+    return fields
+
+
+def _china_epoch(value: str) -> float:
+    try:
+        return datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=CHINA_TZ).timestamp()
+    except ValueError:
+        raise PayFault.param("time_expire参数格式错误") from None
+
+
+@pay_v2_api("/pay/unifiedorder")
+def unified_order(data: dict[str, Any]) -> dict[str, Any]:
+    _required(data, "body", "out_trade_no", "total_fee", "spbill_create_ip", "notify_url", "trade_type")
+    if data["trade_type"] != "JSAPI":
+        raise PayFault("PARAM_ERROR", 400, "PARAM_ERROR", "sandbox: only trade_type JSAPI is served")
+    if not data.get("openid"):
+        raise PayFault("LACK_PARAMS", 400, "PARAM_ERROR", "JSAPI支付必须传openid")
+    if len(data["body"].encode("utf-8")) > PAY_BODY_MAX_BYTES:
+        raise PayFault.param("body参数长度有误")
+    time_expire = _china_epoch(data["time_expire"]) if data.get("time_expire") else None
+    order = pay_state().open_order(
+        out_trade_no=_out_trade_no(data["out_trade_no"]),
+        appid=data["appid"],
+        openid=data["openid"],
+        total_fee=_positive_int(data["total_fee"], "total_fee"),
+        description=data["body"],
+        notify_url=_notify_url(data["notify_url"]),
+        api="v2",
+        sign_type=data.get("sign_type") or "MD5",
+        time_expire=time_expire,
+    )
+    return {"trade_type": "JSAPI", "prepay_id": order.prepay_id}
+
+
+@pay_v2_api("/pay/orderquery")
+def order_query(data: dict[str, Any]) -> dict[str, Any]:
+    if data.get("transaction_id"):
+        with pay_state().lock:
+            found = next((o for o in pay_state().orders.values() if o.transaction_id == data["transaction_id"]), None)
+        if found is None:
+            raise PayFault("ORDERNOTEXIST", 404, "ORDER_NOT_EXIST", "order not exist")
+        return _v2_trade(found)
+    _required(data, "out_trade_no")
+    return _v2_trade(pay_state().order(data["out_trade_no"]))
+
+
+@pay_v2_api("/pay/closeorder")
+def close_order_v2(data: dict[str, Any]) -> dict[str, Any]:
+    _required(data, "out_trade_no")
+    pay_state().close(data["out_trade_no"])
+    return {}
+
+
+@pay_v2_api("/secapi/pay/refund")
+def refund_v2(data: dict[str, Any]) -> dict[str, Any]:
+    # WeChat wants the client certificate here; over plain HTTP there is none to check.
+    _required(data, "out_trade_no", "out_refund_no", "total_fee", "refund_fee")
+    if not OUT_REFUND_NO_RE.fullmatch(data["out_refund_no"]):
+        raise PayFault.param("out_refund_no参数格式错误")
+    refund = pay_state().open_refund(
+        out_trade_no=data["out_trade_no"],
+        out_refund_no=data["out_refund_no"],
+        total_fee=_positive_int(data["total_fee"], "total_fee"),
+        refund_fee=_positive_int(data["refund_fee"], "refund_fee"),
+        notify_url=_notify_url(data["notify_url"]) if data.get("notify_url") else None,
+        api="v2",
+    )
+    order = pay_state().order(refund.out_trade_no)
+    return {
+        "transaction_id": order.transaction_id,
+        "out_trade_no": order.out_trade_no,
+        "out_refund_no": refund.out_refund_no,
+        "refund_id": refund.refund_id,
+        "refund_fee": refund.refund_fee,
+        "settlement_refund_fee": refund.refund_fee,
+        "total_fee": order.total_fee,
+        "settlement_total_fee": order.total_fee,
+        "fee_type": "CNY",
+        "cash_fee": order.total_fee,
+        "cash_refund_fee": refund.refund_fee,
+    }
+
+
+# -- Pay v3 ---------------------------------------------------------------------------------
+
+pay_v3_bp = Blueprint("sandbox_pay_v3", __name__)
+
+
+def _v3_answer(status: int, payload: Mapping[str, Any] | None) -> Response:
+    """An answer signed with the platform key, as WeChat Pay signs every answer."""
+    body = b"" if payload is None else json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    headers = pay_state().v3_headers(body) | {"Request-ID": str(uuid.uuid4())}
+    response = Response(body, status=status, headers=headers)
+    if payload is not None:
+        response.content_type = "application/json; charset=utf-8"
+    return response
+
+
+@pay_v3_bp.errorhandler(_V3Fault)
+def _v3_fault(fault: _V3Fault) -> Response:
+    return _v3_answer(fault.status, {"code": fault.code, "message": fault.message})
+
+
+def _check_v3_authorization(body: bytes) -> None:
+    """Our Authorization header, verified as WeChat does: scheme, merchant, serial, clock, signature."""
+    merchant = pay_state().merchant
+    scheme, _, rest = (request.headers.get("Authorization") or "").partition(" ")
+    fields = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    refused = _V3Fault(401, "SIGN_ERROR", "签名错误，请检查后再试")
+    if scheme != "WECHATPAY2-SHA256-RSA2048" or fields.get("mchid") != merchant.mch_id:
+        raise refused
+    if fields.get("serial_no") != merchant.merchant_serial:
+        raise _V3Fault(401, "SIGN_ERROR", "商户证书序列号有误")
+    try:
+        stamp = int(fields.get("timestamp", ""))
+    except ValueError:
+        raise refused from None
+    if abs(time.time() - stamp) > PAY_V3_MAX_SKEW:
+        raise _V3Fault(401, "SIGN_ERROR", "请求时间戳与当前时间相差过大")
+    # The URL exactly as the client sent it: path and query, undecoded.
+    uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.full_path.rstrip("?")
+    message = f"{request.method}\n{uri}\n{fields['timestamp']}\n{fields.get('nonce_str', '')}\n".encode("utf-8") + body + b"\n"
+    try:
+        signature = base64.b64decode(fields.get("signature", ""), validate=True)
+        merchant.merchant_public_key.verify(signature, message, asym_padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        raise refused from None
+
+
+def pay_v3_api(rule: str, method: str) -> Callable[[Callable[..., tuple[int, Mapping[str, Any] | None]]], Callable[..., Any]]:
+    """A v3 endpoint: authenticated, JSON in, (status, JSON or None) out, signed; a PayFault becomes its v3 error."""
+
+    def decorator(view: Callable[..., tuple[int, Mapping[str, Any] | None]]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def wrapper(**kwargs: Any) -> Response:
+            state().count(rule)
+            if request.method != method:
+                raise _V3Fault(405, "INVALID_REQUEST", f"请使用{method}方法")
+            raw = request.get_data(cache=True)
+            _check_v3_authorization(raw)
+            body: dict[str, Any] = {}
+            if method == "POST":
+                try:
+                    parsed = json.loads(raw or b"null")
+                except ValueError:
+                    raise _V3Fault(400, "PARAM_ERROR", "请求体不是合法的JSON") from None
+                if not isinstance(parsed, dict):
+                    raise _V3Fault(400, "PARAM_ERROR", "请求体不是JSON对象")
+                body = parsed
+            try:
+                status, payload = view(body, **kwargs)
+            except PayFault as fault:
+                raise _V3Fault(fault.status, fault.v3_code, fault.message) from None
+            return _v3_answer(status, payload)
+
+        pay_v3_bp.add_url_rule(rule, view.__name__, wrapper, methods=["GET", "POST"])
+        return view
+
+    return decorator
+
+
+def _v3_mchid(value: Any) -> None:
+    if value != pay_state().merchant.mch_id:
+        raise PayFault("MCH_NOT_EXISTS", 400, "MCH_NOT_EXISTS", "商户号不存在")
+
+
+def _v3_trade(order: PayOrder) -> dict[str, Any]:
+    trade: dict[str, Any] = {
+        "appid": order.appid,
+        "mchid": pay_state().merchant.mch_id,
+        "out_trade_no": order.out_trade_no,
+        "trade_state": order.state,
+        "trade_state_desc": TRADE_STATE_DESC[order.state],
+        "amount": {"total": order.total_fee, "currency": "CNY", "payer_currency": "CNY"},
+    }
+    if order.state in (TRADE_SUCCESS, TRADE_REFUND):
+        trade |= {
+            "transaction_id": order.transaction_id,
+            "trade_type": "JSAPI",
+            "bank_type": "OTHERS",
+            "attach": "",
+            "success_time": _rfc3339(order.paid_at or time.time()),
+            "payer": {"openid": order.openid},
+            "promotion_detail": [],
+        }
+        trade["amount"]["payer_total"] = order.total_fee
+    return trade
+
+
+@pay_v3_api("/v3/pay/transactions/jsapi", "POST")
+def jsapi_prepay(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    _v3_mchid(body.get("mchid"))
+    appid = _check_appid(body.get("appid"))
+    for name in ("description", "out_trade_no", "notify_url", "amount", "payer"):
+        if not body.get(name):
+            raise PayFault.missing(name)
+    description = body["description"]
+    if not isinstance(description, str) or len(description) > PAY_DESCRIPTION_MAX_CHARS:
+        raise PayFault.param("description参数长度有误")
+    amount, payer = body["amount"], body["payer"]
+    if not isinstance(amount, dict) or not isinstance(payer, dict) or not isinstance(amount.get("total"), int):
+        raise PayFault.param("amount.total或payer.openid参数格式错误")
+    if amount.get("currency", "CNY") != "CNY" or not payer.get("openid"):
+        raise PayFault.param("amount.currency或payer.openid参数格式错误")
+    time_expire = None
+    if body.get("time_expire"):
+        try:
+            time_expire = datetime.fromisoformat(str(body["time_expire"])).timestamp()
+        except ValueError:
+            raise PayFault.param("time_expire参数格式错误") from None
+    order = pay_state().open_order(
+        out_trade_no=_out_trade_no(body["out_trade_no"]),
+        appid=appid,
+        openid=str(payer["openid"]),
+        total_fee=_positive_int(amount["total"], "amount.total"),
+        description=description,
+        notify_url=_notify_url(body["notify_url"]),
+        api="v3",
+        time_expire=time_expire,
+    )
+    return 200, {"prepay_id": order.prepay_id}
+
+
+@pay_v3_api("/v3/pay/transactions/out-trade-no/<out_trade_no>", "GET")
+def query_order_v3(body: dict[str, Any], out_trade_no: str) -> tuple[int, dict[str, Any]]:
+    if not request.args.get("mchid"):
+        raise PayFault.missing("mchid")
+    _v3_mchid(request.args.get("mchid"))
+    return 200, _v3_trade(pay_state().order(out_trade_no))
+
+
+@pay_v3_api("/v3/pay/transactions/out-trade-no/<out_trade_no>/close", "POST")
+def close_order_v3(body: dict[str, Any], out_trade_no: str) -> tuple[int, None]:
+    _v3_mchid(body.get("mchid"))
+    pay_state().close(out_trade_no)
+    return 204, None
+
+
+@pay_v3_api("/v3/refund/domestic/refunds", "POST")
+def refund_v3(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    for name in ("out_trade_no", "out_refund_no", "amount"):
+        if not body.get(name):
+            raise PayFault.missing(name)
+    amount = body["amount"]
+    if not isinstance(amount, dict) or amount.get("currency") != "CNY":
+        raise PayFault.param("amount参数格式错误")
+    if not isinstance(body["out_refund_no"], str) or not OUT_REFUND_NO_RE.fullmatch(body["out_refund_no"]):
+        raise PayFault.param("out_refund_no参数格式错误")
+    refund = pay_state().open_refund(
+        out_trade_no=str(body["out_trade_no"]),
+        out_refund_no=body["out_refund_no"],
+        total_fee=_positive_int(amount.get("total"), "amount.total"),
+        refund_fee=_positive_int(amount.get("refund"), "amount.refund"),
+        notify_url=_notify_url(body["notify_url"]) if body.get("notify_url") else None,
+        api="v3",
+    )
+    order = pay_state().order(refund.out_trade_no)
+    return 200, {
+        "refund_id": refund.refund_id,
+        "out_refund_no": refund.out_refund_no,
+        "transaction_id": order.transaction_id,
+        "out_trade_no": order.out_trade_no,
+        "channel": "ORIGINAL",
+        "user_received_account": "支付用户零钱",
+        "create_time": _rfc3339(refund.created_at),
+        "status": refund.status,
+        "funds_account": "AVAILABLE",
+        "amount": {
+            "total": order.total_fee,
+            "refund": refund.refund_fee,
+            "payer_total": order.total_fee,
+            "payer_refund": refund.refund_fee,
+            "settlement_total": order.total_fee,
+            "settlement_refund": refund.refund_fee,
+            "discount_refund": 0,
+            "currency": "CNY",
+        },
+    }
+
+
+# -- the sandbox plays the buyer and WeChat's notifications ----------------------------------
+
+pay_control_bp = Blueprint("sandbox_pay_control", __name__, url_prefix="/sandbox/pay")
+
+
+def _pay_order_view(order: PayOrder) -> dict[str, Any]:
+    refunds = [vars(r) for r in pay_state().refunds.values() if r.out_trade_no == order.out_trade_no]
+    return {**vars(order), "refunds": refunds}
+
+
+@pay_control_bp.post("/pay")
+def play_buyer_paying() -> Response:
+    """``{"out_trade_no": …, "notify": true}``: the buyer pays; WeChat's notification goes to the notify URL.
+
+    Answers the transaction and ``notification``: the app's status and body, and ``ok`` (whether
+    WeChat would count it as received).
+    """
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("out_trade_no"), str):
+        return _control_error(400, "need out_trade_no")
+    paystate = pay_state()
+    try:
+        order = paystate.pay(body["out_trade_no"])
+    except PayFault as fault:
+        return _control_error(fault.status if fault.status == 404 else 409, fault.message)
+    answer: dict[str, Any] = {"out_trade_no": order.out_trade_no, "transaction_id": order.transaction_id, "state": order.state}
+    if body.get("notify", True):
+        headers, payload = paystate.build_pay_notification(order.out_trade_no)
+        answer["notification"] = send_notification(order.notify_url, headers, payload, order.api)
+    return jsonify(answer)
+
+
+@pay_control_bp.post("/refund-complete")
+def end_refund() -> Response:
+    """``{"out_refund_no": …, "status": "SUCCESS" | "ABNORMAL" | "CLOSED"}``: WeChat ends the refund and notifies."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("out_refund_no"), str):
+        return _control_error(400, "need out_refund_no")
+    status = body.get("status", "SUCCESS")
+    if status not in REFUND_ENDINGS:
+        return _control_error(400, f"status must be one of {', '.join(REFUND_ENDINGS)}")
+    paystate = pay_state()
+    try:
+        refund = paystate.refund(body["out_refund_no"])
+    except PayFault as fault:
+        return _control_error(404, fault.message)
+    if refund.status != "PROCESSING" and refund.status != status:
+        return _control_error(409, f"the refund already ended {refund.status}")
+    headers, payload = paystate.build_refund_notification(refund.out_refund_no, status=status)
+    answer: dict[str, Any] = {"out_refund_no": refund.out_refund_no, "refund_id": refund.refund_id, "status": refund.status}
+    if refund.notify_url:
+        answer["notification"] = send_notification(refund.notify_url, headers, payload, refund.api)
+    return jsonify(answer)
+
+
+@pay_control_bp.post("/notifications")
+def make_notification() -> Response:
+    """Build, without sending, a signed notification: ``{"out_trade_no"}`` or ``{"out_refund_no", "status"}``,
+    optionally with ``api`` and ``sign_type``; answers ``{"headers", "body"}``."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _control_error(400, "need a JSON object")
+    options = {k: body[k] for k in ("api", "sign_type") if isinstance(body.get(k), str)}
+    try:
+        if isinstance(body.get("out_trade_no"), str):
+            headers, payload = pay_state().build_pay_notification(body["out_trade_no"], **options)
+        elif isinstance(body.get("out_refund_no"), str):
+            status = body.get("status", "SUCCESS")
+            if status not in REFUND_ENDINGS:
+                return _control_error(400, f"status must be one of {', '.join(REFUND_ENDINGS)}")
+            headers, payload = pay_state().build_refund_notification(body["out_refund_no"], status=status, api=options.get("api"))
+        else:
+            return _control_error(400, "need out_trade_no or out_refund_no")
+    except PayFault as fault:
+        return _control_error(404 if fault.status == 404 else 409, fault.message)
+    return jsonify(headers=headers, body=payload.decode("utf-8"))
+
+
+@pay_control_bp.get("/orders/<out_trade_no>")
+def show_pay_order(out_trade_no: str) -> Response:
+    """What WeChat Pay knows of an order and its refunds."""
+    try:
+        order = pay_state().order(out_trade_no)
+    except PayFault:
+        return _control_error(404, "no such order")
+    with pay_state().lock:
+        return jsonify(_pay_order_view(order))
+
+
+@pay_control_bp.post("/reset")
+def reset_pay() -> Response:
+    """Forget every order and refund (the merchant stays)."""
+    pay_state().reset()
+    return jsonify(ok=True)
+
+
 # -- the sandbox's own controls (not WeChat's) ------------------------------------------
 
 control_bp = Blueprint("sandbox_control", __name__, url_prefix="/sandbox")
@@ -966,18 +1996,23 @@ def create_sandbox_app(
     seed: str,
     pages: frozenset[str] | None = None,
     message_push: MessagePush | None = None,
+    pay: PayMerchant | None = None,
 ) -> Flask:
     """A Flask app playing WeChat for the apps ``{appid: secret}``; ``seed`` fixes derived ids.
 
     ``message_push`` is where (``callback_url``) and how the official account's messages are pushed.
+    ``pay`` is the WeChat Pay merchant (``pay_merchant_from_config``); without it, the one the
+    environment's configuration describes, resolved on the first pay call.
     """
     if not apps:
         raise ValueError("the sandbox needs at least one appid and secret")
+    mute_wechatpy_pay_logs()
     app = Flask(__name__)
     app.extensions["sandbox_state"] = SandboxState(apps, seed, pages)
     app.extensions["sandbox_oa"] = OfficialAccountState(message_push)
+    app.extensions["sandbox_pay"] = PayState(pay)
     app.register_error_handler(WeChatFault, _render_fault)
-    for bp in (control_bp, token_bp, miniprogram_bp, official_account_bp, mp_bp, open_bp):
+    for bp in (control_bp, token_bp, miniprogram_bp, official_account_bp, mp_bp, open_bp, pay_v2_bp, pay_v3_bp, pay_control_bp):
         app.register_blueprint(bp)
     return app
 

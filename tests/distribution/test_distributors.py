@@ -41,7 +41,7 @@ def test_member_with_no_orders_applies_and_is_approved_free(client, wx_login, ap
     assert record["phone"] == "138****8000"
     assert record["member"]["id"] == alice["user"]["id"]
     # She has bought nothing, and nothing was asked of her but her contact details.
-    assert record["record"]["orders"] is None
+    assert record["record"]["orders"] == 0 and record["record"]["order_amount_fen"] == 0
 
     approved = decide(record["id"], "approve")
     assert approved.status_code == 200, approved.get_json()
@@ -525,9 +525,9 @@ def test_detail_is_the_distributor_record(client, distributor, wx_login, share_s
         "team_direct": 1,
         "team_indirect": 1,
         "recruits": 0,
-        "orders": None,
-        "order_amount_fen": None,
-        "points": None,
+        "orders": 0,
+        "order_amount_fen": 0,
+        "points": {"available": 0, "pending": 0, "matured": 0, "debt": 0},
     }
     assert client.get(f"{ADMIN}/999999", headers=ops).status_code == 404
 

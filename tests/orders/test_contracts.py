@@ -5,7 +5,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from server import db
 from server.accounts.models import AuditEntry
@@ -13,15 +13,6 @@ from server.orders.models import Installment, Order, OrderEvent
 from server.referral.models import PartnerCommission, TouchEvent, TouchKind
 
 ADMIN = "/admin/api/v1"
-
-
-@pytest.fixture(autouse=True)
-def _unlink_phases(app):
-    """MySQL checks orders.parent_order_id row by row, so the shared table-wide DELETE at teardown
-    fails while a phase still points at its parent; cut the links first."""
-    yield
-    with app.extensions["db_engine"].begin() as conn:
-        conn.execute(update(Order).where(Order.parent_order_id.is_not(None)).values(parent_order_id=None))
 
 
 @pytest.fixture
@@ -130,7 +121,7 @@ def test_a_lead_becomes_a_contract_paid_in_installments_and_confirmed_by_finance
     assert lead_timeline[-1]["event"] == "order" and lead_timeline[-1]["content"] == f"order:{cid}"
 
     early = confirm(client, fin, cid)
-    assert early.status_code == 409 and early.get_json()["code"] == 40936 and early.get_json()["data"]["outstanding"] == [1, 2, 3]
+    assert early.status_code == 409 and early.get_json()["code"] == 40966 and early.get_json()["data"]["outstanding"] == [1, 2, 3]
 
     first = receive(client, fin, cid, 1)
     assert first.status_code == 200, first.get_json()
@@ -142,7 +133,7 @@ def test_a_lead_becomes_a_contract_paid_in_installments_and_confirmed_by_finance
 
     assert receive(client, fin, cid, 2, note="对公转账").status_code == 200
     again = receive(client, fin, cid, 2)
-    assert again.status_code == 409 and again.get_json()["code"] == 40935
+    assert again.status_code == 409 and again.get_json()["code"] == 40965
     queue = client.get(f"{ADMIN}/finance/confirmations", headers=fin).get_json()["data"]
     assert queue["total"] == 0
 
@@ -163,7 +154,7 @@ def test_a_lead_becomes_a_contract_paid_in_installments_and_confirmed_by_finance
     assert data["timeline"][-1]["event"] == "completed" and data["timeline"][-1]["detail"]["final_payment_confirmed"] is True
     assert client.get(f"{ADMIN}/finance/confirmations", headers=fin).get_json()["data"]["total"] == 0
     repeat = confirm(client, fin, cid)
-    assert repeat.status_code == 409 and repeat.get_json()["code"] == 40937
+    assert repeat.status_code == 409 and repeat.get_json()["code"] == 40967
 
     listed = client.get(f"{ADMIN}/contracts", headers=ops, query_string={"status": "completed", "lead_id": lead_id}).get_json()["data"]
     assert listed["total"] == 1 and listed["items"][0]["installments_total"] == 3
@@ -206,7 +197,7 @@ def test_phase_two_is_repeat_business_linked_to_its_parent(app, client, staff, w
     phase1 = open_contract(client, ops, lead_id, [50_000_00]).get_json()["data"]["id"]
     # Phase 1 not paid yet: it cannot be continued, and a contract beside it is not repeat business.
     refused = open_contract(client, ops, lead_id, [10_000_00], parent_order_id=phase1)
-    assert refused.status_code == 422 and refused.get_json()["code"] == 42234
+    assert refused.status_code == 422 and refused.get_json()["code"] == 42264
     assert refused.get_json()["data"]["errors"][0]["field"] == "parent_order_id"
     side = open_contract(client, ops, lead_id, [10_000_00], title="另一个项目").get_json()["data"]
     assert side["repeat_business"] is False
@@ -233,7 +224,7 @@ def test_phase_two_is_repeat_business_linked_to_its_parent(app, client, staff, w
     # Someone else's contract, or an online order, is never a parent.
     carol_lead, _ = lead_for("carol", sharer=alice)
     foreign = open_contract(client, ops, carol_lead, [10_000_00], parent_order_id=phase1)
-    assert foreign.status_code == 422 and foreign.get_json()["code"] == 42234
+    assert foreign.status_code == 422 and foreign.get_json()["code"] == 42264
     with app.app_context():
         assert db.session().get(Order, phase2["id"]).parent_order_id == phase1
 
@@ -248,7 +239,7 @@ def test_refusals(app, client, staff, wx_login, lead_for, staff_login):
 
     for lead_id, status in ((unreviewed, "new"), (invalid, "invalid")):
         refused = open_contract(client, ops, lead_id, [1000])
-        assert refused.status_code == 422 and refused.get_json()["code"] == 42231
+        assert refused.status_code == 422 and refused.get_json()["code"] == 42261
         assert refused.get_json()["data"]["status"] == status
 
     scene = client.post("/api/v1/referral/scenes", headers=alice["headers"], json={"channel": "moments_poster"}).get_json()["data"]["scene"]
@@ -256,7 +247,7 @@ def test_refusals(app, client, staff, wx_login, lead_for, staff_login):
     contact = client.get(f"{ADMIN}/leads", headers=ops, query_string={"source": "contact"}).get_json()["data"]["items"][0]
     client.post(f"{ADMIN}/leads/{contact['id']}/review", headers=ops, json={"status": "valid"})
     memberless = open_contract(client, ops, contact["id"], [1000])
-    assert memberless.status_code == 422 and memberless.get_json()["code"] == 42232
+    assert memberless.status_code == 422 and memberless.get_json()["code"] == 42262
     assert "sign in" in memberless.get_json()["message"]
 
     unknown = open_contract(client, ops, 999_999, [1000])
@@ -264,7 +255,7 @@ def test_refusals(app, client, staff, wx_login, lead_for, staff_login):
     mismatch = client.post(
         f"{ADMIN}/contracts", headers=ops, json={"lead_id": valid, "title": "x", "amount_fen": 10_000, "installments": [{"amount_fen": 3000}, {"amount_fen": 3000}]}
     )
-    assert mismatch.status_code == 422 and mismatch.get_json()["code"] == 42233
+    assert mismatch.status_code == 422 and mismatch.get_json()["code"] == 42263
     assert mismatch.get_json()["data"]["installments_fen"] == 6000
 
     good = {"lead_id": valid, "title": "官网改版", "amount_fen": 1000, "installments": [{"amount_fen": 1000}]}
@@ -290,8 +281,8 @@ def test_refusals(app, client, staff, wx_login, lead_for, staff_login):
     assert client.get(f"{ADMIN}/contracts/{cid}", headers=dave["headers"]).status_code == 401
 
     missing = receive(client, fin, cid, 3)
-    assert missing.status_code == 404 and missing.get_json()["code"] == 40434
-    assert receive(client, fin, 999_999, 1).get_json()["code"] == 40433
+    assert missing.status_code == 404 and missing.get_json()["code"] == 40464
+    assert receive(client, fin, 999_999, 1).get_json()["code"] == 40463
     future = (datetime.now(timezone.utc) + timedelta(days=2)).isoformat()
     assert receive(client, fin, cid, 1, received_at=future).status_code == 422
     assert client.post(f"{ADMIN}/contracts/{cid}/installments/1/receive", headers=fin, data="not json").status_code == 400
@@ -313,14 +304,14 @@ def test_an_unpaid_contract_can_be_cancelled_a_paid_one_cannot(app, client, staf
     assert data["status"] == "closed" and data["closed_at"]
     assert data["timeline"][-1]["event"] == "closed" and data["timeline"][-1]["detail"]["reason"] == "客户改变计划"
     late = receive(client, fin, first, 1)
-    assert late.status_code == 409 and late.get_json()["code"] == 40932
+    assert late.status_code == 409 and late.get_json()["code"] == 40962
     assert confirm(client, fin, first).status_code == 409
     assert client.post(f"{ADMIN}/contracts/{first}/cancel", headers=ops).status_code == 409
 
     second = open_contract(client, ops, lead_id, [1000, 2000]).get_json()["data"]["id"]
     receive(client, fin, second, 1)
     refused = client.post(f"{ADMIN}/contracts/{second}/cancel", headers=ops)
-    assert refused.status_code == 409 and refused.get_json()["code"] == 40932
+    assert refused.status_code == 409 and refused.get_json()["code"] == 40962
     assert client.get(f"{ADMIN}/contracts/{second}", headers=ops).get_json()["data"]["status"] == "paid"
     assert client.get(f"{ADMIN}/contracts", headers=ops, query_string={"status": "closed"}).get_json()["data"]["total"] == 1
     with app.app_context():

@@ -5,7 +5,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from server import db
 from server.accounts.models import Member
@@ -19,16 +19,6 @@ from tests.points import post_to
 
 K = AccountKind
 CONTACT = {"name": "爱丽丝", "phone": "13800138000", "address": "上海市浦东新区世纪大道 100 号"}
-
-
-@pytest.fixture(autouse=True)
-def _unlink_reversals(app):
-    """Cancellations point their reversal at the redemption's posting; MariaDB checks that self-reference
-    row by row, so the shared per-test emptying (one DELETE per table) needs the links gone first."""
-    yield
-    with app.app_context():
-        db.session().execute(update(LedgerTransaction).values(reverses_id=None))
-        db.commit()
 
 
 def credit(app, member: dict[str, Any], amount: int) -> None:

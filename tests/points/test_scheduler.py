@@ -6,15 +6,15 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 from apscheduler.schedulers.blocking import BlockingScheduler
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from server import db, scheduler
+from server import db, scheduler, tasks
 from server.db import utcnow
 from server.orders.models import Order, OrderEvent, OrderStatus, Sku
 from server.points.models import JobClaim, OrderReward, RewardState, SettlementRun
 from server.points.services import member_balances
 from server.settings.services import set_setting
-from tests.points import make_member, make_sku, pay, place, post_to, ship
+from tests.points import completed_order, make_member, make_sku, pay, place, post_to, ship
 
 #: 02:30 on Monday 23 November 2026, China time.
 MONDAY = datetime(2026, 11, 22, 18, 30, tzinfo=timezone.utc)
@@ -27,7 +27,9 @@ def configure(app, **values):
         db.commit()
 
 
-def test_orders_tick_receives_completes_closes_and_matures_rewards(app):
+def test_orders_tick_receives_completes_closes_and_matures_rewards(app, monkeypatch):
+    # Without follow-up tasks, so every point below is the tick's own doing.
+    monkeypatch.setattr(tasks, "defer", lambda fn, *args: None)
     configure(app, auto_receive_days=3, after_sales_days=7)
     with app.app_context():
         sess = db.session()
@@ -62,7 +64,9 @@ def test_orders_tick_receives_completes_closes_and_matures_rewards(app):
         assert (member_balances(sess, alice.id).pending, member_balances(sess, alice.id).matured) == (0, 500)
 
 
-def test_the_tick_heals_paid_orders_whose_points_were_never_processed(app):
+def test_the_tick_heals_paid_orders_whose_points_were_never_processed(app, monkeypatch):
+    # The process dies between the commit and its follow-up tasks: they never run.
+    monkeypatch.setattr(tasks, "defer", lambda fn, *args: None)
     with app.app_context():
         sess = db.session()
         alice = make_member(sess, "alice")
@@ -70,12 +74,36 @@ def test_the_tick_heals_paid_orders_whose_points_were_never_processed(app):
         order = pay(sess, place(sess, bob, make_sku(sess)))
         db.commit()
         order_id = order.id
+        assert sess.scalars(select(OrderReward).where(OrderReward.order_id == order_id)).all() == []
     # An hour later the order is no longer "recently changed"; the sweep still finds it.
     result = scheduler.orders_tick(app, utcnow() + timedelta(hours=1))
     assert result is not None and result["points"] == 1
     with app.app_context():
         sess = db.session()
         assert sess.scalars(select(OrderReward.amount).where(OrderReward.order_id == order_id)).all() == [500]
+
+
+def test_the_sweep_matures_completed_orders_once_finance_has_confirmed(app, monkeypatch):
+    monkeypatch.setattr(tasks, "defer", lambda fn, *args: None)
+    configure(app, require_finance_confirmation=True)
+    with app.app_context():
+        sess = db.session()
+        alice = make_member(sess, "alice")
+        order = completed_order(sess, make_member(sess, "bob", inviter=alice), make_sku(sess))
+        db.commit()
+        order_id, alice_id = order.id, alice.id
+        assert sess.scalars(select(OrderReward.state).where(OrderReward.order_id == order_id)).all() == [RewardState.pending]
+    # Hours later, outside the "recently changed" window: only the sweep can find it, and it waits for finance.
+    assert scheduler.orders_tick(app, utcnow() + timedelta(hours=1))["points"] == 0
+    with app.app_context():
+        sess = db.session()
+        sess.execute(update(Order).where(Order.id == order_id).values(finance_confirmed_at=utcnow() - timedelta(hours=3), updated_at=utcnow() - timedelta(hours=3)))
+        db.commit()
+    assert scheduler.orders_tick(app, utcnow() + timedelta(hours=2))["points"] == 1
+    with app.app_context():
+        sess = db.session()
+        assert sess.scalars(select(OrderReward.state).where(OrderReward.order_id == order_id)).all() == [RewardState.matured]
+        assert member_balances(sess, alice_id).matured == 500
 
 
 def test_a_claimed_period_never_runs_twice(app):

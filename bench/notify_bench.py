@@ -1,0 +1,251 @@
+"""How fast the app takes WeChat Pay v3 notifications, next to a bare Flask endpoint served the same way.
+
+Both run under gunicorn (``-w 2 --threads 4`` by default) on loopback. The app gets a
+temporary SQLite database (or ``--database-url``), N distinct unpaid orders, and N valid
+v3 notifications signed and encrypted by the sandbox's merchant keys; each must pay its
+order. The bare endpoint reads the same bodies and answers 204. A thread pool posts them
+with ``requests`` and the script prints throughput, p50 and p99 of both, and the ratios.
+
+    .venv/bin/python bench/notify_bench.py [--count 2000] [--concurrency 16] [--workers 2] [--threads 4]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from flask import Flask, Response, request  # noqa: E402
+
+#: A run never takes longer than this, whatever the machine.
+DEADLINE_SECONDS = 600
+STARTUP_SECONDS = 60
+WARMUP = 50
+
+
+def bare_app() -> Flask:
+    """The comparison: Flask reading the notification and answering 204, nothing else."""
+    app = Flask("bare")
+
+    @app.post("/wechat/pay/v3/notify")
+    def notify() -> Response:
+        request.get_data()
+        return Response(status=204)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok")
+
+    return app
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Gunicorn:
+    """A gunicorn this script started, stopped by its own process handle only."""
+
+    def __init__(self, target: str, *, env: dict[str, str], workers: int, threads: int, log: Path, pythonpath: Path | None = None) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        command = [str(Path(sys.executable).with_name("gunicorn")), "-w", str(workers), "--threads", str(threads), "-b", f"127.0.0.1:{self.port}", "--log-level", "warning"]
+        if pythonpath is not None:
+            command += ["--pythonpath", str(pythonpath)]
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(command + [target], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self._log.name}")
+            try:
+                if requests.get(self.base + "/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn did not answer within {STARTUP_SECONDS}s; see {self._log.name}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self._log.close()
+
+
+def fire(base: str, batch: list[tuple[dict[str, str], bytes]], concurrency: int, deadline: float) -> tuple[list[float], float, list[int]]:
+    """POST every notification of ``batch`` from ``concurrency`` threads: (latencies in ms, seconds, statuses)."""
+    local = threading.local()
+
+    def send(item: tuple[dict[str, str], bytes]) -> tuple[float, int]:
+        if time.monotonic() > deadline:
+            return 0.0, -1
+        http = getattr(local, "http", None)
+        if http is None:
+            http = local.http = requests.Session()
+        started = time.perf_counter()
+        try:
+            status = http.post(base + "/wechat/pay/v3/notify", data=item[1], headers=item[0], timeout=30).status_code
+        except requests.RequestException:
+            status = 0
+        return (time.perf_counter() - started) * 1000, status
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(send, batch))
+    elapsed = time.perf_counter() - started
+    return [ms for ms, _ in results], elapsed, [status for _, status in results]
+
+
+def prepare(config: Any, count: int) -> list[str]:
+    """Migrate, then place ``count`` unpaid orders of one member; their out_trade_nos."""
+    from server import create_app, db, migrate
+    from server.accounts.models import Member
+    from server.orders.models import Product, Sku
+    from server.orders.services import LineRequest, place_order
+
+    app = create_app(config)
+    migrate.upgrade(app)
+    numbers = []
+    with app.app_context():
+        sess = db.session()
+        member = Member(openid="o" + secrets.token_hex(13), nickname="bench")
+        product = Product(title="有机茶叶礼盒")
+        sess.add_all([member, product])
+        sess.flush()
+        sku = Sku(product_id=product.id, name="500g", price_fen=9_900, stock=count)
+        sess.add(sku)
+        sess.flush()
+        for _ in range(count):
+            numbers.append(place_order(sess, member, [LineRequest(sku.id, 1)]).out_trade_no)
+        db.commit()
+    app.extensions["db_engine"].dispose()
+    return numbers
+
+
+def notifications(config: Any, numbers: list[str]) -> Iterator[tuple[dict[str, str], bytes]]:
+    """A valid v3 payment notification per order, as WeChat Pay would sign and encrypt it."""
+    from server.wechat.sandbox import PayState, pay_merchant_from_config
+
+    state = PayState(pay_merchant_from_config(vars(config)))
+    for number in numbers:
+        state.open_order(out_trade_no=number, appid=config.WECHAT_APPID, openid="o-bench", total_fee=9_900, description="tea", notify_url="http://127.0.0.1/", api="v3")
+        yield state.build_pay_notification(number)
+
+
+def count_paid(config: Any, numbers: list[str]) -> tuple[int, int]:
+    from sqlalchemy import func, select
+
+    from server import create_app, db
+    from server.orders.models import Order, OrderEvent, OrderStatus
+
+    app = create_app(config)
+    with app.app_context():
+        sess = db.session()
+        paid = sess.scalar(select(func.count()).select_from(Order).where(Order.out_trade_no.in_(numbers), Order.status == OrderStatus.paid))
+        events = sess.scalar(
+            select(func.count()).select_from(OrderEvent).join(Order, Order.id == OrderEvent.order_id).where(Order.out_trade_no.in_(numbers), OrderEvent.event == "paid")
+        )
+    app.extensions["db_engine"].dispose()
+    return int(paid or 0), int(events or 0)
+
+
+def summarize(label: str, latencies: list[float], elapsed: float) -> dict[str, float]:
+    figures = {
+        "throughput": len(latencies) / elapsed,
+        "p50": statistics.median(latencies),
+        "p99": percentile(latencies, 0.99),
+    }
+    print(f"{label:<28} n={len(latencies):<6} {figures['throughput']:9.1f} req/s   p50 {figures['p50']:7.2f} ms   p99 {figures['p99']:7.2f} ms")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=2000, help="notifications (and orders) per target; at most 20000")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    args = parser.parse_args()
+    count = max(10, min(args.count, 20_000))
+    deadline = time.monotonic() + DEADLINE_SECONDS
+
+    from server.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WECHAT_", "DATABASE_URL", "REDIS_URL"))}
+        env |= {
+            "DATABASE_URL": args.database_url or f"sqlite:///{tmp}/bench.db",
+            "WECHAT_SANDBOX": "1",
+            "WECHAT_PAY_SANDBOX_KEY_DIR": f"{tmp}/keys",
+            "SECRET_KEY": "bench-only-secret",
+            "LOG_LEVEL": "WARNING",
+        }
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(env)
+        try:
+            config = Config()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+        print(f"preparing {count + WARMUP} orders and notifications (database: {config.DATABASE_URL.split('@')[-1]}) ...")
+        numbers = prepare(config, count + WARMUP)
+        app_server = Gunicorn("server:create_app()", env=env, workers=args.workers, threads=args.threads, log=Path(tmp) / "app.log")
+        bare_server = Gunicorn("notify_bench:bare_app()", env=env, workers=args.workers, threads=args.threads, log=Path(tmp) / "bare.log", pythonpath=ROOT / "bench")
+        try:
+            app_server.wait_ready()
+            bare_server.wait_ready()
+            # Signed just before sending: WeChat's notifications (and our check) allow five minutes of skew.
+            batch = list(notifications(config, numbers))
+            warm, measured = batch[:WARMUP], batch[WARMUP:]
+            print(f"gunicorn -w {args.workers} --threads {args.threads} on loopback; {len(measured)} notifications, concurrency {args.concurrency}")
+            fire(bare_server.base, warm, args.concurrency, deadline)
+            fire(app_server.base, warm, args.concurrency, deadline)
+            bare_ms, bare_s, bare_status = fire(bare_server.base, measured, args.concurrency, deadline)
+            app_ms, app_s, app_status = fire(app_server.base, measured, args.concurrency, deadline)
+        finally:
+            app_server.stop()
+            bare_server.stop()
+
+        bare = summarize("bare Flask endpoint", bare_ms, bare_s)
+        app = summarize("app: verify + pay the order", app_ms, app_s)
+        print(f"ratio app/bare: throughput {app['throughput'] / bare['throughput']:.2f}x, p50 {app['p50'] / bare['p50']:.2f}x, p99 {app['p99'] / bare['p99']:.2f}x")
+        bad = sum(1 for s in app_status if s != 204) + sum(1 for s in bare_status if s != 204)
+        paid, events = count_paid(config, numbers)
+        print(f"non-204 answers: {bad}; orders paid: {paid}/{len(numbers)}; paid events: {events}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,476 @@
+"""WeChat Pay for orders: prepay, notifications, refunds and reconciliation.
+
+``server.wechat.pay`` speaks WeChat's formats; this module decides what they mean for an
+order, through ``server.orders.services`` (one state machine, one place where money moves).
+Like every service it only flushes. Whatever is slow (points, messages) is registered with
+``on_order_paid`` / ``on_order_refunded`` and runs as a background task after the commit
+(``server.tasks``), so a notify URL answers WeChat without waiting for it.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+
+from flask import Flask, current_app
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from server import db, tasks
+from server.accounts.models import Member
+from server.db import utcnow
+from server.errors import ConflictError, UpstreamError
+from server.orders.errors import AmountMismatchError, IllegalTransitionError, OrderNotFoundError, PaymentNotConfiguredError
+from server.orders.models import Order, OrderEvent, OrderKind, OrderStatus, Refund, RefundStatus
+from server.orders.services import add_event, apply_payment, apply_refund_notice, close_unpaid, due_for_close
+from server.wechat import wechat_pay
+from server.wechat.client import WeChatError
+from server.wechat.pay import (
+    ORDER_CLOSED_CODES,
+    ORDER_NOT_FOUND_CODES,
+    ORDER_PAID_CODES,
+    PayNotConfiguredError,
+    PayNotice,
+    QueryResult,
+    RefundNotice,
+    WeChatPayError,
+    WeChatPayGateway,
+)
+
+#: Where WeChat Pay posts its notifications, below PUBLIC_BASE_URL. v3 sends payments and refunds to one URL.
+V2_PAY_NOTIFY_PATH = "/wechat/pay/notify"
+V2_REFUND_NOTIFY_PATH = "/wechat/pay/refund-notify"
+V3_NOTIFY_PATH = "/wechat/pay/v3/notify"
+
+#: WeChat keeps a prepay_id usable for two hours.
+PREPAY_ID_LIFETIME = timedelta(hours=2)
+#: A prepay_id is reused only with this much of its life left, so the buyer has time to finish paying.
+PREPAY_REUSE_MARGIN = timedelta(minutes=10)
+#: v2 refuses a ``time_expire`` under five minutes away; an order about to time out gets that long at WeChat.
+MIN_PAY_WINDOW = timedelta(minutes=5)
+#: An approved refund WeChat has not accepted after this long is sent again.
+REFUND_RETRY_AFTER = timedelta(minutes=1)
+#: How many recent orders one disagreement check asks WeChat about.
+DISAGREEMENT_LIMIT = 200
+RECONCILE_ACTOR = "reconcile"
+
+OrderHook = Callable[[Session, Order], None]
+_hooks: dict[str, list[OrderHook]] = {"paid": [], "refunded": []}
+
+
+def on_order_paid(hook: OrderHook) -> OrderHook:
+    """Run ``hook(sess, order)`` after the commit of every payment that paid an order (once per payment),
+    in a unit of work of its own: a failing hook is logged and rolled back, and never touches the payment."""
+    if hook not in _hooks["paid"]:
+        _hooks["paid"].append(hook)
+    return hook
+
+
+def on_order_refunded(hook: OrderHook) -> OrderHook:
+    """Run ``hook(sess, order)`` after the commit of every refund that gave money back (partial or full)."""
+    if hook not in _hooks["refunded"]:
+        _hooks["refunded"].append(hook)
+    return hook
+
+
+def _run_hook(hook: OrderHook, order_id: int) -> None:
+    sess = db.session()
+    order = sess.get(Order, order_id)
+    if order is None:
+        return
+    try:
+        hook(sess, order)
+    except Exception:
+        # Logged with the hook's name, and its half-done work dropped; the payment itself is long committed.
+        sess.rollback()
+        current_app.logger.exception("order hook %s failed for order %s", getattr(hook, "__qualname__", hook), order_id)
+
+
+def _queue_hooks(event: str, order_id: int) -> None:
+    """Run each ``event`` hook once the current unit of work commits, as a background task of its own."""
+    for hook in list(_hooks[event]):
+        tasks.defer(_run_hook, hook, order_id)
+
+
+def notify_url(api: str, kind: str) -> str:
+    """The notify URL WeChat Pay is given for ``kind`` ("pay" or "refund") through ``api``."""
+    if api == "v3":
+        path = V3_NOTIFY_PATH
+    else:
+        path = V2_PAY_NOTIFY_PATH if kind == "pay" else V2_REFUND_NOTIFY_PATH
+    return current_app.config["PUBLIC_BASE_URL"].rstrip("/") + path
+
+
+def _pay_error(error: WeChatError, order: Order, what: str) -> Exception:
+    """The client-facing error for a failed WeChat Pay call."""
+    if isinstance(error, PayNotConfiguredError):
+        return PaymentNotConfiguredError()
+    if isinstance(error, WeChatPayError):
+        if error.code in ORDER_PAID_CODES:
+            return IllegalTransitionError("WeChat Pay has this order as paid; the payment is on its way", data={"status": order.status.value})
+        if error.code in ORDER_CLOSED_CODES:
+            return IllegalTransitionError("WeChat Pay has closed this order", data={"status": order.status.value})
+        current_app.logger.warning("WeChat Pay refused %s for order %s: %s", what, order.id, error.code)
+        return UpstreamError(data={"code": error.code})
+    return UpstreamError()
+
+
+# -- prepay ---------------------------------------------------------------------------------
+
+
+def _reusable_prepay_id(sess: Session, order: Order, api: str, now: datetime) -> str | None:
+    if not order.prepay_id or order.pay_api != api:
+        return None
+    issued = sess.scalar(select(OrderEvent.created_at).where(OrderEvent.order_id == order.id, OrderEvent.event == "prepay").order_by(OrderEvent.id.desc()).limit(1))
+    if issued is None or now - issued >= PREPAY_ID_LIFETIME - PREPAY_REUSE_MARGIN:
+        return None
+    return order.prepay_id
+
+
+def _payer_ip(client_ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(client_ip))
+    except ValueError:
+        # WeChat wants the buyer's address but refuses the call without a well-formed one.
+        return "127.0.0.1"
+
+
+def prepay_order(sess: Session, pay: WeChatPayGateway, order: Order, member: Member, client_ip: str) -> dict[str, str]:
+    """The ``wx.requestPayment`` parameters for ``order``: ``timeStamp``, ``nonceStr``, ``package``, ``signType``, ``paySign``.
+
+    Prepays through the merchant's default API (``WECHAT_PAY_API``) and keeps ``pay_api`` and
+    ``prepay_id`` on the order; a prepay_id of the same API younger than two hours is reused.
+    Only an unpaid online order still within its time to pay can be paid.
+    """
+    now = utcnow()
+    if order.member_id != member.id:
+        raise OrderNotFoundError()
+    if order.kind != OrderKind.online or order.status != OrderStatus.created:
+        raise IllegalTransitionError(f"a {order.status.value} order cannot be paid", data={"status": order.status.value})
+    if order.expires_at is not None and order.expires_at <= now:
+        raise IllegalTransitionError("the time to pay this order has run out", data={"status": order.status.value, "expires_at": order.expires_at.isoformat()})
+    api = pay.default_api
+    try:
+        prepay_id = _reusable_prepay_id(sess, order, api, now)
+        if prepay_id is None:
+            time_expire = max(order.expires_at, now + MIN_PAY_WINDOW) if order.expires_at else None
+            prepay_id = pay.prepay(
+                api,
+                out_trade_no=order.out_trade_no,
+                total_fee=order.total_fee,
+                openid=member.openid,
+                description=order.title or order.out_trade_no,
+                notify_url=notify_url(api, "pay"),
+                client_ip=_payer_ip(client_ip),
+                time_expire=time_expire,
+            )
+            order.pay_api, order.prepay_id = api, prepay_id
+            add_event(sess, order, "prepay", f"member:{member.id}", api=api)
+            sess.flush()
+        return pay.jsapi_params(api, prepay_id)
+    except WeChatError as error:
+        raise _pay_error(error, order, "a prepay") from None
+
+
+# -- notifications ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoticeOutcome:
+    """What a notification did; the hooks of what it did are queued for after the commit."""
+
+    order_id: int | None
+    #: This notification paid the order (False for a repeat, or one whose payment failed).
+    paid: bool = False
+    #: Money went back to the buyer (this refund, or refunds that were waiting for this payment).
+    refunded: bool = False
+
+
+def handle_pay_notice(sess: Session, notice: PayNotice) -> NoticeOutcome:
+    """A verified payment notification: pays the order once, however often and concurrently it comes.
+
+    OrderNotFoundError / AmountMismatchError refuse it (the caller rolls back and answers failure).
+    """
+    if not notice.succeeded:
+        return NoticeOutcome(None)
+    result = apply_payment(sess, out_trade_no=notice.out_trade_no, transaction_id=notice.transaction_id, amount_fen=notice.total_fee, api=notice.api)
+    refunded = result.applied and result.order.refunded_fee > 0
+    if result.applied:
+        _queue_hooks("paid", result.order.id)
+    if refunded:
+        _queue_hooks("refunded", result.order.id)
+    return NoticeOutcome(result.order.id, paid=result.applied, refunded=refunded)
+
+
+def handle_refund_notice(sess: Session, notice: RefundNotice) -> NoticeOutcome:
+    """A verified refund notification; one that beats its payment notification is kept and applied with it."""
+    order = sess.scalar(select(Order).where(Order.out_trade_no == notice.out_trade_no))
+    if order is not None and notice.total_fee is not None and notice.total_fee != order.total_fee:
+        raise AmountMismatchError(data={"expected": order.total_fee, "got": notice.total_fee})
+    ours = sess.scalar(select(Refund).where(Refund.out_refund_no == notice.out_refund_no))
+    if ours is not None and (order is None or ours.order_id != order.id):
+        raise ConflictError("the refund notification names another order than the refund's")
+    before = order.refunded_fee if order is not None else 0
+    recorded = apply_refund_notice(
+        sess,
+        out_trade_no=notice.out_trade_no,
+        out_refund_no=notice.out_refund_no,
+        refund_id=notice.refund_id,
+        amount_fen=notice.refund_fee,
+        succeeded=notice.succeeded,
+        api=notice.api,
+    )
+    if order is None:
+        return NoticeOutcome(None)
+    sess.refresh(order)
+    refunded = recorded and order.refunded_fee > before
+    if refunded:
+        _queue_hooks("refunded", order.id)
+    return NoticeOutcome(order.id, refunded=refunded)
+
+
+# -- refunds ------------------------------------------------------------------------------------
+
+
+def submit_refund(app: Flask, refund_id: int) -> bool:
+    """Send an approved refund to WeChat Pay, in a unit of work of its own (call it after the commit
+    that approved it, e.g. from ``db.after_commit``).
+
+    True when WeChat accepted it: the refund is ``processing`` with WeChat's ``refund_id`` and the
+    refund notification will end it. False when there was nothing to send, or WeChat failed or
+    refused: the refund stays ``approved`` and ``retry_refunds`` sends it again (WeChat treats
+    the same ``out_refund_no`` as the same refund, so a retry never refunds twice).
+    """
+    with db.unit_of_work(app) as sess:
+        refund = sess.get(Refund, refund_id)
+        order = sess.get(Order, refund.order_id) if refund is not None else None
+        if refund is None or order is None or refund.status != RefundStatus.approved:
+            return False
+        if order.kind != OrderKind.online or order.transaction_id is None:
+            return False  # not paid through WeChat Pay: nothing there to refund
+        pay = wechat_pay()
+        api = order.pay_api or pay.default_api
+        call = {
+            "out_trade_no": order.out_trade_no,
+            "out_refund_no": refund.out_refund_no,
+            "total_fee": order.total_fee,
+            "refund_fee": refund.amount_fen,
+            "notify_url": notify_url(api, "refund"),
+            "reason": refund.reason,
+        }
+        order_id = order.id
+        # Hold nothing while WeChat answers: on SQLite an open transaction keeps every writer waiting.
+        sess.rollback()
+        try:
+            wechat_refund_id = pay.refund(api, **call)
+        except WeChatError as error:
+            app.logger.warning("refund %s not accepted by WeChat Pay, left approved for a retry: %s", refund_id, error.errmsg)
+            return False
+        moved = sess.execute(
+            update(Refund)
+            .where(Refund.id == refund_id, Refund.status == RefundStatus.approved)
+            .values(status=RefundStatus.processing, refund_id=wechat_refund_id)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if moved:
+            order = sess.get(Order, order_id)
+            assert order is not None
+            add_event(sess, order, "refund_submitted", "system", refund_id=refund_id, api=api)
+        db.commit()
+        return True
+
+
+def retry_refunds(app: Flask, now: datetime) -> tuple[int, int]:
+    """Send again the approved refunds WeChat has not accepted for a minute; returns (accepted, still waiting)."""
+    with db.unit_of_work(app) as sess:
+        ids = list(
+            sess.scalars(
+                select(Refund.id)
+                .join(Order, Order.id == Refund.order_id)
+                .where(
+                    Refund.status == RefundStatus.approved,
+                    Refund.created_at <= now - REFUND_RETRY_AFTER,
+                    Order.kind == OrderKind.online,
+                    Order.transaction_id.is_not(None),
+                )
+                .order_by(Refund.id)
+                .limit(100)
+            )
+        )
+        sess.rollback()
+    accepted = sum(1 for refund_id in ids if submit_refund(app, refund_id))
+    return accepted, len(ids) - accepted
+
+
+# -- reconciliation -----------------------------------------------------------------------------
+
+
+@dataclass
+class ReconcileSummary:
+    """Which unpaid orders past their time one run paid, closed, left waiting, or failed on."""
+
+    paid: list[int] = field(default_factory=list)
+    closed: list[int] = field(default_factory=list)
+    #: Still payable at WeChat (the buyer is paying), or WeChat could not be reached: next run.
+    waiting: list[int] = field(default_factory=list)
+    #: WeChat's answer made no sense for the order (amount, missing ids): logged for a person.
+    failed: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+
+    def add(self, order_id: int, outcome: str) -> None:
+        getattr(self, outcome).append(order_id)
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in ("paid", "closed", "waiting", "failed", "skipped")}
+
+
+def _apply_queried_payment(sess: Session, order: Order, result: QueryResult, api: str) -> str:
+    if not result.transaction_id:
+        current_app.logger.error("WeChat Pay has order %s as %s but gives no transaction_id", order.id, result.trade_state)
+        return "failed"
+    amount = result.total_fee if result.total_fee is not None else order.total_fee
+    try:
+        outcome = apply_payment(sess, out_trade_no=order.out_trade_no, transaction_id=result.transaction_id, amount_fen=amount, api=api, actor=RECONCILE_ACTOR)
+    except AmountMismatchError:
+        current_app.logger.error("WeChat Pay has order %s paid with %s fen, not %s: left for a person", order.id, amount, order.total_fee)
+        return "failed"
+    if outcome.applied:
+        _queue_hooks("paid", order.id)
+        if outcome.order.refunded_fee > 0:
+            _queue_hooks("refunded", order.id)
+    return "paid"
+
+
+def reconcile_order(sess: Session, pay: WeChatPayGateway, order: Order) -> str:
+    """One unpaid order past its time: paid at WeChat means paid here (actor "reconcile"); otherwise it is
+    closed at WeChat first, so nobody can still pay it, then here (stock released).
+
+    Returns "paid", "closed", "waiting", "failed" or "skipped" (nothing to do any more).
+    """
+    sess.refresh(order)
+    if order.status != OrderStatus.created:
+        return "skipped"
+    if order.pay_api is None:
+        # Never prepaid: WeChat has no such order to ask about or to close.
+        return "closed" if close_unpaid(sess, order, actor=RECONCILE_ACTOR, reason="payment timeout") else "skipped"
+    api = order.pay_api
+    result: QueryResult | None
+    try:
+        result = pay.query(api, order.out_trade_no)
+    except WeChatPayError as error:
+        if error.code not in ORDER_NOT_FOUND_CODES:
+            current_app.logger.warning("order query for order %s refused: %s", order.id, error.code)
+            return "failed"
+        result = None
+    except WeChatError as error:
+        current_app.logger.info("order query for order %s not answered: %s", order.id, error.errmsg)
+        return "waiting"
+    if result is not None and result.trade_state in ("SUCCESS", "REFUND"):
+        return _apply_queried_payment(sess, order, result, api)
+    if result is not None and result.trade_state in ("USERPAYING", "ACCEPT"):
+        return "waiting"
+    if result is not None and result.trade_state != "CLOSED":
+        try:
+            pay.close_order(api, order.out_trade_no)
+        except WeChatPayError as error:
+            if error.code in ORDER_PAID_CODES:
+                return "waiting"  # paid since the query: the notification or the next run settles it
+            if error.code not in ORDER_CLOSED_CODES | ORDER_NOT_FOUND_CODES:
+                current_app.logger.warning("closeorder for order %s refused: %s", order.id, error.code)
+                return "failed"
+        except WeChatError as error:
+            current_app.logger.info("closeorder for order %s not answered: %s", order.id, error.errmsg)
+            return "waiting"
+    return "closed" if close_unpaid(sess, order, actor=RECONCILE_ACTOR, reason="payment timeout") else "skipped"
+
+
+def reconcile_unpaid(
+    sess: Session,
+    pay: WeChatPayGateway | Order,
+    now: datetime | None = None,
+    *,
+    checkpoint: Callable[[], None] | None = None,
+) -> ReconcileSummary:
+    """Reconcile every online order still ``created`` past its ``expires_at`` (``reconcile_order``).
+
+    ``checkpoint`` runs after each order (a job passes ``db.commit`` so one order's work is
+    never lost to the next one's failure). Called as ``reconcile_unpaid(sess, order)``, as the
+    scheduler's orders tick does inside its per-order savepoint, it reconciles that one order
+    through the app's gateway.
+    """
+    summary = ReconcileSummary()
+    if isinstance(pay, Order):
+        summary.add(pay.id, reconcile_order(sess, wechat_pay(), pay))
+        return summary
+    for order in due_for_close(sess, now or utcnow()):
+        summary.add(order.id, reconcile_order(sess, pay, order))
+        if checkpoint is not None:
+            checkpoint()
+    return summary
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """An order whose state here and at WeChat Pay do not match."""
+
+    order_id: int
+    out_trade_no: str
+    status: str
+    #: WeChat's trade_state, or ORDER_NOT_EXIST.
+    trade_state: str
+    problem: str
+
+
+def _refund_under_way(sess: Session, order_id: int) -> bool:
+    return bool(sess.scalar(select(exists().where(Refund.order_id == order_id, Refund.status.in_((RefundStatus.processing, RefundStatus.succeeded))))))
+
+
+def _disagreement(sess: Session, order: Order, result: QueryResult | None) -> str | None:
+    state = result.trade_state if result is not None else "ORDER_NOT_EXIST"
+    paid_here = order.paid_at is not None
+    paid_there = state in ("SUCCESS", "REFUND")
+    if paid_there and not paid_here:
+        return "WeChat Pay has a payment this order lacks"
+    if paid_here and not paid_there:
+        return "the order is paid here but not at WeChat Pay"
+    if paid_here and result is not None:
+        if result.transaction_id != order.transaction_id:
+            return "the transaction ids differ"
+        if result.total_fee is not None and result.total_fee != order.paid_fee:
+            return "the paid amounts differ"
+        refunding_here = _refund_under_way(sess, order.id)
+        if state == "REFUND" and not refunding_here:
+            return "WeChat Pay has a refund this order lacks"
+        if state == "SUCCESS" and refunding_here:
+            return "the order has a refund WeChat Pay lacks"
+    if order.status == OrderStatus.created and state == "CLOSED":
+        return "WeChat Pay closed an order still open here"
+    return None
+
+
+def check_disagreements(sess: Session, pay: WeChatPayGateway, since: datetime, *, limit: int = DISAGREEMENT_LIMIT) -> list[Disagreement]:
+    """Recent prepaid online orders (created since ``since``) whose state WeChat's order query contradicts.
+
+    Reports only; changes nothing. Orders WeChat could not be asked about are left out.
+    """
+    orders = sess.scalars(
+        select(Order).where(Order.kind == OrderKind.online, Order.pay_api.is_not(None), Order.created_at >= since).order_by(Order.id.desc()).limit(limit)
+    ).all()
+    found: list[Disagreement] = []
+    for order in orders:
+        assert order.pay_api is not None
+        try:
+            result: QueryResult | None = pay.query(order.pay_api, order.out_trade_no)
+        except WeChatPayError as error:
+            if error.code not in ORDER_NOT_FOUND_CODES:
+                continue
+            result = None
+        except WeChatError:
+            continue
+        problem = _disagreement(sess, order, result)
+        if problem:
+            state = result.trade_state if result is not None else "ORDER_NOT_EXIST"
+            found.append(Disagreement(order.id, order.out_trade_no, order.status.value, state, problem))
+    return found
+
