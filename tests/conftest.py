@@ -93,6 +93,10 @@ def make_config(database_url: str, sandbox: SandboxServer, **overrides: Any) -> 
     return config
 
 
+#: Rows the migrations seed and every run relies on (the named locks, so first use never races).
+KEPT_TABLES = frozenset({"mutexes"})
+
+
 def _empty_database(app: Flask) -> None:
     with app.extensions["db_engine"].begin() as conn:
         mysql = conn.dialect.name == "mysql"
@@ -101,7 +105,8 @@ def _empty_database(app: Flask) -> None:
             # statement with checks on; every table is emptied, so nothing dangles afterwards.
             conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
         for table in reversed(metadata.sorted_tables):
-            conn.execute(table.delete())
+            if table.name not in KEPT_TABLES:
+                conn.execute(table.delete())
         if mysql:
             conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
 

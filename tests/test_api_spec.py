@@ -141,6 +141,31 @@ def test_every_schema_is_valid_json_schema_2020_12(spec: dict[str, Any]) -> None
     assert not problems, "\n".join(problems)
 
 
+def _deref(spec: dict[str, Any], node: Any) -> Any:
+    while isinstance(node, dict) and isinstance(node.get("$ref"), str):
+        node = _resolve(spec, node["$ref"])
+    return node
+
+
+def _envelope_parts(spec: dict[str, Any], response: Any) -> list[dict[str, Any]]:
+    """The ``allOf`` parts of a response's JSON schema, each resolved; empty if it is not JSON."""
+    schema = _deref(spec, response).get("content", {}).get("application/json", {}).get("schema")
+    if schema is None:
+        return []
+    return [_deref(spec, part) for part in _deref(spec, schema).get("allOf", [schema])]
+
+
+def _answers_in_envelope(spec: dict[str, Any], operation: dict[str, Any]) -> bool:
+    """Whether the operation's success is the JSON envelope (the app's own API, not WeChat's callbacks)."""
+    envelope = spec["components"]["schemas"]["Envelope"]
+    return any(
+        part is envelope
+        for code, response in operation["responses"].items()
+        if code.startswith("2")
+        for part in _envelope_parts(spec, response)
+    )
+
+
 def test_operations_are_named_tagged_and_answer_something(spec: dict[str, Any]) -> None:
     declared_tags = {tag["name"] for tag in spec["tags"]}
     ids = [operation["operationId"] for _, _, operation in _operations(spec)]
@@ -155,14 +180,46 @@ def test_operations_are_named_tagged_and_answer_something(spec: dict[str, Any]) 
             assert "401" in operation["responses"], f"{label} takes a token, so it can answer 401"
         body_types = operation.get("requestBody", {}).get("content", {})
         if body_types:
-            # Any body can be too large; a validated one can be wrong (422); only JSON can fail to parse (400).
+            # Any body can be too large. A body the app validates can be wrong (422), and only JSON can
+            # fail to parse (400); WeChat's callbacks refuse a bad body in WeChat's own format instead.
             expected = {"413"}
-            if {"application/json", "application/x-www-form-urlencoded"} & set(body_types):
+            validated = _answers_in_envelope(spec, operation) or "application/x-www-form-urlencoded" in body_types
+            if validated and {"application/json", "application/x-www-form-urlencoded"} & set(body_types):
                 expected.add("422")
-            if "application/json" in body_types:
+            if validated and "application/json" in body_types:
                 expected.add("400")
             missing = sorted(expected - set(operation["responses"]))
             assert not missing, f"{label} reads a body, so it can also answer {missing}"
+
+
+def test_every_422_carries_data_errors(spec: dict[str, Any]) -> None:
+    """The envelope's promise: a 422, whatever its code, says in ``data.errors`` which field to correct."""
+    missing = []
+    for method, path, operation in _operations(spec):
+        if "422" not in operation["responses"]:
+            continue
+        base = spec["components"]["schemas"]["ErrorEnvelope"]
+        data = [
+            _deref(spec, part["properties"]["data"])
+            for part in _envelope_parts(spec, operation["responses"]["422"])
+            if part is not base and "data" in part.get("properties", {})
+        ]
+        branches = [_deref(spec, branch) for schema in data for branch in schema.get("oneOf", [schema])]
+        if not branches or any("errors" not in branch.get("required", []) for branch in branches):
+            missing.append(f"{method} {path}")
+    assert not missing, f"422 responses whose data does not require `errors`: {missing}"
+
+
+def test_every_component_is_used(spec: dict[str, Any]) -> None:
+    """A component nothing refers to is left over from an operation that changed or went away."""
+    referenced = {ref for _, ref in _local_refs(spec)}
+    unused = [
+        f"#/components/{kind}/{name}"
+        for kind in ("schemas", "responses", "parameters")
+        for name in spec["components"].get(kind, {})
+        if not any(ref == f"#/components/{kind}/{name}" or ref.startswith(f"#/components/{kind}/{name}/") for ref in referenced)
+    ]
+    assert not unused, unused
 
 
 def _error_classes() -> set[type[AppError]]:

@@ -176,10 +176,12 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_oa_attributions')),
     sa.UniqueConstraint('unionid', name=op.f('uq_oa_attributions_unionid'))
     )
-
+    # The chain lock exists from the start: creating it on first use races (a deadlock on MariaDB).
+    op.bulk_insert(sa.table("mutexes", sa.column("name", sa.String)), [{"name": "referral-chain"}])
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM mutexes WHERE name = 'referral-chain'")
     op.drop_table('oa_attributions')
     with op.batch_alter_table('touch_events', schema=None) as batch_op:
         batch_op.drop_column('content')

@@ -200,10 +200,16 @@ def revoke_all_tokens(sess: Session, subject_type: SubjectType, subject_id: int)
 
 def update_profile(sess: Session, member: Member, *, nickname: str | None, avatar_url: str | None) -> Member:
     """Change the nickname and/or avatar the member chose in the mini-program."""
+    from server.posters.services import invalidate_member_posters
+
+    changed = (nickname is not None and nickname != member.nickname) or (avatar_url is not None and avatar_url != member.avatar_url)
     if nickname is not None:
         member.nickname = nickname
     if avatar_url is not None:
         member.avatar_url = avatar_url
+    if changed:
+        # Posters show the nickname and avatar: the next request draws them again.
+        invalidate_member_posters(sess, member.id)
     sess.flush()
     return member
 

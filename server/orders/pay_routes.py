@@ -27,7 +27,7 @@ bp = Blueprint("wechat_pay", __name__, cli_group=None)
 
 
 def _v2_answer(ok: bool, msg: str = "OK") -> Response:
-    return Response(v2_reply(ok, msg), mimetype="text/xml")
+    return Response(v2_reply(ok, msg), mimetype="application/xml")
 
 
 def _v3_failure(status: int, message: str) -> Response:
@@ -42,9 +42,10 @@ def _apply(handle: Callable[..., payments.NoticeOutcome], notice: PayNotice | Re
         handle(db.session(), notice)
         db.commit()
     except AppError as error:
+        # Authentic, but not something our books can take (an unknown order, another amount).
         db.session().rollback()
         current_app.logger.warning("WeChat Pay %s notification for %s refused: %s", notice.api, notice.out_trade_no, error.message)
-        return 400, error.message
+        return 422, error.message
     except Exception:
         # A deadlock or a lost connection: WeChat resends, and the resend finds a clean slate.
         db.session().rollback()
@@ -83,7 +84,8 @@ def v2_refund_notify() -> Response:
 
 @bp.post(payments.V3_NOTIFY_PATH)
 def v3_notify() -> Response:
-    """A v3 notification (``TRANSACTION.SUCCESS`` or ``REFUND.*``): 204 when taken, 4xx/5xx with ``{"code": "FAIL"}`` when not."""
+    """A v3 notification (``TRANSACTION.SUCCESS`` or ``REFUND.*``): 204 when taken; when not, ``{"code": "FAIL"}``
+    with 400 (unverifiable), 422 (verified but not for our books), 500 or 503."""
     try:
         notice = wechat_pay().v3_client().parse_notification(request.headers, request.get_data())
     except PayNotConfiguredError as error:

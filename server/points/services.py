@@ -64,6 +64,9 @@ def credit_order_rewards(sess: Session, order: Order) -> list[OrderReward]:
         grade_id=_grade_of(sess, order.inviter_id),
         has_upline=order.upline_id is not None,
     )
+    if not _eligible(sess, order.inviter_id):
+        # No level 1 means no level 2 either: the upline may never out-earn the inviter (guard 4).
+        return []
     created = []
     for reward in rewards:
         member_id = order.inviter_id if reward.level == 1 else order.upline_id
@@ -125,7 +128,8 @@ def reverse_order_rewards(sess: Session, order: Order) -> int:
     A reward already spent leaves a debt that later credits pay first. Idempotent
     per refunded total, so the same refund notification twice reverses once.
     """
-    rows = sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id).order_by(OrderReward.level)).all()
+    # Locked, so a settlement moving these rewards cannot slip between reading their state and posting.
+    rows = sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id).order_by(OrderReward.level).with_for_update()).all()
     if not rows:
         return 0
     product_ids = sorted({i.product_id for i in sess.scalars(select(OrderItem).where(OrderItem.order_id == order.id))})

@@ -665,16 +665,16 @@ def fetch_avatar(
     url: str,
     *,
     allow_loopback: bool = False,
-    timeout: float = AVATAR_TIMEOUT,
-    max_bytes: int = AVATAR_MAX_BYTES,
+    timeout: float | None = None,
+    max_bytes: int | None = None,
 ) -> bytes | None:
     """The avatar's bytes, or None on any failure (the poster then draws the member's initial).
 
     Only http(s), only public addresses (loopback too when ``allow_loopback``), no redirects,
-    at most ``max_bytes`` within ``timeout`` seconds in all.
+    at most ``max_bytes`` (AVATAR_MAX_BYTES) within ``timeout`` (AVATAR_TIMEOUT) seconds in all.
     """
     try:
-        return _fetch(url, allow_loopback, timeout, max_bytes)
+        return _fetch(url, allow_loopback, timeout or AVATAR_TIMEOUT, max_bytes or AVATAR_MAX_BYTES)
     except (requests.RequestException, OSError, ValueError) as error:
         logger.info("avatar not fetched from %s: %s", urlsplit(url).hostname, type(error).__name__)
         return None

@@ -252,6 +252,10 @@ def bind_member(sess: Session, member: Member, scene_code: str) -> BindResult:
     # Binds change the shape of the chain; one at a time, or two concurrent binds could close a cycle.
     lock_named(sess, "referral-chain")
     sess.refresh(member)
+    sess.refresh(scene)
+    if (refusal := scene_state(scene)) is not None:
+        # Revoked (or an invite code used up) while this bind waited for the lock.
+        return _refuse(sess, member, scene, scene_code, refusal, current_inviter)
     binding = sess.get(Binding, member.id, populate_existing=True)
     sharer = sess.get(Member, scene.sharer_id)
     assert sharer is not None
@@ -281,6 +285,10 @@ def bind_member(sess: Session, member: Member, scene_code: str) -> BindResult:
         binding.rebind_count += 1
     binding.scene_code, binding.channel = scene.code, scene.channel.value
     sess.flush()
+    if scene.channel == Channel.invite_code:
+        from server.points.redemption import mark_invite_code_used  # here: points imports referral
+
+        mark_invite_code_used(sess, scene.code, member.id)
     # The member's own invitees now have a new level 2.
     sess.execute(update(Binding).where(Binding.inviter_id == member.id).values(upline_id=inviter_id))
     _touch(sess, member.id, TouchKind.bind, scene, scene_code, inviter_id=inviter_id, previous_inviter_id=previous)

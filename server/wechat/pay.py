@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 from xml.parsers.expat import ExpatError
 
 import requests
@@ -690,7 +690,7 @@ class PayV3:
 
     def query_order(self, out_trade_no: str) -> QueryResult:
         """``GET /v3/pay/transactions/out-trade-no/{no}?mchid=``."""
-        path = f"/v3/pay/transactions/out-trade-no/{out_trade_no}"
+        path = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}"
         answer = self._request("GET", path, params={"mchid": self.mchid}) or {}
         state = answer.get("trade_state")
         if not state:
@@ -703,7 +703,7 @@ class PayV3:
 
     def close_order(self, out_trade_no: str) -> None:
         """``POST /v3/pay/transactions/out-trade-no/{no}/close`` (answers 204)."""
-        self._request("POST", f"/v3/pay/transactions/out-trade-no/{out_trade_no}/close", payload={"mchid": self.mchid})
+        self._request("POST", f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}/close", payload={"mchid": self.mchid})
 
     def refund(
         self,

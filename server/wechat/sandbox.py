@@ -1315,7 +1315,7 @@ class PayState:
             "payer": {"openid": order.openid},
             "amount": {"total": order.total_fee, "payer_total": order.total_fee, "currency": "CNY", "payer_currency": "CNY"},
         }
-        return self._v3_notification(
+        return self.build_v3_notification(
             "TRANSACTION.SUCCESS", "支付成功", "transaction", _merge(resource, overrides or {}),
             timestamp=timestamp, serial=serial, tamper_ciphertext=tamper_ciphertext,
         )
@@ -1379,7 +1379,7 @@ class PayState:
         }
         if refund.success_time:
             resource["success_time"] = _rfc3339(refund.success_time)
-        return self._v3_notification(
+        return self.build_v3_notification(
             f"REFUND.{refund.status}", REFUND_SUMMARIES[refund.status], "refund", _merge(resource, overrides or {}),
             timestamp=timestamp, serial=serial, tamper_ciphertext=tamper_ciphertext,
         )
@@ -1391,17 +1391,18 @@ class PayState:
         sign = fields.pop("sign", None) or _v2_signature(fields, self.merchant.api_key, sign_type)
         return {"Content-Type": "text/xml"}, dict_to_xml(fields, sign).encode("utf-8")
 
-    def _v3_notification(
+    def build_v3_notification(
         self,
         event_type: str,
         summary: str,
         original_type: str,
         resource: dict[str, Any],
         *,
-        timestamp: int | None,
-        serial: str | None,
-        tamper_ciphertext: bool,
+        timestamp: int | None = None,
+        serial: str | None = None,
+        tamper_ciphertext: bool = False,
     ) -> tuple[dict[str, str], bytes]:
+        """Any v3 notification: ``resource`` encrypted with the APIv3 key, the whole signed with the platform key."""
         nonce = secrets.token_urlsafe(9)[:12]
         sealed = AESGCM(self.merchant.api_v3_key.encode("utf-8")).encrypt(
             nonce.encode("ascii"), json.dumps(resource, ensure_ascii=False).encode("utf-8"), original_type.encode("ascii")

@@ -71,7 +71,7 @@ def test_refund_notification_naming_another_order_is_refused(app: Flask, client:
     refund = sandbox_pay.open_refund(out_trade_no=second.out_trade_no, out_refund_no=out_refund_no, total_fee=second.total_fee, refund_fee=100, notify_url=None, api="v3")
     headers, body = sandbox_pay.build_refund_notification(refund.out_refund_no)
     before = (snapshot(app, first), snapshot(app, second))
-    assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 400
+    assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 422
     assert (snapshot(app, first), snapshot(app, second)) == before
 
 

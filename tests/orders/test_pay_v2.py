@@ -13,6 +13,7 @@ from flask import Flask
 from sqlalchemy import func, select, update
 
 from server import db
+from server.accounts.models import Member
 from server.db import utcnow
 from server.orders import payments
 from server.orders.errors import IllegalTransitionError
@@ -50,8 +51,6 @@ def test_prepay_returns_request_payment_params_signed_with_the_key(app: Flask, m
     assert params["package"] == f"prepay_id={at_wechat.prepay_id}"
     assert (at_wechat.total_fee, at_wechat.api, at_wechat.notify_url) == (ref.total_fee, "v2", app.config["PUBLIC_BASE_URL"] + "/wechat/pay/notify")
     with app.app_context():
-        from server.accounts.models import Member
-
         assert at_wechat.openid == db.session().get(Member, ref.member_id).openid  # type: ignore[union-attr]
 
 

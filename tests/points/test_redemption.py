@@ -12,7 +12,7 @@ from server.accounts.models import Member
 from server.points import ledger
 from server.points import redemption as services
 from server.points.checks import check_ledger
-from server.points.models import AccountKind, InviteCode, LedgerTransaction, Redemption, RedemptionItem, RedemptionStatus, TxKind
+from server.points.models import AccountKind, InviteCode, ItemKind, LedgerTransaction, Redemption, RedemptionItem, RedemptionStatus, TxKind
 from server.points.services import member_balances
 from server.referral.models import Binding
 from tests.points import post_to
@@ -32,7 +32,7 @@ def credit(app, member: dict[str, Any], amount: int) -> None:
 def make_item(app, kind: str = "privilege", *, price: int = 10_000, stock: int | None = None, limit: int | None = None, title: str = "线下活动入场资格") -> int:
     with app.app_context():
         sess = db.session()
-        item = services.create_item(sess, kind=services.ItemKind(kind), title=title, price=price, stock=stock, per_member_limit=limit)
+        item = services.create_item(sess, kind=ItemKind(kind), title=title, price=price, stock=stock, per_member_limit=limit)
         db.commit()
         return item.id
 

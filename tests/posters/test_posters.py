@@ -242,12 +242,10 @@ def test_renaming_a_template_keeps_its_posters(client, alice, ops, request_poste
     assert request_poster(alice)["cached"] is True
 
 
-def test_profile_change_then_invalidation_draws_a_new_poster(app, client, alice, request_poster):
+def test_a_profile_change_draws_a_new_poster(app, client, alice, request_poster):
     first = request_poster(alice)
+    assert request_poster(alice)["cached"] is True
     client.patch("/api/v1/me", headers=alice["headers"], json={"nickname": "Alice"})
-    with app.app_context():
-        assert services.invalidate_member_posters(db.session(), alice["user"]["id"]) == 1
-        db.commit()
     second = request_poster(alice)
     assert second["cached"] is False
     assert second["image_url"] != first["image_url"]
@@ -363,7 +361,8 @@ def test_members_see_and_use_only_active_templates_for_everyone(client, alice, o
 # -- avatars -------------------------------------------------------------------------------
 
 
-def test_the_members_avatar_appears_on_the_poster(client, alice, request_poster, fetch_image, avatar_server):
+def test_the_members_avatar_appears_on_the_poster(client, alice, request_poster, fetch_image, avatar_server, monkeypatch):
+    monkeypatch.setattr(services, "AVATAR_TIMEOUT", 10.0)  # a busy test machine is no reason to fail here
     base, routes, hits = avatar_server
     routes["/red.png"] = (200, {"Content-Type": "image/png"}, png_bytes("#FF0000"))
     client.patch("/api/v1/me", headers=alice["headers"], json={"avatar_url": f"{base}/red.png"})
@@ -395,7 +394,7 @@ def test_an_unreachable_avatar_falls_back_to_the_initial(client, alice, request_
 def test_avatar_fetch_refuses_internal_addresses(avatar_server):
     base, routes, hits = avatar_server
     routes["/red.png"] = (200, {}, png_bytes("#FF0000"))
-    assert services.fetch_avatar(f"{base}/red.png", allow_loopback=True) is not None
+    assert services.fetch_avatar(f"{base}/red.png", allow_loopback=True, timeout=10) is not None
     hits.clear()
     assert services.fetch_avatar(f"{base}/red.png") is None  # production: never loopback
     assert services.fetch_avatar(base.replace("127.0.0.1", "localhost") + "/red.png") is None

@@ -333,8 +333,7 @@ def test_v3_order_lifecycle(v3: PayV3, state: PayState, wx: SandboxServer) -> No
     number = out_trade_no()
     prepay_id = v3.jsapi_prepay(number, 3000, "o-buyer", "有机茶叶礼盒", NOTIFY)
     assert prepay_id.startswith("wx") and state.orders[number].api == "v3"
-    before = wx.app.extensions["sandbox_state"].calls["/v3/pay/transactions/jsapi"]
-    assert before >= 1
+    assert wx.app.extensions["sandbox_state"].calls["/v3/pay/transactions/jsapi"] >= 1
     assert v3.query_order(number).trade_state == "NOTPAY"
     state.pay(number)
     result = v3.query_order(number)
@@ -441,11 +440,11 @@ def test_v3_refund_notifications_and_other_events(state: PayState, v3: PayV3) ->
     with pytest.raises(InvalidNotificationError):
         v3.parse_notification(headers, body)
     # An event the app does not act on is acknowledged, not refused (WeChat would resend it for a day).
-    headers, body = state._v3_notification("TRANSACTION.OTHER", "其他", "transaction", {"mchid": MCH_ID, "appid": APPID}, timestamp=None, serial=None, tamper_ciphertext=False)
+    headers, body = state.build_v3_notification("TRANSACTION.OTHER", "其他", "transaction", {"mchid": MCH_ID, "appid": APPID})
     assert v3.parse_notification(headers, body) == IgnoredNotice("TRANSACTION.OTHER")
 
 
-def test_v3_unreachable_and_bad_keys() -> None:
+def test_v3_refuses_an_api_v3_key_that_is_not_32_bytes() -> None:
     with pytest.raises(ValueError):
         PayV3(appid=APPID, mchid=MCH_ID, api_v3_key="short", private_key=rsa.generate_private_key(public_exponent=65537, key_size=2048), serial_no="S", platform_keys={"P": rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()})
 
