@@ -111,11 +111,15 @@ def seed_demo_command() -> None:
 
 @click.command("demo")
 @click.option("--base-url", default="http://127.0.0.1:5000", show_default=True, help="A running server in sandbox mode.")
-def demo_command(base_url: str) -> None:
+@click.option("--sandbox-url", default=None, help="Its WeChat sandbox (default: port WECHAT_SANDBOX_PORT on 127.0.0.1).")
+def demo_command(base_url: str, sandbox_url: str | None) -> None:
     """Drive a scripted story over HTTP against a running server, printing each step."""
+    import os
+
     from server.demo import run_demo
 
-    ok = run_demo(base_url.rstrip("/"), click.echo)
+    sandbox_url = sandbox_url or f"http://127.0.0.1:{os.environ.get('WECHAT_SANDBOX_PORT') or 5100}"
+    ok = run_demo(base_url.rstrip("/"), click.echo, sandbox_url)
     if not ok:
         raise SystemExit(1)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Callable, Iterator
 
 import requests
@@ -25,6 +26,24 @@ def seed_demo(sess: Session) -> Iterator[str]:
         else:
             yield f"staff {username} ({role}) already there"
     yield from _seed_redemption_items(sess)
+    yield from _seed_catalog(sess)
+
+
+#: A product to buy in the demo: ¥100 a box, so the rewards are easy to check (0.5% = 0.50 points).
+DEMO_PRODUCT = ("明前龙井礼盒", "250g", 10_000, 100)
+
+
+def _seed_catalog(sess: Session) -> Iterator[str]:
+    from server.orders.catalog import add_sku, create_product
+    from server.orders.models import Product
+
+    title, sku_name, price_fen, stock = DEMO_PRODUCT
+    if sess.scalar(select(Product.id).where(Product.title == title)) is not None:
+        yield f"product {title} already there"
+        return
+    product = create_product(sess, title=title, subtitle="产地直发", status="on_sale")
+    add_sku(sess, product.id, name=sku_name, price_fen=price_fen, stock=stock)
+    yield f"product {title} ({sku_name}, ¥{price_fen / 100:.2f}, stock {stock}) stocked"
 
 
 #: One item of each kind for the points shop (seed 003 3.2): goods from 2,000 points, event access, invite codes.
@@ -56,6 +75,7 @@ class _Story:
         self.http = requests.Session()
         self.failures = 0
         self.step_no = 0
+        self.sandbox_url = "http://127.0.0.1:5100"
 
     def step(self, title: str) -> None:
         self.step_no += 1
@@ -85,10 +105,55 @@ class _Story:
         return data.get("token", ""), (data.get("user") or {}).get("id", 0)
 
 
-def run_demo(base_url: str, echo: Callable[[str], Any]) -> bool:
+def _referral_and_order_chapter(story: _Story, alice_token: str, alice_id: int) -> None:
+    """carol arrives through alice's poster, buys, pays through the sandbox; alice earns pending points."""
+    story.step("alice asks for her poster: a mini-program code whose scene stands for her")
+    status, body = story.call("POST", "/api/v1/referral/posters", token=alice_token, json={})
+    poster = body.get("data") or {}
+    story.check(status == 200 and bool(poster.get("scene")), f"poster with scene {poster.get('scene')} at {poster.get('image_url')}")
+
+    story.step("carol scans alice's poster and opens the mini-program")
+    status, body = story.call("POST", "/api/v1/auth/wx-login", json={"code": "sandbox:carol", "scene": poster.get("scene", "")})
+    carol = body.get("data") or {}
+    carol_token = carol.get("token", "")
+    story.check((carol.get("binding") or {}).get("inviter", {}).get("id") == alice_id, "carol's inviter is alice")
+    status, body = story.call("GET", "/api/v1/referral/team", token=alice_token)
+    story.check(any(m["id"] == (carol.get("user") or {}).get("id") for m in (body.get("data") or {}).get("direct", [])), "carol is in alice's direct team, nickname masked")
+
+    story.step("carol buys a box of tea and pays with WeChat Pay (the sandbox plays her paying)")
+    status, body = story.call("GET", "/api/v1/products")
+    items = (body.get("data") or {}).get("items") or []
+    if not items:
+        story.check(False, "the demo catalog is there (run `python -m server seed-demo`)")
+        return
+    sku_id = items[0]["skus"][0]["id"]
+    status, body = story.call("POST", "/api/v1/orders", token=carol_token, json={"items": [{"sku_id": sku_id, "quantity": 1}]})
+    order = body.get("data") or {}
+    story.check(status == 201 and order.get("status") == "created", f"order {order.get('out_trade_no')} for ¥{order.get('total_fee', 0) / 100:.2f}")
+    status, body = story.call("POST", f"/api/v1/orders/{order.get('id')}/pay", token=carol_token)
+    story.check(status == 200 and "paySign" in (body.get("data") or {}), "wx.requestPayment parameters from a real prepay")
+    sandbox = story.sandbox_url
+    response = story.http.post(f"{sandbox}/sandbox/pay/pay", json={"out_trade_no": order.get("out_trade_no"), "notify": True}, timeout=15)
+    story.echo(f"   POST {sandbox}/sandbox/pay/pay -> HTTP {response.status_code} {response.text[:200]}")
+    status, body = story.call("GET", f"/api/v1/orders/{order.get('id')}", token=carol_token)
+    events = [e["event"] for e in (body.get("data") or {}).get("timeline", [])]
+    story.check((body.get("data") or {}).get("status") == "paid" and events.count("paid") == 1, f"paid once; timeline {events}")
+
+    story.step("alice earned points, not cash: pending until the order completes and settles")
+    expected = order.get("total_fee", 0) // 200
+    for _ in range(20):  # points are credited off the request, a moment after the notification
+        status, body = story.call("GET", "/api/v1/points", token=alice_token)
+        if (body.get("data") or {}).get("pending") == expected:
+            break
+        time.sleep(0.25)
+    story.check((body.get("data") or {}).get("pending") == expected, "0.5% of the order, in hundredths of a point, pending")
+
+
+def run_demo(base_url: str, echo: Callable[[str], Any], sandbox_url: str = "http://127.0.0.1:5100") -> bool:
     """Tell the sign-in story against a running sandbox server; True if every claim held."""
     story = _Story(base_url, echo)
-    echo(f"Demo against {base_url}")
+    story.sandbox_url = sandbox_url.rstrip("/")
+    echo(f"Demo against {base_url} (WeChat sandbox at {story.sandbox_url})")
     try:
         story.step("The server is up")
         status, _ = story.call("GET", "/healthz")
@@ -133,6 +198,8 @@ def run_demo(base_url: str, echo: Callable[[str], Any]) -> bool:
         story.check(status == 401, "signed-out token refused")
         status, _ = story.call("GET", "/api/v1/me", token=alice_token2)
         story.check(status == 200, "other session unaffected")
+
+        _referral_and_order_chapter(story, alice_token2, alice_id)
 
         story.step("The owner signs in to the console and lists members")
         status, body = story.call(

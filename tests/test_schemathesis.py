@@ -50,7 +50,7 @@ schema = schemathesis.openapi.from_path(
             "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKED}},
             "generation": {"max-examples": MEMBER_EXAMPLES},
             # Boundary values of the schemas, not the invalid inputs: those are the fuzzing phase's.
-            "phases": {"coverage": {"generate-duplicate-query-parameters": False, "unexpected-methods": []}},
+            "phases": {"coverage": {"generation": {"mode": "positive"}, "unexpected-methods": []}},
             "operations": [{"include-path-regex": "^/admin/", "generation": {"max-examples": ADMIN_EXAMPLES}}],
         }
     ),
@@ -255,6 +255,11 @@ PATH_SEEDS: dict[tuple[str, str], Callable[[Accounts], Any]] = {
 def accounts(app: Flask, sandbox: SandboxServer) -> Accounts:
     accounts = Accounts(app, sandbox)
     accounts.sign_in()
+    # Every record up front: once the fuzzing starts, it may take the names, stock or rate limits they need.
+    for component in SEEDS:
+        accounts.seed(component, "")
+    for component, path in PATH_SEEDS:
+        accounts.seed(component, path)
     return accounts
 
 
