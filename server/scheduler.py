@@ -23,6 +23,7 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from server.points.incentives import stage_bonus_job
 from server import db
 from server.db import unit_of_work, utcnow
 from server.orders import services as orders
@@ -215,6 +216,8 @@ SCHEDULES = (
     # Hourly, a few minutes past, so the 02:00 weekly and monthly settlement follows the night's ticks.
     Schedule("settlement", settlement_job, {"minute": 5}),
     Schedule("expire-points", expire_points_job, {"hour": 3, "minute": 30}),
+    # Daily, but its monthly claim runs it once a month; a missed 1st is caught up the next day.
+    Schedule("stage-bonus", stage_bonus_job, {"hour": 2, "minute": 30}),
 )
 
 

@@ -254,7 +254,16 @@ def _decide(sess: Session, distributor: Distributor, action: str, *, staff_id: i
     distributor.status_reason = reason
     sess.flush()
     _audit(sess, distributor, action, previous, staff_id=staff_id, reason=reason, **detail)
+    if action == "approve":
+        _welcome(sess, distributor)
     return distributor
+
+
+def _welcome(sess: Session, distributor: Distributor) -> None:
+    """Starter resources for a newly approved distributor (never tied to a purchase)."""
+    from server.points.incentives import grant_starter  # here: points imports distribution
+
+    grant_starter(sess, distributor)
 
 
 def decide(sess: Session, distributor_id: int, action: str, *, staff: Staff, reason: str = "") -> Distributor:
@@ -302,6 +311,7 @@ def appoint(
         # The member applied (or was appointed) concurrently; their row now decides what is legal.
         raise IllegalTransitionError(data={"status": None, "action": "appoint"}) from None
     _audit(sess, distributor, "appoint", previous, staff_id=staff.id, reason=reason)
+    _welcome(sess, distributor)
     sess.flush()
     return distributor
 

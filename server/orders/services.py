@@ -112,7 +112,8 @@ def transition(sess: Session, order: Order, to: OrderStatus, *, actor: str, even
     if to not in TRANSITIONS[current]:
         raise IllegalTransitionError(f"an order cannot go from {current.value} to {to.value}", data={"from": current.value, "to": to.value})
     values: dict[str, Any] = {"status": to, "updated_at": utcnow()}
-    if to in _STAMPS:
+    if to in _STAMPS and current != S.refunding:
+        # Coming back from a partial or rejected refund is not paying (or shipping) again.
         values[_STAMPS[to]] = utcnow()
     if to == S.refunding:
         values["status_before_refund"] = current

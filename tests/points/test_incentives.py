@@ -404,8 +404,8 @@ def test_a_newly_approved_distributor_gets_starter_points_once_without_buying_an
         record = distribution.apply(sess, alice, real_name="Alice", phone="13800138000")
         assert incentives.grant_starter(sess, record) is False  # not approved yet
 
-        distribution.decide(sess, record.id, "approve", staff=staff)
-        assert incentives.grant_starter(sess, record) is True
+        distribution.decide(sess, record.id, "approve", staff=staff)  # approval grants the starter points
+        assert incentives.grant_starter(sess, record) is False  # and only once
         db.commit()
         assert member_balances(sess, alice.id).available == 5_000
         assert ledger.find(sess, f"starter:{alice.id}").kind == TxKind.starter
