@@ -22,13 +22,22 @@ from server import create_app, migrate
 from server.config import TestingConfig
 from server.db import make_engine
 from server.models import metadata
-from server.wechat.sandbox import SandboxServer, create_sandbox_app, sandbox_apps_from_config, serve_in_thread
+from server.wechat.sandbox import (
+    SandboxServer,
+    create_sandbox_app,
+    pay_merchant_from_config,
+    sandbox_apps_from_config,
+    serve_in_thread,
+)
 
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[SandboxServer]:
     """The fake WeChat, on an ephemeral port, for the whole run."""
-    server = serve_in_thread(create_sandbox_app(sandbox_apps_from_config(vars(TestingConfig())), seed="tests"))
+    config = vars(TestingConfig())
+    server = serve_in_thread(
+        create_sandbox_app(sandbox_apps_from_config(config), seed="tests", pay=pay_merchant_from_config(config))
+    )
     yield server
     server.shutdown()
 

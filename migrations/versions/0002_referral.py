@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 import server.db
 
@@ -41,7 +42,7 @@ def upgrade() -> None:
     sa.Column('width', sa.Integer(), nullable=False),
     sa.Column('height', sa.Integer(), nullable=False),
     sa.Column('background_color', sa.String(length=9), nullable=False),
-    sa.Column('background_image', sa.LargeBinary(length=16777216), nullable=True),
+    sa.Column('background_image', sa.LargeBinary().with_variant(mysql.LONGBLOB(), 'mysql', 'mariadb'), nullable=True),
     sa.Column('headline', sa.String(length=64), nullable=False),
     sa.Column('body_text', sa.String(length=255), nullable=False),
     sa.Column('layout', sa.JSON(), nullable=False),
@@ -130,7 +131,7 @@ def upgrade() -> None:
     sa.Column('scene_code', sa.String(length=32), nullable=False),
     sa.Column('token', sa.String(length=32), nullable=False),
     sa.Column('content_type', sa.String(length=32), nullable=False),
-    sa.Column('image', sa.LargeBinary(length=16777216), nullable=False),
+    sa.Column('image', sa.LargeBinary().with_variant(mysql.LONGBLOB(), 'mysql', 'mariadb'), nullable=False),
     sa.Column('render_ms', sa.Integer(), nullable=False),
     sa.Column('created_at', server.db.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['member_id'], ['members.id'], name=op.f('fk_poster_images_member_id_members')),

@@ -5,12 +5,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy.dialects.mysql import LONGBLOB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, BigId, UTCDateTime, utcnow
 
-#: Up to 16 MiB per image on MySQL (MEDIUMBLOB); SQLite has no limit.
-ImageBlob = LargeBinary(length=16 * 1024 * 1024)
+#: Image bytes: LONGBLOB on MySQL/MariaDB (a plain BLOB stops at 64 KiB); the services cap the size.
+ImageBlob = LargeBinary().with_variant(LONGBLOB(), "mysql", "mariadb")
 
 
 class PosterTemplate(Base):

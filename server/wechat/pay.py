@@ -24,7 +24,7 @@ import string
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -906,7 +906,6 @@ class WeChatPayGateway:
     v2: PayV2 | None
     v3: PayV3 | None
     default_api: str = "v3"
-    _closed: bool = field(default=False, repr=False)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> WeChatPayGateway:
