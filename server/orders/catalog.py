@@ -66,7 +66,8 @@ def create_product(sess: Session, **values: Any) -> Product:
 
 def update_product(sess: Session, product_id: int, changes: dict[str, Any]) -> tuple[Product, list[Sku]]:
     product, _ = get_product(sess, product_id, on_sale_only=False)
-    changes = _aware(changes)
+    # null clears only what may be empty (the ship date); for anything else it means "leave it".
+    changes = _aware({k: v for k, v in changes.items() if v is not None or k == "ship_date"})
     _check_presale({"presale": changes.get("presale", product.presale), "ship_date": changes.get("ship_date", product.ship_date)})
     for key, value in changes.items():
         setattr(product, key, value)
