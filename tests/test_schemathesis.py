@@ -9,12 +9,12 @@ may meet, and a 404 or 409 it answers is as much the spec's business as a 200. T
 operations revoke the token they are called with, so they get a fresh one for every case.
 
 The spec's example path ids stand for records that exist: a case that uses one is pointed
-at a record made on first use, mostly from the spec's own example of the creating request.
-Random ids still reach the 404 paths.
+at a record made before the fuzzing starts, mostly from the spec's own example of the
+creating request. Random ids still reach the 404 paths.
 
-Console operations get fewer examples than the mini-program's, and the coverage phase is
-limited to valid values at the schema's boundaries: the suite runs twice in CI, and the
-whole module has to fit in about 90 seconds.
+The suite runs twice in CI, and this module has to fit in about 90 seconds: console
+operations get fewer examples than the mini-program's, WeChat Pay's notify URLs fewer still,
+and the coverage phase is limited to valid values at the schemas' boundaries.
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterator
 import pytest
 import schemathesis
 from flask import Flask
-from flask.testing import FlaskClient
 from hypothesis import HealthCheck, settings
 from schemathesis.generation.hypothesis.builder import ApiOperationMark
 from werkzeug.security import generate_password_hash
@@ -55,8 +54,8 @@ schema = schemathesis.openapi.from_path(
         }
     ),
 )
-#: One test per audience, each with its own number of examples (schemathesis's per-operation
-#: settings would do the same, but resolving them for every case costs more than the cases).
+#: One test per audience, each with its own number of examples: schemathesis's per-operation settings
+#: would do the same, but resolving them costs about a millisecond per case.
 CONSOLE = r"^/admin/"
 PAY_NOTIFY = r"^/wechat/pay/"
 
@@ -104,7 +103,7 @@ def app(database_url: str, sandbox: SandboxServer) -> Iterator[Flask]:
 
 
 class Accounts:
-    """The accounts and records the cases act as or on, made in the module's database on first use."""
+    """The accounts and records the cases act as or on, in the module's database."""
 
     def __init__(self, app: Flask, sandbox: SandboxServer):
         self._app = app
@@ -129,7 +128,7 @@ class Accounts:
         data = self._call("POST", "/admin/api/v1/auth/login", json={"username": OWNER_LOGIN["username"], "password": OWNER_LOGIN["password"]})
         return {"Authorization": f"Bearer {data['token']}"}
 
-    def _make_staff(self, role: StaffRole, username: str) -> int:
+    def make_staff(self, role: StaffRole, username: str) -> int:
         with self._app.app_context():
             staff = create_staff(db.session(), username=username, password=OWNER_LOGIN["password"], role=role)
             # A cheap hash of the same password: checking the real one (scrypt) takes a fifth of a second,
@@ -140,7 +139,7 @@ class Accounts:
 
     def sign_in(self) -> None:
         """Alice with a phone bound (so responses show a masked phone, not only null), and the owner."""
-        self._make_staff(StaffRole.owner, OWNER_LOGIN["username"])
+        self.make_staff(StaffRole.owner, OWNER_LOGIN["username"])
         headers = self.fresh_member()
         self._call("POST", "/api/v1/me/phone", json={"code": "sandbox-phone:13800138000"}, headers=headers)
         self.alice = self._call("GET", "/api/v1/me", headers=headers) | {"headers": headers}
@@ -233,7 +232,7 @@ class Accounts:
 
 #: How to make the record a path parameter component's example id stands for.
 SEEDS: dict[str, Callable[[Accounts], Any]] = {
-    "StaffId": lambda a: a._make_staff(StaffRole.operations, "fuzz-colleague"),  # nobody may disable themselves
+    "StaffId": lambda a: a.make_staff(StaffRole.operations, "fuzz-colleague"),  # nobody may disable themselves
     "MemberId": lambda a: a.alice["id"],
     "SceneCode": lambda a: a.create("/api/v1/referral/scenes", as_member=True)["scene"],
     "LeadId": lambda a: a.create("/api/v1/referral/leads", as_member=True)["id"],
@@ -260,6 +259,7 @@ PATH_SEEDS: dict[tuple[str, str], Callable[[Accounts], Any]] = {
 
 @pytest.fixture(scope="module")
 def accounts(app: Flask, sandbox: SandboxServer) -> Accounts:
+    """Alice and the owner signed in, and every seeded record made."""
     accounts = Accounts(app, sandbox)
     accounts.sign_in()
     # Every record up front: once the fuzzing starts, it may take the names, stock or rate limits they need.
@@ -285,12 +285,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """
     if "caller" in metafunc.fixturenames:
         operation = ApiOperationMark.get(metafunc.function)
-        security = operation.definition.raw.get("security", True) if operation is not None else True
-        caller = "anonymous" if not security else "staff" if operation.path.startswith("/admin/") else "member"
+        assert operation is not None
+        caller = "anonymous" if not operation.definition.raw.get("security", True) else "staff" if operation.path.startswith("/admin/") else "member"
         metafunc.parametrize("caller", [caller])
 
 
 def test_every_example_id_has_a_seed() -> None:
+    """An example id without a seed would only ever reach the 404 paths."""
     assert set(EXAMPLE_IDS) == set(SEEDS)
     assert {component for component, _ in PATH_SEEDS} <= set(SEEDS)
 
@@ -299,6 +300,7 @@ SETTINGS = {"deadline": None, "derandomize": True, "suppress_health_check": [Hea
 
 
 def call_and_validate(case: schemathesis.Case, app: Flask, accounts: Accounts) -> None:
+    """Sign the case in, point it at seeded records, call the app and check the response against the spec."""
     accounts.prepare(case)
     case.call_and_validate(app=app)
 
@@ -315,6 +317,7 @@ def test_api_conforms_to_spec(case: schemathesis.Case, caller: str, app: Flask, 
 @schema.include(path_regex=CONSOLE).parametrize()
 @settings(max_examples=ADMIN_EXAMPLES, **SETTINGS)
 def test_console_api_conforms_to_spec(case: schemathesis.Case, caller: str, app: Flask, signed_in: Accounts) -> None:
+    """The merchant console's API."""
     call_and_validate(case, app, signed_in)
 
 

@@ -305,7 +305,9 @@ def request_refund(sess: Session, order: Order, amount_fen: int, reason: str, *,
         raise IllegalTransitionError("contract payments are refunded offline, not through WeChat Pay")
     available = refundable(sess, order)
     if amount_fen <= 0 or amount_fen > available:
-        raise RefundTooLargeError(data={"refundable_fen": available})
+        raise RefundTooLargeError(
+            data={"errors": [{"field": "amount_fen", "error": f"at most {available} fen can be refunded"}], "refundable_fen": available}
+        )
     if order.status != S.refunding:
         move(sess, order, S.refunding, actor=actor, event="refund_requested", amount_fen=amount_fen, reason=reason)
     else:
