@@ -45,11 +45,6 @@ def _check_presale(values: dict[str, Any]) -> None:
 
 
 def _aware(values: dict[str, Any]) -> dict[str, Any]:
-    from datetime import timezone
-
-    ship_date = values.get("ship_date")
-    if ship_date is not None and ship_date.tzinfo is None:
-        values["ship_date"] = ship_date.replace(tzinfo=timezone.utc)
     if "status" in values and values["status"] is not None:
         values["status"] = ProductStatus(values["status"])
     return values
@@ -66,8 +61,7 @@ def create_product(sess: Session, **values: Any) -> Product:
 
 def update_product(sess: Session, product_id: int, changes: dict[str, Any]) -> tuple[Product, list[Sku]]:
     product, _ = get_product(sess, product_id, on_sale_only=False)
-    # null clears only what may be empty (the ship date); for anything else it means "leave it".
-    changes = _aware({k: v for k, v in changes.items() if v is not None or k == "ship_date"})
+    changes = _aware(changes)
     _check_presale({"presale": changes.get("presale", product.presale), "ship_date": changes.get("ship_date", product.ship_date)})
     for key, value in changes.items():
         setattr(product, key, value)

@@ -5,14 +5,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, current_app
-from pydantic import Field, StringConstraints
+from pydantic import Field, StrictBool, StrictInt, StrictStr, StringConstraints
 from sqlalchemy import func, select
 
 from server import db, security
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
 from server.accounts.services import record_audit
-from server.api import Body, Page, client_address, parse_body, parse_query
+from server.api import Body, Instant, Page, client_address, parse_body, parse_query
 from server.errors import envelope
 from server.orders import catalog, services
 from server.orders.errors import OrderNotFoundError
@@ -72,28 +72,29 @@ class RejectBody(Body):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
+# These bodies are lax only so ship_date may arrive as an ISO string; every other field is strict.
 class ProductBody(Body):
-    title: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    subtitle: Annotated[str, StringConstraints(max_length=255)] = ""
-    description: Annotated[str, StringConstraints(max_length=20000)] = ""
-    cover_url: Annotated[str, StringConstraints(max_length=512)] = ""
+    title: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+    subtitle: Annotated[StrictStr, StringConstraints(max_length=255)] = ""
+    description: Annotated[StrictStr, StringConstraints(max_length=20000)] = ""
+    cover_url: Annotated[StrictStr, StringConstraints(max_length=512)] = ""
     status: Literal["on_sale", "off_sale"] = "on_sale"
-    presale: bool = False
-    ship_date: datetime | None = None
-    sort: int = Field(0, ge=-1_000_000, le=1_000_000)
+    presale: StrictBool = False
+    ship_date: Instant | None = None
+    sort: StrictInt = Field(0, ge=-1_000_000, le=1_000_000)
 
     model_config = Body.model_config | {"strict": False}
 
 
 class ProductPatchBody(Body):
-    title: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
-    subtitle: Annotated[str, StringConstraints(max_length=255)] | None = None
-    description: Annotated[str, StringConstraints(max_length=20000)] | None = None
-    cover_url: Annotated[str, StringConstraints(max_length=512)] | None = None
+    title: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)] | None = None
+    subtitle: Annotated[StrictStr, StringConstraints(max_length=255)] | None = None
+    description: Annotated[StrictStr, StringConstraints(max_length=20000)] | None = None
+    cover_url: Annotated[StrictStr, StringConstraints(max_length=512)] | None = None
     status: Literal["on_sale", "off_sale"] | None = None
-    presale: bool | None = None
-    ship_date: datetime | None = None
-    sort: int | None = Field(None, ge=-1_000_000, le=1_000_000)
+    presale: StrictBool | None = None
+    ship_date: Instant | None = None
+    sort: StrictInt | None = Field(None, ge=-1_000_000, le=1_000_000)
 
     model_config = Body.model_config | {"strict": False}
 
@@ -355,7 +356,8 @@ def admin_get_product(product_id: int) -> Any:
 def admin_patch_product(product_id: int) -> Any:
     body = parse_body(ProductPatchBody)
     sess = db.session()
-    changes = body.model_dump(exclude_unset=True)
+    # null clears only what may be empty (the ship date); for anything else it means "leave it".
+    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k == "ship_date"}
     product, skus = catalog.update_product(sess, product_id, changes)
     record_audit(sess, current_staff().id, "product.update", f"product:{product.id}", {k: str(v) for k, v in changes.items()})
     db.commit()

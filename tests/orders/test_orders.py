@@ -167,3 +167,14 @@ def test_distributor_sees_orders_brought_with_buyer_masked(client, wx_login, pro
     brought = client.get("/api/v1/referral/orders", headers=alice["headers"]).get_json()["data"]
     assert brought["total"] == 1 and brought["items"][0]["buyer"]["nickname"] == "鲍**生" and brought["items"][0]["level"] == 1
     assert client.get("/api/v1/referral/orders", headers=bob["headers"]).get_json()["data"]["total"] == 0
+
+
+def test_product_bodies_are_strict_and_dates_bounded(client, product):
+    p = product()
+    ops = p["ops"]
+    for body in ({"title": "t", "ship_date": "9999-12-31T23:00:00-05:00"}, {"title": "t", "presale": "yes"}, {"title": "t", "sort": True}):
+        assert client.post("/admin/api/v1/products", headers=ops, json=body).status_code == 422, body
+    kept = client.patch(f"/admin/api/v1/products/{p['id']}", headers=ops, json={"presale": None, "title": None, "sort": 3})
+    assert kept.status_code == 200 and kept.get_json()["data"]["title"] == "有机茶叶礼盒" and kept.get_json()["data"]["sort"] == 3
+    dated = client.post("/admin/api/v1/products", headers=ops, json={"title": "新茶", "presale": True, "ship_date": "2027-03-01T00:00:00+08:00"})
+    assert dated.status_code == 201 and dated.get_json()["data"]["ship_date"] == "2027-02-28T16:00:00+00:00"
