@@ -92,16 +92,12 @@ def _each_order(app: Flask, sess: Session, what: str, orders_due: list[Order], s
 
 
 def _closer(sess: Session) -> Callable[[Order], bool]:
-    """How to close an unpaid order past its timeout: reconcile it with WeChat Pay first when payments can."""
-    try:
-        from server.orders.payments import reconcile_unpaid
-    except ImportError:
-        # Without an order query, the timeout alone decides; a payment that still arrives pays the
-        # closed order (closed → paid is a legal move), so no money is lost.
-        return lambda order: orders.close_unpaid(sess, order, actor="system", reason="payment timeout")
+    """How to close an unpaid order past its timeout: ask WeChat Pay first, then pay or close it."""
+    from server.orders.payments import reconcile_order
+    from server.wechat import wechat_pay
 
     def reconcile(order: Order) -> bool:
-        reconcile_unpaid(sess, order)
+        reconcile_order(sess, wechat_pay(), order)
         sess.refresh(order)
         return order.status == OrderStatus.closed
 

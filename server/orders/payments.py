@@ -387,7 +387,7 @@ def reconcile_order(sess: Session, pay: WeChatPayGateway, order: Order) -> str:
 
 def reconcile_unpaid(
     sess: Session,
-    pay: WeChatPayGateway | Order,
+    pay: WeChatPayGateway,
     now: datetime | None = None,
     *,
     checkpoint: Callable[[], None] | None = None,
@@ -395,14 +395,9 @@ def reconcile_unpaid(
     """Reconcile every online order still ``created`` past its ``expires_at`` (``reconcile_order``).
 
     ``checkpoint`` runs after each order (a job passes ``db.commit`` so one order's work is
-    never lost to the next one's failure). Called as ``reconcile_unpaid(sess, order)``, as the
-    scheduler's orders tick does inside its per-order savepoint, it reconciles that one order
-    through the app's gateway.
+    never lost to the next one's failure).
     """
     summary = ReconcileSummary()
-    if isinstance(pay, Order):
-        summary.add(pay.id, reconcile_order(sess, wechat_pay(), pay))
-        return summary
     for order in due_for_close(sess, now or utcnow()):
         summary.add(order.id, reconcile_order(sess, pay, order))
         if checkpoint is not None:
