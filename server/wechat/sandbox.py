@@ -121,6 +121,17 @@ class _Token:
     kind: str
 
 
+@dataclass
+class _Stall:
+    """A route that holds its next ``times`` calls for up to ``seconds``, or until released."""
+
+    seconds: float
+    times: int
+    released: threading.Event = field(default_factory=threading.Event)
+    #: Calls being held right now.
+    waiting: int = 0
+
+
 class SandboxState:
     """Everything the sandbox remembers, in memory, behind one lock."""
 
@@ -138,6 +149,8 @@ class SandboxState:
         self.calls: Counter[str] = Counter()
         #: Seconds the token endpoints stall before answering, to widen races in tests.
         self.token_delay = 0.0
+        #: Routes told to hold their next calls (``POST /sandbox/stall``), by path.
+        self.stalls: dict[str, _Stall] = {}
 
     def count(self, path: str) -> None:
         """Record one call to ``path``."""
@@ -1979,6 +1992,51 @@ control_bp = Blueprint("sandbox_control", __name__, url_prefix="/sandbox")
 @control_bp.get("/health")
 def health() -> Response:
     return jsonify(ok=True)
+
+
+@control_bp.before_app_request
+def _hold_stalled_route() -> None:
+    """Hold a call to a stalled route (see ``stall_route``) before WeChat's handler sees it."""
+    sandbox = state()
+    with sandbox.lock:
+        stall = sandbox.stalls.get(request.path)
+        if stall is None or stall.times <= 0 or stall.released.is_set():
+            return
+        stall.times -= 1
+        stall.waiting += 1
+    try:
+        stall.released.wait(stall.seconds)
+    finally:
+        with sandbox.lock:
+            stall.waiting -= 1
+
+
+@control_bp.route("/stall", methods=["GET", "POST", "DELETE"])
+def stall_route() -> Response:
+    """Slow WeChat down on purpose: ``POST {"path", "seconds" ≤ 60, "times" ≥ 1}`` holds the next ``times``
+    calls to ``path`` for ``seconds`` (or until ``DELETE ?path=`` releases them); ``GET`` shows who waits."""
+    sandbox = state()
+    if request.method == "GET":
+        with sandbox.lock:
+            return jsonify({path: {"waiting": s.waiting, "times": s.times} for path, s in sandbox.stalls.items()})
+    if request.method == "DELETE":
+        path = request.args.get("path")
+        with sandbox.lock:
+            released = [s for p, s in sandbox.stalls.items() if path is None or p == path]
+            for stall in released:
+                stall.released.set()
+            for p in [p for p, s in sandbox.stalls.items() if s in released and s.waiting == 0]:
+                del sandbox.stalls[p]
+        return jsonify(released=len(released))
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("path"), str) or not body["path"].startswith("/"):
+        return _control_error(400, "path (starting with /) is required")
+    seconds, times = body.get("seconds", 10), body.get("times", 1)
+    if type(seconds) not in (int, float) or not 0 < seconds <= 60 or type(times) is not int or not 1 <= times <= 1000:
+        return _control_error(400, "seconds must be in (0, 60] and times in [1, 1000]")
+    with sandbox.lock:
+        sandbox.stalls[body["path"]] = _Stall(float(seconds), times)
+    return jsonify(path=body["path"], seconds=seconds, times=times)
 
 
 @control_bp.post("/tokens/revoke")

@@ -386,3 +386,31 @@ def test_apps_from_config() -> None:
 def test_needs_an_app() -> None:
     with pytest.raises(ValueError):
         create_sandbox_app({}, seed="x")
+
+
+def test_stall_holds_a_route_until_released(sandbox: Any, state: SandboxState) -> None:
+    import threading
+    import time
+
+    server = serve_in_thread(sandbox)
+    try:
+        base = server.base_url.rstrip("/")
+        assert requests.post(f"{base}/sandbox/stall", json={"path": "/sandbox/health", "seconds": 0}).status_code == 400
+        assert requests.post(f"{base}/sandbox/stall", json={"path": "/sandbox/health", "seconds": 20}).json()["times"] == 1
+        done: list[float] = []
+        started = time.monotonic()
+        worker = threading.Thread(target=lambda: (requests.get(f"{base}/sandbox/health"), done.append(time.monotonic() - started)))
+        worker.start()
+        for _ in range(100):
+            if requests.get(f"{base}/sandbox/stall").json()["/sandbox/health"]["waiting"] == 1:
+                break
+            time.sleep(0.02)
+        assert requests.get(f"{base}/sandbox/stall").json()["/sandbox/health"]["waiting"] == 1
+        assert not done
+        assert requests.delete(f"{base}/sandbox/stall", params={"path": "/sandbox/health"}).json() == {"released": 1}
+        worker.join(5)
+        assert done and done[0] < 10
+        # Only the next call was held: the one after it answers at once.
+        assert requests.get(f"{base}/sandbox/health", timeout=2).json() == {"ok": True}
+    finally:
+        server.shutdown()
