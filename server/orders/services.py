@@ -293,17 +293,34 @@ def _rereserve_after_late_payment(sess: Session, order: Order) -> None:
     add_event(sess, order, "paid_after_close", "system", short_skus=short)
 
 
+def lock_order(sess: Session, order: Order) -> Order:
+    """Take ``order``'s row lock for the rest of the unit of work and reload it: every decision about
+    its refunds is made under this lock, so concurrent requests queue instead of each seeing the
+    same money still refundable."""
+    locked = sess.scalar(select(Order).where(Order.id == order.id).with_for_update().execution_options(populate_existing=True))
+    assert locked is order  # the identity map hands back the same object, now refreshed
+    return order
+
+
 def refundable(sess: Session, order: Order) -> int:
     """Fen that can still be refunded: paid, less refunded, less refunds under way."""
     return max(order.paid_fee - order.refunded_fee - _open_refund_total(sess, order.id), 0)
 
 
-def request_refund(sess: Session, order: Order, amount_fen: int, reason: str, *, actor: str, approved: bool) -> Refund:
-    """Open a refund and move the order to refunding; staff refunds start approved, members' wait for staff."""
+def request_refund(sess: Session, order: Order, amount_fen: int | None, reason: str, *, actor: str, approved: bool) -> Refund:
+    """Open a refund (for all that is refundable when ``amount_fen`` is None) and move the order to
+    refunding; staff refunds start approved, members' wait for staff.
+
+    The order's row is locked before anything is counted, so the refunds requested, approved,
+    under way and done never add up to more than was paid, whatever runs at the same time.
+    """
     if order.kind == OrderKind.contract:
         # Contract money came in offline; WeChat Pay cannot give it back.
         raise IllegalTransitionError("contract payments are refunded offline, not through WeChat Pay")
+    lock_order(sess, order)
     available = refundable(sess, order)
+    if amount_fen is None:
+        amount_fen = available
     if amount_fen <= 0 or amount_fen > available:
         raise RefundTooLargeError(
             data={"errors": [{"field": "amount_fen", "error": f"at most {available} fen can be refunded"}], "refundable_fen": available}
@@ -331,17 +348,21 @@ MEMBER_REFUNDABLE = frozenset({S.paid, S.shipped, S.received, S.refunding})
 
 def request_member_refund(sess: Session, order: Order, amount_fen: int | None, reason: str, *, actor: str) -> Refund:
     """The buyer's after-sales request, for all that is refundable unless they name an amount."""
+    lock_order(sess, order)
     if order.status not in MEMBER_REFUNDABLE:
         raise IllegalTransitionError(f"a {order.status.value} order cannot be refunded by the buyer", data={"status": order.status.value})
-    return request_refund(sess, order, amount_fen or refundable(sess, order), reason, actor=actor, approved=False)
+    return request_refund(sess, order, amount_fen, reason, actor=actor, approved=False)
 
 
 def _refund_for_update(sess: Session, refund_id: int) -> tuple[Refund, Order]:
-    refund = sess.get(Refund, refund_id, with_for_update=True)
-    if refund is None:
+    """The refund and its order, both locked, order first (the order in which every refund path locks)."""
+    order_id = sess.scalar(select(Refund.order_id).where(Refund.id == refund_id))
+    order = sess.get(Order, order_id) if order_id is not None else None
+    if order is None:
         raise RefundNotFoundError()
-    order = sess.get(Order, refund.order_id)
-    assert order is not None
+    lock_order(sess, order)
+    refund = sess.scalar(select(Refund).where(Refund.id == refund_id).with_for_update().execution_options(populate_existing=True))
+    assert refund is not None
     return refund, order
 
 
@@ -386,6 +407,8 @@ def _open_refund_total(sess: Session, order_id: int) -> int:
 
 def finish_refund(sess: Session, order: Order, refund: Refund, *, succeeded: bool, actor: str, refund_id: str | None = None) -> Order:
     """A refund ended (notification, query or rejection): settle the amounts and the order's status."""
+    lock_order(sess, order)
+    sess.refresh(refund)
     if refund.status in (RefundStatus.succeeded, RefundStatus.rejected, RefundStatus.failed):
         return order
     refund.status = RefundStatus.succeeded if succeeded else (RefundStatus.failed if refund.refund_id or refund_id else RefundStatus.rejected)
