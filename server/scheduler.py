@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from server.points.incentives import stage_bonus_job
 from server import db
 from server.db import unit_of_work, utcnow
+from server.orders import payments
 from server.orders import services as orders
 from server.orders.errors import IllegalTransitionError
 from server.orders.models import Order, OrderKind, OrderStatus
@@ -34,6 +35,7 @@ from server.points.errors import SettlementClaimedError
 from server.points.models import JobClaim, OrderReward, RewardState
 from server.points.services import process_order
 from server.settings.services import get_setting
+from server.wechat import wechat_pay
 
 #: Orders changed this recently get their points brought in line on every tick; the overlap
 #: with the previous ticks covers a tick that was skipped.
@@ -91,19 +93,6 @@ def _each_order(app: Flask, sess: Session, what: str, orders_due: list[Order], s
     return done
 
 
-def _closer(sess: Session) -> Callable[[Order], bool]:
-    """How to close an unpaid order past its timeout: ask WeChat Pay first, then pay or close it."""
-    from server.orders.payments import reconcile_order
-    from server.wechat import wechat_pay
-
-    def reconcile(order: Order) -> bool:
-        reconcile_order(sess, wechat_pay(), order)
-        sess.refresh(order)
-        return order.status == OrderStatus.closed
-
-    return reconcile
-
-
 def _orders_needing_points(sess: Session, now: datetime) -> list[int]:
     """Orders whose points may lag behind them: recently changed, paid but never rewarded, ready but not matured.
 
@@ -129,7 +118,12 @@ def _orders_needing_points(sess: Session, now: datetime) -> list[int]:
 
 
 def orders_tick(app: Flask, now: datetime) -> dict[str, int] | None:
-    """Every minute: auto-receive, complete, close unpaid orders, then bring their points in line."""
+    """Every minute: auto-receive, complete, close unpaid orders, then bring their points in line.
+
+    The claim is committed with the local moves before WeChat Pay is asked about unpaid orders, so no
+    transaction stays open while WeChat answers (each order is then reconciled in a unit of its own).
+    A tick that dies after that commit loses nothing: the next tick finds the same orders due.
+    """
     period = f"{settlement.local(now):%Y-%m-%dT%H:%M}"
     with unit_of_work(app) as sess:
         row = claim(sess, "orders-tick", period)
@@ -143,7 +137,11 @@ def orders_tick(app: Flask, now: datetime) -> dict[str, int] | None:
             orders.due_for_completion(sess, now),
             lambda o: orders.transition(sess, o, OrderStatus.completed, actor="system", expected=OrderStatus.received),
         )
-        closed = _each_order(app, sess, "close unpaid", orders.due_for_close(sess, now), _closer(sess))
+        db.commit()
+        claim_id = row.id
+    with unit_of_work(app):
+        closed = payments.reconcile_unpaid(wechat_pay(), now).closed
+    with unit_of_work(app) as sess:
 
         def bring_points_in_line(order: Order) -> bool:
             process_order(sess, order)
@@ -153,9 +151,30 @@ def orders_tick(app: Flask, now: datetime) -> dict[str, int] | None:
         to_process = list(sess.scalars(select(Order).where(Order.id.in_(ids)).order_by(Order.id))) if ids else []
         processed = _each_order(app, sess, "points", to_process, bring_points_in_line)
         oldest = f"{settlement.local(now - TICK_CLAIMS_KEPT):%Y-%m-%dT%H:%M}"
-        sess.execute(delete(JobClaim).where(JobClaim.job == "orders-tick", JobClaim.period < oldest))
-        _finish(row)
+        sess.execute(delete(JobClaim).where(JobClaim.job.in_(("orders-tick", "refund-retry")), JobClaim.period < oldest))
+        finished = sess.get(JobClaim, claim_id)
+        assert finished is not None
+        _finish(finished)
     return {"received": len(received), "completed": len(completed), "closed": len(closed), "points": len(processed)}
+
+
+def refund_retry_job(app: Flask, now: datetime) -> dict[str, int] | None:
+    """Every minute: send again the approved refunds WeChat Pay did not take yet (``payments.retry_refunds``).
+
+    The claim is committed first; the WeChat calls run outside any transaction.
+    """
+    with unit_of_work(app) as sess:
+        row = claim(sess, "refund-retry", f"{settlement.local(now):%Y-%m-%dT%H:%M}")
+        if row is None:
+            return None
+        db.commit()
+        claim_id = row.id
+    accepted, waiting = payments.retry_refunds(app, now)
+    with unit_of_work(app) as sess:
+        finished = sess.get(JobClaim, claim_id)
+        assert finished is not None
+        _finish(finished)
+    return {"accepted": accepted, "waiting": waiting}
 
 
 # -- settlement and expiry -----------------------------------------------------------------------
@@ -209,6 +228,7 @@ class Schedule:
 
 SCHEDULES = (
     Schedule("orders-tick", orders_tick, {"minute": "*"}),
+    Schedule("refund-retry", refund_retry_job, {"minute": "*"}),
     # Hourly, a few minutes past, so the 02:00 weekly and monthly settlement follows the night's ticks.
     Schedule("settlement", settlement_job, {"minute": 5}),
     Schedule("expire-points", expire_points_job, {"hour": 3, "minute": 30}),

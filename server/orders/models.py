@@ -177,12 +177,19 @@ class RefundStatus(str, enum.Enum):
     processing = "processing"
     succeeded = "succeeded"
     rejected = "rejected"
+    #: WeChat Pay refused it for good (see ``failure_reason``), or closed it; the money never left.
     failed = "failed"
+    #: WeChat Pay took it but could not pay it into the buyer's account (v3 ABNORMAL, v2 CHANGE): the money
+    #: sits at WeChat until staff resolve it (another account through WeChat Pay, or settled offline).
+    abnormal = "abnormal"
 
 
 class Refund(Base):
     __tablename__ = "refunds"
-    __table_args__ = (CheckConstraint("amount_fen > 0", name="amount_positive"),)
+    __table_args__ = (
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        Index("ix_refunds_status_next_attempt", "status", "next_attempt_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     order_id: Mapped[int] = mapped_column(BigId, ForeignKey("orders.id"), index=True)
@@ -194,6 +201,12 @@ class Refund(Base):
     #: WeChat's refund id once the refund API accepted it.
     refund_id: Mapped[str | None] = mapped_column(String(64))
     requested_by: Mapped[str] = mapped_column(String(64))
+    #: Why it failed or is abnormal, in WeChat's words where WeChat gave them; "" otherwise.
+    failure_reason: Mapped[str] = mapped_column(String(255), default="")
+    #: Calls to the refund API that WeChat could not answer or asked to repeat.
+    attempts: Mapped[int] = mapped_column(default=0)
+    #: When an approved refund is next sent to WeChat Pay (retries back off); None: a minute after creation.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -109,12 +109,10 @@ def reconcile_command(since_hours: int) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     now = utcnow()
     pay = wechat_pay()
-    summary = payments.reconcile_unpaid(db.session(), pay, now, checkpoint=db.commit)
-    db.commit()
+    summary = payments.reconcile_unpaid(pay, now)
     counts = summary.counts()
     click.echo("unpaid orders: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
     disagreements = payments.check_disagreements(db.session(), pay, now - timedelta(hours=since_hours))
-    db.session().rollback()
     click.echo(f"disagreements with WeChat Pay: {len(disagreements)}")
     for found in disagreements:
         click.echo(f"  order {found.order_id} ({found.out_trade_no}): {found.status} here, {found.trade_state} at WeChat Pay: {found.problem}")

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from flask import Flask, current_app
-from sqlalchemy import exists, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from server import db, tasks
@@ -23,7 +23,17 @@ from server.db import utcnow
 from server.errors import ConflictError, UpstreamError
 from server.orders.errors import AmountMismatchError, IllegalTransitionError, OrderNotFoundError, PaymentNotConfiguredError
 from server.orders.models import Order, OrderEvent, OrderKind, OrderStatus, Refund, RefundStatus
-from server.orders.services import add_event, apply_payment, apply_refund_notice, close_unpaid, due_for_close
+from server.orders.services import (
+    REFUND_ABNORMAL,
+    REFUND_CLOSED,
+    REFUND_SUCCESS,
+    add_event,
+    apply_payment,
+    apply_refund_notice,
+    close_unpaid,
+    due_for_close,
+    finish_refund,
+)
 from server.wechat import wechat_pay
 from server.wechat.client import WeChatError
 from server.wechat.pay import (
@@ -51,6 +61,22 @@ PREPAY_REUSE_MARGIN = timedelta(minutes=10)
 MIN_PAY_WINDOW = timedelta(minutes=5)
 #: An approved refund WeChat has not accepted after this long is sent again.
 REFUND_RETRY_AFTER = timedelta(minutes=1)
+#: Each further retry waits twice as long as the one before, up to this.
+REFUND_RETRY_MAX_WAIT = timedelta(hours=6)
+#: Refunds one retry run sends at most (the rest wait for the next run).
+REFUND_RETRY_BATCH = 100
+#: Refund-API refusals that a later call can overcome: WeChat asks for a retry, or the merchant's
+#: balance at WeChat is short until the next settlement or a top-up (v2 NOTENOUGH, v3 NOT_ENOUGH).
+#: Every other refusal (amount larger than refundable, order not found, parameters, …) is final.
+REFUND_RETRY_CODES = frozenset({"SYSTEMERROR", "SYSTEM_ERROR", "BIZERR_NEED_RETRY", "FREQUENCY_LIMITED", "NOTENOUGH", "NOT_ENOUGH"})
+#: Refund notifications' statuses in both APIs, mapped onto how they end a refund here.
+REFUND_ENDINGS = {
+    "SUCCESS": REFUND_SUCCESS,
+    "ABNORMAL": REFUND_ABNORMAL,  # v3
+    "CHANGE": REFUND_ABNORMAL,  # v2's word for the same
+    "CLOSED": REFUND_CLOSED,  # v3
+    "REFUNDCLOSE": REFUND_CLOSED,  # v2
+}
 #: How many recent orders one disagreement check asks WeChat about.
 DISAGREEMENT_LIMIT = 200
 RECONCILE_ACTOR = "reconcile"
@@ -205,6 +231,9 @@ def handle_pay_notice(sess: Session, notice: PayNotice) -> NoticeOutcome:
 
 def handle_refund_notice(sess: Session, notice: RefundNotice) -> NoticeOutcome:
     """A verified refund notification; one that beats its payment notification is kept and applied with it."""
+    ending = REFUND_ENDINGS.get(notice.status)
+    if ending is None:
+        raise ConflictError(f"a refund notification with status {notice.status!r} ends nothing")
     order = sess.scalar(select(Order).where(Order.out_trade_no == notice.out_trade_no))
     if order is not None and notice.total_fee is not None and notice.total_fee != order.total_fee:
         raise AmountMismatchError(data={"expected": order.total_fee, "got": notice.total_fee})
@@ -218,7 +247,7 @@ def handle_refund_notice(sess: Session, notice: RefundNotice) -> NoticeOutcome:
         out_refund_no=notice.out_refund_no,
         refund_id=notice.refund_id,
         amount_fen=notice.refund_fee,
-        succeeded=notice.succeeded,
+        ending=ending,
         api=notice.api,
     )
     if order is None:
@@ -233,14 +262,22 @@ def handle_refund_notice(sess: Session, notice: RefundNotice) -> NoticeOutcome:
 # -- refunds ------------------------------------------------------------------------------------
 
 
-def submit_refund(app: Flask, refund_id: int) -> bool:
-    """Send an approved refund to WeChat Pay, in a unit of work of its own (call it after the commit
-    that approved it, e.g. from ``db.after_commit``).
+def refund_retry_wait(attempts: int) -> timedelta:
+    """How long an approved refund waits after its ``attempts``-th unanswered call: 1, 2, 4 … minutes, at most six hours."""
+    return min(REFUND_RETRY_AFTER * (2 ** max(attempts - 1, 0)), REFUND_RETRY_MAX_WAIT)
+
+
+def submit_refund(app: Flask, refund_id: int, now: datetime | None = None) -> bool:
+    """Send an approved refund to WeChat Pay, in units of work of its own around the call (call it after
+    the commit that approved it, e.g. from ``db.after_commit``).
 
     True when WeChat accepted it: the refund is ``processing`` with WeChat's ``refund_id`` and the
-    refund notification will end it. False when there was nothing to send, or WeChat failed or
-    refused: the refund stays ``approved`` and ``retry_refunds`` sends it again (WeChat treats
-    the same ``out_refund_no`` as the same refund, so a retry never refunds twice).
+    refund notification will end it. When WeChat refuses it for good (``REFUND_RETRY_CODES`` aside),
+    the refund ends ``failed`` with WeChat's reason and the order returns to where it was if nothing
+    else is open. When WeChat cannot be reached or asks for a retry, the refund stays ``approved``
+    with its next attempt backed off, and ``retry_refunds`` sends it again (WeChat treats the same
+    ``out_refund_no`` as the same refund, so a retry never refunds twice). False in every case but
+    acceptance.
     """
     with db.unit_of_work(app) as sess:
         refund = sess.get(Refund, refund_id)
@@ -259,18 +296,27 @@ def submit_refund(app: Flask, refund_id: int) -> bool:
             "notify_url": notify_url(api, "refund"),
             "reason": refund.reason,
         }
-        order_id = order.id
+        order_id, attempts = order.id, refund.attempts + 1
         # Hold nothing while WeChat answers: on SQLite an open transaction keeps every writer waiting.
         sess.rollback()
         try:
             wechat_refund_id = pay.refund(api, **call)
+        except WeChatPayError as error:
+            if error.code in REFUND_RETRY_CODES:
+                _refund_waits(sess, refund_id, attempts, error.errmsg, now or utcnow())
+            else:
+                _refund_refused(sess, refund_id, order_id, error)
+            db.commit()
+            return False
         except WeChatError as error:
-            app.logger.warning("refund %s not accepted by WeChat Pay, left approved for a retry: %s", refund_id, error.errmsg)
+            app.logger.warning("refund %s not answered by WeChat Pay, left approved for a retry: %s", refund_id, error.errmsg)
+            _refund_waits(sess, refund_id, attempts, error.errmsg, now or utcnow())
+            db.commit()
             return False
         moved = sess.execute(
             update(Refund)
             .where(Refund.id == refund_id, Refund.status == RefundStatus.approved)
-            .values(status=RefundStatus.processing, refund_id=wechat_refund_id)
+            .values(status=RefundStatus.processing, refund_id=wechat_refund_id, attempts=attempts, next_attempt_at=None, failure_reason="")
             .execution_options(synchronize_session=False)
         ).rowcount
         if moved:
@@ -281,8 +327,27 @@ def submit_refund(app: Flask, refund_id: int) -> bool:
         return True
 
 
+def _refund_waits(sess: Session, refund_id: int, attempts: int, why: str, now: datetime) -> None:
+    """An approved refund WeChat did not take this time: count the attempt and back the next one off."""
+    sess.execute(
+        update(Refund)
+        .where(Refund.id == refund_id, Refund.status == RefundStatus.approved)
+        .values(attempts=attempts, next_attempt_at=now + refund_retry_wait(attempts), failure_reason=why[:255])
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _refund_refused(sess: Session, refund_id: int, order_id: int, error: WeChatPayError) -> None:
+    """WeChat refused the refund for good: it ends failed with WeChat's words, for staff to see."""
+    current_app.logger.warning("WeChat Pay refused refund %s for good: %s", refund_id, error.code)
+    order, refund = sess.get(Order, order_id), sess.get(Refund, refund_id)
+    assert order is not None and refund is not None
+    if refund.status == RefundStatus.approved:
+        finish_refund(sess, order, refund, succeeded=False, actor="wechat", ending=RefundStatus.failed, reason=error.errmsg)
+
+
 def retry_refunds(app: Flask, now: datetime) -> tuple[int, int]:
-    """Send again the approved refunds WeChat has not accepted for a minute; returns (accepted, still waiting)."""
+    """Send again the approved refunds whose next attempt is due; returns (accepted, not accepted)."""
     with db.unit_of_work(app) as sess:
         ids = list(
             sess.scalars(
@@ -290,16 +355,16 @@ def retry_refunds(app: Flask, now: datetime) -> tuple[int, int]:
                 .join(Order, Order.id == Refund.order_id)
                 .where(
                     Refund.status == RefundStatus.approved,
-                    Refund.created_at <= now - REFUND_RETRY_AFTER,
+                    or_(Refund.next_attempt_at <= now, and_(Refund.next_attempt_at.is_(None), Refund.created_at <= now - REFUND_RETRY_AFTER)),
                     Order.kind == OrderKind.online,
                     Order.transaction_id.is_not(None),
                 )
                 .order_by(Refund.id)
-                .limit(100)
+                .limit(REFUND_RETRY_BATCH)
             )
         )
         sess.rollback()
-    accepted = sum(1 for refund_id in ids if submit_refund(app, refund_id))
+    accepted = sum(1 for refund_id in ids if submit_refund(app, refund_id, now))
     return accepted, len(ids) - accepted
 
 
@@ -339,69 +404,90 @@ def _apply_queried_payment(sess: Session, order: Order, result: QueryResult, api
         _queue_hooks("paid", order.id)
         if outcome.order.refunded_fee > 0:
             _queue_hooks("refunded", order.id)
-    return "paid"
+    return "paid" if outcome.applied or outcome.order.status != OrderStatus.created else "skipped"
 
 
-def reconcile_order(sess: Session, pay: WeChatPayGateway, order: Order) -> str:
+def _ask_wechat(pay: WeChatPayGateway, order_id: int, api: str, out_trade_no: str) -> tuple[str, QueryResult | None]:
+    """What WeChat says of an unpaid order, asked with no transaction open, and closed there if it may be:
+    ("paid", result), ("close", result or None), or ("waiting" | "failed", None)."""
+    result: QueryResult | None
+    try:
+        result = pay.query(api, out_trade_no)
+    except WeChatPayError as error:
+        if error.code not in ORDER_NOT_FOUND_CODES:
+            current_app.logger.warning("order query for order %s refused: %s", order_id, error.code)
+            return "failed", None
+        result = None
+    except WeChatError as error:
+        current_app.logger.info("order query for order %s not answered: %s", order_id, error.errmsg)
+        return "waiting", None
+    if result is not None and result.trade_state in ("SUCCESS", "REFUND"):
+        return "paid", result
+    if result is not None and result.trade_state in ("USERPAYING", "ACCEPT"):
+        return "waiting", None
+    if result is not None and result.trade_state != "CLOSED":
+        try:
+            pay.close_order(api, out_trade_no)
+        except WeChatPayError as error:
+            if error.code in ORDER_PAID_CODES:
+                return "waiting", None  # paid since the query: the notification or the next run settles it
+            if error.code not in ORDER_CLOSED_CODES | ORDER_NOT_FOUND_CODES:
+                current_app.logger.warning("closeorder for order %s refused: %s", order_id, error.code)
+                return "failed", None
+        except WeChatError as error:
+            current_app.logger.info("closeorder for order %s not answered: %s", order_id, error.errmsg)
+            return "waiting", None
+    return "close", result
+
+
+def reconcile_order(pay: WeChatPayGateway, order_id: int) -> str:
     """One unpaid order past its time: paid at WeChat means paid here (actor "reconcile"); otherwise it is
     closed at WeChat first, so nobody can still pay it, then here (stock released).
 
-    Returns "paid", "closed", "waiting", "failed" or "skipped" (nothing to do any more).
+    Works in the current app context and commits: the order is read and the transaction ended before
+    WeChat is asked, and what WeChat answered is applied in a short unit of work of its own, after
+    checking the order again. Returns "paid", "closed", "waiting", "failed" or "skipped" (nothing to do).
     """
-    sess.refresh(order)
-    if order.status != OrderStatus.created:
+    sess = db.session()
+    order = sess.get(Order, order_id)
+    if order is None or order.status != OrderStatus.created:
+        sess.rollback()
         return "skipped"
     if order.pay_api is None:
         # Never prepaid: WeChat has no such order to ask about or to close.
-        return "closed" if close_unpaid(sess, order, actor=RECONCILE_ACTOR, reason="payment timeout") else "skipped"
-    api = order.pay_api
-    result: QueryResult | None
-    try:
-        result = pay.query(api, order.out_trade_no)
-    except WeChatPayError as error:
-        if error.code not in ORDER_NOT_FOUND_CODES:
-            current_app.logger.warning("order query for order %s refused: %s", order.id, error.code)
-            return "failed"
-        result = None
-    except WeChatError as error:
-        current_app.logger.info("order query for order %s not answered: %s", order.id, error.errmsg)
-        return "waiting"
-    if result is not None and result.trade_state in ("SUCCESS", "REFUND"):
-        return _apply_queried_payment(sess, order, result, api)
-    if result is not None and result.trade_state in ("USERPAYING", "ACCEPT"):
-        return "waiting"
-    if result is not None and result.trade_state != "CLOSED":
-        try:
-            pay.close_order(api, order.out_trade_no)
-        except WeChatPayError as error:
-            if error.code in ORDER_PAID_CODES:
-                return "waiting"  # paid since the query: the notification or the next run settles it
-            if error.code not in ORDER_CLOSED_CODES | ORDER_NOT_FOUND_CODES:
-                current_app.logger.warning("closeorder for order %s refused: %s", order.id, error.code)
-                return "failed"
-        except WeChatError as error:
-            current_app.logger.info("closeorder for order %s not answered: %s", order.id, error.errmsg)
-            return "waiting"
-    return "closed" if close_unpaid(sess, order, actor=RECONCILE_ACTOR, reason="payment timeout") else "skipped"
+        outcome = "closed" if close_unpaid(sess, order, actor=RECONCILE_ACTOR, reason="payment timeout") else "skipped"
+        db.commit()
+        return outcome
+    api, out_trade_no = order.pay_api, order.out_trade_no
+    sess.rollback()  # nothing held while WeChat answers
+    verdict, result = _ask_wechat(pay, order_id, api, out_trade_no)
+    if verdict in ("waiting", "failed"):
+        return verdict
+    order = sess.get(Order, order_id)
+    assert order is not None
+    if verdict == "paid":
+        assert result is not None
+        outcome = _apply_queried_payment(sess, order, result, api)
+    else:
+        outcome = "closed" if close_unpaid(sess, order, actor=RECONCILE_ACTOR, reason="payment timeout") else "skipped"
+    db.commit()
+    return outcome
 
 
-def reconcile_unpaid(
-    sess: Session,
-    pay: WeChatPayGateway,
-    now: datetime | None = None,
-    *,
-    checkpoint: Callable[[], None] | None = None,
-) -> ReconcileSummary:
-    """Reconcile every online order still ``created`` past its ``expires_at`` (``reconcile_order``).
-
-    ``checkpoint`` runs after each order (a job passes ``db.commit`` so one order's work is
-    never lost to the next one's failure).
-    """
+def reconcile_unpaid(pay: WeChatPayGateway, now: datetime | None = None) -> ReconcileSummary:
+    """Reconcile every online order still ``created`` past its ``expires_at`` (``reconcile_order``), in the
+    current app context; each order is committed on its own, so one order's failure never loses another's work."""
+    sess = db.session()
+    due = [order.id for order in due_for_close(sess, now or utcnow())]
+    sess.rollback()
     summary = ReconcileSummary()
-    for order in due_for_close(sess, now or utcnow()):
-        summary.add(order.id, reconcile_order(sess, pay, order))
-        if checkpoint is not None:
-            checkpoint()
+    for order_id in due:
+        try:
+            summary.add(order_id, reconcile_order(pay, order_id))
+        except Exception:
+            db.session().rollback()
+            current_app.logger.exception("reconciliation of order %s failed", order_id)
+            summary.add(order_id, "failed")
     return summary
 
 
@@ -449,23 +535,30 @@ def check_disagreements(sess: Session, pay: WeChatPayGateway, since: datetime, *
 
     Reports only; changes nothing. Orders WeChat could not be asked about are left out.
     """
-    orders = sess.scalars(
-        select(Order).where(Order.kind == OrderKind.online, Order.pay_api.is_not(None), Order.created_at >= since).order_by(Order.id.desc()).limit(limit)
+    asks = sess.execute(
+        select(Order.id, Order.pay_api, Order.out_trade_no)
+        .where(Order.kind == OrderKind.online, Order.pay_api.is_not(None), Order.created_at >= since)
+        .order_by(Order.id.desc())
+        .limit(limit)
     ).all()
+    sess.rollback()  # nothing held while WeChat answers; each order is read afresh after its answer
     found: list[Disagreement] = []
-    for order in orders:
-        assert order.pay_api is not None
+    for order_id, api, out_trade_no in asks:
         try:
-            result: QueryResult | None = pay.query(order.pay_api, order.out_trade_no)
+            result: QueryResult | None = pay.query(api, out_trade_no)
         except WeChatPayError as error:
             if error.code not in ORDER_NOT_FOUND_CODES:
                 continue
             result = None
         except WeChatError:
             continue
+        order = sess.get(Order, order_id)
+        assert order is not None
         problem = _disagreement(sess, order, result)
+        status = order.status.value
+        sess.rollback()
         if problem:
             state = result.trade_state if result is not None else "ORDER_NOT_EXIST"
-            found.append(Disagreement(order.id, order.out_trade_no, order.status.value, state, problem))
+            found.append(Disagreement(order_id, out_trade_no, status, state, problem))
     return found
 

@@ -16,7 +16,7 @@ from server.api import Body, Instant, Page, client_address, parse_body, parse_qu
 from server.errors import envelope
 from server.orders import catalog, services
 from server.orders.errors import OrderNotFoundError
-from server.orders.models import Order, OrderEvent, OrderItem, OrderKind, OrderStatus, Product, Refund, Sku
+from server.orders.models import Order, OrderEvent, OrderItem, OrderKind, OrderStatus, Product, Refund, RefundStatus, Sku
 from server.wechat.formats import SCENE_RE
 
 bp = Blueprint("orders", __name__, url_prefix="/api/v1")
@@ -66,6 +66,16 @@ class RefundBody(Body):
 class ShipBody(Body):
     carrier: Annotated[str, StringConstraints(min_length=1, max_length=32)]
     tracking_no: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class RefundListQuery(Page):
+    status: RefundStatus | None = None
+    order_id: int | None = Field(None, ge=1, le=2**63 - 1)
+
+
+class SettleOfflineBody(Body):
+    #: What was done instead, for the timeline and the audit log (e.g. "转账至买家银行卡，流水号 …").
+    note: Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
 class RejectBody(Body):
@@ -184,19 +194,23 @@ def serialize_order(order: Order, *, detail: bool = False) -> dict[str, Any]:
 def serialize_refund(refund: Refund) -> dict[str, Any]:
     return {
         "id": refund.id,
+        "order_id": refund.order_id,
         "out_refund_no": refund.out_refund_no,
         "amount_fen": refund.amount_fen,
         "reason": refund.reason,
         "status": refund.status.value,
+        "failure_reason": refund.failure_reason,
+        "attempts": refund.attempts,
+        "next_attempt_at": _iso(refund.next_attempt_at),
         "created_at": refund.created_at.isoformat(),
         "finished_at": _iso(refund.finished_at),
     }
 
 
-def _page(stmt: Any, query: Page) -> tuple[list[Any], int]:
+def _page(stmt: Any, query: Page, order_by: Any = Order.id.desc()) -> tuple[list[Any], int]:
     sess = db.session()
     total = sess.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = sess.scalars(stmt.order_by(Order.id.desc()).offset(query.offset).limit(query.page_size)).all()
+    rows = sess.scalars(stmt.order_by(order_by).offset(query.offset).limit(query.page_size)).all()
     return list(rows), total
 
 
@@ -457,6 +471,32 @@ def admin_reject_refund(refund_id: int) -> Any:
     sess = db.session()
     refund = services.reject_refund(sess, refund_id, reason=body.reason, actor=f"staff:{current_staff().id}")
     record_audit(sess, current_staff().id, "refund.reject", f"refund:{refund.id}", {"reason": body.reason})
+    db.commit()
+    return envelope(serialize_refund(refund))
+
+
+@admin_bp.get("/refunds")
+@staff_required(StaffRole.operations, StaffRole.finance)
+def admin_list_refunds() -> Any:
+    """Refunds, newest first; ``status=failed`` and ``status=abnormal`` are the queues staff work through."""
+    query = parse_query(RefundListQuery)
+    stmt = select(Refund)
+    if query.status is not None:
+        stmt = stmt.where(Refund.status == query.status)
+    if query.order_id is not None:
+        stmt = stmt.where(Refund.order_id == query.order_id)
+    rows, total = _page(stmt, query, Refund.id.desc())
+    return envelope({"items": [serialize_refund(r) for r in rows], "total": total, "page": query.page})
+
+
+@admin_bp.post("/refunds/<int:refund_id>/settle-offline")
+@staff_required(StaffRole.finance)
+def admin_settle_refund_offline(refund_id: int) -> Any:
+    """Finance paid the buyer of an abnormal refund another way: the refund counts as paid out."""
+    body = parse_body(SettleOfflineBody)
+    sess = db.session()
+    refund = services.settle_abnormal_refund_offline(sess, refund_id, note=body.note, actor=f"staff:{current_staff().id}")
+    record_audit(sess, current_staff().id, "refund.settle_offline", f"refund:{refund.id}", {"note": body.note})
     db.commit()
     return envelope(serialize_refund(refund))
 

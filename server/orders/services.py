@@ -394,31 +394,52 @@ def cancel_unpaid(sess: Session, order: Order, *, actor: str) -> Order:
     return order
 
 
+#: Refunds whose money is spoken for: asked, approved, at WeChat, or stuck at WeChat until staff resolve it.
+OPEN_REFUND_STATUSES = (RefundStatus.requested, RefundStatus.approved, RefundStatus.processing, RefundStatus.abnormal)
+
+
 def _open_refund_total(sess: Session, order_id: int) -> int:
     return int(
         sess.scalar(
             select(func.coalesce(func.sum(Refund.amount_fen), 0)).where(
-                Refund.order_id == order_id, Refund.status.in_((RefundStatus.requested, RefundStatus.approved, RefundStatus.processing))
+                Refund.order_id == order_id, Refund.status.in_(OPEN_REFUND_STATUSES)
             )
         )
         or 0
     )
 
 
-def finish_refund(sess: Session, order: Order, refund: Refund, *, succeeded: bool, actor: str, refund_id: str | None = None) -> Order:
-    """A refund ended (notification, query or rejection): settle the amounts and the order's status."""
+def finish_refund(
+    sess: Session,
+    order: Order,
+    refund: Refund,
+    *,
+    succeeded: bool,
+    actor: str,
+    refund_id: str | None = None,
+    ending: RefundStatus | None = None,
+    reason: str = "",
+) -> Order:
+    """A refund ended (notification, query, rejection or a refusal for good): settle the amounts and the
+    order's status. Unsuccessful endings are ``failed`` once WeChat knew the refund, ``rejected`` before,
+    unless ``ending`` says which; ``reason`` is kept as ``failure_reason``."""
     lock_order(sess, order)
     sess.refresh(refund)
     if refund.status in (RefundStatus.succeeded, RefundStatus.rejected, RefundStatus.failed):
         return order
-    refund.status = RefundStatus.succeeded if succeeded else (RefundStatus.failed if refund.refund_id or refund_id else RefundStatus.rejected)
+    if succeeded:
+        refund.status = RefundStatus.succeeded
+    else:
+        refund.status = ending or (RefundStatus.failed if refund.refund_id or refund_id else RefundStatus.rejected)
+        refund.failure_reason = reason[:255]
     refund.finished_at = utcnow()
+    refund.next_attempt_at = None
     if refund_id:
         refund.refund_id = refund_id
     if succeeded:
         sess.execute(update(Order).where(Order.id == order.id).values(refunded_fee=Order.refunded_fee + refund.amount_fen))
         sess.refresh(order)
-    add_event(sess, order, "refund_succeeded" if succeeded else "refund_ended", actor, refund_id=refund.id, amount_fen=refund.amount_fen)
+    add_event(sess, order, "refund_succeeded" if succeeded else "refund_ended", actor, refund_id=refund.id, amount_fen=refund.amount_fen, status=refund.status.value)
     if _open_refund_total(sess, order.id) == 0 and order.status == S.refunding:
         if order.refunded_fee >= order.paid_fee:
             transition(sess, order, S.refunded, actor=actor, expected=S.refunding)
@@ -429,24 +450,88 @@ def finish_refund(sess: Session, order: Order, refund: Refund, *, succeeded: boo
     return order
 
 
-def apply_refund_notice(sess: Session, *, out_trade_no: str, out_refund_no: str, refund_id: str, amount_fen: int, succeeded: bool, api: str) -> bool:
-    """A verified refund notification. Kept, not dropped, when it beats the payment notification.
+def mark_refund_abnormal(sess: Session, order: Order, refund: Refund, *, actor: str, refund_id: str | None = None, reason: str) -> Order:
+    """WeChat took the refund but could not pay it into the buyer's account: the money stays at WeChat,
+    the refund stays open (nothing more can be refunded in its place) and waits for staff."""
+    lock_order(sess, order)
+    sess.refresh(refund)
+    if refund.status not in (RefundStatus.approved, RefundStatus.processing):
+        return order
+    refund.status = RefundStatus.abnormal
+    refund.failure_reason = reason[:255]
+    refund.next_attempt_at = None
+    if refund_id:
+        refund.refund_id = refund_id
+    add_event(sess, order, "refund_abnormal", actor, refund_id=refund.id, amount_fen=refund.amount_fen, reason=reason)
+    sess.flush()
+    return order
+
+
+def settle_abnormal_refund_offline(sess: Session, refund_id: int, *, note: str, actor: str) -> Refund:
+    """Staff paid the buyer another way (and recovered the money WeChat held, e.g. in the merchant
+    platform): the abnormal refund counts as paid out, with the staff member's note on the timeline."""
+    refund, order = _refund_for_update(sess, refund_id)
+    if refund.status != RefundStatus.abnormal:
+        raise IllegalTransitionError(f"only an abnormal refund can be settled offline; this one is {refund.status.value}", data={"status": refund.status.value})
+    add_event(sess, order, "refund_settled_offline", actor, refund_id=refund.id, amount_fen=refund.amount_fen, note=note)
+    finish_refund(sess, order, refund, succeeded=True, actor=actor)
+    return refund
+
+
+def abnormal_refund_for_retry(sess: Session, refund_id: int) -> tuple[Refund, Order]:
+    """The abnormal refund staff want WeChat Pay to pay elsewhere, checked and locked; the call itself is the caller's."""
+    refund, order = _refund_for_update(sess, refund_id)
+    if refund.status != RefundStatus.abnormal:
+        raise IllegalTransitionError(f"only an abnormal refund can be sent to another account; this one is {refund.status.value}", data={"status": refund.status.value})
+    if not refund.refund_id:
+        raise IllegalTransitionError("WeChat Pay never gave this refund an id; settle it offline")
+    return refund, order
+
+
+def abnormal_refund_resent(sess: Session, refund_id: int, *, target: str, actor: str) -> bool:
+    """WeChat Pay accepted an abnormal refund for another account: it is ``processing`` again and its
+    notification will end it. False when the refund was no longer abnormal (someone else resolved it)."""
+    refund, order = _refund_for_update(sess, refund_id)
+    if refund.status != RefundStatus.abnormal:
+        return False
+    refund.status = RefundStatus.processing
+    refund.failure_reason = ""
+    add_event(sess, order, "refund_resent", actor, refund_id=refund.id, amount_fen=refund.amount_fen, target=target)
+    sess.flush()
+    return True
+
+
+#: How a refund notification ended the refund, after the two APIs' words are mapped onto one set.
+REFUND_SUCCESS, REFUND_ABNORMAL, REFUND_CLOSED = "SUCCESS", "ABNORMAL", "CLOSED"
+#: The suffix a non-successful refund notice's reference carries, so each ending is its own notice.
+_NOTICE_SUFFIX = {REFUND_SUCCESS: "", REFUND_ABNORMAL: ":abnormal", REFUND_CLOSED: ":failed"}
+
+
+def _notice_ending(notice: PaymentNotice) -> str:
+    for ending, suffix in _NOTICE_SUFFIX.items():
+        if suffix and notice.reference.endswith(suffix):
+            return ending
+    return REFUND_SUCCESS
+
+
+def apply_refund_notice(sess: Session, *, out_trade_no: str, out_refund_no: str, refund_id: str, amount_fen: int, ending: str, api: str) -> bool:
+    """A verified refund notification (``ending``: SUCCESS, ABNORMAL or CLOSED). Kept, not dropped, when it
+    beats the payment notification.
 
     Returns False for a repeat of a notice already recorded.
     """
-    notice = PaymentNotice(kind="refund", reference=refund_id, out_trade_no=out_trade_no, out_refund_no=out_refund_no, amount_fen=amount_fen, api=api, applied=False)
-    if not succeeded:
-        notice.reference = f"{refund_id}:failed"
+    reference = refund_id + _NOTICE_SUFFIX[ending]
+    notice = PaymentNotice(kind="refund", reference=reference, out_trade_no=out_trade_no, out_refund_no=out_refund_no, amount_fen=amount_fen, api=api, applied=False)
     if not _record_notice(sess, notice):
         return False
     order = sess.scalar(select(Order).where(Order.out_trade_no == out_trade_no))
     if order is None or order.paid_at is None:
         return True  # applied by apply_payment when the payment arrives
-    _apply_refund(sess, order, notice, succeeded)
+    _apply_refund(sess, order, notice)
     return True
 
 
-def _apply_refund(sess: Session, order: Order, notice: PaymentNotice, succeeded: bool) -> None:
+def _apply_refund(sess: Session, order: Order, notice: PaymentNotice) -> None:
     refund = sess.scalar(select(Refund).where(Refund.out_refund_no == notice.out_refund_no))
     if refund is None:
         # Started outside this system (the merchant platform): record it so the books agree.
@@ -458,7 +543,13 @@ def _apply_refund(sess: Session, order: Order, notice: PaymentNotice, succeeded:
     if refund.amount_fen != notice.amount_fen:
         raise AmountMismatchError(data={"expected": refund.amount_fen, "got": notice.amount_fen})
     notice.applied = True
-    finish_refund(sess, order, refund, succeeded=succeeded, actor="wechat", refund_id=notice.reference.split(":")[0])
+    ending, wechat_id = _notice_ending(notice), notice.reference.split(":")[0]
+    if ending == REFUND_ABNORMAL:
+        mark_refund_abnormal(sess, order, refund, actor="wechat", refund_id=wechat_id, reason="WeChat Pay could not pay the refund into the buyer's account (ABNORMAL)")
+    elif ending == REFUND_CLOSED:
+        finish_refund(sess, order, refund, succeeded=False, actor="wechat", refund_id=wechat_id, ending=RefundStatus.failed, reason="WeChat Pay closed the refund (CLOSED)")
+    else:
+        finish_refund(sess, order, refund, succeeded=True, actor="wechat", refund_id=wechat_id)
 
 
 def _apply_waiting_refunds(sess: Session, order: Order) -> None:
@@ -466,7 +557,7 @@ def _apply_waiting_refunds(sess: Session, order: Order) -> None:
         select(PaymentNotice).where(PaymentNotice.out_trade_no == order.out_trade_no, PaymentNotice.kind == "refund", PaymentNotice.applied.is_(False)).order_by(PaymentNotice.id)
     ).all()
     for notice in waiting:
-        _apply_refund(sess, order, notice, succeeded=not notice.reference.endswith(":failed"))
+        _apply_refund(sess, order, notice)
 
 
 # -- the buyer's and the merchant's moves ---------------------------------------------------------

@@ -163,8 +163,7 @@ def test_reconciliation_pays_what_wechat_says_is_paid_and_closes_the_rest(app: F
         since = utcnow() - timedelta(hours=1)
         found = payments.check_disagreements(db.session(), wechat_pay(), since)
         assert {(d.order_id, d.trade_state) for d in found} == {(paid_v2.id, "SUCCESS"), (paid_v3.id, "SUCCESS")}
-        summary = payments.reconcile_unpaid(db.session(), wechat_pay(), utcnow(), checkpoint=db.commit)
-        db.commit()
+        summary = payments.reconcile_unpaid(wechat_pay(), utcnow())
     assert sorted(summary.paid) == sorted([paid_v2.id, paid_v3.id])
     assert sorted(summary.closed) == sorted([unpaid.id, never_prepaid.id])
     assert sorted(hooked) == sorted([paid_v2.id, paid_v3.id])
@@ -191,8 +190,7 @@ def test_reconciliation_waits_while_wechat_cannot_be_reached(app_factory: Any, a
     _expire(app, ref)
     offline = app_factory(WECHAT_PAY_API_BASE="http://127.0.0.1:9/", WECHAT_TIMEOUT=2)
     with offline.app_context():
-        summary = payments.reconcile_unpaid(db.session(), wechat_pay(), utcnow())
-        db.commit()
+        summary = payments.reconcile_unpaid(wechat_pay(), utcnow())
     assert summary.counts() == {"paid": 0, "closed": 0, "waiting": 1, "failed": 0, "skipped": 0}
     assert order_row(app, ref.id).status == OrderStatus.created
 

@@ -11,12 +11,15 @@ from sqlalchemy import func, select
 
 from server import db
 from server.orders import payments, services
+from datetime import timedelta
+
+import requests
+
+from server import scheduler
+from server.db import utcnow
 from server.orders.models import Order, OrderStatus, Refund, RefundStatus
-from server.wechat.sandbox import PayState
-from tests.orders.conftest import OrderRef, order_row, prepay
-
-pytestmark = pytest.mark.slow
-
+from server.wechat.sandbox import PayState, SandboxServer
+from tests.orders.conftest import OrderRef, events_of, order_row, prepay
 
 def _paid(app: Flask, client: Any, make_order: Callable[..., OrderRef], sandbox_pay: PayState, price_fen: int = 10_001) -> OrderRef:
     """A paid order of ``price_fen`` with a 1-fen refund already asked for, so it is ``refunding``
@@ -31,7 +34,7 @@ def _paid(app: Flask, client: Any, make_order: Callable[..., OrderRef], sandbox_
     return ref
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def slow_refundable(monkeypatch: pytest.MonkeyPatch) -> None:
     """Widen the window between reading what is refundable and opening the refund, as a loaded server would."""
     original = services.refundable
@@ -73,6 +76,8 @@ def _open_refunds(app: Flask, order_id: int) -> int:
         )
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("slow_refundable")
 def test_eight_concurrent_member_refunds_never_open_more_than_was_paid(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState) -> None:
     ref = _paid(app, client, make_order, sandbox_pay)
     statuses = _race(app, f"/api/v1/orders/{ref.id}/refunds", ref.headers, {"amount_fen": 9_999, "reason": "不想要了"})
@@ -81,6 +86,8 @@ def test_eight_concurrent_member_refunds_never_open_more_than_was_paid(app: Flas
     assert order_row(app, ref.id).status == OrderStatus.refunding
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("slow_refundable")
 def test_eight_concurrent_staff_refunds_never_open_more_than_was_paid(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState, staff_login: Any) -> None:
     ref = _paid(app, client, make_order, sandbox_pay)
     finance = staff_login("finance")
@@ -91,6 +98,8 @@ def test_eight_concurrent_staff_refunds_never_open_more_than_was_paid(app: Flask
     assert sum(r.refund_fee for r in sandbox_pay.refunds.values() if r.out_trade_no == ref.out_trade_no) == 9_999
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("slow_refundable")
 def test_concurrent_small_refunds_add_up_to_at_most_the_payment(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState) -> None:
     """Each of eight 3,000-fen requests fits alone; only three fit together in the 10,000 left."""
     ref = _paid(app, client, make_order, sandbox_pay)
@@ -100,3 +109,109 @@ def test_concurrent_small_refunds_add_up_to_at_most_the_payment(app: Flask, clie
     with app.app_context():
         order = db.session().get(Order, ref.id)
         assert order is not None and order.refunded_fee == 0
+
+
+# -- what WeChat does with a refund ------------------------------------------------------------------
+
+
+def _refund(app: Flask, ref: OrderRef, amount: int) -> tuple[int, str]:
+    """An approved staff refund of ``amount``, committed, not yet sent."""
+    with app.app_context():
+        sess = db.session()
+        row = services.request_refund(sess, sess.get(Order, ref.id), amount, "退货", actor="staff:1", approved=True)  # type: ignore[arg-type]
+        db.commit()
+        return row.id, row.out_refund_no
+
+
+def _refund_row(app: Flask, refund_id: int) -> Refund:
+    with app.app_context():
+        row = db.session().get(Refund, refund_id)
+        assert row is not None
+        db.session().expunge(row)
+        return row
+
+
+def _paid_plainly(app: Flask, client: Any, make_order: Callable[..., OrderRef], sandbox_pay: PayState, price_fen: int = 10_000) -> OrderRef:
+    ref = make_order(price_fen=price_fen)
+    prepay(app, ref)
+    headers, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
+    assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
+    return ref
+
+
+def test_a_refund_wechat_refuses_for_good_fails_with_its_reason_and_is_not_retried(
+    app: Flask, client: Any, make_order: Any, sandbox_pay: PayState, staff_login: Any
+) -> None:
+    ref = _paid_plainly(app, client, make_order, sandbox_pay)
+    # Someone refunded the whole order on the merchant platform; that notification never came.
+    sandbox_pay.open_refund(out_trade_no=ref.out_trade_no, out_refund_no="Fplatform" + ref.out_trade_no[-8:], total_fee=10_000, refund_fee=10_000, notify_url=None, api="v3")
+    refund_id, out_refund_no = _refund(app, ref, 5_000)
+    assert payments.submit_refund(app, refund_id) is False
+    row = _refund_row(app, refund_id)
+    assert row.status == RefundStatus.failed and row.refund_id is None
+    assert "INVALID_REQUEST" in row.failure_reason and "退款金额大于订单可退金额" in row.failure_reason
+    # Nothing else was open, so the order is back where it was and its points can mature.
+    order = order_row(app, ref.id)
+    assert (order.status, order.refunded_fee) == (OrderStatus.paid, 0)
+    assert out_refund_no not in sandbox_pay.refunds
+    # Never sent again, however late the retry job runs.
+    assert payments.retry_refunds(app, utcnow() + timedelta(days=1)) == (0, 0)
+    # Staff see it in the failed queue, with WeChat's words.
+    finance = staff_login("finance")
+    listed = client.get("/admin/api/v1/refunds", headers=finance, query_string={"status": "failed"}).get_json()["data"]
+    assert [(r["id"], r["status"]) for r in listed["items"]] == [(refund_id, "failed")]
+    assert "退款金额大于订单可退金额" in listed["items"][0]["failure_reason"]
+
+
+def test_a_refund_wechat_cannot_take_now_backs_off_and_the_scheduler_sends_it(app_factory: Any, app: Flask, client: Any, make_order: Any, sandbox_pay: PayState) -> None:
+    ref = _paid_plainly(app, client, make_order, sandbox_pay)
+    refund_id, out_refund_no = _refund(app, ref, 3_000)
+    offline = app_factory(WECHAT_PAY_API_BASE="http://127.0.0.1:9/", WECHAT_TIMEOUT=2)
+    start = utcnow()
+    assert payments.submit_refund(offline, refund_id) is False
+    assert payments.retry_refunds(offline, start + timedelta(minutes=2)) == (0, 1)
+    row = _refund_row(app, refund_id)
+    assert (row.status, row.attempts) == (RefundStatus.approved, 2)
+    assert row.next_attempt_at == start + timedelta(minutes=4)  # 1 minute after the first call, 2 after the second
+    assert payments.refund_retry_wait(30) == timedelta(hours=6)
+    # Not due yet for the scheduler's refund job; once due, WeChat takes it.
+    assert scheduler.refund_retry_job(app, start + timedelta(minutes=2, seconds=30)) == {"accepted": 0, "waiting": 0}
+    assert scheduler.refund_retry_job(app, start + timedelta(minutes=2, seconds=30)) is None  # the same minute is claimed
+    assert scheduler.refund_retry_job(app, row.next_attempt_at + timedelta(seconds=1)) == {"accepted": 1, "waiting": 0}
+    row = _refund_row(app, refund_id)
+    assert (row.status, row.attempts, row.next_attempt_at) == (RefundStatus.processing, 3, None)
+    assert sandbox_pay.refunds[out_refund_no].refund_fee == 3_000
+
+
+@pytest.mark.parametrize("api", ["v2", "v3"])
+def test_an_abnormal_refund_stays_open_until_finance_settles_it_offline(
+    app: Flask, live_app: str, sandbox: SandboxServer, make_order: Any, sandbox_pay: PayState, staff_login: Any, api: str
+) -> None:
+    ref = make_order(price_fen=10_000)
+    prepay(app, ref, api)
+    assert requests.post(sandbox.base_url + "sandbox/pay/pay", json={"out_trade_no": ref.out_trade_no}, timeout=30).json()["notification"]["ok"]
+    refund_id, out_refund_no = _refund(app, ref, 4_000)
+    assert payments.submit_refund(app, refund_id)
+    ended = requests.post(sandbox.base_url + "sandbox/pay/refund-complete", json={"out_refund_no": out_refund_no, "status": "ABNORMAL"}, timeout=30).json()
+    assert ended["notification"]["ok"], ended
+    row = _refund_row(app, refund_id)
+    assert row.status == RefundStatus.abnormal and "ABNORMAL" in row.failure_reason
+    # The money sits at WeChat: not refundable again, and the order does not slip back to paid.
+    order = order_row(app, ref.id)
+    assert (order.status, order.refunded_fee) == (OrderStatus.refunding, 0)
+    with app.app_context():
+        sess = db.session()
+        assert services.refundable(sess, sess.get(Order, ref.id)) == 6_000  # type: ignore[arg-type]
+    client = app.test_client()
+    finance = staff_login("finance")
+    listed = client.get("/admin/api/v1/refunds", headers=finance, query_string={"status": "abnormal"}).get_json()["data"]
+    assert [r["id"] for r in listed["items"]] == [refund_id]
+    # Settling needs a note, and only an abnormal refund can be settled.
+    assert client.post(f"/admin/api/v1/refunds/{refund_id}/settle-offline", headers=finance, json={}).status_code == 422
+    settled = client.post(f"/admin/api/v1/refunds/{refund_id}/settle-offline", headers=finance, json={"note": "已转账至买家银行卡"})
+    assert settled.status_code == 200 and settled.get_json()["data"]["status"] == "succeeded"
+    again = client.post(f"/admin/api/v1/refunds/{refund_id}/settle-offline", headers=finance, json={"note": "再来一次"})
+    assert again.status_code == 409
+    order = order_row(app, ref.id)
+    assert (order.status, order.refunded_fee) == (OrderStatus.paid, 4_000)
+    assert [e.event for e in events_of(app, ref.id)][-4:] == ["refund_abnormal", "refund_settled_offline", "refund_succeeded", "refund_closed"]
