@@ -26,6 +26,12 @@ class IllegalTransitionError(ConflictError):
     code, message = 40962, "the order cannot make this move now"
 
 
+class PayWindowTooShortError(ConflictError):
+    """Too little of the order's time to pay is left for WeChat Pay to accept a payment window."""
+
+    code, message = 40968, "too little of this order's time to pay is left; place the order again"
+
+
 class RefundTooLargeError(AppError):
     http_status, code, message = 422, 42260, "the refund exceeds what can be refunded"
 

@@ -20,8 +20,15 @@ from sqlalchemy.orm import Session
 from server import db, tasks
 from server.accounts.models import Member
 from server.db import utcnow
+from server.settings.services import SettingSpec, get_setting, register
 from server.errors import ConflictError, UpstreamError
-from server.orders.errors import AmountMismatchError, IllegalTransitionError, OrderNotFoundError, PaymentNotConfiguredError
+from server.orders.errors import (
+    AmountMismatchError,
+    IllegalTransitionError,
+    OrderNotFoundError,
+    PaymentNotConfiguredError,
+    PayWindowTooShortError,
+)
 from server.orders.models import Order, OrderEvent, OrderKind, OrderStatus, Refund, RefundStatus
 from server.orders.services import (
     REFUND_ABNORMAL,
@@ -57,8 +64,10 @@ V3_NOTIFY_PATH = "/wechat/pay/v3/notify"
 PREPAY_ID_LIFETIME = timedelta(hours=2)
 #: A prepay_id is reused only with this much of its life left, so the buyer has time to finish paying.
 PREPAY_REUSE_MARGIN = timedelta(minutes=10)
-#: v2 refuses a ``time_expire`` under five minutes away; an order about to time out gets that long at WeChat.
-MIN_PAY_WINDOW = timedelta(minutes=5)
+#: WeChat Pay refuses a ``time_expire`` less than five minutes away (v2 "time_expire时间过短，刷卡至少1分钟，
+#: 其他5分钟"; exactly five is refused too), so no prepay is ever sent with less than this left: the
+#: minimum plus a margin for the trip to WeChat and the two clocks.
+PAY_WINDOW_FLOOR = timedelta(minutes=6)
 #: An approved refund WeChat has not accepted after this long is sent again.
 REFUND_RETRY_AFTER = timedelta(minutes=1)
 #: Each further retry waits twice as long as the one before, up to this.
@@ -80,6 +89,16 @@ REFUND_ENDINGS = {
 #: How many recent orders one disagreement check asks WeChat about.
 DISAGREEMENT_LIMIT = 200
 RECONCILE_ACTOR = "reconcile"
+
+register(
+    SettingSpec(
+        "extend_short_pay_window",
+        bool,
+        True,
+        "A buyer who starts paying in the last minutes of an order's time to pay gets six minutes from then "
+        "(WeChat Pay refuses a shorter window); off: such a payment is refused and the buyer orders again.",
+    ),
+)
 
 OrderHook = Callable[[Session, Order], None]
 _hooks: dict[str, list[OrderHook]] = {"paid": [], "refunded": []}
@@ -162,14 +181,25 @@ def _payer_ip(client_ip: str) -> str:
         return "127.0.0.1"
 
 
-def prepay_order(sess: Session, pay: WeChatPayGateway, order: Order, member: Member, client_ip: str) -> dict[str, str]:
-    """The ``wx.requestPayment`` parameters for ``order``: ``timeStamp``, ``nonceStr``, ``package``, ``signType``, ``paySign``.
+@dataclass(frozen=True)
+class PrepayCall:
+    """Everything one prepay call sends, read from the order before the transaction ends."""
 
-    Prepays through the merchant's default API (``WECHAT_PAY_API``) and keeps ``pay_api`` and
-    ``prepay_id`` on the order; a prepay_id of the same API younger than two hours is reused.
-    Only an unpaid online order still within its time to pay can be paid.
-    """
-    now = utcnow()
+    order_id: int
+    api: str
+    out_trade_no: str
+    total_fee: int
+    openid: str
+    description: str
+    notify_url: str
+    client_ip: str
+    time_expire: datetime | None
+
+
+def plan_prepay(sess: Session, pay: WeChatPayGateway, order: Order, member: Member, client_ip: str, now: datetime) -> PrepayCall | dict[str, str]:
+    """What paying ``order`` needs: the ``wx.requestPayment`` parameters when a prepay_id can be reused,
+    else the prepay call to make. Flushes only; an order in the last minutes of its time to pay gets
+    ``PAY_WINDOW_FLOOR`` from now (setting ``extend_short_pay_window``) or PayWindowTooShortError."""
     if order.member_id != member.id:
         raise OrderNotFoundError()
     if order.kind != OrderKind.online or order.status != OrderStatus.created:
@@ -177,26 +207,89 @@ def prepay_order(sess: Session, pay: WeChatPayGateway, order: Order, member: Mem
     if order.expires_at is not None and order.expires_at <= now:
         raise IllegalTransitionError("the time to pay this order has run out", data={"status": order.status.value, "expires_at": order.expires_at.isoformat()})
     api = pay.default_api
+    prepay_id = _reusable_prepay_id(sess, order, api, now)
+    if prepay_id is not None:
+        return _jsapi_params(pay, api, prepay_id, order)
+    if order.expires_at is not None and order.expires_at - now < PAY_WINDOW_FLOOR:
+        if not get_setting(sess, "extend_short_pay_window"):
+            raise PayWindowTooShortError(data={"expires_at": order.expires_at.isoformat()})
+        extended = now + PAY_WINDOW_FLOOR
+        moved = sess.execute(
+            update(Order).where(Order.id == order.id, Order.status == OrderStatus.created).values(expires_at=extended).execution_options(synchronize_session=False)
+        ).rowcount
+        if not moved:
+            sess.refresh(order)
+            raise IllegalTransitionError(f"a {order.status.value} order cannot be paid", data={"status": order.status.value})
+        add_event(sess, order, "pay_window_extended", f"member:{member.id}", expires_at=extended.isoformat(), was=order.expires_at.isoformat())
+        sess.refresh(order)
+    return PrepayCall(
+        order_id=order.id,
+        api=api,
+        out_trade_no=order.out_trade_no,
+        total_fee=order.total_fee,
+        openid=member.openid,
+        description=order.title or order.out_trade_no,
+        notify_url=notify_url(api, "pay"),
+        client_ip=_payer_ip(client_ip),
+        time_expire=order.expires_at,
+    )
+
+
+def _jsapi_params(pay: WeChatPayGateway, api: str, prepay_id: str, order: Order) -> dict[str, str]:
     try:
-        prepay_id = _reusable_prepay_id(sess, order, api, now)
-        if prepay_id is None:
-            time_expire = max(order.expires_at, now + MIN_PAY_WINDOW) if order.expires_at else None
-            prepay_id = pay.prepay(
-                api,
-                out_trade_no=order.out_trade_no,
-                total_fee=order.total_fee,
-                openid=member.openid,
-                description=order.title or order.out_trade_no,
-                notify_url=notify_url(api, "pay"),
-                client_ip=_payer_ip(client_ip),
-                time_expire=time_expire,
-            )
-            order.pay_api, order.prepay_id = api, prepay_id
-            add_event(sess, order, "prepay", f"member:{member.id}", api=api)
-            sess.flush()
         return pay.jsapi_params(api, prepay_id)
     except WeChatError as error:
         raise _pay_error(error, order, "a prepay") from None
+
+
+def record_prepay(sess: Session, call: PrepayCall, prepay_id: str, actor: str) -> None:
+    """Keep the prepay_id WeChat gave for ``call`` on its order, unless the order was paid, closed or
+    cancelled while WeChat answered (then IllegalTransitionError: that order can no longer be paid)."""
+    moved = sess.execute(
+        update(Order)
+        .where(Order.id == call.order_id, Order.status == OrderStatus.created)
+        .values(pay_api=call.api, prepay_id=prepay_id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    order = sess.get(Order, call.order_id, populate_existing=True)
+    assert order is not None
+    if not moved:
+        raise IllegalTransitionError(f"a {order.status.value} order cannot be paid", data={"status": order.status.value})
+    add_event(sess, order, "prepay", actor, api=call.api)
+    sess.flush()
+
+
+def prepay_order(sess: Session, pay: WeChatPayGateway, order: Order, member: Member, client_ip: str) -> dict[str, str]:
+    """The ``wx.requestPayment`` parameters for ``order``: ``timeStamp``, ``nonceStr``, ``package``, ``signType``, ``paySign``.
+
+    Prepays through the merchant's default API (``WECHAT_PAY_API``) and keeps ``pay_api`` and
+    ``prepay_id`` on the order; a prepay_id of the same API younger than two hours is reused.
+    Only an unpaid online order still within its time to pay can be paid.
+
+    Commits early, by design: ``sess`` must be the unit of work's session (``db.session()``). What
+    the plan wrote is committed and the transaction ended before WeChat is called, so no row or
+    (on SQLite) database lock is held while WeChat answers; the answer is then recorded after
+    checking the order again, and left for the caller to commit.
+    """
+    plan = plan_prepay(sess, pay, order, member, client_ip, utcnow())
+    if isinstance(plan, dict):
+        return plan
+    db.commit()
+    try:
+        prepay_id = pay.prepay(
+            plan.api,
+            out_trade_no=plan.out_trade_no,
+            total_fee=plan.total_fee,
+            openid=plan.openid,
+            description=plan.description,
+            notify_url=plan.notify_url,
+            client_ip=plan.client_ip,
+            time_expire=plan.time_expire,
+        )
+    except WeChatError as error:
+        raise _pay_error(error, sess.get(Order, plan.order_id) or order, "a prepay") from None
+    record_prepay(sess, plan, prepay_id, f"member:{member.id}")
+    return _jsapi_params(pay, plan.api, prepay_id, order)
 
 
 # -- notifications ------------------------------------------------------------------------------

@@ -280,7 +280,7 @@ def cancel_order(order_id: int) -> Any:
 @bp.post("/orders/<int:order_id>/pay")
 @member_required
 def pay_order(order_id: int) -> Any:
-    """The parameters for wx.requestPayment, from a real prepay."""
+    """The parameters for wx.requestPayment, from a real prepay. Commits before calling WeChat (see ``prepay_order``)."""
     from server.orders import payments
     from server.wechat import wechat_pay
 

@@ -30,7 +30,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import cache
+from server import cache, db
 from server.accounts.models import Member
 from server.accounts import services as accounts  # a module, so accounts.services may import this one
 from server.db import after_commit
@@ -418,6 +418,12 @@ def get_poster(
 
     ``locks`` receives the lock that keeps concurrent identical requests from drawing twice;
     close it after committing. A WeChat failure is UpstreamError and stores nothing.
+
+    Commits early when it draws, by design: ``sess`` must be the unit of work's session
+    (``db.session()``). The template, content and scene are read (and created where needed) and
+    committed first; no transaction is open while the avatar is fetched, WeChat draws the
+    mini-program code or the poster is rendered; the new poster row is added afterwards, for the
+    caller to commit.
     """
     variant = variant_for(channel)
     if template_id is None:
@@ -430,20 +436,25 @@ def get_poster(
     found = _cached_poster(sess, key)
     if found is not None:
         return Poster(found[0], found[1], template, content, cached=True)
+    scene = scene_for_share(sess, member.id, channel, content_type, content_id)
+    nickname, avatar_url = member.nickname, member.avatar_url
+    # Nothing is held from here until the new row is added: not on the avatar host, not on WeChat.
+    # (A commit, not a rollback, so the objects read so far stay loaded and are not read again.)
+    db.commit()
     # Fetched before the lock: a slow avatar host must not hold up other members' requests.
-    avatar = fetch_avatar(member.avatar_url, allow_loopback=_loopback_allowed()) if member.avatar_url else None
+    avatar = fetch_avatar(avatar_url, allow_loopback=_loopback_allowed()) if avatar_url else None
     if locks.enter_context(_lock("poster:" + "|".join(map(str, key)))):
         found = _cached_poster(sess, key)
         if found is not None:
             return Poster(found[0], found[1], template, content, cached=True)
+        db.commit()  # the look is a transaction too (on SQLite one that blocks every writer)
 
-    scene = scene_for_share(sess, member.id, channel, content_type, content_id)
     started = time.perf_counter()
     if variant == "miniprogram":
         code = _miniprogram_code(mp, scene.code, _code_width(template))
-        spec = _spec(template, content, nickname=member.nickname, avatar=avatar, code_png=code)
+        spec = _spec(template, content, nickname=nickname, avatar=avatar, code_png=code)
     else:
-        spec = _spec(template, content, nickname=member.nickname, avatar=avatar, qr_data=h5_url(public_base_url, scene.code))
+        spec = _spec(template, content, nickname=nickname, avatar=avatar, qr_data=h5_url(public_base_url, scene.code))
     try:
         png = render.render_poster(spec)
     except render.CodeImageError:
