@@ -156,7 +156,10 @@ def patch_me() -> Any:
 @member_required
 def bind_phone() -> Any:
     body = parse_body(PhoneBody)
-    member = services.bind_phone(db.session(), miniprogram(), current_member(), body.code)
+    # Commits early, by design: the sign-in check's transaction ends before WeChat is asked.
+    db.commit()
+    number = services.phone_from_wechat(miniprogram(), body.code)
+    member = services.bind_phone(db.session(), current_member(), number)
     db.commit()
     return envelope(serialize_member(member))
 

@@ -214,10 +214,17 @@ def update_profile(sess: Session, member: Member, *, nickname: str | None, avata
     return member
 
 
-def bind_phone(sess: Session, mp: MiniProgram, member: Member, code: str) -> Member:
-    """Store the phone number WeChat vouches for (getPhoneNumber code), encrypted."""
+def phone_from_wechat(mp: MiniProgram, code: str) -> str:
+    """The phone number WeChat vouches for with a getPhoneNumber ``code``: ``1…`` in China, ``+<cc><number>`` elsewhere.
+
+    Touches no database: call it with no transaction open.
+    """
     info = _wechat_call(mp.get_phone_number, code, bad_code_error=InvalidPhoneCodeError)
-    number = info.pure_phone_number if info.country_code in ("86", "") else f"+{info.country_code}{info.pure_phone_number}"
+    return info.pure_phone_number if info.country_code in ("86", "") else f"+{info.country_code}{info.pure_phone_number}"
+
+
+def bind_phone(sess: Session, member: Member, number: str) -> Member:
+    """Store ``number`` (from ``phone_from_wechat``) on the member, encrypted, with its digest and mask."""
     member.phone_ciphertext = security.encrypt(number, "phone")
     member.phone_digest = security.digest(number, "phone")
     member.phone_masked = security.mask_phone(number)

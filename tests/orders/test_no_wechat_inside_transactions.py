@@ -150,3 +150,16 @@ def test_a_poster_render_holds_nothing_while_wechat_draws_the_code(app: Flask, s
     assert response.status_code == 200, response.get_json()
     with app.app_context():
         assert db.session().query(PosterImage).count() == 1
+
+
+def test_binding_a_phone_holds_nothing_while_wechat_answers(app: Flask, sandbox: SandboxServer, wx_login: Callable[..., dict[str, Any]]) -> None:
+    alice = wx_login("alice")
+    client = app.test_client()
+    response = _while_held(
+        sandbox,
+        "/wxa/business/getuserphonenumber",
+        lambda: client.post("/api/v1/me/phone", headers=alice["headers"], json={"code": "sandbox-phone:13812345678"}),
+        lambda: _write_meanwhile(app, update(Member).where(Member.id == alice["user"]["id"]).values(nickname="写于取号期间")),
+    )
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["data"]["phone"] == "138****5678"
