@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, TypeVar
 
 from flask import current_app, request
+from flask.json.provider import DefaultJSONProvider
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
@@ -14,6 +15,38 @@ M = TypeVar("M", bound=BaseModel)
 
 #: The largest integer a BIGINT (and SQLite's INTEGER) column holds.
 MAX_INT = 2**63 - 1
+#: Arrays and objects nested deeper than this in a request body make it bad JSON. No body of the API
+#: comes near it, and it stays far below Python's recursion limit, which encoding the value again
+#: (into a JSON column, into a response) would otherwise meet.
+MAX_JSON_DEPTH = 32
+
+
+def _json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value``, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, where a body nested too deeply is a ``ValueError`` like any other bad JSON.
+
+    ``request.get_json`` turns a ``ValueError`` into bad JSON (or ``None`` when silent); Python's
+    parser raises ``RecursionError`` instead when the nesting exhausts the stack.
+    """
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            value = super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+        if _json_depth(value) > MAX_JSON_DEPTH:
+            raise ValueError("JSON nested too deeply")
+        return value
 
 
 def _fits_bigint(value: Any) -> Any:
