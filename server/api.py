@@ -1,13 +1,15 @@
 """Request parsing shared by every blueprint: JSON bodies, query strings, client address."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, TypeVar
 
 from flask import current_app, request
 from flask.json.provider import DefaultJSONProvider
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler, StrictStr, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import core_schema
 
 from server.errors import InvalidJSONError, ValidationError
 
@@ -66,6 +68,28 @@ def _as_utc(value: datetime) -> datetime:
 
 #: A datetime field of a body or query, normalised to aware UTC.
 Instant = Annotated[datetime, AfterValidator(_as_utc)]
+
+#: What a TEXT column holds on MySQL and MariaDB: bytes, not characters (a VARCHAR(n) holds n characters).
+TEXT_BYTES = 65_535
+
+
+@dataclass(frozen=True)
+class Utf8Bytes:
+    """A string's limit in UTF-8 bytes, for text stored in a column that counts bytes: ``Annotated[str, Utf8Bytes(TEXT_BYTES)]``."""
+
+    max_bytes: int
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def _check(self, value: str) -> str:
+        if len(value.encode("utf-8", "surrogatepass")) > self.max_bytes:
+            raise ValueError(f"must be at most {self.max_bytes} bytes in UTF-8")
+        return value
+
+
+#: Long free text (descriptions) for a TEXT column: 20,000 characters, and no more bytes than the column holds.
+LongText = Annotated[StrictStr, StringConstraints(max_length=20_000), Utf8Bytes(TEXT_BYTES)]
 
 
 class Body(BaseModel):
