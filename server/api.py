@@ -97,6 +97,12 @@ class Body(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral_numbers(cls, value: Any) -> Any:
+        """JSON has one number type: ``2.0`` is the integer 2 (as JSON Schema says), never a string's "2"."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
     @field_validator("*", mode="after")
     @classmethod
     def _integers_fit(cls, value: Any) -> Any:

@@ -39,3 +39,15 @@ def test_nesting_within_the_limit_is_parsed(client: FlaskClient) -> None:
     assert response.status_code == 422
     errors: list[dict[str, Any]] = response.get_json()["data"]["errors"]
     assert errors[0]["field"] == "code"
+
+
+def test_an_integral_float_is_the_integer(client: FlaskClient, staff_login: Callable[[str], dict[str, str]]) -> None:
+    """JSON Schema counts 2.0 as an integer, so the spec allows it; 2.5 and "2" stay refused."""
+    ops = staff_login("operations")
+    product = client.post("/admin/api/v1/products", headers=ops, json={"title": "茶", "sort": 2.0})
+    assert product.status_code == 201, product.get_json()
+    assert product.get_json()["data"]["sort"] == 2
+    sku_path = f"/admin/api/v1/products/{product.get_json()['data']['id']}/skus"
+    assert client.post(sku_path, headers=ops, json={"price_fen": 100.0, "stock": 5}).status_code == 201
+    for bad in (2.5, "2", 1e300):
+        assert client.post(sku_path, headers=ops, json={"price_fen": bad, "stock": 5}).status_code == 422
