@@ -26,9 +26,12 @@ def create_app(config: Config | None = None) -> Flask:
     """Build the app from ``config`` (default: the environment); nothing happens at import."""
     config = config or Config()
     config.check()
+    from server.api import JSONProvider
+
     app = Flask(__name__)
     app.config.from_object(config)
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
+    app.json = JSONProvider(app)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if not app.testing:

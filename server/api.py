@@ -1,12 +1,15 @@
 """Request parsing shared by every blueprint: JSON bodies, query strings, client address."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, TypeVar
 
 from flask import current_app, request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from flask.json.provider import DefaultJSONProvider
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler, StrictStr, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import core_schema
 
 from server.errors import InvalidJSONError, ValidationError
 
@@ -14,6 +17,38 @@ M = TypeVar("M", bound=BaseModel)
 
 #: The largest integer a BIGINT (and SQLite's INTEGER) column holds.
 MAX_INT = 2**63 - 1
+#: Arrays and objects nested deeper than this in a request body make it bad JSON. No body of the API
+#: comes near it, and it stays far below Python's recursion limit, which encoding the value again
+#: (into a JSON column, into a response) would otherwise meet.
+MAX_JSON_DEPTH = 32
+
+
+def _json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value``, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, where a body nested too deeply is a ``ValueError`` like any other bad JSON.
+
+    ``request.get_json`` turns a ``ValueError`` into bad JSON (or ``None`` when silent); Python's
+    parser raises ``RecursionError`` instead when the nesting exhausts the stack.
+    """
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            value = super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+        if _json_depth(value) > MAX_JSON_DEPTH:
+            raise ValueError("JSON nested too deeply")
+        return value
 
 
 def _fits_bigint(value: Any) -> Any:
@@ -34,11 +69,39 @@ def _as_utc(value: datetime) -> datetime:
 #: A datetime field of a body or query, normalised to aware UTC.
 Instant = Annotated[datetime, AfterValidator(_as_utc)]
 
+#: What a TEXT column holds on MySQL and MariaDB: bytes, not characters (a VARCHAR(n) holds n characters).
+TEXT_BYTES = 65_535
+
+
+@dataclass(frozen=True)
+class Utf8Bytes:
+    """A string's limit in UTF-8 bytes, for text stored in a column that counts bytes: ``Annotated[str, Utf8Bytes(TEXT_BYTES)]``."""
+
+    max_bytes: int
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def _check(self, value: str) -> str:
+        if len(value.encode("utf-8", "surrogatepass")) > self.max_bytes:
+            raise ValueError(f"must be at most {self.max_bytes} bytes in UTF-8")
+        return value
+
+
+#: Long free text (descriptions) for a TEXT column: 20,000 characters, and no more bytes than the column holds.
+LongText = Annotated[StrictStr, StringConstraints(max_length=20_000), Utf8Bytes(TEXT_BYTES)]
+
 
 class Body(BaseModel):
     """Base of request bodies: unknown fields are refused, strings are not coerced to numbers."""
 
     model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral_numbers(cls, value: Any) -> Any:
+        """JSON has one number type: ``2.0`` is the integer 2 (as JSON Schema says), never a string's "2"."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
     @field_validator("*", mode="after")
     @classmethod

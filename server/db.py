@@ -57,6 +57,12 @@ def enum_column(cls: type[enum.Enum], name: str, length: int = 16) -> Enum:
     return Enum(cls, name=name, native_enum=False, length=length, validate_strings=True)
 
 
+def fit(column: Any, head: str, tail: str = "") -> str:
+    """``head + tail`` within the characters the String ``column`` holds: ``head`` is cut (marked "…"), ``tail`` kept."""
+    room = column.type.length - len(tail)
+    return head + tail if len(head) <= room else head[: max(room - 1, 0)] + "…" + tail
+
+
 def utcnow() -> datetime:
     """The current time, aware, in UTC, truncated to the second MySQL's DATETIME keeps."""
     return datetime.now(timezone.utc).replace(microsecond=0)

@@ -12,7 +12,7 @@ from server import db, security
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
 from server.accounts.services import record_audit
-from server.api import Body, Instant, Page, client_address, parse_body, parse_query
+from server.api import Body, Instant, LongText, Page, client_address, parse_body, parse_query
 from server.errors import envelope
 from server.orders import catalog, services
 from server.orders.errors import OrderNotFoundError
@@ -86,7 +86,7 @@ class RejectBody(Body):
 class ProductBody(Body):
     title: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
     subtitle: Annotated[StrictStr, StringConstraints(max_length=255)] = ""
-    description: Annotated[StrictStr, StringConstraints(max_length=20000)] = ""
+    description: LongText = ""
     cover_url: Annotated[StrictStr, StringConstraints(max_length=512)] = ""
     status: Literal["on_sale", "off_sale"] = "on_sale"
     presale: StrictBool = False
@@ -99,7 +99,7 @@ class ProductBody(Body):
 class ProductPatchBody(Body):
     title: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)] | None = None
     subtitle: Annotated[StrictStr, StringConstraints(max_length=255)] | None = None
-    description: Annotated[StrictStr, StringConstraints(max_length=20000)] | None = None
+    description: LongText | None = None
     cover_url: Annotated[StrictStr, StringConstraints(max_length=512)] | None = None
     status: Literal["on_sale", "off_sale"] | None = None
     presale: StrictBool | None = None

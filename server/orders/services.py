@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member
-from server.db import utcnow
+from server.db import fit, utcnow
 from server.orders.errors import (
     AmountMismatchError,
     IllegalTransitionError,
@@ -208,7 +208,7 @@ def place_order(
         upline_id=upline_id,
         scene_code=scene,
         repeat_business=bool(previous),
-        title=items[0].title if len(items) == 1 else f"{items[0].title} 等 {len(items)} 件",
+        title=items[0].title if len(items) == 1 else fit(Order.title, items[0].title, f" 等 {len(items)} 件"),
         address=address,
         remark=remark,
         expires_at=utcnow() + timedelta(minutes=get_setting(sess, "order_pay_timeout_minutes")),

@@ -13,7 +13,7 @@ from server import db
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
 from server.accounts.services import record_audit
-from server.api import Body, Page, parse_body, parse_query
+from server.api import Body, LongText, Page, parse_body, parse_query
 from server.errors import NotFoundError, envelope
 from server.points import redemption as services
 from server.points.models import AccountKind, InviteCode, ItemKind, LedgerTransaction, Redemption, RedemptionItem, RedemptionStatus, SettlementRun, Statement, TxKind
@@ -31,7 +31,7 @@ Stock = Annotated[int, Field(ge=0, le=10_000_000)]
 Limit = Annotated[int, Field(ge=1, le=10_000)]
 SortKey = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Description = Annotated[str, StringConstraints(max_length=20_000)]
+Description = LongText
 Note = Annotated[str, StringConstraints(max_length=255)]
 Kind = Literal["goods", "privilege", "invite_code"]
 

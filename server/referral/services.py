@@ -54,7 +54,7 @@ register(
         minimum=1,
         maximum=3650,
     ),
-    SettingSpec("shop_name", str, "微信小店", "The shop's name, shown on H5 landing pages and posters."),
+    SettingSpec("shop_name", str, "微信小店", "The shop's name, shown on H5 landing pages and posters.", max_length=64),
     SettingSpec(
         "scene_ttl_days",
         int,

@@ -23,6 +23,8 @@ class SettingSpec:
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
+    #: The most characters a text setting holds; every text setting without choices needs one.
+    max_length: int | None = None
     #: Checks that need other settings too, e.g. level 2 never above level 1.
     extra_checks: tuple[Any, ...] = field(default=())
 
@@ -45,6 +47,12 @@ class SettingSpec:
             raise ValueError("expected true or false")
         if self.type is str and not isinstance(value, str):
             raise ValueError("expected text")
+        if self.type is str:
+            value = value.strip()
+            if not value:
+                raise ValueError("must not be blank")
+            if self.max_length is not None and len(value) > self.max_length:
+                raise ValueError(f"must be at most {self.max_length} characters")
         if self.choices and value not in self.choices:
             raise ValueError(f"expected one of: {', '.join(self.choices)}")
         if self.minimum is not None and value < self.minimum:

@@ -67,6 +67,7 @@ from wechatpy.crypto import PrpCrypto, WeChatCrypto
 from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac, dict_to_xml
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from server.api import JSONProvider
 from server.config import SANDBOX_DEFAULTS, Config
 from server.wechat.client import redact_url
 from server.wechat.formats import SCENE_MAX_LENGTH, SCENE_RE
@@ -2067,6 +2068,7 @@ def create_sandbox_app(
         raise ValueError("the sandbox needs at least one appid and secret")
     mute_wechatpy_pay_logs()
     app = Flask(__name__)
+    app.json = JSONProvider(app)
     app.extensions["sandbox_state"] = SandboxState(apps, seed, pages)
     app.extensions["sandbox_oa"] = OfficialAccountState(message_push)
     app.extensions["sandbox_pay"] = PayState(pay)

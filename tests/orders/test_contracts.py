@@ -260,7 +260,7 @@ def test_refusals(app, client, staff, wx_login, lead_for, staff_login):
 
     good = {"lead_id": valid, "title": "官网改版", "amount_fen": 1000, "installments": [{"amount_fen": 1000}]}
     for bad in (
-        {"amount_fen": 1000.0, "installments": [{"amount_fen": 1000.0}]},
+        {"amount_fen": 1000.5, "installments": [{"amount_fen": 1000.5}]},
         {"amount_fen": "1000", "installments": [{"amount_fen": "1000"}]},
         {"amount_fen": 0, "installments": [{"amount_fen": 0}]},
         {"installments": []},

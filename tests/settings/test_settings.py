@@ -17,11 +17,12 @@ def demo_specs(monkeypatch):
     monkeypatch.setitem(
         services._REGISTRY, "demo_mode", SettingSpec("demo_mode", str, "weekly", "mode", choices=("weekly", "monthly"))
     )
+    monkeypatch.setitem(services._REGISTRY, "demo_name", SettingSpec("demo_name", str, "shop", "name", max_length=8))
 
 
 @pytest.mark.parametrize(
     ("key", "raw", "parsed"),
-    [("demo_days", "14", 14), ("demo_days", 0, 0), ("demo_mode", "monthly", "monthly")],
+    [("demo_days", "14", 14), ("demo_days", 0, 0), ("demo_mode", "monthly", "monthly"), ("demo_name", " 小店 ", "小店"), ("demo_name", "x" * 8, "x" * 8)],
 )
 def test_parse_accepts(key, raw, parsed):
     assert services.spec_for(key).parse(raw) == parsed
@@ -29,7 +30,10 @@ def test_parse_accepts(key, raw, parsed):
 
 @pytest.mark.parametrize(
     ("key", "raw"),
-    [("demo_days", "-1"), ("demo_days", 366), ("demo_days", "ten"), ("demo_days", True), ("demo_days", 1.5), ("demo_mode", "daily")],
+    [
+        ("demo_days", "-1"), ("demo_days", 366), ("demo_days", "ten"), ("demo_days", True), ("demo_days", 1.5), ("demo_mode", "daily"),
+        ("demo_name", "x" * 9), ("demo_name", " \u3000\n"), ("demo_name", 1),
+    ],
 )
 def test_parse_refuses(key, raw):
     with pytest.raises(ValueError):

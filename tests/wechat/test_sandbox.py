@@ -414,3 +414,10 @@ def test_stall_holds_a_route_until_released(sandbox: Any, state: SandboxState) -
         assert requests.get(f"{base}/sandbox/health", timeout=2).json() == {"ok": True}
     finally:
         server.shutdown()
+
+
+def test_deeply_nested_json_is_refused_like_any_bad_body(wx: FlaskClient) -> None:
+    """The control routes read their bodies with get_json too; nesting cannot make them fail."""
+    body = b'{"appid": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = wx.put("/sandbox/oa/push", data=body, content_type="application/json")
+    assert response.status_code == 400
