@@ -8,7 +8,10 @@ exercised, and it answers errors as WeChat does: HTTP 200 with ``errcode``/``err
 Codes the sandbox accepts, standing in for what a phone would produce:
 
 - ``wx.login()`` code ``sandbox:<name>``: always the same member ``<name>``
-  (1–64 of ``A-Za-z0-9_-.``); openid differs per appid, unionid does not.
+  (1–64 of ``A-Za-z0-9_-.``); openid differs per appid, unionid does not. A reusable
+  developer code: WeChat's own codes work once, and so do the opaque ones
+  ``POST /sandbox/users/<name>/code`` issues (a second exchange gets 40163 "code been used";
+  after five minutes, 40029).
 - ``getPhoneNumber`` code ``sandbox-phone:13800138000`` (mainland, +86) or
   ``sandbox-phone:+852-51234567`` (elsewhere).
 
@@ -108,6 +111,10 @@ QR_ERROR_CORRECTION = qrcode.constants.ERROR_CORRECT_M
 QR_QUIET_MODULES = 4
 
 LOGIN_CODE = re.compile(r"sandbox:([A-Za-z0-9_.\-]{1,64})")
+#: WeChat's ``wx.login`` codes live five minutes and work once.
+LOGIN_CODE_TTL = 300
+#: A member name the sandbox can play.
+USER_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: JPEG quality of mini-program codes: high enough that no artefact blurs a module edge.
 CODE_JPEG_QUALITY = 95
 PHONE_CODE = re.compile(r"sandbox-phone:(?:\+([1-9]\d{0,3})-)?(\d{4,15})")
@@ -132,6 +139,17 @@ class _Token:
     expires_at: float
     #: "normal" (cgi-bin/token) or "stable" (cgi-bin/stable_token): WeChat keeps them apart.
     kind: str
+
+
+@dataclass
+class _LoginCode:
+    """A one-time ``wx.login`` code the sandbox issued for a member it plays."""
+
+    name: str
+    #: The app it may be exchanged in; None for any app of this sandbox.
+    appid: str | None
+    expires_at: float
+    used: bool = False
 
 
 @dataclass
@@ -166,6 +184,8 @@ class SandboxState:
         self.stalls: dict[str, _Stall] = {}
         #: Every openid the sandbox has handed out, and the app it belongs to.
         self.issued_openids: dict[str, str] = {}
+        #: One-time ``wx.login`` codes (``POST /sandbox/users/<name>/code``), by code.
+        self.login_codes: dict[str, _LoginCode] = {}
 
     def count(self, path: str) -> None:
         """Record one call to ``path``."""
@@ -258,6 +278,29 @@ class SandboxState:
         """The app ``openid`` was issued for; None if the sandbox never issued it."""
         with self.lock:
             return self.issued_openids.get(openid)
+
+    def issue_login_code(self, name: str, appid: str | None) -> str:
+        """A fresh one-time ``wx.login`` code of member ``name`` (for ``appid`` only, when given)."""
+        code = "0" + secrets.token_urlsafe(24)  # opaque, like WeChat's 32-character codes
+        with self.lock:
+            now = time.time()
+            for stale in [c for c, v in self.login_codes.items() if v.expires_at + LOGIN_CODE_TTL < now]:
+                del self.login_codes[stale]
+            self.login_codes[code] = _LoginCode(name, appid, now + LOGIN_CODE_TTL)
+        return code
+
+    def redeem_login_code(self, code: str, appid: str) -> str:
+        """The member a one-time code stands for, which it does only once; else WeChat's refusal."""
+        with self.lock:
+            entry = self.login_codes.get(code)
+            if entry is None or (entry.appid is not None and entry.appid != appid):
+                raise WeChatFault(40029, "invalid code")
+            if entry.used:
+                raise WeChatFault(40163, "code been used")
+            if entry.expires_at <= time.time():
+                raise WeChatFault(40029, "invalid code")
+            entry.used = True
+            return entry.name
 
     def unionid(self, name: str) -> str:
         """The stable unionid of member ``name``: the same in every app of this sandbox."""
@@ -356,9 +399,7 @@ def jscode2session() -> Response:
     if not js_code:
         raise WeChatFault(41008, "missing code")
     match = LOGIN_CODE.fullmatch(js_code)
-    if match is None:
-        raise WeChatFault(40029, "invalid code")
-    name = match.group(1)
+    name = match.group(1) if match is not None else state().redeem_login_code(js_code, appid)
     return jsonify(
         session_key=base64.b64encode(os.urandom(16)).decode("ascii"),
         openid=state().openid(appid, name),
@@ -2147,6 +2188,17 @@ def stall_route() -> Response:
     with sandbox.lock:
         sandbox.stalls[body["path"]] = _Stall(float(seconds), times)
     return jsonify(path=body["path"], seconds=seconds, times=times)
+
+
+@control_bp.post("/users/<name>/code")
+def issue_login_code(name: str) -> Response:
+    """Play member ``<name>`` calling ``wx.login()``: a fresh one-time code (``?appid=`` binds it to one app)."""
+    if not USER_NAME.fullmatch(name):
+        return _control_error(400, "name must be 1-64 of A-Za-z0-9_.-")
+    appid = request.args.get("appid")
+    if appid is not None and appid not in state().apps:
+        return _control_error(400, "unknown appid")
+    return jsonify(code=state().issue_login_code(name, appid), expires_in=LOGIN_CODE_TTL)
 
 
 @control_bp.post("/tokens/revoke")

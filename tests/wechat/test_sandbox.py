@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -418,3 +419,30 @@ def test_stall_holds_a_route_until_released(sandbox: Any, state: SandboxState) -
         assert requests.get(f"{base}/sandbox/health", timeout=2).json() == {"ok": True}
     finally:
         server.shutdown()
+
+
+# -- one-time login codes ---------------------------------------------------------------------
+
+
+def test_login_codes_the_sandbox_issues_work_once(wx: FlaskClient, state: SandboxState) -> None:
+    issued = wx.post("/sandbox/users/carol/code")
+    assert issued.status_code == 200
+    code = issued.get_json()["code"]
+    assert "carol" not in code and issued.get_json()["expires_in"] == 300
+    query = {"appid": APPID, "secret": SECRET, "js_code": code, "grant_type": "authorization_code"}
+    first = wx.get("/sns/jscode2session", query_string=query).get_json()
+    assert first["openid"] == state.openid(APPID, "carol")
+    assert errcode(wx.get("/sns/jscode2session", query_string=query)) == 40163  # "code been used"
+    # The developer code stays reusable.
+    again = query | {"js_code": "sandbox:carol"}
+    assert wx.get("/sns/jscode2session", query_string=again).get_json()["openid"] == first["openid"]
+    assert wx.get("/sns/jscode2session", query_string=again).get_json()["openid"] == first["openid"]
+    assert errcode(wx.get("/sns/jscode2session", query_string=query | {"js_code": "0nevergiven"})) == 40029
+    assert wx.post("/sandbox/users/bad name/code").status_code == 400
+
+
+def test_a_login_code_expires_after_five_minutes(wx: FlaskClient, state: SandboxState) -> None:
+    code = wx.post("/sandbox/users/carol/code").get_json()["code"]
+    state.login_codes[code].expires_at = time.time() - 1
+    query = {"appid": APPID, "secret": SECRET, "js_code": code, "grant_type": "authorization_code"}
+    assert errcode(wx.get("/sns/jscode2session", query_string=query)) == 40029
