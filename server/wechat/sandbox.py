@@ -18,7 +18,9 @@ Codes the sandbox accepts, standing in for what a phone would produce:
 - Official-account OAuth: ``/connect/oauth2/authorize?…&sandbox_user=<name>``
   redirects at once with code ``sandbox-oauth:<name>`` (``snsapi_base``) or
   ``sandbox-oauth-userinfo:<name>`` (``snsapi_userinfo``); only the latter's
-  exchange returns a unionid, as WeChat documents.
+  exchange returns a unionid, as WeChat documents. With ``sandbox_snapshot=1`` too (code
+  ``sandbox-oauth-snapshot:<name>``) the user is looking at a Moments snapshot page: the
+  exchange answers ``is_snapshotuser: 1`` and a virtual openid shared by all such viewers.
 
 Openids are issued, as on WeChat: a prepay for an openid the sandbox never handed out
 for that appid is refused with OPENID_MISMATCH.
@@ -270,6 +272,13 @@ class SandboxState:
     def openid(self, appid: str, name: str) -> str:
         """The stable openid of member ``name`` in ``appid``: 28 characters, different per app (and now issued)."""
         openid = self._derive("openid", appid, name)
+        with self.lock:
+            self.issued_openids[openid] = appid
+        return openid
+
+    def snapshot_openid(self, appid: str) -> str:
+        """The one virtual openid every viewer of ``appid``'s Moments snapshot pages gets."""
+        openid = self._derive("snapshot-openid", appid)
         with self.lock:
             self.issued_openids[openid] = appid
         return openid
@@ -527,7 +536,7 @@ QR_LIMIT_SCENE_ID_MAX = 100_000
 QR_SCENE_ID_MAX = 2**32 - 1
 QR_ACTIONS = frozenset({"QR_SCENE", "QR_STR_SCENE", "QR_LIMIT_SCENE", "QR_LIMIT_STR_SCENE"})
 #: The OAuth code the sandbox's authorize page hands out: ``sandbox-oauth:<name>`` for snsapi_base.
-OAUTH_CODE = re.compile(r"sandbox-oauth(-userinfo)?:([A-Za-z0-9_.\-]{1,64})")
+OAUTH_CODE = re.compile(r"sandbox-oauth(-userinfo|-snapshot)?:([A-Za-z0-9_.\-]{1,64})")
 OAUTH_SCOPES = frozenset({"snsapi_base", "snsapi_userinfo"})
 #: WeChat allows ``state`` up to 128 bytes of letters and digits.
 OAUTH_STATE = re.compile(r"[A-Za-z0-9]{0,128}")
@@ -809,7 +818,19 @@ def oauth_access_token() -> Response:
     match = OAUTH_CODE.fullmatch(code)
     if match is None:
         raise WeChatFault(40029, "invalid code")
-    userinfo, name = bool(match.group(1)), match.group(2)
+    kind, name = match.group(1), match.group(2)
+    if kind == "-snapshot":
+        # A Moments snapshot page (朋友圈快照页): a virtual user with an openid shared by every
+        # viewer, only ever snsapi_base, flagged is_snapshotuser so the page can ask for the real one.
+        return jsonify(
+            access_token=secrets.token_urlsafe(64),
+            expires_in=TOKEN_TTL,
+            refresh_token=secrets.token_urlsafe(64),
+            openid=state().snapshot_openid(appid),
+            scope="snsapi_base",
+            is_snapshotuser=1,
+        )
+    userinfo = kind == "-userinfo"
     openid = state().openid(appid, name)
     oa_state().meet(appid, openid, name)
     answer: dict[str, Any] = {
@@ -871,7 +892,10 @@ def oauth_authorize() -> Response:
         return _oauth_page(200, "请在微信客户端打开链接（沙箱：加上 sandbox_user=&lt;名字&gt; 参数扮演该用户）")
     if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
         return _oauth_page(400, "sandbox_user 必须是 1-64 个字母、数字或 _ . -")
-    code = f"sandbox-oauth-userinfo:{name}" if scope == "snsapi_userinfo" else f"sandbox-oauth:{name}"
+    if args.get("sandbox_snapshot") == "1":
+        code = f"sandbox-oauth-snapshot:{name}"
+    else:
+        code = f"sandbox-oauth-userinfo:{name}" if scope == "snsapi_userinfo" else f"sandbox-oauth:{name}"
     separator = "&" if "?" in redirect_uri else "?"
     target = redirect_uri.split("#", 1)[0] + separator + urlencode({"code": code, "state": given_state})
     return Response(status=302, headers={"Location": target})
