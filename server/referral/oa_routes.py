@@ -231,6 +231,10 @@ def member_zone_oauth() -> Response:
         return _page("expired", 400)
     except AppError:
         return _page("unavailable", 502)
+    if identity.snapshot:
+        # A Moments snapshot page: WeChat gives every viewer the same virtual openid, so nobody
+        # may sign in or be bound through it; the visitor has to open the full page.
+        return _page("snapshot", 403)
     if identity.unionid is None:
         if scope == "snsapi_base":
             # Not a follower: only the consent screen of snsapi_userinfo yields a unionid.

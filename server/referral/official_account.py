@@ -221,10 +221,13 @@ def oauth_identity(oa: OfficialAccount, code: str) -> OAuthResult:
     """Who came back from the account's web OAuth; the unionid from ``user/info`` when OAuth omits it.
 
     ``snsapi_base`` never carries a unionid, but for a follower ``user/info`` does; for anyone
-    else it stays None and only ``snsapi_userinfo`` can tell.
+    else it stays None and only ``snsapi_userinfo`` can tell. A snapshot user (``result.snapshot``)
+    is nobody in particular and comes back as such, never looked up.
     """
     try:
         result = oa.oauth_exchange(code)
+        if result.snapshot:
+            return result
         if result.unionid is None:
             result = OAuthResult(result.openid, oa.user_info(result.openid).unionid)
     except WeChatError as error:

@@ -439,6 +439,8 @@ class OAuthResult:
     openid: str
     #: WeChat sends it for ``snsapi_userinfo`` only; ask ``user_info`` otherwise.
     unionid: str | None
+    #: ``is_snapshotuser`` 1: a Moments snapshot page's virtual user, whose openid every such viewer shares.
+    snapshot: bool = False
 
 
 class OfficialAccount:
@@ -557,4 +559,8 @@ class OfficialAccount:
             api_base_url=self.client.api_base,
             params={"appid": self.client.appid, "secret": self.client.secret, "code": code, "grant_type": "authorization_code"},
         ), path)
-        return OAuthResult(openid=_required(result, "openid", path), unionid=result.get("unionid") or None)
+        return OAuthResult(
+            openid=_required(result, "openid", path),
+            unionid=result.get("unionid") or None,
+            snapshot=result.get("is_snapshotuser") == 1,
+        )

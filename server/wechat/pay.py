@@ -56,8 +56,35 @@ V3_AUTH_SCHEME = "WECHATPAY2-SHA256-RSA2048"
 #: A v3 message (answer or notification) whose timestamp is further than this from now is refused.
 V3_MAX_CLOCK_SKEW = 300
 V3_API_KEY_LENGTH = 32
-#: WeChat's limits: v2 ``body`` in bytes, v3 ``description`` in characters.
-V2_BODY_MAX_BYTES, V3_DESCRIPTION_MAX_CHARS = 128, 127
+
+# WeChat's limits on free text, each in the unit WeChat counts it in (v2 ``String(n)`` is UTF-8
+# bytes; v3 says per field). Sources: pay.weixin.qq.com v2 统一下单 and 申请退款 (doc/v2/merchant/
+# 4011940985), v3 JSAPI/小程序下单 and 申请退款 (docs/merchant/products/mini-program-payment/apilist,
+# docs/merchant/products/refund/apilist).
+#: v2 unifiedorder ``body``: String(127), UTF-8 bytes.
+V2_BODY_MAX_BYTES = 127
+#: v2 unifiedorder ``attach``: String(127), UTF-8 bytes.
+V2_ATTACH_MAX_BYTES = 127
+#: v2 unifiedorder ``detail``: String(6000), UTF-8 bytes.
+V2_DETAIL_MAX_BYTES = 6000
+#: v2 refund ``refund_desc``: String(80), UTF-8 bytes.
+V2_REFUND_DESC_MAX_BYTES = 80
+#: v3 JSAPI ``description``: string(127), characters ("不能超过127个字符").
+V3_DESCRIPTION_MAX_CHARS = 127
+#: v3 JSAPI ``attach``: string(128), characters ("总长度限制在128字符").
+V3_ATTACH_MAX_CHARS = 128
+#: v3 refund ``reason``: string(80), UTF-8 bytes ("不得超过80个字节").
+V3_REASON_MAX_BYTES = 80
+
+#: The shortest ``time_expire`` window WeChat Pay accepts: v2 refuses anything up to five minutes
+#: from the call (err_code_des "time_expire时间过短，刷卡至少1分钟，其他5分钟"; exactly five is refused too).
+WECHAT_MIN_PAY_WINDOW = timedelta(minutes=5)
+#: Slack on top of the minimum for clock skew between us and WeChat and the request's own time.
+PAY_WINDOW_MARGIN = timedelta(minutes=1)
+#: The shortest window the adapters send; a shorter one raises PayWindowTooShortError instead.
+SAFE_MIN_PAY_WINDOW = WECHAT_MIN_PAY_WINDOW + PAY_WINDOW_MARGIN
+#: The largest amount, in fen, believed from a notification (10^12 fen is ten billion yuan).
+MAX_NOTIFIED_FEN = 10**12
 #: Beijing time, in which v2 writes every time (``yyyyMMddHHmmss``) and v3 offsets its RFC 3339 times.
 CHINA_TZ = timezone(timedelta(hours=8))
 
@@ -82,6 +109,15 @@ class WeChatPayError(WeChatError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(None, f"{code}: {message}")
         self.code = code
+
+
+class PayWindowTooShortError(WeChatError):
+    """A prepay's ``time_expire`` is closer than ``SAFE_MIN_PAY_WINDOW``: WeChat would refuse it, so it is not sent."""
+
+    def __init__(self, time_expire: datetime, now: datetime) -> None:
+        seconds = int((time_expire - now).total_seconds())
+        super().__init__(None, f"time_expire is {seconds}s away; WeChat Pay needs more than {int(SAFE_MIN_PAY_WINDOW.total_seconds())}s")
+        self.time_expire = time_expire
 
 
 class PayNotConfiguredError(WeChatError):
@@ -177,6 +213,41 @@ def clip_utf8(text: str, max_bytes: int) -> str:
 
 def china_time(value: datetime) -> datetime:
     return value.astimezone(CHINA_TZ)
+
+
+def check_pay_window(time_expire: datetime | None, now: datetime | None = None) -> None:
+    """PayWindowTooShortError unless ``time_expire`` is absent or at least ``SAFE_MIN_PAY_WINDOW`` away."""
+    if time_expire is None:
+        return
+    now = now or datetime.now(timezone.utc)
+    if time_expire - now < SAFE_MIN_PAY_WINDOW:
+        raise PayWindowTooShortError(time_expire, now)
+
+
+def notified_fen(value: Any, name: str) -> int:
+    """An amount from a v3 notification: a JSON integer in 1..MAX_NOTIFIED_FEN, else InvalidNotificationError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NOTIFIED_FEN:
+        raise InvalidNotificationError(f"{name} is not an amount in fen")
+    return value
+
+
+def notified_v2_fen(value: Any, name: str, minimum: int = 1) -> int:
+    """An amount from a v2 notification: ASCII digits only, in minimum..MAX_NOTIFIED_FEN, else InvalidNotificationError."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 13 or not value.isascii() or not value.isdigit():
+        raise InvalidNotificationError(f"{name} is not an amount in fen")
+    number = int(value)
+    if not minimum <= number <= MAX_NOTIFIED_FEN:
+        raise InvalidNotificationError(f"{name} is not an amount in fen")
+    return number
+
+
+def _strict_json(text: bytes) -> Any:
+    """JSON without NaN or Infinity (Python reads them by default; WeChat never sends them)."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 # -- v2 ---------------------------------------------------------------------------------------
@@ -336,7 +407,11 @@ class PayV2:
         client_ip: str,
         time_expire: datetime | None = None,
     ) -> str:
-        """A JSAPI prepay (``pay/unifiedorder``); returns the ``prepay_id``."""
+        """A JSAPI prepay (``pay/unifiedorder``); returns the ``prepay_id``.
+
+        PayWindowTooShortError, without a call, for a ``time_expire`` WeChat would refuse.
+        """
+        check_pay_window(time_expire)
         data: dict[str, Any] = {
             # wechatpy writes text into CDATA sections without escaping their terminator.
             "body": clip_utf8(body.replace("]]>", "]] >"), V2_BODY_MAX_BYTES) or out_trade_no,
@@ -389,18 +464,25 @@ class PayV2:
         refund_fee: int,
         notify_url: str,
         reason: str = "",
+        *,
+        transaction_id: str | None = None,
     ) -> str:
         """``secapi/pay/refund`` (needs the client certificate in production); returns WeChat's ``refund_id``.
 
-        Idempotent on ``out_refund_no``: WeChat answers a repeat with the same refund.
+        The order is named by ``out_trade_no`` or ``transaction_id`` (either will do; WeChat
+        prefers the latter when both come). Idempotent on ``out_refund_no``: WeChat answers a
+        repeat with the same refund.
         """
+        if not (out_trade_no or transaction_id):
+            raise ValueError("a refund needs out_trade_no or transaction_id")
         data = {
-            "out_trade_no": out_trade_no,
+            "out_trade_no": out_trade_no or None,
+            "transaction_id": transaction_id or None,
             "out_refund_no": out_refund_no,
             "total_fee": int(total_fee),
             "refund_fee": int(refund_fee),
             "notify_url": notify_url,
-            "refund_desc": clip_utf8(reason, 80) or None,
+            "refund_desc": clip_utf8(reason, V2_REFUND_DESC_MAX_BYTES) or None,
         }
         result = self._call("secapi/pay/refund", data)
         refund_id = result.get("refund_id")
@@ -414,26 +496,36 @@ class PayV2:
         if data.get("mch_id") != self.mch_id:
             raise InvalidNotificationError("mch_id is not ours")
 
+    def notify_sign_type(self, data: Mapping[str, Any]) -> str:
+        """The sign type a notification is verified with.
+
+        WeChat signs a notification the way the prepay was signed but leaves ``sign_type`` out
+        (an HMAC-SHA256 notification carries only its 64-hex ``sign``), so an absent element
+        means the merchant's configured type; MD5 is taken only when configured or named.
+        """
+        named = data.get("sign_type")
+        if named is None or named == "":
+            return self.sign_type
+        if named not in V2_SIGN_TYPES:
+            raise InvalidNotificationError("unknown sign_type")
+        return str(named)
+
     def parse_pay_notify(self, xml: bytes) -> PayNotice:
-        """A payment notification, verified: signature (per its ``sign_type``), appid, mch_id, return_code."""
+        """A payment notification, verified: signature (see ``notify_sign_type``), appid, mch_id, return_code."""
         try:
             data = parse_v2_xml(xml)
         except ValueError:
             raise InvalidNotificationError("body is not a v2 XML notification") from None
         if data.get("return_code") != "SUCCESS":
             raise InvalidNotificationError("return_code is not SUCCESS")
-        sign_type = data.get("sign_type") or "MD5"
-        if sign_type not in V2_SIGN_TYPES:
-            raise InvalidNotificationError("unknown sign_type")
-        if not v2_signature_matches(data, self._api_key, sign_type):
+        if not v2_signature_matches(data, self._api_key, self.notify_sign_type(data)):
             raise InvalidNotificationError("signature does not verify")
         self._check_merchant(data)
-        try:
-            total_fee = int(data["total_fee"])
-            out_trade_no, transaction_id = str(data["out_trade_no"]), str(data["transaction_id"])
-        except (KeyError, TypeError, ValueError):
-            raise InvalidNotificationError("notification lacks out_trade_no, transaction_id or total_fee") from None
-        if not out_trade_no or not transaction_id or total_fee <= 0:
+        total_fee = notified_v2_fen(data.get("total_fee"), "total_fee")
+        if data.get("cash_fee") is not None:
+            notified_v2_fen(data["cash_fee"], "cash_fee", minimum=0)  # zero when coupons paid it all
+        out_trade_no, transaction_id = data.get("out_trade_no"), data.get("transaction_id")
+        if not out_trade_no or not transaction_id:
             raise InvalidNotificationError("notification lacks out_trade_no, transaction_id or total_fee")
         return PayNotice(
             api=self.api,
@@ -458,18 +550,23 @@ class PayV2:
             raise InvalidNotificationError("notification lacks req_info")
         try:
             info = parse_v2_xml(decrypt_req_info(req_info, self._api_key), root="root")
+            refund_fee = notified_v2_fen(info.get("refund_fee"), "refund_fee")
+            total_fee = notified_v2_fen(info["total_fee"], "total_fee") if info.get("total_fee") is not None else None
+            for name in ("settlement_refund_fee", "settlement_total_fee", "cash_refund_fee"):
+                if info.get(name) is not None:
+                    notified_v2_fen(info[name], name, minimum=0)
             notice = RefundNotice(
                 api=self.api,
                 out_trade_no=str(info["out_trade_no"]),
                 out_refund_no=str(info["out_refund_no"]),
                 refund_id=str(info["refund_id"]),
-                refund_fee=int(info["refund_fee"]),
-                total_fee=int(info["total_fee"]) if info.get("total_fee") else None,
+                refund_fee=refund_fee,
+                total_fee=total_fee,
                 status=str(info["refund_status"]),
             )
         except (KeyError, TypeError, ValueError):
             raise InvalidNotificationError("req_info is not a refund result") from None
-        if not (notice.out_trade_no and notice.out_refund_no and notice.refund_id) or notice.refund_fee <= 0:
+        if not (notice.out_trade_no and notice.out_refund_no and notice.refund_id):
             raise InvalidNotificationError("req_info is not a refund result")
         return notice
 
@@ -664,7 +761,11 @@ class PayV3:
         notify_url: str,
         time_expire: datetime | None = None,
     ) -> str:
-        """``POST /v3/pay/transactions/jsapi``; returns the ``prepay_id``."""
+        """``POST /v3/pay/transactions/jsapi``; returns the ``prepay_id``.
+
+        PayWindowTooShortError, without a call, for a ``time_expire`` WeChat would refuse.
+        """
+        check_pay_window(time_expire)
         payload: dict[str, Any] = {
             "appid": self.appid,
             "mchid": self.mchid,
@@ -713,16 +814,23 @@ class PayV3:
         refund_fee: int,
         notify_url: str,
         reason: str = "",
+        *,
+        transaction_id: str | None = None,
     ) -> str:
-        """``POST /v3/refund/domestic/refunds``; returns WeChat's ``refund_id``. Idempotent on ``out_refund_no``."""
-        payload: dict[str, Any] = {
-            "out_trade_no": out_trade_no,
+        """``POST /v3/refund/domestic/refunds``; returns WeChat's ``refund_id``. Idempotent on ``out_refund_no``.
+
+        The order is named by ``out_trade_no`` or ``transaction_id``, either will do.
+        """
+        if not (out_trade_no or transaction_id):
+            raise ValueError("a refund needs out_trade_no or transaction_id")
+        payload: dict[str, Any] = {"out_trade_no": out_trade_no} if out_trade_no else {"transaction_id": transaction_id}
+        payload |= {
             "out_refund_no": out_refund_no,
             "notify_url": notify_url,
             "amount": {"refund": int(refund_fee), "total": int(total_fee), "currency": "CNY"},
         }
         if reason:
-            payload["reason"] = reason[:80]
+            payload["reason"] = clip_utf8(reason, V3_REASON_MAX_BYTES)
         answer = self._request("POST", "/v3/refund/domestic/refunds", payload=payload) or {}
         refund_id = answer.get("refund_id")
         if not refund_id:
@@ -741,7 +849,7 @@ class PayV3:
             raise InvalidNotificationError("resource lacks ciphertext or nonce")
         try:
             plaintext = self._aead.decrypt(nonce.encode("utf-8"), base64.b64decode(ciphertext, validate=True), associated.encode("utf-8"))
-            data = json.loads(plaintext)
+            data = _strict_json(plaintext)
         except (InvalidTag, ValueError):
             raise InvalidNotificationError("resource does not decrypt with this merchant's APIv3 key") from None
         if not isinstance(data, dict):
@@ -777,11 +885,11 @@ class PayV3:
                     api=self.api,
                     out_trade_no=str(resource["out_trade_no"]),
                     transaction_id=str(resource["transaction_id"]),
-                    total_fee=int(amount["total"]),
+                    total_fee=notified_fen(amount.get("total"), "amount.total"),
                     succeeded=True,
                     openid=payer.get("openid"),
                 )
-                ok = bool(notice.out_trade_no and notice.transaction_id) and notice.total_fee > 0
+                ok = bool(notice.out_trade_no and notice.transaction_id)
             elif event_type.startswith("REFUND."):
                 status = str(resource.get("refund_status") or "")
                 if event_type != f"REFUND.{status}":
@@ -791,11 +899,11 @@ class PayV3:
                     out_trade_no=str(resource["out_trade_no"]),
                     out_refund_no=str(resource["out_refund_no"]),
                     refund_id=str(resource["refund_id"]),
-                    refund_fee=int(amount["refund"]),
-                    total_fee=int(amount["total"]) if "total" in amount else None,
+                    refund_fee=notified_fen(amount.get("refund"), "amount.refund"),
+                    total_fee=notified_fen(amount["total"], "amount.total") if "total" in amount else None,
                     status=status,
                 )
-                ok = bool(notice.out_trade_no and notice.out_refund_no and notice.refund_id) and notice.refund_fee > 0
+                ok = bool(notice.out_trade_no and notice.out_refund_no and notice.refund_id)
             else:
                 return IgnoredNotice(event_type)
         except (KeyError, TypeError, ValueError):
@@ -992,8 +1100,20 @@ class WeChatPayGateway:
     def close_order(self, api: str, out_trade_no: str) -> None:
         self.client(api).close_order(out_trade_no)
 
-    def refund(self, api: str, *, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int, notify_url: str, reason: str = "") -> str:
-        return self.client(api).refund(out_trade_no, out_refund_no, total_fee, refund_fee, notify_url, reason)
+    def refund(
+        self,
+        api: str,
+        *,
+        out_trade_no: str,
+        out_refund_no: str,
+        total_fee: int,
+        refund_fee: int,
+        notify_url: str,
+        reason: str = "",
+        transaction_id: str | None = None,
+    ) -> str:
+        """A refund through ``api``, of the order named by ``out_trade_no`` or ``transaction_id``."""
+        return self.client(api).refund(out_trade_no, out_refund_no, total_fee, refund_fee, notify_url, reason, transaction_id=transaction_id)
 
     def close(self) -> None:
         """Close the pooled HTTP connections."""

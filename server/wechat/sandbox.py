@@ -8,14 +8,22 @@ exercised, and it answers errors as WeChat does: HTTP 200 with ``errcode``/``err
 Codes the sandbox accepts, standing in for what a phone would produce:
 
 - ``wx.login()`` code ``sandbox:<name>``: always the same member ``<name>``
-  (1–64 of ``A-Za-z0-9_-.``); openid differs per appid, unionid does not.
+  (1–64 of ``A-Za-z0-9_-.``); openid differs per appid, unionid does not. A reusable
+  developer code: WeChat's own codes work once, and so do the opaque ones
+  ``POST /sandbox/users/<name>/code`` issues (a second exchange gets 40163 "code been used";
+  after five minutes, 40029).
 - ``getPhoneNumber`` code ``sandbox-phone:13800138000`` (mainland, +86) or
   ``sandbox-phone:+852-51234567`` (elsewhere).
 
 - Official-account OAuth: ``/connect/oauth2/authorize?…&sandbox_user=<name>``
   redirects at once with code ``sandbox-oauth:<name>`` (``snsapi_base``) or
   ``sandbox-oauth-userinfo:<name>`` (``snsapi_userinfo``); only the latter's
-  exchange returns a unionid, as WeChat documents.
+  exchange returns a unionid, as WeChat documents. With ``sandbox_snapshot=1`` too (code
+  ``sandbox-oauth-snapshot:<name>``) the user is looking at a Moments snapshot page: the
+  exchange answers ``is_snapshotuser: 1`` and a virtual openid shared by all such viewers.
+
+Openids are issued, as on WeChat: a prepay for an openid the sandbox never handed out
+for that appid is refused with OPENID_MISMATCH.
 
 The official account's users are played on request: ``POST /sandbox/oa/events``
 makes user ``<name>`` follow (through a QR code), scan, leave or write, and the
@@ -73,6 +81,14 @@ from server.wechat.client import redact_url
 from server.wechat.formats import SCENE_MAX_LENGTH, SCENE_RE
 from server.wechat.pay import (
     CHINA_TZ,
+    V2_ATTACH_MAX_BYTES,
+    V2_BODY_MAX_BYTES,
+    V2_DETAIL_MAX_BYTES,
+    V2_REFUND_DESC_MAX_BYTES,
+    V3_ATTACH_MAX_CHARS,
+    V3_DESCRIPTION_MAX_CHARS,
+    V3_REASON_MAX_BYTES,
+    WECHAT_MIN_PAY_WINDOW,
     SANDBOX_MCH_SERIAL,
     SANDBOX_PLATFORM_SERIAL,
     ensure_sandbox_keys,
@@ -98,6 +114,12 @@ QR_ERROR_CORRECTION = qrcode.constants.ERROR_CORRECT_M
 QR_QUIET_MODULES = 4
 
 LOGIN_CODE = re.compile(r"sandbox:([A-Za-z0-9_.\-]{1,64})")
+#: WeChat's ``wx.login`` codes live five minutes and work once.
+LOGIN_CODE_TTL = 300
+#: A member name the sandbox can play.
+USER_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+#: JPEG quality of mini-program codes: high enough that no artefact blurs a module edge.
+CODE_JPEG_QUALITY = 95
 PHONE_CODE = re.compile(r"sandbox-phone:(?:\+([1-9]\d{0,3})-)?(\d{4,15})")
 CN_MOBILE = re.compile(r"1\d{10}")
 #: A page path as WeChat wants it: no leading slash, no query (parameters go in the scene).
@@ -120,6 +142,17 @@ class _Token:
     expires_at: float
     #: "normal" (cgi-bin/token) or "stable" (cgi-bin/stable_token): WeChat keeps them apart.
     kind: str
+
+
+@dataclass
+class _LoginCode:
+    """A one-time ``wx.login`` code the sandbox issued for a member it plays."""
+
+    name: str
+    #: The app it may be exchanged in; None for any app of this sandbox.
+    appid: str | None
+    expires_at: float
+    used: bool = False
 
 
 @dataclass
@@ -152,6 +185,10 @@ class SandboxState:
         self.token_delay = 0.0
         #: Routes told to hold their next calls (``POST /sandbox/stall``), by path.
         self.stalls: dict[str, _Stall] = {}
+        #: Every openid the sandbox has handed out, and the app it belongs to.
+        self.issued_openids: dict[str, str] = {}
+        #: One-time ``wx.login`` codes (``POST /sandbox/users/<name>/code``), by code.
+        self.login_codes: dict[str, _LoginCode] = {}
 
     def count(self, path: str) -> None:
         """Record one call to ``path``."""
@@ -234,8 +271,46 @@ class SandboxState:
         return "o" + base64.urlsafe_b64encode(digest).decode("ascii")[:27]
 
     def openid(self, appid: str, name: str) -> str:
-        """The stable openid of member ``name`` in ``appid``: 28 characters, different per app."""
-        return self._derive("openid", appid, name)
+        """The stable openid of member ``name`` in ``appid``: 28 characters, different per app (and now issued)."""
+        openid = self._derive("openid", appid, name)
+        with self.lock:
+            self.issued_openids[openid] = appid
+        return openid
+
+    def snapshot_openid(self, appid: str) -> str:
+        """The one virtual openid every viewer of ``appid``'s Moments snapshot pages gets."""
+        openid = self._derive("snapshot-openid", appid)
+        with self.lock:
+            self.issued_openids[openid] = appid
+        return openid
+
+    def app_of_openid(self, openid: str) -> str | None:
+        """The app ``openid`` was issued for; None if the sandbox never issued it."""
+        with self.lock:
+            return self.issued_openids.get(openid)
+
+    def issue_login_code(self, name: str, appid: str | None) -> str:
+        """A fresh one-time ``wx.login`` code of member ``name`` (for ``appid`` only, when given)."""
+        code = "0" + secrets.token_urlsafe(24)  # opaque, like WeChat's 32-character codes
+        with self.lock:
+            now = time.time()
+            for stale in [c for c, v in self.login_codes.items() if v.expires_at + LOGIN_CODE_TTL < now]:
+                del self.login_codes[stale]
+            self.login_codes[code] = _LoginCode(name, appid, now + LOGIN_CODE_TTL)
+        return code
+
+    def redeem_login_code(self, code: str, appid: str) -> str:
+        """The member a one-time code stands for, which it does only once; else WeChat's refusal."""
+        with self.lock:
+            entry = self.login_codes.get(code)
+            if entry is None or (entry.appid is not None and entry.appid != appid):
+                raise WeChatFault(40029, "invalid code")
+            if entry.used:
+                raise WeChatFault(40163, "code been used")
+            if entry.expires_at <= time.time():
+                raise WeChatFault(40029, "invalid code")
+            entry.used = True
+            return entry.name
 
     def unionid(self, name: str) -> str:
         """The stable unionid of member ``name``: the same in every app of this sandbox."""
@@ -334,9 +409,7 @@ def jscode2session() -> Response:
     if not js_code:
         raise WeChatFault(41008, "missing code")
     match = LOGIN_CODE.fullmatch(js_code)
-    if match is None:
-        raise WeChatFault(40029, "invalid code")
-    name = match.group(1)
+    name = match.group(1) if match is not None else state().redeem_login_code(js_code, appid)
     return jsonify(
         session_key=base64.b64encode(os.urandom(16)).decode("ascii"),
         openid=state().openid(appid, name),
@@ -383,8 +456,10 @@ def _color(value: Any) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
-def render_code(scene: str, width: int, color: tuple[int, int, int] = (0, 0, 0), transparent: bool = False) -> bytes:
-    """A PNG, ``width`` pixels square, of a QR code whose content is exactly ``scene``."""
+def render_code(
+    scene: str, width: int, color: tuple[int, int, int] = (0, 0, 0), transparent: bool = False, image_format: str = "PNG"
+) -> bytes:
+    """An image (PNG, or JPEG unless transparent), ``width`` pixels square, of a QR code whose content is exactly ``scene``."""
     qr = qrcode.QRCode(error_correction=QR_ERROR_CORRECTION, box_size=1, border=0)
     qr.add_data(scene)
     qr.make(fit=True)
@@ -401,7 +476,10 @@ def render_code(scene: str, width: int, color: tuple[int, int, int] = (0, 0, 0),
                 x, y = offset + col * box, offset + row * box
                 draw.rectangle((x, y, x + box - 1, y + box - 1), fill=(*color, 255))
     out = io.BytesIO()
-    (image if transparent else image.convert("RGB")).save(out, format="PNG")
+    if transparent or image_format == "PNG":
+        (image if transparent else image.convert("RGB")).save(out, format="PNG")
+    else:
+        image.convert("RGB").save(out, format="JPEG", quality=CODE_JPEG_QUALITY, subsampling=0)
     return out.getvalue()
 
 
@@ -440,8 +518,10 @@ def get_wxacode_unlimit() -> Response:
     color = (0, 0, 0)
     if not flags["auto_color"] and "line_color" in body:
         color = _color(body["line_color"])
-    png = render_code(scene, width, color, transparent=flags["is_hyaline"])
-    return Response(png, mimetype="image/png")
+    # WeChat answers image/jpeg, and a PNG only when asked for a transparent background.
+    if flags["is_hyaline"]:
+        return Response(render_code(scene, width, color, transparent=True), mimetype="image/png")
+    return Response(render_code(scene, width, color, image_format="JPEG"), mimetype="image/jpeg")
 
 
 # -- official account (公众号) ------------------------------------------------------
@@ -457,7 +537,7 @@ QR_LIMIT_SCENE_ID_MAX = 100_000
 QR_SCENE_ID_MAX = 2**32 - 1
 QR_ACTIONS = frozenset({"QR_SCENE", "QR_STR_SCENE", "QR_LIMIT_SCENE", "QR_LIMIT_STR_SCENE"})
 #: The OAuth code the sandbox's authorize page hands out: ``sandbox-oauth:<name>`` for snsapi_base.
-OAUTH_CODE = re.compile(r"sandbox-oauth(-userinfo)?:([A-Za-z0-9_.\-]{1,64})")
+OAUTH_CODE = re.compile(r"sandbox-oauth(-userinfo|-snapshot)?:([A-Za-z0-9_.\-]{1,64})")
 OAUTH_SCOPES = frozenset({"snsapi_base", "snsapi_userinfo"})
 #: WeChat allows ``state`` up to 128 bytes of letters and digits.
 OAUTH_STATE = re.compile(r"[A-Za-z0-9]{0,128}")
@@ -739,7 +819,19 @@ def oauth_access_token() -> Response:
     match = OAUTH_CODE.fullmatch(code)
     if match is None:
         raise WeChatFault(40029, "invalid code")
-    userinfo, name = bool(match.group(1)), match.group(2)
+    kind, name = match.group(1), match.group(2)
+    if kind == "-snapshot":
+        # A Moments snapshot page (朋友圈快照页): a virtual user with an openid shared by every
+        # viewer, only ever snsapi_base, flagged is_snapshotuser so the page can ask for the real one.
+        return jsonify(
+            access_token=secrets.token_urlsafe(64),
+            expires_in=TOKEN_TTL,
+            refresh_token=secrets.token_urlsafe(64),
+            openid=state().snapshot_openid(appid),
+            scope="snsapi_base",
+            is_snapshotuser=1,
+        )
+    userinfo = kind == "-userinfo"
     openid = state().openid(appid, name)
     oa_state().meet(appid, openid, name)
     answer: dict[str, Any] = {
@@ -801,7 +893,10 @@ def oauth_authorize() -> Response:
         return _oauth_page(200, "请在微信客户端打开链接（沙箱：加上 sandbox_user=&lt;名字&gt; 参数扮演该用户）")
     if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
         return _oauth_page(400, "sandbox_user 必须是 1-64 个字母、数字或 _ . -")
-    code = f"sandbox-oauth-userinfo:{name}" if scope == "snsapi_userinfo" else f"sandbox-oauth:{name}"
+    if args.get("sandbox_snapshot") == "1":
+        code = f"sandbox-oauth-snapshot:{name}"
+    else:
+        code = f"sandbox-oauth-userinfo:{name}" if scope == "snsapi_userinfo" else f"sandbox-oauth:{name}"
     separator = "&" if "?" in redirect_uri else "?"
     target = redirect_uri.split("#", 1)[0] + separator + urlencode({"code": code, "state": given_state})
     return Response(status=302, headers={"Location": target})
@@ -997,11 +1092,14 @@ TRADE_STATE_DESC = {NOTPAY: "订单未支付", TRADE_SUCCESS: "支付成功", TR
 #: How a refund ends, in v3's words, and the same in v2's ``refund_status``.
 REFUND_ENDINGS = {"SUCCESS": "SUCCESS", "ABNORMAL": "CHANGE", "CLOSED": "REFUNDCLOSE"}
 REFUND_SUMMARIES = {"SUCCESS": "退款成功", "ABNORMAL": "退款异常", "CLOSED": "退款关闭"}
-#: WeChat's limits on the prepay's description: v2 ``body`` in bytes, v3 ``description`` in characters.
-PAY_BODY_MAX_BYTES, PAY_DESCRIPTION_MAX_CHARS = 128, 127
+#: How far ahead v3 moves a ``time_expire`` that is too close ("系统将自动调整为下单时间后1分钟").
+V3_MIN_PAY_WINDOW = 60
 #: v3 refuses requests whose timestamp is this far from its clock.
 PAY_V3_MAX_SKEW = 300
+#: ``out_trade_no``, v2 and v3 alike: 6-32 of digits, letters and ``_-|*`` (v3 JSAPI/小程序下单; v2 统一下单).
 OUT_TRADE_NO_RE = re.compile(r"[0-9A-Za-z_\-|*]{6,32}")
+#: ``transaction_id``: WeChat's 28 digits; at most 32 characters of them accepted here.
+TRANSACTION_ID_RE = re.compile(r"\d{1,32}")
 OUT_REFUND_NO_RE = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
 
 
@@ -1095,6 +1193,8 @@ class PayRefund:
     created_at: float
     #: PROCESSING until ended by ``refund-complete``: SUCCESS, ABNORMAL or CLOSED.
     status: str = "PROCESSING"
+    #: What the merchant gave as the reason (v2 ``refund_desc``, v3 ``reason``).
+    reason: str = ""
     success_time: float | None = None
 
 
@@ -1226,12 +1326,31 @@ class PayState:
                 raise PayFault("ORDERCLOSED", 400, "ORDER_CLOSED", "订单已关闭，无法重复关闭")
             order.state = TRADE_CLOSED
 
-    def open_refund(self, *, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int, notify_url: str | None, api: str) -> PayRefund:
-        """A refund request: idempotent on ``out_refund_no``, never more than what was paid."""
+    def find_order(self, out_trade_no: str | None, transaction_id: str | None) -> PayOrder | None:
+        """The order named by ``transaction_id`` (WeChat prefers it when both come) or ``out_trade_no``."""
         with self.lock:
-            order = self.orders.get(out_trade_no)
+            if transaction_id:
+                return next((o for o in self.orders.values() if o.transaction_id == transaction_id), None)
+            return self.orders.get(out_trade_no or "")
+
+    def open_refund(
+        self,
+        *,
+        out_trade_no: str | None,
+        out_refund_no: str,
+        total_fee: int,
+        refund_fee: int,
+        notify_url: str | None,
+        api: str,
+        transaction_id: str | None = None,
+        reason: str = "",
+    ) -> PayRefund:
+        """A refund request for the order named by either id: idempotent on ``out_refund_no``, never more than what was paid."""
+        with self.lock:
+            order = self.find_order(out_trade_no, transaction_id)
             if order is None:
                 raise PayFault("ORDERNOTEXIST", 404, "RESOURCE_NOT_EXISTS", "订单不存在")
+            out_trade_no = order.out_trade_no
             if order.state not in (TRADE_SUCCESS, TRADE_REFUND):
                 raise PayFault("INVALID_REQUEST", 400, "INVALID_REQUEST", "订单未支付")
             if total_fee != order.total_fee:
@@ -1252,6 +1371,7 @@ class PayState:
                 notify_url=notify_url,
                 api=api,
                 created_at=time.time(),
+                reason=reason,
             )
             self.refunds[out_refund_no] = refund
             order.state = TRADE_REFUND
@@ -1287,12 +1407,14 @@ class PayState:
         timestamp: int | None = None,
         serial: str | None = None,
         tamper_ciphertext: bool = False,
+        literals: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, str], bytes]:
         """The payment notification WeChat would send for ``out_trade_no`` (paying it first if need be).
 
         ``overrides`` change the v2 fields, or the v3 resource before encryption, and are signed
         like the rest; ``timestamp``/``serial`` set the v3 headers (signed too);
-        ``tamper_ciphertext`` corrupts the v3 ciphertext and then signs the result.
+        ``tamper_ciphertext`` corrupts the v3 ciphertext and then signs the result; ``literals``
+        (v3) writes a string value equal to one of its keys as that key's JSON text instead.
         """
         order = self.pay(out_trade_no)
         api = api or order.api
@@ -1331,7 +1453,7 @@ class PayState:
         }
         return self.build_v3_notification(
             "TRANSACTION.SUCCESS", "支付成功", "transaction", _merge(resource, overrides or {}),
-            timestamp=timestamp, serial=serial, tamper_ciphertext=tamper_ciphertext,
+            timestamp=timestamp, serial=serial, tamper_ciphertext=tamper_ciphertext, literals=literals,
         )
 
     def build_refund_notification(
@@ -1344,8 +1466,9 @@ class PayState:
         timestamp: int | None = None,
         serial: str | None = None,
         tamper_ciphertext: bool = False,
+        literals: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, str], bytes]:
-        """The refund notification WeChat would send once ``out_refund_no`` ends with ``status``."""
+        """The refund notification WeChat would send once ``out_refund_no`` ends with ``status`` (options as above)."""
         refund = self.end_refund(out_refund_no, status)
         order = self.order(refund.out_trade_no)
         api = api or refund.api
@@ -1395,12 +1518,12 @@ class PayState:
             resource["success_time"] = _rfc3339(refund.success_time)
         return self.build_v3_notification(
             f"REFUND.{refund.status}", REFUND_SUMMARIES[refund.status], "refund", _merge(resource, overrides or {}),
-            timestamp=timestamp, serial=serial, tamper_ciphertext=tamper_ciphertext,
+            timestamp=timestamp, serial=serial, tamper_ciphertext=tamper_ciphertext, literals=literals,
         )
 
     def _v2_notification(self, fields: dict[str, Any], sign_type: str, overrides: Mapping[str, Any] | None) -> tuple[dict[str, str], bytes]:
-        if sign_type == "HMAC-SHA256":
-            fields["sign_type"] = sign_type
+        # As WeChat sends it: signed the way the prepay was, with no sign_type element either way
+        # (an override may add one, to test a notification that names its type).
         _merge(fields, overrides or {})
         sign = fields.pop("sign", None) or _v2_signature(fields, self.merchant.api_key, sign_type)
         return {"Content-Type": "text/xml"}, dict_to_xml(fields, sign).encode("utf-8")
@@ -1415,11 +1538,19 @@ class PayState:
         timestamp: int | None = None,
         serial: str | None = None,
         tamper_ciphertext: bool = False,
+        literals: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, str], bytes]:
-        """Any v3 notification: ``resource`` encrypted with the APIv3 key, the whole signed with the platform key."""
+        """Any v3 notification: ``resource`` encrypted with the APIv3 key, the whole signed with the platform key.
+
+        ``literals`` maps a placeholder string value to the JSON text written in its place, for
+        what ``json.dumps`` cannot write (``1e400``) or writes its own way.
+        """
         nonce = secrets.token_urlsafe(9)[:12]
+        plaintext = json.dumps(resource, ensure_ascii=False)
+        for placeholder, text in (literals or {}).items():
+            plaintext = plaintext.replace(json.dumps(placeholder, ensure_ascii=False), text)
         sealed = AESGCM(self.merchant.api_v3_key.encode("utf-8")).encrypt(
-            nonce.encode("ascii"), json.dumps(resource, ensure_ascii=False).encode("utf-8"), original_type.encode("ascii")
+            nonce.encode("ascii"), plaintext.encode("utf-8"), original_type.encode("ascii")
         )
         if tamper_ciphertext:
             sealed = bytes([sealed[0] ^ 0x01]) + sealed[1:]
@@ -1501,6 +1632,23 @@ def _check_appid(appid: Any) -> str:
     if not isinstance(appid, str) or appid not in state().apps or (merchant.appids is not None and appid not in merchant.appids):
         raise PayFault("APPID_MCHID_NOT_MATCH", 400, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配")
     return appid
+
+
+def _check_openid(appid: str, openid: Any) -> str:
+    """``openid`` if the sandbox issued it for ``appid``; WeChat's OPENID_MISMATCH otherwise."""
+    if not isinstance(openid, str) or state().app_of_openid(openid) != appid:
+        raise PayFault("OPENID_MISMATCH", 400, "PARAM_ERROR", "appid和openid不匹配")
+    return openid
+
+
+def _check_text(value: Any, name: str, limit: int, unit: str) -> None:
+    """A free-text field within WeChat's limit, counted in ``unit`` ("bytes" of UTF-8 or "chars")."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise PayFault.param(f"{name}参数格式错误")
+    if (len(value.encode("utf-8")) if unit == "bytes" else len(value)) > limit:
+        raise PayFault.param(f"{name}参数长度有误")
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -1626,13 +1774,19 @@ def unified_order(data: dict[str, Any]) -> dict[str, Any]:
         raise PayFault("PARAM_ERROR", 400, "PARAM_ERROR", "sandbox: only trade_type JSAPI is served")
     if not data.get("openid"):
         raise PayFault("LACK_PARAMS", 400, "PARAM_ERROR", "JSAPI支付必须传openid")
-    if len(data["body"].encode("utf-8")) > PAY_BODY_MAX_BYTES:
-        raise PayFault.param("body参数长度有误")
+    _check_text(data["body"], "body", V2_BODY_MAX_BYTES, "bytes")
+    _check_text(data.get("attach"), "attach", V2_ATTACH_MAX_BYTES, "bytes")
+    _check_text(data.get("detail"), "detail", V2_DETAIL_MAX_BYTES, "bytes")
+    out_trade_no = _out_trade_no(data["out_trade_no"])
+    openid = _check_openid(data["appid"], data["openid"])
     time_expire = _china_epoch(data["time_expire"]) if data.get("time_expire") else None
+    # WeChat refuses a window of five minutes or less ("exactly five" included, in practice).
+    if time_expire is not None and time_expire - time.time() <= WECHAT_MIN_PAY_WINDOW.total_seconds():
+        raise PayFault("INVALID_REQUEST", 400, "PARAM_ERROR", "time_expire时间过短，刷卡至少1分钟，其他5分钟")
     order = pay_state().open_order(
-        out_trade_no=_out_trade_no(data["out_trade_no"]),
+        out_trade_no=out_trade_no,
         appid=data["appid"],
-        openid=data["openid"],
+        openid=openid,
         total_fee=_positive_int(data["total_fee"], "total_fee"),
         description=data["body"],
         notify_url=_notify_url(data["notify_url"]),
@@ -1665,16 +1819,21 @@ def close_order_v2(data: dict[str, Any]) -> dict[str, Any]:
 @pay_v2_api("/secapi/pay/refund")
 def refund_v2(data: dict[str, Any]) -> dict[str, Any]:
     # WeChat wants the client certificate here; over plain HTTP there is none to check.
-    _required(data, "out_trade_no", "out_refund_no", "total_fee", "refund_fee")
+    _required(data, "out_refund_no", "total_fee", "refund_fee")
+    if not (data.get("out_trade_no") or data.get("transaction_id")):
+        raise PayFault.missing("out_trade_no或transaction_id")
     if not OUT_REFUND_NO_RE.fullmatch(data["out_refund_no"]):
         raise PayFault.param("out_refund_no参数格式错误")
+    _check_text(data.get("refund_desc"), "refund_desc", V2_REFUND_DESC_MAX_BYTES, "bytes")
     refund = pay_state().open_refund(
-        out_trade_no=data["out_trade_no"],
+        out_trade_no=data.get("out_trade_no"),
+        transaction_id=data.get("transaction_id"),
         out_refund_no=data["out_refund_no"],
         total_fee=_positive_int(data["total_fee"], "total_fee"),
         refund_fee=_positive_int(data["refund_fee"], "refund_fee"),
         notify_url=_notify_url(data["notify_url"]) if data.get("notify_url") else None,
         api="v2",
+        reason=data.get("refund_desc") or "",
     )
     order = pay_state().order(refund.out_trade_no)
     return {
@@ -1806,23 +1965,29 @@ def jsapi_prepay(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if not body.get(name):
             raise PayFault.missing(name)
     description = body["description"]
-    if not isinstance(description, str) or len(description) > PAY_DESCRIPTION_MAX_CHARS:
-        raise PayFault.param("description参数长度有误")
+    _check_text(description, "description", V3_DESCRIPTION_MAX_CHARS, "chars")
+    _check_text(body.get("attach"), "attach", V3_ATTACH_MAX_CHARS, "chars")
     amount, payer = body["amount"], body["payer"]
     if not isinstance(amount, dict) or not isinstance(payer, dict) or not isinstance(amount.get("total"), int):
         raise PayFault.param("amount.total或payer.openid参数格式错误")
     if amount.get("currency", "CNY") != "CNY" or not payer.get("openid"):
         raise PayFault.param("amount.currency或payer.openid参数格式错误")
+    out_trade_no = _out_trade_no(body["out_trade_no"])
+    openid = _check_openid(appid, payer["openid"])
     time_expire = None
     if body.get("time_expire"):
         try:
-            time_expire = datetime.fromisoformat(str(body["time_expire"])).timestamp()
+            parsed = datetime.fromisoformat(str(body["time_expire"]))
         except ValueError:
             raise PayFault.param("time_expire参数格式错误") from None
+        if parsed.tzinfo is None:
+            raise PayFault.param("time_expire参数格式错误，需为rfc3339格式")
+        # v3 documents no refusal: an end sooner than a minute away is moved to a minute away.
+        time_expire = max(parsed.timestamp(), time.time() + V3_MIN_PAY_WINDOW)
     order = pay_state().open_order(
-        out_trade_no=_out_trade_no(body["out_trade_no"]),
+        out_trade_no=out_trade_no,
         appid=appid,
-        openid=str(payer["openid"]),
+        openid=openid,
         total_fee=_positive_int(amount["total"], "amount.total"),
         description=description,
         notify_url=_notify_url(body["notify_url"]),
@@ -1837,33 +2002,43 @@ def query_order_v3(body: dict[str, Any], out_trade_no: str) -> tuple[int, dict[s
     if not request.args.get("mchid"):
         raise PayFault.missing("mchid")
     _v3_mchid(request.args.get("mchid"))
-    return 200, _v3_trade(pay_state().order(out_trade_no))
+    return 200, _v3_trade(pay_state().order(_out_trade_no(out_trade_no)))
 
 
 @pay_v3_api("/v3/pay/transactions/out-trade-no/<out_trade_no>/close", "POST")
 def close_order_v3(body: dict[str, Any], out_trade_no: str) -> tuple[int, None]:
     _v3_mchid(body.get("mchid"))
-    pay_state().close(out_trade_no)
+    pay_state().close(_out_trade_no(out_trade_no))
     return 204, None
 
 
 @pay_v3_api("/v3/refund/domestic/refunds", "POST")
 def refund_v3(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    for name in ("out_trade_no", "out_refund_no", "amount"):
+    for name in ("out_refund_no", "amount"):
         if not body.get(name):
             raise PayFault.missing(name)
+    out_trade_no, transaction_id = body.get("out_trade_no"), body.get("transaction_id")
+    if not (out_trade_no or transaction_id):
+        raise PayFault.missing("out_trade_no或transaction_id")
+    if out_trade_no is not None:
+        _out_trade_no(out_trade_no)
+    if transaction_id is not None and (not isinstance(transaction_id, str) or not TRANSACTION_ID_RE.fullmatch(transaction_id)):
+        raise PayFault.param("transaction_id参数格式错误")
+    _check_text(body.get("reason"), "reason", V3_REASON_MAX_BYTES, "bytes")
     amount = body["amount"]
     if not isinstance(amount, dict) or amount.get("currency") != "CNY":
         raise PayFault.param("amount参数格式错误")
     if not isinstance(body["out_refund_no"], str) or not OUT_REFUND_NO_RE.fullmatch(body["out_refund_no"]):
         raise PayFault.param("out_refund_no参数格式错误")
     refund = pay_state().open_refund(
-        out_trade_no=str(body["out_trade_no"]),
+        out_trade_no=out_trade_no,
+        transaction_id=transaction_id,
         out_refund_no=body["out_refund_no"],
         total_fee=_positive_int(amount.get("total"), "amount.total"),
         refund_fee=_positive_int(amount.get("refund"), "amount.refund"),
         notify_url=_notify_url(body["notify_url"]) if body.get("notify_url") else None,
         api="v3",
+        reason=body.get("reason") or "",
     )
     order = pay_state().order(refund.out_trade_no)
     return 200, {
@@ -2038,6 +2213,17 @@ def stall_route() -> Response:
     with sandbox.lock:
         sandbox.stalls[body["path"]] = _Stall(float(seconds), times)
     return jsonify(path=body["path"], seconds=seconds, times=times)
+
+
+@control_bp.post("/users/<name>/code")
+def issue_login_code(name: str) -> Response:
+    """Play member ``<name>`` calling ``wx.login()``: a fresh one-time code (``?appid=`` binds it to one app)."""
+    if not USER_NAME.fullmatch(name):
+        return _control_error(400, "name must be 1-64 of A-Za-z0-9_.-")
+    appid = request.args.get("appid")
+    if appid is not None and appid not in state().apps:
+        return _control_error(400, "unknown appid")
+    return jsonify(code=state().issue_login_code(name, appid), expires_in=LOGIN_CODE_TTL)
 
 
 @control_bp.post("/tokens/revoke")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import requests
 from sqlalchemy import func, select, update
 
 from server import db
@@ -204,3 +205,12 @@ def test_ids_and_pages_beyond_bigint_are_client_errors(client, staff_login):
     assert client.get(f"/admin/api/v1/members/{2**63}", headers=ops).status_code == 404
     assert client.get("/admin/api/v1/members", headers=ops, query_string={"page": 10**17}).status_code == 422
     assert client.get("/admin/api/v1/members", headers=ops, query_string={"q": "100%_"}).status_code == 200
+
+
+def test_a_wechat_login_code_signs_in_once(client, sandbox):
+    # Real wx.login() codes work once; the sandbox issues such codes when it plays a member.
+    code = requests.post(sandbox.base_url + "sandbox/users/erin/code", timeout=10).json()["code"]
+    first = client.post("/api/v1/auth/wx-login", json={"code": code})
+    assert first.status_code == 200
+    again = client.post("/api/v1/auth/wx-login", json={"code": code})
+    assert again.status_code == 400 and again.get_json()["code"] == 40010

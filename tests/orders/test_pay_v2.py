@@ -19,7 +19,7 @@ from server.orders import payments
 from server.orders.errors import IllegalTransitionError
 from server.orders.models import Order, OrderStatus, PaymentNotice, Refund, RefundStatus
 from server.orders.services import request_refund
-from server.wechat.pay import parse_v2_xml
+from server.wechat.pay import WeChatPayGateway, parse_v2_xml
 from server.wechat.sandbox import PayState, SandboxServer
 from tests.orders.conftest import OrderRef, events_of, order_row, post, prepay, snapshot
 
@@ -99,10 +99,18 @@ def test_pay_route_answers_409_for_an_expired_order(app: Flask, client: Any, mak
 
 
 @pytest.mark.parametrize("sign_type", ["MD5", "HMAC-SHA256"])
-def test_a_signed_notification_pays_the_order(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState, sign_type: str) -> None:
+def test_a_notification_as_wechat_sends_it_pays_the_order(
+    app: Flask, client: Any, make_order: Any, sandbox_pay: PayState, monkeypatch: pytest.MonkeyPatch, sign_type: str
+) -> None:
+    # The merchant signs its calls with ``sign_type``; WeChat signs the notification the same
+    # way and leaves <sign_type> out, HMAC-SHA256 included.
+    configured = WeChatPayGateway.from_config({**app.config, "WECHAT_PAY_V2_SIGN_TYPE": sign_type})
+    monkeypatch.setitem(app.extensions, "wechat_pay", configured)
     ref = make_order()
     prepay(app, ref, "v2")
-    _, body = sandbox_pay.build_pay_notification(ref.out_trade_no, sign_type=sign_type)
+    assert sandbox_pay.orders[ref.out_trade_no].sign_type == sign_type
+    _, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
+    assert b"<sign_type>" not in body
     assert notify(client, body) == "SUCCESS"
     order = order_row(app, ref.id)
     transaction_id = sandbox_pay.orders[ref.out_trade_no].transaction_id
@@ -113,6 +121,7 @@ def test_a_signed_notification_pays_the_order(app: Flask, client: Any, make_orde
     before = snapshot(app, ref)
     assert notify(client, body) == "SUCCESS"
     assert snapshot(app, ref) == before
+    configured.close()
 
 
 @pytest.mark.parametrize(
@@ -206,4 +215,39 @@ def test_refund_notification_for_another_merchant_is_refused(app: Flask, client:
     forged = body.replace(b"<mch_id>", b"<mch_id>9")
     assert reply(client.post(payments.V2_REFUND_NOTIFY_PATH, data=forged)) == "FAIL"
     assert reply(client.post(payments.V2_REFUND_NOTIFY_PATH, data=b"<xml>")) == "FAIL"
+    assert snapshot(app, ref) == before
+
+
+#: total_fee texts WeChat never sends (digits only): Python's int() reads several of them as 12 345.
+UNTRUSTED_FEES = ["+12345", " 12345", "12345 ", "１２３４５", "١٢٣٤٥", "12_345", "12345.0", "1.2345e4", "-12345", "0", "", "9" * 40, "1" + "0" * 13]
+
+
+@pytest.mark.parametrize("text", UNTRUSTED_FEES)
+def test_a_notification_whose_amount_is_not_plain_digits_is_refused(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState, text: str) -> None:
+    ref = make_order(price_fen=12_345)
+    prepay(app, ref, "v2")
+    before = snapshot(app, ref)
+    # cash_fee may be 0 (coupons paid it all) or absent; total_fee never is.
+    for field in ("total_fee", "cash_fee") if text not in ("0", "") else ("total_fee",):
+        _, body = sandbox_pay.build_pay_notification(ref.out_trade_no, overrides={field: text})
+        assert notify(client, body) == "FAIL"
+    assert snapshot(app, ref) == before
+
+
+@pytest.mark.parametrize("text", ["+200", "２００", "200.0", "-200", "0", "9" * 40])
+def test_a_refund_notification_whose_amount_is_not_plain_digits_is_refused(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState, text: str) -> None:
+    ref = make_order(price_fen=1_000)
+    prepay(app, ref, "v2")
+    assert notify(client, sandbox_pay.build_pay_notification(ref.out_trade_no)[1]) == "SUCCESS"
+    with app.app_context():
+        sess = db.session()
+        row = request_refund(sess, sess.get(Order, ref.id), 200, "退货", actor="staff:1", approved=True)  # type: ignore[arg-type]
+        db.commit()
+        refund_id, refund_no = row.id, row.out_refund_no
+    assert payments.submit_refund(app, refund_id)
+    before = snapshot(app, ref)
+    for field in ("refund_fee", "total_fee"):
+        _, body = sandbox_pay.build_refund_notification(refund_no, overrides={field: text})
+        response = client.post(payments.V2_REFUND_NOTIFY_PATH, data=body, headers={"Content-Type": "text/xml"})
+        assert reply(response) == "FAIL"
     assert snapshot(app, ref) == before

@@ -154,3 +154,43 @@ def test_unknown_event_types_are_acknowledged(app: Flask, client: Any, sandbox_p
     )
     assert json.loads(body)["event_type"] == "TRANSACTION.CLOSED"
     assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
+
+
+#: Amounts WeChat never sends, as JSON text; the order is for 12 345 fen.
+UNTRUSTED_AMOUNTS = ["Infinity", "-Infinity", "NaN", "1e400", "-1e400", "12345.0", "1.2345e4", "-12345", "0", '"12345"', "true", "null",
+                     "1" + "0" * 13, "9" * 400, "[12345]", '{"v": 12345}']
+
+
+@pytest.mark.parametrize("literal", UNTRUSTED_AMOUNTS)
+def test_a_payment_notification_with_an_amount_that_is_not_an_integer_is_refused(
+    app: Flask, client: Any, make_order: Any, sandbox_pay: PayState, literal: str
+) -> None:
+    ref = make_order(price_fen=12_345)
+    prepay(app, ref)
+    before = snapshot(app, ref)
+    headers, body = sandbox_pay.build_pay_notification(ref.out_trade_no, overrides={"amount": {"total": "@amount@"}}, literals={"@amount@": literal})
+    response = client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers)
+    assert response.status_code == 400 and response.get_json()["code"] == "FAIL"
+    assert snapshot(app, ref) == before
+
+
+@pytest.mark.parametrize("literal", ["Infinity", "NaN", "1e400", "200.0", "-200", "0", '"200"', "9" * 400])
+def test_a_refund_notification_with_an_amount_that_is_not_an_integer_is_refused(
+    app: Flask, client: Any, make_order: Any, sandbox_pay: PayState, literal: str
+) -> None:
+    ref = make_order(price_fen=1000)
+    prepay(app, ref)
+    headers, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
+    assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
+    with app.app_context():
+        sess = db.session()
+        row = request_refund(sess, sess.get(Order, ref.id), 200, "退货", actor="staff:1", approved=True)  # type: ignore[arg-type]
+        db.commit()
+        refund_id, refund_no = row.id, row.out_refund_no
+    assert payments.submit_refund(app, refund_id)
+    before = snapshot(app, ref)
+    for field in ("refund", "total"):
+        headers, body = sandbox_pay.build_refund_notification(refund_no, overrides={"amount": {field: "@amount@"}}, literals={"@amount@": literal})
+        response = client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers)
+        assert response.status_code == 400 and response.get_json()["code"] == "FAIL"
+    assert snapshot(app, ref) == before

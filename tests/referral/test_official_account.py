@@ -376,6 +376,23 @@ def test_visitor_without_a_mini_program_account(client: FlaskClient, wx_login: A
     assert "我的分享链接" in client.get("/h5/member").get_data(as_text=True)
 
 
+def test_a_moments_snapshot_visitor_is_not_signed_in(client: FlaskClient, wx_login: Any, play: Any) -> None:
+    # In a Moments snapshot page WeChat answers OAuth with is_snapshotuser=1 and a virtual
+    # openid every snapshot viewer shares: nobody may sign in (or be bound) as that.
+    wx_login("alice")
+    play("alice", "subscribe")
+    start = client.get("/h5/member")
+    location = start.headers["Location"].split("#")[0]
+    wechat = requests.get(location + "&sandbox_user=alice&sandbox_snapshot=1", allow_redirects=False, timeout=10)
+    back = urlsplit(wechat.headers["Location"])
+    assert parse_qs(back.query)["code"] == ["sandbox-oauth-snapshot:alice"]
+    page = client.get(f"{back.path}?{back.query}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 403 and "请前往完整页面使用" in html and "快照" in html
+    assert client.get_cookie(ZONE_COOKIE, path="/h5") is None
+    assert client.get("/h5/member").status_code == 302  # still nobody: back to OAuth
+
+
 def test_tampered_cookie_goes_back_to_oauth(client: FlaskClient, wx_login: Any, play: Any) -> None:
     wx_login("alice")
     play("alice", "subscribe")

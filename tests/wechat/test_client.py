@@ -285,7 +285,7 @@ def test_every_api_points_at_the_sandbox(mp: MiniProgram, sandbox: SandboxServer
 
 def test_wechatpy_api_methods_reach_the_sandbox(mp: MiniProgram, state: SandboxState) -> None:
     res = mp.client.wxa.get_wxa_code_unlimited("via-wechatpy")
-    assert res.headers["Content-Type"] == "image/png"
+    assert res.headers["Content-Type"] == "image/jpeg"
     assert state.token_requests == 1
 
 
@@ -296,9 +296,10 @@ def test_wechatpy_api_methods_reach_the_sandbox(mp: MiniProgram, state: SandboxS
 def test_unlimited_code_is_the_sandbox_image(mp: MiniProgram, scene: str) -> None:
     # What the image holds is tested on the sandbox (tests/wechat/test_sandbox.py); here the
     # client must hand back that image byte for byte.
-    png = mp.get_unlimited_code(scene, page="pages/index/index", width=300, check_path=True)
-    assert png == render_code(scene, 300)
-    assert Image.open(io.BytesIO(png)).size == (300, 300)
+    jpeg = mp.get_unlimited_code(scene, page="pages/index/index", width=300, check_path=True)
+    assert jpeg == render_code(scene, 300, image_format="JPEG")
+    image = Image.open(io.BytesIO(jpeg))
+    assert (image.format, image.size) == ("JPEG", (300, 300))
 
 
 def test_unlimited_code_decodes_to_the_scene(mp: MiniProgram) -> None:

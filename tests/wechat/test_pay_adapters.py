@@ -27,7 +27,15 @@ from wechatpy.pay.utils import dict_to_xml
 
 from server.wechat.client import WeChatUnavailableError
 from server.wechat.pay import (
+    SAFE_MIN_PAY_WINDOW,
     SANDBOX_MCH_SERIAL,
+    V2_BODY_MAX_BYTES,
+    V2_REFUND_DESC_MAX_BYTES,
+    V3_DESCRIPTION_MAX_CHARS,
+    V3_REASON_MAX_BYTES,
+    WECHAT_MIN_PAY_WINDOW,
+    PayWindowTooShortError,
+    clip_utf8,
     SANDBOX_PLATFORM_SERIAL,
     IgnoredNotice,
     InvalidNotificationError,
@@ -40,6 +48,7 @@ from server.wechat.pay import (
     WeChatPayGateway,
     decrypt_req_info,
     ensure_sandbox_keys,
+    parse_v2_xml,
     load_private_key,
     load_public_key,
     parse_authorization,
@@ -49,6 +58,7 @@ from server.wechat.pay import (
 from server.wechat.sandbox import PayFault, PayState, SandboxServer, create_sandbox_app, pay_merchant_from_config, serve_in_thread
 
 APPID, SECRET = "wxpaytest00000001", "pay-test-secret"
+CHINA = datetime.timezone(datetime.timedelta(hours=8))
 MCH_ID, API_KEY, API_V3_KEY = "1230000109", "paytestapikey0000000000000000000", "paytestapiv3key00000000000000000"
 NOTIFY = "https://merchant.example.com/wechat/pay/notify"
 
@@ -81,6 +91,12 @@ def wx(config: dict[str, Any]) -> Iterator[SandboxServer]:
 @pytest.fixture
 def state(wx: SandboxServer) -> PayState:
     return wx.app.extensions["sandbox_pay"]
+
+
+@pytest.fixture
+def buyer(wx: SandboxServer) -> str:
+    """An openid the sandbox issued for APPID, as a prepay needs (another one is OPENID_MISMATCH)."""
+    return wx.app.extensions["sandbox_state"].openid(APPID, "buyer")
 
 
 @pytest.fixture
@@ -141,7 +157,8 @@ def test_req_info_decrypts_with_the_md5_of_the_api_key_and_nothing_else() -> Non
 # -- v2 notifications -------------------------------------------------------------------------
 
 
-def paid_order(state: PayState, api: str, total_fee: int = 990, sign_type: str = "MD5") -> str:
+def paid_order(state: PayState, api: str, total_fee: int = 990, sign_type: str = "HMAC-SHA256") -> str:
+    """An order paid at the sandbox; v2 ones prepaid with ``sign_type`` (the ``v2`` fixture's is HMAC-SHA256)."""
     number = out_trade_no()
     state.open_order(out_trade_no=number, appid=APPID, openid="o-buyer", total_fee=total_fee, description="tea", notify_url=NOTIFY, api=api, sign_type=sign_type)
     state.pay(number)
@@ -149,12 +166,31 @@ def paid_order(state: PayState, api: str, total_fee: int = 990, sign_type: str =
 
 
 @pytest.mark.parametrize("sign_type", ["MD5", "HMAC-SHA256"])
-def test_v2_pay_notification_is_verified_per_its_sign_type(state: PayState, v2: PayV2, sign_type: str) -> None:
-    number = paid_order(state, "v2")
-    _, body = state.build_pay_notification(number, sign_type=sign_type)
-    assert (b"<sign_type>" in body) == (sign_type == "HMAC-SHA256")
-    notice = v2.parse_pay_notify(body)
+def test_v2_pay_notification_has_no_sign_type_and_verifies_with_the_configured_one(state: PayState, sign_type: str) -> None:
+    # WeChat signs a notification like the prepay but never says how: no <sign_type> element.
+    merchant = PayV2(appid=APPID, mch_id=MCH_ID, api_key=API_KEY, sign_type=sign_type)
+    number = paid_order(state, "v2", sign_type=sign_type)
+    _, body = state.build_pay_notification(number)
+    assert b"<sign_type>" not in body
+    assert len(parse_v2_xml(body)["sign"]) == (64 if sign_type == "HMAC-SHA256" else 32)
+    notice = merchant.parse_pay_notify(body)
     assert notice == PayNotice("v2", number, state.orders[number].transaction_id or "", 990, True, "o-buyer")
+
+
+def test_v2_md5_is_taken_only_when_configured_or_named(state: PayState, v2: PayV2) -> None:
+    assert v2.sign_type == "HMAC-SHA256"
+    md5_signed = paid_order(state, "v2", sign_type="MD5")
+    _, body = state.build_pay_notification(md5_signed)
+    with pytest.raises(InvalidNotificationError):
+        v2.parse_pay_notify(body)  # no downgrade to MD5 for an HMAC-SHA256 merchant
+    _, named = state.build_pay_notification(md5_signed, overrides={"sign_type": "MD5"})
+    assert v2.parse_pay_notify(named).out_trade_no == md5_signed
+    md5_merchant = PayV2(appid=APPID, mch_id=MCH_ID, api_key=API_KEY, sign_type="MD5")
+    _, hmac_named = state.build_pay_notification(paid_order(state, "v2"), overrides={"sign_type": "HMAC-SHA256"})
+    assert md5_merchant.parse_pay_notify(hmac_named).succeeded
+    _, hmac_unnamed = state.build_pay_notification(paid_order(state, "v2"))
+    with pytest.raises(InvalidNotificationError):
+        md5_merchant.parse_pay_notify(hmac_unnamed)
 
 
 @pytest.mark.parametrize(
@@ -214,17 +250,17 @@ def test_v2_refund_that_failed_at_the_bank(state: PayState, v2: PayV2) -> None:
 
 
 @pytest.mark.parametrize("sign_type", ["MD5", "HMAC-SHA256"])
-def test_v2_order_lifecycle(wx: SandboxServer, state: PayState, sign_type: str) -> None:
+def test_v2_order_lifecycle(wx: SandboxServer, state: PayState, sign_type: str, buyer: str) -> None:
     v2 = PayV2(appid=APPID, mch_id=MCH_ID, api_key=API_KEY, api_base=wx.base_url, sign_type=sign_type)
     number = out_trade_no()
-    prepay_id = v2.unified_order(number, 2000, "o-buyer", "有机茶叶礼盒" * 20, NOTIFY, "203.0.113.7")
+    prepay_id = v2.unified_order(number, 2000, buyer, "有机茶叶礼盒" * 20, NOTIFY, "203.0.113.7")
     assert prepay_id.startswith("wx")
     assert state.orders[number].sign_type == sign_type
     assert len(state.orders[number].description.encode()) <= 128  # clipped to WeChat's limit
     # Prepaying again with the same terms gives the same prepay; different terms are refused.
-    assert v2.unified_order(number, 2000, "o-buyer", "tea", NOTIFY, "203.0.113.7") == prepay_id
+    assert v2.unified_order(number, 2000, buyer, "tea", NOTIFY, "203.0.113.7") == prepay_id
     with pytest.raises(WeChatPayError) as refused:
-        v2.unified_order(number, 2001, "o-buyer", "tea", NOTIFY, "203.0.113.7")
+        v2.unified_order(number, 2001, buyer, "tea", NOTIFY, "203.0.113.7")
     assert refused.value.code == "INVALID_REQUEST"
 
     assert v2.order_query(number).trade_state == "NOTPAY"
@@ -235,7 +271,7 @@ def test_v2_order_lifecycle(wx: SandboxServer, state: PayState, sign_type: str) 
         v2.close_order(number)
     assert paid.value.code == "ORDERPAID"
     with pytest.raises(WeChatPayError) as again:
-        v2.unified_order(number, 2000, "o-buyer", "tea", NOTIFY, "203.0.113.7")
+        v2.unified_order(number, 2000, buyer, "tea", NOTIFY, "203.0.113.7")
     assert again.value.code == "ORDERPAID"
 
     refund_id = v2.refund(number, "F" + number, 2000, 500, NOTIFY, "坏了")
@@ -250,9 +286,9 @@ def test_v2_order_lifecycle(wx: SandboxServer, state: PayState, sign_type: str) 
     assert missing.value.code == "ORDERNOTEXIST"
 
 
-def test_v2_close_then_pay_is_impossible(v2: PayV2, state: PayState) -> None:
+def test_v2_close_then_pay_is_impossible(v2: PayV2, state: PayState, buyer: str) -> None:
     number = out_trade_no()
-    v2.unified_order(number, 100, "o-buyer", "tea", NOTIFY, "203.0.113.7")
+    v2.unified_order(number, 100, buyer, "tea", NOTIFY, "203.0.113.7")
     v2.close_order(number)
     assert v2.order_query(number).trade_state == "CLOSED"
     with pytest.raises(WeChatPayError) as closed:
@@ -329,9 +365,9 @@ def test_v3_jsapi_params_pay_sign_verifies_with_the_merchant_public_key(v3: PayV
     public.verify(base64.b64decode(params["paySign"]), message, padding.PKCS1v15(), hashes.SHA256())
 
 
-def test_v3_order_lifecycle(v3: PayV3, state: PayState, wx: SandboxServer) -> None:
+def test_v3_order_lifecycle(v3: PayV3, state: PayState, wx: SandboxServer, buyer: str) -> None:
     number = out_trade_no()
-    prepay_id = v3.jsapi_prepay(number, 3000, "o-buyer", "有机茶叶礼盒", NOTIFY)
+    prepay_id = v3.jsapi_prepay(number, 3000, buyer, "有机茶叶礼盒", NOTIFY)
     assert prepay_id.startswith("wx") and state.orders[number].api == "v3"
     assert wx.app.extensions["sandbox_state"].calls["/v3/pay/transactions/jsapi"] >= 1
     assert v3.query_order(number).trade_state == "NOTPAY"
@@ -350,7 +386,7 @@ def test_v3_order_lifecycle(v3: PayV3, state: PayState, wx: SandboxServer) -> No
         v3.query_order(out_trade_no())
     assert missing.value.code == "ORDER_NOT_EXIST"
     unpaid = out_trade_no()
-    v3.jsapi_prepay(unpaid, 100, "o-buyer", "tea", NOTIFY)
+    v3.jsapi_prepay(unpaid, 100, buyer, "tea", NOTIFY)
     v3.close_order(unpaid)
     assert v3.query_order(unpaid).trade_state == "CLOSED"
 
@@ -370,7 +406,7 @@ def test_v3_request_with_the_wrong_private_key_is_refused(config: dict[str, Any]
     assert refused.value.code == "SIGN_ERROR"
 
 
-def test_v3_answer_not_signed_by_the_platform_key_is_not_trusted(config: dict[str, Any], wx: SandboxServer) -> None:
+def test_v3_answer_not_signed_by_the_platform_key_is_not_trusted(config: dict[str, Any], wx: SandboxServer, buyer: str) -> None:
     keys = ensure_sandbox_keys(config["WECHAT_PAY_SANDBOX_KEY_DIR"])
     suspicious = PayV3(
         appid=APPID,
@@ -382,7 +418,7 @@ def test_v3_answer_not_signed_by_the_platform_key_is_not_trusted(config: dict[st
         api_base=wx.base_url,
     )
     with pytest.raises(WeChatUnavailableError):
-        suspicious.jsapi_prepay(out_trade_no(), 100, "o-buyer", "tea", NOTIFY)
+        suspicious.jsapi_prepay(out_trade_no(), 100, buyer, "tea", NOTIFY)
 
 
 def test_v3_pay_notification_is_verified_decrypted_and_read(state: PayState, v3: PayV3) -> None:
@@ -447,6 +483,133 @@ def test_v3_refund_notifications_and_other_events(state: PayState, v3: PayV3) ->
 def test_v3_refuses_an_api_v3_key_that_is_not_32_bytes() -> None:
     with pytest.raises(ValueError):
         PayV3(appid=APPID, mchid=MCH_ID, api_v3_key="short", private_key=rsa.generate_private_key(public_exponent=65537, key_size=2048), serial_no="S", platform_keys={"P": rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()})
+
+
+# -- what WeChat refuses: windows, lengths, openids, order numbers -----------------------------------
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def test_clip_utf8_never_cuts_a_character() -> None:
+    assert clip_utf8("abc", 80) == "abc"
+    assert clip_utf8("退款" * 20, 80) == "退款" * 13  # 27 characters would be 81 bytes: 26 fit
+    for text in ("😀" * 30, "a😀" * 30, "ab😀" * 30, "abc😀" * 30, "é😀退" * 20):
+        for limit in range(0, 90):
+            clipped = clip_utf8(text, limit)
+            assert len(clipped.encode("utf-8")) <= limit and text.startswith(clipped)
+            assert len(clipped.encode("utf-8")) > limit - 4  # nothing dropped but the last partial character
+    assert clip_utf8("😀", 3) == ""
+
+
+@pytest.mark.parametrize("api", ["v2", "v3"])
+def test_a_window_wechat_would_refuse_is_not_sent(gateway: WeChatPayGateway, wx: SandboxServer, buyer: str, api: str) -> None:
+    calls = wx.app.extensions["sandbox_state"].calls
+    before = dict(calls)
+    for window in (datetime.timedelta(seconds=-1), WECHAT_MIN_PAY_WINDOW, SAFE_MIN_PAY_WINDOW - datetime.timedelta(seconds=1)):
+        with pytest.raises(PayWindowTooShortError):
+            gateway.prepay(api, out_trade_no=out_trade_no(), total_fee=100, openid=buyer, description="tea",
+                           notify_url=NOTIFY, client_ip="203.0.113.7", time_expire=now() + window)
+    assert dict(calls) == before  # refused here, nothing sent
+    number = out_trade_no()
+    gateway.prepay(api, out_trade_no=number, total_fee=100, openid=buyer, description="tea", notify_url=NOTIFY,
+                   client_ip="203.0.113.7", time_expire=now() + SAFE_MIN_PAY_WINDOW + datetime.timedelta(seconds=5))
+    assert number in wx.app.extensions["sandbox_pay"].orders
+
+
+def test_the_sandbox_refuses_a_v2_window_of_five_minutes_or_less(v2: PayV2, state: PayState, buyer: str) -> None:
+    fields = {"body": "tea", "total_fee": 100, "spbill_create_ip": "203.0.113.7", "notify_url": NOTIFY, "trade_type": "JSAPI", "openid": buyer}
+    for seconds in (0, 60, 299, 300):
+        expire = (now() + datetime.timedelta(seconds=seconds)).astimezone(CHINA).strftime("%Y%m%d%H%M%S")
+        with pytest.raises(WeChatPayError) as refused:
+            v2._call("pay/unifiedorder", fields | {"out_trade_no": out_trade_no(), "time_expire": expire})
+        assert refused.value.code == "INVALID_REQUEST" and "time_expire时间过短" in refused.value.errmsg
+    number = out_trade_no()
+    expire = (now() + datetime.timedelta(seconds=330)).astimezone(CHINA).strftime("%Y%m%d%H%M%S")
+    assert v2._call("pay/unifiedorder", fields | {"out_trade_no": number, "time_expire": expire})["prepay_id"]
+
+
+def test_the_sandbox_moves_a_short_v3_window_to_a_minute_as_documented(v3: PayV3, state: PayState, buyer: str) -> None:
+    number = out_trade_no()
+    payload = {"appid": APPID, "mchid": MCH_ID, "description": "tea", "out_trade_no": number, "notify_url": NOTIFY,
+               "amount": {"total": 100, "currency": "CNY"}, "payer": {"openid": buyer},
+               "time_expire": (now() + datetime.timedelta(seconds=5)).astimezone(CHINA).replace(microsecond=0).isoformat()}
+    assert v3._request("POST", "/v3/pay/transactions/jsapi", payload=payload)
+    assert state.orders[number].time_expire >= time.time() + 55
+
+
+def test_v2_lengths_are_counted_in_bytes(v2: PayV2, state: PayState, buyer: str) -> None:
+    number = out_trade_no()
+    v2.unified_order(number, 100, buyer, "茶" * 60, NOTIFY, "203.0.113.7")  # 180 bytes, clipped
+    assert len(state.orders[number].description.encode()) <= V2_BODY_MAX_BYTES
+    fields = {"total_fee": 100, "spbill_create_ip": "203.0.113.7", "notify_url": NOTIFY, "trade_type": "JSAPI", "openid": buyer}
+    for extra in ({"body": "a" * 128}, {"body": "茶" * 43}, {"body": "tea", "attach": "😀" * 32}, {"body": "tea", "detail": "x" * 6001}):
+        with pytest.raises(WeChatPayError) as refused:
+            v2._call("pay/unifiedorder", fields | extra | {"out_trade_no": out_trade_no()})
+        assert refused.value.code == "PARAM_ERROR"
+    state.pay(number)
+    v2.refund(number, "F" + number, 100, 10, NOTIFY, "商品质量问题，顾客要求退货并已寄回，请尽快处理退款谢谢")  # 26 chars, 78 bytes
+    v2.refund(number, "G" + number, 100, 10, NOTIFY, "商品质量问题，顾客要求退货并已寄回，请尽快处理退款谢谢您")  # 81 bytes: clipped
+    assert len(state.refunds["G" + number].reason.encode()) <= V2_REFUND_DESC_MAX_BYTES
+    with pytest.raises(WeChatPayError) as refused:
+        v2._call("secapi/pay/refund", {"out_trade_no": number, "out_refund_no": "H" + number, "total_fee": 100, "refund_fee": 10, "refund_desc": "退" * 27})
+    assert refused.value.code == "PARAM_ERROR"
+
+
+def test_v3_refund_reason_is_80_bytes_not_80_characters(v3: PayV3, state: PayState, buyer: str) -> None:
+    number = out_trade_no()
+    v3.jsapi_prepay(number, 3000, buyer, "茶" * V3_DESCRIPTION_MAX_CHARS, NOTIFY)  # characters: all 127 fit
+    state.pay(number)
+    reason = "商品在运输途中损坏，顾客拍照确认后申请全额退款，已与快递公司核实责任并同意赔付处理"  # 42 characters, 126 bytes
+    v3.refund(number, "F" + number, 3000, 1000, NOTIFY, reason)
+    stored = state.refunds["F" + number].reason
+    assert len(stored.encode()) <= V3_REASON_MAX_BYTES and reason.startswith(stored) and len(stored) == 26
+    base = {"out_trade_no": number, "notify_url": NOTIFY, "amount": {"refund": 10, "total": 3000, "currency": "CNY"}}
+    with pytest.raises(WeChatPayError) as refused:
+        v3._request("POST", "/v3/refund/domestic/refunds", payload=base | {"out_refund_no": "G" + number, "reason": "退" * 27})
+    assert refused.value.code == "PARAM_ERROR"
+    prepay = {"appid": APPID, "mchid": MCH_ID, "notify_url": NOTIFY, "amount": {"total": 100, "currency": "CNY"}, "payer": {"openid": buyer}}
+    for extra in ({"description": "茶" * 128}, {"description": "tea", "attach": "a" * 129}):
+        with pytest.raises(WeChatPayError) as refused:
+            v3._request("POST", "/v3/pay/transactions/jsapi", payload=prepay | extra | {"out_trade_no": out_trade_no()})
+        assert refused.value.code == "PARAM_ERROR"
+
+
+@pytest.mark.parametrize("api", ["v2", "v3"])
+def test_an_openid_of_another_app_is_refused(gateway: WeChatPayGateway, state: PayState, wx: SandboxServer, api: str) -> None:
+    other_app = wx.app.extensions["sandbox_state"].openid("wxanotherapp00001", "buyer")
+    for openid in (other_app, "o-never-issued-by-wechat00000"):
+        with pytest.raises(WeChatPayError) as refused:
+            gateway.prepay(api, out_trade_no=out_trade_no(), total_fee=100, openid=openid, description="tea",
+                           notify_url=NOTIFY, client_ip="203.0.113.7")
+        assert refused.value.code == ("OPENID_MISMATCH" if api == "v2" else "PARAM_ERROR")
+        assert "appid和openid不匹配" in refused.value.errmsg
+
+
+@pytest.mark.parametrize("number", ["A1234", "A" * 33, "订单1234567", "A123 4567", "A123#4567", "A123.4567"])
+def test_an_out_trade_no_wechat_refuses(v2: PayV2, v3: PayV3, buyer: str, number: str) -> None:
+    for call in (lambda: v3.jsapi_prepay(number, 100, buyer, "tea", NOTIFY), lambda: v3.query_order(number),
+                 lambda: v2.unified_order(number, 100, buyer, "tea", NOTIFY, "203.0.113.7")):
+        with pytest.raises(WeChatPayError) as refused:
+            call()
+        assert refused.value.code == "PARAM_ERROR"
+    assert v3.jsapi_prepay(out_trade_no() + "_-|*", 100, buyer, "tea", NOTIFY)
+
+
+@pytest.mark.parametrize("api", ["v2", "v3"])
+def test_a_refund_by_transaction_id_alone(gateway: WeChatPayGateway, state: PayState, buyer: str, api: str) -> None:
+    number = out_trade_no()
+    gateway.prepay(api, out_trade_no=number, total_fee=500, openid=buyer, description="tea", notify_url=NOTIFY, client_ip="203.0.113.7")
+    transaction_id = state.pay(number).transaction_id
+    refund_id = gateway.refund(api, out_trade_no="", transaction_id=transaction_id, out_refund_no="F" + number,
+                               total_fee=500, refund_fee=200, notify_url=NOTIFY)
+    refund = state.refunds["F" + number]
+    assert (refund.refund_id, refund.out_trade_no, refund.refund_fee) == (refund_id, number, 200)
+    with pytest.raises(WeChatPayError) as unknown:
+        gateway.refund(api, out_trade_no="", transaction_id="4200000000202601010000000000", out_refund_no="G" + number,
+                       total_fee=500, refund_fee=200, notify_url=NOTIFY)
+    assert unknown.value.code in ("ORDERNOTEXIST", "RESOURCE_NOT_EXISTS")
 
 
 # -- key material and the gateway -----------------------------------------------------------------
@@ -519,9 +682,9 @@ def _self_signed(key: rsa.RSAPrivateKey) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
-def test_sandbox_pay_control_plays_the_buyer(wx: SandboxServer, v3: PayV3) -> None:
+def test_sandbox_pay_control_plays_the_buyer(wx: SandboxServer, v3: PayV3, buyer: str) -> None:
     number = out_trade_no()
-    v3.jsapi_prepay(number, 500, "o-buyer", "tea", "http://127.0.0.1:9/wechat/pay/v3/notify")
+    v3.jsapi_prepay(number, 500, buyer, "tea", "http://127.0.0.1:9/wechat/pay/v3/notify")
     answer = requests.post(wx.base_url + "sandbox/pay/pay", json={"out_trade_no": number}, timeout=10).json()
     assert answer["state"] == "SUCCESS" and answer["notification"]["ok"] is False  # nobody listens on port 9
     assert requests.get(wx.base_url + f"sandbox/pay/orders/{number}", timeout=10).json()["state"] == "SUCCESS"
