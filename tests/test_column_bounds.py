@@ -25,7 +25,7 @@ from sqlalchemy import JSON, BigInteger, Column, Enum, Integer, LargeBinary, Met
 from sqlalchemy.orm import InstrumentedAttribute
 
 from server.accounts import routes as accounts
-from server.accounts.models import Member, Staff
+from server.accounts.models import AuditEntry, Member, Staff
 from server.api import MAX_INT, TEXT_BYTES, Body, Utf8Bytes
 from server.db import Base
 from server.distribution import routes as distribution
@@ -98,6 +98,9 @@ FIELDS: dict[tuple[type[Body], str], tuple[Target, ...]] = {
     (referral.BindBody, "scene"): (TouchEvent.scene,),
     (referral.LeadBody, "scene"): (Lead.scene_code, TouchEvent.scene),
     (referral.ReviewBody, "note"): (Lead.review_note,),
+    (orders.SettleOfflineBody, "note"): (OrderEvent.detail, AuditEntry.detail),
+    (orders.ResendAbnormalBody, "target"): (OrderEvent.detail, AuditEntry.detail),
+    (orders.ResendAbnormalBody, "bank_type"): (AuditEntry.detail,),
     (orders.AddressBody, "name"): (Order.address,),
     (orders.AddressBody, "phone"): (Order.address,),
     (orders.AddressBody, "province"): (Order.address,),
@@ -136,6 +139,8 @@ NO_COLUMN: dict[tuple[type[Body], str], str] = {
     (referral.LeadBody, "phone"): "stored encrypted and masked, like ApplyBody.phone",
     (referral.StatementQuery, "start"): "the period a statement reads",
     (referral.StatementQuery, "end"): "the period a statement reads",
+    (orders.ResendAbnormalBody, "bank_account"): "sent to WeChat Pay encrypted; the audit log keeps its last four digits",
+    (orders.ResendAbnormalBody, "real_name"): "sent to WeChat Pay encrypted, never stored",
     (orders.OrderBody, "items"): "each line is an OrderItem, checked as LineBody",
     (orders.OrderBody, "address"): "checked field by field as AddressBody",
     (contracts.ContractBody, "installments"): "each is an Installment, checked as InstallmentBody",

@@ -38,6 +38,8 @@ from server.orders.services import (
     apply_payment,
     apply_refund_notice,
     close_unpaid,
+    abnormal_refund_for_retry,
+    abnormal_refund_resent,
     due_for_close,
     finish_refund,
 )
@@ -47,8 +49,10 @@ from server.wechat.pay import (
     ORDER_CLOSED_CODES,
     ORDER_NOT_FOUND_CODES,
     ORDER_PAID_CODES,
+    SAFE_MIN_PAY_WINDOW,
     PayNotConfiguredError,
     PayNotice,
+    PayWindowTooShortError as WindowRefusedError,
     QueryResult,
     RefundNotice,
     WeChatPayError,
@@ -64,10 +68,10 @@ V3_NOTIFY_PATH = "/wechat/pay/v3/notify"
 PREPAY_ID_LIFETIME = timedelta(hours=2)
 #: A prepay_id is reused only with this much of its life left, so the buyer has time to finish paying.
 PREPAY_REUSE_MARGIN = timedelta(minutes=10)
-#: WeChat Pay refuses a ``time_expire`` less than five minutes away (v2 "time_expire时间过短，刷卡至少1分钟，
-#: 其他5分钟"; exactly five is refused too), so no prepay is ever sent with less than this left: the
-#: minimum plus a margin for the trip to WeChat and the two clocks.
-PAY_WINDOW_FLOOR = timedelta(minutes=6)
+#: An order is given at least this much time to pay when it is prepaid: what the adapter accepts
+#: (``SAFE_MIN_PAY_WINDOW``: WeChat's five minutes, which it refuses exactly, plus a margin for the
+#: trip and the clocks) and a minute more, so the order's own time never runs into the adapter's check.
+PAY_WINDOW_FLOOR = SAFE_MIN_PAY_WINDOW + timedelta(minutes=1)
 #: An approved refund WeChat has not accepted after this long is sent again.
 REFUND_RETRY_AFTER = timedelta(minutes=1)
 #: Each further retry waits twice as long as the one before, up to this.
@@ -95,8 +99,8 @@ register(
         "extend_short_pay_window",
         bool,
         True,
-        "A buyer who starts paying in the last minutes of an order's time to pay gets six minutes from then "
-        "(WeChat Pay refuses a shorter window); off: such a payment is refused and the buyer orders again.",
+        "A buyer who starts paying in the last minutes of an order's time to pay gets seven minutes from then "
+        "(WeChat Pay refuses a window of five or less); off: such a payment is refused and the buyer orders again.",
     ),
 )
 
@@ -151,6 +155,8 @@ def _pay_error(error: WeChatError, order: Order, what: str) -> Exception:
     """The client-facing error for a failed WeChat Pay call."""
     if isinstance(error, PayNotConfiguredError):
         return PaymentNotConfiguredError()
+    if isinstance(error, WindowRefusedError):
+        return PayWindowTooShortError(data={"expires_at": error.time_expire.isoformat()})
     if isinstance(error, WeChatPayError):
         if error.code in ORDER_PAID_CODES:
             return IllegalTransitionError("WeChat Pay has this order as paid; the payment is on its way", data={"status": order.status.value})
@@ -437,6 +443,47 @@ def _refund_refused(sess: Session, refund_id: int, order_id: int, error: WeChatP
     assert order is not None and refund is not None
     if refund.status == RefundStatus.approved:
         finish_refund(sess, order, refund, succeeded=False, actor="wechat", ending=RefundStatus.failed, reason=error.errmsg)
+
+
+def resend_abnormal_refund(
+    refund_id: int,
+    *,
+    target: str,
+    bank_type: str | None = None,
+    bank_account: str | None = None,
+    real_name: str | None = None,
+    actor: str,
+) -> Refund:
+    """Ask WeChat Pay to pay an ``abnormal`` refund into another account (``target``: "user_bank_card" with
+    the buyer's card, or "merchant_bank_card"); the refund is ``processing`` again, for its notification to end.
+
+    Works in the current unit of work and commits early, by design: the refund is checked under the
+    order's lock, the transaction ends, WeChat is called with nothing held, and the answer is recorded
+    after checking the refund again (left for the caller to commit). Only v3 has this call; a v2
+    refund is settled in the merchant platform and then offline (IllegalTransitionError says so).
+    The card number and name go to WeChat encrypted and are never stored.
+    """
+    sess = db.session()
+    refund, order = abnormal_refund_for_retry(sess, refund_id)
+    pay = wechat_pay()
+    if order.pay_api != "v3" or pay.v3 is None:
+        raise IllegalTransitionError(
+            "WeChat Pay v2 has no call for abnormal refunds: pay it out in the merchant platform, then settle it offline",
+            data={"status": refund.status.value},
+        )
+    wechat_refund_id, out_refund_no = refund.refund_id, refund.out_refund_no
+    assert wechat_refund_id is not None
+    db.commit()
+    try:
+        pay.v3_client().apply_abnormal_refund(
+            wechat_refund_id, out_refund_no, target.upper(), bank_type=bank_type, bank_account=bank_account, real_name=real_name
+        )
+    except WeChatError as error:
+        raise _pay_error(error, order, "an abnormal refund") from None
+    abnormal_refund_resent(sess, refund_id, target=target, actor=actor)
+    resent = sess.get(Refund, refund_id)
+    assert resent is not None
+    return resent
 
 
 def retry_refunds(app: Flask, now: datetime) -> tuple[int, int]:

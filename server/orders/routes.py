@@ -5,7 +5,8 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, current_app
-from pydantic import Field, StrictBool, StrictInt, StrictStr, StringConstraints
+from pydantic import Field, StrictBool, StrictInt, StrictStr, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import func, select
 
 from server import db, security
@@ -76,6 +77,24 @@ class RefundListQuery(Page):
 class SettleOfflineBody(Body):
     #: What was done instead, for the timeline and the audit log (e.g. "转账至买家银行卡，流水号 …").
     note: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class ResendAbnormalBody(Body):
+    #: Where WeChat Pay pays the money it holds: the buyer's debit card, or the merchant's own bank account.
+    target: Literal["user_bank_card", "merchant_bank_card"]
+    #: WeChat Pay's bank code (e.g. ICBC_DEBIT); the buyer's card only.
+    bank_type: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,15}$")] | None = None
+    bank_account: Annotated[str, StringConstraints(pattern=r"^[0-9]{12,24}$")] | None = None
+    real_name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _card_needs_its_owner(self) -> "ResendAbnormalBody":
+        card = (self.bank_type, self.bank_account, self.real_name)
+        if self.target == "user_bank_card" and None in card:
+            raise PydanticCustomError("card_incomplete", "bank_type, bank_account and real_name are required for the buyer's card")
+        if self.target == "merchant_bank_card" and card != (None, None, None):
+            raise PydanticCustomError("card_unexpected", "the merchant's own account takes no card details")
+        return self
 
 
 class RejectBody(Body):
@@ -497,6 +516,28 @@ def admin_settle_refund_offline(refund_id: int) -> Any:
     sess = db.session()
     refund = services.settle_abnormal_refund_offline(sess, refund_id, note=body.note, actor=f"staff:{current_staff().id}")
     record_audit(sess, current_staff().id, "refund.settle_offline", f"refund:{refund.id}", {"note": body.note})
+    db.commit()
+    return envelope(serialize_refund(refund))
+
+
+@admin_bp.post("/refunds/<int:refund_id>/resend")
+@staff_required(StaffRole.finance)
+def admin_resend_abnormal_refund(refund_id: int) -> Any:
+    """Finance asks WeChat Pay to pay an abnormal refund into another account (v3 only); it is
+    ``processing`` again and its notification ends it. Commits early: nothing is held while WeChat answers."""
+    from server.orders import payments
+
+    body = parse_body(ResendAbnormalBody)
+    refund = payments.resend_abnormal_refund(
+        refund_id,
+        target=body.target,
+        bank_type=body.bank_type,
+        bank_account=body.bank_account,
+        real_name=body.real_name,
+        actor=f"staff:{current_staff().id}",
+    )
+    detail = {"target": body.target, "bank_type": body.bank_type, "bank_account": f"****{body.bank_account[-4:]}" if body.bank_account else None}
+    record_audit(db.session(), current_staff().id, "refund.resend", f"refund:{refund.id}", detail)
     db.commit()
     return envelope(serialize_refund(refund))
 

@@ -92,6 +92,8 @@ CHINA_TZ = timezone(timedelta(hours=8))
 ORDER_NOT_FOUND_CODES = frozenset({"ORDERNOTEXIST", "ORDER_NOT_EXIST", "RESOURCE_NOT_EXISTS"})
 ORDER_CLOSED_CODES = frozenset({"ORDERCLOSED", "ORDER_CLOSED"})
 ORDER_PAID_CODES = frozenset({"ORDERPAID"})
+#: How v3 may pay out an ABNORMAL refund again: the buyer's debit card, or the merchant's bank account.
+ABNORMAL_REFUND_TARGETS = frozenset({"USER_BANK_CARD", "MERCHANT_BANK_CARD"})
 #: v2 business errors worth a retry: WeChat's side is busy or broken.
 _V2_RETRYABLE = frozenset({"SYSTEMERROR", "BANKERROR", "FREQUENCY_LIMITED", "FREQ_LIMIT"})
 
@@ -711,7 +713,15 @@ class PayV3:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None, payload: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        payload: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any] | None:
         """One signed exchange; the verified JSON answer, None for 204, WeChatError otherwise."""
         url = self.api_base + path + ("?" + urlencode(params) if params else "")
         # Signed as the server will see it: the full path (a base may add a prefix) and the query.
@@ -725,6 +735,7 @@ class PayV3:
         }
         if payload is not None:
             headers["Content-Type"] = "application/json"
+        headers.update(extra_headers or {})
         try:
             res = self._http.request(method, url, data=body or None, headers=headers, timeout=self.timeout)
         except requests.Timeout:
@@ -836,6 +847,44 @@ class PayV3:
         if not refund_id:
             raise WeChatUnavailableError(None, "/v3/refund/domestic/refunds: answer lacks refund_id")
         return str(refund_id)
+
+    def encrypt_sensitive(self, text: str) -> tuple[str, str]:
+        """``text`` encrypted for WeChat Pay (RSA-OAEP with SHA-1 and MGF1, base64) with the platform key,
+        and the serial that names that key (sent as ``Wechatpay-Serial``)."""
+        serial, key = next(iter(self._platform_keys.items()))
+        sealed = key.encrypt(text.encode("utf-8"), padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None))
+        return base64.b64encode(sealed).decode("ascii"), serial
+
+    def apply_abnormal_refund(
+        self,
+        refund_id: str,
+        out_refund_no: str,
+        target: str,
+        *,
+        bank_type: str | None = None,
+        bank_account: str | None = None,
+        real_name: str | None = None,
+    ) -> str:
+        """``POST /v3/refund/domestic/refunds/{refund_id}/apply-abnormal-refund`` (发起异常退款): WeChat pays
+        an ABNORMAL refund into the buyer's debit card (``USER_BANK_CARD``, whose number and holder are sent
+        encrypted) or the merchant's bank account (``MERCHANT_BANK_CARD``). Returns the refund's new status."""
+        if target not in ABNORMAL_REFUND_TARGETS:
+            raise ValueError(f"target must be one of {sorted(ABNORMAL_REFUND_TARGETS)}")
+        payload: dict[str, Any] = {"out_refund_no": out_refund_no, "type": target}
+        extra: dict[str, str] = {}
+        if target == "USER_BANK_CARD":
+            if not (bank_type and bank_account and real_name):
+                raise ValueError("a refund to the buyer's card needs bank_type, bank_account and real_name")
+            payload["bank_type"] = bank_type
+            payload["bank_account"], serial = self.encrypt_sensitive(bank_account)
+            payload["real_name"], _ = self.encrypt_sensitive(real_name)
+            extra["Wechatpay-Serial"] = serial
+        path = f"/v3/refund/domestic/refunds/{quote(refund_id, safe='')}/apply-abnormal-refund"
+        answer = self._request("POST", path, payload=payload, extra_headers=extra) or {}
+        status = answer.get("status")
+        if not isinstance(status, str) or not status:
+            raise WeChatUnavailableError(None, f"{path}: answer lacks status")
+        return status
 
     # -- notifications -----------------------------------------------------------------------------
 

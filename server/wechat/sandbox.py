@@ -1196,6 +1196,9 @@ class PayRefund:
     #: What the merchant gave as the reason (v2 ``refund_desc``, v3 ``reason``).
     reason: str = ""
     success_time: float | None = None
+    #: Where an ABNORMAL refund was sent again (发起异常退款): USER_BANK_CARD or MERCHANT_BANK_CARD, with the
+    #: bank and the card's last four digits as WeChat decrypted them.
+    abnormal_target: dict[str, str] | None = None
 
 
 def _digits(count: int) -> str:
@@ -1375,6 +1378,17 @@ class PayState:
             )
             self.refunds[out_refund_no] = refund
             order.state = TRADE_REFUND
+            return refund
+
+    def resend_abnormal(self, refund_id: str, out_refund_no: str, target: dict[str, str]) -> PayRefund:
+        """发起异常退款: an ABNORMAL refund goes out again, to ``target``; it is PROCESSING until ended."""
+        with self.lock:
+            refund = self.refunds.get(out_refund_no)
+            if refund is None or refund.refund_id != refund_id:
+                raise PayFault("REFUNDNOTEXIST", 404, "RESOURCE_NOT_EXISTS", "退款单不存在")
+            if refund.status != "ABNORMAL":
+                raise PayFault("INVALID_REQUEST", 400, "INVALID_REQUEST", "退款单状态不是退款异常，无法发起异常退款")
+            refund.status, refund.abnormal_target = "PROCESSING", target
             return refund
 
     def refund(self, out_refund_no: str) -> PayRefund:
@@ -2061,6 +2075,59 @@ def refund_v3(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
             "discount_refund": 0,
             "currency": "CNY",
         },
+    }
+
+
+#: The debit cards 发起异常退款 can pay into, by WeChat Pay's bank code.
+ABNORMAL_REFUND_BANKS = frozenset(
+    f"{bank}_DEBIT" for bank in ("CMB", "COMM", "ABC", "CCB", "ICBC", "BOC", "SPABANK", "SPDB", "CITIC", "CEB", "CMBC", "CIB", "GDB", "PSBC", "NBCB")
+)
+
+
+def _platform_decrypt(value: Any, name: str) -> str:
+    """A field the merchant encrypted with the platform key (RSA-OAEP, SHA-1), or PARAM_ERROR."""
+    merchant = pay_state().merchant
+    if request.headers.get("Wechatpay-Serial") != merchant.platform_serial:
+        raise PayFault.param("Wechatpay-Serial与加密所用证书不一致")
+    try:
+        sealed = base64.b64decode(str(value), validate=True)
+        padding = asym_padding.OAEP(mgf=asym_padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+        return merchant.platform_private_key.decrypt(sealed, padding).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise PayFault.param(f"{name}解密失败") from None
+
+
+@pay_v3_api("/v3/refund/domestic/refunds/<refund_id>/apply-abnormal-refund", "POST")
+def apply_abnormal_refund(body: dict[str, Any], refund_id: str) -> tuple[int, dict[str, Any]]:
+    out_refund_no, kind = body.get("out_refund_no"), body.get("type")
+    if not isinstance(out_refund_no, str) or not out_refund_no:
+        raise PayFault.missing("out_refund_no")
+    if kind not in ("USER_BANK_CARD", "MERCHANT_BANK_CARD"):
+        raise PayFault.param("type参数格式错误")
+    target = {"type": kind}
+    if kind == "USER_BANK_CARD":
+        for name in ("bank_type", "bank_account", "real_name"):
+            if not body.get(name):
+                raise PayFault.missing(name)
+        if body["bank_type"] not in ABNORMAL_REFUND_BANKS:
+            raise PayFault.param("bank_type不支持，仅支持部分银行的借记卡")
+        account = _platform_decrypt(body["bank_account"], "bank_account")
+        _platform_decrypt(body["real_name"], "real_name")
+        if not account.isdigit():
+            raise PayFault.param("bank_account参数格式错误")
+        target |= {"bank_type": body["bank_type"], "account_tail": account[-4:]}
+    refund = pay_state().resend_abnormal(refund_id, out_refund_no, target)
+    order = pay_state().order(refund.out_trade_no)
+    return 200, {
+        "refund_id": refund.refund_id,
+        "out_refund_no": refund.out_refund_no,
+        "transaction_id": order.transaction_id,
+        "out_trade_no": order.out_trade_no,
+        "channel": "BANK" if kind == "USER_BANK_CARD" else "ORIGINAL",
+        "user_received_account": "用户银行卡" if kind == "USER_BANK_CARD" else "交易商户银行账户",
+        "create_time": _rfc3339(refund.created_at),
+        "status": refund.status,
+        "amount": {"total": order.total_fee, "refund": refund.refund_fee, "currency": "CNY"},
     }
 
 

@@ -16,6 +16,7 @@ from datetime import timedelta
 import requests
 
 from server import scheduler
+from server.accounts.models import AuditEntry
 from server.db import utcnow
 from server.orders.models import Order, OrderStatus, Refund, RefundStatus
 from server.wechat.sandbox import PayState, SandboxServer
@@ -215,3 +216,57 @@ def test_an_abnormal_refund_stays_open_until_finance_settles_it_offline(
     order = order_row(app, ref.id)
     assert (order.status, order.refunded_fee) == (OrderStatus.paid, 4_000)
     assert [e.event for e in events_of(app, ref.id)][-4:] == ["refund_abnormal", "refund_settled_offline", "refund_succeeded", "refund_closed"]
+
+
+def _abnormal(app: Flask, sandbox: SandboxServer, make_order: Any, api: str) -> tuple[OrderRef, int, str]:
+    ref = make_order(price_fen=10_000)
+    prepay(app, ref, api)
+    assert requests.post(sandbox.base_url + "sandbox/pay/pay", json={"out_trade_no": ref.out_trade_no}, timeout=30).json()["notification"]["ok"]
+    refund_id, out_refund_no = _refund(app, ref, 4_000)
+    assert payments.submit_refund(app, refund_id)
+    ended = requests.post(sandbox.base_url + "sandbox/pay/refund-complete", json={"out_refund_no": out_refund_no, "status": "ABNORMAL"}, timeout=30).json()
+    assert ended["notification"]["ok"], ended
+    return ref, refund_id, out_refund_no
+
+
+def test_finance_sends_an_abnormal_refund_to_the_buyers_card_and_the_notification_ends_it(
+    app: Flask, live_app: str, sandbox: SandboxServer, make_order: Any, sandbox_pay: PayState, staff_login: Any
+) -> None:
+    ref, refund_id, out_refund_no = _abnormal(app, sandbox, make_order, "v3")
+    client, finance, ops = app.test_client(), staff_login("finance"), staff_login("operations")
+    card = {"target": "user_bank_card", "bank_type": "ICBC_DEBIT", "bank_account": "6222020200112233445", "real_name": "张三"}
+    path = f"/admin/api/v1/refunds/{refund_id}/resend"
+    assert client.post(path, headers=ops, json=card).status_code == 403
+    for bad in ({"target": "user_bank_card", "bank_type": "ICBC_DEBIT"}, {"target": "merchant_bank_card", "real_name": "张三"}, {"target": "paypal"}):
+        response = client.post(path, headers=finance, json=bad)
+        assert response.status_code == 422, (bad, response.get_json())
+    resent = client.post(path, headers=finance, json=card)
+    assert resent.status_code == 200, resent.get_json()
+    assert resent.get_json()["data"]["status"] == "processing"
+    # WeChat got the card encrypted with its platform key, and decrypted it.
+    assert sandbox_pay.refunds[out_refund_no].abnormal_target == {"type": "USER_BANK_CARD", "bank_type": "ICBC_DEBIT", "account_tail": "3445"}
+    # Only an abnormal refund can be sent again.
+    assert client.post(path, headers=finance, json=card).status_code == 409
+    done = requests.post(sandbox.base_url + "sandbox/pay/refund-complete", json={"out_refund_no": out_refund_no}, timeout=30).json()
+    assert done["notification"]["ok"], done
+    assert _refund_row(app, refund_id).status == RefundStatus.succeeded
+    order = order_row(app, ref.id)
+    assert (order.status, order.refunded_fee) == (OrderStatus.paid, 4_000)
+    assert [e.event for e in events_of(app, ref.id)][-4:] == ["refund_abnormal", "refund_resent", "refund_succeeded", "refund_closed"]
+    with app.app_context():
+        entry = db.session().scalar(select(AuditEntry).where(AuditEntry.action == "refund.resend"))
+        assert entry is not None and entry.detail["bank_account"] == "****3445" and "张三" not in str(entry.detail)
+
+
+def test_an_abnormal_refund_can_go_to_the_merchants_account_but_not_through_v2(
+    app: Flask, live_app: str, sandbox: SandboxServer, make_order: Any, sandbox_pay: PayState, staff_login: Any
+) -> None:
+    client, finance = app.test_client(), staff_login("finance")
+    _, refund_id, out_refund_no = _abnormal(app, sandbox, make_order, "v3")
+    resent = client.post(f"/admin/api/v1/refunds/{refund_id}/resend", headers=finance, json={"target": "merchant_bank_card"})
+    assert resent.status_code == 200 and resent.get_json()["data"]["status"] == "processing"
+    assert sandbox_pay.refunds[out_refund_no].abnormal_target == {"type": "MERCHANT_BANK_CARD"}
+    _, v2_refund_id, _ = _abnormal(app, sandbox, make_order, "v2")
+    refused = client.post(f"/admin/api/v1/refunds/{v2_refund_id}/resend", headers=finance, json={"target": "merchant_bank_card"})
+    assert refused.status_code == 409 and "merchant platform" in refused.get_json()["message"]
+    assert _refund_row(app, v2_refund_id).status == RefundStatus.abnormal
