@@ -49,6 +49,10 @@ class Config:
         self.SECRET_KEY = env.get("SECRET_KEY") or ""
         self.DATABASE_URL = env.get("DATABASE_URL") or f"sqlite:///{ROOT / 'var' / 'app.db'}"
         self.REDIS_URL = env.get("REDIS_URL") or None
+        #: Seconds a Redis connection or command may take before Redis counts as away.
+        self.REDIS_TIMEOUT = float(env.get("REDIS_TIMEOUT") or 1.0)
+        #: Seconds Redis is skipped after it failed to answer, before it is tried again.
+        self.REDIS_RETRY_SECONDS = float(env.get("REDIS_RETRY_SECONDS") or 5.0)
         self.PUBLIC_BASE_URL = (env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
 
         # Sandbox unless real credentials are given, or WECHAT_SANDBOX says otherwise.

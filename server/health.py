@@ -14,12 +14,14 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    """The database (and Redis, when configured) answer."""
+    """The database answers (else 502); Redis, when configured, answers (else 200 "degraded", with the reason)."""
     try:
         db.session().execute(text("SELECT 1"))
-        redis_client = cache.client()
-        if redis_client is not None:
-            redis_client.ping()
     except Exception:
         raise UpstreamError("a backing service is not answering") from None
-    return envelope({"status": "ok", "redis": cache.client() is not None})
+    if cache.link() is None:
+        return envelope({"status": "ok", "redis": False})
+    reason = cache.degraded_reason()
+    if reason is not None:
+        return envelope({"status": "degraded", "redis": False, "reason": reason})
+    return envelope({"status": "ok", "redis": True})

@@ -513,6 +513,9 @@ def _cached_poster(sess: Session, key: tuple[int, int, int, str, str]) -> tuple[
 def _lock(name: str) -> Iterator[bool]:
     """``cache.lock`` that yields whether it was taken, rather than failing the request.
 
+    Without Redis (or while it is away), ``cache.lock`` takes the lock in the database, on a
+    connection of its own, so the early commits in ``get_poster`` do not release it.
+
     Held until the caller has committed, so whoever waited sees the committed rows when it
     looks again. Not taken in time, the request goes on: a poster's unique key still keeps one
     row, and at worst a second default template is drawn from.
@@ -602,14 +605,21 @@ def _png_key(token: str) -> str:
 def _remember_png(token: str, png: bytes) -> None:
     r = cache.client()
     if r is not None:
-        r.set(_png_key(token), png, ex=current_app.config["POSTER_CACHE_TTL"])
+        try:
+            r.set(_png_key(token), png, ex=current_app.config["POSTER_CACHE_TTL"])
+        except redis.RedisError as error:
+            cache.failed(error)  # served from the database until Redis answers again
 
 
 def _forget_pngs(tokens: list[str]) -> None:
     r = cache.client()
     if r is not None:
-        for start in range(0, len(tokens), 500):
-            r.delete(*(_png_key(t) for t in tokens[start : start + 500]))
+        try:
+            for start in range(0, len(tokens), 500):
+                r.delete(*(_png_key(t) for t in tokens[start : start + 500]))
+        except redis.RedisError as error:
+            # The rows are gone; a cached PNG stays reachable only under its random token, until it expires.
+            cache.failed(error)
 
 
 def poster_png(sess: Session, token: str) -> bytes | None:
@@ -618,8 +628,8 @@ def poster_png(sess: Session, token: str) -> bytes | None:
     if r is not None:
         try:
             cached = r.get(_png_key(token))
-        except redis.RedisError:
-            logger.warning("Redis unavailable; serving poster %s from the database", token[:6])
+        except redis.RedisError as error:
+            cache.failed(error)
             r = None
         else:
             if cached is not None:
@@ -628,8 +638,8 @@ def poster_png(sess: Session, token: str) -> bytes | None:
     if png is not None and r is not None:
         try:
             r.set(_png_key(token), png, ex=current_app.config["POSTER_CACHE_TTL"])
-        except redis.RedisError:
-            pass  # the database just answered; the next request tries Redis again
+        except redis.RedisError as error:
+            cache.failed(error)  # the database just answered; Redis is tried again after a pause
     return png
 
 

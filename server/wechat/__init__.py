@@ -38,9 +38,9 @@ def init_app(app: Flask) -> None:
     A malformed EncodingAESKey fails here, at start-up, rather than on WeChat's first callback.
     """
     lock_factory = _app_lock_factory(app)
-    app.extensions["wechat_miniprogram"] = MiniProgram.from_config(app.config, app.extensions.get("redis"), lock_factory)
+    app.extensions["wechat_miniprogram"] = MiniProgram.from_config(app.config, app.extensions.get("redis_link"), lock_factory)
     app.extensions["wechat_official_account"] = OfficialAccount.from_config(
-        app.config, app.extensions.get("redis"), lock_factory
+        app.config, app.extensions.get("redis_link"), lock_factory
     )
     app.extensions["wechat_oa_messages"] = MessageCodec.from_config(app.config)
     app.extensions["wechat_pay"] = WeChatPayGateway.from_config(app.config)

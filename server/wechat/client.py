@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Mapping
 from urllib.parse import quote, urlencode, urlsplit
 
+import redis
 import requests
 from wechatpy import WeChatClient
 from wechatpy.client.api.base import BaseWeChatAPI
@@ -23,6 +24,8 @@ from wechatpy.session import SessionStorage
 from wechatpy.session.memorystorage import MemoryStorage
 from wechatpy.session.redisstorage import RedisStorage
 from wechatpy.utils import json
+
+from server.cache import RedisLink
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +120,56 @@ def _install_log_redaction() -> None:
             _redaction_installed = True
 
 
-def make_token_storage(redis_client: Any | None, prefix: str = "wechat") -> SessionStorage:
-    """Redis storage so every worker shares one access token, or process memory without Redis."""
-    if redis_client is not None:
-        return RedisStorage(redis_client, prefix=prefix)
-    return MemoryStorage()
+class SharedTokenStorage(SessionStorage):
+    """Tokens in Redis for every worker, with a copy in this process for when Redis is away.
+
+    Reads ask Redis while its breaker is closed (its answer wins, a missing token included, so a
+    token another worker replaced is not used); when Redis does not answer, the process's copy is
+    used, and a missing one is fetched from WeChat directly. Writes go to both.
+    """
+
+    def __init__(self, link: RedisLink, prefix: str = "wechat") -> None:
+        self.link = link
+        self.shared = RedisStorage(link.client, prefix=prefix)
+        self.local = MemoryStorage()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self.link.usable() is not None:
+            try:
+                value = self.shared.get(key)
+            except redis.RedisError as error:
+                self.link.failed(error)
+            else:
+                self.link.answered()
+                return default if value is None else value
+        value = self.local.get(key)
+        return default if value is None else value
+
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        self.local.set(key, value, ttl)
+        if self.link.usable() is not None:
+            try:
+                self.shared.set(key, value, ttl)
+            except redis.RedisError as error:
+                self.link.failed(error)
+            else:
+                self.link.answered()
+
+    def delete(self, key: str) -> None:
+        self.local.delete(key)
+        if self.link.usable() is not None:
+            try:
+                self.shared.delete(key)
+            except redis.RedisError as error:
+                self.link.failed(error)
+
+
+def make_token_storage(redis_client: RedisLink | redis.Redis | None, prefix: str = "wechat") -> SessionStorage:
+    """Redis storage so every worker shares one access token (with a process copy), or process memory without Redis."""
+    if redis_client is None:
+        return MemoryStorage()
+    link = redis_client if isinstance(redis_client, RedisLink) else RedisLink(redis_client)
+    return SharedTokenStorage(link, prefix=prefix)
 
 
 def _thread_lock_factory() -> LockFactory:

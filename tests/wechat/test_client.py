@@ -16,13 +16,13 @@ from flask import Flask, jsonify
 from PIL import Image
 from wechatpy.client.api import WeChatWxa
 from wechatpy.session.memorystorage import MemoryStorage
-from wechatpy.session.redisstorage import RedisStorage
 
 from server import cache, config, wechat
 from server.wechat.client import (
     MiniProgram,
     PhoneInfo,
     SessionInfo,
+    SharedTokenStorage,
     WeChatApiClient,
     WeChatError,
     WeChatUnavailableError,
@@ -256,7 +256,7 @@ def test_token_stored_in_redis_storage_is_shared(sandbox: SandboxServer, state: 
             "WECHAT_TIMEOUT": 3}
     workers = [MiniProgram.from_config(conf, redis) for _ in range(2)]
     try:
-        assert isinstance(workers[0].client.session, RedisStorage)
+        assert isinstance(workers[0].client.session, SharedTokenStorage)
         for worker in workers:
             worker.get_phone_number(PHONE)
         assert state.token_requests == 1
