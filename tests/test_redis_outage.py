@@ -225,3 +225,58 @@ def test_concurrent_poster_draws_in_an_outage_draw_once(app_factory, sandbox):
     assert sorted(body["data"]["cached"] for _, body in results) == [False, True, True, True]
     assert state.calls["/wxa/getwxacodeunlimit"] == before + 1
     assert _count(first, PosterImage) == 1
+
+
+def test_after_a_failure_redis_is_skipped_for_a_while_then_tried_again(app_factory, monkeypatch):
+    from server import cache
+
+    app_factory()
+    app = app_factory(REDIS_URL=CLOSED_REDIS, REDIS_TIMEOUT=0.5, REDIS_RETRY_SECONDS=0.3)
+    link = app.extensions["redis_link"]
+    attempts: list[str] = []
+    real_pipeline = link.client.pipeline
+    monkeypatch.setattr(link.client, "pipeline", lambda *a, **k: attempts.append("hit") or real_pipeline(*a, **k))
+    with app.app_context():
+        assert [cache.hit("k", 60) for _ in range(5)] == [1, 2, 3, 4, 5]
+        assert attempts == ["hit"]  # one attempt, then the breaker skips Redis
+        assert link.reason is not None and "127.0.0.1" not in link.reason
+        time.sleep(0.35)
+        assert cache.hit("k", 60) == 6
+        assert attempts == ["hit", "hit"]  # tried again once the pause was over
+        cache.set_value("v", {"a": 1}, None)
+        assert cache.get_value("v") == {"a": 1}  # kept in the process meanwhile
+
+
+def test_database_locks_exclude_each_other_and_time_out(app_factory):
+    """The fallback lock: on MariaDB a GET_LOCK on a connection of its own, on SQLite the process's."""
+    from server import cache
+
+    app_factory()
+    app = app_factory(REDIS_URL=CLOSED_REDIS, REDIS_TIMEOUT=0.5)
+    long_name = "poster:" + "x" * 200
+    assert len(cache.database_lock_name(long_name)) <= cache.DB_LOCK_NAME_MAX
+    assert cache.database_lock_name(long_name) != cache.database_lock_name(long_name + "y")
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with app.app_context(), cache.lock(long_name, timeout=5):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(10)
+        with app.app_context():
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                with cache.lock(long_name, timeout=1):
+                    pass
+            assert time.monotonic() - started < 5
+            with cache.lock("another-name", timeout=1):  # other names are not held up
+                pass
+    finally:
+        release.set()
+        thread.join(10)
+    with app.app_context(), cache.lock(long_name, timeout=1):
+        pass  # released with the holder
