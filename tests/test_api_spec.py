@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import typing
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote
@@ -12,9 +13,12 @@ import pytest
 import schemathesis
 import yaml
 from flask import Flask
+from pydantic import AfterValidator
+from pydantic.fields import FieldInfo
 from schemathesis.core.result import Err
 
 import server
+from server.api import NON_BLANK_PATTERN, NonBlank
 from server.errors import AppError
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "miniprogram_api_spec" / "openapi.yaml"
@@ -262,3 +266,51 @@ def test_each_error_code_has_one_meaning(app: Flask) -> None:
         if any(not (issubclass(a, b) or issubclass(b, a)) for a in classes for b in classes)
     }
     assert not clashes, f"error codes used by unrelated classes: {clashes}"
+
+
+#: Request models whose schema in the spec has another name.
+SPEC_NAMES = {
+    "TemplateBody": "PosterTemplateBody",
+    "TemplatePatchBody": "PosterTemplatePatchBody",
+    "RejectBody": "RefundRejectBody",
+    "ContractBody": "ContractCreateBody",
+    "ItemBody": "RedemptionItemBody",
+    "ItemPatchBody": "RedemptionItemPatchBody",
+    "ContactBody": "RedemptionContact",
+}
+
+
+def _refuses_blank(field: FieldInfo) -> bool:
+    return any(isinstance(item, AfterValidator) and item.func is NonBlank.__metadata__[0].func for item in _metadata(field))
+
+
+def _metadata(field: FieldInfo) -> list[Any]:
+    found, pending = list(field.metadata), [field.annotation]
+    while pending:
+        annotation = pending.pop()
+        if typing.get_origin(annotation) is typing.Annotated:
+            found.extend(annotation.__metadata__)
+        pending.extend(typing.get_args(annotation))
+    return found
+
+
+def test_required_text_is_not_blank_in_the_spec(app: Flask, spec: dict[str, Any]) -> None:
+    """Each field the server refuses when blank carries the spec's NON_BLANK_PATTERN, and only those do."""
+    from tests.test_column_bounds import request_models
+
+    schemas = spec["components"]["schemas"]
+    server_side = {
+        (SPEC_NAMES.get(cls.__name__, cls.__name__), name)
+        for cls in request_models(app)
+        for name, field in cls.model_fields.items()
+        if _refuses_blank(field)
+    }
+    assert all(schema in schemas for schema, _ in server_side), sorted(s for s, _ in server_side if s not in schemas)
+    in_spec = {
+        (schema, name)
+        for schema, definition in schemas.items()
+        for name, prop in definition.get("properties", {}).items()
+        if isinstance(prop, dict) and prop.get("pattern") == NON_BLANK_PATTERN
+    }
+    # The landing page's form is read by the member API's LeadBody.
+    assert in_spec == server_side | {("LandingLeadForm", "contact_name")}
