@@ -88,6 +88,19 @@ class Utf8Bytes:
         return value
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+#: Required text: at least one character that is not whitespace, as ``str.strip`` (and Python's regex ``\s``) sees it,
+#: so "\f" or "\x1c" alone is refused like "". Give the length with it: ``Annotated[NonBlank, StringConstraints(max_length=32)]``.
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
+#: The spec's ``pattern`` for a NonBlank field. The whitespace ``str.strip`` removes is spelled out because regex engines
+#: disagree on ``\S``: Python's excludes U+001C-U+001F and U+0085, ECMA 262's (jsonschema-rs) excludes U+FEFF instead.
+NON_BLANK_PATTERN = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
 #: Long free text (descriptions) for a TEXT column: 20,000 characters, and no more bytes than the column holds.
 LongText = Annotated[StrictStr, StringConstraints(max_length=20_000), Utf8Bytes(TEXT_BYTES)]
 

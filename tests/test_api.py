@@ -1,12 +1,15 @@
 """Request parsing: what any body, however malformed, gets back."""
 from __future__ import annotations
 
+import re
+import sys
 from typing import Any, Callable
 
+import jsonschema_rs
 import pytest
 from flask.testing import FlaskClient
 
-from server.api import MAX_JSON_DEPTH
+from server.api import MAX_JSON_DEPTH, NON_BLANK_PATTERN
 
 
 def nested(depth: int) -> bytes:
@@ -51,3 +54,48 @@ def test_an_integral_float_is_the_integer(client: FlaskClient, staff_login: Call
     assert client.post(sku_path, headers=ops, json={"price_fen": 100.0, "stock": 5}).status_code == 201
     for bad in (2.5, "2", 1e300):
         assert client.post(sku_path, headers=ops, json={"price_fen": bad, "stock": 5}).status_code == 422
+
+
+def test_the_spec_pattern_for_required_text_is_the_servers_rule() -> None:
+    """Python's regex and the spec's JSON Schema validator read NON_BLANK_PATTERN alike, and both agree with str.strip."""
+    validator = jsonschema_rs.Draft202012Validator({"type": "string", "pattern": NON_BLANK_PATTERN})
+    pattern = re.compile(NON_BLANK_PATTERN)
+    disagree = [
+        hex(c)
+        for c in range(sys.maxunicode + 1)
+        if not 0xD800 <= c <= 0xDFFF
+        and len({bool(chr(c).strip()), bool(pattern.search(chr(c))), validator.is_valid(chr(c))}) > 1
+    ]
+    assert not disagree
+    # Where engines differ on \s: Python's counts U+001C and U+0085, ECMA 262's counts U+FEFF.
+    assert not "\x1c".strip() and not "\x85".strip() and "\ufeff".strip()
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\f", "\x1c", "\x85", "\u3000 \t"])
+def test_required_text_that_is_only_whitespace_is_refused(
+    client: FlaskClient, wx_login: Callable[..., dict[str, Any]], staff_login: Callable[[str], dict[str, str]], blank: str
+) -> None:
+    ops = staff_login("operations")
+    product = client.post("/admin/api/v1/products", headers=ops, json={"title": blank})
+    assert product.status_code == 422
+    assert [e["field"] for e in product.get_json()["data"]["errors"]] == ["title"]
+    assert client.get("/admin/api/v1/products", headers=ops).get_json()["data"]["total"] == 0
+
+    product_id = client.post("/admin/api/v1/products", headers=ops, json={"title": "茶"}).get_json()["data"]["id"]
+    sku = client.post(f"/admin/api/v1/products/{product_id}/skus", headers=ops, json={"price_fen": 100, "stock": 5}).get_json()["data"]
+    alice = wx_login("alice")
+    address = {"name": "张三", "phone": "13800138000", "detail": blank}
+    order = client.post("/api/v1/orders", headers=alice["headers"], json={"items": [{"sku_id": sku["id"], "quantity": 1}], "address": address})
+    assert order.status_code == 422
+    assert [e["field"] for e in order.get_json()["data"]["errors"]] == ["address.detail"]
+    assert client.get("/api/v1/orders", headers=alice["headers"]).get_json()["data"]["total"] == 0
+    assert client.get(f"/api/v1/products/{product_id}").get_json()["data"]["skus"][0]["stock"] == 5
+
+
+def test_required_text_keeps_what_is_not_whitespace(client: FlaskClient, staff_login: Callable[[str], dict[str, str]]) -> None:
+    """Only the surrounding whitespace goes; U+FEFF is not whitespace to str.strip, so it is text."""
+    ops = staff_login("operations")
+    for title, stored in ((" 茶 ", "茶"), ("\ufeff", "\ufeff")):
+        product = client.post("/admin/api/v1/products", headers=ops, json={"title": title})
+        assert product.status_code == 201, product.get_json()
+        assert product.get_json()["data"]["title"] == stored

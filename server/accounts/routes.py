@@ -11,7 +11,7 @@ from server import db
 from server.accounts import services
 from server.accounts.auth import bearer_token, current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, MemberStatus, Staff, StaffRole, SubjectType
-from server.api import Body, Page, client_address, parse_body, parse_query
+from server.api import Body, NonBlank, Page, client_address, parse_body, parse_query
 from server.errors import NotFoundError, envelope
 from server.referral.services import inviter_and_upline
 from server.wechat import miniprogram
@@ -28,12 +28,12 @@ def _http_url(value: str) -> str:
 
 
 Scene = Annotated[str, StringConstraints(pattern=SCENE_RE.pattern)]
-Nickname = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+Nickname = Annotated[NonBlank, StringConstraints(max_length=32)]
 AvatarUrl = Annotated[str, StringConstraints(max_length=512), AfterValidator(_http_url)]
 
 
 class WxLoginBody(Body):
-    code: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    code: Annotated[NonBlank, StringConstraints(max_length=128)]
     scene: Scene | None = None
 
 
@@ -43,17 +43,17 @@ class ProfileBody(Body):
 
 
 class PhoneBody(Body):
-    code: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    code: Annotated[NonBlank, StringConstraints(max_length=128)]
 
 
 class StaffLoginBody(Body):
-    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    username: Annotated[NonBlank, StringConstraints(max_length=64)]
+    password: Annotated[NonBlank, StringConstraints(max_length=256)]
 
 
 class CreateStaffBody(Body):
-    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    username: Annotated[NonBlank, StringConstraints(max_length=64)]
+    password: Annotated[NonBlank, StringConstraints(max_length=256)]
     role: StaffRole = Field(json_schema_extra={"enum": [r.value for r in StaffRole]})
 
     model_config = Body.model_config | {"strict": False}

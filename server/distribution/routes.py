@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from server import db
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
-from server.api import Body, Page, parse_body, parse_query
+from server.api import Body, NonBlank, Page, parse_body, parse_query
 from server.distribution import services
 from server.distribution.models import Distributor, DistributorStatus, DistributorTier, Grade, Material, MaterialKind
 from server.errors import NotFoundError, envelope
@@ -25,17 +25,17 @@ def _http_url(value: str) -> str:
     return value
 
 
-RealName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+RealName = Annotated[NonBlank, StringConstraints(max_length=32)]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9]{5,20}$")]
 WechatId = Annotated[str, StringConstraints(max_length=64)]
 Intro = Annotated[str, StringConstraints(max_length=500)]
 Reason = Annotated[str, StringConstraints(max_length=255)]
 Url = Annotated[str, StringConstraints(max_length=512), AfterValidator(_http_url)]
-Title = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Title = Annotated[NonBlank, StringConstraints(max_length=64)]
 Summary = Annotated[str, StringConstraints(max_length=255)]
 #: Fits MySQL's 64 KiB TEXT even if every character takes utf8mb4's four bytes.
 MaterialText = Annotated[str, StringConstraints(max_length=16_000)]
-GradeName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+GradeName = Annotated[NonBlank, StringConstraints(max_length=32)]
 Perks = Annotated[str, StringConstraints(max_length=2000)]
 SalesFen = Annotated[int, Field(ge=0, le=10**15)]
 SortKey = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]

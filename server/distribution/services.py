@@ -270,7 +270,7 @@ def decide(sess: Session, distributor_id: int, action: str, *, staff: Staff, rea
     """Staff approve, reject, freeze, unfreeze or disable a distributor, if the status allows it; audited."""
     if action not in STAFF_DECISIONS:
         raise ValueError(f"not a staff decision: {action}")
-    if action in REASON_REQUIRED and not reason:
+    if action in REASON_REQUIRED and not reason.strip():
         raise ValidationError(data={"errors": [{"field": "reason", "error": f"a reason is required to {action}"}]})
     distributor = sess.get(Distributor, distributor_id, with_for_update=True)
     if distributor is None:
@@ -475,7 +475,7 @@ def _template_exists(sess: Session, template_id: int) -> bool:
 def _material_problems(sess: Session, material: Material) -> list[dict[str, str]]:
     """What is missing or superfluous for the material's kind."""
     problems = []
-    if material.kind == MaterialKind.image_text and not material.body:
+    if material.kind == MaterialKind.image_text and not material.body.strip():
         problems.append({"field": "body", "error": "an image_text material needs a body"})
     if material.kind == MaterialKind.video and not material.url:
         problems.append({"field": "url", "error": "a video material needs the video's url"})

@@ -12,7 +12,7 @@ from server import db
 from server.accounts.auth import current_staff, staff_required
 from server.accounts.models import StaffRole
 from server.accounts.services import record_audit
-from server.api import Body, Instant, Page, parse_body, parse_query
+from server.api import Body, Instant, NonBlank, Page, parse_body, parse_query
 from server.db import utcnow
 from server.errors import envelope
 from server.orders import contracts
@@ -36,7 +36,7 @@ class InstallmentBody(Body):
 
 class ContractBody(Body):
     lead_id: int = Field(ge=1)
-    title: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    title: Annotated[NonBlank, StringConstraints(max_length=128)]
     amount_fen: int = Field(ge=1, le=MAX_FEN)
     #: In payment order; the last one is the final payment (尾款).
     installments: list[InstallmentBody] = Field(min_length=1, max_length=MAX_INSTALLMENTS)

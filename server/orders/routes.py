@@ -13,7 +13,7 @@ from server import db, security
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
 from server.accounts.services import record_audit
-from server.api import Body, Instant, LongText, Page, client_address, parse_body, parse_query
+from server.api import Body, Instant, LongText, NonBlank, Page, client_address, parse_body, parse_query
 from server.errors import envelope
 from server.orders import catalog, services
 from server.orders.errors import OrderNotFoundError
@@ -33,12 +33,12 @@ class LineBody(Body):
 
 
 class AddressBody(Body):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    name: Annotated[NonBlank, StringConstraints(max_length=32)]
     phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9]{5,20}$")]
     province: Text64 = ""
     city: Text64 = ""
     district: Text64 = ""
-    detail: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    detail: Annotated[NonBlank, StringConstraints(max_length=255)]
 
 
 class OrderBody(Body):
@@ -61,12 +61,12 @@ class AdminOrderListQuery(OrderListQuery):
 class RefundBody(Body):
     #: Omitted: everything still refundable.
     amount_fen: int | None = Field(None, ge=1, le=MAX_FEN)
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    reason: Annotated[NonBlank, StringConstraints(max_length=255)]
 
 
 class ShipBody(Body):
-    carrier: Annotated[str, StringConstraints(min_length=1, max_length=32)]
-    tracking_no: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    carrier: Annotated[NonBlank, StringConstraints(max_length=32)]
+    tracking_no: Annotated[NonBlank, StringConstraints(max_length=64)]
 
 
 class RefundListQuery(Page):
@@ -76,7 +76,7 @@ class RefundListQuery(Page):
 
 class SettleOfflineBody(Body):
     #: What was done instead, for the timeline and the audit log (e.g. "转账至买家银行卡，流水号 …").
-    note: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    note: Annotated[NonBlank, StringConstraints(max_length=255)]
 
 
 class ResendAbnormalBody(Body):
@@ -98,12 +98,12 @@ class ResendAbnormalBody(Body):
 
 
 class RejectBody(Body):
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    reason: Annotated[NonBlank, StringConstraints(max_length=255)]
 
 
 # These bodies are lax only so ship_date may arrive as an ISO string; every other field is strict.
 class ProductBody(Body):
-    title: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+    title: Annotated[NonBlank, StringConstraints(max_length=128)]
     subtitle: Annotated[StrictStr, StringConstraints(max_length=255)] = ""
     description: LongText = ""
     cover_url: Annotated[StrictStr, StringConstraints(max_length=512)] = ""
@@ -116,7 +116,7 @@ class ProductBody(Body):
 
 
 class ProductPatchBody(Body):
-    title: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)] | None = None
+    title: Annotated[NonBlank, StringConstraints(max_length=128)] | None = None
     subtitle: Annotated[StrictStr, StringConstraints(max_length=255)] | None = None
     description: LongText | None = None
     cover_url: Annotated[StrictStr, StringConstraints(max_length=512)] | None = None

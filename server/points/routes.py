@@ -13,7 +13,7 @@ from server import db
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
 from server.accounts.services import record_audit
-from server.api import Body, LongText, Page, parse_body, parse_query
+from server.api import Body, LongText, NonBlank, Page, parse_body, parse_query
 from server.errors import NotFoundError, envelope
 from server.points import redemption as services
 from server.points.models import AccountKind, InviteCode, ItemKind, LedgerTransaction, Redemption, RedemptionItem, RedemptionStatus, SettlementRun, Statement, TxKind
@@ -30,7 +30,7 @@ Price = Annotated[int, Field(ge=1, le=services.MAX_PRICE)]
 Stock = Annotated[int, Field(ge=0, le=10_000_000)]
 Limit = Annotated[int, Field(ge=1, le=10_000)]
 SortKey = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
-Title = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Title = Annotated[NonBlank, StringConstraints(max_length=128)]
 Description = LongText
 Note = Annotated[str, StringConstraints(max_length=255)]
 Kind = Literal["goods", "privilege", "invite_code"]
@@ -79,7 +79,7 @@ class ItemPatchBody(Body):
 
 
 class ContactBody(Body):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    name: Annotated[NonBlank, StringConstraints(max_length=32)]
     phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9]{5,20}$")]
     address: Annotated[str, StringConstraints(max_length=255)] = ""
     note: Note = ""
@@ -99,7 +99,7 @@ class AdjustmentBody(Body):
     member_id: RowId
     #: Hundredths of a point: positive credits, negative debits.
     amount: Annotated[int, Field(ge=-MAX_GRANT, le=MAX_GRANT), AfterValidator(_nonzero)]
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    reason: Annotated[NonBlank, StringConstraints(max_length=255)]
 
 
 class CatalogQuery(Page):

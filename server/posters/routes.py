@@ -11,7 +11,7 @@ from pydantic import Field, StringConstraints
 from server import db
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import StaffRole
-from server.api import Body, parse_body
+from server.api import Body, NonBlank, parse_body
 from server.errors import envelope
 from server.posters import services
 from server.posters.errors import PosterNotFoundError
@@ -32,7 +32,7 @@ BACKGROUND_MAX_CHARS = 4 * (services.BACKGROUND_MAX_BYTES // 3 + 1) + 64
 ContentType = Annotated[str, StringConstraints(pattern=r"^(?:[a-z][a-z0-9_]{0,15})?$")]
 ContentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{0,64}$")]
 Color = Annotated[str, StringConstraints(pattern=r"^#[0-9A-Fa-f]{6}$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Name = Annotated[NonBlank, StringConstraints(max_length=64)]
 Headline = Annotated[str, StringConstraints(max_length=64)]
 BodyText = Annotated[str, StringConstraints(max_length=255)]
 Background = Annotated[str, StringConstraints(max_length=BACKGROUND_MAX_CHARS)]

@@ -12,7 +12,7 @@ from server import db, security
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
 from server.accounts.services import record_audit
-from server.api import Body, Instant, Page, client_address, parse_body, parse_query, validate
+from server.api import Body, Instant, NonBlank, Page, client_address, parse_body, parse_query, validate
 from server.cache import enforce_rate_limit
 from server.errors import NotFoundError, ValidationError, envelope
 from server.referral import services
@@ -41,7 +41,7 @@ class SceneBody(Body):
 
 
 class LeadBody(Body):
-    contact_name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    contact_name: Annotated[NonBlank, StringConstraints(max_length=64)]
     phone: Phone
     note: Annotated[str, StringConstraints(max_length=500)] = ""
     scene: SceneCode | None = None
@@ -64,7 +64,7 @@ class ReviewBody(Body):
 
 
 class PartnerBody(Body):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    name: Annotated[NonBlank, StringConstraints(max_length=64)]
     platform: Annotated[str, StringConstraints(max_length=32)] = ""
     contact: Annotated[str, StringConstraints(max_length=128)] = ""
     commission_mode: Literal["per_lead", "per_deal"]

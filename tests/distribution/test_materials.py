@@ -64,6 +64,7 @@ def test_each_kind_is_created_with_its_own_fields(client, ops, template_id):
     "body, field",
     [
         ({"kind": "image_text", "title": "无正文"}, "body"),
+        ({"kind": "image_text", "title": "空白正文", "body": "\x1c"}, "body"),
         ({"kind": "video", "title": "无链接"}, "url"),
         ({"kind": "poster", "title": "无模板"}, "poster_template_id"),
         ({"kind": "poster", "title": "坏模板", "poster_template_id": 999_999}, "poster_template_id"),
