@@ -110,7 +110,6 @@ FIELDS: dict[tuple[type[Body], str], tuple[Target, ...]] = {
     (orders.OrderBody, "scene"): (Order.scene_code, TouchEvent.scene),
     (orders.RefundBody, "reason"): (Refund.reason, OrderEvent.detail),
     (orders.RejectBody, "reason"): (Refund.reason, OrderEvent.detail),
-    (orders.SettleOfflineBody, "note"): (OrderEvent.detail,),
     (orders.SkuPatchBody, "stock_delta"): (Sku.stock,),
     (contracts.ContractBody, "amount_fen"): (Order.total_fee,),
     (contracts.CancelBody, "reason"): (OrderEvent.detail,),

@@ -85,7 +85,7 @@ class ResendAbnormalBody(Body):
     #: WeChat Pay's bank code (e.g. ICBC_DEBIT); the buyer's card only.
     bank_type: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,15}$")] | None = None
     bank_account: Annotated[str, StringConstraints(pattern=r"^[0-9]{12,24}$")] | None = None
-    real_name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    real_name: Annotated[NonBlank, StringConstraints(max_length=64)] | None = None
 
     @model_validator(mode="after")
     def _card_needs_its_owner(self) -> "ResendAbnormalBody":
