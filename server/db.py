@@ -130,9 +130,10 @@ def after_commit(fn: Callable[[], Any]) -> None:
 
 
 def commit() -> None:
-    """Commit the unit of work, then run its queued side effects."""
+    """Commit the unit of work, then run its queued side effects; a commit that fails drops them."""
+    queued = g.pop("after_commit", [])
     session().commit()
-    for fn in g.pop("after_commit", []):
+    for fn in queued:
         try:
             fn()
         except Exception:  # a side effect must never undo or fail a committed unit of work

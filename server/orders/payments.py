@@ -39,7 +39,10 @@ from server.orders.services import (
     apply_refund_notice,
     close_unpaid,
     abnormal_refund_for_retry,
-    abnormal_refund_resent,
+    abnormal_refund_refused,
+    end_refund,
+    lock_order,
+    mark_refund_resent,
     due_for_close,
     finish_refund,
 )
@@ -76,12 +79,18 @@ PAY_WINDOW_FLOOR = SAFE_MIN_PAY_WINDOW + timedelta(minutes=1)
 REFUND_RETRY_AFTER = timedelta(minutes=1)
 #: Each further retry waits twice as long as the one before, up to this.
 REFUND_RETRY_MAX_WAIT = timedelta(hours=6)
-#: Refunds one retry run sends at most (the rest wait for the next run).
+#: Refunds one retry run follows up at most (the rest wait for the next run).
 REFUND_RETRY_BATCH = 100
+#: A refund WeChat accepted whose notification has not come after this long is asked about.
+REFUND_QUERY_AFTER = timedelta(minutes=10)
 #: Refund-API refusals that a later call can overcome: WeChat asks for a retry, or the merchant's
 #: balance at WeChat is short until the next settlement or a top-up (v2 NOTENOUGH, v3 NOT_ENOUGH).
 #: Every other refusal (amount larger than refundable, order not found, parameters, …) is final.
-REFUND_RETRY_CODES = frozenset({"SYSTEMERROR", "SYSTEM_ERROR", "BIZERR_NEED_RETRY", "FREQUENCY_LIMITED", "NOTENOUGH", "NOT_ENOUGH"})
+#: So can a refusal of our own credentials (a key or certificate being fixed): it is retried, backing off,
+#: and its words stay on the refund for staff to see.
+REFUND_RETRY_CODES = frozenset(
+    {"SYSTEMERROR", "SYSTEM_ERROR", "BIZERR_NEED_RETRY", "FREQUENCY_LIMITED", "NOTENOUGH", "NOT_ENOUGH", "SIGN_ERROR", "SIGNERROR", "FAIL", "NO_AUTH"}
+)
 #: Refund notifications' statuses in both APIs, mapped onto how they end a refund here.
 REFUND_ENDINGS = {
     "SUCCESS": REFUND_SUCCESS,
@@ -371,13 +380,14 @@ def submit_refund(app: Flask, refund_id: int, now: datetime | None = None) -> bo
     the commit that approved it, e.g. from ``db.after_commit``).
 
     True when WeChat accepted it: the refund is ``processing`` with WeChat's ``refund_id`` and the
-    refund notification will end it. When WeChat refuses it for good (``REFUND_RETRY_CODES`` aside),
-    the refund ends ``failed`` with WeChat's reason and the order returns to where it was if nothing
-    else is open. When WeChat cannot be reached or asks for a retry, the refund stays ``approved``
-    with its next attempt backed off, and ``retry_refunds`` sends it again (WeChat treats the same
-    ``out_refund_no`` as the same refund, so a retry never refunds twice). False in every case but
-    acceptance.
+    refund notification (or, failing that, a refund query after ``REFUND_QUERY_AFTER``) will end it.
+    When WeChat refuses it for good (``REFUND_RETRY_CODES`` aside), the refund ends ``failed`` with
+    WeChat's reason and the order returns to where it was if nothing else is open. When WeChat cannot
+    be reached or asks for a retry, the refund stays ``approved`` with its next attempt backed off, and
+    ``retry_refunds`` sends it again (WeChat treats the same ``out_refund_no`` as the same refund, so a
+    retry never refunds twice). False in every case but acceptance.
     """
+    now = now or utcnow()
     with db.unit_of_work(app) as sess:
         refund = sess.get(Refund, refund_id)
         order = sess.get(Order, refund.order_id) if refund is not None else None
@@ -395,54 +405,114 @@ def submit_refund(app: Flask, refund_id: int, now: datetime | None = None) -> bo
             "notify_url": notify_url(api, "refund"),
             "reason": refund.reason,
         }
-        order_id, attempts = order.id, refund.attempts + 1
+        order_id = order.id
         # Hold nothing while WeChat answers: on SQLite an open transaction keeps every writer waiting.
         sess.rollback()
         try:
             wechat_refund_id = pay.refund(api, **call)
         except WeChatPayError as error:
             if error.code in REFUND_RETRY_CODES:
-                _refund_waits(sess, refund_id, attempts, error.errmsg, now or utcnow())
+                _refund_waits(sess, refund_id, error.errmsg, now)
             else:
                 _refund_refused(sess, refund_id, order_id, error)
             db.commit()
             return False
         except WeChatError as error:
             app.logger.warning("refund %s not answered by WeChat Pay, left approved for a retry: %s", refund_id, error.errmsg)
-            _refund_waits(sess, refund_id, attempts, error.errmsg, now or utcnow())
+            _refund_waits(sess, refund_id, error.errmsg, now)
             db.commit()
             return False
+        order = sess.get(Order, order_id)
+        assert order is not None
+        lock_order(sess, order)  # the order first, as every refund path locks, so a notice never deadlocks with this
         moved = sess.execute(
             update(Refund)
             .where(Refund.id == refund_id, Refund.status == RefundStatus.approved)
-            .values(status=RefundStatus.processing, refund_id=wechat_refund_id, attempts=attempts, next_attempt_at=None, failure_reason="")
+            .values(
+                status=RefundStatus.processing,
+                refund_id=wechat_refund_id,
+                attempts=Refund.attempts + 1,
+                next_attempt_at=now + REFUND_QUERY_AFTER,
+                failure_reason="",
+            )
             .execution_options(synchronize_session=False)
         ).rowcount
         if moved:
-            order = sess.get(Order, order_id)
-            assert order is not None
             add_event(sess, order, "refund_submitted", "system", refund_id=refund_id, api=api)
         db.commit()
         return True
 
 
-def _refund_waits(sess: Session, refund_id: int, attempts: int, why: str, now: datetime) -> None:
+def _refund_waits(sess: Session, refund_id: int, why: str, now: datetime) -> None:
     """An approved refund WeChat did not take this time: count the attempt and back the next one off."""
+    refund = sess.get(Refund, refund_id, populate_existing=True)
+    if refund is None or refund.status != RefundStatus.approved:
+        return
+    attempts = refund.attempts + 1
     sess.execute(
         update(Refund)
         .where(Refund.id == refund_id, Refund.status == RefundStatus.approved)
-        .values(attempts=attempts, next_attempt_at=now + refund_retry_wait(attempts), failure_reason=why[:255])
+        .values(attempts=Refund.attempts + 1, next_attempt_at=now + refund_retry_wait(attempts), failure_reason=why[:255])
         .execution_options(synchronize_session=False)
     )
 
 
 def _refund_refused(sess: Session, refund_id: int, order_id: int, error: WeChatPayError) -> None:
-    """WeChat refused the refund for good: it ends failed with WeChat's words, for staff to see."""
+    """WeChat refused the refund for good: it ends failed with WeChat's words, for staff to see, unless
+    another submit of the same refund got it accepted meanwhile (checked under the order's lock)."""
     current_app.logger.warning("WeChat Pay refused refund %s for good: %s", refund_id, error.code)
     order, refund = sess.get(Order, order_id), sess.get(Refund, refund_id)
     assert order is not None and refund is not None
-    if refund.status == RefundStatus.approved:
-        finish_refund(sess, order, refund, succeeded=False, actor="wechat", ending=RefundStatus.failed, reason=error.errmsg)
+    finish_refund(sess, order, refund, succeeded=False, actor="wechat", ending=RefundStatus.failed, reason=error.errmsg, only_from=RefundStatus.approved)
+
+
+def query_refund(app: Flask, refund_id: int, now: datetime | None = None) -> str | None:
+    """Ask WeChat Pay how a ``processing`` refund whose notification has not come ended, and apply it.
+
+    Returns WeChat's status (None when there was nothing to ask or WeChat did not answer); a refund
+    still PROCESSING at WeChat is asked again after ``REFUND_QUERY_AFTER``. Nothing is held while
+    WeChat answers, and the answer goes through the same state machine as a notification.
+    """
+    now = now or utcnow()
+    with db.unit_of_work(app) as sess:
+        refund = sess.get(Refund, refund_id)
+        order = sess.get(Order, refund.order_id) if refund is not None else None
+        if refund is None or order is None or refund.status != RefundStatus.processing:
+            return None
+        pay = wechat_pay()
+        api, out_refund_no, order_id = order.pay_api or pay.default_api, refund.out_refund_no, order.id
+        sess.rollback()
+        try:
+            result = pay.query_refund(api, out_refund_no)
+        except WeChatError as error:
+            app.logger.info("refund query for refund %s not answered: %s", refund_id, error.errmsg)
+            _query_later(sess, refund_id, now)
+            db.commit()
+            return None
+        ending = REFUND_ENDINGS.get(result.status)
+        order, refund = sess.get(Order, order_id), sess.get(Refund, refund_id)
+        assert order is not None and refund is not None
+        if ending is None:
+            _query_later(sess, refund_id, now)  # PROCESSING: not ended yet
+        elif result.refund_fee is not None and result.refund_fee != refund.amount_fen:
+            app.logger.error("WeChat Pay has refund %s for %s fen, not %s: left for a person", refund_id, result.refund_fee, refund.amount_fen)
+            _query_later(sess, refund_id, now)
+        else:
+            lock_order(sess, order)
+            sess.refresh(refund)
+            if refund.status == RefundStatus.processing:
+                end_refund(sess, order, refund, ending, refund_id=result.refund_id, actor=RECONCILE_ACTOR)
+        db.commit()
+        return result.status
+
+
+def _query_later(sess: Session, refund_id: int, now: datetime) -> None:
+    sess.execute(
+        update(Refund)
+        .where(Refund.id == refund_id, Refund.status == RefundStatus.processing)
+        .values(next_attempt_at=now + REFUND_QUERY_AFTER)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def resend_abnormal_refund(
@@ -455,13 +525,16 @@ def resend_abnormal_refund(
     actor: str,
 ) -> Refund:
     """Ask WeChat Pay to pay an ``abnormal`` refund into another account (``target``: "user_bank_card" with
-    the buyer's card, or "merchant_bank_card"); the refund is ``processing`` again, for its notification to end.
+    the buyer's card, or "merchant_bank_card"); the refund is ``processing`` again, for its notification
+    (or a refund query) to end.
 
-    Works in the current unit of work and commits early, by design: the refund is checked under the
-    order's lock, the transaction ends, WeChat is called with nothing held, and the answer is recorded
-    after checking the refund again (left for the caller to commit). Only v3 has this call; a v2
-    refund is settled in the merchant platform and then offline (IllegalTransitionError says so).
-    The card number and name go to WeChat encrypted and are never stored.
+    Works in the current unit of work and commits early, by design. The refund is checked and claimed
+    (``processing``) under the order's lock and committed before WeChat is called with nothing held,
+    so nobody can settle it offline meanwhile. A definite refusal puts it back to ``abnormal`` (and is
+    the caller's error); when WeChat does not answer it stays claimed, and the refund query finds out
+    whether WeChat took it. Only v3 has this call; a v2 refund is settled in the merchant platform and
+    then offline (IllegalTransitionError says so). The card number and name go to WeChat encrypted
+    and are never stored.
     """
     sess = db.session()
     refund, order = abnormal_refund_for_retry(sess, refund_id)
@@ -473,39 +546,53 @@ def resend_abnormal_refund(
         )
     wechat_refund_id, out_refund_no = refund.refund_id, refund.out_refund_no
     assert wechat_refund_id is not None
+    mark_refund_resent(sess, order, refund, target=target, actor=actor, next_query_at=utcnow() + REFUND_QUERY_AFTER)
     db.commit()
     try:
         pay.v3_client().apply_abnormal_refund(
             wechat_refund_id, out_refund_no, target.upper(), bank_type=bank_type, bank_account=bank_account, real_name=real_name
         )
-    except WeChatError as error:
+    except WeChatPayError as error:
+        abnormal_refund_refused(sess, refund_id, reason=error.errmsg, actor=actor)
+        db.commit()
         raise _pay_error(error, order, "an abnormal refund") from None
-    abnormal_refund_resent(sess, refund_id, target=target, actor=actor)
+    except WeChatError as error:
+        current_app.logger.warning("abnormal refund %s not answered by WeChat Pay; the refund query will tell: %s", refund_id, error.errmsg)
+        raise _pay_error(error, order, "an abnormal refund") from None
     resent = sess.get(Refund, refund_id)
     assert resent is not None
     return resent
 
 
 def retry_refunds(app: Flask, now: datetime) -> tuple[int, int]:
-    """Send again the approved refunds whose next attempt is due; returns (accepted, not accepted)."""
+    """The refund follow-ups that are due: approved refunds are sent again, and processing ones whose
+    notification has not come are asked about. Returns (sends accepted, sends not accepted)."""
     with db.unit_of_work(app) as sess:
-        ids = list(
-            sess.scalars(
-                select(Refund.id)
-                .join(Order, Order.id == Refund.order_id)
-                .where(
-                    Refund.status == RefundStatus.approved,
-                    or_(Refund.next_attempt_at <= now, and_(Refund.next_attempt_at.is_(None), Refund.created_at <= now - REFUND_RETRY_AFTER)),
-                    Order.kind == OrderKind.online,
-                    Order.transaction_id.is_not(None),
-                )
-                .order_by(Refund.id)
-                .limit(REFUND_RETRY_BATCH)
+        due = sess.execute(
+            select(Refund.id, Refund.status)
+            .join(Order, Order.id == Refund.order_id)
+            .where(
+                Refund.status.in_((RefundStatus.approved, RefundStatus.processing)),
+                Refund.next_attempt_at <= now,
+                Order.kind == OrderKind.online,
+                Order.transaction_id.is_not(None),
             )
-        )
+            .order_by(Refund.next_attempt_at, Refund.id)
+            .limit(REFUND_RETRY_BATCH)
+        ).all()
         sess.rollback()
-    accepted = sum(1 for refund_id in ids if submit_refund(app, refund_id, now))
-    return accepted, len(ids) - accepted
+    accepted = sent = 0
+    for refund_id, status in due:
+        try:
+            if status == RefundStatus.approved:
+                sent += 1
+                accepted += submit_refund(app, refund_id, now)
+            else:
+                query_refund(app, refund_id, now)
+        except Exception:
+            # One refund's failure (a lost connection, a deadlock) never stops the others.
+            app.logger.exception("refund follow-up of refund %s failed", refund_id)
+    return accepted, sent - accepted
 
 
 # -- reconciliation -----------------------------------------------------------------------------
@@ -644,7 +731,7 @@ class Disagreement:
 
 
 def _refund_under_way(sess: Session, order_id: int) -> bool:
-    return bool(sess.scalar(select(exists().where(Refund.order_id == order_id, Refund.status.in_((RefundStatus.processing, RefundStatus.succeeded))))))
+    return bool(sess.scalar(select(exists().where(Refund.order_id == order_id, Refund.status.in_((RefundStatus.processing, RefundStatus.abnormal, RefundStatus.succeeded))))))
 
 
 def _disagreement(sess: Session, order: Order, result: QueryResult | None) -> str | None:

@@ -6,6 +6,7 @@ make the same move, and one timeline event per move.
 """
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,6 +56,8 @@ register(
         maximum=90,
     ),
 )
+
+logger = logging.getLogger(__name__)
 
 S = OrderStatus
 #: Every legal move. Refunding returns to the status it interrupted (partial or rejected refund).
@@ -336,6 +339,7 @@ def request_refund(sess: Session, order: Order, amount_fen: int | None, reason: 
         reason=reason,
         requested_by=actor,
         status=RefundStatus.approved if approved else RefundStatus.requested,
+        next_attempt_at=utcnow() + REFUND_FIRST_RETRY if approved else None,
     )
     sess.add(refund)
     sess.flush()
@@ -344,12 +348,16 @@ def request_refund(sess: Session, order: Order, amount_fen: int | None, reason: 
 
 #: Statuses from which a member may ask for their money back (after completion only staff may refund).
 MEMBER_REFUNDABLE = frozenset({S.paid, S.shipped, S.received, S.refunding})
+#: An approved refund is sent after its commit; the retry job sends it only once this has passed.
+REFUND_FIRST_RETRY = timedelta(minutes=1)
 
 
 def request_member_refund(sess: Session, order: Order, amount_fen: int | None, reason: str, *, actor: str) -> Refund:
     """The buyer's after-sales request, for all that is refundable unless they name an amount."""
     lock_order(sess, order)
-    if order.status not in MEMBER_REFUNDABLE:
+    # While a refund is open the order is refunding; what counts is the status that refund interrupted.
+    status = order.status_before_refund if order.status == S.refunding else order.status
+    if order.status not in MEMBER_REFUNDABLE or status not in MEMBER_REFUNDABLE:
         raise IllegalTransitionError(f"a {order.status.value} order cannot be refunded by the buyer", data={"status": order.status.value})
     return request_refund(sess, order, amount_fen, reason, actor=actor, approved=False)
 
@@ -372,6 +380,8 @@ def approve_refund(sess: Session, refund_id: int, *, actor: str) -> Refund:
     if refund.status != RefundStatus.requested:
         raise IllegalTransitionError(f"this refund is {refund.status.value}", data={"status": refund.status.value})
     refund.status = RefundStatus.approved
+    # The submit after this commit sends it; the retry job only if that submit got nowhere.
+    refund.next_attempt_at = utcnow() + REFUND_FIRST_RETRY
     add_event(sess, order, "refund_approved", actor, refund_id=refund.id, amount_fen=refund.amount_fen)
     sess.flush()
     return refund
@@ -419,13 +429,25 @@ def finish_refund(
     refund_id: str | None = None,
     ending: RefundStatus | None = None,
     reason: str = "",
+    only_from: RefundStatus | None = None,
 ) -> Order:
     """A refund ended (notification, query, rejection or a refusal for good): settle the amounts and the
     order's status. Unsuccessful endings are ``failed`` once WeChat knew the refund, ``rejected`` before,
-    unless ``ending`` says which; ``reason`` is kept as ``failure_reason``."""
+    unless ``ending`` says which; ``reason`` is kept as ``failure_reason``. With ``only_from``, nothing
+    happens unless the refund, read under the order's lock, is still in that status."""
     lock_order(sess, order)
     sess.refresh(refund)
-    if refund.status in (RefundStatus.succeeded, RefundStatus.rejected, RefundStatus.failed):
+    if only_from is not None and refund.status != only_from:
+        return order
+    if succeeded and refund.status == RefundStatus.failed:
+        # WeChat paid a refund the books have as failed: the money is gone, so the books follow.
+        if order.refunded_fee + refund.amount_fen > order.paid_fee:
+            logger.error("WeChat Pay paid refund %s, recorded as failed, but the order has no room for it: left for a person", refund.id)
+            return order
+        logger.error("WeChat Pay paid refund %s, which was recorded as failed; recording it as paid", refund.id)
+        if order.status != S.refunding and S.refunding in TRANSITIONS[order.status]:
+            transition(sess, order, S.refunding, actor=actor, event="refund_reopened", expected=order.status, refund_id=refund.id)
+    elif refund.status in (RefundStatus.succeeded, RefundStatus.rejected, RefundStatus.failed):
         return order
     if succeeded:
         refund.status = RefundStatus.succeeded
@@ -488,17 +510,26 @@ def abnormal_refund_for_retry(sess: Session, refund_id: int) -> tuple[Refund, Or
     return refund, order
 
 
-def abnormal_refund_resent(sess: Session, refund_id: int, *, target: str, actor: str) -> bool:
-    """WeChat Pay accepted an abnormal refund for another account: it is ``processing`` again and its
-    notification will end it. False when the refund was no longer abnormal (someone else resolved it)."""
-    refund, order = _refund_for_update(sess, refund_id)
-    if refund.status != RefundStatus.abnormal:
-        return False
+def mark_refund_resent(sess: Session, order: Order, refund: Refund, *, target: str, actor: str, next_query_at: datetime) -> None:
+    """Claim an abnormal refund (from ``abnormal_refund_for_retry``, still locked) for a resend: it is
+    ``processing`` before WeChat is asked, so nobody settles it offline meanwhile; asked about at ``next_query_at``."""
     refund.status = RefundStatus.processing
     refund.failure_reason = ""
+    refund.next_attempt_at = next_query_at
     add_event(sess, order, "refund_resent", actor, refund_id=refund.id, amount_fen=refund.amount_fen, target=target)
     sess.flush()
-    return True
+
+
+def abnormal_refund_refused(sess: Session, refund_id: int, *, reason: str, actor: str) -> None:
+    """WeChat refused to send an abnormal refund elsewhere: it is ``abnormal`` again, with WeChat's words."""
+    refund, order = _refund_for_update(sess, refund_id)
+    if refund.status != RefundStatus.processing:
+        return
+    refund.status = RefundStatus.abnormal
+    refund.failure_reason = reason[:255]
+    refund.next_attempt_at = None
+    add_event(sess, order, "refund_resend_refused", actor, refund_id=refund.id, reason=reason)
+    sess.flush()
 
 
 #: How a refund notification ended the refund, after the two APIs' words are mapped onto one set.
@@ -518,17 +549,30 @@ def apply_refund_notice(sess: Session, *, out_trade_no: str, out_refund_no: str,
     """A verified refund notification (``ending``: SUCCESS, ABNORMAL or CLOSED). Kept, not dropped, when it
     beats the payment notification.
 
-    Returns False for a repeat of a notice already recorded.
+    Returns False for a repeat of a notice already recorded. A repeat that does not report money paid
+    out is still applied when its refund is under way again: a refund sent again after it went
+    abnormal can go abnormal (or be closed) a second time, under the same WeChat refund id.
     """
     reference = refund_id + _NOTICE_SUFFIX[ending]
     notice = PaymentNotice(kind="refund", reference=reference, out_trade_no=out_trade_no, out_refund_no=out_refund_no, amount_fen=amount_fen, api=api, applied=False)
     if not _record_notice(sess, notice):
+        if ending != REFUND_SUCCESS:
+            _reapply_ending(sess, out_trade_no, out_refund_no, amount_fen, ending, refund_id)
         return False
     order = sess.scalar(select(Order).where(Order.out_trade_no == out_trade_no))
     if order is None or order.paid_at is None:
         return True  # applied by apply_payment when the payment arrives
     _apply_refund(sess, order, notice)
     return True
+
+
+def _reapply_ending(sess: Session, out_trade_no: str, out_refund_no: str, amount_fen: int, ending: str, refund_id: str) -> None:
+    order = sess.scalar(select(Order).where(Order.out_trade_no == out_trade_no))
+    refund = sess.scalar(select(Refund).where(Refund.out_refund_no == out_refund_no))
+    if order is None or refund is None or refund.order_id != order.id or refund.amount_fen != amount_fen:
+        return
+    if refund.status == RefundStatus.processing:
+        end_refund(sess, order, refund, ending, refund_id=refund_id, actor="wechat")
 
 
 def _apply_refund(sess: Session, order: Order, notice: PaymentNotice) -> None:
@@ -543,13 +587,17 @@ def _apply_refund(sess: Session, order: Order, notice: PaymentNotice) -> None:
     if refund.amount_fen != notice.amount_fen:
         raise AmountMismatchError(data={"expected": refund.amount_fen, "got": notice.amount_fen})
     notice.applied = True
-    ending, wechat_id = _notice_ending(notice), notice.reference.split(":")[0]
+    end_refund(sess, order, refund, _notice_ending(notice), refund_id=notice.reference.split(":")[0], actor="wechat")
+
+
+def end_refund(sess: Session, order: Order, refund: Refund, ending: str, *, refund_id: str | None, actor: str) -> None:
+    """Apply how WeChat says a refund ended (SUCCESS, ABNORMAL or CLOSED, from a notification or a query)."""
     if ending == REFUND_ABNORMAL:
-        mark_refund_abnormal(sess, order, refund, actor="wechat", refund_id=wechat_id, reason="WeChat Pay could not pay the refund into the buyer's account (ABNORMAL)")
+        mark_refund_abnormal(sess, order, refund, actor=actor, refund_id=refund_id, reason="WeChat Pay could not pay the refund into the buyer's account (ABNORMAL)")
     elif ending == REFUND_CLOSED:
-        finish_refund(sess, order, refund, succeeded=False, actor="wechat", refund_id=wechat_id, ending=RefundStatus.failed, reason="WeChat Pay closed the refund (CLOSED)")
+        finish_refund(sess, order, refund, succeeded=False, actor=actor, refund_id=refund_id, ending=RefundStatus.failed, reason="WeChat Pay closed the refund (CLOSED)")
     else:
-        finish_refund(sess, order, refund, succeeded=True, actor="wechat", refund_id=wechat_id)
+        finish_refund(sess, order, refund, succeeded=True, actor=actor, refund_id=refund_id)
 
 
 def _apply_waiting_refunds(sess: Session, order: Order) -> None:

@@ -438,6 +438,7 @@ def get_poster(
         return Poster(found[0], found[1], template, content, cached=True)
     scene = scene_for_share(sess, member.id, channel, content_type, content_id)
     nickname, avatar_url = member.nickname, member.avatar_url
+    _ = template.background_image  # a deferred column, loaded now: after the commit it would open a transaction again
     # Nothing is held from here until the new row is added: not on the avatar host, not on WeChat.
     # (A commit, not a rollback, so the objects read so far stay loaded and are not read again.)
     db.commit()

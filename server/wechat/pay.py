@@ -146,6 +146,16 @@ class QueryResult:
 
 
 @dataclass(frozen=True)
+class RefundQueryResult:
+    """What a refund query says. ``status`` in WeChat's words: SUCCESS, PROCESSING, and v3 ABNORMAL / CLOSED
+    or v2 CHANGE / REFUNDCLOSE."""
+
+    status: str
+    refund_id: str | None
+    refund_fee: int | None
+
+
+@dataclass(frozen=True)
 class PayNotice:
     """A verified payment notification."""
 
@@ -457,6 +467,15 @@ class PayV2:
     def close_order(self, out_trade_no: str) -> None:
         """``pay/closeorder``: the buyer can no longer pay this order."""
         self._call("pay/closeorder", {"out_trade_no": out_trade_no})
+
+    def refund_query(self, out_refund_no: str) -> RefundQueryResult:
+        """``pay/refundquery`` by our refund number: the one refund it names (``…_0`` fields)."""
+        result = self._call("pay/refundquery", {"out_refund_no": out_refund_no})
+        status = result.get("refund_status_0")
+        if not status or result.get("out_refund_no_0") != out_refund_no:
+            raise WeChatUnavailableError(None, "pay/refundquery: answer lacks the refund's status")
+        fee = str(result.get("refund_fee_0") or "")
+        return RefundQueryResult(str(status), result.get("refund_id_0") or None, int(fee) if fee.isdigit() else None)
 
     def refund(
         self,
@@ -813,6 +832,18 @@ class PayV3:
         total = amount.get("total")
         return QueryResult(str(state), answer.get("transaction_id") or None, int(total) if isinstance(total, int) else None)
 
+    def query_refund(self, out_refund_no: str) -> RefundQueryResult:
+        """``GET /v3/refund/domestic/refunds/{out_refund_no}``."""
+        path = f"/v3/refund/domestic/refunds/{quote(out_refund_no, safe='')}"
+        answer = self._request("GET", path) or {}
+        status = answer.get("status")
+        if not isinstance(status, str) or not status or answer.get("out_refund_no") != out_refund_no:
+            raise WeChatUnavailableError(None, f"{path}: answer lacks the refund's status")
+        amount = answer.get("amount") if isinstance(answer.get("amount"), dict) else {}
+        fee = amount.get("refund")
+        refund_id = answer.get("refund_id")
+        return RefundQueryResult(status, str(refund_id) if refund_id else None, fee if isinstance(fee, int) and not isinstance(fee, bool) else None)
+
     def close_order(self, out_trade_no: str) -> None:
         """``POST /v3/pay/transactions/out-trade-no/{no}/close`` (answers 204)."""
         self._request("POST", f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}/close", payload={"mchid": self.mchid})
@@ -1148,6 +1179,10 @@ class WeChatPayGateway:
 
     def close_order(self, api: str, out_trade_no: str) -> None:
         self.client(api).close_order(out_trade_no)
+
+    def query_refund(self, api: str, out_refund_no: str) -> RefundQueryResult:
+        client = self.client(api)
+        return client.refund_query(out_refund_no) if isinstance(client, PayV2) else client.query_refund(out_refund_no)
 
     def refund(
         self,

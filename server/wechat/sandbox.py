@@ -1823,6 +1823,25 @@ def order_query(data: dict[str, Any]) -> dict[str, Any]:
     return _v2_trade(pay_state().order(data["out_trade_no"]))
 
 
+@pay_v2_api("/pay/refundquery")
+def refund_query_v2(data: dict[str, Any]) -> dict[str, Any]:
+    _required(data, "out_refund_no")
+    refund = pay_state().refund(data["out_refund_no"])
+    order = pay_state().order(refund.out_trade_no)
+    return {
+        "transaction_id": order.transaction_id,
+        "out_trade_no": order.out_trade_no,
+        "total_fee": order.total_fee,
+        "cash_fee": order.total_fee,
+        "refund_count": 1,
+        "out_refund_no_0": refund.out_refund_no,
+        "refund_id_0": refund.refund_id,
+        "refund_fee_0": refund.refund_fee,
+        "refund_status_0": REFUND_ENDINGS.get(refund.status, refund.status),
+        "refund_channel_0": "ORIGINAL",
+    }
+
+
 @pay_v2_api("/pay/closeorder")
 def close_order_v2(data: dict[str, Any]) -> dict[str, Any]:
     _required(data, "out_trade_no")
@@ -2095,6 +2114,23 @@ def _platform_decrypt(value: Any, name: str) -> str:
         return merchant.platform_private_key.decrypt(sealed, padding).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         raise PayFault.param(f"{name}解密失败") from None
+
+
+@pay_v3_api("/v3/refund/domestic/refunds/<out_refund_no>", "GET")
+def query_refund_v3(body: dict[str, Any], out_refund_no: str) -> tuple[int, dict[str, Any]]:
+    refund = pay_state().refund(out_refund_no)
+    order = pay_state().order(refund.out_trade_no)
+    return 200, {
+        "refund_id": refund.refund_id,
+        "out_refund_no": refund.out_refund_no,
+        "transaction_id": order.transaction_id,
+        "out_trade_no": order.out_trade_no,
+        "channel": "ORIGINAL",
+        "user_received_account": "支付用户零钱",
+        "create_time": _rfc3339(refund.created_at),
+        "status": refund.status,
+        "amount": {"total": order.total_fee, "refund": refund.refund_fee, "currency": "CNY"},
+    }
 
 
 @pay_v3_api("/v3/refund/domestic/refunds/<refund_id>/apply-abnormal-refund", "POST")

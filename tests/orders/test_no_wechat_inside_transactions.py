@@ -19,6 +19,8 @@ from flask import Flask
 from sqlalchemy import update
 
 from server import db, scheduler
+from server.orders import payments, services
+from server.wechat import wechat_pay
 from server.accounts.models import Member
 from server.db import utcnow
 from server.orders.models import Order, OrderStatus
@@ -91,16 +93,19 @@ def _in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     return thread, outcome
 
 
-def _while_held(sandbox: SandboxServer, path: str, operation: Callable[[], Any], probe: Callable[[], float]) -> Any:
+def _while_held(app: Flask, sandbox: SandboxServer, path: str, operation: Callable[[], Any], probe: Callable[[], float]) -> Any:
     """Start ``operation`` with ``path`` held at the sandbox, run ``probe`` meanwhile, then let WeChat answer."""
     stall = Stall(sandbox, path)
     thread, outcome = _in_thread(operation)
     try:
         stall.wait_until_held()
+        # No connection is out of the pool: nothing, on any database, is held while WeChat answers.
+        in_use = app.extensions["db_engine"].pool.checkedout()
         took = probe()
     finally:
         stall.release()
         thread.join(30)
+    assert in_use == 0, f"{in_use} database connection(s) checked out while WeChat answered"
     assert took < PROBE_WAIT_SECONDS, f"the write waited {took:.2f}s: a transaction was open while WeChat answered"
     assert len(outcome) == 1
     if isinstance(outcome[0], BaseException):
@@ -112,6 +117,7 @@ def test_prepay_holds_nothing_while_wechat_answers(app: Flask, sandbox: SandboxS
     ref = make_order()
     client = app.test_client()
     response = _while_held(
+        app,
         sandbox,
         "/v3/pay/transactions/jsapi",
         lambda: client.post(f"/api/v1/orders/{ref.id}/pay", headers=ref.headers),
@@ -128,6 +134,7 @@ def test_reconciliation_holds_nothing_while_wechat_answers(app: Flask, sandbox: 
     prepay(app, ref)
     now = utcnow() + timedelta(hours=1)  # the order's time to pay has run out
     result = _while_held(
+        app,
         sandbox,
         f"/v3/pay/transactions/out-trade-no/{ref.out_trade_no}",
         lambda: scheduler.orders_tick(app, now),
@@ -142,6 +149,7 @@ def test_a_poster_render_holds_nothing_while_wechat_draws_the_code(app: Flask, s
     alice = wx_login("alice")
     client = app.test_client()
     response = _while_held(
+        app,
         sandbox,
         "/wxa/getwxacodeunlimit",
         lambda: client.post("/api/v1/referral/posters", headers=alice["headers"], json={}),
@@ -156,6 +164,7 @@ def test_binding_a_phone_holds_nothing_while_wechat_answers(app: Flask, sandbox:
     alice = wx_login("alice")
     client = app.test_client()
     response = _while_held(
+        app,
         sandbox,
         "/wxa/business/getuserphonenumber",
         lambda: client.post("/api/v1/me/phone", headers=alice["headers"], json={"code": "sandbox-phone:13812345678"}),
@@ -163,3 +172,38 @@ def test_binding_a_phone_holds_nothing_while_wechat_answers(app: Flask, sandbox:
     )
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["data"]["phone"] == "138****5678"
+
+
+def test_sending_a_refund_holds_nothing_while_wechat_answers(
+    app: Flask, sandbox: SandboxServer, make_order: Callable[..., OrderRef], sandbox_pay: PayState
+) -> None:
+    ref = make_order()
+    prepay(app, ref)
+    sandbox_pay.pay(ref.out_trade_no)
+    with app.app_context():
+        sess = db.session()
+        services.apply_payment(sess, out_trade_no=ref.out_trade_no, transaction_id=sandbox_pay.orders[ref.out_trade_no].transaction_id or "", amount_fen=ref.total_fee, api="v3")
+        refund = services.request_refund(sess, sess.get(Order, ref.id), 1_000, "退货", actor="staff:1", approved=True)  # type: ignore[arg-type]
+        db.commit()
+        refund_id = refund.id
+    accepted = _while_held(
+        app,
+        sandbox,
+        "/v3/refund/domestic/refunds",
+        lambda: payments.submit_refund(app, refund_id),
+        lambda: _write_meanwhile(app, update(Order).where(Order.id == ref.id).values(remark="退款期间写入")),
+    )
+    assert accepted is True
+    found = _while_held(
+        app,
+        sandbox,
+        f"/v3/pay/transactions/out-trade-no/{ref.out_trade_no}",
+        lambda: _disagreements(app),
+        lambda: _write_meanwhile(app, update(Order).where(Order.id == ref.id).values(remark="对账期间写入")),
+    )
+    assert found == []
+
+
+def _disagreements(app: Flask) -> list[Any]:
+    with app.app_context():
+        return payments.check_disagreements(db.session(), wechat_pay(), utcnow() - timedelta(hours=1))

@@ -178,10 +178,22 @@ def test_a_refund_wechat_cannot_take_now_backs_off_and_the_scheduler_sends_it(ap
     # Not due yet for the scheduler's refund job; once due, WeChat takes it.
     assert scheduler.refund_retry_job(app, start + timedelta(minutes=2, seconds=30)) == {"accepted": 0, "waiting": 0}
     assert scheduler.refund_retry_job(app, start + timedelta(minutes=2, seconds=30)) is None  # the same minute is claimed
-    assert scheduler.refund_retry_job(app, row.next_attempt_at + timedelta(seconds=1)) == {"accepted": 1, "waiting": 0}
+    sent_at = row.next_attempt_at + timedelta(seconds=1)
+    assert scheduler.refund_retry_job(app, sent_at) == {"accepted": 1, "waiting": 0}
     row = _refund_row(app, refund_id)
-    assert (row.status, row.attempts, row.next_attempt_at) == (RefundStatus.processing, 3, None)
+    assert (row.status, row.attempts) == (RefundStatus.processing, 3)
     assert sandbox_pay.refunds[out_refund_no].refund_fee == 3_000
+    # Its notification never comes: ten minutes on, WeChat is asked. Still under way, then done.
+    assert row.next_attempt_at == sent_at + payments.REFUND_QUERY_AFTER
+    assert payments.retry_refunds(app, row.next_attempt_at) == (0, 0)
+    row = _refund_row(app, refund_id)
+    assert row.status == RefundStatus.processing and row.next_attempt_at == sent_at + 2 * payments.REFUND_QUERY_AFTER
+    sandbox_pay.end_refund(out_refund_no, "SUCCESS")
+    assert payments.retry_refunds(app, row.next_attempt_at) == (0, 0)
+    row = _refund_row(app, refund_id)
+    assert (row.status, row.next_attempt_at) == (RefundStatus.succeeded, None)
+    assert order_row(app, ref.id).refunded_fee == 3_000
+    assert events_of(app, ref.id, "refund_succeeded")[0].actor == "reconcile"
 
 
 @pytest.mark.parametrize("api", ["v2", "v3"])
@@ -270,3 +282,26 @@ def test_an_abnormal_refund_can_go_to_the_merchants_account_but_not_through_v2(
     refused = client.post(f"/admin/api/v1/refunds/{v2_refund_id}/resend", headers=finance, json={"target": "merchant_bank_card"})
     assert refused.status_code == 409 and "merchant platform" in refused.get_json()["message"]
     assert _refund_row(app, v2_refund_id).status == RefundStatus.abnormal
+
+
+@pytest.mark.parametrize("api", ["v2", "v3"])
+@pytest.mark.parametrize(("ending", "status"), [("SUCCESS", RefundStatus.succeeded), ("ABNORMAL", RefundStatus.abnormal), ("CLOSED", RefundStatus.failed)])
+def test_a_refund_whose_notification_never_comes_is_asked_about(
+    app_factory: Any, make_order: Any, sandbox_pay: PayState, api: str, ending: str, status: RefundStatus
+) -> None:
+    app = app_factory(WECHAT_PAY_API=api)
+    ref = make_order(price_fen=10_000)
+    prepay(app, ref, api)
+    sandbox_pay.pay(ref.out_trade_no)
+    with app.app_context():
+        sess = db.session()
+        services.apply_payment(sess, out_trade_no=ref.out_trade_no, transaction_id=sandbox_pay.orders[ref.out_trade_no].transaction_id or "", amount_fen=10_000, api=api)
+        db.commit()
+    refund_id, out_refund_no = _refund(app, ref, 2_500)
+    assert payments.submit_refund(app, refund_id)
+    sandbox_pay.end_refund(out_refund_no, ending)  # WeChat ends it; its notification is lost
+    due = _refund_row(app, refund_id).next_attempt_at
+    assert due is not None
+    assert payments.query_refund(app, refund_id, due) == {"v2": {"ABNORMAL": "CHANGE", "CLOSED": "REFUNDCLOSE"}}.get(api, {}).get(ending, ending)
+    assert _refund_row(app, refund_id).status == status
+    assert order_row(app, ref.id).refunded_fee == (2_500 if status == RefundStatus.succeeded else 0)

@@ -596,3 +596,21 @@ def test_redis_keeps_the_png_so_serving_skips_the_database(app_factory, redis_ur
         services.invalidate_member_posters(db.session(), login["user"]["id"])
         db.commit()
     assert r.exists(f"poster:png:{token}") == 0
+
+
+def test_no_transaction_is_open_while_a_poster_is_rendered(app, alice, monkeypatch):
+    """Rendering takes tens of milliseconds; on SQLite an open transaction would block every writer meanwhile."""
+    from server import db
+    from server.posters import render
+
+    seen: list[bool] = []
+    original = render.render_poster
+
+    def spy(spec: Any) -> bytes:
+        seen.append(db.session().in_transaction())
+        return original(spec)
+
+    monkeypatch.setattr(render, "render_poster", spy)
+    response = app.test_client().post(POSTERS, headers=alice["headers"], json={})
+    assert response.status_code == 200, response.get_json()
+    assert seen == [False]
