@@ -50,6 +50,8 @@ class Config:
         self.DATABASE_URL = env.get("DATABASE_URL") or f"sqlite:///{ROOT / 'var' / 'app.db'}"
         self.REDIS_URL = env.get("REDIS_URL") or None
         self.PUBLIC_BASE_URL = (env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
+        #: Whether PUBLIC_BASE_URL was given; if not, ``python -m server run`` sets it to the address it serves.
+        self.PUBLIC_BASE_URL_SET = bool(env.get("PUBLIC_BASE_URL"))
 
         # Sandbox unless real credentials are given, or WECHAT_SANDBOX says otherwise.
         self.WECHAT_SANDBOX = _env_bool("WECHAT_SANDBOX", not env.get("WECHAT_APPID"))
