@@ -199,7 +199,10 @@ def revoke_all_tokens(sess: Session, subject_type: SubjectType, subject_id: int)
 
 
 def update_profile(sess: Session, member: Member, *, nickname: str | None, avatar_url: str | None) -> Member:
-    """Change the nickname and/or avatar the member chose in the mini-program."""
+    """Change the nickname and/or avatar the member chose in the mini-program.
+
+    None leaves a field as it is; an empty ``avatar_url`` removes the avatar.
+    """
     from server.posters.services import invalidate_member_posters
 
     changed = (nickname is not None and nickname != member.nickname) or (avatar_url is not None and avatar_url != member.avatar_url)
