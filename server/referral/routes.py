@@ -269,7 +269,8 @@ def landing(code: str) -> Any:
     page = render_template(
         "landing.html",
         scene=scene,
-        sharer=security.mask(sharer.nickname) if sharer else None,
+        # The sharer's own page: they want to be recognised (team lists are what mask names).
+        sharer=sharer.nickname if sharer else None,
         shop_name=get_setting(sess, "shop_name"),
         sent=False,
     )

@@ -60,7 +60,8 @@ def test_landing_records_visits_and_takes_a_contact_form(app, client, wx_login, 
     code = scene_of(alice, "moments_poster")
     page = client.get(f"/s/{code}", headers={"User-Agent": "MicroMessenger"})
     assert page.status_code == 200 and "text/html" in page.content_type
-    assert "爱*丝 邀请你" in page.get_data(as_text=True)
+    # The sharer wants to be recognised on her own share page: her name is shown whole.
+    assert "爱丽丝 邀请你" in page.get_data(as_text=True)
     assert client.get("/s/doesNotExist").status_code == 404
     assert client.get("/s/bad%20scene").status_code == 404
     sent = client.post(f"/s/{code}/lead", data={"contact_name": "李女士", "phone": "13700001111", "note": ""})
@@ -73,6 +74,13 @@ def test_landing_records_visits_and_takes_a_contact_form(app, client, wx_login, 
         assert visits[1].detail["state"] == "unknown_scene"
         lead = sess.scalars(select(Lead)).one()
         assert lead.sharer_id == alice["user"]["id"] and lead.member_id is None and lead.channel == "moments_poster"
+
+
+def test_landing_shows_the_sharers_name_as_text(client, wx_login, scene_of):
+    alice = wx_login("alice")
+    client.patch("/api/v1/me", headers=alice["headers"], json={"nickname": "<b>爱丽丝</b>"})
+    page = client.get(f"/s/{scene_of(alice, 'h5_link')}").get_data(as_text=True)
+    assert "&lt;b&gt;爱丽丝&lt;/b&gt; 邀请你" in page and "<b>" not in page
 
 
 def test_partner_channel_leads_earn_the_partner_not_members(app, client, wx_login, staff_login):
