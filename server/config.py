@@ -95,6 +95,9 @@ class Config:
         #: Sign-in attempts allowed per client address, and per openid, in one window.
         self.LOGIN_RATE_LIMIT = _env_int("LOGIN_RATE_LIMIT", 20)
         self.LOGIN_RATE_WINDOW = _env_int("LOGIN_RATE_WINDOW", 60)
+        #: Landing-page requests (GET /s/<scene>) allowed per client address and minute. Generous:
+        #: a carrier's NAT puts many phones behind one address.
+        self.LANDING_RATE_LIMIT = _env_int("LANDING_RATE_LIMIT", 120)
         #: Set behind a reverse proxy so the client address comes from X-Forwarded-For.
         self.TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
         self.LOG_LEVEL = env.get("LOG_LEVEL", "INFO")

@@ -262,6 +262,7 @@ def _visitor() -> str:
 @landing_bp.get("/s/<code>")
 def landing(code: str) -> Any:
     """Where links and Moments posters lead: records the visit and shows the share with a contact form."""
+    enforce_rate_limit(f"landing:addr:{client_address()}", current_app.config["LANDING_RATE_LIMIT"], 60)
     sess = db.session()
     scene = services.record_visit(sess, code, visitor=_visitor()) if SCENE_RE.fullmatch(code) else None
     sharer = sess.get(Member, scene.sharer_id) if scene and scene.sharer_id else None
