@@ -95,6 +95,9 @@ class Config:
         #: Sign-in attempts allowed per client address, and per openid, in one window.
         self.LOGIN_RATE_LIMIT = _env_int("LOGIN_RATE_LIMIT", 20)
         self.LOGIN_RATE_WINDOW = _env_int("LOGIN_RATE_WINDOW", 60)
+        #: Console sign-in attempts for one username from one client address in one window (the
+        #: address as a whole has LOGIN_RATE_LIMIT); never per username alone, or anyone could lock staff out.
+        self.STAFF_LOGIN_RATE_LIMIT = _env_int("STAFF_LOGIN_RATE_LIMIT", 5)
         #: Landing-page requests (GET /s/<scene>) allowed per client address and minute. Generous:
         #: a carrier's NAT puts many phones behind one address.
         self.LANDING_RATE_LIMIT = _env_int("LANDING_RATE_LIMIT", 120)
@@ -130,6 +133,7 @@ class TestingConfig(Config):
         for name, sandbox_value in SANDBOX_DEFAULTS.items():
             setattr(self, name, sandbox_value)
         self.LOGIN_RATE_LIMIT = 1000
+        self.STAFF_LOGIN_RATE_LIMIT = 1000
         #: Background tasks run inline after the commit, so tests see their effects at once.
         self.TASKS_EAGER = True
         # Tests generate their own WeChat Pay key pairs, outside the checkout, and never read real ones.

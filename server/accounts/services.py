@@ -284,11 +284,14 @@ def set_staff_active(sess: Session, staff: Staff, active: bool, *, by: Staff) ->
 
 
 def sign_in_staff(sess: Session, *, username: str, password: str, client_address: str, user_agent: str = "") -> tuple[Staff, str, int]:
-    """Password sign-in to the console, rate-limited per client and per username."""
+    """Password sign-in to the console, rate-limited per client address and per username at that address.
+
+    Not per username alone: guessing from elsewhere would then lock the real staff member out.
+    """
     cfg = current_app.config
     limit, window = cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_RATE_WINDOW"]
     enforce_rate_limit(f"staff-login:addr:{client_address}", limit, window)
-    enforce_rate_limit(f"staff-login:user:{username.lower()}", limit, window)
+    enforce_rate_limit(f"staff-login:user-addr:{username.lower()}|{client_address}", cfg["STAFF_LOGIN_RATE_LIMIT"], window)
     staff = sess.scalar(select(Staff).where(Staff.username == username))
     # Hash even for an unknown username, so the response time does not tell which usernames exist.
     valid = check_password_hash(staff.password_hash if staff else _dummy_hash(), password)
