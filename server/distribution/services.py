@@ -387,8 +387,8 @@ def distributors_query(*, status: DistributorStatus | None, tier: int | None, q:
     if tier is not None:
         stmt = stmt.where(Distributor.tier == tier)
     if q:
-        like = f"%{q}%"
-        stmt = stmt.where(Distributor.real_name.like(like) | Member.nickname.like(like))
+        # autoescape: "%" and "_" in what staff type are searched for, not wildcards.
+        stmt = stmt.where(Distributor.real_name.contains(q, autoescape=True) | Member.nickname.contains(q, autoescape=True))
     return stmt.order_by(Distributor.applied_at.desc(), Distributor.id.desc())
 
 

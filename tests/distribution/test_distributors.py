@@ -518,6 +518,8 @@ def test_list_filters_and_pages(client, wx_login, apply, distributor, ops):
     assert [d["real_name"] for d in listing(status="approved", tier=1)["items"]] == ["Alice"]
     assert listing(tier=2)["total"] == 0
     assert [d["real_name"] for d in listing(q="鲍")["items"]] == ["鲍勃"]
+    # Wildcards are searched for, not obeyed.
+    assert listing(q="%")["total"] == 0 and listing(q="_")["total"] == 0
     second = listing(page=2, page_size=2)
     assert second["total"] == 3 and len(second["items"]) == 1
     assert client.get(ADMIN, query_string={"status": "sleeping"}, headers=ops).status_code == 422
