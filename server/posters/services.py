@@ -56,14 +56,14 @@ logger = logging.getLogger(__name__)
 
 #: Each channel's poster, cached apart (each carries its own channel's scene). The code on it:
 #: a mini-program code ("miniprogram"), a QR of the H5 landing link ("h5", "moments") or the
-#: official account's parametric QR code ("oa").
+#: official account's parametric QR code ("oa"; "oa-<seconds>" when the code is temporary, so
+#: a change of ``oa_qr_expire_days`` draws the poster again).
 VARIANTS = {
     Channel.miniprogram_code: "miniprogram",
     Channel.h5_link: "h5",
     Channel.moments_poster: "moments",
     Channel.official_account_qr: "oa",
 }
-CHANNELS = {variant: channel for channel, variant in VARIANTS.items()}
 #: Template audiences: 1 tier-1 distributors, 2 every distributor, 3 every member.
 AUDIENCES = (1, 2, 3)
 EVERYONE = 3
@@ -437,10 +437,11 @@ def get_poster(
     else:
         template = template_for_member(sess, member.id, template_id)
     content = resolve_content(sess, content_type, content_id)
-    key = (member.id, template.id, template.version, content_key(content_type, content_id), variant)
-
     oa_expire_seconds = oa_qr_expire_seconds(sess) if variant == "oa" else None
-    found = _cached_poster(sess, key, oa_expire_seconds)
+    cache_variant = f"oa-{oa_expire_seconds}" if oa_expire_seconds else variant
+    key = (member.id, template.id, template.version, content_key(content_type, content_id), cache_variant)
+
+    found = _cached_poster(sess, key, channel, oa_expire_seconds)
     if found is not None:
         return Poster(found[0], found[1], template, content, cached=True)
     scene = scene_for_share(sess, member.id, channel, content_type, content_id)
@@ -451,7 +452,7 @@ def get_poster(
     # Fetched before the lock: a slow avatar host must not hold up other members' requests.
     avatar = fetch_avatar(avatar_url, allow_loopback=_loopback_allowed()) if avatar_url else None
     if locks.enter_context(_lock("poster:" + "|".join(map(str, key)))):
-        found = _cached_poster(sess, key, oa_expire_seconds)
+        found = _cached_poster(sess, key, channel, oa_expire_seconds)
         if found is not None:
             return Poster(found[0], found[1], template, content, cached=True)
         db.commit()  # the look is a transaction too (on SQLite one that blocks every writer)
@@ -477,7 +478,7 @@ def get_poster(
         template_id=template.id,
         template_version=template.version,
         content_key=key[3],
-        variant=variant,
+        variant=cache_variant,
         scene_code=scene.code,
         token=secrets.token_urlsafe(24),
         content_type="image/png",
@@ -489,7 +490,7 @@ def get_poster(
             sess.add(image)
     except IntegrityError:
         # Drawn meanwhile by a worker that could not take the lock in time: serve that one.
-        found = _cached_poster(sess, key, oa_expire_seconds)
+        found = _cached_poster(sess, key, channel, oa_expire_seconds)
         if found is None:
             raise
         return Poster(found[0], found[1], template, content, cached=True)
@@ -498,7 +499,7 @@ def get_poster(
 
 
 def _cached_poster(
-    sess: Session, key: tuple[int, int, int, str, str], oa_expire_seconds: int | None = None
+    sess: Session, key: tuple[int, int, int, str, str], channel: Channel, oa_expire_seconds: int | None
 ) -> tuple[PosterImage, Scene] | None:
     """The cached poster of ``key`` while it still works; a stale one is forgotten.
 
@@ -522,8 +523,8 @@ def _cached_poster(
     if row is None:
         return None
     image, scene = row
-    stale = scene_state(scene) is not None or scene.channel != CHANNELS[variant]
-    if variant == "oa" and oa_expire_seconds is not None:
+    stale = scene_state(scene) is not None or scene.channel != channel
+    if oa_expire_seconds is not None:
         lifetime = timedelta(seconds=oa_expire_seconds * QR_CACHE_MIN_LIFE_SHARE)
         stale = stale or image.created_at + lifetime <= utcnow()
     if stale:

@@ -386,6 +386,23 @@ def test_a_temporary_official_account_poster_is_drawn_again_before_its_code_expi
     assert count(app, PosterImage) == 1
 
 
+def test_an_official_account_poster_follows_a_change_to_permanent_codes(app, alice, request_poster, fetch_image, sandbox):
+    from server.settings.services import set_setting
+
+    def expire_days(days):
+        with app.app_context():
+            set_setting(db.session(), "oa_qr_expire_days", days, by="test")
+            db.commit()
+
+    expire_days(7)
+    temporary = request_poster(alice, channel="official_account_qr")
+    expire_days(0)
+    permanent = request_poster(alice, channel="official_account_qr")
+    assert permanent["cached"] is False and permanent["image_url"] != temporary["image_url"]
+    code = oa_code(sandbox, scanned(fetch_image(permanent["image_url"]))[0])
+    assert code.expires_at is None and code.scene == temporary["scene"]
+
+
 def test_channels_without_a_poster_are_refused(client, alice):
     partner = client.post(POSTERS, headers=alice["headers"], json={"channel": "partner"})
     assert partner.status_code == 422 and partner.get_json()["code"] == 42200
