@@ -38,7 +38,7 @@ def create_app(config: Config | None = None) -> Flask:
         logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at import
 
-    from server import cache, cli, db, errors, health, orders, points, settings, tasks, wechat
+    from server import cache, cli, db, errors, health, html, orders, points, settings, tasks, wechat
     from server.accounts import routes as accounts_routes
     from server import distribution, posters
     from server.distribution import routes as distribution_routes  # distribution: blueprints
@@ -48,6 +48,7 @@ def create_app(config: Config | None = None) -> Flask:
     # An id in a URL must fit a BIGINT; a larger one matches no route (404) instead of failing in the database.
     app.url_map.converters["int"] = BigIntConverter
     errors.init_app(app)
+    html.init_app(app)
     db.init_app(app)
     cache.init_app(app)
     tasks.init_app(app)

@@ -48,6 +48,15 @@ def _start_sandbox(app: Flask, port: int) -> str:
     return serve_in_thread(sandbox, port=port).base_url
 
 
+def served_base_url(host: str, port: int) -> str:
+    """The URL at which ``run`` is reached: an all-interfaces address is reached on the loopback."""
+    if host in {"", "0.0.0.0", "::"}:
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 @click.command("run", help="Migrate the database and serve the API (and, in sandbox mode, the WeChat sandbox).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
@@ -55,10 +64,13 @@ def _start_sandbox(app: Flask, port: int) -> str:
 def run_command(host: str, port: int) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     migrate.upgrade(app)
+    if not app.config.get("PUBLIC_BASE_URL_SET"):
+        # Notify URLs, poster links and the sandbox's message push must reach this very server.
+        app.config["PUBLIC_BASE_URL"] = served_base_url(host, port)
     if app.config["WECHAT_SANDBOX"]:
         base = _start_sandbox(app, app.config["WECHAT_SANDBOX_PORT"])
         click.echo(f"WeChat sandbox at {base}")
-    click.echo(f"API at http://{host}:{port}/ (database: {app.extensions['db_engine'].url.render_as_string()})")
+    click.echo(f"API at http://{host}:{port}/ (public URL {app.config['PUBLIC_BASE_URL']}; database: {app.extensions['db_engine'].url.render_as_string()})")
     # Flask's app.run() refuses to start under its own CLI, so serve with Werkzeug directly.
     run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
 
@@ -111,14 +123,11 @@ def seed_demo_command() -> None:
 
 @click.command("demo")
 @click.option("--base-url", default="http://127.0.0.1:5000", show_default=True, help="A running server in sandbox mode.")
-@click.option("--sandbox-url", default=None, help="Its WeChat sandbox (default: port WECHAT_SANDBOX_PORT on 127.0.0.1).")
+@click.option("--sandbox-url", default=None, help="Its WeChat sandbox (default: the one its /healthz reports).")
 def demo_command(base_url: str, sandbox_url: str | None) -> None:
     """Drive a scripted story over HTTP against a running server, printing each step."""
-    import os
-
     from server.demo import run_demo
 
-    sandbox_url = sandbox_url or f"http://127.0.0.1:{os.environ.get('WECHAT_SANDBOX_PORT') or 5100}"
     ok = run_demo(base_url.rstrip("/"), click.echo, sandbox_url)
     if not ok:
         raise SystemExit(1)

@@ -54,6 +54,8 @@ class Config:
         #: Seconds Redis is skipped after it failed to answer, before it is tried again.
         self.REDIS_RETRY_SECONDS = float(env.get("REDIS_RETRY_SECONDS") or 5.0)
         self.PUBLIC_BASE_URL = (env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
+        #: Whether PUBLIC_BASE_URL was given; if not, ``python -m server run`` sets it to the address it serves.
+        self.PUBLIC_BASE_URL_SET = bool(env.get("PUBLIC_BASE_URL"))
 
         # Sandbox unless real credentials are given, or WECHAT_SANDBOX says otherwise.
         self.WECHAT_SANDBOX = _env_bool("WECHAT_SANDBOX", not env.get("WECHAT_APPID"))
@@ -97,6 +99,12 @@ class Config:
         #: Sign-in attempts allowed per client address, and per openid, in one window.
         self.LOGIN_RATE_LIMIT = _env_int("LOGIN_RATE_LIMIT", 20)
         self.LOGIN_RATE_WINDOW = _env_int("LOGIN_RATE_WINDOW", 60)
+        #: Console sign-in attempts for one username from one client address in one window (the
+        #: address as a whole has LOGIN_RATE_LIMIT); never per username alone, or anyone could lock staff out.
+        self.STAFF_LOGIN_RATE_LIMIT = _env_int("STAFF_LOGIN_RATE_LIMIT", 5)
+        #: Landing-page requests (GET /s/<scene>) allowed per client address and minute. Generous:
+        #: a carrier's NAT puts many phones behind one address.
+        self.LANDING_RATE_LIMIT = _env_int("LANDING_RATE_LIMIT", 120)
         #: Set behind a reverse proxy so the client address comes from X-Forwarded-For.
         self.TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
         self.LOG_LEVEL = env.get("LOG_LEVEL", "INFO")
@@ -129,6 +137,7 @@ class TestingConfig(Config):
         for name, sandbox_value in SANDBOX_DEFAULTS.items():
             setattr(self, name, sandbox_value)
         self.LOGIN_RATE_LIMIT = 1000
+        self.STAFF_LOGIN_RATE_LIMIT = 1000
         #: Background tasks run inline after the commit, so tests see their effects at once.
         self.TASKS_EAGER = True
         # Tests generate their own WeChat Pay key pairs, outside the checkout, and never read real ones.

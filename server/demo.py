@@ -75,7 +75,7 @@ class _Story:
         self.http = requests.Session()
         self.failures = 0
         self.step_no = 0
-        self.sandbox_url = "http://127.0.0.1:5100"
+        self.sandbox_url = ""
 
     def step(self, title: str) -> None:
         self.step_no += 1
@@ -149,15 +149,21 @@ def _referral_and_order_chapter(story: _Story, alice_token: str, alice_id: int) 
     story.check((body.get("data") or {}).get("pending") == expected, "0.5% of the order, in hundredths of a point, pending")
 
 
-def run_demo(base_url: str, echo: Callable[[str], Any], sandbox_url: str = "http://127.0.0.1:5100") -> bool:
-    """Tell the sign-in story against a running sandbox server; True if every claim held."""
+def run_demo(base_url: str, echo: Callable[[str], Any], sandbox_url: str | None = None) -> bool:
+    """Tell the sign-in story against a running sandbox server; True if every claim held.
+
+    Without ``sandbox_url``, the server's health check says where its WeChat sandbox is.
+    """
     story = _Story(base_url, echo)
-    story.sandbox_url = sandbox_url.rstrip("/")
-    echo(f"Demo against {base_url} (WeChat sandbox at {story.sandbox_url})")
+    echo(f"Demo against {base_url}")
     try:
         story.step("The server is up")
-        status, _ = story.call("GET", "/healthz")
+        status, body = story.call("GET", "/healthz")
         story.check(status == 200, "health check answers")
+        story.sandbox_url = (sandbox_url or (body.get("data") or {}).get("sandbox_url") or "").rstrip("/")
+        story.check(bool(story.sandbox_url), f"the server runs the WeChat sandbox, at {story.sandbox_url or '(none)'}")
+        if not story.sandbox_url:
+            return False
 
         story.step("alice opens the mini-program: wx.login() gives a code, the server exchanges it")
         alice_token, alice_id = story.sign_in("alice")

@@ -27,9 +27,14 @@ def _http_url(value: str) -> str:
     return value
 
 
+def _http_url_or_empty(value: str) -> str:
+    return value and _http_url(value)
+
+
 Scene = Annotated[str, StringConstraints(pattern=SCENE_RE.pattern)]
 Nickname = Annotated[NonBlank, StringConstraints(max_length=32)]
-AvatarUrl = Annotated[str, StringConstraints(max_length=512), AfterValidator(_http_url)]
+#: An http(s) URL; "" clears the avatar.
+AvatarUrl = Annotated[str, StringConstraints(max_length=512), AfterValidator(_http_url_or_empty)]
 
 
 class WxLoginBody(Body):
@@ -38,6 +43,8 @@ class WxLoginBody(Body):
 
 
 class ProfileBody(Body):
+    """Fields left out or null are unchanged; ``avatar_url: ""`` removes the avatar."""
+
     nickname: Nickname | None = None
     avatar_url: AvatarUrl | None = None
 

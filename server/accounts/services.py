@@ -199,7 +199,10 @@ def revoke_all_tokens(sess: Session, subject_type: SubjectType, subject_id: int)
 
 
 def update_profile(sess: Session, member: Member, *, nickname: str | None, avatar_url: str | None) -> Member:
-    """Change the nickname and/or avatar the member chose in the mini-program."""
+    """Change the nickname and/or avatar the member chose in the mini-program.
+
+    None leaves a field as it is; an empty ``avatar_url`` removes the avatar.
+    """
     from server.posters.services import invalidate_member_posters
 
     changed = (nickname is not None and nickname != member.nickname) or (avatar_url is not None and avatar_url != member.avatar_url)
@@ -281,11 +284,14 @@ def set_staff_active(sess: Session, staff: Staff, active: bool, *, by: Staff) ->
 
 
 def sign_in_staff(sess: Session, *, username: str, password: str, client_address: str, user_agent: str = "") -> tuple[Staff, str, int]:
-    """Password sign-in to the console, rate-limited per client and per username."""
+    """Password sign-in to the console, rate-limited per client address and per username at that address.
+
+    Not per username alone: guessing from elsewhere would then lock the real staff member out.
+    """
     cfg = current_app.config
     limit, window = cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_RATE_WINDOW"]
     enforce_rate_limit(f"staff-login:addr:{client_address}", limit, window)
-    enforce_rate_limit(f"staff-login:user:{username.lower()}", limit, window)
+    enforce_rate_limit(f"staff-login:user-addr:{username.lower()}|{client_address}", cfg["STAFF_LOGIN_RATE_LIMIT"], window)
     staff = sess.scalar(select(Staff).where(Staff.username == username))
     # Hash even for an unknown username, so the response time does not tell which usernames exist.
     valid = check_password_hash(staff.password_hash if staff else _dummy_hash(), password)

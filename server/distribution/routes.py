@@ -387,7 +387,7 @@ def list_materials() -> Any:
     if query.active is not None:
         stmt = stmt.where(Material.active.is_(query.active))
     if query.q:
-        stmt = stmt.where(Material.title.like(f"%{query.q}%"))
+        stmt = stmt.where(Material.title.contains(query.q, autoescape=True))
     sess = db.session()
     total = sess.scalar(select(func.count()).select_from(stmt.subquery()))
     rows = sess.scalars(stmt.order_by(Material.sort, Material.created_at.desc(), Material.id.desc()).offset(query.offset).limit(query.page_size))

@@ -162,25 +162,43 @@ def live_recruits(sess: Session, recruiter_id: int) -> int:
     ) or 0
 
 
-def _recruiter_for(sess: Session, member_id: int) -> int | None:
-    """The member id of the distributor who recruits this applicant, or None for a tier-1 application.
+def _may_recruit(sess: Session, member_id: int | None) -> Distributor | None:
+    """The distributor ``member_id`` if approved, of a tier that may recruit, with a place left.
 
-    That is the applicant's inviter, if they are an approved distributor whose tier may
-    recruit and who has a place left. Their row is locked, so two applications at once
-    cannot both take the last place.
+    Their row is locked, so two applications at once cannot both take the last place.
     """
-    inviter_id, _ = inviter_and_upline(sess, member_id)
-    if inviter_id is None:
+    if member_id is None:
         return None
-    recruiter = distributor_of(sess, inviter_id, for_update=True)
+    recruiter = distributor_of(sess, member_id, for_update=True)
     if recruiter is None or recruiter.status != Status.approved:
         return None
     rights = get_tier(sess, recruiter.tier)
     if not rights.can_recruit:
         return None
-    if rights.max_recruits and live_recruits(sess, inviter_id) >= rights.max_recruits:
+    if rights.max_recruits and live_recruits(sess, member_id) >= rights.max_recruits:
         return None
-    return inviter_id
+    return recruiter
+
+
+def _placement(sess: Session, member_id: int) -> tuple[int, int | None]:
+    """The tier this applicant applies for, and the member id of the distributor recruiting them.
+
+    Tier 2 is recruited by tier 1, and nobody ranks above the distributor who brought them in:
+
+    - invited by an approved tier-1 distributor who may recruit and has a place left: tier 2,
+      recruited by them;
+    - invited by an approved tier-2 distributor: tier 2 as well (a tier-2 recruit would be a
+      third tier), recruited by the tier-1 distributor above them if that one may still
+      recruit, else with no recruiter, and then staff decide;
+    - anyone else: tier 1, which staff always decide.
+    """
+    inviter_id, _ = inviter_and_upline(sess, member_id)
+    inviter = distributor_of(sess, inviter_id) if inviter_id is not None else None
+    if inviter is not None and inviter.status == Status.approved and inviter.tier == 2:
+        recruiter = _may_recruit(sess, inviter.recruited_by_id)
+        return 2, recruiter.member_id if recruiter is not None else None
+    recruiter = _may_recruit(sess, inviter_id)
+    return (2, recruiter.member_id) if recruiter is not None else (1, None)
 
 
 def _set_contact(distributor: Distributor, *, real_name: str, phone: str, wechat_id: str, intro: str) -> None:
@@ -215,9 +233,8 @@ def _audit(sess: Session, distributor: Distributor, action: str, previous: Distr
 def apply(sess: Session, member: Member, *, real_name: str, phone: str, wechat_id: str = "", intro: str = "") -> Distributor:
     """A member applies to become a distributor. Free: no payment or purchase is ever asked for.
 
-    Recruited by an approved tier-1 distributor with a place left, it is a tier-2
-    application, decided as the ``distributor_approval`` setting says; otherwise it is
-    a tier-1 application, which staff always decide.
+    The tier and recruiter follow ``_placement``. A tier-2 application with a recruiter is
+    decided as the ``distributor_approval`` setting says; any other one waits for staff.
     """
     distributor = distributor_of(sess, member.id, for_update=True)
     current = distributor.status if distributor else None
@@ -225,10 +242,10 @@ def apply(sess: Session, member: Member, *, real_name: str, phone: str, wechat_i
         if current in (Status.frozen, Status.disabled):
             raise ApplicationBlockedError(data={"status": current.value})
         raise ApplicationExistsError(data={"status": current.value if current else None})
-    recruiter_id = _recruiter_for(sess, member.id)
+    tier, recruiter_id = _placement(sess, member.id)
     if distributor is None:
         distributor = Distributor(member_id=member.id)
-    distributor.tier = 2 if recruiter_id is not None else 1
+    distributor.tier = tier
     distributor.recruited_by_id = recruiter_id
     distributor.status = Status.pending
     distributor.applied_at = utcnow()
@@ -370,8 +387,8 @@ def distributors_query(*, status: DistributorStatus | None, tier: int | None, q:
     if tier is not None:
         stmt = stmt.where(Distributor.tier == tier)
     if q:
-        like = f"%{q}%"
-        stmt = stmt.where(Distributor.real_name.like(like) | Member.nickname.like(like))
+        # autoescape: "%" and "_" in what staff type are searched for, not wildcards.
+        stmt = stmt.where(Distributor.real_name.contains(q, autoescape=True) | Member.nickname.contains(q, autoescape=True))
     return stmt.order_by(Distributor.applied_at.desc(), Distributor.id.desc())
 
 

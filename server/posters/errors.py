@@ -23,7 +23,7 @@ class UnknownContentTypeError(ValidationError):
 
 
 class ChannelNotSupportedError(ValidationError):
-    code, message = 42251, "posters are not available for this channel yet"
+    code, message = 42251, "this channel has no poster"
 
 
 class InvalidBackgroundError(ValidationError):

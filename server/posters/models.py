@@ -56,7 +56,8 @@ class PosterImage(Base):
     template_version: Mapped[int]
     #: What the poster advertises, e.g. "product:12"; "" for the shop.
     content_key: Mapped[str] = mapped_column(String(96), default="")
-    #: "miniprogram" (a mini-program code) or "h5" (a QR of PUBLIC_BASE_URL/s/<scene>).
+    #: The channel's drawing, see server.posters.services.VARIANTS: "miniprogram", "h5", "moments",
+    #: "oa" or "oa-<seconds>" (a temporary official-account code).
     variant: Mapped[str] = mapped_column(String(16))
     scene_code: Mapped[str] = mapped_column(String(32), ForeignKey("scenes.code"))
     #: Random, unguessable name under which the image is served.

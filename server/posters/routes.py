@@ -17,7 +17,7 @@ from server.posters import services
 from server.posters.errors import PosterNotFoundError
 from server.posters.models import PosterTemplate
 from server.referral.models import Channel
-from server.wechat import miniprogram
+from server.wechat import miniprogram, official_account
 
 bp = Blueprint("posters", __name__, url_prefix="/api/v1/referral")
 admin_bp = Blueprint("posters_admin", __name__, url_prefix="/admin/api/v1/poster-templates")
@@ -89,7 +89,6 @@ def serialize_poster(poster: services.Poster) -> dict[str, Any]:
         "image_url": base + url_for("posters.poster_image", token=poster.image.token),
         "page": _page(scene, poster.content.page_query),
         "h5_url": services.h5_url(base, scene),
-        # The scene's own channel: an H5 poster drawn first for Moments also serves h5_link.
         "channel": poster.scene.channel.value,
         "template_id": poster.template.id,
         "template_version": poster.template.version,
@@ -154,6 +153,7 @@ def create_poster() -> Any:
             channel=Channel(body.channel),
             public_base_url=current_app.config["PUBLIC_BASE_URL"],
             locks=locks,
+            oa=official_account(),
         )
         db.commit()
     return envelope(serialize_poster(poster))

@@ -19,6 +19,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
@@ -33,7 +34,7 @@ from sqlalchemy.orm import Session
 from server import cache, db
 from server.accounts.models import Member
 from server.accounts import services as accounts  # a module, so accounts.services may import this one
-from server.db import after_commit
+from server.db import after_commit, utcnow
 from server.errors import UpstreamError, ValidationError
 from server.posters import render
 from server.posters.errors import (
@@ -47,16 +48,21 @@ from server.posters.errors import (
 )
 from server.posters.models import PosterImage, PosterTemplate
 from server.referral.models import Channel, Scene
+from server.referral.official_account import QR_CACHE_MIN_LIFE_SHARE, oa_qr_expire_seconds, scene_qrcode
 from server.referral.services import scene_for_share, scene_state
-from server.wechat.client import MiniProgram, WeChatError, WeChatUnavailableError
+from server.wechat.client import MiniProgram, OfficialAccount, WeChatError, WeChatUnavailableError
 
 logger = logging.getLogger(__name__)
 
-#: The kind of code each channel's poster carries.
+#: Each channel's poster, cached apart (each carries its own channel's scene). The code on it:
+#: a mini-program code ("miniprogram"), a QR of the H5 landing link ("h5", "moments") or the
+#: official account's parametric QR code ("oa"; "oa-<seconds>" when the code is temporary, so
+#: a change of ``oa_qr_expire_days`` draws the poster again).
 VARIANTS = {
     Channel.miniprogram_code: "miniprogram",
-    Channel.moments_poster: "h5",
     Channel.h5_link: "h5",
+    Channel.moments_poster: "moments",
+    Channel.official_account_qr: "oa",
 }
 #: Template audiences: 1 tier-1 distributors, 2 every distributor, 3 every member.
 AUDIENCES = (1, 2, 3)
@@ -386,14 +392,10 @@ class Poster:
 
 
 def variant_for(channel: Channel) -> str:
-    """"miniprogram" or "h5"; 422 for a channel that has no poster (yet)."""
+    """The poster variant of ``channel`` (see VARIANTS); 422 for a channel that has no poster."""
     variant = VARIANTS.get(channel)
     if variant is None:
-        reason = (
-            "official-account posters need the official account's own QR code, which is not available yet"
-            if channel == Channel.official_account_qr
-            else f"channel {channel.value} has no poster"
-        )
+        reason = f"channel {channel.value} has no poster"
         raise ChannelNotSupportedError(data={"errors": [{"field": "channel", "error": reason}]})
     return variant
 
@@ -413,6 +415,7 @@ def get_poster(
     channel: Channel = Channel.miniprogram_code,
     public_base_url: str,
     locks: contextlib.ExitStack,
+    oa: OfficialAccount | None = None,
 ) -> Poster:
     """The member's poster for this template, content and channel: the cached one, or drawn now.
 
@@ -423,17 +426,22 @@ def get_poster(
     (``db.session()``). The template, content and scene are read (and created where needed) and
     committed first; no transaction is open while the avatar is fetched, WeChat draws the
     mini-program code or the poster is rendered; the new poster row is added afterwards, for the
-    caller to commit.
+    caller to commit. ``oa`` is the official account whose QR code an ``official_account_qr``
+    poster carries.
     """
     variant = variant_for(channel)
+    if variant == "oa" and oa is None:
+        raise ValueError("an official-account poster needs the official account")
     if template_id is None:
         template = default_template(sess, locks=locks)
     else:
         template = template_for_member(sess, member.id, template_id)
     content = resolve_content(sess, content_type, content_id)
-    key = (member.id, template.id, template.version, content_key(content_type, content_id), variant)
+    oa_expire_seconds = oa_qr_expire_seconds(sess) if variant == "oa" else None
+    cache_variant = f"oa-{oa_expire_seconds}" if oa_expire_seconds else variant
+    key = (member.id, template.id, template.version, content_key(content_type, content_id), cache_variant)
 
-    found = _cached_poster(sess, key)
+    found = _cached_poster(sess, key, channel, oa_expire_seconds)
     if found is not None:
         return Poster(found[0], found[1], template, content, cached=True)
     scene = scene_for_share(sess, member.id, channel, content_type, content_id)
@@ -445,7 +453,7 @@ def get_poster(
     # Fetched before the lock: a slow avatar host must not hold up other members' requests.
     avatar = fetch_avatar(avatar_url, allow_loopback=_loopback_allowed()) if avatar_url else None
     if locks.enter_context(_lock("poster:" + "|".join(map(str, key)))):
-        found = _cached_poster(sess, key)
+        found = _cached_poster(sess, key, channel, oa_expire_seconds)
         if found is not None:
             return Poster(found[0], found[1], template, content, cached=True)
         db.commit()  # the look is a transaction too (on SQLite one that blocks every writer)
@@ -454,6 +462,11 @@ def get_poster(
     if variant == "miniprogram":
         code = _miniprogram_code(mp, scene.code, _code_width(template))
         spec = _spec(template, content, nickname=nickname, avatar=avatar, code_png=code)
+    elif variant == "oa":
+        # WeChat's ticket URL is what its own QR image encodes; drawn here, it needs no image download.
+        assert oa is not None
+        qr = scene_qrcode(oa, scene.code, oa_expire_seconds)
+        spec = _spec(template, content, nickname=nickname, avatar=avatar, qr_data=qr.qrcode_url)
     else:
         spec = _spec(template, content, nickname=nickname, avatar=avatar, qr_data=h5_url(public_base_url, scene.code))
     try:
@@ -466,7 +479,7 @@ def get_poster(
         template_id=template.id,
         template_version=template.version,
         content_key=key[3],
-        variant=variant,
+        variant=cache_variant,
         scene_code=scene.code,
         token=secrets.token_urlsafe(24),
         content_type="image/png",
@@ -478,7 +491,7 @@ def get_poster(
             sess.add(image)
     except IntegrityError:
         # Drawn meanwhile by a worker that could not take the lock in time: serve that one.
-        found = _cached_poster(sess, key)
+        found = _cached_poster(sess, key, channel, oa_expire_seconds)
         if found is None:
             raise
         return Poster(found[0], found[1], template, content, cached=True)
@@ -486,7 +499,16 @@ def get_poster(
     return Poster(image, scene, template, content, cached=False)
 
 
-def _cached_poster(sess: Session, key: tuple[int, int, int, str, str]) -> tuple[PosterImage, Scene] | None:
+def _cached_poster(
+    sess: Session, key: tuple[int, int, int, str, str], channel: Channel, oa_expire_seconds: int | None
+) -> tuple[PosterImage, Scene] | None:
+    """The cached poster of ``key`` while it still works; a stale one is forgotten.
+
+    A poster is stale when its scene no longer binds, when its scene is another channel's (the
+    H5 channels once shared one drawing), or when it carries a temporary official-account QR
+    code that may have expired: a code taken from the cache has at least the share of its
+    life that makes it fresh there left, so the poster is kept for that long.
+    """
     member_id, template_id, version, content, variant = key
     row = sess.execute(
         select(PosterImage, Scene)
@@ -502,8 +524,12 @@ def _cached_poster(sess: Session, key: tuple[int, int, int, str, str]) -> tuple[
     if row is None:
         return None
     image, scene = row
-    if scene_state(scene) is not None:
-        # The poster's scene was revoked or expired: its code would bind nobody, so draw a new one.
+    stale = scene_state(scene) is not None or scene.channel != channel
+    if oa_expire_seconds is not None:
+        lifetime = timedelta(seconds=oa_expire_seconds * QR_CACHE_MIN_LIFE_SHARE)
+        stale = stale or image.created_at + lifetime <= utcnow()
+    if stale:
+        # Its code would bind nobody, or not as this channel: draw a new one.
         forget_posters(sess, PosterImage.id == image.id)
         sess.expunge(image)
         return None

@@ -20,3 +20,7 @@ class PartnerExistsError(ConflictError):
 
 class NotBoundError(AppError):
     http_status, code, message = 409, 40922, "the scene did not bind"
+
+
+class SceneQuotaError(AppError):
+    http_status, code, message = 429, 42901, "you have created as many share links as allowed today"

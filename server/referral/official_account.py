@@ -165,10 +165,15 @@ class OAQRCode:
     expire_seconds: int | None
 
 
+def oa_qr_expire_seconds(sess: Session) -> int | None:
+    """How long a member's official-account QR code should live (None: permanent)."""
+    days = get_setting(sess, "oa_qr_expire_days")
+    return min(days * 86400, QR_MAX_EXPIRE_SECONDS) or None
+
+
 def member_oa_scene(sess: Session, member_id: int) -> tuple[Scene, int | None]:
     """The member's official-account scene, and how long its QR code should live (None: permanent)."""
-    days = get_setting(sess, "oa_qr_expire_days")
-    return scene_for_share(sess, member_id, Channel.official_account_qr), min(days * 86400, QR_MAX_EXPIRE_SECONDS) or None
+    return scene_for_share(sess, member_id, Channel.official_account_qr), oa_qr_expire_seconds(sess)
 
 
 def scene_qrcode(oa: OfficialAccount, scene_code: str, expire_seconds: int | None) -> OAQRCode:

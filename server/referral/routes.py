@@ -262,6 +262,7 @@ def _visitor() -> str:
 @landing_bp.get("/s/<code>")
 def landing(code: str) -> Any:
     """Where links and Moments posters lead: records the visit and shows the share with a contact form."""
+    enforce_rate_limit(f"landing:addr:{client_address()}", current_app.config["LANDING_RATE_LIMIT"], 60)
     sess = db.session()
     scene = services.record_visit(sess, code, visitor=_visitor()) if SCENE_RE.fullmatch(code) else None
     sharer = sess.get(Member, scene.sharer_id) if scene and scene.sharer_id else None
@@ -269,7 +270,8 @@ def landing(code: str) -> Any:
     page = render_template(
         "landing.html",
         scene=scene,
-        sharer=security.mask(sharer.nickname) if sharer else None,
+        # The sharer's own page: they want to be recognised (team lists are what mask names).
+        sharer=sharer.nickname if sharer else None,
         shop_name=get_setting(sess, "shop_name"),
         sent=False,
     )

@@ -11,15 +11,16 @@ import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
-from server import security
+from server import cache, security
 from server.accounts.models import Member, MemberStatus, Staff
 from server.db import utcnow
 from server.errors import NotFoundError, ValidationError
-from server.referral.errors import LeadAlreadyReviewedError, PartnerNotFoundError, SceneNotFoundError
+from server.referral.errors import LeadAlreadyReviewedError, PartnerNotFoundError, SceneNotFoundError, SceneQuotaError
 from server.referral.models import (
     Binding,
     Channel,
@@ -63,7 +64,19 @@ register(
         minimum=0,
         maximum=3650,
     ),
+    SettingSpec(
+        "scene_daily_limit",
+        int,
+        50,
+        "New share scenes (links, codes, posters for new content) one member may create in a day "
+        "(China time); asking again for a live one is free.",
+        minimum=1,
+        maximum=10_000,
+    ),
 )
+
+#: Days start at midnight in China, where the merchant and members are.
+CHINA = ZoneInfo("Asia/Shanghai")
 
 #: Scenes use letters and digits only: valid in every channel (mini-program scene, OA scene_str, URL path).
 SCENE_ALPHABET = string.ascii_letters + string.digits
@@ -137,9 +150,33 @@ def scene_for_share(sess: Session, sharer_id: int, channel: Channel, content_typ
         .order_by(Scene.created_at.desc())
         .limit(1)
     ).first()
-    return scene or create_scene(
-        sess, channel=channel, sharer_id=sharer_id, content_type=content_type, content_id=content_id
-    )
+    if scene is not None:
+        return scene
+    _check_scene_quota(sess, sharer_id)
+    return create_scene(sess, channel=channel, sharer_id=sharer_id, content_type=content_type, content_id=content_id)
+
+
+def day_start(now: datetime) -> datetime:
+    """Midnight (China time) of the day ``now`` falls in, in UTC."""
+    local = now.astimezone(CHINA)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(now.tzinfo)
+
+
+def _check_scene_quota(sess: Session, sharer_id: int) -> None:
+    """Refuse a new scene once the member created ``scene_daily_limit`` of them today.
+
+    The member's row is locked first, so concurrent requests count one after another.
+    """
+    sess.get(Member, sharer_id, with_for_update=True)
+    now = utcnow()
+    start = day_start(now)
+    created = sess.scalar(
+        select(func.count()).select_from(Scene).where(Scene.sharer_id == sharer_id, Scene.created_at >= start)
+    ) or 0
+    limit = get_setting(sess, "scene_daily_limit")
+    if created >= limit:
+        retry = int((start + timedelta(days=1) - now).total_seconds())
+        raise SceneQuotaError(data={"limit": limit, "retry_after_seconds": max(retry, 1)})
 
 
 def scene_state(scene: Scene | None) -> str | None:
@@ -408,10 +445,35 @@ def leave_contact(
 
 
 def record_visit(sess: Session, scene_code: str, *, visitor: str, member_id: int | None = None) -> Scene | None:
-    """An H5 or Moments visit to ``/s/<scene>``: a timeline event even when the scene is dead."""
+    """An H5 or Moments visit to ``/s/<scene>``: a timeline event even when the scene is dead.
+
+    Recorded once per visitor, scene and day (China time): reloads and repeated requests add
+    nothing. A shared counter settles bursts at once; the timeline itself is checked too, so
+    the rule holds when the counter was lost (a restart without Redis).
+    """
     scene = sess.get(Scene, scene_code)
-    _touch(sess, member_id, TouchKind.visit, scene, scene_code, actor=visitor, state=scene_state(scene))
+    now = utcnow()
+    start = day_start(now)
+    key = f"visit:{now.astimezone(CHINA).date().isoformat()}:{scene_code}:{visitor}"
+    if cache.hit(key, 86400) == 1 and not _visited_since(sess, scene_code, visitor, start):
+        _touch(sess, member_id, TouchKind.visit, scene, scene_code, actor=visitor, state=scene_state(scene))
     return scene if scene_state(scene) is None else None
+
+
+def _visited_since(sess: Session, scene_code: str, visitor: str, since: datetime) -> bool:
+    return (
+        sess.scalar(
+            select(TouchEvent.id)
+            .where(
+                TouchEvent.scene == scene_code,
+                TouchEvent.kind == TouchKind.visit,
+                TouchEvent.actor == visitor,
+                TouchEvent.created_at >= since,
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 #: Called inside the review's unit of work when a lead is marked valid (the points package credits the sharer).

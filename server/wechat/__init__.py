@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 from flask import Flask, current_app, has_app_context
 
-from server import cache
+from server import cache, html
 from server.wechat.client import LockFactory, MiniProgram, OfficialAccount
 from server.wechat.oa_messages import MessageCodec
 from server.wechat.pay import WeChatPayGateway
@@ -42,6 +42,8 @@ def init_app(app: Flask) -> None:
     app.extensions["wechat_official_account"] = OfficialAccount.from_config(
         app.config, app.extensions.get("redis_link"), lock_factory
     )
+    # The member zone shows the account's QR code from WeChat's image host.
+    html.allow_images_from(app, app.extensions["wechat_official_account"].mp_base)
     app.extensions["wechat_oa_messages"] = MessageCodec.from_config(app.config)
     app.extensions["wechat_pay"] = WeChatPayGateway.from_config(app.config)
 

@@ -133,6 +133,19 @@ def test_profile_update_with_chinese_nickname(client, wx_login):
     assert client.get("/api/v1/me", headers=alice["headers"]).get_json()["data"]["nickname"] == "爱丽丝"
 
 
+def test_an_empty_avatar_url_clears_the_avatar_and_null_keeps_it(client, wx_login):
+    alice = wx_login("alice")
+    me = "/api/v1/me"
+    client.patch(me, headers=alice["headers"], json={"avatar_url": "https://example.com/a.png"})
+    kept = client.patch(me, headers=alice["headers"], json={"avatar_url": None, "nickname": "爱丽丝"})
+    assert kept.status_code == 200 and kept.get_json()["data"]["avatar_url"] == "https://example.com/a.png"
+    cleared = client.patch(me, headers=alice["headers"], json={"avatar_url": ""})
+    assert cleared.status_code == 200, cleared.get_json()
+    assert cleared.get_json()["data"]["avatar_url"] == ""
+    assert client.get(me, headers=alice["headers"]).get_json()["data"]["avatar_url"] == ""
+    assert client.patch(me, headers=alice["headers"], json={"avatar_url": "ftp://example.com/a.png"}).status_code == 422
+
+
 def test_phone_is_stored_encrypted_and_shown_masked(app, client, wx_login):
     alice = wx_login("alice")
     response = client.post("/api/v1/me/phone", headers=alice["headers"], json={"code": "sandbox-phone:13800138000"})

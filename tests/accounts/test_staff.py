@@ -76,3 +76,22 @@ def test_seed_demo_is_safe_twice(app):
     assert "created" in first.output and "already there" in second.output
     with app.app_context():
         assert len(db.session().scalars(select(Staff)).all()) == 3
+
+
+def test_guessing_passwords_elsewhere_cannot_lock_the_owner_out(app_factory, make_staff):
+    app = app_factory(LOGIN_RATE_LIMIT=8, STAFF_LOGIN_RATE_LIMIT=3)
+    client = app.test_client()
+    make_staff("owner", username="owner")
+    login = "/admin/api/v1/auth/login"
+
+    def attempt(password: str, address: str, username: str = "owner") -> int:
+        body = {"username": username, "password": password}
+        return client.post(login, json=body, environ_base={"REMOTE_ADDR": address}).status_code
+
+    attacker = [attempt(f"guess-{n}", "203.0.113.66") for n in range(5)]
+    assert attacker == [401, 401, 401, 429, 429]
+    # The owner, at the office, signs in as usual.
+    assert attempt("correct-horse", "198.51.100.10") == 200
+    # The attacker's address as a whole is limited too, whatever username it tries.
+    others = [attempt("guess", "203.0.113.66", username=f"user{n}") for n in range(5)]
+    assert others[-1] == 429 and client.post(login, json={"username": "owner", "password": "x"}, environ_base={"REMOTE_ADDR": "203.0.113.66"}).get_json()["code"] == 42900

@@ -358,14 +358,33 @@ def test_max_recruits_is_enforced(client, distributor, wx_login, apply, decide, 
     assert apply(dave).get_json()["data"]["tier"] == 2
 
 
-@pytest.mark.parametrize("alice_state", ["pending", "frozen", "tier_cannot_recruit", "tier_two"])
+def test_member_brought_by_tier_two_applies_as_tier_two_under_her_recruiter(client, distributor, wx_login, apply, decide, share_scene, owner):
+    zed = distributor("zed")
+    alice = distributor("alice", scene=share_scene(zed["user"]["id"]))
+    assert alice["distributor"]["tier"] == 2
+    bob = wx_login("bob", scene=share_scene(alice["user"]["id"]))
+    data = apply(bob).get_json()["data"]
+    # Never above the distributor who brought him, never a third tier: a tier 2 beside alice.
+    assert data["tier"] == 2 and data["status"] == "pending"
+    assert data["recruited_by"]["id"] == zed["user"]["id"]
+    assert me(client, zed).get_json()["data"]["record"]["recruits"] == 2
+
+
+def test_member_brought_by_tier_two_whose_recruiter_has_no_place_waits_for_staff_as_tier_two(
+    client, distributor, wx_login, apply, decide, share_scene, owner
+):
+    assert client.put("/admin/api/v1/settings/distributor_approval", json={"value": "auto"}, headers=owner).status_code == 200
+    zed = distributor("zed")
+    alice = distributor("alice", scene=share_scene(zed["user"]["id"]))
+    assert client.patch("/admin/api/v1/distributor-tiers/1", json={"max_recruits": 1}, headers=owner).status_code == 200
+    bob = wx_login("bob", scene=share_scene(alice["user"]["id"]))
+    data = apply(bob).get_json()["data"]
+    assert data["tier"] == 2 and data["recruited_by"] is None and data["status"] == "pending"
+
+
+@pytest.mark.parametrize("alice_state", ["pending", "frozen", "tier_cannot_recruit"])
 def test_no_recruitment_without_an_approved_recruiting_inviter(client, distributor, wx_login, apply, decide, share_scene, owner, alice_state):
-    if alice_state == "tier_two":
-        zed = distributor("zed")
-        alice = distributor("alice", scene=share_scene(zed["user"]["id"]))
-        assert alice["distributor"]["tier"] == 2
-    else:
-        alice = distributor("alice", approve=alice_state != "pending")
+    alice = distributor("alice", approve=alice_state != "pending")
     if alice_state == "frozen":
         decide(alice["distributor"]["id"], "freeze", reason="x")
     if alice_state == "tier_cannot_recruit":
@@ -501,6 +520,8 @@ def test_list_filters_and_pages(client, wx_login, apply, distributor, ops):
     assert [d["real_name"] for d in listing(status="approved", tier=1)["items"]] == ["Alice"]
     assert listing(tier=2)["total"] == 0
     assert [d["real_name"] for d in listing(q="鲍")["items"]] == ["鲍勃"]
+    # Wildcards are searched for, not obeyed.
+    assert listing(q="%")["total"] == 0 and listing(q="_")["total"] == 0
     second = listing(page=2, page_size=2)
     assert second["total"] == 3 and len(second["items"]) == 1
     assert client.get(ADMIN, query_string={"status": "sleeping"}, headers=ops).status_code == 422

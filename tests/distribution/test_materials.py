@@ -181,6 +181,19 @@ def test_console_listing_filters(client, ops, add_material):
     assert total(q="推广") == 2
 
 
+def test_console_search_takes_percent_and_underscore_literally(client, ops, add_material):
+    add_material(title="满100减20%")
+    add_material(title="新品_预告")
+    add_material(title="普通素材")
+
+    def titles(q):
+        return {m["title"] for m in client.get(ADMIN, query_string={"q": q}, headers=ops).get_json()["data"]["items"]}
+
+    assert titles("%") == {"满100减20%"}
+    assert titles("_") == {"新品_预告"}
+    assert titles("/") == set()
+
+
 def test_material_roles(client, staff_login, ops, owner, wx_login, add_material):
     material = add_material()
     finance = staff_login("finance")

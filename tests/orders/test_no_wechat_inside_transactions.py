@@ -160,6 +160,20 @@ def test_a_poster_render_holds_nothing_while_wechat_draws_the_code(app: Flask, s
         assert db.session().query(PosterImage).count() == 1
 
 
+def test_an_official_account_poster_holds_nothing_while_wechat_creates_the_qr_code(app: Flask, sandbox: SandboxServer, wx_login: Callable[..., dict[str, Any]]) -> None:
+    alice = wx_login("alice")
+    client = app.test_client()
+    response = _while_held(
+        sandbox,
+        "/cgi-bin/qrcode/create",
+        lambda: client.post("/api/v1/referral/posters", headers=alice["headers"], json={"channel": "official_account_qr"}),
+        lambda: _write_meanwhile(app, update(Member).where(Member.id == alice["user"]["id"]).values(nickname="写于建码期间")),
+    )
+    assert response.status_code == 200, response.get_json()
+    with app.app_context():
+        assert db.session().query(PosterImage).count() == 1
+
+
 def test_binding_a_phone_holds_nothing_while_wechat_answers(app: Flask, sandbox: SandboxServer, wx_login: Callable[..., dict[str, Any]]) -> None:
     alice = wx_login("alice")
     client = app.test_client()

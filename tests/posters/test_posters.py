@@ -5,15 +5,17 @@ import base64
 import contextlib
 import io
 import threading
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
 import pytest
 import zxingcpp
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from server import db
+from server.db import utcnow
 from server.accounts.models import AuditEntry
 from server.posters import render, services
 from server.posters.models import PosterImage, PosterTemplate
@@ -329,10 +331,79 @@ def test_unknown_content_is_refused(client, alice, fake_products):
     assert post(content_type="Product!", content_id="12").get_json()["code"] == 42200
 
 
-def test_official_account_and_other_channels_are_refused(client, alice):
-    oa = client.post(POSTERS, headers=alice["headers"], json={"channel": "official_account_qr"})
-    assert oa.status_code == 422 and oa.get_json()["code"] == 42251
-    assert "official account" in oa.get_json()["data"]["errors"][0]["error"]
+def test_each_h5_channel_gets_its_own_scene_and_poster(app, alice, request_poster):
+    h5 = request_poster(alice, channel="h5_link")
+    moments = request_poster(alice, channel="moments_poster")
+    assert (h5["channel"], moments["channel"]) == ("h5_link", "moments_poster")
+    assert h5["scene"] != moments["scene"] and h5["image_url"] != moments["image_url"]
+    with app.app_context():
+        assert db.session().get(Scene, moments["scene"]).channel.value == "moments_poster"
+    assert request_poster(alice, channel="h5_link")["scene"] == h5["scene"]
+
+
+def test_a_poster_cached_under_another_channels_scene_is_drawn_again(app, alice, request_poster):
+    """Posters drawn while the H5 channels shared one drawing may carry the other channel's scene."""
+    moments = request_poster(alice, channel="moments_poster")
+    with app.app_context():
+        db.session().execute(update(PosterImage).values(variant="h5"))
+        db.commit()
+    h5 = request_poster(alice, channel="h5_link")
+    assert h5["channel"] == "h5_link" and h5["scene"] != moments["scene"] and h5["cached"] is False
+
+
+def oa_code(sandbox: Any, url: str) -> Any:
+    codes = sandbox.app.extensions["sandbox_oa"].qrcodes
+    return next(entry for entry in codes.values() if entry.url == url)
+
+
+def test_official_account_poster_carries_the_accounts_qr_code_for_her_scene(app, alice, request_poster, fetch_image, sandbox):
+    data = request_poster(alice, channel="official_account_qr")
+    assert data["channel"] == "official_account_qr"
+    [url] = scanned(fetch_image(data["image_url"]))
+    # Following the account through it binds to alice's scene, as the account's own QR image would.
+    assert oa_code(sandbox, url).scene == data["scene"]
+    with app.app_context():
+        stored = db.session().get(Scene, data["scene"])
+        assert stored.sharer_id == alice["user"]["id"] and stored.channel.value == "official_account_qr"
+    assert request_poster(alice, channel="official_account_qr")["cached"] is True
+
+
+def test_a_temporary_official_account_poster_is_drawn_again_before_its_code_expires(app, alice, request_poster, fetch_image, sandbox):
+    from server.settings.services import set_setting
+
+    with app.app_context():
+        set_setting(db.session(), "oa_qr_expire_days", 2, by="test")
+        db.commit()
+    first = request_poster(alice, channel="official_account_qr")
+    assert request_poster(alice, channel="official_account_qr")["cached"] is True
+    with app.app_context():
+        # A day later, half of the code's two days are gone: a fresh code is put on a new poster.
+        db.session().execute(update(PosterImage).values(created_at=utcnow() - timedelta(days=1)))
+        db.commit()
+    second = request_poster(alice, channel="official_account_qr")
+    assert second["cached"] is False and second["scene"] == first["scene"]
+    assert oa_code(sandbox, scanned(fetch_image(second["image_url"]))[0]).scene == first["scene"]
+    assert count(app, PosterImage) == 1
+
+
+def test_an_official_account_poster_follows_a_change_to_permanent_codes(app, alice, request_poster, fetch_image, sandbox):
+    from server.settings.services import set_setting
+
+    def expire_days(days):
+        with app.app_context():
+            set_setting(db.session(), "oa_qr_expire_days", days, by="test")
+            db.commit()
+
+    expire_days(7)
+    temporary = request_poster(alice, channel="official_account_qr")
+    expire_days(0)
+    permanent = request_poster(alice, channel="official_account_qr")
+    assert permanent["cached"] is False and permanent["image_url"] != temporary["image_url"]
+    code = oa_code(sandbox, scanned(fetch_image(permanent["image_url"]))[0])
+    assert code.expires_at is None and code.scene == temporary["scene"]
+
+
+def test_channels_without_a_poster_are_refused(client, alice):
     partner = client.post(POSTERS, headers=alice["headers"], json={"channel": "partner"})
     assert partner.status_code == 422 and partner.get_json()["code"] == 42200
 

@@ -1,10 +1,13 @@
 """The lead pool, partner channels and the H5 landing page."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
 
 from server import db
-from server.referral.models import Lead, PartnerCommission, TouchEvent, TouchKind
+from server.db import utcnow
+from server.referral.models import Lead, PartnerCommission, Scene, TouchEvent, TouchKind
 
 
 def test_new_member_through_a_share_is_a_lead_for_the_sharer(client, wx_login, scene_of, staff_login):
@@ -60,7 +63,8 @@ def test_landing_records_visits_and_takes_a_contact_form(app, client, wx_login, 
     code = scene_of(alice, "moments_poster")
     page = client.get(f"/s/{code}", headers={"User-Agent": "MicroMessenger"})
     assert page.status_code == 200 and "text/html" in page.content_type
-    assert "爱*丝 邀请你" in page.get_data(as_text=True)
+    # The sharer wants to be recognised on her own share page: her name is shown whole.
+    assert "爱丽丝 邀请你" in page.get_data(as_text=True)
     assert client.get("/s/doesNotExist").status_code == 404
     assert client.get("/s/bad%20scene").status_code == 404
     sent = client.post(f"/s/{code}/lead", data={"contact_name": "李女士", "phone": "13700001111", "note": ""})
@@ -73,6 +77,13 @@ def test_landing_records_visits_and_takes_a_contact_form(app, client, wx_login, 
         assert visits[1].detail["state"] == "unknown_scene"
         lead = sess.scalars(select(Lead)).one()
         assert lead.sharer_id == alice["user"]["id"] and lead.member_id is None and lead.channel == "moments_poster"
+
+
+def test_landing_shows_the_sharers_name_as_text(client, wx_login, scene_of):
+    alice = wx_login("alice")
+    client.patch("/api/v1/me", headers=alice["headers"], json={"nickname": "<b>爱丽丝</b>"})
+    page = client.get(f"/s/{scene_of(alice, 'h5_link')}").get_data(as_text=True)
+    assert "&lt;b&gt;爱丽丝&lt;/b&gt; 邀请你" in page and "<b>" not in page
 
 
 def test_partner_channel_leads_earn_the_partner_not_members(app, client, wx_login, staff_login):
@@ -134,3 +145,77 @@ def test_statement_window_out_of_range_is_a_422(client, staff_login):
     pid = client.post("/admin/api/v1/partners", headers=ops, json={"name": "p", "commission_mode": "per_lead"}).get_json()["data"]["id"]
     response = client.get(f"/admin/api/v1/partners/{pid}/statement", headers=ops, query_string={"from": "9999-12-31T23:59:59-23:59"})
     assert response.status_code == 422 and response.get_json()["data"]["errors"]
+
+
+# -- abuse that would cost the merchant ---------------------------------------------------------
+
+
+def visit_rows(app, code):
+    with app.app_context():
+        return db.session().scalars(select(TouchEvent).where(TouchEvent.kind == TouchKind.visit, TouchEvent.scene == code)).all()
+
+
+def test_a_visit_is_recorded_once_per_visitor_scene_and_day(app, client, wx_login, scene_of):
+    code = scene_of(wx_login("alice"), "h5_link")
+    for _ in range(30):
+        assert client.get(f"/s/{code}", headers={"User-Agent": "MicroMessenger"}).status_code == 200
+    assert len(visit_rows(app, code)) == 1
+    # Another visitor (another phone) is another visit.
+    client.get(f"/s/{code}", headers={"User-Agent": "Mozilla/5.0 Android"})
+    assert len(visit_rows(app, code)) == 2
+
+
+def test_a_visit_already_on_the_timeline_today_is_not_recorded_again_when_the_counter_is_lost(app_factory, wx_login, scene_of):
+    first = app_factory()
+    code = scene_of(wx_login("alice"), "h5_link")
+    first.test_client().get(f"/s/{code}")
+    restarted = app_factory()  # a new process: without Redis its counters start empty
+    if restarted.extensions["redis"] is not None:
+        restarted.extensions["redis"].flushdb()
+    restarted.test_client().get(f"/s/{code}")
+    assert len(visit_rows(first, code)) == 1
+
+
+def test_a_visit_on_another_day_is_recorded_again(app, client, wx_login, scene_of):
+    code = scene_of(wx_login("alice"), "h5_link")
+    client.get(f"/s/{code}")
+    with app.app_context():
+        db.session().execute(update(TouchEvent).where(TouchEvent.scene == code).values(created_at=utcnow() - timedelta(days=1)))
+        db.commit()
+        app.extensions["local_counters"] = type(app.extensions["local_counters"])()
+        if app.extensions["redis"] is not None:
+            app.extensions["redis"].flushdb()
+    client.get(f"/s/{code}")
+    assert len(visit_rows(app, code)) == 2
+
+
+def test_the_landing_page_is_rate_limited_per_address(app_factory, wx_login, scene_of):
+    app = app_factory(LANDING_RATE_LIMIT=5)
+    client = app.test_client()
+    code = scene_of(wx_login("alice"), "h5_link")
+    statuses = [client.get(f"/s/{code}", environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code for _ in range(7)]
+    assert statuses == [200] * 5 + [429, 429]
+    # Random scenes from the same address are no way round it.
+    assert client.get("/s/randomScene1", environ_base={"REMOTE_ADDR": "203.0.113.7"}).status_code == 429
+    limited = client.get(f"/s/{code}", environ_base={"REMOTE_ADDR": "203.0.113.7"}).get_json()
+    assert limited["code"] == 42900 and limited["data"]["retry_after_seconds"] == 60
+    assert client.get(f"/s/{code}", environ_base={"REMOTE_ADDR": "198.51.100.9"}).status_code == 200
+
+
+def test_a_member_creates_at_most_the_daily_number_of_scenes(app, client, wx_login, set_setting):
+    set_setting("scene_daily_limit", 3)
+    alice = wx_login("alice")
+    made = [
+        client.post("/api/v1/referral/scenes", headers=alice["headers"], json={"content_type": "product", "content_id": str(n)})
+        for n in range(4)
+    ]
+    assert [r.status_code for r in made] == [200, 200, 200, 429]
+    refused = made[-1].get_json()
+    assert refused["code"] == 42901 and refused["data"]["limit"] == 3 and 0 < refused["data"]["retry_after_seconds"] <= 86400
+    # Asking again for a live scene creates nothing, so it is never refused.
+    again = client.post("/api/v1/referral/scenes", headers=alice["headers"], json={"content_type": "product", "content_id": "0"})
+    assert again.status_code == 200 and again.get_json()["data"]["scene"] == made[0].get_json()["data"]["scene"]
+    with app.app_context():
+        assert db.session().scalar(select(func.count()).select_from(Scene)) == 3
+    bob = wx_login("bob")
+    assert client.post("/api/v1/referral/scenes", headers=bob["headers"], json={}).status_code == 200

@@ -1,0 +1,56 @@
+"""Security headers for the HTML the server sends (the H5 landing page and member zone).
+
+Every HTML response gets a Content-Security-Policy that allows only this origin, the image
+hosts the adapters register (the official account's QR images) and the inline ``<style>`` and
+``<script>`` blocks that carry the request's nonce; it may not be framed, and it sends no
+referrer (page URLs hold scene codes). Every response is ``nosniff``.
+"""
+from __future__ import annotations
+
+import secrets
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, current_app, g
+
+#: Sent with every HTML response; the CSP is built per request around its nonce.
+HTML_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    # For browsers (and in-app web views) that predate frame-ancestors.
+    "X-Frame-Options": "DENY",
+}
+
+
+def csp_nonce() -> str:
+    """This request's nonce for inline ``<style>`` and ``<script>`` blocks (``nonce="{{ csp_nonce() }}"``)."""
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(16)
+    return g.csp_nonce
+
+
+def allow_images_from(app: Flask, url: str) -> None:
+    """Let HTML pages show images from the origin of ``url`` (e.g. WeChat's QR image host)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        app.extensions.setdefault("csp_image_origins", set()).add(f"{parts.scheme}://{parts.netloc}")
+
+
+def content_security_policy(nonce: str, image_origins: set[str]) -> str:
+    images = " ".join(["'self'", *sorted(image_origins)])
+    return (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src {images}; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+
+
+def _secure(response: Response) -> Response:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if response.mimetype == "text/html":
+        origins = current_app.extensions.get("csp_image_origins", set())
+        response.headers["Content-Security-Policy"] = content_security_policy(csp_nonce(), origins)
+        response.headers.update(HTML_HEADERS)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(_secure)
+    app.jinja_env.globals["csp_nonce"] = csp_nonce
