@@ -164,6 +164,7 @@ def test_an_official_account_poster_holds_nothing_while_wechat_creates_the_qr_co
     alice = wx_login("alice")
     client = app.test_client()
     response = _while_held(
+        app,
         sandbox,
         "/cgi-bin/qrcode/create",
         lambda: client.post("/api/v1/referral/posters", headers=alice["headers"], json={"channel": "official_account_qr"}),
