@@ -96,6 +96,12 @@ def get_tier(sess: Session, tier: int) -> DistributorTier:
     return row if row is not None else DistributorTier(tier=tier, **TIER_DEFAULTS[tier])
 
 
+def member_discount_bp(sess: Session, member_id: int) -> int:
+    """The discount on a member's own purchases: their tier's while an approved distributor, else 0."""
+    tier = sess.scalar(select(Distributor.tier).where(Distributor.member_id == member_id, Distributor.status == Status.approved))
+    return get_tier(sess, tier).discount_bp if tier is not None else 0
+
+
 def tier_audiences(tier: int) -> tuple[int, ...]:
     """The material audiences a tier sees: its own number and every wider one."""
     return tuple(a for a in AUDIENCES if a >= tier)
