@@ -220,9 +220,12 @@ def process_order(sess: Session, order: Order) -> None:
 
 
 def reward_valid_lead(sess: Session, lead: Any) -> None:
-    """A lead operations marked valid earns its sharer the merchant's lead points (never a partner's lead)."""
+    """A sales lead operations marked valid earns its sharer the merchant's lead points (never a partner's
+    lead, never a lead without a contact and a stated need: that would pay for a head, guard 2)."""
+    from server.referral.services import is_sales_lead
+
     points = int(get_setting(sess, "valid_lead_points"))
-    if lead.sharer_id is None or lead.partner_id is not None or points <= 0 or not _eligible(sess, lead.sharer_id):
+    if lead.sharer_id is None or lead.partner_id is not None or points <= 0 or not is_sales_lead(lead) or not _eligible(sess, lead.sharer_id):
         return
     credit_available(
         sess,
