@@ -1,4 +1,4 @@
-"""Rewards: distributors' own-purchase discount recorded on orders and their items.
+"""Rewards: distributors' own-purchase discount recorded on orders and their items; invite codes at their set price.
 
 Revision ID: 0007
 Revises: 0006
@@ -29,6 +29,8 @@ def upgrade() -> None:
     with op.batch_alter_table('order_items', schema=None) as batch_op:
         batch_op.alter_column('list_price_fen', existing_type=sa.BigInteger(), nullable=False)
         batch_op.create_check_constraint(op.f('ck_order_items_discount_not_markup'), 'list_price_fen >= price_fen')
+    # Invite codes now cost exactly the invite_code_points setting, new in this release (default 100 points).
+    op.execute("UPDATE redemption_items SET price = 10000 WHERE kind = 'invite_code'")
 
 
 def downgrade() -> None:
