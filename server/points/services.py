@@ -210,12 +210,18 @@ def member_balances(sess: Session, member_id: int) -> Balances:
 
 
 def process_order(sess: Session, order: Order) -> None:
-    """Bring the order's rewards in line with the order: credit, reverse, mature. Safe to repeat."""
+    """Bring the order's rewards in line with the order: credit, reverse (and take back stage bonuses
+    the refund undid), mature. Safe to repeat."""
     if order.paid_at is None:
         return
     credit_order_rewards(sess, order)
     if order.refunded_fee:
         reverse_order_rewards(sess, order)
+        if order.inviter_id is not None:
+            from server.points.incentives import reverse_stage_bonuses  # here: incentives imports this module
+
+            # The refund lowered the inviter's own sales in the month it was paid: a bonus may no longer hold.
+            reverse_stage_bonuses(sess, order.inviter_id)
     mature_order_rewards(sess, order)
 
 
