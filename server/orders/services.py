@@ -651,3 +651,15 @@ def sales_brought_by(sess: Session, inviter_id: int) -> int:
         or 0
     )
 
+
+
+def sales_by_inviters(sess: Session, inviter_ids: list[int]) -> dict[int, int]:
+    """``sales_brought_by`` for many distributors in one query: member id → own attributed sales in fen."""
+    if not inviter_ids:
+        return {}
+    rows = sess.execute(
+        select(Order.inviter_id, func.coalesce(func.sum(Order.paid_fee - Order.refunded_fee), 0))
+        .where(Order.inviter_id.in_(inviter_ids), Order.paid_at.is_not(None))
+        .group_by(Order.inviter_id)
+    ).all()
+    return {int(inviter_id): int(total) for inviter_id, total in rows}
