@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member, MemberStatus
+from server.accounts.services import record_audit
 from server.db import unit_of_work, utcnow
 from server.distribution.models import Distributor, DistributorStatus
 from server.errors import NotFoundError, ValidationError
@@ -155,8 +156,24 @@ def _rule_problems(name: str, min_monthly_sales_fen: int, consecutive_months: in
     return problems
 
 
-def create_stage_rule(sess: Session, *, name: str, min_monthly_sales_fen: int, bonus: int, consecutive_months: int = 1, active: bool = True) -> StageBonusRule:
-    """A stage bonus: ``bonus`` hundredths of a point for own monthly sales of at least the threshold, N months running."""
+def _rule_values(rule: StageBonusRule) -> dict[str, Any]:
+    return {
+        "name": rule.name,
+        "min_monthly_sales_fen": rule.min_monthly_sales_fen,
+        "consecutive_months": rule.consecutive_months,
+        "bonus": rule.bonus,
+        "active": rule.active,
+    }
+
+
+def create_stage_rule(
+    sess: Session, *, name: str, min_monthly_sales_fen: int, bonus: int, consecutive_months: int = 1, active: bool = True, staff_id: int | None = None, audit: bool = False
+) -> StageBonusRule:
+    """A stage bonus: ``bonus`` hundredths of a point for own monthly sales of at least the threshold, N months running.
+
+    Thresholds are own sales only: there is no field that could count people (guard 2). With
+    ``audit``, the creation is recorded for ``staff_id`` (None: the command line).
+    """
     name = name.strip()
     problems = _rule_problems(name, min_monthly_sales_fen, consecutive_months, bonus)
     if problems:
@@ -164,6 +181,34 @@ def create_stage_rule(sess: Session, *, name: str, min_monthly_sales_fen: int, b
     rule = StageBonusRule(name=name, min_monthly_sales_fen=min_monthly_sales_fen, consecutive_months=consecutive_months, bonus=bonus, active=active)
     sess.add(rule)
     sess.flush()
+    if audit:
+        record_audit(sess, staff_id, "stage_rule.create", f"stage_rule:{rule.id}", _rule_values(rule))
+    return rule
+
+
+def get_stage_rule(sess: Session, rule_id: int, *, for_update: bool = False) -> StageBonusRule:
+    rule = sess.get(StageBonusRule, rule_id, with_for_update=True if for_update else None)
+    if rule is None:
+        raise NotFoundError("no such stage bonus rule")
+    return rule
+
+
+def update_stage_rule(sess: Session, rule_id: int, changes: dict[str, Any], *, staff_id: int | None) -> StageBonusRule:
+    """Change a rule (name, threshold, months, bonus) or switch it on or off; audited.
+
+    A change applies to months judged from now on; bonuses already paid keep the threshold they
+    were judged on, and a refund takes one back against that threshold.
+    """
+    rule = get_stage_rule(sess, rule_id, for_update=True)
+    old = _rule_values(rule)
+    new = old | {k: v for k, v in changes.items() if k in old and v is not None}
+    new["name"] = new["name"].strip()
+    if problems := _rule_problems(new["name"], new["min_monthly_sales_fen"], new["consecutive_months"], new["bonus"]):
+        raise ValidationError(data={"errors": problems})
+    for key, value in new.items():
+        setattr(rule, key, value)
+    sess.flush()
+    record_audit(sess, staff_id, "stage_rule.update", f"stage_rule:{rule.id}", {"old": old, "new": new})
     return rule
 
 
@@ -176,9 +221,7 @@ def list_stage_rules(sess: Session, *, active: bool | None = None) -> list[Stage
 
 def set_stage_rule_active(sess: Session, rule_id: int, active: bool) -> StageBonusRule:
     """Switch a rule on or off; rules are never deleted, because postings name them in their keys."""
-    rule = sess.get(StageBonusRule, rule_id)
-    if rule is None:
-        raise NotFoundError("no such stage bonus rule")
+    rule = get_stage_rule(sess, rule_id)
     rule.active = active
     sess.flush()
     return rule
