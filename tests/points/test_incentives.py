@@ -489,3 +489,57 @@ def test_a_refund_in_an_earlier_month_undoes_a_consecutive_months_bonus(app):
         process_order(sess, january)
         assert ledger.find(sess, f"stage:{rule.id}:{steady.id}:2026-02:reverse").detail["sales_fen"] == [40_000, 50_000]
         assert member_balances(sess, steady.id).available == 0
+
+
+@pytest.mark.slow
+def test_concurrent_sweeps_take_a_stage_bonus_back_once(app):
+    """The refund's task and the scheduler's sweeps may all bring the same order in line at once."""
+    import threading
+
+    with app.app_context():
+        sess = db.session()
+        alice = make_member(sess, "alice")
+        appointed(sess, alice, owner(sess))
+        bob = make_member(sess, "bob", inviter=alice)
+        rule = incentives.create_stage_rule(sess, name="月销千元", min_monthly_sales_fen=100_000, bonus=5_000)
+        order = sale(sess, bob, 100_000, FEB)
+        incentives.award_stage_bonuses(sess, "2026-02")
+        db.commit()
+        # Half of it spent, so the reversal takes from available and leaves a debt.
+        ledger.post(
+            sess,
+            key="test:spend",
+            kind=TxKind.redeem,
+            legs=[(ledger.account(sess, alice.id, AccountKind.available), -2_500), (ledger.account(sess, None, AccountKind.redemption), 2_500)],
+            reason="spent",
+            member_id=alice.id,
+        )
+        refund(sess, order, 100_000)
+        db.commit()
+        order_id, alice_id = order.id, alice.id
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def sweep() -> None:
+        try:
+            with app.app_context():
+                s = db.session()
+                barrier.wait()
+                process_order(s, s.get(Order, order_id))
+                db.commit()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=sweep) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    with app.app_context():
+        sess = db.session()
+        reversals = sess.scalars(select(LedgerTransaction).where(LedgerTransaction.idempotency_key == f"stage:{rule.id}:{alice_id}:2026-02:reverse")).all()
+        assert len(reversals) == 1
+        balances = member_balances(sess, alice_id)
+        assert (balances.available, balances.debt) == (0, 2_500)
+        assert check_ledger(sess).ok, check_ledger(sess).violations
