@@ -242,8 +242,9 @@ def update_item(sess: Session, item_id: int, changes: dict[str, Any]) -> Redempt
     item = get_item(sess, item_id)
     changes = dict(changes)
     delta = changes.pop("stock_delta", None)
-    if "price" in changes:
-        _check_price(sess, item.kind, changes["price"])
+    if "price" in changes or (changes.get("active") and not item.active):
+        # Repriced, or back on sale after the minimum may have risen: goods stay at or above it.
+        _check_price(sess, item.kind, changes.get("price", item.price))
     for key, value in changes.items():
         setattr(item, key, value)
     if delta:

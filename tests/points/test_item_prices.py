@@ -53,7 +53,12 @@ def test_the_goods_minimum_cannot_rise_above_goods_on_sale(app, client, staff_lo
     assert client.get(f"{SETTINGS}", headers=owner).get_json()["data"]
     client.patch(f"{ITEMS}/{goods['id']}", headers=ops, json={"active": False})
     assert client.put(f"{SETTINGS}/min_goods_price", headers=owner, json={"value": 250_000}).status_code == 200
-    # Reactivated below the new minimum: still refused on any repricing, and the row stays what it was.
+    # Below the new minimum, it can neither be repriced under it nor put back on sale at its old price.
     with app.app_context():
         assert db.session().get(RedemptionItem, goods["id"]).kind == ItemKind.goods
     assert client.patch(f"{ITEMS}/{goods['id']}", headers=ops, json={"price": 240_000}).status_code == 422
+    back = client.patch(f"{ITEMS}/{goods['id']}", headers=ops, json={"active": True})
+    assert back.status_code == 422 and back.get_json()["data"]["errors"][0]["field"] == "price"
+    assert client.get(f"{ITEMS}/{goods['id']}", headers=ops).get_json()["data"]["active"] is False
+    repriced = client.patch(f"{ITEMS}/{goods['id']}", headers=ops, json={"active": True, "price": 250_000})
+    assert repriced.status_code == 200 and repriced.get_json()["data"]["active"] is True
