@@ -50,7 +50,8 @@ def _seed_catalog(sess: Session) -> Iterator[str]:
 DEMO_REDEMPTION_ITEMS = (
     ("goods", "蓝牙降噪耳机", 200_000, 20, "积分商品：每积分 = 1 元，2000 积分起兑。"),
     ("privilege", "PMCAFF 线下活动入场资格", 50_000, 50, "兑换积分权限：线上线下活动资格。"),
-    ("invite_code", "邀请码", 10_000, None, "100 积分兑换 1 个邀请码；好友用它登录即绑定为你的邀请。"),
+    # Priced by the invite_code_points setting (100 points by default).
+    ("invite_code", "邀请码", None, None, "100 积分兑换 1 个邀请码；好友用它登录即绑定为你的邀请。"),
 )
 
 
@@ -62,8 +63,8 @@ def _seed_redemption_items(sess: Session) -> Iterator[str]:
         if sess.scalar(select(RedemptionItem.id).where(RedemptionItem.title == title)) is not None:
             yield f"redemption item {title} already there"
             continue
-        create_item(sess, kind=ItemKind(kind), title=title, price=price, stock=stock, description=description, sort=sort)
-        yield f"redemption item {title} ({kind}, {points_text(price)} points) stocked"
+        item = create_item(sess, kind=ItemKind(kind), title=title, price=price, stock=stock, description=description, sort=sort)
+        yield f"redemption item {title} ({kind}, {points_text(item.price)} points) stocked"
 
 
 class _Story:

@@ -215,6 +215,19 @@ def expire_points_job(app: Flask, now: datetime) -> dict[str, int] | None:
     return {"members": expired.members, "total": expired.total}
 
 
+def regrade_job(app: Flask, now: datetime) -> dict[str, int] | None:
+    """Daily: grade every approved distributor again (the backstop for a lost background regrade)."""
+    from server.distribution.services import regrade_all
+
+    with unit_of_work(app) as sess:
+        row = claim(sess, "regrade", f"{settlement.local(now):%Y-%m-%d}")
+        if row is None:
+            return None
+        seen, changed = regrade_all(sess)
+        _finish(row)
+    return {"distributors": seen, "changed": changed}
+
+
 # -- the scheduler -------------------------------------------------------------------------------
 
 
@@ -234,6 +247,8 @@ SCHEDULES = (
     Schedule("expire-points", expire_points_job, {"hour": 3, "minute": 30}),
     # Daily, but its monthly claim runs it once a month; a missed 1st is caught up the next day.
     Schedule("stage-bonus", stage_bonus_job, {"hour": 2, "minute": 30}),
+    # Before the stage bonuses, so a grade change made during the day is applied by the night's end.
+    Schedule("regrade", regrade_job, {"hour": 2, "minute": 15}),
 )
 
 
@@ -267,7 +282,7 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
 @click.command("scheduler")
 @with_appcontext
 def scheduler_command() -> None:
-    """Run the scheduled jobs (orders tick, settlement, expiry). Run exactly one of these per deployment."""
+    """Run the scheduled jobs (orders tick, settlement, expiry, stage bonuses, regrading). Run exactly one of these per deployment."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     scheduler = build_scheduler(app)
     click.echo("scheduler running: " + ", ".join(s.name for s in SCHEDULES) + " (Ctrl+C to stop)")

@@ -35,7 +35,7 @@ from server.orders import routes as orders
 from server.orders.models import Installment, Order, OrderEvent, OrderItem, Product, Refund, Sku
 from server.points import routes as points
 from server.points import share_routes as shares
-from server.points.models import Entry, LedgerTransaction, Redemption, RedemptionItem, ShareOpen
+from server.points.models import Entry, LedgerTransaction, Redemption, RedemptionItem, RewardOverride, ShareOpen, StageBonusRule
 from server.posters import routes as posters
 from server.posters.models import PosterImage, PosterTemplate
 from server.referral import routes as referral
@@ -84,6 +84,10 @@ BODY_MODELS: dict[type[Body], type[Base]] = {
     points.ItemBody: RedemptionItem,
     points.ItemPatchBody: RedemptionItem,
     points.RedeemBody: Redemption,
+    points.OverrideBody: RewardOverride,
+    points.OverridePatchBody: RewardOverride,
+    points.StageRuleBody: StageBonusRule,
+    points.StageRulePatchBody: StageBonusRule,
     posters.PosterBody: Scene,
     posters.TemplateBody: PosterTemplate,
     posters.TemplatePatchBody: PosterTemplate,

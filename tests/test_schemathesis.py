@@ -271,6 +271,10 @@ SEEDS: dict[str, Callable[[Accounts], Any]] = {
     "ContractId": Accounts.contract,
     "RedemptionItemId": Accounts.redemption_item,
     "RedemptionId": Accounts.redemption,
+    "RewardOverrideId": lambda a: a.create(
+        "/admin/api/v1/points/reward-overrides", request_example("/admin/api/v1/points/reward-overrides") | {"ref_id": a.seed("ProductId", "")}
+    )["id"],
+    "StageRuleId": lambda a: a.create("/admin/api/v1/points/stage-rules")["id"],
 }
 #: Operations that need a record of their own: paying and cancelling want an order nobody paid.
 PATH_SEEDS: dict[tuple[str, str], Callable[[Accounts], Any]] = {

@@ -9,7 +9,7 @@ from flask import g, request
 from server import db
 from server.accounts.models import Member, Staff, StaffRole
 from server.accounts.services import authenticate_member, authenticate_staff
-from server.errors import UnauthorizedError
+from server.errors import AppError, UnauthorizedError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,6 +45,17 @@ def staff_required(*roles: StaffRole) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def member_if_signed_in() -> Member | None:
+    """For public routes that show more to a member: the caller's active member, else None (a bad token is ignored)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    try:
+        return authenticate_member(db.session(), token.strip())
+    except AppError:
+        return None
 
 
 def current_member() -> Member:

@@ -10,9 +10,9 @@ Services take a session and plain arguments, ``flush()`` and never commit.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -94,6 +94,12 @@ def get_tier(sess: Session, tier: int) -> DistributorTier:
         raise NotFoundError("no such tier")
     row = sess.get(DistributorTier, tier)
     return row if row is not None else DistributorTier(tier=tier, **TIER_DEFAULTS[tier])
+
+
+def member_discount_bp(sess: Session, member_id: int) -> int:
+    """The discount on a member's own purchases: their tier's while an approved distributor, else 0."""
+    tier = sess.scalar(select(Distributor.tier).where(Distributor.member_id == member_id, Distributor.status == Status.approved))
+    return get_tier(sess, tier).discount_bp if tier is not None else 0
 
 
 def tier_audiences(tier: int) -> tuple[int, ...]:
@@ -412,6 +418,79 @@ def assign_grade(sess: Session, distributor: Distributor, sales_fen: int) -> Gra
     return grade
 
 
+#: Up to this many approved distributors, a grade change regrades them in its own request; above, in the background.
+REGRADE_INLINE_LIMIT = 200
+#: Distributors read and regraded per query while regrading everyone.
+REGRADE_BATCH = 500
+
+
+def regrade_all(sess: Session, *, progress: Callable[[int], Any] | None = None) -> tuple[int, int]:
+    """Grade every approved distributor again by their own attributed sales; returns (looked at, changed).
+
+    For grade changes and the daily backstop. ``progress(n)`` is told each batch of n done.
+    Sales come from one grouped query per batch, never from anything about a team.
+    """
+    grades = sess.execute(select(Grade.id, Grade.min_sales_fen).order_by(Grade.min_sales_fen.desc())).all()
+
+    def grade_id_for(sales_fen: int) -> int | None:
+        return next((grade_id for grade_id, threshold in grades if threshold <= sales_fen), None)
+
+    seen = changed = 0
+    after = 0
+    while True:
+        batch = sess.execute(
+            select(Distributor.id, Distributor.member_id, Distributor.grade_id)
+            .where(Distributor.status == Status.approved, Distributor.id > after)
+            .order_by(Distributor.id)
+            .limit(REGRADE_BATCH)
+        ).all()
+        if not batch:
+            break
+        sales = orders.sales_by_inviters(sess, [row.member_id for row in batch])
+        for row in batch:
+            target = grade_id_for(sales.get(row.member_id, 0))
+            if target != row.grade_id:
+                # Conditional, so a sale regrading the same distributor meanwhile is not overwritten with older data.
+                result = sess.execute(
+                    update(Distributor)
+                    .where(Distributor.id == row.id, Distributor.grade_id.is_(None) if row.grade_id is None else Distributor.grade_id == row.grade_id)
+                    .values(grade_id=target)
+                    .execution_options(synchronize_session="fetch")
+                )
+                changed += result.rowcount
+        seen += len(batch)
+        after = batch[-1].id
+        if progress is not None:
+            progress(len(batch))
+    sess.flush()
+    return seen, changed
+
+
+def approved_count(sess: Session) -> int:
+    return int(sess.scalar(select(func.count()).select_from(Distributor).where(Distributor.status == Status.approved)) or 0)
+
+
+def regrade_in_background() -> None:
+    """A background task: regrade everyone in the task's own unit of work."""
+    from server import db
+
+    regrade_all(db.session())
+
+
+def regrade_after_grade_change(sess: Session) -> str:
+    """After a grade is created, changed or removed: regrade everyone now if few, else once this commits.
+
+    Returns "now" or "background". The daily job is the backstop if a background run is lost.
+    """
+    if approved_count(sess) <= REGRADE_INLINE_LIMIT:
+        regrade_all(sess)
+        return "now"
+    from server.tasks import defer
+
+    defer(regrade_in_background)
+    return "background"
+
+
 def _grade_values(grade: Grade) -> dict[str, Any]:
     return {"name": grade.name, "min_sales_fen": grade.min_sales_fen, "perks": grade.perks, "sort": grade.sort}
 
@@ -440,6 +519,7 @@ def create_grade(sess: Session, *, name: str, min_sales_fen: int, perks: str = "
     grade = Grade()
     _save_grade(sess, grade, {"name": name, "min_sales_fen": min_sales_fen, "perks": perks, "sort": sort})
     record_audit(sess, staff.id, "grade.create", f"grade:{grade.id}", _grade_values(grade))
+    regrade_after_grade_change(sess)
     return grade
 
 
@@ -451,11 +531,13 @@ def get_grade(sess: Session, grade_id: int, *, for_update: bool = False) -> Grad
 
 
 def update_grade(sess: Session, grade_id: int, changes: dict[str, Any], *, staff: Staff) -> Grade:
-    """Change a grade's name, threshold, perks or order. Existing distributors are regraded at their next sale."""
+    """Change a grade's name, threshold, perks or order; a new threshold regrades every distributor."""
     grade = get_grade(sess, grade_id, for_update=True)
     old = _grade_values(grade)
     _save_grade(sess, grade, changes)
     record_audit(sess, staff.id, "grade.update", f"grade:{grade.id}", {"old": old, "new": _grade_values(grade)})
+    if grade.min_sales_fen != old["min_sales_fen"]:
+        regrade_after_grade_change(sess)
     return grade
 
 

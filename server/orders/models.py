@@ -80,6 +80,8 @@ class Order(Base):
         CheckConstraint("paid_fee >= 0 AND paid_fee <= total_fee", name="paid_range"),
         CheckConstraint("refunded_fee >= 0 AND refunded_fee <= paid_fee", name="refunded_range"),
         CheckConstraint("upline_id IS NULL OR inviter_id IS NOT NULL", name="upline_needs_inviter"),
+        CheckConstraint("discount_bp >= 0 AND discount_bp <= 5000", name="discount_range"),
+        CheckConstraint("discount_fen >= 0", name="discount_nonneg"),
         Index("ix_orders_member_created", "member_id", "created_at"),
         Index("ix_orders_status_expires", "status", "expires_at"),
     )
@@ -92,7 +94,12 @@ class Order(Base):
     status: Mapped[OrderStatus] = mapped_column(enum_column(OrderStatus, "order_status"), default=OrderStatus.created)
     #: The status a refund interrupted, to return to when the refund is partial or rejected.
     status_before_refund: Mapped[OrderStatus | None] = mapped_column(enum_column(OrderStatus, "order_status"))
+    #: What the buyer pays: the sum of the items' (discounted) price × quantity.
     total_fee: Mapped[int] = mapped_column(BigInteger)
+    #: The buyer's distributor-tier discount when the order was placed, in basis points; 0 for everyone else.
+    discount_bp: Mapped[int] = mapped_column(default=0)
+    #: Fen the discount took off the catalog prices: sum of (list price − price) × quantity.
+    discount_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     paid_fee: Mapped[int] = mapped_column(BigInteger, default=0)
     refunded_fee: Mapped[int] = mapped_column(BigInteger, default=0)
     #: Level-1 inviter when the order was created; later rebinding never moves it.
@@ -137,6 +144,7 @@ class OrderItem(Base):
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("price_fen > 0", name="price_positive"),
+        CheckConstraint("list_price_fen >= price_fen", name="discount_not_markup"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -146,7 +154,10 @@ class OrderItem(Base):
     #: Title and variant as they were when ordered.
     title: Mapped[str] = mapped_column(String(128))
     sku_name: Mapped[str] = mapped_column(String(64), default="")
+    #: The unit price the buyer pays: the catalog price less the order's discount, floored to the fen.
     price_fen: Mapped[int] = mapped_column(BigInteger)
+    #: The SKU's catalog unit price when ordered, before any discount.
+    list_price_fen: Mapped[int] = mapped_column(BigInteger)
     quantity: Mapped[int]
 
 

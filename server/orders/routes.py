@@ -10,7 +10,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import func, select
 
 from server import db, security
-from server.accounts.auth import current_member, current_staff, member_required, staff_required
+from server.accounts.auth import current_member, current_staff, member_if_signed_in, member_required, staff_required
 from server.accounts.models import Member, StaffRole
 from server.accounts.services import record_audit
 from server.api import Body, Instant, LongText, NonBlank, Page, client_address, parse_body, parse_query
@@ -149,11 +149,19 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def serialize_sku(sku: Sku) -> dict[str, Any]:
-    return {"id": sku.id, "name": sku.name, "price_fen": sku.price_fen, "stock": sku.stock, "active": sku.active}
+def serialize_sku(sku: Sku, discount_bp: int = 0) -> dict[str, Any]:
+    """A SKU; ``pay_price_fen`` is what the caller would pay per unit after their discount."""
+    return {
+        "id": sku.id,
+        "name": sku.name,
+        "price_fen": sku.price_fen,
+        "pay_price_fen": services.discounted_price(sku.price_fen, discount_bp),
+        "stock": sku.stock,
+        "active": sku.active,
+    }
 
 
-def serialize_product(product: Product, skus: list[Sku]) -> dict[str, Any]:
+def serialize_product(product: Product, skus: list[Sku], discount_bp: int = 0) -> dict[str, Any]:
     return {
         "id": product.id,
         "title": product.title,
@@ -164,7 +172,8 @@ def serialize_product(product: Product, skus: list[Sku]) -> dict[str, Any]:
         "presale": product.presale,
         "ship_date": _iso(product.ship_date),
         "sort": product.sort,
-        "skus": [serialize_sku(s) for s in skus],
+        "discount_bp": discount_bp,
+        "skus": [serialize_sku(s, discount_bp) for s in skus],
     }
 
 
@@ -176,6 +185,8 @@ def serialize_order(order: Order, *, detail: bool = False) -> dict[str, Any]:
         "status": order.status.value,
         "title": order.title,
         "total_fee": order.total_fee,
+        "discount_bp": order.discount_bp,
+        "discount_fen": order.discount_fen,
         "paid_fee": order.paid_fee,
         "refunded_fee": order.refunded_fee,
         "repeat_business": order.repeat_business,
@@ -198,7 +209,7 @@ def serialize_order(order: Order, *, detail: bool = False) -> dict[str, Any]:
             carrier=order.carrier,
             tracking_no=order.tracking_no,
             items=[
-                {"sku_id": i.sku_id, "product_id": i.product_id, "title": i.title, "sku_name": i.sku_name, "price_fen": i.price_fen, "quantity": i.quantity}
+                {"sku_id": i.sku_id, "product_id": i.product_id, "title": i.title, "sku_name": i.sku_name, "price_fen": i.price_fen, "list_price_fen": i.list_price_fen, "quantity": i.quantity}
                 for i in items
             ],
             refunds=[serialize_refund(r) for r in refunds],
@@ -236,18 +247,26 @@ def _page(stmt: Any, query: Page, order_by: Any = Order.id.desc()) -> tuple[list
 # -- catalog ---------------------------------------------------------------------------
 
 
+def _viewer_discount() -> int:
+    """The signed-in caller's own-purchase discount; 0 without a (valid) token, since the catalog is public."""
+    sess = db.session()
+    member = member_if_signed_in()
+    return services.buyer_discount_bp(sess, member.id if member else None)
+
+
 @bp.get("/products")
 def list_products() -> Any:
-    """Products on sale, with their SKUs; no sign-in needed."""
+    """Products on sale, with their SKUs; no sign-in needed, a distributor signed in sees their prices."""
     query = parse_query(Page)
     products, total = catalog.list_products(db.session(), on_sale_only=True, offset=query.offset, limit=query.page_size)
-    return envelope({"items": [serialize_product(p, skus) for p, skus in products], "total": total, "page": query.page})
+    discount = _viewer_discount()
+    return envelope({"items": [serialize_product(p, skus, discount) for p, skus in products], "total": total, "page": query.page})
 
 
 @bp.get("/products/<int:product_id>")
 def get_product(product_id: int) -> Any:
     product, skus = catalog.get_product(db.session(), product_id, on_sale_only=True)
-    return envelope(serialize_product(product, skus))
+    return envelope(serialize_product(product, skus, _viewer_discount()))
 
 
 # -- member orders ------------------------------------------------------------------------

@@ -87,6 +87,32 @@ def on_status_change(listener: Callable[[Session, Order, OrderStatus], None]) ->
         _status_listeners.append(listener)
 
 
+#: Where a buyer's own-purchase discount comes from (the distribution package answers with their tier's);
+#: (session, member id) → basis points. None until that package is set up: nobody gets a discount.
+_discount_source: Callable[[Session, int], int] | None = None
+
+#: The most any discount may take off (the tiers' own ceiling): 50%.
+MAX_DISCOUNT_BP = 5_000
+
+
+def set_discount_source(source: Callable[[Session, int], int]) -> None:
+    """Let the distribution package tell the catalog and orders which discount a buyer has."""
+    global _discount_source
+    _discount_source = source
+
+
+def buyer_discount_bp(sess: Session, member_id: int | None) -> int:
+    """The discount on this member's own purchases, in basis points; 0 for the anonymous and non-distributors."""
+    if member_id is None or _discount_source is None:
+        return 0
+    return min(max(int(_discount_source(sess, member_id)), 0), MAX_DISCOUNT_BP)
+
+
+def discounted_price(list_price_fen: int, discount_bp: int) -> int:
+    """A unit price after a discount of ``discount_bp``: floored to the fen (the rounding is the buyer's), never below 1 fen."""
+    return max(list_price_fen * (10_000 - discount_bp) // 10_000, 1)
+
+
 def new_out_trade_no(prefix: str = "R") -> str:
     """``R`` + UTC time to the second + 12 random digits: 27 characters, sortable, unguessable."""
     return prefix + utcnow().strftime("%Y%m%d%H%M%S") + "".join(secrets.choice("0123456789") for _ in range(12))
@@ -178,7 +204,12 @@ def place_order(
     remark: str = "",
     scene: str | None = None,
 ) -> Order:
-    """Create an online order: reserve stock for every line, stamp the referrers, start the pay timer."""
+    """Create an online order: reserve stock for every line, stamp the referrers, start the pay timer.
+
+    An approved distributor pays their tier's discount off every line: each unit price is the
+    catalog price less the discount, floored to the fen; the total is what those prices add up to,
+    and the order keeps the discount, the fen it saved and each item's catalog price.
+    """
     merged: dict[int, int] = {}
     for line in lines:
         merged[line.sku_id] = merged.get(line.sku_id, 0) + line.quantity
@@ -189,7 +220,9 @@ def place_order(
     skus = {sku.id: sku for sku in sess.scalars(select(Sku).where(Sku.id.in_(merged)))}
     products = {p.id: p for p in sess.scalars(select(Product).where(Product.id.in_({s.product_id for s in skus.values()})))}
     items: list[OrderItem] = []
-    total = 0
+    total = list_total = 0
+    # Fixed now, like the referrers: a later tier change never reprices an order already placed.
+    discount_bp = buyer_discount_bp(sess, member.id)
     for sku_id in sorted(merged):  # one lock order for every order, so two orders never deadlock
         sku = skus.get(sku_id)
         product = products.get(sku.product_id) if sku else None
@@ -198,8 +231,12 @@ def place_order(
         quantity = merged[sku_id]
         if not _reserve(sess, sku_id, quantity):
             raise InsufficientStockError(data={"sku_id": sku_id})
-        items.append(OrderItem(product_id=product.id, sku_id=sku.id, title=product.title, sku_name=sku.name, price_fen=sku.price_fen, quantity=quantity))
-        total += sku.price_fen * quantity
+        price = discounted_price(sku.price_fen, discount_bp)
+        items.append(
+            OrderItem(product_id=product.id, sku_id=sku.id, title=product.title, sku_name=sku.name, price_fen=price, list_price_fen=sku.price_fen, quantity=quantity)
+        )
+        total += price * quantity
+        list_total += sku.price_fen * quantity
     inviter_id, upline_id = stamp_referrers(sess, member.id)
     previous = sess.scalar(select(func.count()).select_from(Order).where(Order.member_id == member.id, Order.paid_at.is_not(None)))
     order = Order(
@@ -207,6 +244,8 @@ def place_order(
         kind=OrderKind.online,
         member_id=member.id,
         total_fee=total,
+        discount_bp=discount_bp,
+        discount_fen=list_total - total,
         inviter_id=inviter_id,
         upline_id=upline_id,
         scene_code=scene,
@@ -221,7 +260,9 @@ def place_order(
     for item in items:
         item.order_id = order.id
         sess.add(item)
-    add_event(sess, order, "created", f"member:{member.id}", to_status=S.created, total_fee=total, inviter_id=inviter_id, upline_id=upline_id)
+    add_event(
+        sess, order, "created", f"member:{member.id}", to_status=S.created, total_fee=total, discount_bp=discount_bp, discount_fen=list_total - total, inviter_id=inviter_id, upline_id=upline_id
+    )
     sess.add(TouchEvent(member_id=member.id, kind=TouchKind.order, scene=scene, channel="order", actor=f"member:{member.id}", content=f"order:{order.id}", detail={"out_trade_no": order.out_trade_no, "total_fee": total}))
     sess.flush()
     return order
@@ -658,3 +699,15 @@ def sales_brought_by(sess: Session, inviter_id: int) -> int:
         or 0
     )
 
+
+
+def sales_by_inviters(sess: Session, inviter_ids: list[int]) -> dict[int, int]:
+    """``sales_brought_by`` for many distributors in one query: member id → own attributed sales in fen."""
+    if not inviter_ids:
+        return {}
+    rows = sess.execute(
+        select(Order.inviter_id, func.coalesce(func.sum(Order.paid_fee - Order.refunded_fee), 0))
+        .where(Order.inviter_id.in_(inviter_ids), Order.paid_at.is_not(None))
+        .group_by(Order.inviter_id)
+    ).all()
+    return {int(inviter_id): int(total) for inviter_id, total in rows}

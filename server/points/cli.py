@@ -99,6 +99,139 @@ def grant_command(member_id: int, points_text: str, reason: str) -> None:
     click.echo(f"member #{member_id}: {amount / 100:+,.2f} points{repaid}; available now {balances.available / 100:,.2f}, debt {balances.debt / 100:,.2f}")
 
 
+def _refused(error: Exception) -> click.ClickException:
+    """An AppError as the command line shows it: its message and each field's problem."""
+    data = getattr(error, "data", None) or {}
+    problems = "; ".join(f"{e['field']}: {e['error']}" for e in data.get("errors", []))
+    return click.ClickException(f"{getattr(error, 'message', error)}{': ' + problems if problems else ''}; nothing was changed")
+
+
+override_cli = AppGroup("override", help="Per-product and per-grade level-1 reward rates (audited).")
+points_cli.add_command(override_cli)
+
+
+def _find_override(sess: Any, scope: str, ref_id: int) -> Any:
+    from sqlalchemy import select
+
+    from server.points.models import RewardOverride
+
+    return sess.scalar(select(RewardOverride).where(RewardOverride.scope == scope, RewardOverride.ref_id == ref_id))
+
+
+@override_cli.command("list")
+def override_list_command() -> None:
+    """Every override, by scope and target."""
+    from server.points.rules import list_overrides
+
+    rows = list_overrides(db.session())
+    if not rows:
+        click.echo("no reward overrides")
+    for row in rows:
+        rate = lambda bp: "default" if bp is None else f"{bp} bp"  # noqa: E731
+        click.echo(f"{row.scope} {row.ref_id}: first {rate(row.level1_first_bp)}, repeat {rate(row.level1_repeat_bp)}")
+
+
+@override_cli.command("set")
+@click.option("--scope", type=click.Choice(["product", "grade"]), required=True)
+@click.option("--ref", "ref_id", type=int, required=True, help="The product's or grade's id.")
+@click.option("--first-bp", type=int, default=None, help="Level-1 rate on first orders, in basis points.")
+@click.option("--repeat-bp", type=int, default=None, help="Level-1 rate on repeat business, in basis points.")
+def override_set_command(scope: str, ref_id: int, first_bp: int | None, repeat_bp: int | None) -> None:
+    """Create the override of a product or grade, or change the rates given of the existing one."""
+    from server.errors import AppError
+    from server.points import rules
+
+    sess = db.session()
+    existing = _find_override(sess, scope, ref_id)
+    try:
+        if existing is None:
+            row = rules.create_override(sess, scope=scope, ref_id=ref_id, level1_first_bp=first_bp, level1_repeat_bp=repeat_bp, staff_id=None)
+        else:
+            changes = {k: v for k, v in (("level1_first_bp", first_bp), ("level1_repeat_bp", repeat_bp)) if v is not None}
+            row = rules.update_override(sess, existing.id, changes, staff_id=None)
+    except AppError as error:
+        raise _refused(error) from None
+    db.commit()
+    click.echo(f"override #{row.id} {row.scope} {row.ref_id}: first {row.level1_first_bp}, repeat {row.level1_repeat_bp}")
+
+
+@override_cli.command("remove")
+@click.option("--scope", type=click.Choice(["product", "grade"]), required=True)
+@click.option("--ref", "ref_id", type=int, required=True)
+def override_remove_command(scope: str, ref_id: int) -> None:
+    """Switch an override off: the product or grade earns the default rates again."""
+    from server.points import rules
+
+    sess = db.session()
+    existing = _find_override(sess, scope, ref_id)
+    if existing is None:
+        raise click.ClickException(f"no override for {scope} {ref_id}")
+    rules.delete_override(sess, existing.id, staff_id=None)
+    db.commit()
+    click.echo(f"override for {scope} {ref_id} removed")
+
+
+stage_cli = AppGroup("stage-rule", help="Stage and consecutive-month bonus rules on own sales (audited).")
+points_cli.add_command(stage_cli)
+
+
+@stage_cli.command("list")
+def stage_list_command() -> None:
+    """Every stage rule, on or off."""
+    from server.points.incentives import list_stage_rules
+
+    rules_found = list_stage_rules(db.session())
+    if not rules_found:
+        click.echo("no stage rules")
+    for rule in rules_found:
+        state = "on" if rule.active else "off"
+        click.echo(
+            f"#{rule.id} {rule.name}: own sales ≥ {rule.min_monthly_sales_fen} fen a month, {rule.consecutive_months} months running → {rule.bonus / 100:,.2f} points ({state})"
+        )
+
+
+@stage_cli.command("add")
+@click.option("--name", required=True)
+@click.option("--min-monthly-sales-fen", type=int, required=True, help="Own attributed sales a month, in fen.")
+@click.option("--bonus", type=int, required=True, help="Hundredths of a point.")
+@click.option("--months", type=int, default=1, show_default=True, help="Consecutive months the threshold must be met.")
+@click.option("--inactive", is_flag=True, help="Create it switched off.")
+def stage_add_command(name: str, min_monthly_sales_fen: int, bonus: int, months: int, inactive: bool) -> None:
+    """Add a stage rule."""
+    from server.errors import AppError
+    from server.points.incentives import create_stage_rule
+
+    try:
+        rule = create_stage_rule(
+            db.session(), name=name, min_monthly_sales_fen=min_monthly_sales_fen, bonus=bonus, consecutive_months=months, active=not inactive, audit=True
+        )
+    except AppError as error:
+        raise _refused(error) from None
+    db.commit()
+    click.echo(f"stage rule #{rule.id} {rule.name} added")
+
+
+@stage_cli.command("set")
+@click.argument("rule_id", type=int)
+@click.option("--name", default=None)
+@click.option("--min-monthly-sales-fen", type=int, default=None)
+@click.option("--bonus", type=int, default=None)
+@click.option("--months", type=int, default=None)
+@click.option("--active/--inactive", default=None, help="Switch the rule on or off.")
+def stage_set_command(rule_id: int, name: str | None, min_monthly_sales_fen: int | None, bonus: int | None, months: int | None, active: bool | None) -> None:
+    """Change a stage rule, or switch it on or off."""
+    from server.errors import AppError
+    from server.points.incentives import update_stage_rule
+
+    changes = {"name": name, "min_monthly_sales_fen": min_monthly_sales_fen, "bonus": bonus, "consecutive_months": months, "active": active}
+    try:
+        rule = update_stage_rule(db.session(), rule_id, {k: v for k, v in changes.items() if v is not None}, staff_id=None)
+    except AppError as error:
+        raise _refused(error) from None
+    db.commit()
+    click.echo(f"stage rule #{rule.id} {rule.name} updated ({'on' if rule.active else 'off'})")
+
+
 def init_app(app: Flask) -> None:
     from server.scheduler import scheduler_command
 

@@ -64,6 +64,7 @@ PAYMENT_TABLES = (
 PAYMENT_WORDS = re.compile(r"fee|pay|price|deposit|purchase|order|amount|charge|cost|points")
 #: Idempotency-key prefixes of postings that would pay for people rather than sales.
 HEADCOUNT_KEY_PREFIXES = ("register", "registration", "signup", "sign_in", "signin", "bind", "binding", "team", "recruit", "invitee", "downline", "headcount")
+LEAD_KEY_RE = re.compile(r"^lead:(\d+):reward$")
 SHARE_KEY_RE = re.compile(r"^share:(\d+):(\d{4}-\d{2}-\d{2})$")
 
 #: A setting's value before its history begins, when it was changed without an audit entry.
@@ -107,6 +108,7 @@ def compliance_report(sess: Session) -> ComplianceReport:
     for check in (
         _reward_levels,
         _headcount_postings,
+        _lead_rewards_without_contact,
         _headcount_columns,
         _payment_links,
         _level2_above_level1,
@@ -207,6 +209,32 @@ def _headcount_postings(sess: Session) -> list[Violation]:
             select(LedgerTransaction.id, LedgerTransaction.idempotency_key, LedgerTransaction.kind, LedgerTransaction.member_id).where(prefixed).order_by(LedgerTransaction.id)
         )
     ]
+    return found
+
+
+def _lead_rewards_without_contact(sess: Session) -> list[Violation]:
+    """Valid-lead points paid for a lead that is not a sales lead (no contact phone, or no stated need):
+    a sign-in paid as a lead is a reward for a head."""
+    from server.referral.models import Lead
+    from server.referral.services import is_sales_lead
+
+    found = []
+    postings = sess.execute(
+        select(LedgerTransaction.id, LedgerTransaction.idempotency_key, LedgerTransaction.member_id)
+        .where(LedgerTransaction.kind == TxKind.lead_reward)
+        .order_by(LedgerTransaction.id)
+    ).all()
+    for tx_id, key, member_id in postings:
+        match = LEAD_KEY_RE.match(key)
+        lead = sess.get(Lead, int(match.group(1))) if match else None
+        ref = {"transaction_id": tx_id, "member_id": member_id, "lead_id": lead.id if lead else None}
+        if lead is None:
+            found.append(Violation(2, "lead_reward_without_lead", f"transaction {tx_id} ({key}) pays valid-lead points for no lead", ref))
+        elif not is_sales_lead(lead):
+            missing = "a contact phone" if not lead.contact_phone_ciphertext else "a stated need"
+            found.append(
+                Violation(2, "lead_reward_without_contact", f"transaction {tx_id} paid valid-lead points for lead {lead.id} ({lead.source.value}) without {missing}", ref)
+            )
     return found
 
 

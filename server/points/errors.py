@@ -30,6 +30,10 @@ class SettlementClaimedError(ConflictError):
     code, message = 40943, "this settlement period has already been run"
 
 
+class RewardOverrideExistsError(ConflictError):
+    code, message = 40948, "this product or grade already has a reward override; change that one"
+
+
 class ComplianceError(AppError):
     """A setting or action that would break a compliance guard (DESIGN §5)."""
 

@@ -31,12 +31,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member, MemberStatus
+from server.accounts.services import record_audit
 from server.db import unit_of_work, utcnow
 from server.distribution.models import Distributor, DistributorStatus
 from server.errors import NotFoundError, ValidationError
 from server.orders.models import Order
 from server.points import ledger
-from server.points.models import AccountKind, ShareOpen, StageBonusRule, TxKind
+from server.points.models import Account, AccountKind, Entry, LedgerTransaction, ShareOpen, StageBonusRule, TxKind
 from server.points.services import _eligible, credit_available
 from server.points.settlement import CHINA, local
 from server.referral.models import Channel, Scene
@@ -155,8 +156,24 @@ def _rule_problems(name: str, min_monthly_sales_fen: int, consecutive_months: in
     return problems
 
 
-def create_stage_rule(sess: Session, *, name: str, min_monthly_sales_fen: int, bonus: int, consecutive_months: int = 1, active: bool = True) -> StageBonusRule:
-    """A stage bonus: ``bonus`` hundredths of a point for own monthly sales of at least the threshold, N months running."""
+def _rule_values(rule: StageBonusRule) -> dict[str, Any]:
+    return {
+        "name": rule.name,
+        "min_monthly_sales_fen": rule.min_monthly_sales_fen,
+        "consecutive_months": rule.consecutive_months,
+        "bonus": rule.bonus,
+        "active": rule.active,
+    }
+
+
+def create_stage_rule(
+    sess: Session, *, name: str, min_monthly_sales_fen: int, bonus: int, consecutive_months: int = 1, active: bool = True, staff_id: int | None = None, audit: bool = False
+) -> StageBonusRule:
+    """A stage bonus: ``bonus`` hundredths of a point for own monthly sales of at least the threshold, N months running.
+
+    Thresholds are own sales only: there is no field that could count people (guard 2). With
+    ``audit``, the creation is recorded for ``staff_id`` (None: the command line).
+    """
     name = name.strip()
     problems = _rule_problems(name, min_monthly_sales_fen, consecutive_months, bonus)
     if problems:
@@ -164,6 +181,34 @@ def create_stage_rule(sess: Session, *, name: str, min_monthly_sales_fen: int, b
     rule = StageBonusRule(name=name, min_monthly_sales_fen=min_monthly_sales_fen, consecutive_months=consecutive_months, bonus=bonus, active=active)
     sess.add(rule)
     sess.flush()
+    if audit:
+        record_audit(sess, staff_id, "stage_rule.create", f"stage_rule:{rule.id}", _rule_values(rule))
+    return rule
+
+
+def get_stage_rule(sess: Session, rule_id: int, *, for_update: bool = False) -> StageBonusRule:
+    rule = sess.get(StageBonusRule, rule_id, with_for_update=True if for_update else None)
+    if rule is None:
+        raise NotFoundError("no such stage bonus rule")
+    return rule
+
+
+def update_stage_rule(sess: Session, rule_id: int, changes: dict[str, Any], *, staff_id: int | None) -> StageBonusRule:
+    """Change a rule (name, threshold, months, bonus) or switch it on or off; audited.
+
+    A change applies to months judged from now on; bonuses already paid keep the threshold they
+    were judged on, and a refund takes one back against that threshold.
+    """
+    rule = get_stage_rule(sess, rule_id, for_update=True)
+    old = _rule_values(rule)
+    new = old | {k: v for k, v in changes.items() if k in old and v is not None}
+    new["name"] = new["name"].strip()
+    if problems := _rule_problems(new["name"], new["min_monthly_sales_fen"], new["consecutive_months"], new["bonus"]):
+        raise ValidationError(data={"errors": problems})
+    for key, value in new.items():
+        setattr(rule, key, value)
+    sess.flush()
+    record_audit(sess, staff_id, "stage_rule.update", f"stage_rule:{rule.id}", {"old": old, "new": new})
     return rule
 
 
@@ -176,9 +221,7 @@ def list_stage_rules(sess: Session, *, active: bool | None = None) -> list[Stage
 
 def set_stage_rule_active(sess: Session, rule_id: int, active: bool) -> StageBonusRule:
     """Switch a rule on or off; rules are never deleted, because postings name them in their keys."""
-    rule = sess.get(StageBonusRule, rule_id)
-    if rule is None:
-        raise NotFoundError("no such stage bonus rule")
+    rule = get_stage_rule(sess, rule_id)
     rule.active = active
     sess.flush()
     return rule
@@ -237,7 +280,8 @@ def award_stage_bonuses(sess: Session, month: str) -> list[StageAward]:
     A rule of N consecutive months needs the threshold in each of the N months
     ending with ``month``. Each (rule, distributor, month) is paid at most once,
     so the same month may be judged again safely; returns only the new awards.
-    Refunds after this runs do not take a bonus back.
+    Refunds after this runs take a bonus back (``reverse_stage_bonuses``) when they bring a
+    month of its window below the threshold.
     """
     year, mon = parse_month(month)
     rules = list_stage_rules(sess, active=True)
@@ -271,6 +315,82 @@ def award_stage_bonuses(sess: Session, month: str) -> list[StageAward]:
             awards.append(StageAward(rule.id, member_id, month, rule.bonus, window))
     sess.flush()
     return awards
+
+
+def member_month_sales(sess: Session, member_id: int, year: int, month: int) -> int:
+    """One member's own attributed sales in one month, net of refunds known now, whatever their status today."""
+    start, end = month_bounds(year, month)
+    return int(
+        sess.scalar(
+            select(func.coalesce(func.sum(Order.paid_fee - Order.refunded_fee), 0)).where(
+                Order.inviter_id == member_id, Order.paid_at >= start, Order.paid_at < end
+            )
+        )
+        or 0
+    )
+
+
+def stage_reversal_key(award_key: str) -> str:
+    """The idempotency key of taking back the stage bonus posted under ``award_key``."""
+    return f"{award_key}:reverse"
+
+
+def reverse_stage_bonuses(sess: Session, member_id: int) -> list[str]:
+    """Take back each stage bonus of this member that refunds have since left short of its threshold.
+
+    Each award is judged again on what it was judged on: its month and the months before it
+    (as many as its window had) against the threshold recorded with it, on own sales net of
+    the refunds known now. A bonus that no longer qualifies is reversed in full, once (its own
+    key, ``<award key>:reverse``), from the available balance, and what was already spent
+    becomes a debt that later credits pay first. Returns the award keys reversed now.
+    """
+    awards = sess.scalars(
+        select(LedgerTransaction)
+        .where(LedgerTransaction.kind == TxKind.stage_bonus, LedgerTransaction.member_id == member_id, LedgerTransaction.idempotency_key.like("stage:%"))
+        .order_by(LedgerTransaction.id)
+    ).all()
+    reversed_now = []
+    for award in awards:
+        key = stage_reversal_key(award.idempotency_key)
+        detail = award.detail or {}
+        if ledger.find(sess, key) is not None or "month" not in detail:
+            continue
+        year, mon = parse_month(detail["month"])
+        months = max(len(detail.get("sales_fen") or [None]), 1)
+        threshold = int(detail["min_monthly_sales_fen"])
+        window = [member_month_sales(sess, member_id, *_shift(year, mon, back)) for back in range(-(months - 1), 1)]
+        if all(amount >= threshold for amount in window):
+            continue
+        amount = sum(entry.amount for entry in award_credits(sess, award))
+        if amount <= 0:
+            continue
+        available = ledger.account(sess, member_id, K.available)
+        sess.refresh(available, with_for_update=True)
+        take = min(available.balance, amount)
+        legs = [(ledger.account(sess, None, K.issuance), amount)]
+        if take:
+            legs.append((available, -take))
+        if amount > take:
+            legs.append((ledger.account(sess, member_id, K.debt), -(amount - take)))
+        ledger.post(
+            sess,
+            key=key,
+            kind=TxKind.reversal,
+            legs=legs,
+            reason=f"Stage bonus for {detail['month']} taken back: refunds left own sales below ¥{threshold / 100:,.2f}",
+            member_id=member_id,
+            reverses_id=award.id,
+            detail={"rule_id": detail.get("rule_id"), "month": detail["month"], "sales_fen": window, "min_monthly_sales_fen": threshold, "debt": amount - take},
+        )
+        reversed_now.append(award.idempotency_key)
+    sess.flush()
+    return reversed_now
+
+
+def award_credits(sess: Session, award: LedgerTransaction) -> list[Entry]:
+    """The entries of an award that the member received (available and debt repaid): the bonus itself."""
+    member_accounts = select(Account.id).where(Account.member_id == award.member_id)
+    return list(sess.scalars(select(Entry).where(Entry.transaction_id == award.id, Entry.account_id.in_(member_accounts), Entry.amount > 0)))
 
 
 def previous_month(now: datetime) -> str:

@@ -61,10 +61,26 @@ S = RedemptionStatus
 
 #: Far above any real price, far below overflow of price × quantity.
 MAX_PRICE = 10_000_000_000
-#: Seed 003: 100 points buy one invite code.
-DEFAULT_INVITE_CODE_PRICE = 10_000
+#: Most an invite code may cost, in points: a typo guard.
+MAX_INVITE_CODE_POINTS = 100_000
 #: What an Idempotency-Key header may be: visible ASCII, as many clients generate (UUIDs, ULIDs).
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,64}")
+
+def _goods_stay_above(sess: Session, value: int) -> None:
+    """A new minimum may not leave goods on sale below it: reprice or deactivate them first."""
+    cheaper = sess.scalars(
+        select(RedemptionItem.id).where(RedemptionItem.kind == ItemKind.goods, RedemptionItem.active.is_(True), RedemptionItem.price < value).order_by(RedemptionItem.id)
+    ).all()
+    if cheaper:
+        raise ValueError(f"active goods cost less (items {', '.join(map(str, cheaper))}); reprice or deactivate them first")
+
+
+def _reprice_invite_codes(sess: Session, points: int) -> None:
+    """Every invite-code item costs exactly the setting, so a new value reprices them all at once."""
+    sess.execute(
+        update(RedemptionItem).where(RedemptionItem.kind == ItemKind.invite_code).values(price=points * 100).execution_options(synchronize_session="fetch")
+    )
+
 
 register(
     SettingSpec(
@@ -72,11 +88,27 @@ register(
         int,
         200_000,
         "Lowest price of a goods item in the points shop, in hundredths of a point (200000 = 2,000 points = ¥2,000). "
-        "Checked when an item is created or repriced.",
+        "Checked when an item is created or repriced; it cannot be raised above an active goods item's price.",
         minimum=1,
         maximum=MAX_PRICE,
+        extra_checks=(_goods_stay_above,),
+    ),
+    SettingSpec(
+        "invite_code_points",
+        int,
+        100,
+        "What one invite code costs, in whole points (seed 003: 100 points = 1 invite code). Every invite-code item "
+        "costs exactly this; changing it reprices them.",
+        minimum=1,
+        maximum=MAX_INVITE_CODE_POINTS,
+        after_change=(_reprice_invite_codes,),
     ),
 )
+
+
+def invite_code_price(sess: Session) -> int:
+    """What an invite code costs, in hundredths of a point."""
+    return int(get_setting(sess, "invite_code_points")) * 100
 
 TRANSITIONS: dict[RedemptionStatus, frozenset[RedemptionStatus]] = {
     S.placed: frozenset({S.fulfilled, S.cancelled}),
@@ -146,6 +178,8 @@ def _check_price(sess: Session, kind: ItemKind, price: int) -> None:
         minimum = int(get_setting(sess, "min_goods_price"))
         if price < minimum:
             raise _price_error(f"goods cost at least {points_text(minimum)} points (setting min_goods_price)")
+    if kind == ItemKind.invite_code and price != (fixed := invite_code_price(sess)):
+        raise _price_error(f"an invite code costs exactly {points_text(fixed)} points (setting invite_code_points)")
 
 
 def list_items(sess: Session, *, active: bool | None = None, kind: ItemKind | None = None, offset: int = 0, limit: int = 20) -> tuple[list[RedemptionItem], int]:
@@ -181,11 +215,11 @@ def create_item(
     active: bool = True,
     sort: int = 0,
 ) -> RedemptionItem:
-    """A new catalog item; goods are refused below ``min_goods_price``, invite codes default to 100 points."""
+    """A new catalog item; goods are refused below ``min_goods_price``, invite codes cost exactly ``invite_code_points``."""
     if price is None:
         if kind != ItemKind.invite_code:
             raise _price_error("a price is required")
-        price = DEFAULT_INVITE_CODE_PRICE
+        price = invite_code_price(sess)
     _check_price(sess, kind, price)
     item = RedemptionItem(
         kind=kind,
@@ -208,8 +242,9 @@ def update_item(sess: Session, item_id: int, changes: dict[str, Any]) -> Redempt
     item = get_item(sess, item_id)
     changes = dict(changes)
     delta = changes.pop("stock_delta", None)
-    if "price" in changes:
-        _check_price(sess, item.kind, changes["price"])
+    if "price" in changes or (changes.get("active") and not item.active):
+        # Repriced, or back on sale after the minimum may have risen: goods stay at or above it.
+        _check_price(sess, item.kind, changes.get("price", item.price))
     for key, value in changes.items():
         setattr(item, key, value)
     if delta:

@@ -13,10 +13,24 @@ from server import db
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
 from server.accounts.services import record_audit
-from server.api import Body, LongText, NonBlank, Page, parse_body, parse_query
+from server.api import Body, LongText, NonBlank, Page, Query, parse_body, parse_query
 from server.errors import NotFoundError, envelope
 from server.points import redemption as services
-from server.points.models import AccountKind, InviteCode, ItemKind, LedgerTransaction, Redemption, RedemptionItem, RedemptionStatus, SettlementRun, Statement, TxKind
+from server.points import incentives, rules
+from server.points.models import (
+    AccountKind,
+    InviteCode,
+    ItemKind,
+    LedgerTransaction,
+    Redemption,
+    RedemptionItem,
+    RedemptionStatus,
+    RewardOverride,
+    SettlementRun,
+    StageBonusRule,
+    Statement,
+    TxKind,
+)
 from server.points.services import member_balances
 from server.points.settlement import MAX_GRANT
 
@@ -494,3 +508,124 @@ def admin_transactions() -> Any:
     query = parse_query(TransactionQuery)
     rows, total = services.transactions_page(db.session(), member_id=query.member_id, kind=query.kind, offset=query.offset, limit=query.page_size)
     return envelope(_page([serialize_transaction(tx, lines) for tx, lines in rows], total, query))
+
+
+# -- console: reward overrides and stage bonus rules (owner only) ------------------------------------
+
+Rate = Annotated[int, Field(ge=0, le=rules.HARD_CAP_BP)]
+#: The largest monthly threshold a stage rule takes: one hundred million yuan, as for any amount.
+MAX_THRESHOLD_FEN = 100_000_000_00
+
+
+class OverrideQuery(Query):
+    scope: Literal["product", "grade"] | None = None
+
+
+class OverrideBody(Body):
+    scope: Literal["product", "grade"]
+    ref_id: RowId
+    #: Null: the merchant's default applies to first orders.
+    level1_first_bp: Rate | None = None
+    #: Null: the merchant's default applies to repeat business.
+    level1_repeat_bp: Rate | None = None
+
+
+class OverridePatchBody(Body):
+    #: A rate sent as null falls back to the default; one left out is unchanged.
+    level1_first_bp: Rate | None = None
+    level1_repeat_bp: Rate | None = None
+
+
+class StageRuleBody(Body):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    min_monthly_sales_fen: Annotated[int, Field(ge=1, le=MAX_THRESHOLD_FEN)]
+    bonus: Annotated[int, Field(ge=1, le=incentives.MAX_STAGE_BONUS)]
+    consecutive_months: Annotated[int, Field(ge=1, le=incentives.MAX_CONSECUTIVE_MONTHS)] = 1
+    active: bool = True
+
+
+class StageRulePatchBody(Body):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
+    min_monthly_sales_fen: Annotated[int, Field(ge=1, le=MAX_THRESHOLD_FEN)] | None = None
+    bonus: Annotated[int, Field(ge=1, le=incentives.MAX_STAGE_BONUS)] | None = None
+    consecutive_months: Annotated[int, Field(ge=1, le=incentives.MAX_CONSECUTIVE_MONTHS)] | None = None
+    active: bool | None = None
+
+
+def serialize_override(row: RewardOverride) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "scope": row.scope,
+        "ref_id": row.ref_id,
+        "level1_first_bp": row.level1_first_bp,
+        "level1_repeat_bp": row.level1_repeat_bp,
+        "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+    }
+
+
+def serialize_stage_rule(rule: StageBonusRule) -> dict[str, Any]:
+    return {
+        "id": rule.id,
+        "name": rule.name,
+        "min_monthly_sales_fen": rule.min_monthly_sales_fen,
+        "consecutive_months": rule.consecutive_months,
+        "bonus": rule.bonus,
+        "active": rule.active,
+    }
+
+
+@admin_bp.get("/reward-overrides")
+@staff_required(StaffRole.owner)
+def list_reward_overrides() -> Any:
+    query = parse_query(OverrideQuery)
+    return envelope({"items": [serialize_override(row) for row in rules.list_overrides(db.session(), scope=query.scope)]})
+
+
+@admin_bp.post("/reward-overrides")
+@staff_required(StaffRole.owner)
+def create_reward_override() -> Any:
+    body = parse_body(OverrideBody)
+    row = rules.create_override(db.session(), **body.model_dump(), staff_id=current_staff().id)
+    db.commit()
+    return envelope(serialize_override(row), status=201)
+
+
+@admin_bp.patch("/reward-overrides/<int:override_id>")
+@staff_required(StaffRole.owner)
+def patch_reward_override(override_id: int) -> Any:
+    body = parse_body(OverridePatchBody)
+    row = rules.update_override(db.session(), override_id, body.model_dump(exclude_unset=True), staff_id=current_staff().id)
+    db.commit()
+    return envelope(serialize_override(row))
+
+
+@admin_bp.delete("/reward-overrides/<int:override_id>")
+@staff_required(StaffRole.owner)
+def delete_reward_override(override_id: int) -> Any:
+    rules.delete_override(db.session(), override_id, staff_id=current_staff().id)
+    db.commit()
+    return envelope(None)
+
+
+@admin_bp.get("/stage-rules")
+@staff_required(StaffRole.owner)
+def list_stage_rules() -> Any:
+    return envelope({"items": [serialize_stage_rule(rule) for rule in incentives.list_stage_rules(db.session())]})
+
+
+@admin_bp.post("/stage-rules")
+@staff_required(StaffRole.owner)
+def create_stage_rule() -> Any:
+    body = parse_body(StageRuleBody)
+    rule = incentives.create_stage_rule(db.session(), **body.model_dump(), staff_id=current_staff().id, audit=True)
+    db.commit()
+    return envelope(serialize_stage_rule(rule), status=201)
+
+
+@admin_bp.patch("/stage-rules/<int:rule_id>")
+@staff_required(StaffRole.owner)
+def patch_stage_rule(rule_id: int) -> Any:
+    body = parse_body(StageRulePatchBody)
+    rule = incentives.update_stage_rule(db.session(), rule_id, body.model_dump(exclude_none=True), staff_id=current_staff().id)
+    db.commit()
+    return envelope(serialize_stage_rule(rule))

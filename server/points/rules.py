@@ -7,6 +7,7 @@ reward in hundredths of a point is ``fen * bp // 10_000`` (1 point = ¥1, so
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -117,3 +118,102 @@ def check(rewards: list[Reward], base_fen: int) -> None:
         raise ComplianceError("level 2 may never earn more than level 1")
     if sum(by_level.values()) > base_fen * HARD_CAP_BP // 10_000:
         raise ComplianceError("an order may not pay out more than the hard ceiling")
+
+
+# -- per-product and per-grade overrides, managed by the owner -------------------------------------------
+
+OVERRIDE_SCOPES = ("product", "grade")
+
+
+def _override_values(row: Any) -> dict[str, Any]:
+    return {"scope": row.scope, "ref_id": row.ref_id, "level1_first_bp": row.level1_first_bp, "level1_repeat_bp": row.level1_repeat_bp}
+
+
+def _override_problems(sess: Session, values: dict[str, Any]) -> list[dict[str, str]]:
+    """What keeps an override from being stored: an unknown target, no rate, or a rate past the guards."""
+    from server.distribution.models import Grade
+    from server.orders.models import Product
+
+    problems = []
+    if values["scope"] not in OVERRIDE_SCOPES:
+        problems.append({"field": "scope", "error": "product or grade"})
+    elif sess.get(Product if values["scope"] == "product" else Grade, values["ref_id"]) is None:
+        problems.append({"field": "ref_id", "error": f"no such {values['scope']}"})
+    if values["level1_first_bp"] is None and values["level1_repeat_bp"] is None:
+        problems.append({"field": "level1_first_bp", "error": "set at least one rate (remove the override to fall back to the defaults)"})
+    cap = min(int(get_setting(sess, "reward_order_cap_bp")), HARD_CAP_BP)
+    for field in ("level1_first_bp", "level1_repeat_bp"):
+        rate = values[field]
+        if rate is not None and not 0 <= rate <= cap:
+            # Guard 4: the order cap would cut any higher rate, so such an override would only mislead.
+            problems.append({"field": field, "error": f"must be between 0 and the order cap of {cap} bp (reward_order_cap_bp, hard ceiling {HARD_CAP_BP})"})
+    return problems
+
+
+def list_overrides(sess: Session, *, scope: str | None = None) -> list[Any]:
+    from server.points.models import RewardOverride
+
+    stmt = select(RewardOverride).order_by(RewardOverride.scope, RewardOverride.ref_id)
+    if scope is not None:
+        stmt = stmt.where(RewardOverride.scope == scope)
+    return list(sess.scalars(stmt))
+
+
+def get_override(sess: Session, override_id: int, *, for_update: bool = False) -> Any:
+    from server.errors import NotFoundError
+    from server.points.models import RewardOverride
+
+    row = sess.get(RewardOverride, override_id, with_for_update=True if for_update else None)
+    if row is None:
+        raise NotFoundError("no such reward override")
+    return row
+
+
+def create_override(sess: Session, *, scope: str, ref_id: int, level1_first_bp: int | None, level1_repeat_bp: int | None, staff_id: int | None) -> Any:
+    """A level-1 rate for one product or grade instead of the merchant's default; audited."""
+    from sqlalchemy.exc import IntegrityError
+
+    from server.accounts.services import record_audit
+    from server.errors import ValidationError
+    from server.points.errors import RewardOverrideExistsError
+    from server.points.models import RewardOverride
+
+    values = {"scope": scope, "ref_id": ref_id, "level1_first_bp": level1_first_bp, "level1_repeat_bp": level1_repeat_bp}
+    if problems := _override_problems(sess, values):
+        raise ValidationError(data={"errors": problems})
+    if sess.scalar(select(RewardOverride.id).where(RewardOverride.scope == scope, RewardOverride.ref_id == ref_id)) is not None:
+        raise RewardOverrideExistsError()
+    row = RewardOverride(**values)
+    try:
+        with sess.begin_nested():
+            sess.add(row)
+    except IntegrityError:
+        raise RewardOverrideExistsError() from None
+    record_audit(sess, staff_id, "reward_override.create", f"reward_override:{row.id}", values)
+    return row
+
+
+def update_override(sess: Session, override_id: int, changes: dict[str, Any], *, staff_id: int | None) -> Any:
+    """Change an override's rates (a rate set to null falls back to the default for that case); audited."""
+    from server.accounts.services import record_audit
+    from server.errors import ValidationError
+
+    row = get_override(sess, override_id, for_update=True)
+    old = _override_values(row)
+    new = old | {k: v for k, v in changes.items() if k in ("level1_first_bp", "level1_repeat_bp")}
+    if problems := _override_problems(sess, new):
+        raise ValidationError(data={"errors": problems})
+    row.level1_first_bp, row.level1_repeat_bp = new["level1_first_bp"], new["level1_repeat_bp"]
+    sess.flush()
+    record_audit(sess, staff_id, "reward_override.update", f"reward_override:{row.id}", {"old": old, "new": new})
+    return row
+
+
+def delete_override(sess: Session, override_id: int, *, staff_id: int | None) -> None:
+    """Switch an override off: the product or grade earns the default rates again. Postings keep the rule they used."""
+    from server.accounts.services import record_audit
+
+    row = get_override(sess, override_id, for_update=True)
+    record_audit(sess, staff_id, "reward_override.delete", f"reward_override:{row.id}", _override_values(row))
+    sess.delete(row)
+    sess.flush()

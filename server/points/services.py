@@ -210,19 +210,28 @@ def member_balances(sess: Session, member_id: int) -> Balances:
 
 
 def process_order(sess: Session, order: Order) -> None:
-    """Bring the order's rewards in line with the order: credit, reverse, mature. Safe to repeat."""
+    """Bring the order's rewards in line with the order: credit, reverse (and take back stage bonuses
+    the refund undid), mature. Safe to repeat."""
     if order.paid_at is None:
         return
     credit_order_rewards(sess, order)
     if order.refunded_fee:
         reverse_order_rewards(sess, order)
+        if order.inviter_id is not None:
+            from server.points.incentives import reverse_stage_bonuses  # here: incentives imports this module
+
+            # The refund lowered the inviter's own sales in the month it was paid: a bonus may no longer hold.
+            reverse_stage_bonuses(sess, order.inviter_id)
     mature_order_rewards(sess, order)
 
 
 def reward_valid_lead(sess: Session, lead: Any) -> None:
-    """A lead operations marked valid earns its sharer the merchant's lead points (never a partner's lead)."""
+    """A sales lead operations marked valid earns its sharer the merchant's lead points (never a partner's
+    lead, never a lead without a contact and a stated need: that would pay for a head, guard 2)."""
+    from server.referral.services import is_sales_lead
+
     points = int(get_setting(sess, "valid_lead_points"))
-    if lead.sharer_id is None or lead.partner_id is not None or points <= 0 or not _eligible(sess, lead.sharer_id):
+    if lead.sharer_id is None or lead.partner_id is not None or points <= 0 or not is_sales_lead(lead) or not _eligible(sess, lead.sharer_id):
         return
     credit_available(
         sess,

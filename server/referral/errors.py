@@ -18,6 +18,13 @@ class PartnerExistsError(ConflictError):
     code, message = 40921, "a partner with this name exists"
 
 
+class LeadNotQualifiedError(AppError):
+    http_status, code, message = 422, 42265, (
+        "only a sales lead with a contact phone and a stated need can be marked valid for its sharer; "
+        "an arrival (a sign-in through a share) is a head, not a lead"
+    )
+
+
 class NotBoundError(AppError):
     http_status, code, message = 409, 40922, "the scene did not bind"
 

@@ -20,7 +20,7 @@ from server import cache, security
 from server.accounts.models import Member, MemberStatus, Staff
 from server.db import utcnow
 from server.errors import NotFoundError, ValidationError
-from server.referral.errors import LeadAlreadyReviewedError, PartnerNotFoundError, SceneNotFoundError, SceneQuotaError
+from server.referral.errors import LeadAlreadyReviewedError, LeadNotQualifiedError, PartnerNotFoundError, SceneNotFoundError, SceneQuotaError
 from server.referral.models import (
     Binding,
     Channel,
@@ -485,8 +485,34 @@ def on_lead_valid(hook: Callable[[Session, Lead], None]) -> None:
         _lead_valid_hooks.append(hook)
 
 
+def is_sales_lead(lead: Lead) -> bool:
+    """A lead someone could sell to: a contact phone to call and a stated need (the note they left)."""
+    return bool(lead.contact_phone_ciphertext) and bool(lead.note.strip())
+
+
+def valid_lead_problems(lead: Lead) -> list[dict[str, str]]:
+    """Why this lead may not be marked valid, as ``data.errors``; empty when it may.
+
+    A lead whose sharer would earn valid-lead points must be a sales lead: a sign-in through a
+    poster (an arrival) or a contact without a need is a head, and paying for heads is what
+    guard 2 forbids. Partner leads earn their channel a contract commission, never points, and
+    stay free to review.
+    """
+    if lead.sharer_id is None or lead.partner_id is not None or is_sales_lead(lead):
+        return []
+    problems = []
+    if not lead.contact_phone_ciphertext:
+        problems.append({"field": "status", "error": "the lead has no contact phone (an arrival is a sign-in, not a sales lead)"})
+    if not lead.note.strip():
+        problems.append({"field": "status", "error": "the lead states no need"})
+    return problems
+
+
 def review_lead(sess: Session, lead_id: int, status: LeadStatus, *, staff: Staff, note: str = "") -> Lead:
-    """Operations marks a lead valid or invalid, once; a valid partner lead adds a commission line."""
+    """Operations marks a lead valid or invalid, once; a valid partner lead adds a commission line.
+
+    Marking valid a lead whose sharer would earn points needs a sales lead (``valid_lead_problems``).
+    """
     if status == LeadStatus.new:
         raise ValidationError("a lead can only be marked valid or invalid")
     lead = sess.get(Lead, lead_id, with_for_update=True)
@@ -494,6 +520,8 @@ def review_lead(sess: Session, lead_id: int, status: LeadStatus, *, staff: Staff
         raise NotFoundError("no such lead")
     if lead.status != LeadStatus.new:
         raise LeadAlreadyReviewedError(data={"status": lead.status.value})
+    if status == LeadStatus.valid and (problems := valid_lead_problems(lead)):
+        raise LeadNotQualifiedError(data={"errors": problems})
     lead.status, lead.reviewed_by, lead.reviewed_at, lead.review_note = status, staff.id, utcnow(), note
     sess.add(
         TouchEvent(

@@ -27,6 +27,8 @@ class SettingSpec:
     max_length: int | None = None
     #: Checks that need other settings too, e.g. level 2 never above level 1.
     extra_checks: tuple[Any, ...] = field(default=())
+    #: What must follow a new value in the same unit of work, e.g. prices derived from it: (session, value).
+    after_change: tuple[Any, ...] = field(default=())
 
     def parse(self, value: Any) -> Any:
         """The value as this setting's type; ValueError with a readable reason otherwise."""
@@ -110,6 +112,8 @@ def set_setting(sess: Session, key: str, value: Any, *, by: str) -> Any:
         row.value = parsed
         row.updated_by = by
     sess.flush()
+    for follow in spec.after_change:
+        follow(sess, parsed)
     return parsed
 
 

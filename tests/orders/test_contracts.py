@@ -33,11 +33,15 @@ def scene_of(client):
 
 @pytest.fixture
 def lead_for(client, staff, wx_login, scene_of):
-    """``lead_for("bob", sharer=alice)``: bob arrives through alice's share; operations marks the lead (valid by default)."""
+    """``lead_for("bob", sharer=alice)``: bob arrives through alice's share and leaves his phone and what he
+    needs (a sales lead); operations marks the lead (valid by default)."""
 
     def make(name, *, sharer, status="valid"):
         member = wx_login(name, scene=scene_of(sharer))
-        leads = client.get(f"{ADMIN}/leads", headers=staff["operations"], query_string={"sharer_id": sharer["user"]["id"]}).get_json()["data"]
+        left = client.post("/api/v1/referral/leads", headers=member["headers"], json={"contact_name": name, "phone": "13912345678", "note": "要做小程序"})
+        assert left.status_code == 201, left.get_json()
+        query = {"sharer_id": sharer["user"]["id"], "source": "contact"}
+        leads = client.get(f"{ADMIN}/leads", headers=staff["operations"], query_string=query).get_json()["data"]
         lead = next(item for item in leads["items"] if item["member_id"] == member["user"]["id"])
         if status is not None:
             reviewed = client.post(f"{ADMIN}/leads/{lead['id']}/review", headers=staff["operations"], json={"status": status})

@@ -19,8 +19,9 @@ from server.orders import services as orders
 from server.orders.models import Order
 from server.points import incentives, ledger, share_routes
 from server.points.compliance import register_cli
-from server.points.models import LedgerTransaction, ShareOpen, TxKind
-from server.points.services import member_balances
+from server.points.checks import check_ledger
+from server.points.models import AccountKind, LedgerTransaction, ShareOpen, TxKind
+from server.points.services import member_balances, process_order
 from server.referral.models import Channel, CommissionMode, Partner
 from server.referral.services import create_scene, revoke_scene, scene_for_share
 from server.settings.services import set_setting
@@ -416,3 +417,129 @@ def test_a_newly_approved_distributor_gets_starter_points_once_without_buying_an
         assert record.status == DistributorStatus.approved
         assert incentives.grant_starter(sess, record) is False  # approved again, but a welcome is once
         assert member_balances(sess, alice.id).available == 5_000
+
+
+# -- refunds take stage bonuses back ------------------------------------------------------------
+
+
+def test_a_fully_refunded_qualifying_sale_takes_the_bonus_back(app):
+    with app.app_context():
+        sess = db.session()
+        alice = make_member(sess, "alice")
+        appointed(sess, alice, owner(sess))
+        bob = make_member(sess, "bob", inviter=alice)
+        rule = incentives.create_stage_rule(sess, name="月销千元", min_monthly_sales_fen=100_000, bonus=5_000)
+        order = sale(sess, bob, 100_000, FEB)
+        incentives.award_stage_bonuses(sess, "2026-02")
+        assert member_balances(sess, alice.id).available == 5_000  # the order's own reward is still pending
+
+        refund(sess, order, 100_000)
+        process_order(sess, order)
+        process_order(sess, order)  # the sweep again: taken back once
+        balances = member_balances(sess, alice.id)
+        assert (balances.available, balances.debt) == (0, 0)
+        reversal = ledger.find(sess, f"stage:{rule.id}:{alice.id}:2026-02:reverse")
+        assert reversal.kind == TxKind.reversal and reversal.reverses_id == ledger.find(sess, f"stage:{rule.id}:{alice.id}:2026-02").id
+        assert reversal.detail["sales_fen"] == [0]
+        assert incentives.award_stage_bonuses(sess, "2026-02") == []  # never paid again
+        assert check_ledger(sess).ok, check_ledger(sess).violations
+
+
+def test_a_spent_bonus_becomes_debt_and_a_refund_above_the_threshold_keeps_it(app):
+    with app.app_context():
+        sess = db.session()
+        staff = owner(sess)
+        alice, carol = make_member(sess, "alice"), make_member(sess, "carol")
+        appointed(sess, alice, staff)
+        appointed(sess, carol, staff)
+        bob, dan = make_member(sess, "bob", inviter=alice), make_member(sess, "dan", inviter=carol)
+        incentives.create_stage_rule(sess, name="月销千元", min_monthly_sales_fen=100_000, bonus=5_000)
+        alices = sale(sess, bob, 100_000, FEB)
+        carols = sale(sess, dan, 150_000, FEB)
+        incentives.award_stage_bonuses(sess, "2026-02")
+        ledger.post(
+            sess,
+            key="test:spend",
+            kind=TxKind.redeem,
+            legs=[(ledger.account(sess, alice.id, AccountKind.available), -3_000), (ledger.account(sess, None, AccountKind.redemption), 3_000)],
+            reason="spent",
+            member_id=alice.id,
+        )
+        refund(sess, alices, 1)  # one fen short of the threshold
+        process_order(sess, alices)
+        assert (member_balances(sess, alice.id).available, member_balances(sess, alice.id).debt) == (0, 3_000)
+
+        refund(sess, carols, 50_000)  # still exactly at the threshold
+        process_order(sess, carols)
+        assert member_balances(sess, carol.id).available == 5_000
+        assert check_ledger(sess).ok, check_ledger(sess).violations
+
+
+def test_a_refund_in_an_earlier_month_undoes_a_consecutive_months_bonus(app):
+    with app.app_context():
+        sess = db.session()
+        steady = make_member(sess, "steady")
+        appointed(sess, steady, owner(sess))
+        buyer = make_member(sess, "buyer", inviter=steady)
+        rule = incentives.create_stage_rule(sess, name="连续两月", min_monthly_sales_fen=50_000, consecutive_months=2, bonus=10_000)
+        january = sale(sess, buyer, 50_000, datetime(2026, 1, 10, tzinfo=CHINA))
+        sale(sess, buyer, 50_000, datetime(2026, 2, 10, tzinfo=CHINA))
+        assert [a.member_id for a in incentives.award_stage_bonuses(sess, "2026-02")] == [steady.id]
+        refund(sess, january, 10_000)
+        process_order(sess, january)
+        assert ledger.find(sess, f"stage:{rule.id}:{steady.id}:2026-02:reverse").detail["sales_fen"] == [40_000, 50_000]
+        assert member_balances(sess, steady.id).available == 0
+
+
+@pytest.mark.slow
+def test_concurrent_sweeps_take_a_stage_bonus_back_once(app):
+    """The refund's task and the scheduler's sweeps may all bring the same order in line at once."""
+    import threading
+
+    with app.app_context():
+        sess = db.session()
+        alice = make_member(sess, "alice")
+        appointed(sess, alice, owner(sess))
+        bob = make_member(sess, "bob", inviter=alice)
+        rule = incentives.create_stage_rule(sess, name="月销千元", min_monthly_sales_fen=100_000, bonus=5_000)
+        order = sale(sess, bob, 100_000, FEB)
+        incentives.award_stage_bonuses(sess, "2026-02")
+        db.commit()
+        # Half of it spent, so the reversal takes from available and leaves a debt.
+        ledger.post(
+            sess,
+            key="test:spend",
+            kind=TxKind.redeem,
+            legs=[(ledger.account(sess, alice.id, AccountKind.available), -2_500), (ledger.account(sess, None, AccountKind.redemption), 2_500)],
+            reason="spent",
+            member_id=alice.id,
+        )
+        refund(sess, order, 100_000)
+        db.commit()
+        order_id, alice_id = order.id, alice.id
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def sweep() -> None:
+        try:
+            with app.app_context():
+                s = db.session()
+                barrier.wait()
+                process_order(s, s.get(Order, order_id))
+                db.commit()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=sweep) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    with app.app_context():
+        sess = db.session()
+        reversals = sess.scalars(select(LedgerTransaction).where(LedgerTransaction.idempotency_key == f"stage:{rule.id}:{alice_id}:2026-02:reverse")).all()
+        assert len(reversals) == 1
+        balances = member_balances(sess, alice_id)
+        assert (balances.available, balances.debt) == (0, 2_500)
+        assert check_ledger(sess).ok, check_ledger(sess).violations

@@ -122,9 +122,10 @@ def test_partial_refund_reverses_in_proportion_from_pending(app, chain):
 def test_a_valid_lead_earns_its_sharer_ten_points(app, client, wx_login, staff_login):
     alice = wx_login("alice")
     scene = client.post("/api/v1/referral/scenes", headers=alice["headers"], json={}).get_json()["data"]["scene"]
-    wx_login("bob", scene=scene)
+    bob = wx_login("bob", scene=scene)
+    client.post("/api/v1/referral/leads", headers=bob["headers"], json={"contact_name": "鲍勃", "phone": "13912345678", "note": "想买茶具"})
     ops = staff_login("operations")
-    lead = client.get("/admin/api/v1/leads", headers=ops).get_json()["data"]["items"][0]
+    lead = client.get("/admin/api/v1/leads", headers=ops, query_string={"source": "contact"}).get_json()["data"]["items"][0]
     client.post(f"/admin/api/v1/leads/{lead['id']}/review", headers=ops, json={"status": "valid"})
     with app.app_context():
         assert balances(db.session(), alice["user"]["id"]).available == 1_000

@@ -27,9 +27,10 @@ def test_new_member_through_a_share_is_a_lead_for_the_sharer(client, wx_login, s
 
 def test_operations_reviews_a_lead_once(app, client, wx_login, scene_of, staff_login):
     alice = wx_login("alice")
-    wx_login("bob", scene=scene_of(alice))
+    bob = wx_login("bob", scene=scene_of(alice))
+    client.post("/api/v1/referral/leads", headers=bob["headers"], json={"contact_name": "王先生", "phone": "13912345678", "note": "想要报价"})
     ops, finance = staff_login("operations"), staff_login("finance")
-    lead_id = client.get("/admin/api/v1/leads", headers=ops).get_json()["data"]["items"][0]["id"]
+    lead_id = client.get("/admin/api/v1/leads", headers=ops, query_string={"source": "contact"}).get_json()["data"]["items"][0]["id"]
     assert client.post(f"/admin/api/v1/leads/{lead_id}/review", headers=finance, json={"status": "valid"}).status_code == 403
     assert client.post(f"/admin/api/v1/leads/{lead_id}/review", headers=ops, json={"status": "new"}).status_code == 422
     ok = client.post(f"/admin/api/v1/leads/{lead_id}/review", headers=ops, json={"status": "valid", "note": "called back"})
