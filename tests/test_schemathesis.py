@@ -334,8 +334,8 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
     # WeChat does not know a made-up login, phone or OAuth code.
     "POST /api/v1/auth/wx-login": {40010: ANY},
     "POST /api/v1/me/phone": {40011: ANY},
-    # Posters cannot show every content type, nor the official account's channel yet.
-    "POST /api/v1/referral/posters": {42250: ANY, 42251: ANY},
+    # Posters cannot show every content type.
+    "POST /api/v1/referral/posters": {42250: ANY},
     # Goods are shipped, so they need a contact; the item's kind is stored, not sent.
     "POST /api/v1/points/redemptions": {42200: frozenset({"contact"})},
     # No more than is left to refund.
@@ -355,6 +355,9 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
     # Layouts are checked against the canvas (sizes scale with it) and background images by their bytes.
     "POST /admin/api/v1/poster-templates": {42252: ANY, 42253: ANY},
     "PATCH /admin/api/v1/poster-templates/{template_id}": {42252: ANY, 42253: ANY},
+    # Override rates stay within the merchant's order cap (a setting), for a product or grade that exists.
+    "POST /admin/api/v1/points/reward-overrides": {42200: frozenset({"level1_first_bp", "level1_repeat_bp", "ref_id"})},
+    "PATCH /admin/api/v1/points/reward-overrides/{override_id}": {42200: frozenset({"level1_first_bp", "level1_repeat_bp"})},
     # Goods cost at least the setting min_goods_price.
     "POST /admin/api/v1/points/items": {42200: frozenset({"price"})},
     "PATCH /admin/api/v1/points/items/{item_id}": {42200: frozenset({"price"})},
