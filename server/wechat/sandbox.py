@@ -2045,6 +2045,31 @@ def close_order_v3(body: dict[str, Any], out_trade_no: str) -> tuple[int, None]:
     return 204, None
 
 
+def _v3_refund_view(refund: PayRefund, order: PayOrder, *, channel: str = "ORIGINAL", account: str = "支付用户零钱") -> dict[str, Any]:
+    """A refund as v3 answers it (the refund, its query and an abnormal refund sent again)."""
+    return {
+        "refund_id": refund.refund_id,
+        "out_refund_no": refund.out_refund_no,
+        "transaction_id": order.transaction_id,
+        "out_trade_no": order.out_trade_no,
+        "channel": channel,
+        "user_received_account": account,
+        "create_time": _rfc3339(refund.created_at),
+        "status": refund.status,
+        "funds_account": "AVAILABLE",
+        "amount": {
+            "total": order.total_fee,
+            "refund": refund.refund_fee,
+            "payer_total": order.total_fee,
+            "payer_refund": refund.refund_fee,
+            "settlement_total": order.total_fee,
+            "settlement_refund": refund.refund_fee,
+            "discount_refund": 0,
+            "currency": "CNY",
+        },
+    }
+
+
 @pay_v3_api("/v3/refund/domestic/refunds", "POST")
 def refund_v3(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     for name in ("out_refund_no", "amount"):
@@ -2073,28 +2098,7 @@ def refund_v3(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         api="v3",
         reason=body.get("reason") or "",
     )
-    order = pay_state().order(refund.out_trade_no)
-    return 200, {
-        "refund_id": refund.refund_id,
-        "out_refund_no": refund.out_refund_no,
-        "transaction_id": order.transaction_id,
-        "out_trade_no": order.out_trade_no,
-        "channel": "ORIGINAL",
-        "user_received_account": "支付用户零钱",
-        "create_time": _rfc3339(refund.created_at),
-        "status": refund.status,
-        "funds_account": "AVAILABLE",
-        "amount": {
-            "total": order.total_fee,
-            "refund": refund.refund_fee,
-            "payer_total": order.total_fee,
-            "payer_refund": refund.refund_fee,
-            "settlement_total": order.total_fee,
-            "settlement_refund": refund.refund_fee,
-            "discount_refund": 0,
-            "currency": "CNY",
-        },
-    }
+    return 200, _v3_refund_view(refund, pay_state().order(refund.out_trade_no))
 
 
 #: The debit cards 发起异常退款 can pay into, by WeChat Pay's bank code.
@@ -2119,18 +2123,7 @@ def _platform_decrypt(value: Any, name: str) -> str:
 @pay_v3_api("/v3/refund/domestic/refunds/<out_refund_no>", "GET")
 def query_refund_v3(body: dict[str, Any], out_refund_no: str) -> tuple[int, dict[str, Any]]:
     refund = pay_state().refund(out_refund_no)
-    order = pay_state().order(refund.out_trade_no)
-    return 200, {
-        "refund_id": refund.refund_id,
-        "out_refund_no": refund.out_refund_no,
-        "transaction_id": order.transaction_id,
-        "out_trade_no": order.out_trade_no,
-        "channel": "ORIGINAL",
-        "user_received_account": "支付用户零钱",
-        "create_time": _rfc3339(refund.created_at),
-        "status": refund.status,
-        "amount": {"total": order.total_fee, "refund": refund.refund_fee, "currency": "CNY"},
-    }
+    return 200, _v3_refund_view(refund, pay_state().order(refund.out_trade_no))
 
 
 @pay_v3_api("/v3/refund/domestic/refunds/<refund_id>/apply-abnormal-refund", "POST")
@@ -2153,18 +2146,11 @@ def apply_abnormal_refund(body: dict[str, Any], refund_id: str) -> tuple[int, di
             raise PayFault.param("bank_account参数格式错误")
         target |= {"bank_type": body["bank_type"], "account_tail": account[-4:]}
     refund = pay_state().resend_abnormal(refund_id, out_refund_no, target)
-    order = pay_state().order(refund.out_trade_no)
-    return 200, {
-        "refund_id": refund.refund_id,
-        "out_refund_no": refund.out_refund_no,
-        "transaction_id": order.transaction_id,
-        "out_trade_no": order.out_trade_no,
-        "channel": "BANK" if kind == "USER_BANK_CARD" else "ORIGINAL",
-        "user_received_account": "用户银行卡" if kind == "USER_BANK_CARD" else "交易商户银行账户",
-        "create_time": _rfc3339(refund.created_at),
-        "status": refund.status,
-        "amount": {"total": order.total_fee, "refund": refund.refund_fee, "currency": "CNY"},
-    }
+    to_card = kind == "USER_BANK_CARD"
+    view = _v3_refund_view(
+        refund, pay_state().order(refund.out_trade_no), channel="BANK" if to_card else "ORIGINAL", account="用户银行卡" if to_card else "交易商户银行账户"
+    )
+    return 200, view
 
 
 # -- the sandbox plays the buyer and WeChat's notifications ----------------------------------
