@@ -137,7 +137,8 @@ def test_everything_essential_works_through_an_outage_and_redis_is_used_again(re
 
     _sign_in(client, "before")
     assert int(direct.get(counter)) == 1
-    assert client.get("/healthz").get_json()["data"] == {"status": "ok", "redis": True}
+    health = client.get("/healthz").get_json()["data"]
+    assert (health["status"], health["redis"], "reason" in health) == ("ok", True, False)
 
     proxy.stop()
     try:
@@ -181,7 +182,8 @@ def test_everything_essential_works_through_an_outage_and_redis_is_used_again(re
     time.sleep(RETRY_SECONDS + 0.1)
     _sign_in(client, "carol")
     assert int(direct.get(counter)) == 2  # counted in Redis again
-    assert client.get("/healthz").get_json()["data"] == {"status": "ok", "redis": True}
+    health = client.get("/healthz").get_json()["data"]
+    assert (health["status"], health["redis"], "reason" in health) == ("ok", True, False)
     direct.close()
 
 
