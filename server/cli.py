@@ -67,7 +67,7 @@ def served_base_url(host: str, port: int) -> str:
 @click.option("--port", default=5000, show_default=True, type=int)
 @with_appcontext
 def run_command(host: str, port: int) -> None:
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
     migrate.upgrade(app)
     if not app.config.get("PUBLIC_BASE_URL_SET"):
         # Notify URLs, poster links and the sandbox's message push must reach this very server.
