@@ -206,6 +206,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WECHAT_", "DATABASE_URL", "REDIS_URL"))}
         env |= {
             "DATABASE_URL": args.database_url or f"sqlite:///{tmp}/bench.db",
+            "APP_ENV": "development",
             "WECHAT_SANDBOX": "1",
             "WECHAT_PAY_SANDBOX_KEY_DIR": f"{tmp}/keys",
             "SECRET_KEY": "bench-only-secret",

@@ -32,8 +32,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.config.from_object(config)
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
     app.json = JSONProvider(app)
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
     if not app.testing:
         logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at import

@@ -48,6 +48,11 @@ def _start_sandbox(app: Flask, port: int) -> str:
     return serve_in_thread(sandbox, port=port).base_url
 
 
+def _refuse_in_production(app: Flask, what: str) -> None:
+    if app.config.get("APP_ENV") != "development":
+        raise click.ClickException(f"{what} is for development: APP_ENV=production never runs the sandbox or demo data")
+
+
 def served_base_url(host: str, port: int) -> str:
     """The URL at which ``run`` is reached: an all-interfaces address is reached on the loopback."""
     if host in {"", "0.0.0.0", "::"}:
@@ -62,12 +67,13 @@ def served_base_url(host: str, port: int) -> str:
 @click.option("--port", default=5000, show_default=True, type=int)
 @with_appcontext
 def run_command(host: str, port: int) -> None:
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
     migrate.upgrade(app)
     if not app.config.get("PUBLIC_BASE_URL_SET"):
         # Notify URLs, poster links and the sandbox's message push must reach this very server.
         app.config["PUBLIC_BASE_URL"] = served_base_url(host, port)
     if app.config["WECHAT_SANDBOX"]:
+        _refuse_in_production(app, "the WeChat sandbox")  # check() already refused it; never start it anyway
         base = _start_sandbox(app, app.config["WECHAT_SANDBOX_PORT"])
         click.echo(f"WeChat sandbox at {base}")
     click.echo(f"API at http://{host}:{port}/ (public URL {app.config['PUBLIC_BASE_URL']}; database: {app.extensions['db_engine'].url.render_as_string()})")
@@ -79,6 +85,7 @@ def run_command(host: str, port: int) -> None:
 @click.option("--port", default=None, type=int, help="Default: WECHAT_SANDBOX_PORT.")
 @with_appcontext
 def sandbox_command(port: int | None) -> None:
+    _refuse_in_production(current_app, "the WeChat sandbox")
     base = _start_sandbox(current_app, port or current_app.config["WECHAT_SANDBOX_PORT"])
     click.echo(f"WeChat sandbox at {base} (Ctrl+C to stop)")
     try:
@@ -113,6 +120,7 @@ def seed_demo_command() -> None:
     """Load demo staff (and, as features land, demo catalog); safe to run twice. Sandbox only."""
     from server.demo import seed_demo
 
+    _refuse_in_production(current_app, "seed-demo")
     if not current_app.config["WECHAT_SANDBOX"]:
         raise click.ClickException("seed-demo only runs against the WeChat sandbox")
     migrate.upgrade(current_app)
@@ -124,10 +132,12 @@ def seed_demo_command() -> None:
 @click.command("demo")
 @click.option("--base-url", default="http://127.0.0.1:5000", show_default=True, help="A running server in sandbox mode.")
 @click.option("--sandbox-url", default=None, help="Its WeChat sandbox (default: the one its /healthz reports).")
+@with_appcontext
 def demo_command(base_url: str, sandbox_url: str | None) -> None:
-    """Drive a scripted story over HTTP against a running server, printing each step."""
+    """Drive a scripted story over HTTP against a running server, printing each step. Development only."""
     from server.demo import run_demo
 
+    _refuse_in_production(current_app, "demo")
     ok = run_demo(base_url.rstrip("/"), click.echo, sandbox_url)
     if not ok:
         raise SystemExit(1)

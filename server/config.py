@@ -1,8 +1,13 @@
 """Configuration: one class reading the environment, one for tests.
 
-Secrets come only from the environment. In sandbox mode (the default when no
-``WECHAT_APPID`` is set) every WeChat credential has a public, non-secret
-default that the sandbox also knows, so a fresh checkout runs with nothing set.
+Secrets come only from the environment. ``APP_ENV`` says where the app runs:
+
+- ``production`` (also when ``APP_ENV`` is unset, so a bare ``gunicorn 'server:create_app()'``
+  can never fall back to the sandbox): the WeChat sandbox, demo data and any default secret are
+  refused at start, naming every variable that is missing;
+- ``development`` (what ``scripts/run`` sets): sandbox mode unless ``WECHAT_APPID`` is given, and
+  in sandbox mode every WeChat credential has a public, non-secret default that the sandbox also
+  knows, so a fresh checkout runs with nothing else set.
 """
 from __future__ import annotations
 
@@ -27,6 +32,25 @@ SANDBOX_DEFAULTS = {
 }
 
 
+#: The values of APP_ENV; unset means production.
+APP_ENVS = ("development", "production")
+
+#: The SECRET_KEY a development run in sandbox mode falls back to when none is set.
+SANDBOX_SECRET_KEY = "sandbox-only-secret-key-do-not-use-in-production"
+
+#: Secret keys written in this repository or its docs (or too obvious to be secret): never accepted in production.
+KNOWN_SECRET_KEYS = frozenset(
+    {SANDBOX_SECRET_KEY, "test-secret-key", "bench-only-secret", "secret", "changeme", "change-me", "dev", "development"}
+)
+
+#: A production SECRET_KEY is at least this long (``python -c 'import secrets; print(secrets.token_urlsafe(48))'``).
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class ConfigError(RuntimeError):
+    """The environment cannot start the app; the message names every variable to set or change."""
+
+
 def _env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -43,11 +67,30 @@ class Config:
     """Production configuration, read from the environment when instantiated."""
 
     TESTING = False
+    #: An APP_ENV that wins over the environment's (the tests run as development whatever is set).
+    _app_env: str | None = None
+    # The names of SANDBOX_DEFAULTS: from the environment, or in development's sandbox mode those defaults.
+    WECHAT_APPID: str
+    WECHAT_SECRET: str
+    WECHAT_OA_APPID: str
+    WECHAT_OA_SECRET: str
+    WECHAT_OA_TOKEN: str
+    WECHAT_OA_AES_KEY: str
+    WECHAT_PAY_MCH_ID: str
+    WECHAT_PAY_API_KEY: str
+    WECHAT_PAY_API_V3_KEY: str
 
     def __init__(self) -> None:
         env = os.environ
+        app_env = self._app_env or (env.get("APP_ENV") or "").strip().lower()
+        #: "development" or "production" (see the module's docstring); unset means production.
+        self.APP_ENV = app_env or "production"
+        #: Whether APP_ENV was given, so a refusal can say that production was assumed.
+        self.APP_ENV_SET = bool(app_env)
         self.SECRET_KEY = env.get("SECRET_KEY") or ""
         self.DATABASE_URL = env.get("DATABASE_URL") or f"sqlite:///{ROOT / 'var' / 'app.db'}"
+        #: Whether DATABASE_URL was given; production does not use the SQLite file in var/.
+        self.DATABASE_URL_SET = bool(env.get("DATABASE_URL"))
         self.REDIS_URL = env.get("REDIS_URL") or None
         #: Seconds a Redis connection or command may take before Redis counts as away.
         self.REDIS_TIMEOUT = float(env.get("REDIS_TIMEOUT") or 1.0)
@@ -57,8 +100,9 @@ class Config:
         #: Whether PUBLIC_BASE_URL was given; if not, ``python -m server run`` sets it to the address it serves.
         self.PUBLIC_BASE_URL_SET = bool(env.get("PUBLIC_BASE_URL"))
 
-        # Sandbox unless real credentials are given, or WECHAT_SANDBOX says otherwise.
-        self.WECHAT_SANDBOX = _env_bool("WECHAT_SANDBOX", not env.get("WECHAT_APPID"))
+        # In development, the sandbox unless real credentials are given, or WECHAT_SANDBOX says otherwise.
+        # In production never by default, and check() refuses WECHAT_SANDBOX=1.
+        self.WECHAT_SANDBOX = _env_bool("WECHAT_SANDBOX", not env.get("WECHAT_APPID") and not self.production)
         self.WECHAT_SANDBOX_PORT = _env_int("WECHAT_SANDBOX_PORT", 5100)
         sandbox_base = f"http://127.0.0.1:{self.WECHAT_SANDBOX_PORT}/"
         default_api = sandbox_base if self.WECHAT_SANDBOX else "https://api.weixin.qq.com/"
@@ -71,7 +115,7 @@ class Config:
         self.WECHAT_OPEN_BASE = env.get("WECHAT_OPEN_BASE") or ("" if self.WECHAT_SANDBOX else "https://open.weixin.qq.com/")
 
         for name, sandbox_value in SANDBOX_DEFAULTS.items():
-            value = env.get(name) or (sandbox_value if self.WECHAT_SANDBOX else "")
+            value = env.get(name) or (sandbox_value if self.WECHAT_SANDBOX and not self.production else "")
             setattr(self, name, value)
         self.WECHAT_PAY_MCH_CERT_SERIAL = env.get("WECHAT_PAY_MCH_CERT_SERIAL", "")
         self.WECHAT_PAY_MCH_PRIVATE_KEY = env.get("WECHAT_PAY_MCH_PRIVATE_KEY", "")
@@ -109,24 +153,80 @@ class Config:
         self.TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
         self.LOG_LEVEL = env.get("LOG_LEVEL", "INFO")
 
+    @property
+    def production(self) -> bool:
+        return self.APP_ENV == "production"
+
     def check(self) -> None:
-        """Refuse to start production without the secrets it needs."""
+        """Refuse to start without the settings the environment needs; ConfigError says which."""
+        if self.APP_ENV not in APP_ENVS:
+            raise ConfigError(f"APP_ENV must be development or production, not {self.APP_ENV!r}")
+        if self.production:
+            missing = self.production_problems()
+            if missing:
+                assumed = "" if self.APP_ENV_SET else " (APP_ENV is unset, so production is assumed)"
+                raise ConfigError(
+                    f"APP_ENV=production{assumed} needs: {', '.join(missing)}. "
+                    "To run against the WeChat sandbox with demo data, set APP_ENV=development (scripts/run does)."
+                )
+            return
         if not self.SECRET_KEY:
             if self.WECHAT_SANDBOX:
                 # A sandbox run without a key still needs stable signatures across restarts.
-                self.SECRET_KEY = "sandbox-only-secret-key-do-not-use-in-production"
+                self.SECRET_KEY = SANDBOX_SECRET_KEY
             else:
-                raise RuntimeError("SECRET_KEY must be set when WeChat is not the sandbox")
+                raise ConfigError("SECRET_KEY must be set when WeChat is not the sandbox")
         if not self.WECHAT_SANDBOX:
             missing = [n for n in ("WECHAT_APPID", "WECHAT_SECRET") if not getattr(self, n)]
             if missing:
-                raise RuntimeError(f"missing WeChat configuration: {', '.join(missing)}")
+                raise ConfigError(f"missing WeChat configuration: {', '.join(missing)}")
+
+    def production_problems(self) -> list[str]:
+        """Every variable production needs set or changed, each with what is wrong when unset is not all."""
+        problems: list[str] = []
+        if not self.SECRET_KEY:
+            problems.append("SECRET_KEY")
+        elif self.SECRET_KEY in KNOWN_SECRET_KEYS:
+            problems.append("SECRET_KEY (not a default written in the repository)")
+        elif len(self.SECRET_KEY) < MIN_SECRET_KEY_LENGTH:
+            problems.append(f"SECRET_KEY (at least {MIN_SECRET_KEY_LENGTH} characters)")
+        if self.WECHAT_SANDBOX:
+            problems.append("WECHAT_SANDBOX (unset or 0: the sandbox is for development)")
+        required = ["WECHAT_APPID", "WECHAT_SECRET"]
+        if self.WECHAT_OA_APPID:
+            required += ["WECHAT_OA_SECRET"]
+        if self.WECHAT_PAY_MCH_ID:
+            # Pay is expected once a merchant is named: the keys of the API new prepays go through.
+            if self.WECHAT_PAY_API == "v2":
+                required += ["WECHAT_PAY_API_KEY", "WECHAT_PAY_MCH_CERT", "WECHAT_PAY_MCH_KEY"]
+            else:
+                required += [
+                    "WECHAT_PAY_API_V3_KEY",
+                    "WECHAT_PAY_MCH_CERT_SERIAL",
+                    "WECHAT_PAY_MCH_PRIVATE_KEY",
+                    "WECHAT_PAY_PLATFORM_PUBLIC_KEY",
+                    "WECHAT_PAY_PLATFORM_SERIAL",
+                ]
+        problems += [name for name in required if not getattr(self, name)]
+        problems += [
+            f"{name} (not the sandbox's public default)"
+            for name, sandbox_value in SANDBOX_DEFAULTS.items()
+            if getattr(self, name) == sandbox_value
+        ]
+        if not self.DATABASE_URL_SET:
+            problems.append("DATABASE_URL (the SQLite file in var/ is for development)")
+        if not self.PUBLIC_BASE_URL_SET:
+            problems.append("PUBLIC_BASE_URL (the https:// origin of this service)")
+        elif not self.PUBLIC_BASE_URL.startswith("https://"):
+            problems.append("PUBLIC_BASE_URL (https://: WeChat Pay and OAuth call back there)")
+        return problems
 
 
 class TestingConfig(Config):
     """Sandbox WeChat, the test database and no real secrets."""
 
     TESTING = True
+    _app_env = "development"
 
     def __init__(self) -> None:
         super().__init__()

@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import enum
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 from flask import Flask, current_app, g
 from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine, Result
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
@@ -61,6 +61,12 @@ def fit(column: Any, head: str, tail: str = "") -> str:
     """``head + tail`` within the characters the String ``column`` holds: ``head`` is cut (marked "…"), ``tail`` kept."""
     room = column.type.length - len(tail)
     return head + tail if len(head) <= room else head[: max(room - 1, 0)] + "…" + tail
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched. ``Session.execute`` is typed to return a ``Result``; for
+    these statements it is the ``CursorResult`` that carries the count."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def utcnow() -> datetime:

@@ -283,7 +283,7 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
 @with_appcontext
 def scheduler_command() -> None:
     """Run the scheduled jobs (orders tick, settlement, expiry, stage bonuses, regrading). Run exactly one of these per deployment."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
     scheduler = build_scheduler(app)
     click.echo("scheduler running: " + ", ".join(s.name for s in SCHEDULES) + " (Ctrl+C to stop)")
     try:

@@ -34,7 +34,7 @@ def _run(app: Flask, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
 
 def defer(fn: Callable[..., Any], *args: Any) -> None:
     """Run ``fn(*args)`` in its own unit of work once the current one has committed."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
 
     def start() -> None:
         pool = app.extensions.get("task_pool")

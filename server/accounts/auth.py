@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, TypeVar
+from typing import Callable, ParamSpec, TypeVar
 
 from flask import g, request
 
@@ -11,7 +11,8 @@ from server.accounts.models import Member, Staff, StaffRole
 from server.accounts.services import authenticate_member, authenticate_staff
 from server.errors import AppError, UnauthorizedError
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def bearer_token() -> str:
@@ -22,27 +23,27 @@ def bearer_token() -> str:
     return token.strip()
 
 
-def member_required(view: F) -> F:
+def member_required(view: Callable[P, R]) -> Callable[P, R]:
     """Only a signed-in, active member may call this route; ``current_member()`` is theirs."""
 
     @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         g.member = authenticate_member(db.session(), bearer_token())
         return view(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-def staff_required(*roles: StaffRole) -> Callable[[F], F]:
+def staff_required(*roles: StaffRole) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Only active staff holding one of ``roles`` (the owner always) may call this route."""
 
-    def decorator(view: F) -> F:
+    def decorator(view: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             g.staff = authenticate_staff(db.session(), bearer_token(), roles)
             return view(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorator
 

@@ -36,7 +36,7 @@ from server.accounts.models import (
     SubjectType,
 )
 from server.cache import enforce_rate_limit
-from server.db import utcnow
+from server.db import rowcount, utcnow
 from server.errors import InvalidTokenError, UpstreamError, ValidationError
 from server.referral import services as referral
 from server.referral.models import TouchEvent, TouchKind
@@ -195,7 +195,7 @@ def revoke_all_tokens(sess: Session, subject_type: SubjectType, subject_id: int)
         )
         .values(revoked_at=utcnow())
     )
-    return result.rowcount or 0
+    return rowcount(result) or 0
 
 
 def update_profile(sess: Session, member: Member, *, nickname: str | None, avatar_url: str | None) -> Member:

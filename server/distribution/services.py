@@ -20,7 +20,7 @@ from server import security
 from server.accounts.models import Member, MemberStatus, Staff
 from server.accounts.services import record_audit
 from server.security import mask_phone
-from server.db import utcnow
+from server.db import rowcount, utcnow
 from server.distribution.errors import (
     ApplicationBlockedError,
     ApplicationExistsError,
@@ -385,7 +385,7 @@ def regrade_inviter(sess: Session, order: Any, status: Any) -> None:
         assign_grade(sess, distributor, orders.sales_brought_by(sess, order.inviter_id))
 
 
-def distributors_query(*, status: DistributorStatus | None, tier: int | None, q: str | None) -> Select[Any]:
+def distributors_query(*, status: DistributorStatus | None, tier: int | None, q: str | None) -> Select[Distributor, Member]:
     """Distributors with their members, filtered for the console; newest application first."""
     stmt = select(Distributor, Member).join(Member, Member.id == Distributor.member_id)
     if status is not None:
@@ -457,7 +457,7 @@ def regrade_all(sess: Session, *, progress: Callable[[int], Any] | None = None) 
                     .values(grade_id=target)
                     .execution_options(synchronize_session="fetch")
                 )
-                changed += result.rowcount
+                changed += rowcount(result)
         seen += len(batch)
         after = batch[-1].id
         if progress is not None:

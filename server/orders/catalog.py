@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from server.db import rowcount
 from server.errors import ValidationError
 from server.orders.errors import InsufficientStockError, ProductNotFoundError
 from server.orders.models import Product, ProductStatus, Sku
@@ -84,7 +85,7 @@ def update_sku(sess: Session, sku_id: int, *, name: str | None = None, price_fen
         raise ProductNotFoundError("no such SKU")
     if stock_delta:
         result = sess.execute(update(Sku).where(Sku.id == sku_id, Sku.stock + stock_delta >= 0).values(stock=Sku.stock + stock_delta))
-        if result.rowcount != 1:
+        if rowcount(result) != 1:
             raise InsufficientStockError("stock cannot go below zero")
         sess.refresh(sku)
     for key, value in (("name", name), ("price_fen", price_fen), ("active", active)):

@@ -27,7 +27,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member
-from server.db import utcnow
+from server.db import rowcount, utcnow
 from server.errors import ValidationError
 from server.orders.errors import (
     ContractNotFoundError,
@@ -198,7 +198,7 @@ def receive_installment(sess: Session, order_id: int, seq: int, *, staff_id: int
             .values(received_at=when, recorded_by=staff_id, note=note)
             .execution_options(synchronize_session=False)
         )
-        if claimed.rowcount != 1:
+        if rowcount(claimed) != 1:
             raise InstallmentAlreadyReceivedError(data={"seq": seq})
         counted = sess.execute(
             update(Order)
@@ -206,7 +206,7 @@ def receive_installment(sess: Session, order_id: int, seq: int, *, staff_id: int
             .values(paid_fee=Order.paid_fee + installment.amount_fen, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
-        if counted.rowcount != 1:
+        if rowcount(counted) != 1:
             # Cancelled (or otherwise closed) between our read and our write.
             status = sess.scalar(select(Order.status).where(Order.id == order.id)) or order.status
             raise IllegalTransitionError(f"a {status.value} contract takes no more payments", data={"status": status.value})
@@ -255,7 +255,7 @@ def confirm_final_payment(sess: Session, order_id: int, *, staff_id: int) -> Ord
         .execution_options(synchronize_session=False)
     )
     sess.refresh(order)
-    if confirmed.rowcount != 1:
+    if rowcount(confirmed) != 1:
         if order.finance_confirmed_at is not None:
             raise FinalPaymentConfirmedError(data={"finance_confirmed_at": order.finance_confirmed_at.isoformat()})
         raise IllegalTransitionError(f"a {order.status.value} contract cannot be confirmed", data={"status": order.status.value})

@@ -106,7 +106,7 @@ def v3_notify() -> Response:
 @click.option("--since-hours", default=24, show_default=True, type=click.IntRange(1, 24 * 90), help="How far back to look for disagreements.")
 def reconcile_command(since_hours: int) -> None:
     """Settle unpaid orders past their time with WeChat Pay, list orders WeChat disagrees with, resend stuck refunds."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
     now = utcnow()
     pay = wechat_pay()
     summary = payments.reconcile_unpaid(pay, now)

@@ -8,6 +8,7 @@ Like every service it only flushes. Whatever is slow (points, messages) is regis
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from server import db, tasks
 from server.accounts.models import Member
-from server.db import utcnow
+from server.db import rowcount, utcnow
 from server.settings.services import SettingSpec, get_setting, register
 from server.errors import ConflictError, UpstreamError
 from server.orders.errors import (
@@ -229,9 +230,9 @@ def plan_prepay(sess: Session, pay: WeChatPayGateway, order: Order, member: Memb
         if not get_setting(sess, "extend_short_pay_window"):
             raise PayWindowTooShortError(data={"expires_at": order.expires_at.isoformat()})
         extended = now + PAY_WINDOW_FLOOR
-        moved = sess.execute(
+        moved = rowcount(sess.execute(
             update(Order).where(Order.id == order.id, Order.status == OrderStatus.created).values(expires_at=extended).execution_options(synchronize_session=False)
-        ).rowcount
+        ))
         if not moved:
             sess.refresh(order)
             raise IllegalTransitionError(f"a {order.status.value} order cannot be paid", data={"status": order.status.value})
@@ -260,12 +261,12 @@ def _jsapi_params(pay: WeChatPayGateway, api: str, prepay_id: str, order: Order)
 def record_prepay(sess: Session, call: PrepayCall, prepay_id: str, actor: str) -> None:
     """Keep the prepay_id WeChat gave for ``call`` on its order, unless the order was paid, closed or
     cancelled while WeChat answered (then IllegalTransitionError: that order can no longer be paid)."""
-    moved = sess.execute(
+    moved = rowcount(sess.execute(
         update(Order)
         .where(Order.id == call.order_id, Order.status == OrderStatus.created)
         .values(pay_api=call.api, prepay_id=prepay_id)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ))
     order = sess.get(Order, call.order_id, populate_existing=True)
     assert order is not None
     if not moved:
@@ -397,19 +398,21 @@ def submit_refund(app: Flask, refund_id: int, now: datetime | None = None) -> bo
             return False  # not paid through WeChat Pay: nothing there to refund
         pay = wechat_pay()
         api = order.pay_api or pay.default_api
-        call = {
-            "out_trade_no": order.out_trade_no,
-            "out_refund_no": refund.out_refund_no,
-            "total_fee": order.total_fee,
-            "refund_fee": refund.amount_fen,
-            "notify_url": notify_url(api, "refund"),
-            "reason": refund.reason,
-        }
+        call = functools.partial(
+            pay.refund,
+            api,
+            out_trade_no=order.out_trade_no,
+            out_refund_no=refund.out_refund_no,
+            total_fee=order.total_fee,
+            refund_fee=refund.amount_fen,
+            notify_url=notify_url(api, "refund"),
+            reason=refund.reason,
+        )
         order_id = order.id
         # Hold nothing while WeChat answers: on SQLite an open transaction keeps every writer waiting.
         sess.rollback()
         try:
-            wechat_refund_id = pay.refund(api, **call)
+            wechat_refund_id = call()
         except WeChatPayError as error:
             if error.code in REFUND_RETRY_CODES:
                 _refund_waits(sess, refund_id, error.errmsg, now)
@@ -425,7 +428,7 @@ def submit_refund(app: Flask, refund_id: int, now: datetime | None = None) -> bo
         order = sess.get(Order, order_id)
         assert order is not None
         lock_order(sess, order)  # the order first, as every refund path locks, so a notice never deadlocks with this
-        moved = sess.execute(
+        moved = rowcount(sess.execute(
             update(Refund)
             .where(Refund.id == refund_id, Refund.status == RefundStatus.approved)
             .values(
@@ -436,7 +439,7 @@ def submit_refund(app: Flask, refund_id: int, now: datetime | None = None) -> bo
                 failure_reason="",
             )
             .execution_options(synchronize_session=False)
-        ).rowcount
+        ))
         if moved:
             add_event(sess, order, "refund_submitted", "system", refund_id=refund_id, api=api)
         db.commit()
@@ -771,6 +774,7 @@ def check_disagreements(sess: Session, pay: WeChatPayGateway, since: datetime, *
     sess.rollback()  # nothing held while WeChat answers; each order is read afresh after its answer
     found: list[Disagreement] = []
     for order_id, api, out_trade_no in asks:
+        assert api is not None  # the query keeps only orders with a pay_api
         try:
             result: QueryResult | None = pay.query(api, out_trade_no)
         except WeChatPayError as error:

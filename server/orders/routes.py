@@ -563,7 +563,7 @@ def admin_resend_abnormal_refund(refund_id: int) -> Any:
 
 def _submit_after_commit(refund_id: int) -> None:
     """The refund API call is a side effect: it runs once the refund row is committed."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
 
     def submit() -> None:
         from server.orders import payments

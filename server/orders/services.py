@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member
-from server.db import fit, utcnow
+from server.db import fit, rowcount, utcnow
 from server.orders.errors import (
     AmountMismatchError,
     IllegalTransitionError,
@@ -149,7 +149,7 @@ def transition(sess: Session, order: Order, to: OrderStatus, *, actor: str, even
     result = sess.execute(
         update(Order).where(Order.id == order.id, Order.status == current).values(**values).execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         sess.refresh(order)
         return False
     sess.refresh(order)
@@ -182,7 +182,7 @@ def _reserve(sess: Session, sku_id: int, quantity: int) -> bool:
     result = sess.execute(
         update(Sku).where(Sku.id == sku_id, Sku.active.is_(True), Sku.stock >= quantity).values(stock=Sku.stock - quantity)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def _release(sess: Session, order: Order) -> None:
@@ -710,4 +710,4 @@ def sales_by_inviters(sess: Session, inviter_ids: list[int]) -> dict[int, int]:
         .where(Order.inviter_id.in_(inviter_ids), Order.paid_at.is_not(None))
         .group_by(Order.inviter_id)
     ).all()
-    return {int(inviter_id): int(total) for inviter_id, total in rows}
+    return {inviter_id: int(total) for inviter_id, total in rows if inviter_id is not None}

@@ -109,8 +109,9 @@ def _reward_postings(sess: Session) -> list[str]:
     The issuance leg is the one leg every reward and reversal has, whichever member
     accounts the other legs touched (a reversal may split across available and debt).
     """
-    moved: dict[tuple[int, int], dict[TxKind, int]] = defaultdict(lambda: {TxKind.order_reward: 0, TxKind.reversal: 0})
-    members: dict[tuple[int, int], set[int | None]] = defaultdict(set)
+    # Keyed by (order, level); a posting without a level is a problem to report, not to hide.
+    moved: dict[tuple[int, int | None], dict[TxKind, int]] = defaultdict(lambda: {TxKind.order_reward: 0, TxKind.reversal: 0})
+    members: dict[tuple[int, int | None], set[int | None]] = defaultdict(set)
     rows = sess.execute(
         select(LedgerTransaction.order_id, LedgerTransaction.level, LedgerTransaction.kind, LedgerTransaction.member_id, func.sum(Entry.amount))
         .join(Entry, Entry.transaction_id == LedgerTransaction.id)
@@ -119,6 +120,7 @@ def _reward_postings(sess: Session) -> list[str]:
         .group_by(LedgerTransaction.order_id, LedgerTransaction.level, LedgerTransaction.kind, LedgerTransaction.member_id)
     )
     for order_id, level, kind, member_id, total in rows:
+        assert order_id is not None  # the query keeps only postings for an order
         moved[(order_id, level)][kind] += int(total)
         members[(order_id, level)].add(member_id)
     problems = []

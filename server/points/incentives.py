@@ -261,7 +261,7 @@ def own_monthly_sales(sess: Session, year: int, month: int) -> dict[int, int]:
         .where(Distributor.status == DistributorStatus.approved, Order.paid_at >= start, Order.paid_at < end)
         .group_by(Order.inviter_id)
     ).all()
-    return {int(member_id): int(total) for member_id, total in rows}
+    return {member_id: int(total) for member_id, total in rows if member_id is not None}
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.db import rowcount
+
 from server.points.errors import InsufficientPointsError, LedgerError
 from server.points.models import MEMBER_KINDS, Account, AccountKind, Entry, LedgerTransaction, TxKind
 
@@ -116,7 +118,7 @@ def _move(sess: Session, acct: Account, amount: int) -> None:
     if acct.kind == AccountKind.debt and amount > 0:
         guard.append(Account.balance + amount <= 0)
     result = sess.execute(update(Account).where(Account.id == acct.id, *guard).values(balance=Account.balance + amount))
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         raise InsufficientPointsError(data={"account": acct.kind.value, "needed": -amount})
 
 

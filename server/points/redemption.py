@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member
-from server.db import utcnow
+from server.db import rowcount, utcnow
 from server.errors import BadRequestError, ConflictError, NotFoundError, ValidationError
 from server.points import ledger
 from server.points.errors import (
@@ -256,7 +256,7 @@ def update_item(sess: Session, item_id: int, changes: dict[str, Any]) -> Redempt
             .values(stock=RedemptionItem.stock + delta)
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:
+        if rowcount(result) != 1:
             raise ValidationError(data={"errors": [{"field": "stock_delta", "error": "would take the stock below zero"}]})
     sess.flush()
     sess.refresh(item)
@@ -365,7 +365,7 @@ def _reserve_stock(sess: Session, item: RedemptionItem, quantity: int) -> None:
         .values(stock=RedemptionItem.stock - quantity)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         raise OutOfStockError(data={"item_id": item.id})
     sess.refresh(item)
 
@@ -395,7 +395,7 @@ def mark_invite_code_used(sess: Session, scene_code: str, member_id: int) -> boo
         .values(used_by=member_id, used_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         return False
     revoke_scene(sess, scene_code)
     return True
@@ -423,7 +423,7 @@ def _transition(sess: Session, redemption: Redemption, to: RedemptionStatus, *, 
         .execution_options(synchronize_session=False)
     )
     sess.refresh(redemption)
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         raise IllegalRedemptionTransitionError(f"the redemption is now {redemption.status.value}", data={"from": redemption.status.value, "to": to.value})
 
 
@@ -542,8 +542,8 @@ def _explain(sess: Session, rows: list[tuple[Entry, AccountKind, int | None, Led
     trade_nos: dict[int, str] = dict(sess.execute(select(Order.id, Order.out_trade_no).where(Order.id.in_(order_ids))).all()) if order_ids else {}
     rules: dict[tuple[int, int], str] = {}
     if order_ids:
-        for order_id, level, rule in sess.execute(select(OrderReward.order_id, OrderReward.level, OrderReward.rule).where(OrderReward.order_id.in_(order_ids))):
-            rules[(order_id, level)] = rule
+        for order_id, level, applied in sess.execute(select(OrderReward.order_id, OrderReward.level, OrderReward.rule).where(OrderReward.order_id.in_(order_ids))):
+            rules[(order_id, level)] = applied
     lines = []
     for entry, kind, owner, tx in rows:
         rule = rules.get((tx.order_id, tx.level)) if tx.order_id is not None and tx.level is not None else None

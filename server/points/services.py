@@ -15,13 +15,13 @@ from server.accounts.models import Member, MemberStatus
 from server.db import utcnow
 from server.orders.models import Order, OrderItem, OrderKind, OrderStatus
 from server.points import ledger, rules
-from server.points.models import AccountKind, OrderReward, RewardState, TxKind
+from server.points.models import Account, AccountKind, OrderReward, RewardState, TxKind
 from server.settings.services import get_setting
 
 K = AccountKind
 
 
-def _issuance(sess: Session):  # type: ignore[no-untyped-def]
+def _issuance(sess: Session) -> Account:
     return ledger.account(sess, None, K.issuance)
 
 

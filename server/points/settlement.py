@@ -197,6 +197,7 @@ def settle(sess: Session, *, period: str, mode: str, actor: str, progress: Calla
         select(Account.member_id).where(Account.kind == K.matured, Account.balance >= minimum).order_by(Account.member_id)
     ).all()
     for member_id in progress(list(candidates)) if progress else candidates:
+        assert member_id is not None  # a matured account always has its member
         statement = _settle_member(sess, run, member_id, minimum)
         if statement is not None:
             run.members += 1

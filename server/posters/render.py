@@ -526,7 +526,8 @@ def render_image(spec: PosterSpec) -> Image.Image:
             x0, y0, x1, y1 = box["x"], box["y"], box["x"] + box["w"] - 1, box["y"] + box["h"] - 1
             # A hard-edged shadow a shade darker than what lies under the card's lower edge.
             under = canvas.getpixel((min(x1, spec.width - 1), min(y1 + 1, spec.height - 1)))
-            shadow = _shade("#%02X%02X%02X" % under[:3], 0.93)  # type: ignore[index]
+            assert isinstance(under, tuple)  # an RGB canvas has a tuple per pixel
+            shadow = _shade("#%02X%02X%02X" % under[:3], 0.93)
             if min(y1 + 6, spec.height - 1) > y0 + 6:
                 draw.rounded_rectangle((x0, y0 + 6, x1, min(y1 + 6, spec.height - 1)), radius=box["radius"], fill=shadow)
             draw.rounded_rectangle((x0, y0, x1, y1), radius=box["radius"], fill=box["color"])

@@ -660,7 +660,7 @@ def poster_png(sess: Session, token: str) -> bytes | None:
             r = None
         else:
             if cached is not None:
-                return bytes(cached)  # type: ignore[arg-type]
+                return bytes(cached)  # type: ignore[arg-type]  # redis types get() as sync-or-async; this client is sync
     png = sess.scalar(select(PosterImage.image).where(PosterImage.token == token))
     if png is not None and r is not None:
         try:
@@ -734,7 +734,7 @@ def _fetch(url: str, allow_loopback: bool, timeout: float, max_bytes: int) -> by
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
         raise ValueError("not a plain http(s) URL")
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)}
+    addresses = {str(info[4][0]) for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)}
     if not addresses or not all(_address_allowed(a, allow_loopback) for a in addresses):
         raise ValueError("the host resolves to an address posters may not fetch from")
     with requests.Session() as http:

@@ -14,6 +14,7 @@ import click
 from flask import Blueprint, Response, current_app, redirect, render_template, request
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
 from wechatpy.events import ScanEvent, SubscribeEvent, SubscribeScanEvent
+from werkzeug.wrappers import Response as BaseResponse  # what redirect() builds; flask.Response is one too
 
 from server import db, security
 from server.accounts.auth import current_member, member_required
@@ -159,7 +160,7 @@ def _page(template_state: str, status: int = 200, **context: Any) -> Response:
     return response
 
 
-def _start_oauth(scope: str) -> Response:
+def _start_oauth(scope: str) -> BaseResponse:
     """Send the browser through the account's OAuth; ``state`` is bound to it by a nonce cookie."""
     nonce = secrets.token_hex(8)
     # WeChat allows ``state`` only letters and digits, at most 128: the signed value goes as hex,
@@ -193,7 +194,7 @@ def _zone_unionid() -> str | None:
 
 
 @bp.get("/h5/member")
-def member_zone() -> Response:
+def member_zone() -> BaseResponse:
     """The member zone: the member's share link, official-account QR code, leads and team."""
     unionid = _zone_unionid()
     if unionid is None:
@@ -216,7 +217,7 @@ def member_zone() -> Response:
 
 
 @bp.get("/h5/member/oauth")
-def member_zone_oauth() -> Response:
+def member_zone_oauth() -> BaseResponse:
     """Where WeChat's OAuth sends the browser back: identify the visitor, set the cookie, show the zone."""
     scope = _checked_state(request.args.get("state", ""))
     if scope is None:

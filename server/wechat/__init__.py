@@ -20,7 +20,7 @@ def _app_lock_factory(app: Flask) -> LockFactory:
 
     @contextlib.contextmanager
     def factory(name: str) -> Iterator[Any]:
-        if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
+        if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
             # Pushing a second context here would run the app's teardown handlers when it pops.
             with cache.lock(name):
                 yield

@@ -190,6 +190,9 @@ def _normalize_base(api_base: str) -> str:
 class WeChatApiClient(WeChatClient):
     """A wechatpy client whose every URL starts at ``api_base`` and whose token is single-flight."""
 
+    #: wechatpy's class attribute (wechatpy has no types), set per instance in ``__init__``.
+    API_BASE_URL: str
+
     def __init__(
         self,
         appid: str,

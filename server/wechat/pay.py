@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 from xml.parsers.expat import ExpatError
 
@@ -234,6 +234,11 @@ def check_pay_window(time_expire: datetime | None, now: datetime | None = None) 
     now = now or datetime.now(timezone.utc)
     if time_expire - now < SAFE_MIN_PAY_WINDOW:
         raise PayWindowTooShortError(time_expire, now)
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """A JSON object of WeChat's answer, or {} when the field is missing or not an object."""
+    return value if isinstance(value, dict) else {}
 
 
 def notified_fen(value: Any, name: str) -> int:
@@ -647,7 +652,15 @@ def parse_authorization(header: str) -> dict[str, str]:
     return fields
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+class Headers(Protocol):
+    """Request headers: a plain mapping, or Werkzeug's ``Headers`` (which is not a ``Mapping``)."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
+def _header(headers: Headers, name: str) -> str | None:
     value = headers.get(name)
     if value is None:
         lowered = name.lower()
@@ -709,7 +722,7 @@ class PayV3:
             f'timestamp="{timestamp}",serial_no="{self.serial_no}"'
         )
 
-    def _verify(self, headers: Mapping[str, str], body: bytes) -> str | None:
+    def _verify(self, headers: Headers, body: bytes) -> str | None:
         """Why ``body`` with ``headers`` is not WeChat Pay's signed message, or None when it is."""
         timestamp = _header(headers, "Wechatpay-Timestamp")
         nonce = _header(headers, "Wechatpay-Nonce")
@@ -828,7 +841,7 @@ class PayV3:
             raise WeChatUnavailableError(None, f"{path}: answer lacks trade_state")
         if answer.get("mchid") not in (None, self.mchid):
             raise WeChatUnavailableError(None, f"{path}: answer is for another merchant")
-        amount = answer.get("amount") if isinstance(answer.get("amount"), dict) else {}
+        amount = _json_object(answer.get("amount"))
         total = amount.get("total")
         return QueryResult(str(state), answer.get("transaction_id") or None, int(total) if isinstance(total, int) else None)
 
@@ -839,7 +852,7 @@ class PayV3:
         status = answer.get("status")
         if not isinstance(status, str) or not status or answer.get("out_refund_no") != out_refund_no:
             raise WeChatUnavailableError(None, f"{path}: answer lacks the refund's status")
-        amount = answer.get("amount") if isinstance(answer.get("amount"), dict) else {}
+        amount = _json_object(answer.get("amount"))
         fee = amount.get("refund")
         refund_id = answer.get("refund_id")
         return RefundQueryResult(status, str(refund_id) if refund_id else None, fee if isinstance(fee, int) and not isinstance(fee, bool) else None)
@@ -936,7 +949,7 @@ class PayV3:
             raise InvalidNotificationError("resource is not a JSON object")
         return data
 
-    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> PayNotice | RefundNotice | IgnoredNotice:
+    def parse_notification(self, headers: Headers, body: bytes) -> PayNotice | RefundNotice | IgnoredNotice:
         """A v3 notification, verified (signature by the platform key named in ``Wechatpay-Serial``, timestamp
         within five minutes, AEAD decryption, appid and mchid) and read."""
         problem = self._verify(headers, body)
@@ -955,13 +968,13 @@ class PayV3:
         # Refund resources carry no appid; payment resources always do.
         if resource.get("appid", self.appid) != self.appid:
             raise InvalidNotificationError("appid is not ours")
-        amount = resource.get("amount") if isinstance(resource.get("amount"), dict) else {}
+        amount = _json_object(resource.get("amount"))
         try:
             if event_type == "TRANSACTION.SUCCESS":
                 if resource.get("trade_state") != "SUCCESS" or "appid" not in resource:
                     raise InvalidNotificationError("TRANSACTION.SUCCESS without a successful transaction")
-                payer = resource.get("payer") if isinstance(resource.get("payer"), dict) else {}
-                notice: PayNotice | RefundNotice = PayNotice(
+                payer = _json_object(resource.get("payer"))
+                paid = PayNotice(
                     api=self.api,
                     out_trade_no=str(resource["out_trade_no"]),
                     transaction_id=str(resource["transaction_id"]),
@@ -969,7 +982,8 @@ class PayV3:
                     succeeded=True,
                     openid=payer.get("openid"),
                 )
-                ok = bool(notice.out_trade_no and notice.transaction_id)
+                notice: PayNotice | RefundNotice = paid
+                ok = bool(paid.out_trade_no and paid.transaction_id)
             elif event_type.startswith("REFUND."):
                 status = str(resource.get("refund_status") or "")
                 if event_type != f"REFUND.{status}":
