@@ -55,7 +55,7 @@ from server.wechat.pay import (
     v2_reply,
     v2_sign,
 )
-from server.wechat.sandbox import PayFault, PayState, SandboxServer, create_sandbox_app, pay_merchant_from_config, serve_in_thread
+from wechat_sandbox import PayFault, PayState, SandboxServer, create_sandbox_app, pay_merchant_from_config, serve_in_thread
 
 APPID, SECRET = "wxpaytest00000001", "pay-test-secret"
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
