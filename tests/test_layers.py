@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LAZY_SANDBOX_IMPORTS = {
     # ``run`` (in sandbox mode) and ``sandbox`` start the fake WeChat on its own port.
     ("server/cli.py", "_start_sandbox"),
+    # In sandbox mode without configured v3 PEM paths, the app's WeChat Pay client uses the key pairs
+    # the sandbox generates (and the sandbox holds their other halves).
+    ("server/wechat/pay.py", "v3_key_config"),
 }
 
 #: What the sandbox may import from ``server``: WeChat's wire formats and the credentials both sides know.
@@ -27,7 +30,7 @@ SANDBOX_IMPORTS_FROM_SERVER = {
     "server.config",  # SANDBOX_DEFAULTS, the public sandbox credentials; Config, the environment's merchant
     "server.wechat.client",  # redact_url
     "server.wechat.formats",  # the scene's characters and length
-    "server.wechat.pay",  # WeChat Pay's limits, v2 XML, PEM loading
+    "server.wechat.pay",  # WeChat Pay's limits, Beijing time, v2 XML, PEM loading, the muted wechatpy loggers
 }
 
 

@@ -39,7 +39,7 @@ Each API family is a module with its blueprint, registered in ``create_sandbox_a
 OAuth hosts as blueprints of their own) and the users it plays (``oa_users``), WeChat Pay's
 merchant and book of orders (``pay_state``, in ``app.extensions["sandbox_pay"]``), ``pay_v2``,
 ``pay_v3``, the buyer it plays (``buyer``) and the sandbox's own ``controls``; ``core`` holds
-what they share.
+what they share. ``keys`` generates the WeChat Pay key pairs the sandbox and the app hold.
 
 ``server`` never imports this package at module level (``tests/test_layers.py`` checks it):
 development code paths that run in sandbox mode only import it inside a function.
@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from wechat_sandbox.app import SandboxServer, create_sandbox_app, sandbox_apps_from_config, serve_in_thread
 from wechat_sandbox.core import SandboxState, WeChatFault
+from wechat_sandbox.keys import SandboxKeys, ensure_sandbox_keys
 from wechat_sandbox.miniprogram import QR_ERROR_CORRECTION, render_code
 from wechat_sandbox.official_account import MessagePush, message_push_from_config, original_id
 from wechat_sandbox.pay_state import (
@@ -66,12 +67,14 @@ __all__ = [
     "PayFault",
     "PayMerchant",
     "PayState",
+    "SandboxKeys",
     "SandboxServer",
     "SandboxState",
     "WeChatFault",
     "build_pay_notification",
     "build_refund_notification",
     "create_sandbox_app",
+    "ensure_sandbox_keys",
     "install_pay_merchant",
     "message_push_from_config",
     "original_id",

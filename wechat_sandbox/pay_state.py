@@ -36,17 +36,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac, dict_to_xml
 
 from server.config import SANDBOX_DEFAULTS, Config
-from server.wechat.pay import (
-    CHINA_TZ,
-    SANDBOX_MCH_SERIAL,
-    SANDBOX_PLATFORM_SERIAL,
-    ensure_sandbox_keys,
-    load_private_key,
-    load_public_key,
-    parse_v2_xml,
-    sandbox_key_dir,
-)
+from server.wechat.pay import CHINA_TZ, load_private_key, load_public_key, parse_v2_xml
 from wechat_sandbox.core import PUSH_TIMEOUT, _cdata, state
+from wechat_sandbox.keys import SANDBOX_MCH_SERIAL, SANDBOX_PLATFORM_SERIAL, ensure_sandbox_keys, sandbox_key_dir
 
 #: Order states of an order query.
 NOTPAY, TRADE_SUCCESS, TRADE_CLOSED, TRADE_REFUND = "NOTPAY", "SUCCESS", "CLOSED", "REFUND"

@@ -28,7 +28,6 @@ from wechatpy.pay.utils import dict_to_xml
 from server.wechat.client import WeChatUnavailableError
 from server.wechat.pay import (
     SAFE_MIN_PAY_WINDOW,
-    SANDBOX_MCH_SERIAL,
     V2_BODY_MAX_BYTES,
     V2_REFUND_DESC_MAX_BYTES,
     V3_DESCRIPTION_MAX_CHARS,
@@ -36,7 +35,6 @@ from server.wechat.pay import (
     WECHAT_MIN_PAY_WINDOW,
     PayWindowTooShortError,
     clip_utf8,
-    SANDBOX_PLATFORM_SERIAL,
     IgnoredNotice,
     InvalidNotificationError,
     PayNotConfiguredError,
@@ -47,7 +45,6 @@ from server.wechat.pay import (
     WeChatPayError,
     WeChatPayGateway,
     decrypt_req_info,
-    ensure_sandbox_keys,
     parse_v2_xml,
     load_private_key,
     load_public_key,
@@ -56,6 +53,7 @@ from server.wechat.pay import (
     v2_sign,
 )
 from wechat_sandbox import PayFault, PayState, SandboxServer, create_sandbox_app, pay_merchant_from_config, serve_in_thread
+from wechat_sandbox.keys import SANDBOX_MCH_SERIAL, SANDBOX_PLATFORM_SERIAL, ensure_sandbox_keys
 
 APPID, SECRET = "wxpaytest00000001", "pay-test-secret"
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
