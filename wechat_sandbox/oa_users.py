@@ -141,7 +141,7 @@ def play_user() -> Response:
         return _control_error(409, "no callback URL: PUT /sandbox/oa/push first")
     body = request.get_json(silent=True)
     name = body.get("user") if isinstance(body, dict) else None
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
+    if not isinstance(body, dict) or not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
         return _control_error(400, "user must be 1-64 of A-Za-z0-9_.-")
     appid = push.appid
     openid = state().openid(appid, name)

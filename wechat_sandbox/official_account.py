@@ -223,7 +223,7 @@ def _check_menu_action(button: dict[str, Any], sub: bool) -> None:
             raise WeChatFault(40026, "invalid sub button key size") if sub else WeChatFault(40019, "invalid button key size")
     elif kind in ("view", "miniprogram"):
         url = button.get("url")
-        if not 1 <= _utf8_length(url) <= MENU_URL_BYTES or not url.startswith(("http://", "https://")):
+        if not isinstance(url, str) or not 1 <= _utf8_length(url) <= MENU_URL_BYTES or not url.startswith(("http://", "https://")):
             raise WeChatFault(40027, "invalid sub button url size") if sub else WeChatFault(40020, "invalid button url size")
         if kind == "miniprogram":
             if button.get("appid") not in state().apps:
