@@ -154,7 +154,7 @@ def prepare(config: Any, count: int) -> list[str]:
 
 def notifications(config: Any, numbers: list[str]) -> Iterator[tuple[dict[str, str], bytes]]:
     """A valid v3 payment notification per order, as WeChat Pay would sign and encrypt it."""
-    from server.wechat.sandbox import PayState, pay_merchant_from_config
+    from wechat_sandbox import PayState, pay_merchant_from_config
 
     state = PayState(pay_merchant_from_config(vars(config)))
     for number in numbers:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from server import create_app, migrate  # noqa: E402
 from server.config import TestingConfig  # noqa: E402
 from server.posters import render  # noqa: E402
-from server.wechat.sandbox import create_sandbox_app, render_code, sandbox_apps_from_config, serve_in_thread  # noqa: E402
+from wechat_sandbox import create_sandbox_app, render_code, sandbox_apps_from_config, serve_in_thread  # noqa: E402
 
 POSTERS = "/api/v1/referral/posters"
 

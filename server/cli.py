@@ -39,7 +39,11 @@ def db_revision(message: str) -> None:
 
 
 def _start_sandbox(app: Flask, port: int) -> str:
-    from server.wechat.sandbox import create_sandbox_app, message_push_from_config, sandbox_apps_from_config, serve_in_thread
+    """Serve the WeChat sandbox on ``port``; refused unless the app is in sandbox mode."""
+    if not app.config["WECHAT_SANDBOX"]:
+        raise click.ClickException("the WeChat sandbox only runs in sandbox mode (WECHAT_SANDBOX)")
+    # Development only, and so imported here: production code never loads the sandbox (tests/test_layers.py).
+    from wechat_sandbox import create_sandbox_app, message_push_from_config, sandbox_apps_from_config, serve_in_thread
 
     # The sandbox pushes the official account's messages to PUBLIC_BASE_URL/wechat/oa, as WeChat would.
     sandbox = create_sandbox_app(

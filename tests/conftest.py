@@ -22,7 +22,7 @@ from server import create_app, migrate
 from server.config import TestingConfig
 from server.db import make_engine
 from server.models import metadata
-from server.wechat.sandbox import (
+from wechat_sandbox import (
     SandboxServer,
     create_sandbox_app,
     pay_merchant_from_config,

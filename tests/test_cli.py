@@ -8,7 +8,7 @@ from flask import Flask
 
 from server import cli, db
 from server.demo import run_demo, seed_demo
-from server.wechat.sandbox import serve_in_thread
+from wechat_sandbox import serve_in_thread
 
 
 @pytest.fixture
@@ -76,3 +76,18 @@ def test_demo_finds_the_servers_sandbox_by_itself(app, sandbox):
         server.shutdown()
     assert ok, "\n".join(lines)
     assert any(sandbox.base_url.rstrip("/") in line for line in lines)
+
+
+def test_run_outside_sandbox_mode_starts_no_sandbox(app_factory, served):
+    app = app_factory(WECHAT_SANDBOX=False, PUBLIC_BASE_URL_SET=False)
+    result = app.test_cli_runner().invoke(args=["run", "--port", "8002"])
+    assert result.exit_code == 0, result.output
+    assert "public_at_sandbox_start" not in served
+    assert "WeChat sandbox" not in result.output
+
+
+def test_the_sandbox_command_refuses_outside_sandbox_mode(app_factory):
+    app = app_factory(WECHAT_SANDBOX=False)
+    result = app.test_cli_runner().invoke(args=["sandbox", "--port", "0"])
+    assert result.exit_code == 1
+    assert "only runs in sandbox mode" in result.output

@@ -34,7 +34,7 @@ from werkzeug.security import generate_password_hash
 from server import create_app, db
 from server.accounts.models import Member, MemberStatus, StaffRole
 from server.accounts.services import create_staff
-from server.wechat.sandbox import SandboxServer, build_pay_notification, install_pay_merchant, pay_merchant_from_config
+from wechat_sandbox import SandboxServer, build_pay_notification, install_pay_merchant, pay_merchant_from_config
 from tests.conftest import _empty_database, make_config
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "miniprogram_api_spec" / "openapi.yaml"

@@ -19,9 +19,7 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import string
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -96,11 +94,6 @@ ORDER_PAID_CODES = frozenset({"ORDERPAID"})
 ABNORMAL_REFUND_TARGETS = frozenset({"USER_BANK_CARD", "MERCHANT_BANK_CARD"})
 #: v2 business errors worth a retry: WeChat's side is busy or broken.
 _V2_RETRYABLE = frozenset({"SYSTEMERROR", "BANKERROR", "FREQUENCY_LIMITED", "FREQ_LIMIT"})
-
-#: Fixed serials of the key pairs the sandbox generates; real serials are 40 hex digits too.
-SANDBOX_MCH_SERIAL = "5A0D5A4D5B0C0001000000000000000000000A01"
-SANDBOX_PLATFORM_SERIAL = "5A0D5A4D5B0C0001000000000000000000000B02"
-DEFAULT_SANDBOX_KEY_DIR = Path(__file__).resolve().parent.parent.parent / "var" / "sandbox-pay"
 
 _NONCE_ALPHABET = string.ascii_uppercase + string.digits
 
@@ -1011,66 +1004,6 @@ class PayV3:
 
 
 @dataclass(frozen=True)
-class SandboxKeys:
-    """Where the sandbox's merchant and platform key pairs live (generated once, files 0600)."""
-
-    directory: Path
-
-    @property
-    def merchant_private(self) -> Path:
-        return self.directory / "merchant_private.pem"
-
-    @property
-    def merchant_public(self) -> Path:
-        return self.directory / "merchant_public.pem"
-
-    @property
-    def platform_private(self) -> Path:
-        return self.directory / "platform_private.pem"
-
-    @property
-    def platform_public(self) -> Path:
-        return self.directory / "platform_public.pem"
-
-    def complete(self) -> bool:
-        return all(p.is_file() for p in (self.merchant_private, self.merchant_public, self.platform_private, self.platform_public))
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
-def ensure_sandbox_keys(directory: str | os.PathLike[str]) -> SandboxKeys:
-    """The sandbox's key pairs in ``directory``, generated on first use.
-
-    Generated in a private staging directory and renamed into place, so processes starting
-    together (test workers, gunicorn workers) all end up with the same keys.
-    """
-    keys = SandboxKeys(Path(directory))
-    if keys.complete():
-        return keys
-    keys.directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".sandbox-pay-", dir=keys.directory.parent))
-    try:
-        staged = SandboxKeys(staging)
-        for private_path, public_path in ((staged.merchant_private, staged.merchant_public), (staged.platform_private, staged.platform_public)):
-            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            _write_secret(private_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-            _write_secret(public_path, key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        try:
-            os.rename(staging, keys.directory)
-        except OSError:
-            pass  # another process put its keys there first: use those
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    if not keys.complete():
-        raise RuntimeError(f"sandbox WeChat Pay keys are incomplete in {keys.directory}; delete it to regenerate")
-    return keys
-
-
-@dataclass(frozen=True)
 class V3KeyConfig:
     """The v3 key files and serials the app uses, as configured or (sandbox) generated."""
 
@@ -1078,10 +1011,6 @@ class V3KeyConfig:
     merchant_serial: str
     platform_public_key: Path
     platform_serial: str
-
-
-def sandbox_key_dir(config: Mapping[str, Any]) -> Path:
-    return Path(config.get("WECHAT_PAY_SANDBOX_KEY_DIR") or DEFAULT_SANDBOX_KEY_DIR)
 
 
 def v3_key_config(config: Mapping[str, Any]) -> V3KeyConfig | None:
@@ -1093,6 +1022,9 @@ def v3_key_config(config: Mapping[str, Any]) -> V3KeyConfig | None:
             raise ValueError("WECHAT_PAY_MCH_CERT_SERIAL and WECHAT_PAY_PLATFORM_SERIAL must be set with the v3 keys")
         return V3KeyConfig(Path(private), str(mch_serial), Path(public), str(platform_serial))
     if config.get("WECHAT_SANDBOX"):
+        # Sandbox mode only, and so imported here: production code never loads the sandbox (tests/test_layers.py).
+        from wechat_sandbox.keys import SANDBOX_MCH_SERIAL, SANDBOX_PLATFORM_SERIAL, ensure_sandbox_keys, sandbox_key_dir
+
         keys = ensure_sandbox_keys(sandbox_key_dir(config))
         return V3KeyConfig(keys.merchant_private, SANDBOX_MCH_SERIAL, keys.platform_public, SANDBOX_PLATFORM_SERIAL)
     return None

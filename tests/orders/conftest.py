@@ -21,7 +21,7 @@ from server.orders import payments
 from server.orders.models import Order, OrderEvent, PaymentNotice, Product, Sku
 from server.orders.services import LineRequest, place_order
 from server.wechat import wechat_pay
-from server.wechat.sandbox import PayMerchant, PayState, SandboxServer, install_pay_merchant, pay_merchant_from_config, serve_in_thread
+from wechat_sandbox import PayMerchant, PayState, SandboxServer, install_pay_merchant, pay_merchant_from_config, serve_in_thread
 
 
 @pytest.fixture(scope="session")

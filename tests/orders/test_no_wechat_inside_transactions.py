@@ -25,7 +25,7 @@ from server.accounts.models import Member
 from server.db import utcnow
 from server.orders.models import Order, OrderStatus
 from server.posters.models import PosterImage
-from server.wechat.sandbox import PayState, SandboxServer
+from wechat_sandbox import PayState, SandboxServer
 from tests.orders.conftest import OrderRef, order_row, prepay
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from server.orders import payments
 from server.orders.models import Order, OrderStatus, PaymentNotice, Refund, RefundStatus, Sku
 from server.orders.services import request_refund
 from server.wechat import wechat_pay
-from server.wechat.sandbox import PayState
+from wechat_sandbox import PayState
 from tests.orders.conftest import OrderRef, events_of, order_row, prepay, snapshot
 
 NOTIFY_PATH = {"v2": (payments.V2_PAY_NOTIFY_PATH, payments.V2_REFUND_NOTIFY_PATH), "v3": (payments.V3_NOTIFY_PATH, payments.V3_NOTIFY_PATH)}

@@ -20,7 +20,7 @@ from server.orders.errors import IllegalTransitionError
 from server.orders.models import Order, OrderStatus, PaymentNotice, Refund, RefundStatus
 from server.orders.services import request_refund
 from server.wechat.pay import WeChatPayGateway, parse_v2_xml
-from server.wechat.sandbox import PayState, SandboxServer
+from wechat_sandbox import PayState, SandboxServer
 from tests.orders.conftest import OrderRef, events_of, order_row, post, prepay, snapshot
 
 API_KEY = "sandboxpayapikey00000000000000000"

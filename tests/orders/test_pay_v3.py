@@ -17,7 +17,7 @@ from server import db
 from server.orders import payments
 from server.orders.models import Order, OrderStatus, Refund, RefundStatus
 from server.orders.services import request_refund
-from server.wechat.sandbox import PayMerchant, PayState, SandboxServer
+from wechat_sandbox import PayMerchant, PayState, SandboxServer
 from tests.orders.conftest import events_of, order_row, post, prepay, snapshot
 
 

@@ -14,7 +14,7 @@ from server.db import utcnow
 from server.orders import payments
 from server.orders.models import Order, OrderStatus
 from server.settings.services import set_setting
-from server.wechat.sandbox import PayState
+from wechat_sandbox import PayState
 from tests.orders.conftest import OrderRef, events_of, order_row
 
 

@@ -17,7 +17,7 @@ from server.orders import payments
 from server.orders.models import Order, OrderStatus, Refund, RefundStatus
 from server.orders.services import approve_refund, finish_refund
 from server.wechat.pay import PayV3, WeChatPayError
-from server.wechat.sandbox import PayState, SandboxServer
+from wechat_sandbox import PayState, SandboxServer
 from tests.orders.conftest import events_of, order_row
 from tests.orders.test_refunds import _abnormal, _paid_plainly, _refund, _refund_row
 

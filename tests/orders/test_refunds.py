@@ -19,7 +19,7 @@ from server import scheduler
 from server.accounts.models import AuditEntry
 from server.db import utcnow
 from server.orders.models import Order, OrderStatus, Refund, RefundStatus
-from server.wechat.sandbox import PayState, SandboxServer
+from wechat_sandbox import PayState, SandboxServer
 from tests.orders.conftest import OrderRef, events_of, order_row, prepay
 
 def _paid(app: Flask, client: Any, make_order: Callable[..., OrderRef], sandbox_pay: PayState, price_fen: int = 10_001) -> OrderRef:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from server.config import ROOT
 from server.posters import render
-from server.wechat.sandbox import render_code
+from wechat_sandbox import render_code
 
 SCENE = "AbCdEfGhIjKlMnOp"
 

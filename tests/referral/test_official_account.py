@@ -24,7 +24,7 @@ from server.db import utcnow
 from server.referral.models import Binding, Lead, OAAttribution, TouchEvent
 from server.referral.oa_routes import ZONE_COOKIE
 from server.wechat import official_account
-from server.wechat.sandbox import SandboxServer, SandboxState, serve_in_thread
+from wechat_sandbox import SandboxServer, SandboxState, serve_in_thread
 
 #: A key of its own, so safe mode is shown to use the configured key and not the default.
 AES_KEY = "c2FmZS1tb2RlLWtleS1mb3ItdGhlLXJlZmVycmFsLXQ"

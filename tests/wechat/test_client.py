@@ -27,7 +27,7 @@ from server.wechat.client import (
     WeChatError,
     WeChatUnavailableError,
 )
-from server.wechat.sandbox import (
+from wechat_sandbox import (
     SandboxServer,
     SandboxState,
     WeChatFault,

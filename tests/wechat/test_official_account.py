@@ -22,7 +22,7 @@ from server.wechat.oa_messages import (
     CallbackUnreadableError,
     MessageCodec,
 )
-from server.wechat.sandbox import (
+from wechat_sandbox import (
     MessagePush,
     SandboxServer,
     SandboxState,

@@ -8,8 +8,6 @@ import hmac
 import json
 import logging
 import os
-import stat
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,7 +26,6 @@ from wechatpy.pay.utils import dict_to_xml
 from server.wechat.client import WeChatUnavailableError
 from server.wechat.pay import (
     SAFE_MIN_PAY_WINDOW,
-    SANDBOX_MCH_SERIAL,
     V2_BODY_MAX_BYTES,
     V2_REFUND_DESC_MAX_BYTES,
     V3_DESCRIPTION_MAX_CHARS,
@@ -36,7 +33,6 @@ from server.wechat.pay import (
     WECHAT_MIN_PAY_WINDOW,
     PayWindowTooShortError,
     clip_utf8,
-    SANDBOX_PLATFORM_SERIAL,
     IgnoredNotice,
     InvalidNotificationError,
     PayNotConfiguredError,
@@ -47,7 +43,6 @@ from server.wechat.pay import (
     WeChatPayError,
     WeChatPayGateway,
     decrypt_req_info,
-    ensure_sandbox_keys,
     parse_v2_xml,
     load_private_key,
     load_public_key,
@@ -55,7 +50,8 @@ from server.wechat.pay import (
     v2_reply,
     v2_sign,
 )
-from server.wechat.sandbox import PayFault, PayState, SandboxServer, create_sandbox_app, pay_merchant_from_config, serve_in_thread
+from wechat_sandbox import PayFault, PayState, SandboxServer, create_sandbox_app, pay_merchant_from_config, serve_in_thread
+from wechat_sandbox.keys import SANDBOX_MCH_SERIAL, SANDBOX_PLATFORM_SERIAL, ensure_sandbox_keys
 
 APPID, SECRET = "wxpaytest00000001", "pay-test-secret"
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
@@ -612,29 +608,7 @@ def test_a_refund_by_transaction_id_alone(gateway: WeChatPayGateway, state: PayS
     assert unknown.value.code in ("ORDERNOTEXIST", "RESOURCE_NOT_EXISTS")
 
 
-# -- key material and the gateway -----------------------------------------------------------------
-
-
-def test_sandbox_keys_are_generated_once_privately_and_agree_under_concurrency(tmp_path: Path) -> None:
-    directory = tmp_path / "sandbox-pay"
-    results: list[Path] = []
-    threads = [threading.Thread(target=lambda: results.append(ensure_sandbox_keys(directory).merchant_private)) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(results) == 4
-    keys = ensure_sandbox_keys(directory)
-    assert keys.complete()
-    for path in (keys.merchant_private, keys.merchant_public, keys.platform_private, keys.platform_public):
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    private = load_private_key(keys.merchant_private)
-    public = load_public_key(keys.merchant_public)
-    assert private.public_key().public_numbers() == public.public_numbers()
-    before = keys.merchant_private.read_bytes()
-    assert ensure_sandbox_keys(directory).merchant_private.read_bytes() == before  # never regenerated
-    assert [p.name for p in tmp_path.iterdir()] == ["sandbox-pay"]  # no staging left behind
+# -- the gateway ----------------------------------------------------------------------------------
 
 
 def test_gateway_from_config(config: dict[str, Any], tmp_path: Path) -> None:

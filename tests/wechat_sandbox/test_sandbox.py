@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from server import config
-from server.wechat.sandbox import (
+from wechat_sandbox import (
     QR_ERROR_CORRECTION,
     SandboxState,
     WeChatFault,

@@ -1,0 +1,112 @@
+"""Which package may import which: production code never imports the WeChat sandbox.
+
+``server`` imports ``wechat_sandbox`` only inside the functions listed in ``LAZY_SANDBOX_IMPORTS``,
+each on a path that runs in sandbox mode alone; ``wechat_sandbox`` takes from ``server`` only what a
+fake of WeChat shares with the app (``SANDBOX_IMPORTS_FROM_SERVER``).
+"""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The only places ``server`` imports the sandbox: (file, function), each reached only when WECHAT_SANDBOX is on.
+LAZY_SANDBOX_IMPORTS = {
+    # ``run`` (in sandbox mode) and ``sandbox`` start the fake WeChat on its own port.
+    ("server/cli.py", "_start_sandbox"),
+    # In sandbox mode without configured v3 PEM paths, the app's WeChat Pay client uses the key pairs
+    # the sandbox generates (and the sandbox holds their other halves).
+    ("server/wechat/pay.py", "v3_key_config"),
+}
+
+#: What the sandbox may import from ``server``: WeChat's wire formats and the credentials both sides know.
+SANDBOX_IMPORTS_FROM_SERVER = {
+    "server.api",  # JSONProvider: JSON bodies nested too deeply are bad JSON, not a RecursionError
+    "server.config",  # SANDBOX_DEFAULTS, the public sandbox credentials; Config, the environment's merchant
+    "server.wechat.client",  # redact_url
+    "server.wechat.formats",  # the scene's characters and length
+    "server.wechat.pay",  # WeChat Pay's limits, Beijing time, v2 XML, PEM loading, the muted wechatpy loggers
+}
+
+
+def _imported_modules(node: ast.AST) -> list[str]:
+    """The modules ``node`` imports, if it is an import statement or an ``import_module``/``__import__`` call."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""] if node.level == 0 else []
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if name in {"import_module", "__import__"}:
+            return [node.args[0].value]
+    return []
+
+
+def _imports(path: Path) -> Iterator[tuple[str, str | None, int]]:
+    """(module, enclosing function or None at module level, line) for every import in ``path``."""
+
+    def walk(node: ast.AST, function: str | None) -> Iterator[tuple[str, str | None, int]]:
+        for child in ast.iter_child_nodes(node):
+            for module in _imported_modules(child):
+                yield module, function, getattr(child, "lineno", 0)
+            inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
+            yield from walk(child, inner)
+
+    yield from walk(ast.parse(path.read_text(encoding="utf-8"), str(path)), None)
+
+
+def _is_sandbox(module: str) -> bool:
+    return module == "wechat_sandbox" or module.startswith("wechat_sandbox.")
+
+
+def _python_files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def test_server_imports_the_sandbox_only_inside_the_listed_functions() -> None:
+    module_level, lazy = [], set()
+    for path in _python_files("server"):
+        name = path.relative_to(ROOT).as_posix()
+        for module, function, line in _imports(path):
+            if _is_sandbox(module):
+                if function is None:
+                    module_level.append(f"{name}:{line} imports {module} at module level")
+                else:
+                    lazy.add((name, function))
+    assert module_level == []
+    assert lazy == LAZY_SANDBOX_IMPORTS
+
+
+def test_the_sandbox_imports_from_server_only_what_wechat_shares() -> None:
+    found = {
+        (path.relative_to(ROOT).as_posix(), module)
+        for path in _python_files("wechat_sandbox")
+        for module, _, _ in _imports(path)
+        if module == "server" or module.startswith("server.")
+    }
+    assert found, "the walk found no imports at all"
+    assert {module for _, module in found} <= SANDBOX_IMPORTS_FROM_SERVER, sorted(found)
+
+
+def test_a_production_app_never_loads_the_sandbox() -> None:
+    """Every module of ``server`` imported and a non-sandbox app built, in a fresh interpreter."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WECHAT_", "DATABASE_URL", "REDIS_URL", "SECRET_KEY"))}
+    env.update(WECHAT_APPID="wxlayerstest00001", WECHAT_SECRET="layers-secret", SECRET_KEY="layers-test-key", DATABASE_URL="sqlite://")
+    script = (
+        "import importlib, pkgutil, sys\n"
+        "import server\n"
+        "for module in pkgutil.walk_packages(server.__path__, 'server.'):\n"
+        "    importlib.import_module(module.name)\n"
+        "app = server.create_app()\n"
+        "assert not app.config['WECHAT_SANDBOX']\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'wechat_sandbox'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,31 @@
+"""The WeChat Pay key pairs the sandbox generates once and the app in sandbox mode reads."""
+from __future__ import annotations
+
+import stat
+import threading
+from pathlib import Path
+
+from server.wechat.pay import load_private_key, load_public_key
+from wechat_sandbox.keys import ensure_sandbox_keys
+
+
+def test_sandbox_keys_are_generated_once_privately_and_agree_under_concurrency(tmp_path: Path) -> None:
+    directory = tmp_path / "sandbox-pay"
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(ensure_sandbox_keys(directory).merchant_private)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    keys = ensure_sandbox_keys(directory)
+    assert keys.complete()
+    for path in (keys.merchant_private, keys.merchant_public, keys.platform_private, keys.platform_public):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    private = load_private_key(keys.merchant_private)
+    public = load_public_key(keys.merchant_public)
+    assert private.public_key().public_numbers() == public.public_numbers()
+    before = keys.merchant_private.read_bytes()
+    assert ensure_sandbox_keys(directory).merchant_private.read_bytes() == before  # never regenerated
+    assert [p.name for p in tmp_path.iterdir()] == ["sandbox-pay"]  # no staging left behind
