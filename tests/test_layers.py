@@ -96,8 +96,15 @@ def test_the_sandbox_imports_from_server_only_what_wechat_shares() -> None:
 
 def test_a_production_app_never_loads_the_sandbox() -> None:
     """Every module of ``server`` imported and a non-sandbox app built, in a fresh interpreter."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WECHAT_", "DATABASE_URL", "REDIS_URL", "SECRET_KEY"))}
-    env.update(WECHAT_APPID="wxlayerstest00001", WECHAT_SECRET="layers-secret", SECRET_KEY="layers-test-key", DATABASE_URL="sqlite://")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WECHAT_", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "APP_ENV", "PUBLIC_BASE_URL"))}
+    env.update(
+        APP_ENV="production",
+        WECHAT_APPID="wxlayerstest00001",
+        WECHAT_SECRET="layers-secret",
+        SECRET_KEY="layers-test-key-" + "k" * 32,
+        DATABASE_URL="sqlite://",
+        PUBLIC_BASE_URL="https://shop.example.com",
+    )
     script = (
         "import importlib, pkgutil, sys\n"
         "import server\n"
