@@ -83,20 +83,37 @@ def level1_rate(sess: Session, *, repeat: bool, product_ids: list[int], grade_id
 
 
 def order_rewards(sess: Session, *, base_fen: int, repeat: bool, product_ids: list[int], grade_id: int | None, has_upline: bool) -> list[Reward]:
-    """The two rewards an order of ``base_fen`` pays (level 2 omitted when direct-only or absent).
-
-    Applies every guard: two levels at most, level 2 ≤ level 1, the total within
-    the merchant's cap and the hard ceiling.
-    """
+    """The two rewards an order of ``base_fen`` pays (level 2 omitted when direct-only or absent), at the
+    merchant's rates and overrides: ``split_rewards`` with the settings read."""
     if base_fen <= 0:
         return []
     rate, label = level1_rate(sess, repeat=repeat, product_ids=product_ids, grade_id=grade_id)
-    rate = min(rate, HARD_CAP_BP)
+    return split_rewards(
+        base_fen,
+        level1_bp=rate,
+        label=label,
+        level2_share_bp=int(get_setting(sess, "reward_level2_share_bp")),
+        direct_only=bool(get_setting(sess, "reward_direct_only")),
+        has_upline=has_upline,
+        cap_bp=int(get_setting(sess, "reward_order_cap_bp")),
+    )
+
+
+def split_rewards(
+    base_fen: int, *, level1_bp: int, label: str, level2_share_bp: int, direct_only: bool, has_upline: bool, cap_bp: int
+) -> list[Reward]:
+    """The rewards of ``base_fen`` paid at ``level1_bp`` (a pure function: no database, no settings).
+
+    Applies every guard whatever the arguments: two levels at most, level 2 ≤ level 1, the total
+    within ``cap_bp`` and the hard ceiling. Every rounding is a floor.
+    """
+    if base_fen <= 0:
+        return []
+    rate = min(level1_bp, HARD_CAP_BP)
     level1 = base_fen * rate // 10_000
-    share = min(int(get_setting(sess, "reward_level2_share_bp")), MAX_LEVEL2_SHARE_BP)
-    level2 = level1 * share // 10_000 if has_upline and not get_setting(sess, "reward_direct_only") else 0
-    cap_bp = min(int(get_setting(sess, "reward_order_cap_bp")), HARD_CAP_BP)
-    cap = base_fen * cap_bp // 10_000
+    share = min(level2_share_bp, MAX_LEVEL2_SHARE_BP)
+    level2 = level1 * share // 10_000 if has_upline and not direct_only else 0
+    cap = base_fen * min(cap_bp, HARD_CAP_BP) // 10_000
     if level1 + level2 > cap:
         # Level 1 is paid first and level 2 gets what is left of the cap, so level 2 stays ≤ level 1.
         level1 = min(level1, cap)
