@@ -1,9 +1,13 @@
 """Database engine, declarative base, column types and the unit of work.
 
-Services take a session and only ``flush()``; the request or job that called
-them commits once (``commit()``), then runs the side effects queued with
-``after_commit``; a rollback drops them, including those queued inside a
-savepoint that rolled back. Anything not committed is rolled back at teardown.
+Services take a session and only ``flush()``. A request commits once, in one place:
+``finish_request`` commits when its response is a success (status below 400) and rolls
+back otherwise; a commit that fails becomes the error response. Jobs and CLI commands
+commit themselves (``commit()``). A commit runs the side effects queued with
+``after_commit``; a rollback drops them, including those queued inside a savepoint that
+rolled back. The few routes that must commit early (so that no transaction is open
+while WeChat answers, before a lock is released, or to keep a write under an error
+answer) call ``commit()`` where they do; tests/test_commits.py lists each with its reason.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, cast
 
-from flask import Flask, current_app, g, has_app_context
+from flask import Flask, Response, current_app, g, has_app_context
 from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, create_engine, event
 from sqlalchemy.engine import CursorResult, Engine, Result
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
@@ -170,7 +174,11 @@ def _rolled_back(sess: Session, transaction: SessionTransaction) -> None:
 
 
 def commit() -> None:
-    """Commit the unit of work, then run its queued side effects; a commit that fails drops them."""
+    """Commit the unit of work, then run its queued side effects; a commit that fails drops them.
+
+    Requests commit in ``finish_request``; a route calls this itself only to commit early, as listed
+    in tests/test_commits.py.
+    """
     queued = g.pop("after_commit", [])
     g.pop("savepoint_marks", None)
     session().commit()
@@ -179,6 +187,24 @@ def commit() -> None:
             fn()
         except Exception:  # a side effect must never undo or fail a committed unit of work
             current_app.logger.exception("after-commit side effect failed")
+
+
+def finish_request(response: Response) -> None:
+    """End the request's unit of work: commit a success (status below 400), roll back anything else.
+
+    Called with the view's response before it is final, so a commit that fails (an IntegrityError,
+    a deadlock) raises into Flask's error handling and the client gets the error, not a success.
+    """
+    sess: Session | None = g.get("db_session")
+    if sess is None and not g.get("after_commit"):  # nothing to commit, nothing queued
+        return
+    if response.status_code < 400:
+        commit()
+    else:
+        g.pop("after_commit", None)
+        g.pop("savepoint_marks", None)
+        if sess is not None:
+            sess.rollback()
 
 
 @contextlib.contextmanager
