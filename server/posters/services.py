@@ -423,12 +423,12 @@ def get_poster(
     ``locks`` receives the lock that keeps concurrent identical requests from drawing twice;
     close it after committing. A WeChat failure is UpstreamError and stores nothing.
 
-    Has the caller commit early when it draws, by design (``commit_early``, the caller's
-    ``db.commit``; ``sess`` must be the session it commits). The template, content and scene are
-    read (and created where needed) and committed first; no transaction is open while the avatar is fetched, WeChat draws the
-    mini-program code or the poster is rendered; the new poster row is added afterwards, for the
-    caller to commit. ``oa`` is the official account whose QR code an ``official_account_qr``
-    poster carries.
+    Has the caller commit early when it draws, by design: ``commit_early`` is the caller's
+    ``db.commit``, and ``sess`` the session it commits. The template, content and scene are read
+    (and created where needed) and committed first; no transaction is open while the avatar is
+    fetched, WeChat draws the mini-program code or the poster is rendered; the new poster row is
+    added afterwards, for the caller to commit. ``oa`` is the official account whose QR code an
+    ``official_account_qr`` poster carries.
     """
     variant = variant_for(channel)
     if variant == "oa" and oa is None:
