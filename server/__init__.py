@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask
+from flask import Flask, Response
 
 from werkzeug.routing import IntegerConverter
 
+from server import db
 from server.config import Config
 
 
@@ -22,13 +23,28 @@ class BigIntConverter(IntegerConverter):
         return number if number <= 2**63 - 1 else 0
 
 
+class App(Flask):
+    """Flask whose requests commit once, in one place (the way indico's ``RH.process`` does).
+
+    The view's answer is made a response here, before Flask finalizes it, and ``db.finish_request``
+    commits it if it succeeded (status below 400) or rolls back if not. A commit that fails raises
+    inside the dispatch, so the error handlers answer it, and the queued side effects never run.
+    A view that raises never reaches the commit: teardown rolls its work back.
+    """
+
+    def dispatch_request(self) -> Response:
+        response = self.make_response(super().dispatch_request())
+        db.finish_request(response)
+        return response
+
+
 def create_app(config: Config | None = None) -> Flask:
     """Build the app from ``config`` (default: the environment); nothing happens at import."""
     config = config or Config()
     config.check()
     from server.api import JSONProvider
 
-    app = Flask(__name__)
+    app = App(__name__)
     app.config.from_object(config)
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
     app.json = JSONProvider(app)
@@ -38,7 +54,7 @@ def create_app(config: Config | None = None) -> Flask:
         logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at import
 
-    from server import cache, cli, db, errors, health, html, orders, points, settings, tasks, wechat
+    from server import cache, cli, errors, health, html, orders, points, settings, tasks, wechat
     from server.accounts import routes as accounts_routes
     from server import distribution, posters
     from server.distribution import routes as distribution_routes  # distribution: blueprints

@@ -1,8 +1,13 @@
 """Database engine, declarative base, column types and the unit of work.
 
-Services take a session and only ``flush()``; the request or job that called
-them commits once (``commit()``), then runs the side effects queued with
-``after_commit``. Anything not committed is rolled back at teardown.
+Services take a session and only ``flush()``. A request commits once, in one place:
+``finish_request`` commits when its response is a success (status below 400) and rolls
+back otherwise; a commit that fails becomes the error response. Jobs and CLI commands
+commit themselves (``commit()``). A commit runs the side effects queued with
+``after_commit``; a rollback drops them, including those queued inside a savepoint that
+rolled back. The few routes that must commit early (so that no transaction is open
+while WeChat answers, before a lock is released, or to keep a write under an error
+answer) call ``commit()`` where they do; tests/test_commits.py lists each with its reason.
 """
 from __future__ import annotations
 
@@ -11,10 +16,10 @@ import enum
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, cast
 
-from flask import Flask, current_app, g
+from flask import Flask, Response, current_app, g, has_app_context
 from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, create_engine, event
 from sqlalchemy.engine import CursorResult, Engine, Result
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
@@ -108,12 +113,16 @@ def init_app(app: Flask) -> None:
     """Create the engine and session factory, and close the request's session at teardown."""
     engine = make_engine(app.config["DATABASE_URL"])
     app.extensions["db_engine"] = engine
-    app.extensions["db_sessionmaker"] = sessionmaker(bind=engine, expire_on_commit=False)
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    event.listen(factory, "after_transaction_create", _savepoint_started)
+    event.listen(factory, "after_soft_rollback", _rolled_back)
+    app.extensions["db_sessionmaker"] = factory
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
         sess: Session | None = g.pop("db_session", None)
         g.pop("after_commit", None)
+        g.pop("savepoint_marks", None)
         if sess is not None:
             sess.rollback()
             sess.close()
@@ -131,19 +140,71 @@ def session() -> Session:
 
 
 def after_commit(fn: Callable[[], Any]) -> None:
-    """Queue a side effect (a WeChat call, a cache clear) to run once the commit succeeds."""
+    """Queue a side effect (a WeChat call, a cache clear) to run once the commit succeeds.
+
+    A rollback drops it: of the whole session, or of the savepoint it was queued in.
+    """
     g.setdefault("after_commit", []).append(fn)
 
 
+def _is_current_session(sess: Session) -> bool:
+    """Whether ``sess`` is the session of the current request or job, whose queue is in ``g``."""
+    return has_app_context() and g.get("db_session") is sess
+
+
+def _savepoint_started(sess: Session, transaction: SessionTransaction) -> None:
+    """Remember how many side effects were queued when a savepoint began."""
+    if transaction.nested and _is_current_session(sess):
+        g.setdefault("savepoint_marks", {})[transaction] = len(g.get("after_commit", []))
+
+
+def _rolled_back(sess: Session, transaction: SessionTransaction) -> None:
+    """Drop the side effects of what was rolled back: those queued since the savepoint began, or all."""
+    if not _is_current_session(sess):
+        return
+    marks: dict[SessionTransaction, int] = g.get("savepoint_marks", {})
+    queued: list[Callable[[], Any]] = g.get("after_commit", [])
+    if transaction.nested:
+        mark = marks.pop(transaction, None)
+        if mark is not None:
+            del queued[mark:]
+    elif transaction.parent is None:
+        queued.clear()
+        marks.clear()
+
+
 def commit() -> None:
-    """Commit the unit of work, then run its queued side effects; a commit that fails drops them."""
+    """Commit the unit of work, then run its queued side effects; a commit that fails drops them.
+
+    Requests commit in ``finish_request``; a route calls this itself only to commit early, as listed
+    in tests/test_commits.py.
+    """
     queued = g.pop("after_commit", [])
+    g.pop("savepoint_marks", None)
     session().commit()
     for fn in queued:
         try:
             fn()
         except Exception:  # a side effect must never undo or fail a committed unit of work
             current_app.logger.exception("after-commit side effect failed")
+
+
+def finish_request(response: Response) -> None:
+    """End the request's unit of work: commit a success (status below 400), roll back anything else.
+
+    Called with the view's response before it is final, so a commit that fails (an IntegrityError,
+    a deadlock) raises into Flask's error handling and the client gets the error, not a success.
+    """
+    sess: Session | None = g.get("db_session")
+    if sess is None and not g.get("after_commit"):  # nothing to commit, nothing queued
+        return
+    if response.status_code < 400:
+        commit()
+    else:
+        g.pop("after_commit", None)
+        g.pop("savepoint_marks", None)
+        if sess is not None:
+            sess.rollback()
 
 
 @contextlib.contextmanager

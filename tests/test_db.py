@@ -1,8 +1,10 @@
-"""The unit of work: side effects run after a commit, and never after a commit that failed."""
+"""The unit of work: side effects run after a commit, never after a commit that failed or a rollback
+(of the session, or of the savepoint they were queued in)."""
 from __future__ import annotations
 
 import pytest
 from flask import Flask
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from server import db
@@ -38,3 +40,53 @@ def test_a_failed_commit_drops_its_side_effects(app: Flask) -> None:
         db.session().add(_staff("other-name"))
         db.commit()
     assert ran == []
+
+
+def _count(app: Flask, username: str) -> int:
+    with app.app_context():
+        return db.session().scalar(select(func.count()).select_from(Staff).where(Staff.username == username)) or 0
+
+
+def test_a_side_effect_queued_in_a_savepoint_that_rolls_back_is_dropped(app: Flask) -> None:
+    ran: list[str] = []
+    with app.app_context():
+        sess = db.session()
+        db.after_commit(lambda: ran.append("before"))
+        with pytest.raises(RuntimeError):
+            with sess.begin_nested():
+                sess.add(_staff("inside"))
+                db.after_commit(lambda: ran.append("inside"))
+                raise RuntimeError("undo the savepoint")
+        db.after_commit(lambda: ran.append("after"))
+        db.commit()
+    assert ran == ["before", "after"]
+    assert _count(app, "inside") == 0
+
+
+def test_a_side_effect_queued_in_a_savepoint_that_commits_runs_after_the_outer_commit(app: Flask) -> None:
+    ran: list[str] = []
+    with app.app_context():
+        sess = db.session()
+        with sess.begin_nested():
+            sess.add(_staff("kept-inside"))
+            db.after_commit(lambda: ran.append("inside"))
+        with pytest.raises(RuntimeError):
+            with sess.begin_nested():
+                with sess.begin_nested():
+                    db.after_commit(lambda: ran.append("inner of a rolled-back outer"))
+                raise RuntimeError("undo the outer savepoint")
+        assert ran == []
+        db.commit()
+    assert ran == ["inside"]
+    assert _count(app, "kept-inside") == 1
+
+
+def test_a_rollback_of_the_session_drops_what_it_queued(app: Flask) -> None:
+    ran: list[str] = []
+    with app.app_context():
+        db.session().add(_staff("rolled-back"))
+        db.after_commit(lambda: ran.append("dropped"))
+        db.session().rollback()
+        db.after_commit(lambda: ran.append("kept"))
+        db.commit()
+    assert ran == ["kept"]

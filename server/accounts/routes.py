@@ -124,7 +124,6 @@ def wx_login() -> Any:
         client_address=client_address(),
         user_agent=request.headers.get("User-Agent", ""),
     )
-    db.commit()
     return envelope(
         {
             "token": result.token,
@@ -140,7 +139,6 @@ def wx_login() -> Any:
 @member_required
 def logout() -> Any:
     services.revoke_token(db.session(), bearer_token(), SubjectType.member)
-    db.commit()
     return envelope(None)
 
 
@@ -155,7 +153,6 @@ def get_me() -> Any:
 def patch_me() -> Any:
     body = parse_body(ProfileBody)
     member = services.update_profile(db.session(), current_member(), nickname=body.nickname, avatar_url=body.avatar_url)
-    db.commit()
     return envelope(serialize_member(member))
 
 
@@ -167,7 +164,6 @@ def bind_phone() -> Any:
     db.commit()
     number = services.phone_from_wechat(miniprogram(), body.code)
     member = services.bind_phone(db.session(), current_member(), number)
-    db.commit()
     return envelope(serialize_member(member))
 
 
@@ -181,7 +177,6 @@ def staff_login() -> Any:
         client_address=client_address(),
         user_agent=request.headers.get("User-Agent", ""),
     )
-    db.commit()
     return envelope({"token": token, "expires_in": ttl, "staff": serialize_staff(staff)})
 
 
@@ -189,7 +184,6 @@ def staff_login() -> Any:
 @staff_required()
 def staff_logout() -> Any:
     services.revoke_token(db.session(), bearer_token(), SubjectType.staff)
-    db.commit()
     return envelope(None)
 
 
@@ -213,7 +207,6 @@ def create_staff() -> Any:
     staff = services.create_staff(
         db.session(), username=body.username, password=body.password, role=body.role, created_by=current_staff().id
     )
-    db.commit()
     return envelope(serialize_staff(staff), status=201)
 
 
@@ -225,7 +218,6 @@ def patch_staff(staff_id: int) -> Any:
     if staff is None:
         raise NotFoundError("no such staff account")
     services.set_staff_active(db.session(), staff, body.active, by=current_staff())
-    db.commit()
     return envelope(serialize_staff(staff))
 
 
@@ -268,5 +260,4 @@ def patch_member(member_id: int) -> Any:
     if member is None:
         raise NotFoundError("no such member")
     services.set_member_status(sess, member, body.status, by=current_staff())
-    db.commit()
     return envelope(serialize_member_admin(member))

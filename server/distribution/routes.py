@@ -242,7 +242,6 @@ def apply() -> Any:
     distributor = services.apply(
         db.session(), current_member(), real_name=body.real_name, phone=body.phone, wechat_id=body.wechat_id, intro=body.intro
     )
-    db.commit()
     return envelope(_detail(distributor, staff_view=False), status=201)
 
 
@@ -292,7 +291,6 @@ def appoint_distributor() -> Any:
         reason=body.reason,
         staff=current_staff(),
     )
-    db.commit()
     return envelope(_detail(distributor, staff_view=True), status=201)
 
 
@@ -314,7 +312,6 @@ def get_distributor(distributor_id: int) -> Any:
 def decide_distributor(distributor_id: int) -> Any:
     body = parse_body(DecisionBody)
     distributor = services.decide(db.session(), distributor_id, body.action, staff=current_staff(), reason=body.reason)
-    db.commit()
     return envelope(_detail(distributor, staff_view=True))
 
 
@@ -333,7 +330,6 @@ def list_tiers() -> Any:
 def patch_tier(tier: int) -> Any:
     body = parse_body(TierPatchBody)
     row = services.update_tier(db.session(), tier, _patch(body), staff=current_staff())
-    db.commit()
     return envelope(serialize_tier(row))
 
 
@@ -351,7 +347,6 @@ def create_grade() -> Any:
     grade = services.create_grade(
         db.session(), name=body.name, min_sales_fen=body.min_sales_fen, perks=body.perks, sort=body.sort, staff=current_staff()
     )
-    db.commit()
     return envelope(serialize_grade(grade), status=201)
 
 
@@ -360,7 +355,6 @@ def create_grade() -> Any:
 def patch_grade(grade_id: int) -> Any:
     body = parse_body(GradePatchBody)
     grade = services.update_grade(db.session(), grade_id, _patch(body), staff=current_staff())
-    db.commit()
     return envelope(serialize_grade(grade))
 
 
@@ -368,7 +362,6 @@ def patch_grade(grade_id: int) -> Any:
 @staff_required(StaffRole.owner)
 def delete_grade(grade_id: int) -> Any:
     services.delete_grade(db.session(), grade_id, staff=current_staff())
-    db.commit()
     return envelope(None)
 
 
@@ -399,7 +392,6 @@ def list_materials() -> Any:
 def create_material() -> Any:
     body = parse_body(MaterialBody)
     material = services.create_material(db.session(), _material_fields(body.model_dump()), staff=current_staff())
-    db.commit()
     return envelope(serialize_material(material, staff_view=True), status=201)
 
 
@@ -416,7 +408,6 @@ def patch_material(material_id: int) -> Any:
     material = services.update_material(
         db.session(), material_id, _material_fields(_patch(body, nullable=("poster_template_id",))), staff=current_staff()
     )
-    db.commit()
     return envelope(serialize_material(material, staff_view=True))
 
 
@@ -424,5 +415,4 @@ def patch_material(material_id: int) -> Any:
 @staff_required(StaffRole.operations)
 def deactivate_material(material_id: int) -> Any:
     material = services.deactivate_material(db.session(), material_id, staff=current_staff())
-    db.commit()
     return envelope(serialize_material(material, staff_view=True))

@@ -169,7 +169,6 @@ def create_contract() -> Any:
             "repeat_business": order.repeat_business,
         },
     )
-    db.commit()
     return envelope(serialize_contract_detail(order), status=201)
 
 
@@ -208,7 +207,6 @@ def receive_installment(order_id: int, seq: int) -> Any:
         f"order:{order.id}",
         {"seq": seq, "amount_fen": installment.amount_fen, "received_at": _iso(installment.received_at), "note": body.note},
     )
-    db.commit()
     return envelope(serialize_contract_detail(order))
 
 
@@ -220,7 +218,6 @@ def confirm_final(order_id: int) -> Any:
     staff = current_staff()
     order = contracts.confirm_final_payment(sess, order_id, staff_id=staff.id)
     record_audit(sess, staff.id, "contract.confirm_final", f"order:{order.id}", {"total_fee": order.total_fee, "partner_id": order.partner_id})
-    db.commit()
     return envelope(serialize_contract_detail(order))
 
 
@@ -233,7 +230,6 @@ def cancel_contract(order_id: int) -> Any:
     staff = current_staff()
     order = contracts.cancel_contract(sess, order_id, staff_id=staff.id, reason=body.reason)
     record_audit(sess, staff.id, "contract.cancel", f"order:{order.id}", {"reason": body.reason})
-    db.commit()
     return envelope(serialize_contract_detail(order))
 
 

@@ -40,6 +40,7 @@ def _apply(handle: Callable[..., payments.NoticeOutcome], notice: PayNotice | Re
     """Apply ``notice`` and commit; None when done, else (HTTP status, why) with nothing kept."""
     try:
         handle(db.session(), notice)
+        # Commits here, by design: a commit that fails must still be answered in WeChat's words.
         db.commit()
     except AppError as error:
         # Authentic, but not something our books can take (an unknown order, another amount).

@@ -284,7 +284,6 @@ def create_order() -> Any:
         remark=body.remark,
         scene=body.scene,
     )
-    db.commit()
     return envelope(serialize_order(order, detail=True), status=201)
 
 
@@ -311,7 +310,6 @@ def cancel_order(order_id: int) -> Any:
     sess = db.session()
     order = services.get_member_order(sess, current_member(), order_id)
     services.cancel_unpaid(sess, order, actor=f"member:{current_member().id}")
-    db.commit()
     return envelope(serialize_order(order, detail=True))
 
 
@@ -326,7 +324,6 @@ def pay_order(order_id: int) -> Any:
     member = current_member()
     order = services.get_member_order(sess, member, order_id)
     params = payments.prepay_order(sess, wechat_pay(), order, member, client_address())
-    db.commit()
     return envelope(params)
 
 
@@ -336,7 +333,6 @@ def receive_order(order_id: int) -> Any:
     sess = db.session()
     order = services.get_member_order(sess, current_member(), order_id)
     services.receive(sess, order, actor=f"member:{current_member().id}")
-    db.commit()
     return envelope(serialize_order(order, detail=True))
 
 
@@ -348,7 +344,6 @@ def member_refund(order_id: int) -> Any:
     sess = db.session()
     order = services.get_member_order(sess, current_member(), order_id)
     refund = services.request_member_refund(sess, order, body.amount_fen, body.reason, actor=f"member:{current_member().id}")
-    db.commit()
     return envelope(serialize_refund(refund), status=201)
 
 
@@ -392,7 +387,6 @@ def admin_create_product() -> Any:
     sess = db.session()
     product = catalog.create_product(sess, **body.model_dump())
     record_audit(sess, current_staff().id, "product.create", f"product:{product.id}", {"title": product.title})
-    db.commit()
     return envelope(serialize_product(product, []), status=201)
 
 
@@ -412,7 +406,6 @@ def admin_patch_product(product_id: int) -> Any:
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k == "ship_date"}
     product, skus = catalog.update_product(sess, product_id, changes)
     record_audit(sess, current_staff().id, "product.update", f"product:{product.id}", {k: str(v) for k, v in changes.items()})
-    db.commit()
     return envelope(serialize_product(product, skus))
 
 
@@ -423,7 +416,6 @@ def admin_create_sku(product_id: int) -> Any:
     sess = db.session()
     sku = catalog.add_sku(sess, product_id, name=body.name, price_fen=body.price_fen, stock=body.stock)
     record_audit(sess, current_staff().id, "sku.create", f"sku:{sku.id}", body.model_dump())
-    db.commit()
     return envelope(serialize_sku(sku), status=201)
 
 
@@ -434,7 +426,6 @@ def admin_patch_sku(sku_id: int) -> Any:
     sess = db.session()
     sku = catalog.update_sku(sess, sku_id, **body.model_dump(exclude_none=True))
     record_audit(sess, current_staff().id, "sku.update", f"sku:{sku.id}", body.model_dump(exclude_none=True))
-    db.commit()
     return envelope(serialize_sku(sku))
 
 
@@ -471,7 +462,6 @@ def admin_ship(order_id: int) -> Any:
     body = parse_body(ShipBody)
     order = _order(order_id)
     services.ship(db.session(), order, carrier=body.carrier, tracking_no=body.tracking_no, actor=f"staff:{current_staff().id}")
-    db.commit()
     return envelope(serialize_order(order, detail=True))
 
 
@@ -487,7 +477,6 @@ def admin_refund(order_id: int) -> Any:
     )
     record_audit(sess, current_staff().id, "refund.create", f"order:{order.id}", {"amount_fen": refund.amount_fen, "reason": body.reason})
     _submit_after_commit(refund.id)
-    db.commit()
     return envelope(serialize_refund(refund), status=201)
 
 
@@ -498,7 +487,6 @@ def admin_approve_refund(refund_id: int) -> Any:
     refund = services.approve_refund(sess, refund_id, actor=f"staff:{current_staff().id}")
     record_audit(sess, current_staff().id, "refund.approve", f"refund:{refund.id}")
     _submit_after_commit(refund.id)
-    db.commit()
     return envelope(serialize_refund(refund))
 
 
@@ -509,7 +497,6 @@ def admin_reject_refund(refund_id: int) -> Any:
     sess = db.session()
     refund = services.reject_refund(sess, refund_id, reason=body.reason, actor=f"staff:{current_staff().id}")
     record_audit(sess, current_staff().id, "refund.reject", f"refund:{refund.id}", {"reason": body.reason})
-    db.commit()
     return envelope(serialize_refund(refund))
 
 
@@ -535,7 +522,6 @@ def admin_settle_refund_offline(refund_id: int) -> Any:
     sess = db.session()
     refund = services.settle_abnormal_refund_offline(sess, refund_id, note=body.note, actor=f"staff:{current_staff().id}")
     record_audit(sess, current_staff().id, "refund.settle_offline", f"refund:{refund.id}", {"note": body.note})
-    db.commit()
     return envelope(serialize_refund(refund))
 
 
@@ -557,7 +543,6 @@ def admin_resend_abnormal_refund(refund_id: int) -> Any:
     )
     detail = {"target": body.target, "bank_type": body.bank_type, "bank_account": f"****{body.bank_account[-4:]}" if body.bank_account else None}
     record_audit(db.session(), current_staff().id, "refund.resend", f"refund:{refund.id}", detail)
-    db.commit()
     return envelope(serialize_refund(refund))
 
 

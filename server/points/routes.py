@@ -340,7 +340,6 @@ def redeem() -> Any:
         idempotency_key=key,
         contact=body.contact.model_dump() if body.contact else None,
     )
-    db.commit()
     return envelope(serialize_redemption(result.redemption), status=201 if result.new else 200)
 
 
@@ -387,7 +386,6 @@ def admin_create_item() -> Any:
     sess = db.session()
     item = services.create_item(sess, **(body.model_dump() | {"kind": ItemKind(body.kind)}))
     record_audit(sess, current_staff().id, "redemption_item.create", f"redemption_item:{item.id}", {"title": item.title, "kind": item.kind.value, "price": item.price})
-    db.commit()
     return envelope(serialize_item(item, admin=True), status=201)
 
 
@@ -405,7 +403,6 @@ def admin_patch_item(item_id: int) -> Any:
     sess = db.session()
     item = services.update_item(sess, item_id, changes)
     record_audit(sess, current_staff().id, "redemption_item.update", f"redemption_item:{item.id}", changes)
-    db.commit()
     return envelope(serialize_item(item, admin=True))
 
 
@@ -415,7 +412,6 @@ def admin_delete_item(item_id: int) -> Any:
     sess = db.session()
     services.delete_item(sess, item_id)
     record_audit(sess, current_staff().id, "redemption_item.delete", f"redemption_item:{item_id}")
-    db.commit()
     return envelope(None)
 
 
@@ -448,7 +444,6 @@ def admin_fulfil(redemption_id: int) -> Any:
     sess = db.session()
     row = services.fulfil_redemption(sess, redemption_id, staff_id=current_staff().id, note=body.note)
     record_audit(sess, current_staff().id, "redemption.fulfil", f"redemption:{row.id}", {"note": body.note})
-    db.commit()
     return envelope(serialize_redemption(row, admin=True))
 
 
@@ -460,7 +455,6 @@ def admin_cancel(redemption_id: int) -> Any:
     sess = db.session()
     row = services.cancel_redemption(sess, redemption_id, staff_id=current_staff().id, note=body.note)
     record_audit(sess, current_staff().id, "redemption.cancel", f"redemption:{row.id}", {"note": body.note, "total": row.total})
-    db.commit()
     return envelope(serialize_redemption(row, admin=True))
 
 
@@ -485,7 +479,6 @@ def admin_adjust() -> Any:
             f"member:{body.member_id}",
             {"amount": body.amount, "debt_repaid": grant.debt_repaid, "reason": body.reason, "key": grant.transaction.idempotency_key, "transaction_id": grant.transaction.id},
         )
-    db.commit()
     (tx, lines), = services.transactions_page(sess, transaction_id=grant.transaction.id)[0]
     data = {"transaction": serialize_transaction(tx, lines), "balances": serialize_balances(body.member_id)}
     return envelope(data, status=201 if result.new else 200)
@@ -586,7 +579,6 @@ def list_reward_overrides() -> Any:
 def create_reward_override() -> Any:
     body = parse_body(OverrideBody)
     row = rules.create_override(db.session(), **body.model_dump(), staff_id=current_staff().id)
-    db.commit()
     return envelope(serialize_override(row), status=201)
 
 
@@ -595,7 +587,6 @@ def create_reward_override() -> Any:
 def patch_reward_override(override_id: int) -> Any:
     body = parse_body(OverridePatchBody)
     row = rules.update_override(db.session(), override_id, body.model_dump(exclude_unset=True), staff_id=current_staff().id)
-    db.commit()
     return envelope(serialize_override(row))
 
 
@@ -603,7 +594,6 @@ def patch_reward_override(override_id: int) -> Any:
 @staff_required(StaffRole.owner)
 def delete_reward_override(override_id: int) -> Any:
     rules.delete_override(db.session(), override_id, staff_id=current_staff().id)
-    db.commit()
     return envelope(None)
 
 
@@ -618,7 +608,6 @@ def list_stage_rules() -> Any:
 def create_stage_rule() -> Any:
     body = parse_body(StageRuleBody)
     rule = incentives.create_stage_rule(db.session(), **body.model_dump(), staff_id=current_staff().id, audit=True)
-    db.commit()
     return envelope(serialize_stage_rule(rule), status=201)
 
 
@@ -627,5 +616,4 @@ def create_stage_rule() -> Any:
 def patch_stage_rule(rule_id: int) -> Any:
     body = parse_body(StageRulePatchBody)
     rule = incentives.update_stage_rule(db.session(), rule_id, body.model_dump(exclude_none=True), staff_id=current_staff().id)
-    db.commit()
     return envelope(serialize_stage_rule(rule))

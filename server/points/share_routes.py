@@ -32,7 +32,6 @@ def share_open() -> Any:
     """
     body = parse_body(ShareOpenBody)
     credited = record_share_open(db.session(), current_member(), body.scene)
-    db.commit()
     return envelope({"credited": credited})
 
 

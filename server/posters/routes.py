@@ -153,8 +153,11 @@ def create_poster() -> Any:
             channel=Channel(body.channel),
             public_base_url=current_app.config["PUBLIC_BASE_URL"],
             locks=locks,
+            # Commits early, by design: nothing is held while the avatar host and WeChat answer.
+            commit_early=db.commit,
             oa=official_account(),
         )
+        # Commits early, by design: before the render lock is released, so a request waiting on it finds the row.
         db.commit()
     return envelope(serialize_poster(poster))
 
@@ -191,7 +194,6 @@ def list_templates() -> Any:
 def create_template() -> Any:
     body = parse_body(TemplateBody)
     template = services.create_template(db.session(), body.model_dump(), staff_id=current_staff().id)
-    db.commit()
     return envelope(_admin_view(template), status=201)
 
 
@@ -209,7 +211,6 @@ def patch_template(template_id: int) -> Any:
     template = services.get_template(sess, template_id)
     changes = {name: value for name, value in body.model_dump().items() if value is not None}
     services.update_template(sess, template, changes, staff_id=current_staff().id)
-    db.commit()
     return envelope(_admin_view(template))
 
 
@@ -221,6 +222,7 @@ def set_default(template_id: int) -> Any:
         template = services.set_default_template(
             sess, services.get_template(sess, template_id), staff_id=current_staff().id, locks=locks
         )
+        # Commits early, by design: before the default-template lock is released, so the next holder sees this default.
         db.commit()
     return envelope(_admin_view(template))
 
@@ -230,7 +232,6 @@ def set_default(template_id: int) -> Any:
 def deactivate(template_id: int) -> Any:
     sess = db.session()
     template = services.set_template_active(sess, services.get_template(sess, template_id), False, staff_id=current_staff().id)
-    db.commit()
     return envelope(_admin_view(template))
 
 
@@ -239,7 +240,6 @@ def deactivate(template_id: int) -> Any:
 def activate(template_id: int) -> Any:
     sess = db.session()
     template = services.set_template_active(sess, services.get_template(sess, template_id), True, staff_id=current_staff().id)
-    db.commit()
     return envelope(_admin_view(template))
 
 

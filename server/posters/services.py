@@ -31,7 +31,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import cache, db
+from server import cache
 from server.accounts.models import Member
 from server.accounts import services as accounts  # a module, so accounts.services may import this one
 from server.db import after_commit, utcnow
@@ -415,6 +415,7 @@ def get_poster(
     channel: Channel = Channel.miniprogram_code,
     public_base_url: str,
     locks: contextlib.ExitStack,
+    commit_early: Callable[[], None],
     oa: OfficialAccount | None = None,
 ) -> Poster:
     """The member's poster for this template, content and channel: the cached one, or drawn now.
@@ -422,12 +423,12 @@ def get_poster(
     ``locks`` receives the lock that keeps concurrent identical requests from drawing twice;
     close it after committing. A WeChat failure is UpstreamError and stores nothing.
 
-    Commits early when it draws, by design: ``sess`` must be the unit of work's session
-    (``db.session()``). The template, content and scene are read (and created where needed) and
-    committed first; no transaction is open while the avatar is fetched, WeChat draws the
-    mini-program code or the poster is rendered; the new poster row is added afterwards, for the
-    caller to commit. ``oa`` is the official account whose QR code an ``official_account_qr``
-    poster carries.
+    Has the caller commit early when it draws, by design: ``commit_early`` is the caller's
+    ``db.commit``, and ``sess`` the session it commits. The template, content and scene are read
+    (and created where needed) and committed first; no transaction is open while the avatar is
+    fetched, WeChat draws the mini-program code or the poster is rendered; the new poster row is
+    added afterwards, for the caller to commit. ``oa`` is the official account whose QR code an
+    ``official_account_qr`` poster carries.
     """
     variant = variant_for(channel)
     if variant == "oa" and oa is None:
@@ -449,14 +450,14 @@ def get_poster(
     _ = template.background_image  # a deferred column, loaded now: after the commit it would open a transaction again
     # Nothing is held from here until the new row is added: not on the avatar host, not on WeChat.
     # (A commit, not a rollback, so the objects read so far stay loaded and are not read again.)
-    db.commit()
+    commit_early()
     # Fetched before the lock: a slow avatar host must not hold up other members' requests.
     avatar = fetch_avatar(avatar_url, allow_loopback=_loopback_allowed()) if avatar_url else None
     if locks.enter_context(_lock("poster:" + "|".join(map(str, key)))):
         found = _cached_poster(sess, key, channel, oa_expire_seconds)
         if found is not None:
             return Poster(found[0], found[1], template, content, cached=True)
-        db.commit()  # the look is a transaction too (on SQLite one that blocks every writer)
+        commit_early()  # the look is a transaction too (on SQLite one that blocks every writer)
 
     started = time.perf_counter()
     if variant == "miniprogram":

@@ -104,6 +104,7 @@ def _record_scan_once(incoming: IncomingMessage, scene_code: str, event: str) ->
         return None
     scan = services.record_oa_scan(db.session(), official_account(), incoming.openid, scene_code, event)
     db.after_commit(lambda: set_value(key, 1, EVENT_MEMORY_SECONDS))
+    # Commits here, by design: a commit that fails must still leave the follower their welcome.
     db.commit()
     return scan
 
@@ -136,7 +137,7 @@ def _serialize_qrcode(qr: services.OAQRCode) -> dict[str, Any]:
 def member_qrcode() -> Any:
     """The member's official-account QR code: following through it binds the follower to them."""
     scene, expire_seconds = services.member_oa_scene(db.session(), current_member().id)
-    # Commit before asking WeChat, so no database lock is held across the network call.
+    # Commits early, by design: no database lock is held across the network call.
     db.commit()
     return envelope(_serialize_qrcode(services.scene_qrcode(official_account(), scene.code, expire_seconds)))
 
@@ -206,6 +207,7 @@ def member_zone() -> BaseResponse:
     if member.status != MemberStatus.active:
         return _page("disabled", 403)
     zone = services.member_zone(sess, member)
+    # Commits early, by design: no transaction is open while WeChat draws the QR code.
     db.commit()
     qr = None
     try:

@@ -184,7 +184,6 @@ def bind() -> Any:
     member = current_member()
     services.record_scan(sess, member, body.scene)
     result = services.bind_member(sess, member, body.scene)
-    db.commit()
     return envelope(result.as_dict(sess))
 
 
@@ -206,7 +205,6 @@ def create_scene() -> Any:
     scene = services.scene_for_share(
         db.session(), current_member().id, Channel(body.channel), body.content_type, body.content_id
     )
-    db.commit()
     return envelope(serialize_scene(scene))
 
 
@@ -214,7 +212,6 @@ def create_scene() -> Any:
 @member_required
 def revoke_scene(code: str) -> Any:
     scene = services.revoke_scene(db.session(), code, sharer_id=current_member().id)
-    db.commit()
     return envelope(serialize_scene(scene))
 
 
@@ -247,7 +244,6 @@ def leave_lead() -> Any:
     lead = services.leave_contact(
         db.session(), member=current_member(), scene_code=body.scene, contact_name=body.contact_name, phone=body.phone, note=body.note
     )
-    db.commit()
     return envelope({"id": lead.id, "status": lead.status.value}, status=201)
 
 
@@ -266,6 +262,7 @@ def landing(code: str) -> Any:
     sess = db.session()
     scene = services.record_visit(sess, code, visitor=_visitor()) if SCENE_RE.fullmatch(code) else None
     sharer = sess.get(Member, scene.sharer_id) if scene and scene.sharer_id else None
+    # Commits here, by design: a visit to a dead scene is recorded, though the page answers 404.
     db.commit()
     page = render_template(
         "landing.html",
@@ -288,7 +285,6 @@ def landing_lead(code: str) -> Any:
     services.leave_contact(
         sess, member=None, scene_code=body.scene, contact_name=body.contact_name, phone=body.phone, note=body.note, visitor=_visitor()
     )
-    db.commit()
     scene = sess.get(Scene, code) if body.scene else None
     return render_template("landing.html", scene=scene, sharer=None, shop_name=get_setting(sess, "shop_name"), sent=True)
 
@@ -334,7 +330,6 @@ def review_lead(lead_id: int) -> Any:
     sess = db.session()
     lead = services.review_lead(sess, lead_id, LeadStatus(body.status), staff=current_staff(), note=body.note)
     record_audit(sess, current_staff().id, f"lead.{body.status}", f"lead:{lead.id}", {"note": body.note})
-    db.commit()
     return envelope(serialize_lead(lead))
 
 
@@ -381,7 +376,6 @@ def admin_revoke_scene(code: str) -> Any:
     sess = db.session()
     scene = services.revoke_scene(sess, code)
     record_audit(sess, current_staff().id, "scene.revoke", f"scene:{code}")
-    db.commit()
     return envelope(serialize_scene(scene))
 
 
@@ -403,7 +397,6 @@ def create_partner() -> Any:
     sess.add(partner)
     sess.flush()
     record_audit(sess, current_staff().id, "partner.create", f"partner:{partner.id}", body.model_dump())
-    db.commit()
     return envelope(serialize_partner(partner), status=201)
 
 
@@ -424,7 +417,6 @@ def patch_partner(partner_id: int) -> Any:
         setattr(partner, key, value)
     sess = db.session()
     record_audit(sess, current_staff().id, "partner.update", f"partner:{partner.id}", changes)
-    db.commit()
     return envelope(serialize_partner(partner))
 
 
@@ -439,7 +431,6 @@ def create_partner_scene(partner_id: int) -> Any:
     scene = services.create_scene(
         db.session(), channel=Channel.partner, partner_id=partner.id, content_type=body.content_type, content_id=body.content_id
     )
-    db.commit()
     return envelope(serialize_scene(scene), status=201)
 
 

@@ -49,5 +49,4 @@ def put_setting(key: str) -> Any:
     old = services.get_setting(sess, key)
     value = services.set_setting(sess, key, body.value, by=f"staff:{current_staff().id}")
     record_audit(sess, current_staff().id, "settings.set", f"setting:{key}", {"old": old, "new": value})
-    db.commit()
     return envelope(serialize(spec, value))
