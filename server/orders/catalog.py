@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from server.accounts.services import record_audit
 from server.db import rowcount
 from server.errors import ValidationError
 from server.orders.errors import InsufficientStockError, ProductNotFoundError
@@ -51,35 +52,54 @@ def _aware(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def create_product(sess: Session, **values: Any) -> Product:
+def create_product(sess: Session, *, staff_id: int | None = None, **values: Any) -> Product:
+    """A new product; audited when ``staff_id`` (the staff member who made it) is given."""
     values = _aware(values)
     _check_presale(values)
     product = Product(**values)
     sess.add(product)
     sess.flush()
+    if staff_id is not None:
+        record_audit(sess, staff_id, "product.create", f"product:{product.id}", {"title": product.title})
     return product
 
 
-def update_product(sess: Session, product_id: int, changes: dict[str, Any]) -> tuple[Product, list[Sku]]:
+def update_product(sess: Session, product_id: int, changes: dict[str, Any], *, staff_id: int | None = None) -> tuple[Product, list[Sku]]:
+    """Change a product; audited when ``staff_id`` is given."""
     product, _ = get_product(sess, product_id, on_sale_only=False)
     changes = _aware(changes)
     _check_presale({"presale": changes.get("presale", product.presale), "ship_date": changes.get("ship_date", product.ship_date)})
     for key, value in changes.items():
         setattr(product, key, value)
     sess.flush()
+    if staff_id is not None:
+        record_audit(sess, staff_id, "product.update", f"product:{product.id}", {k: str(v) for k, v in changes.items()})
     return product, _skus(sess, [product.id], False)[product.id]
 
 
-def add_sku(sess: Session, product_id: int, *, name: str, price_fen: int, stock: int) -> Sku:
+def add_sku(sess: Session, product_id: int, *, name: str, price_fen: int, stock: int, staff_id: int | None = None) -> Sku:
+    """A new SKU of a product; audited when ``staff_id`` is given."""
     get_product(sess, product_id, on_sale_only=False)
     sku = Sku(product_id=product_id, name=name, price_fen=price_fen, stock=stock)
     sess.add(sku)
     sess.flush()
+    if staff_id is not None:
+        record_audit(sess, staff_id, "sku.create", f"sku:{sku.id}", {"name": name, "price_fen": price_fen, "stock": stock})
     return sku
 
 
-def update_sku(sess: Session, sku_id: int, *, name: str | None = None, price_fen: int | None = None, stock_delta: int | None = None, active: bool | None = None) -> Sku:
-    """Change a SKU; stock moves by a delta in one conditional UPDATE, so it races safely with orders."""
+def update_sku(
+    sess: Session,
+    sku_id: int,
+    *,
+    name: str | None = None,
+    price_fen: int | None = None,
+    stock_delta: int | None = None,
+    active: bool | None = None,
+    staff_id: int | None = None,
+) -> Sku:
+    """Change a SKU; stock moves by a delta in one conditional UPDATE, so it races safely with orders.
+    Audited when ``staff_id`` is given."""
     sku = sess.get(Sku, sku_id)
     if sku is None:
         raise ProductNotFoundError("no such SKU")
@@ -92,4 +112,7 @@ def update_sku(sess: Session, sku_id: int, *, name: str | None = None, price_fen
         if value is not None:
             setattr(sku, key, value)
     sess.flush()
+    if staff_id is not None:
+        given = {"name": name, "price_fen": price_fen, "stock_delta": stock_delta, "active": active}
+        record_audit(sess, staff_id, "sku.update", f"sku:{sku.id}", {k: v for k, v in given.items() if v is not None})
     return sku

@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 from server import db
 from server.accounts.auth import current_staff, staff_required
 from server.accounts.models import StaffRole
-from server.accounts.services import record_audit
 from server.api import Body, Instant, NonBlank, Page, parse_body, parse_query
 from server.db import utcnow
 from server.errors import envelope
@@ -156,19 +155,6 @@ def create_contract() -> Any:
         parent_order_id=body.parent_order_id,
         staff_id=staff.id,
     )
-    record_audit(
-        sess,
-        staff.id,
-        "contract.create",
-        f"order:{order.id}",
-        {
-            "lead_id": body.lead_id,
-            "amount_fen": body.amount_fen,
-            "installments": [i.amount_fen for i in body.installments],
-            "parent_order_id": body.parent_order_id,
-            "repeat_business": order.repeat_business,
-        },
-    )
     return envelope(serialize_contract_detail(order), status=201)
 
 
@@ -199,14 +185,7 @@ def receive_installment(order_id: int, seq: int) -> Any:
     body = _optional_body(ReceiveBody)
     sess = db.session()
     staff = current_staff()
-    order, installment = contracts.receive_installment(sess, order_id, seq, staff_id=staff.id, received_at=body.received_at, note=body.note)
-    record_audit(
-        sess,
-        staff.id,
-        "contract.installment_receive",
-        f"order:{order.id}",
-        {"seq": seq, "amount_fen": installment.amount_fen, "received_at": _iso(installment.received_at), "note": body.note},
-    )
+    order, _ = contracts.receive_installment(sess, order_id, seq, staff_id=staff.id, received_at=body.received_at, note=body.note)
     return envelope(serialize_contract_detail(order))
 
 
@@ -217,7 +196,6 @@ def confirm_final(order_id: int) -> Any:
     sess = db.session()
     staff = current_staff()
     order = contracts.confirm_final_payment(sess, order_id, staff_id=staff.id)
-    record_audit(sess, staff.id, "contract.confirm_final", f"order:{order.id}", {"total_fee": order.total_fee, "partner_id": order.partner_id})
     return envelope(serialize_contract_detail(order))
 
 
@@ -229,7 +207,6 @@ def cancel_contract(order_id: int) -> Any:
     sess = db.session()
     staff = current_staff()
     order = contracts.cancel_contract(sess, order_id, staff_id=staff.id, reason=body.reason)
-    record_audit(sess, staff.id, "contract.cancel", f"order:{order.id}", {"reason": body.reason})
     return envelope(serialize_contract_detail(order))
 
 

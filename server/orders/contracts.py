@@ -27,6 +27,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member
+from server.accounts.services import record_audit
 from server.db import rowcount, utcnow
 from server.errors import ValidationError
 from server.orders.errors import (
@@ -100,7 +101,8 @@ def create_contract(
     parent_order_id: int | None,
     staff_id: int,
 ) -> Order:
-    """Open a contract for a valid lead's member, with its installments; the last one is the final payment."""
+    """Open a contract for a valid lead's member, with its installments; the last one is the final payment.
+    Audited as ``staff_id``'s action, like every write here."""
     planned = sum(plan.amount_fen for plan in installments)
     if not installments or planned != amount_fen:
         raise InstallmentsMismatchError(
@@ -166,6 +168,19 @@ def create_contract(
         )
     )
     sess.flush()
+    record_audit(
+        sess,
+        staff_id,
+        "contract.create",
+        f"order:{order.id}",
+        {
+            "lead_id": lead_id,
+            "amount_fen": amount_fen,
+            "installments": [plan.amount_fen for plan in installments],
+            "parent_order_id": parent_order_id,
+            "repeat_business": order.repeat_business,
+        },
+    )
     return order
 
 
@@ -230,6 +245,13 @@ def receive_installment(sess: Session, order_id: int, seq: int, *, staff_id: int
         # False only if another installment's receipt made the move first, which is just as good.
         transition(sess, order, S.paid, actor=actor, expected=S.created, first_installment=seq, amount_fen=installment.amount_fen)
     sess.flush()
+    record_audit(
+        sess,
+        staff_id,
+        "contract.installment_receive",
+        f"order:{order.id}",
+        {"seq": seq, "amount_fen": installment.amount_fen, "received_at": installment.received_at.isoformat(), "note": note},
+    )
     return order, installment
 
 
@@ -263,6 +285,7 @@ def confirm_final_payment(sess: Session, order_id: int, *, staff_id: int) -> Ord
     if order.partner_id is not None:
         record_partner_deal(sess, order.partner_id, f"contract:{order.out_trade_no}", order.total_fee)
     sess.flush()
+    record_audit(sess, staff_id, "contract.confirm_final", f"order:{order.id}", {"total_fee": order.total_fee, "partner_id": order.partner_id})
     return order
 
 
@@ -271,6 +294,7 @@ def cancel_contract(sess: Session, order_id: int, *, staff_id: int, reason: str 
     order = get_contract(sess, order_id)
     if order.status != S.created or not close_unpaid(sess, order, actor=f"staff:{staff_id}", reason=reason or "cancelled"):
         raise IllegalTransitionError(f"a {order.status.value} contract cannot be cancelled", data={"status": order.status.value})
+    record_audit(sess, staff_id, "contract.cancel", f"order:{order.id}", {"reason": reason})
     return order
 
 

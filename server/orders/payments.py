@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from server import db, tasks
 from server.accounts.models import Member
+from server.accounts.services import record_audit
 from server.db import rowcount, utcnow
 from server.settings.services import SettingSpec, get_setting, register
 from server.errors import ConflictError, UpstreamError
@@ -526,6 +527,7 @@ def resend_abnormal_refund(
     bank_account: str | None = None,
     real_name: str | None = None,
     actor: str,
+    staff_id: int | None = None,
 ) -> Refund:
     """Ask WeChat Pay to pay an ``abnormal`` refund into another account (``target``: "user_bank_card" with
     the buyer's card, or "merchant_bank_card"); the refund is ``processing`` again, for its notification
@@ -537,7 +539,8 @@ def resend_abnormal_refund(
     the caller's error); when WeChat does not answer it stays claimed, and the refund query finds out
     whether WeChat took it. Only v3 has this call; a v2 refund is settled in the merchant platform and
     then offline (IllegalTransitionError says so). The card number and name go to WeChat encrypted
-    and are never stored.
+    and are never stored; when ``staff_id`` is given, the audit entry of an accepted resend keeps only
+    the card's last four digits, never the name.
     """
     sess = db.session()
     refund, order = abnormal_refund_for_retry(sess, refund_id)
@@ -564,6 +567,9 @@ def resend_abnormal_refund(
         raise _pay_error(error, order, "an abnormal refund") from None
     resent = sess.get(Refund, refund_id)
     assert resent is not None
+    if staff_id is not None:
+        detail = {"target": target, "bank_type": bank_type, "bank_account": f"****{bank_account[-4:]}" if bank_account else None}
+        record_audit(sess, staff_id, "refund.resend", f"refund:{resent.id}", detail)
     return resent
 
 

@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 from server import db, security
 from server.accounts.auth import current_member, current_staff, member_if_signed_in, member_required, staff_required
 from server.accounts.models import Member, StaffRole
-from server.accounts.services import record_audit
 from server.api import Body, Instant, LongText, NonBlank, Page, client_address, parse_body, parse_query
 from server.errors import envelope
 from server.orders import catalog, services
@@ -385,8 +384,7 @@ def admin_list_products() -> Any:
 def admin_create_product() -> Any:
     body = parse_body(ProductBody)
     sess = db.session()
-    product = catalog.create_product(sess, **body.model_dump())
-    record_audit(sess, current_staff().id, "product.create", f"product:{product.id}", {"title": product.title})
+    product = catalog.create_product(sess, staff_id=current_staff().id, **body.model_dump())
     return envelope(serialize_product(product, []), status=201)
 
 
@@ -404,8 +402,7 @@ def admin_patch_product(product_id: int) -> Any:
     sess = db.session()
     # null clears only what may be empty (the ship date); for anything else it means "leave it".
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k == "ship_date"}
-    product, skus = catalog.update_product(sess, product_id, changes)
-    record_audit(sess, current_staff().id, "product.update", f"product:{product.id}", {k: str(v) for k, v in changes.items()})
+    product, skus = catalog.update_product(sess, product_id, changes, staff_id=current_staff().id)
     return envelope(serialize_product(product, skus))
 
 
@@ -414,8 +411,7 @@ def admin_patch_product(product_id: int) -> Any:
 def admin_create_sku(product_id: int) -> Any:
     body = parse_body(SkuBody)
     sess = db.session()
-    sku = catalog.add_sku(sess, product_id, name=body.name, price_fen=body.price_fen, stock=body.stock)
-    record_audit(sess, current_staff().id, "sku.create", f"sku:{sku.id}", body.model_dump())
+    sku = catalog.add_sku(sess, product_id, name=body.name, price_fen=body.price_fen, stock=body.stock, staff_id=current_staff().id)
     return envelope(serialize_sku(sku), status=201)
 
 
@@ -424,8 +420,7 @@ def admin_create_sku(product_id: int) -> Any:
 def admin_patch_sku(sku_id: int) -> Any:
     body = parse_body(SkuPatchBody)
     sess = db.session()
-    sku = catalog.update_sku(sess, sku_id, **body.model_dump(exclude_none=True))
-    record_audit(sess, current_staff().id, "sku.update", f"sku:{sku.id}", body.model_dump(exclude_none=True))
+    sku = catalog.update_sku(sess, sku_id, staff_id=current_staff().id, **body.model_dump(exclude_none=True))
     return envelope(serialize_sku(sku))
 
 
@@ -472,10 +467,8 @@ def admin_refund(order_id: int) -> Any:
     body = parse_body(RefundBody)
     sess = db.session()
     order = _order(order_id)
-    refund = services.request_refund(
-        sess, order, body.amount_fen, body.reason, actor=f"staff:{current_staff().id}", approved=True
-    )
-    record_audit(sess, current_staff().id, "refund.create", f"order:{order.id}", {"amount_fen": refund.amount_fen, "reason": body.reason})
+    staff_id = current_staff().id
+    refund = services.request_refund(sess, order, body.amount_fen, body.reason, actor=f"staff:{staff_id}", approved=True, staff_id=staff_id)
     _submit_after_commit(refund.id)
     return envelope(serialize_refund(refund), status=201)
 
@@ -484,8 +477,8 @@ def admin_refund(order_id: int) -> Any:
 @staff_required(StaffRole.operations, StaffRole.finance)
 def admin_approve_refund(refund_id: int) -> Any:
     sess = db.session()
-    refund = services.approve_refund(sess, refund_id, actor=f"staff:{current_staff().id}")
-    record_audit(sess, current_staff().id, "refund.approve", f"refund:{refund.id}")
+    staff_id = current_staff().id
+    refund = services.approve_refund(sess, refund_id, actor=f"staff:{staff_id}", staff_id=staff_id)
     _submit_after_commit(refund.id)
     return envelope(serialize_refund(refund))
 
@@ -495,8 +488,8 @@ def admin_approve_refund(refund_id: int) -> Any:
 def admin_reject_refund(refund_id: int) -> Any:
     body = parse_body(RejectBody)
     sess = db.session()
-    refund = services.reject_refund(sess, refund_id, reason=body.reason, actor=f"staff:{current_staff().id}")
-    record_audit(sess, current_staff().id, "refund.reject", f"refund:{refund.id}", {"reason": body.reason})
+    staff_id = current_staff().id
+    refund = services.reject_refund(sess, refund_id, reason=body.reason, actor=f"staff:{staff_id}", staff_id=staff_id)
     return envelope(serialize_refund(refund))
 
 
@@ -520,8 +513,8 @@ def admin_settle_refund_offline(refund_id: int) -> Any:
     """Finance paid the buyer of an abnormal refund another way: the refund counts as paid out."""
     body = parse_body(SettleOfflineBody)
     sess = db.session()
-    refund = services.settle_abnormal_refund_offline(sess, refund_id, note=body.note, actor=f"staff:{current_staff().id}")
-    record_audit(sess, current_staff().id, "refund.settle_offline", f"refund:{refund.id}", {"note": body.note})
+    staff_id = current_staff().id
+    refund = services.settle_abnormal_refund_offline(sess, refund_id, note=body.note, actor=f"staff:{staff_id}", staff_id=staff_id)
     return envelope(serialize_refund(refund))
 
 
@@ -533,16 +526,16 @@ def admin_resend_abnormal_refund(refund_id: int) -> Any:
     from server.orders import payments
 
     body = parse_body(ResendAbnormalBody)
+    staff_id = current_staff().id
     refund = payments.resend_abnormal_refund(
         refund_id,
         target=body.target,
         bank_type=body.bank_type,
         bank_account=body.bank_account,
         real_name=body.real_name,
-        actor=f"staff:{current_staff().id}",
+        actor=f"staff:{staff_id}",
+        staff_id=staff_id,
     )
-    detail = {"target": body.target, "bank_type": body.bank_type, "bank_account": f"****{body.bank_account[-4:]}" if body.bank_account else None}
-    record_audit(db.session(), current_staff().id, "refund.resend", f"refund:{refund.id}", detail)
     return envelope(serialize_refund(refund))
 
 

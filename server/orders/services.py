@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member
+from server.accounts.services import record_audit
 from server.db import fit, rowcount, utcnow
 from server.orders.errors import (
     AmountMismatchError,
@@ -351,9 +352,12 @@ def refundable(sess: Session, order: Order) -> int:
     return max(order.paid_fee - order.refunded_fee - _open_refund_total(sess, order.id), 0)
 
 
-def request_refund(sess: Session, order: Order, amount_fen: int | None, reason: str, *, actor: str, approved: bool) -> Refund:
+def request_refund(
+    sess: Session, order: Order, amount_fen: int | None, reason: str, *, actor: str, approved: bool, staff_id: int | None = None
+) -> Refund:
     """Open a refund (for all that is refundable when ``amount_fen`` is None) and move the order to
-    refunding; staff refunds start approved, members' wait for staff.
+    refunding; staff refunds start approved, members' wait for staff. Audited when ``staff_id`` (the
+    staff member who started it) is given.
 
     The order's row is locked before anything is counted, so the refunds requested, approved,
     under way and done never add up to more than was paid, whatever runs at the same time.
@@ -384,6 +388,8 @@ def request_refund(sess: Session, order: Order, amount_fen: int | None, reason: 
     )
     sess.add(refund)
     sess.flush()
+    if staff_id is not None:
+        record_audit(sess, staff_id, "refund.create", f"order:{order.id}", {"amount_fen": refund.amount_fen, "reason": reason})
     return refund
 
 
@@ -415,8 +421,8 @@ def _refund_for_update(sess: Session, refund_id: int) -> tuple[Refund, Order]:
     return refund, order
 
 
-def approve_refund(sess: Session, refund_id: int, *, actor: str) -> Refund:
-    """Staff accept a member's request; the refund API is called after the commit."""
+def approve_refund(sess: Session, refund_id: int, *, actor: str, staff_id: int | None = None) -> Refund:
+    """Staff accept a member's request; the refund API is called after the commit. Audited when ``staff_id`` is given."""
     refund, order = _refund_for_update(sess, refund_id)
     if refund.status != RefundStatus.requested:
         raise IllegalTransitionError(f"this refund is {refund.status.value}", data={"status": refund.status.value})
@@ -425,16 +431,20 @@ def approve_refund(sess: Session, refund_id: int, *, actor: str) -> Refund:
     refund.next_attempt_at = utcnow() + REFUND_FIRST_RETRY
     add_event(sess, order, "refund_approved", actor, refund_id=refund.id, amount_fen=refund.amount_fen)
     sess.flush()
+    if staff_id is not None:
+        record_audit(sess, staff_id, "refund.approve", f"refund:{refund.id}")
     return refund
 
 
-def reject_refund(sess: Session, refund_id: int, *, reason: str, actor: str) -> Refund:
-    """Staff turn a member's request down; the order returns to where it was."""
+def reject_refund(sess: Session, refund_id: int, *, reason: str, actor: str, staff_id: int | None = None) -> Refund:
+    """Staff turn a member's request down; the order returns to where it was. Audited when ``staff_id`` is given."""
     refund, order = _refund_for_update(sess, refund_id)
     if refund.status != RefundStatus.requested:
         raise IllegalTransitionError(f"this refund is {refund.status.value}", data={"status": refund.status.value})
     refund.reason = f"{refund.reason} | rejected: {reason}"[:255]
     finish_refund(sess, order, refund, succeeded=False, actor=actor)
+    if staff_id is not None:
+        record_audit(sess, staff_id, "refund.reject", f"refund:{refund.id}", {"reason": reason})
     return refund
 
 
@@ -530,14 +540,17 @@ def mark_refund_abnormal(sess: Session, order: Order, refund: Refund, *, actor: 
     return order
 
 
-def settle_abnormal_refund_offline(sess: Session, refund_id: int, *, note: str, actor: str) -> Refund:
+def settle_abnormal_refund_offline(sess: Session, refund_id: int, *, note: str, actor: str, staff_id: int | None = None) -> Refund:
     """Staff paid the buyer another way (and recovered the money WeChat held, e.g. in the merchant
-    platform): the abnormal refund counts as paid out, with the staff member's note on the timeline."""
+    platform): the abnormal refund counts as paid out, with the staff member's note on the timeline.
+    Audited when ``staff_id`` is given."""
     refund, order = _refund_for_update(sess, refund_id)
     if refund.status != RefundStatus.abnormal:
         raise IllegalTransitionError(f"only an abnormal refund can be settled offline; this one is {refund.status.value}", data={"status": refund.status.value})
     add_event(sess, order, "refund_settled_offline", actor, refund_id=refund.id, amount_fen=refund.amount_fen, note=note)
     finish_refund(sess, order, refund, succeeded=True, actor=actor)
+    if staff_id is not None:
+        record_audit(sess, staff_id, "refund.settle_offline", f"refund:{refund.id}", {"note": note})
     return refund
 
 

@@ -69,7 +69,7 @@ def ledger_check_command() -> None:
 def grant_command(member_id: int, points_text: str, reason: str) -> None:
     """Grant (or with a negative amount, take back) a member's available points, as the owner would."""
     from server.accounts.models import Member
-    from server.accounts.services import record_audit
+    from server.points.redemption import grant_from_cli
 
     try:
         amount = settlement.parse_points(points_text)
@@ -82,17 +82,10 @@ def grant_command(member_id: int, points_text: str, reason: str) -> None:
         raise click.ClickException(f"no member #{member_id}")
     key = f"grant:cli:{uuid.uuid4()}"
     try:
-        grant = settlement.grant_points(sess, member_id, amount, reason=reason.strip(), key=key, actor="cli")
+        grant = grant_from_cli(sess, member_id, amount, reason=reason.strip(), key=key)
     except InsufficientPointsError:
         available = member_balances(sess, member_id).available
         raise click.ClickException(f"member #{member_id} has only {available / 100:,.2f} points available; nothing was taken") from None
-    record_audit(
-        sess,
-        None,
-        "points.grant",
-        f"member:{member_id}",
-        {"amount": amount, "debt_repaid": grant.debt_repaid, "reason": reason.strip(), "key": key, "transaction_id": grant.transaction.id},
-    )
     db.commit()
     balances = member_balances(sess, member_id)
     repaid = f" ({grant.debt_repaid / 100:,.2f} paid towards debt)" if grant.debt_repaid else ""

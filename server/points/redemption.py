@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member
+from server.accounts.services import record_audit
 from server.db import rowcount, utcnow
 from server.errors import BadRequestError, ConflictError, NotFoundError, ValidationError
 from server.points import ledger
@@ -214,8 +215,10 @@ def create_item(
     per_member_limit: int | None = None,
     active: bool = True,
     sort: int = 0,
+    staff_id: int | None = None,
 ) -> RedemptionItem:
-    """A new catalog item; goods are refused below ``min_goods_price``, invite codes cost exactly ``invite_code_points``."""
+    """A new catalog item; goods are refused below ``min_goods_price``, invite codes cost exactly ``invite_code_points``.
+    Audited when ``staff_id`` (the staff member who made it) is given."""
     if price is None:
         if kind != ItemKind.invite_code:
             raise _price_error("a price is required")
@@ -234,13 +237,16 @@ def create_item(
     )
     sess.add(item)
     sess.flush()
+    if staff_id is not None:
+        record_audit(sess, staff_id, "redemption_item.create", f"redemption_item:{item.id}", {"title": item.title, "kind": item.kind.value, "price": item.price})
     return item
 
 
-def update_item(sess: Session, item_id: int, changes: dict[str, Any]) -> RedemptionItem:
-    """Change an item; ``stock_delta`` adds to (or takes from) a finite stock without overwriting concurrent redemptions."""
+def update_item(sess: Session, item_id: int, requested: dict[str, Any], *, staff_id: int | None = None) -> RedemptionItem:
+    """Change an item; ``stock_delta`` adds to (or takes from) a finite stock without overwriting concurrent redemptions.
+    Audited, with the changes as requested, when ``staff_id`` is given."""
     item = get_item(sess, item_id)
-    changes = dict(changes)
+    changes = dict(requested)
     delta = changes.pop("stock_delta", None)
     if "price" in changes or (changes.get("active") and not item.active):
         # Repriced, or back on sale after the minimum may have risen: goods stay at or above it.
@@ -260,11 +266,13 @@ def update_item(sess: Session, item_id: int, changes: dict[str, Any]) -> Redempt
             raise ValidationError(data={"errors": [{"field": "stock_delta", "error": "would take the stock below zero"}]})
     sess.flush()
     sess.refresh(item)
+    if staff_id is not None:
+        record_audit(sess, staff_id, "redemption_item.update", f"redemption_item:{item.id}", requested)
     return item
 
 
-def delete_item(sess: Session, item_id: int) -> None:
-    """Delete an item nobody has redeemed; one with redemptions stays, for their history."""
+def delete_item(sess: Session, item_id: int, *, staff_id: int | None = None) -> None:
+    """Delete an item nobody has redeemed; one with redemptions stays, for their history. Audited when ``staff_id`` is given."""
     item = get_item(sess, item_id)
     if sess.scalar(select(Redemption.id).where(Redemption.item_id == item.id).limit(1)) is not None:
         raise ItemInUseError()
@@ -274,6 +282,8 @@ def delete_item(sess: Session, item_id: int) -> None:
     except IntegrityError:
         # Redeemed between the check and the delete; the foreign key refused it.
         raise ItemInUseError() from None
+    if staff_id is not None:
+        record_audit(sess, staff_id, "redemption_item.delete", f"redemption_item:{item_id}")
 
 
 # -- redeeming -------------------------------------------------------------------------
@@ -428,9 +438,10 @@ def _transition(sess: Session, redemption: Redemption, to: RedemptionStatus, *, 
 
 
 def fulfil_redemption(sess: Session, redemption_id: int, *, staff_id: int, note: str = "") -> Redemption:
-    """Staff delivered it (shipped the goods, granted the access); placed → fulfilled."""
+    """Staff delivered it (shipped the goods, granted the access); placed → fulfilled. Audited as ``staff_id``'s action."""
     redemption = get_redemption(sess, redemption_id)
     _transition(sess, redemption, S.fulfilled, staff_id=staff_id, note=note)
+    record_audit(sess, staff_id, "redemption.fulfil", f"redemption:{redemption.id}", {"note": note})
     return redemption
 
 
@@ -439,6 +450,7 @@ def cancel_redemption(sess: Session, redemption_id: int, *, staff_id: int, note:
 
     An invite-code redemption can only be cancelled while none of its codes has
     been used; its codes are revoked so nobody can bind with them afterwards.
+    Audited as ``staff_id``'s action.
     """
     redemption = get_redemption(sess, redemption_id)
     _lock_available(sess, redemption.member_id)
@@ -488,6 +500,7 @@ def cancel_redemption(sess: Session, redemption_id: int, *, staff_id: int, note:
         # Written in the same unit of work as the posting itself, before anyone can read it.
         reversal.reverses_id = original.id
         sess.flush()
+    record_audit(sess, staff_id, "redemption.cancel", f"redemption:{redemption.id}", {"note": note, "total": redemption.total})
     return redemption
 
 
@@ -502,7 +515,8 @@ class Adjusted:
 
 
 def adjust_points(sess: Session, *, staff_id: int, member_id: int, amount: int, reason: str, idempotency_key: str) -> Adjusted:
-    """The owner's correction, once per idempotency key: a credit from issuance (paying debt first) or a debit of available points."""
+    """The owner's correction, once per idempotency key: a credit from issuance (paying debt first) or a debit of
+    available points. A new one is audited as ``staff_id``'s ``points.grant``; a repeat of the key writes nothing."""
     if amount == 0:
         raise ValidationError(data={"errors": [{"field": "amount", "error": "must not be zero"}]})
     if sess.get(Member, member_id) is None:
@@ -515,7 +529,28 @@ def adjust_points(sess: Session, *, staff_id: int, member_id: int, amount: int, 
             raise DuplicateRequestError(data={"transaction_id": existing.id})
         repaid = int(existing.detail.get("debt_repaid", 0))
         return Adjusted(Grant(existing, amount, repaid, amount - repaid), False)
-    return Adjusted(grant_points(sess, member_id, amount, reason=reason, key=key, actor=f"staff:{staff_id}"), True)
+    grant = grant_points(sess, member_id, amount, reason=reason, key=key, actor=f"staff:{staff_id}")
+    record_audit(
+        sess,
+        staff_id,
+        "points.grant",
+        f"member:{member_id}",
+        {"amount": amount, "debt_repaid": grant.debt_repaid, "reason": reason, "key": grant.transaction.idempotency_key, "transaction_id": grant.transaction.id},
+    )
+    return Adjusted(grant, True)
+
+
+def grant_from_cli(sess: Session, member_id: int, amount: int, *, reason: str, key: str) -> Grant:
+    """The operator's grant from the command line (no staff member): audited as ``points.grant`` with no staff id."""
+    grant = grant_points(sess, member_id, amount, reason=reason, key=key, actor="cli")
+    record_audit(
+        sess,
+        None,
+        "points.grant",
+        f"member:{member_id}",
+        {"amount": amount, "debt_repaid": grant.debt_repaid, "reason": reason, "key": key, "transaction_id": grant.transaction.id},
+    )
+    return grant
 
 
 # -- reading the ledger ------------------------------------------------------------------

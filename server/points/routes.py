@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 from server import db
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
-from server.accounts.services import record_audit
 from server.api import Body, LongText, NonBlank, Page, Query, parse_body, parse_query
 from server.errors import NotFoundError, envelope
 from server.points import redemption as services
@@ -384,8 +383,7 @@ def admin_list_items() -> Any:
 def admin_create_item() -> Any:
     body = parse_body(ItemBody)
     sess = db.session()
-    item = services.create_item(sess, **(body.model_dump() | {"kind": ItemKind(body.kind)}))
-    record_audit(sess, current_staff().id, "redemption_item.create", f"redemption_item:{item.id}", {"title": item.title, "kind": item.kind.value, "price": item.price})
+    item = services.create_item(sess, **(body.model_dump() | {"kind": ItemKind(body.kind)}), staff_id=current_staff().id)
     return envelope(serialize_item(item, admin=True), status=201)
 
 
@@ -401,8 +399,7 @@ def admin_patch_item(item_id: int) -> Any:
     body = parse_body(ItemPatchBody)
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k == "per_member_limit"}
     sess = db.session()
-    item = services.update_item(sess, item_id, changes)
-    record_audit(sess, current_staff().id, "redemption_item.update", f"redemption_item:{item.id}", changes)
+    item = services.update_item(sess, item_id, changes, staff_id=current_staff().id)
     return envelope(serialize_item(item, admin=True))
 
 
@@ -410,8 +407,7 @@ def admin_patch_item(item_id: int) -> Any:
 @staff_required(StaffRole.operations)
 def admin_delete_item(item_id: int) -> Any:
     sess = db.session()
-    services.delete_item(sess, item_id)
-    record_audit(sess, current_staff().id, "redemption_item.delete", f"redemption_item:{item_id}")
+    services.delete_item(sess, item_id, staff_id=current_staff().id)
     return envelope(None)
 
 
@@ -443,7 +439,6 @@ def admin_fulfil(redemption_id: int) -> Any:
     body = parse_body(DecisionBody)
     sess = db.session()
     row = services.fulfil_redemption(sess, redemption_id, staff_id=current_staff().id, note=body.note)
-    record_audit(sess, current_staff().id, "redemption.fulfil", f"redemption:{row.id}", {"note": body.note})
     return envelope(serialize_redemption(row, admin=True))
 
 
@@ -454,7 +449,6 @@ def admin_cancel(redemption_id: int) -> Any:
     body = parse_body(DecisionBody)
     sess = db.session()
     row = services.cancel_redemption(sess, redemption_id, staff_id=current_staff().id, note=body.note)
-    record_audit(sess, current_staff().id, "redemption.cancel", f"redemption:{row.id}", {"note": body.note, "total": row.total})
     return envelope(serialize_redemption(row, admin=True))
 
 
@@ -471,14 +465,6 @@ def admin_adjust() -> Any:
     staff = current_staff()
     result = services.adjust_points(sess, staff_id=staff.id, member_id=body.member_id, amount=body.amount, reason=body.reason, idempotency_key=key)
     grant = result.grant
-    if result.new:
-        record_audit(
-            sess,
-            staff.id,
-            "points.grant",
-            f"member:{body.member_id}",
-            {"amount": body.amount, "debt_repaid": grant.debt_repaid, "reason": body.reason, "key": grant.transaction.idempotency_key, "transaction_id": grant.transaction.id},
-        )
     (tx, lines), = services.transactions_page(sess, transaction_id=grant.transaction.id)[0]
     data = {"transaction": serialize_transaction(tx, lines), "balances": serialize_balances(body.member_id)}
     return envelope(data, status=201 if result.new else 200)

@@ -11,13 +11,12 @@ from sqlalchemy import func, select
 from server import db, security
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
-from server.accounts.services import record_audit
 from server.api import Body, Instant, NonBlank, Page, client_address, parse_body, parse_query, validate
 from server.cache import enforce_rate_limit
 from server.errors import NotFoundError, ValidationError, envelope
 from server.referral import services
-from server.referral.errors import PartnerExistsError, PartnerNotFoundError
-from server.referral.models import Binding, Channel, CommissionMode, Lead, LeadSource, LeadStatus, Partner, Scene, TouchEvent
+from server.referral.errors import PartnerNotFoundError
+from server.referral.models import Binding, Channel, Lead, LeadSource, LeadStatus, Partner, Scene, TouchEvent
 from server.settings.services import get_setting
 from server.wechat.formats import SCENE_RE
 
@@ -329,7 +328,6 @@ def review_lead(lead_id: int) -> Any:
     body = parse_body(ReviewBody)
     sess = db.session()
     lead = services.review_lead(sess, lead_id, LeadStatus(body.status), staff=current_staff(), note=body.note)
-    record_audit(sess, current_staff().id, f"lead.{body.status}", f"lead:{lead.id}", {"note": body.note})
     return envelope(serialize_lead(lead))
 
 
@@ -374,8 +372,7 @@ def member_referral(member_id: int) -> Any:
 @staff_required(StaffRole.operations)
 def admin_revoke_scene(code: str) -> Any:
     sess = db.session()
-    scene = services.revoke_scene(sess, code)
-    record_audit(sess, current_staff().id, "scene.revoke", f"scene:{code}")
+    scene = services.revoke_scene(sess, code, staff_id=current_staff().id)
     return envelope(serialize_scene(scene))
 
 
@@ -390,13 +387,7 @@ def list_partners() -> Any:
 @staff_required(StaffRole.operations)
 def create_partner() -> Any:
     body = parse_body(PartnerBody)
-    sess = db.session()
-    if sess.scalar(select(Partner.id).where(Partner.name == body.name)) is not None:
-        raise PartnerExistsError()
-    partner = Partner(**body.model_dump() | {"commission_mode": CommissionMode(body.commission_mode)})
-    sess.add(partner)
-    sess.flush()
-    record_audit(sess, current_staff().id, "partner.create", f"partner:{partner.id}", body.model_dump())
+    partner = services.create_partner(db.session(), body.model_dump(), staff_id=current_staff().id)
     return envelope(serialize_partner(partner), status=201)
 
 
@@ -411,12 +402,7 @@ def _partner(partner_id: int) -> Partner:
 @staff_required(StaffRole.operations)
 def patch_partner(partner_id: int) -> Any:
     body = parse_body(PartnerPatchBody)
-    partner = _partner(partner_id)
-    changes = body.model_dump(exclude_none=True)
-    for key, value in changes.items():
-        setattr(partner, key, value)
-    sess = db.session()
-    record_audit(sess, current_staff().id, "partner.update", f"partner:{partner.id}", changes)
+    partner = services.update_partner(db.session(), partner_id, body.model_dump(exclude_none=True), staff_id=current_staff().id)
     return envelope(serialize_partner(partner))
 
 

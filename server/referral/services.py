@@ -20,7 +20,14 @@ from server import cache, security
 from server.accounts.models import Member, MemberStatus, Staff
 from server.db import utcnow
 from server.errors import NotFoundError, ValidationError
-from server.referral.errors import LeadAlreadyReviewedError, LeadNotQualifiedError, PartnerNotFoundError, SceneNotFoundError, SceneQuotaError
+from server.referral.errors import (
+    LeadAlreadyReviewedError,
+    LeadNotQualifiedError,
+    PartnerExistsError,
+    PartnerNotFoundError,
+    SceneNotFoundError,
+    SceneQuotaError,
+)
 from server.referral.models import (
     Binding,
     Channel,
@@ -190,14 +197,24 @@ def scene_state(scene: Scene | None) -> str | None:
     return None
 
 
-def revoke_scene(sess: Session, code: str, *, sharer_id: int | None = None) -> Scene:
-    """Stop a scene from binding anyone; a member may only revoke their own."""
+def _audit(sess: Session, staff_id: int | None, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
+    # Imported here: accounts.services imports this module.
+    from server.accounts.services import record_audit
+
+    record_audit(sess, staff_id, action, target, detail)
+
+
+def revoke_scene(sess: Session, code: str, *, sharer_id: int | None = None, staff_id: int | None = None) -> Scene:
+    """Stop a scene from binding anyone; a member may only revoke their own. Audited when ``staff_id``
+    (the staff member revoking it) is given."""
     scene = sess.get(Scene, code)
     if scene is None or (sharer_id is not None and scene.sharer_id != sharer_id):
         raise SceneNotFoundError()
     if scene.revoked_at is None:
         scene.revoked_at = utcnow()
     sess.flush()
+    if staff_id is not None:
+        _audit(sess, staff_id, "scene.revoke", f"scene:{code}")
     return scene
 
 
@@ -512,6 +529,7 @@ def review_lead(sess: Session, lead_id: int, status: LeadStatus, *, staff: Staff
     """Operations marks a lead valid or invalid, once; a valid partner lead adds a commission line.
 
     Marking valid a lead whose sharer would earn points needs a sales lead (``valid_lead_problems``).
+    Audited as ``staff``'s ``lead.valid`` or ``lead.invalid``.
     """
     if status == LeadStatus.new:
         raise ValidationError("a lead can only be marked valid or invalid")
@@ -542,10 +560,33 @@ def review_lead(sess: Session, lead_id: int, status: LeadStatus, *, staff: Staff
         for hook in _lead_valid_hooks:
             hook(sess, lead)
     sess.flush()
+    _audit(sess, staff.id, f"lead.{status.value}", f"lead:{lead.id}", {"note": note})
     return lead
 
 
 # -- partners -------------------------------------------------------------------
+
+
+def create_partner(sess: Session, values: dict[str, Any], *, staff_id: int) -> Partner:
+    """A new partner channel; names are unique. Audited, with ``values`` as given, as ``staff_id``'s action."""
+    if sess.scalar(select(Partner.id).where(Partner.name == values["name"])) is not None:
+        raise PartnerExistsError()
+    partner = Partner(**values | {"commission_mode": CommissionMode(values["commission_mode"])})
+    sess.add(partner)
+    sess.flush()
+    _audit(sess, staff_id, "partner.create", f"partner:{partner.id}", values)
+    return partner
+
+
+def update_partner(sess: Session, partner_id: int, changes: dict[str, Any], *, staff_id: int) -> Partner:
+    """Change a partner channel's terms or contact; audited as ``staff_id``'s action."""
+    partner = sess.get(Partner, partner_id)
+    if partner is None:
+        raise PartnerNotFoundError()
+    for key, value in changes.items():
+        setattr(partner, key, value)
+    _audit(sess, staff_id, "partner.update", f"partner:{partner.id}", changes)
+    return partner
 
 
 def _add_commission(sess: Session, partner: Partner, *, kind: str, key: str, amount_fen: int, base_fen: int = 0, lead_id: int | None = None) -> PartnerCommission:

@@ -42,17 +42,13 @@ def get_command(key: str) -> None:
 @click.argument("value")
 def set_command(key: str, value: str) -> None:
     """Change a setting; VALUE is text (true/false, a number, or a choice)."""
-    from server.accounts.services import record_audit
     from server.errors import AppError
-    from server.settings.services import get_setting, set_setting
+    from server.settings.services import change_setting
 
-    sess = db.session()
     try:
-        old = get_setting(sess, key)
-        new = set_setting(sess, key, value, by="cli")
+        new = change_setting(db.session(), key, value, staff_id=None)
     except AppError as error:
         raise click.ClickException(error.message) from None
-    record_audit(sess, None, "settings.set", f"setting:{key}", {"old": old, "new": new})
     db.commit()
     click.echo(f"{key} = {json.dumps(new, ensure_ascii=False)}")
 

@@ -8,7 +8,6 @@ from flask import Blueprint
 from server import db
 from server.accounts.auth import current_staff, staff_required
 from server.accounts.models import StaffRole
-from server.accounts.services import record_audit
 from server.api import Body, parse_body
 from server.errors import envelope
 from server.settings import services
@@ -45,8 +44,5 @@ def list_settings() -> Any:
 def put_setting(key: str) -> Any:
     spec = services.spec_for(key)
     body = parse_body(SettingBody)
-    sess = db.session()
-    old = services.get_setting(sess, key)
-    value = services.set_setting(sess, key, body.value, by=f"staff:{current_staff().id}")
-    record_audit(sess, current_staff().id, "settings.set", f"setting:{key}", {"old": old, "new": value})
+    value = services.change_setting(db.session(), key, body.value, staff_id=current_staff().id)
     return envelope(serialize(spec, value))

@@ -117,6 +117,18 @@ def set_setting(sess: Session, key: str, value: Any, *, by: str) -> Any:
     return parsed
 
 
+def change_setting(sess: Session, key: str, value: Any, *, staff_id: int | None) -> Any:
+    """``set_setting`` as staff (``staff_id``) or the command line (None) do it: stored and audited
+    as ``settings.set`` with the old and new values; returns the stored value."""
+    # Imported here: accounts.services imports modules that import this one.
+    from server.accounts.services import record_audit
+
+    old = get_setting(sess, key)
+    new = set_setting(sess, key, value, by="cli" if staff_id is None else f"staff:{staff_id}")
+    record_audit(sess, staff_id, "settings.set", f"setting:{key}", {"old": old, "new": new})
+    return new
+
+
 def lock_named(sess: Session, name: str) -> None:
     """Hold the named database lock until the transaction ends (every worker, every host)."""
     if sess.get(Mutex, name) is None:
