@@ -101,6 +101,11 @@ NonBlank = Annotated[str, AfterValidator(_not_blank)]
 #: disagree on ``\S``: Python's excludes U+001C-U+001F and U+0085, ECMA 262's (jsonschema-rs) excludes U+FEFF instead.
 NON_BLANK_PATTERN = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
+def iso(value: datetime | None) -> str | None:
+    """A timestamp as ISO 8601 in a response (aware UTC from the database), or None."""
+    return value.isoformat() if value else None
+
+
 #: Long free text (descriptions) for a TEXT column: 20,000 characters, and no more bytes than the column holds.
 LongText = Annotated[StrictStr, StringConstraints(max_length=20_000), Utf8Bytes(TEXT_BYTES)]
 

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, cast
 
 from flask import Flask, Response, current_app, g, has_app_context
-from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, create_engine, event
+from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, create_engine, event, func, select
 from sqlalchemy.engine import CursorResult, Engine, Result
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -60,6 +60,18 @@ class UTCDateTime(TypeDecorator):
 def enum_column(cls: type[enum.Enum], name: str, length: int = 16) -> Enum:
     """Enum stored as a short string: no native ENUM type, so adding a value needs no ALTER."""
     return Enum(cls, name=name, native_enum=False, length=length, validate_strings=True)
+
+
+def paginate(
+    sess: Session, stmt: Any, *, offset: int, limit: int, order_by: tuple[Any, ...] = (), count_column: Any = None, scalars: bool = True
+) -> tuple[list[Any], int]:
+    """One page of ``stmt`` in ``order_by`` order, and how many rows it has in all (counted over
+    ``count_column`` when the selection is wider than a row); entities with ``scalars``, else rows."""
+    counted = stmt.with_only_columns(count_column) if count_column is not None else stmt
+    total = int(sess.scalar(select(func.count()).select_from(counted.subquery())) or 0)
+    paged = stmt.order_by(*order_by).offset(offset).limit(limit)
+    rows = sess.scalars(paged).all() if scalars else sess.execute(paged).all()
+    return list(rows), total
 
 
 def fit(column: Any, head: str, tail: str = "") -> str:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from server.points.incentives import stage_bonus_job
 from server import db
+from server.clock import CHINA, local
 from server.db import unit_of_work, utcnow
 from server.orders import payments
 from server.orders import services as orders
@@ -124,7 +125,7 @@ def orders_tick(app: Flask, now: datetime) -> dict[str, int] | None:
     transaction stays open while WeChat answers (each order is then reconciled in a unit of its own).
     A tick that dies after that commit loses nothing: the next tick finds the same orders due.
     """
-    period = f"{settlement.local(now):%Y-%m-%dT%H:%M}"
+    period = f"{local(now):%Y-%m-%dT%H:%M}"
     with unit_of_work(app) as sess:
         row = claim(sess, "orders-tick", period)
         if row is None:
@@ -150,7 +151,7 @@ def orders_tick(app: Flask, now: datetime) -> dict[str, int] | None:
         ids = set(received + completed) | set(_orders_needing_points(sess, now))
         to_process = list(sess.scalars(select(Order).where(Order.id.in_(ids)).order_by(Order.id))) if ids else []
         processed = _each_order(app, sess, "points", to_process, bring_points_in_line)
-        oldest = f"{settlement.local(now - TICK_CLAIMS_KEPT):%Y-%m-%dT%H:%M}"
+        oldest = f"{local(now - TICK_CLAIMS_KEPT):%Y-%m-%dT%H:%M}"
         sess.execute(delete(JobClaim).where(JobClaim.job.in_(("orders-tick", "refund-retry")), JobClaim.period < oldest))
         finished = sess.get(JobClaim, claim_id)
         assert finished is not None
@@ -164,7 +165,7 @@ def refund_retry_job(app: Flask, now: datetime) -> dict[str, int] | None:
     The claim is committed first; the WeChat calls run outside any transaction.
     """
     with unit_of_work(app) as sess:
-        row = claim(sess, "refund-retry", f"{settlement.local(now):%Y-%m-%dT%H:%M}")
+        row = claim(sess, "refund-retry", f"{local(now):%Y-%m-%dT%H:%M}")
         if row is None:
             return None
         db.commit()
@@ -207,7 +208,7 @@ def expire_points_job(app: Flask, now: datetime) -> dict[str, int] | None:
     with unit_of_work(app) as sess:
         if int(get_setting(sess, "points_expiry_days")) <= 0:
             return None
-        row = claim(sess, "expire-points", f"{settlement.local(now):%Y-%m-%d}")
+        row = claim(sess, "expire-points", f"{local(now):%Y-%m-%d}")
         if row is None:
             return None
         expired = settlement.expire_points(sess, now)
@@ -220,7 +221,7 @@ def regrade_job(app: Flask, now: datetime) -> dict[str, int] | None:
     from server.distribution.services import regrade_all
 
     with unit_of_work(app) as sess:
-        row = claim(sess, "regrade", f"{settlement.local(now):%Y-%m-%d}")
+        row = claim(sess, "regrade", f"{local(now):%Y-%m-%d}")
         if row is None:
             return None
         seen, changed = regrade_all(sess)
@@ -263,11 +264,11 @@ def run_job(app: Flask, name: str, job: Job, now: datetime | None = None) -> Any
 
 def build_scheduler(app: Flask) -> BlockingScheduler:
     """The scheduler with every job added, not started."""
-    scheduler = BlockingScheduler(timezone=settlement.CHINA)
+    scheduler = BlockingScheduler(timezone=CHINA)
     for schedule in SCHEDULES:
         scheduler.add_job(
             run_job,
-            CronTrigger(timezone=settlement.CHINA, **schedule.cron),
+            CronTrigger(timezone=CHINA, **schedule.cron),
             args=(app, schedule.name, schedule.job),
             id=schedule.name,
             name=schedule.name,

@@ -1,4 +1,4 @@
-"""Which package may import which: production code never imports the WeChat sandbox.
+"""Which package may import which (production code never imports the WeChat sandbox), and helpers that live once.
 
 ``server`` imports ``wechat_sandbox`` only inside the functions listed in ``LAZY_SANDBOX_IMPORTS``,
 each on a path that runs in sandbox mode alone; ``wechat_sandbox`` takes from ``server`` only what a
@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,3 +119,18 @@ def test_a_production_app_never_loads_the_sandbox() -> None:
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+#: Pieces that live once: the module that has them, and text that would mean a copy of them elsewhere.
+SHARED_ONCE = {
+    "China time": ("server/clock.py", 'ZoneInfo("Asia/Shanghai")'),
+    "a page of a query and its total": ("server/db.py", ".subquery())) or 0"),
+    "timestamps in responses": ("server/api.py", "isoformat() if value else None"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(SHARED_ONCE))
+def test_shared_helpers_live_once(what: str) -> None:
+    home, text = SHARED_ONCE[what]
+    found = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "server").rglob("*.py") if text in path.read_text(encoding="utf-8"))
+    assert found == [home], f"{what} is written again outside {home}: call it from there"

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from flask import Blueprint, request
 from pydantic import AfterValidator, Field, StringConstraints
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from server import db
 from server.accounts import services
@@ -236,9 +236,7 @@ def list_members() -> Any:
     stmt = select(Member)
     if query.q:
         stmt = stmt.where(Member.nickname.contains(query.q, autoescape=True) | Member.phone_masked.contains(query.q, autoescape=True))
-    sess = db.session()
-    total = sess.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = sess.scalars(stmt.order_by(Member.id.desc()).offset(query.offset).limit(query.page_size)).all()
+    rows, total = db.paginate(db.session(), stmt, offset=query.offset, limit=query.page_size, order_by=(Member.id.desc(),))
     return envelope({"items": [serialize_member_admin(m) for m in rows], "total": total, "page": query.page})
 
 

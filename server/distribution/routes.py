@@ -5,12 +5,12 @@ from typing import Annotated, Any, Literal
 
 from flask import Blueprint
 from pydantic import AfterValidator, Field, StringConstraints
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from server import db
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
-from server.api import Body, NonBlank, Page, parse_body, parse_query
+from server.api import Body, NonBlank, Page, iso, parse_body, parse_query
 from server.distribution import services
 from server.distribution.models import Distributor, DistributorStatus, DistributorTier, Grade, Material, MaterialKind
 from server.errors import NotFoundError, envelope
@@ -147,9 +147,6 @@ def _material_fields(fields: dict[str, Any]) -> dict[str, Any]:
 # -- serializers ------------------------------------------------------------------
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value else None
-
 
 def serialize_tier(row: DistributorTier) -> dict[str, Any]:
     return {
@@ -158,7 +155,7 @@ def serialize_tier(row: DistributorTier) -> dict[str, Any]:
         "material_audiences": list(services.tier_audiences(row.tier)),
         "can_recruit": row.can_recruit,
         "max_recruits": row.max_recruits,
-        "updated_at": _iso(row.updated_at),
+        "updated_at": iso(row.updated_at),
     }
 
 
@@ -194,7 +191,7 @@ def serialize_distributor(distributor: Distributor, member: Member, *, staff_vie
         "recruited_by": _member_brief(recruiter),
         "grade": serialize_grade(grade) if grade else None,
         "applied_at": distributor.applied_at.isoformat(),
-        "decided_at": _iso(distributor.decided_at),
+        "decided_at": iso(distributor.decided_at),
     }
     if staff_view:
         data["decided_by"] = distributor.decided_by
@@ -270,9 +267,7 @@ def list_my_materials() -> Any:
 def list_distributors() -> Any:
     query = parse_query(DistributorListQuery)
     stmt = services.distributors_query(status=query.status, tier=query.tier, q=query.q)
-    sess = db.session()
-    total = sess.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = sess.execute(stmt.offset(query.offset).limit(query.page_size)).all()
+    rows, total = db.paginate(db.session(), stmt, offset=query.offset, limit=query.page_size, scalars=False)
     items = [serialize_distributor(d, m, staff_view=True) for d, m in rows]
     return envelope({"items": items, "total": total, "page": query.page})
 
@@ -381,9 +376,9 @@ def list_materials() -> Any:
         stmt = stmt.where(Material.active.is_(query.active))
     if query.q:
         stmt = stmt.where(Material.title.contains(query.q, autoescape=True))
-    sess = db.session()
-    total = sess.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = sess.scalars(stmt.order_by(Material.sort, Material.created_at.desc(), Material.id.desc()).offset(query.offset).limit(query.page_size))
+    rows, total = db.paginate(
+        db.session(), stmt, offset=query.offset, limit=query.page_size, order_by=(Material.sort, Material.created_at.desc(), Material.id.desc())
+    )
     return envelope({"items": [serialize_material(m, staff_view=True) for m in rows], "total": total, "page": query.page})
 
 

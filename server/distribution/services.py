@@ -20,7 +20,7 @@ from server import security
 from server.accounts.models import Member, MemberStatus, Staff
 from server.accounts.services import record_audit
 from server.security import mask_phone
-from server.db import rowcount, utcnow
+from server.db import paginate, rowcount, utcnow
 from server.distribution.errors import (
     ApplicationBlockedError,
     ApplicationExistsError,
@@ -644,6 +644,4 @@ def visible_materials(sess: Session, member_id: int, *, kind: MaterialKind | Non
     stmt = select(Material).where(Material.active.is_(True), Material.audience >= audience_floor(sess, member_id))
     if kind is not None:
         stmt = stmt.where(Material.kind == kind)
-    total = sess.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = sess.scalars(stmt.order_by(Material.sort, Material.created_at.desc(), Material.id.desc()).offset(offset).limit(limit))
-    return list(rows), total
+    return paginate(sess, stmt, offset=offset, limit=limit, order_by=(Material.sort, Material.created_at.desc(), Material.id.desc()))

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.accounts.services import record_audit
-from server.db import rowcount
+from server.db import paginate, rowcount
 from server.errors import ValidationError
 from server.orders.errors import InsufficientStockError, ProductNotFoundError
 from server.orders.models import Product, ProductStatus, Sku
@@ -28,8 +28,7 @@ def list_products(sess: Session, *, on_sale_only: bool, offset: int, limit: int)
     stmt = select(Product)
     if on_sale_only:
         stmt = stmt.where(Product.status == ProductStatus.on_sale)
-    total = sess.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    products = sess.scalars(stmt.order_by(Product.sort.desc(), Product.id.desc()).offset(offset).limit(limit)).all()
+    products, total = paginate(sess, stmt, offset=offset, limit=limit, order_by=(Product.sort.desc(), Product.id.desc()))
     skus = _skus(sess, [p.id for p in products], on_sale_only)
     return [(p, skus[p.id]) for p in products], total
 

@@ -6,17 +6,17 @@ from typing import Annotated, Any, TypeVar
 
 from flask import Blueprint, request
 from pydantic import Field, StringConstraints, field_validator
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from server import db
 from server.accounts.auth import current_staff, staff_required
 from server.accounts.models import StaffRole
-from server.api import Body, Instant, NonBlank, Page, parse_body, parse_query
+from server.api import Body, Instant, NonBlank, Page, iso, parse_body, parse_query
 from server.db import utcnow
 from server.errors import envelope
 from server.orders import contracts
 from server.orders.models import Installment, Order, OrderKind, OrderStatus
-from server.orders.routes import MAX_FEN, _iso, serialize_order
+from server.orders.routes import MAX_FEN, serialize_order
 
 admin_bp = Blueprint("contracts_admin", __name__, url_prefix="/admin/api/v1")
 
@@ -83,7 +83,7 @@ def serialize_installment(installment: Installment, last_seq: int) -> dict[str, 
         "seq": installment.seq,
         "amount_fen": installment.amount_fen,
         "due_date": installment.due_date.date().isoformat() if installment.due_date else None,
-        "received_at": _iso(installment.received_at),
+        "received_at": iso(installment.received_at),
         "recorded_by": installment.recorded_by,
         "note": installment.note,
         "final": installment.seq == last_seq,
@@ -99,7 +99,7 @@ def serialize_contract(order: Order, progress: tuple[int, int], *, detail: bool 
         "lead_id": order.lead_id,
         "partner_id": order.partner_id,
         "parent_order_id": order.parent_order_id,
-        "finance_confirmed_at": _iso(order.finance_confirmed_at),
+        "finance_confirmed_at": iso(order.finance_confirmed_at),
         "finance_confirmed_by": order.finance_confirmed_by,
         "installments_received": received,
         "installments_total": count,
@@ -167,8 +167,7 @@ def list_contracts() -> Any:
     for column, value in ((Order.status, query.status), (Order.member_id, query.member_id), (Order.lead_id, query.lead_id)):
         if value is not None:
             stmt = stmt.where(column == value)
-    total = sess.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = list(sess.scalars(stmt.order_by(Order.id.desc()).offset(query.offset).limit(query.page_size)))
+    rows, total = db.paginate(sess, stmt, offset=query.offset, limit=query.page_size, order_by=(Order.id.desc(),))
     return envelope(_contract_page(rows, total, query.page))
 
 

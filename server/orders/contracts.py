@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from server.accounts.models import Member
 from server.accounts.services import record_audit
-from server.db import rowcount, utcnow
+from server.db import paginate, rowcount, utcnow
 from server.errors import ValidationError
 from server.orders.errors import (
     ContractNotFoundError,
@@ -307,9 +307,7 @@ def confirmation_queue(sess: Session, *, offset: int = 0, limit: int = 100) -> t
     """
     unreceived = select(Installment.id).where(Installment.order_id == Order.id, Installment.received_at.is_(None))
     stmt = select(Order).where(Order.kind == OrderKind.contract, Order.status == S.paid, Order.finance_confirmed_at.is_(None), ~exists(unreceived))
-    total = sess.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = sess.scalars(stmt.order_by(Order.id).offset(offset).limit(limit)).all()
-    return list(rows), total
+    return paginate(sess, stmt, offset=offset, limit=limit, order_by=(Order.id,))
 
 
 def installment_progress(sess: Session, order_ids: list[int]) -> dict[int, tuple[int, int]]:

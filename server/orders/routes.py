@@ -1,18 +1,17 @@
 """Catalog and orders for members (/api/v1) and staff (/admin/api/v1)."""
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, current_app
 from pydantic import Field, StrictBool, StrictInt, StrictStr, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from server import db, security
 from server.accounts.auth import current_member, current_staff, member_if_signed_in, member_required, staff_required
 from server.accounts.models import Member, StaffRole
-from server.api import Body, Instant, LongText, NonBlank, Page, client_address, parse_body, parse_query
+from server.api import Body, Instant, LongText, NonBlank, Page, client_address, iso, parse_body, parse_query
 from server.errors import envelope
 from server.orders import catalog, services
 from server.orders.errors import OrderNotFoundError
@@ -144,9 +143,6 @@ class SkuPatchBody(Body):
 # -- serializers ---------------------------------------------------------------------
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
 
 def serialize_sku(sku: Sku, discount_bp: int = 0) -> dict[str, Any]:
     """A SKU; ``pay_price_fen`` is what the caller would pay per unit after their discount."""
@@ -169,7 +165,7 @@ def serialize_product(product: Product, skus: list[Sku], discount_bp: int = 0) -
         "cover_url": product.cover_url,
         "status": product.status.value,
         "presale": product.presale,
-        "ship_date": _iso(product.ship_date),
+        "ship_date": iso(product.ship_date),
         "sort": product.sort,
         "discount_bp": discount_bp,
         "skus": [serialize_sku(s, discount_bp) for s in skus],
@@ -190,12 +186,12 @@ def serialize_order(order: Order, *, detail: bool = False) -> dict[str, Any]:
         "refunded_fee": order.refunded_fee,
         "repeat_business": order.repeat_business,
         "created_at": order.created_at.isoformat(),
-        "expires_at": _iso(order.expires_at),
-        "paid_at": _iso(order.paid_at),
-        "shipped_at": _iso(order.shipped_at),
-        "received_at": _iso(order.received_at),
-        "completed_at": _iso(order.completed_at),
-        "closed_at": _iso(order.closed_at),
+        "expires_at": iso(order.expires_at),
+        "paid_at": iso(order.paid_at),
+        "shipped_at": iso(order.shipped_at),
+        "received_at": iso(order.received_at),
+        "completed_at": iso(order.completed_at),
+        "closed_at": iso(order.closed_at),
     }
     if detail:
         sess = db.session()
@@ -230,17 +226,14 @@ def serialize_refund(refund: Refund) -> dict[str, Any]:
         "status": refund.status.value,
         "failure_reason": refund.failure_reason,
         "attempts": refund.attempts,
-        "next_attempt_at": _iso(refund.next_attempt_at),
+        "next_attempt_at": iso(refund.next_attempt_at),
         "created_at": refund.created_at.isoformat(),
-        "finished_at": _iso(refund.finished_at),
+        "finished_at": iso(refund.finished_at),
     }
 
 
 def _page(stmt: Any, query: Page, order_by: Any = Order.id.desc()) -> tuple[list[Any], int]:
-    sess = db.session()
-    total = sess.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = sess.scalars(stmt.order_by(order_by).offset(query.offset).limit(query.page_size)).all()
-    return list(rows), total
+    return db.paginate(db.session(), stmt, offset=query.offset, limit=query.page_size, order_by=(order_by,))
 
 
 # -- catalog ---------------------------------------------------------------------------

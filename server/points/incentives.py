@@ -39,7 +39,7 @@ from server.orders.models import Order
 from server.points import ledger
 from server.points.models import Account, AccountKind, Entry, LedgerTransaction, ShareOpen, StageBonusRule, TxKind
 from server.points.services import _eligible, credit_available
-from server.points.settlement import CHINA, local
+from server.clock import CHINA, local
 from server.referral.models import Channel, Scene
 from server.referral.services import scene_state
 from server.settings.services import SettingSpec, get_setting, register

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from server.accounts.models import Member
 from server.accounts.services import record_audit
-from server.db import rowcount, utcnow
+from server.db import paginate, rowcount, utcnow
 from server.errors import BadRequestError, ConflictError, NotFoundError, ValidationError
 from server.points import ledger
 from server.points.errors import (
@@ -190,9 +190,7 @@ def list_items(sess: Session, *, active: bool | None = None, kind: ItemKind | No
         stmt = stmt.where(RedemptionItem.active.is_(active))
     if kind is not None:
         stmt = stmt.where(RedemptionItem.kind == kind)
-    total = sess.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = sess.scalars(stmt.order_by(RedemptionItem.sort, RedemptionItem.id).offset(offset).limit(limit)).all()
-    return list(rows), total
+    return paginate(sess, stmt, offset=offset, limit=limit, order_by=(RedemptionItem.sort, RedemptionItem.id))
 
 
 def get_item(sess: Session, item_id: int, *, active_only: bool = False) -> RedemptionItem:
@@ -596,9 +594,8 @@ def member_entries(sess: Session, member_id: int, *, account: AccountKind | None
     )
     if account is not None:
         stmt = stmt.where(Account.kind == account)
-    total = sess.scalar(select(func.count()).select_from(stmt.with_only_columns(Entry.id).subquery())) or 0
-    rows = sess.execute(stmt.order_by(Entry.id.desc()).offset(offset).limit(limit)).all()
-    return _explain(sess, list(rows)), total
+    rows, total = paginate(sess, stmt, offset=offset, limit=limit, order_by=(Entry.id.desc(),), count_column=Entry.id, scalars=False)
+    return _explain(sess, rows), total
 
 
 def transactions_page(
@@ -618,8 +615,7 @@ def transactions_page(
         stmt = stmt.where(LedgerTransaction.member_id == member_id)
     if kind is not None:
         stmt = stmt.where(LedgerTransaction.kind == kind)
-    total = sess.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    txs = list(sess.scalars(stmt.order_by(LedgerTransaction.id.desc()).offset(offset).limit(limit)).all())
+    txs, total = paginate(sess, stmt, offset=offset, limit=limit, order_by=(LedgerTransaction.id.desc(),))
     by_tx: dict[int, list[EntryLine]] = {tx.id: [] for tx in txs}
     if txs:
         rows = sess.execute(

@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 
 from flask import Blueprint, request
 from pydantic import AfterValidator, Field, StringConstraints
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from server import db
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
-from server.api import Body, LongText, NonBlank, Page, Query, parse_body, parse_query
+from server.api import Body, LongText, NonBlank, Page, Query, iso, parse_body, parse_query
 from server.errors import NotFoundError, envelope
 from server.points import redemption as services
 from server.points import incentives, rules
@@ -145,9 +145,6 @@ class TransactionQuery(Page):
 # -- serializers -------------------------------------------------------------------------
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
 
 def _page(items: list[Any], total: int, query: Page) -> dict[str, Any]:
     return {"items": items, "total": total, "page": query.page}
@@ -173,7 +170,7 @@ def serialize_item(item: RedemptionItem, *, admin: bool = False) -> dict[str, An
         "sort": item.sort,
     }
     if admin:
-        data.update(active=item.active, created_at=_iso(item.created_at))
+        data.update(active=item.active, created_at=iso(item.created_at))
     return data
 
 
@@ -184,8 +181,8 @@ def serialize_invite_code(code: InviteCode, revoked_at: datetime | None, *, admi
         "redemption_id": code.redemption_id,
         "state": state,
         "used": code.used_by is not None,
-        "used_at": _iso(code.used_at),
-        "created_at": _iso(code.created_at),
+        "used_at": iso(code.used_at),
+        "created_at": iso(code.created_at),
     }
     if admin:
         data.update(owner_id=code.owner_id, used_by=code.used_by)
@@ -208,8 +205,8 @@ def serialize_redemptions(rows: list[Redemption], *, admin: bool = False) -> lis
             "status": row.status.value,
             "contact": row.contact,
             "note": row.staff_note,
-            "created_at": _iso(row.created_at),
-            "decided_at": _iso(row.decided_at),
+            "created_at": iso(row.created_at),
+            "decided_at": iso(row.decided_at),
             "invite_codes": [serialize_invite_code(c, revoked, admin=admin) for c, revoked in codes.get(row.id, [])],
         }
         if admin:
@@ -229,7 +226,7 @@ def serialize_entry(line: services.EntryLine) -> dict[str, Any]:
         "amount": line.entry.amount,
         "amount_points": services.points_text(line.entry.amount),
         "account": line.account.value,
-        "time": _iso(line.entry.created_at),
+        "time": iso(line.entry.created_at),
         "transaction": {
             "id": tx.id,
             "kind": tx.kind.value,
@@ -257,7 +254,7 @@ def serialize_transaction(tx: LedgerTransaction, lines: list[services.EntryLine]
         "reason": tx.reason,
         "actor": tx.actor,
         "detail": tx.detail,
-        "time": _iso(tx.created_at),
+        "time": iso(tx.created_at),
         "entries": [{"id": line.entry.id, "account": line.account.value, "member_id": line.member_id, "amount": line.entry.amount} for line in lines],
     }
 
@@ -266,7 +263,7 @@ def serialize_statement(row: Statement, run: SettlementRun, *, detail: bool = Fa
     amounts = {"settled": row.settled, "debt_repaid": row.debt_repaid, "credited": row.credited, "available_after": row.available_after, "debt_after": row.debt_after}
     data: dict[str, Any] = {"id": row.id, "period": run.period, "mode": run.mode, **amounts}
     data["points"] = {k: services.points_text(v) for k, v in amounts.items()}
-    data["created_at"] = _iso(row.created_at)
+    data["created_at"] = iso(row.created_at)
     if detail:
         data["lines"] = row.lines
     return data
@@ -277,9 +274,7 @@ def _idempotency_key() -> str:
 
 
 def _redemptions_page(stmt: Any, query: Page, *, admin: bool = False) -> dict[str, Any]:
-    sess = db.session()
-    total = sess.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = list(sess.scalars(stmt.order_by(Redemption.id.desc()).offset(query.offset).limit(query.page_size)))
+    rows, total = db.paginate(db.session(), stmt, offset=query.offset, limit=query.page_size, order_by=(Redemption.id.desc(),))
     return _page(serialize_redemptions(rows, admin=admin), total, query)
 
 

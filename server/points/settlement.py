@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.exc import IntegrityError
@@ -25,13 +24,12 @@ from server.db import utcnow
 from server.orders.models import Order
 from server.points import ledger
 from server.points.errors import SettlementClaimedError
+from server.clock import CHINA, local
 from server.points.models import Account, AccountKind, Entry, LedgerTransaction, OrderReward, RewardState, SettlementRun, Statement, TxKind
 from server.points.services import credit_available, member_balances
 from server.settings.services import SettingSpec, get_setting, register
 
 K = AccountKind
-#: Periods, weekdays and "after 02:00" are the merchant's wall clock.
-CHINA = ZoneInfo("Asia/Shanghai")
 MODES = ("weekly", "monthly", "threshold")
 #: Scheduled weekly and monthly settlements wait until this hour, after the night's order jobs.
 SETTLE_HOUR = 2
@@ -49,11 +47,6 @@ register(
     SettingSpec("settlement_weekday", int, 1, "Weekly mode: the day of the week to settle, 1 = Monday … 7 = Sunday (after 02:00 China time).", minimum=1, maximum=7),
     SettingSpec("points_expiry_days", int, 0, "Available points expire this many days after they were credited, oldest first; 0 = never.", minimum=0, maximum=3650),
 )
-
-
-def local(now: datetime) -> datetime:
-    """``now`` on the merchant's wall clock."""
-    return now.astimezone(CHINA)
 
 
 def period_key(mode: str, now: datetime) -> str:

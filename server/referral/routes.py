@@ -1,7 +1,6 @@
 """Referral API: binding, scenes, team, leads (/api/v1), the H5 landing (/s), and the console (/admin/api/v1)."""
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, current_app, render_template, request
@@ -11,7 +10,7 @@ from sqlalchemy import func, select
 from server import db, security
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import Member, StaffRole
-from server.api import Body, Instant, NonBlank, Page, client_address, parse_body, parse_query, validate
+from server.api import Body, Instant, NonBlank, Page, client_address, iso, parse_body, parse_query, validate
 from server.cache import enforce_rate_limit
 from server.errors import NotFoundError, ValidationError, envelope
 from server.referral import services
@@ -94,9 +93,6 @@ class StatementQuery(Body):
 # -- serializers ------------------------------------------------------------------
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
 
 def serialize_scene(scene: Scene) -> dict[str, Any]:
     base = current_app.config["PUBLIC_BASE_URL"]
@@ -107,7 +103,7 @@ def serialize_scene(scene: Scene) -> dict[str, Any]:
         "content_id": scene.content_id,
         "h5_url": f"{base}/s/{scene.code}",
         "created_at": scene.created_at.isoformat(),
-        "expires_at": _iso(scene.expires_at),
+        "expires_at": iso(scene.expires_at),
         "revoked": scene.revoked_at is not None,
     }
 
@@ -141,7 +137,7 @@ def serialize_lead(lead: Lead) -> dict[str, Any]:
         "note": lead.note,
         "review_note": lead.review_note,
         "reviewed_by": lead.reviewed_by,
-        "reviewed_at": _iso(lead.reviewed_at),
+        "reviewed_at": iso(lead.reviewed_at),
         "created_at": lead.created_at.isoformat(),
     }
 
@@ -305,9 +301,7 @@ def list_leads() -> Any:
     ):
         if value is not None:
             stmt = stmt.where(column == value)
-    sess = db.session()
-    total = sess.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = sess.scalars(stmt.order_by(Lead.id.desc()).offset(query.offset).limit(query.page_size)).all()
+    rows, total = db.paginate(db.session(), stmt, offset=query.offset, limit=query.page_size, order_by=(Lead.id.desc(),))
     return envelope({"items": [serialize_lead(lead) for lead in rows], "total": total, "page": query.page})
 
 
@@ -358,7 +352,7 @@ def member_referral(member_id: int) -> Any:
             "member_id": member_id,
             "inviter_id": inviter_id,
             "upline_id": upline_id,
-            "bound_at": _iso(binding.bound_at) if binding else None,
+            "bound_at": iso(binding.bound_at) if binding else None,
             "scene": binding.scene_code if binding else None,
             "channel": binding.channel if binding else None,
             "rebind_count": binding.rebind_count if binding else 0,
@@ -430,8 +424,8 @@ def partner_statement(partner_id: int) -> Any:
     return envelope(
         {
             "partner": serialize_partner(statement["partner"]),
-            "from": _iso(start),
-            "to": _iso(end),
+            "from": iso(start),
+            "to": iso(end),
             "leads": statement["leads"],
             "deals": statement["deals"],
             "total_fen": statement["total_fen"],

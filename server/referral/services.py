@@ -11,13 +11,13 @@ import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from server import cache, security
 from server.accounts.models import Member, MemberStatus, Staff
+from server.clock import CHINA
 from server.db import utcnow
 from server.errors import NotFoundError, ValidationError
 from server.referral.errors import (
@@ -83,7 +83,6 @@ register(
 )
 
 #: Days start at midnight in China, where the merchant and members are.
-CHINA = ZoneInfo("Asia/Shanghai")
 
 #: Scenes use letters and digits only: valid in every channel (mini-program scene, OA scene_str, URL path).
 SCENE_ALPHABET = string.ascii_letters + string.digits
