@@ -376,6 +376,11 @@ def distributor_stats(sess: Session, distributor: Distributor) -> dict[str, Any]
     }
 
 
+def on_order_status_changed(sess: Session, *, order: Any, status: Any) -> None:
+    """Handler of ``events.order_status_changed``: the inviter's grade follows their own sales (``regrade_inviter``)."""
+    regrade_inviter(sess, order, status)
+
+
 def regrade_inviter(sess: Session, order: Any, status: Any) -> None:
     """Order status listener: a paid or refunded order changes its inviter's own sales, so their grade."""
     if order.inviter_id is None or status.value not in ("paid", "refunded") and not order.refunded_fee:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server import events
 from server.accounts.models import Member
 from server.accounts.services import record_audit
 from server.db import fit, rowcount, utcnow
@@ -76,16 +77,6 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 _STAMPS = {S.paid: "paid_at", S.shipped: "shipped_at", S.received: "received_at", S.completed: "completed_at", S.closed: "closed_at"}
 #: Lead-timeline kinds mirrored from order events, so a lead's story runs from scan to completion.
 _TIMELINE = {S.paid: TouchKind.paid, S.shipped: TouchKind.shipped, S.received: TouchKind.received, S.completed: TouchKind.completed, S.refunded: TouchKind.refunded}
-
-
-#: Called inside the unit of work after every status change: (session, order, new status).
-_status_listeners: list[Callable[[Session, Order, OrderStatus], None]] = []
-
-
-def on_status_change(listener: Callable[[Session, Order, OrderStatus], None]) -> None:
-    """Let another package follow orders (the points package credits, matures and reverses)."""
-    if listener not in _status_listeners:
-        _status_listeners.append(listener)
 
 
 #: Where a buyer's own-purchase discount comes from (the distribution package answers with their tier's);
@@ -157,8 +148,7 @@ def transition(sess: Session, order: Order, to: OrderStatus, *, actor: str, even
     add_event(sess, order, event or to.value, actor, from_status=current, to_status=to, **detail)
     if to in _TIMELINE:
         sess.add(TouchEvent(member_id=order.member_id, kind=_TIMELINE[to], channel="order", actor=actor, content=f"order:{order.id}", detail={"out_trade_no": order.out_trade_no}))
-    for listener in _status_listeners:
-        listener(sess, order, to)
+    events.order_status_changed.send(sess, order=order, status=to)
     return True
 
 

@@ -6,12 +6,11 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Hook the points lifecycle onto leads and orders, and register the points routes and commands."""
-    from server.orders.services import on_status_change
+    from server import events
     from server.points import cli, compliance, routes, services, share_routes
-    from server.referral.services import on_lead_valid
 
-    on_lead_valid(services.reward_valid_lead)
-    on_status_change(services.follow_order)
+    events.lead_marked_valid.connect(services.on_lead_marked_valid)
+    events.order_status_changed.connect(services.on_order_status_changed)
     cli.init_app(app)
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.admin_bp)

@@ -255,6 +255,16 @@ def process_order_id(order_id: int) -> None:
         process_order(sess, order)
 
 
+def on_lead_marked_valid(sess: Session, *, lead: Any) -> None:
+    """Handler of ``events.lead_marked_valid``: the sharer's valid-lead points."""
+    reward_valid_lead(sess, lead)
+
+
+def on_order_status_changed(sess: Session, *, order: Order, status: OrderStatus) -> None:
+    """Handler of ``events.order_status_changed``: the order's points follow it (``follow_order``)."""
+    follow_order(sess, order, status)
+
+
 def follow_order(_sess: Session, order: Order, status: OrderStatus) -> None:
     """Status listener: bring the order's points up to date once the change is committed, off the request."""
     if status in (OrderStatus.paid, OrderStatus.completed, OrderStatus.refunded) or order.refunded_fee:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
-from server import cache, security
+from server import cache, events, security
 from server.accounts.models import Member, MemberStatus, Staff
 from server.clock import CHINA
 from server.db import utcnow
@@ -493,14 +493,6 @@ def _visited_since(sess: Session, scene_code: str, visitor: str, since: datetime
 
 
 #: Called inside the review's unit of work when a lead is marked valid (the points package credits the sharer).
-_lead_valid_hooks: list[Callable[[Session, Lead], None]] = []
-
-
-def on_lead_valid(hook: Callable[[Session, Lead], None]) -> None:
-    if hook not in _lead_valid_hooks:
-        _lead_valid_hooks.append(hook)
-
-
 def is_sales_lead(lead: Lead) -> bool:
     """A lead someone could sell to: a contact phone to call and a stated need (the note they left)."""
     return bool(lead.contact_phone_ciphertext) and bool(lead.note.strip())
@@ -556,8 +548,7 @@ def review_lead(sess: Session, lead_id: int, status: LeadStatus, *, staff: Staff
         if partner is not None and partner.commission_mode == CommissionMode.per_lead:
             _add_commission(sess, partner, kind="lead", key=f"lead:{lead.id}", amount_fen=partner.per_lead_fen, lead_id=lead.id)
     if status == LeadStatus.valid:
-        for hook in _lead_valid_hooks:
-            hook(sess, lead)
+        events.lead_marked_valid.send(sess, lead=lead)
     sess.flush()
     _audit(sess, staff.id, f"lead.{status.value}", f"lead:{lead.id}", {"note": note})
     return lead

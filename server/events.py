@@ -1,0 +1,19 @@
+"""The domain events: what a lower package announces and a higher one may react to.
+
+A package sends an event where the thing happens; packages above it connect their handlers in
+their own ``init_app``, so nothing imports upward. Handlers run synchronously, in the sender's
+session and unit of work, in the order they were connected: a handler that raises fails the
+unit of work like any other error. Each event's sender is the session; its keyword arguments
+are listed with it.
+"""
+from __future__ import annotations
+
+from blinker import Namespace
+
+_events = Namespace()
+
+#: An order moved to a new status (``order``, ``status``): after the conditional UPDATE and its timeline event.
+order_status_changed = _events.signal("order-status-changed")
+
+#: Operations marked a lead valid (``lead``): a sales lead with a contact and a stated need.
+lead_marked_valid = _events.signal("lead-marked-valid")
