@@ -54,12 +54,7 @@ def create_app(config: Config | None = None) -> Flask:
         logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at import
 
-    from server import cache, cli, errors, health, html, orders, points, settings, tasks, wechat
-    from server.accounts import routes as accounts_routes
-    from server import distribution, posters
-    from server.distribution import routes as distribution_routes  # distribution: blueprints
-    from server.referral import routes as referral_routes
-    from server.referral import oa_routes
+    from server import accounts, cache, cli, distribution, errors, health, html, orders, points, posters, referral, settings, tasks, wechat
 
     # An id in a URL must fit a BIGINT; a larger one matches no route (404) instead of failing in the database.
     app.url_map.converters["int"] = BigIntConverter
@@ -70,18 +65,8 @@ def create_app(config: Config | None = None) -> Flask:
     tasks.init_app(app)
     wechat.init_app(app)
     app.register_blueprint(health.bp)
-    app.register_blueprint(accounts_routes.bp)
-    app.register_blueprint(accounts_routes.admin_bp)
-    app.register_blueprint(distribution_routes.bp)  # distribution
-    app.register_blueprint(distribution_routes.admin_bp)  # distribution
-    app.register_blueprint(referral_routes.bp)
-    app.register_blueprint(referral_routes.landing_bp)
-    app.register_blueprint(referral_routes.admin_bp)
-    app.register_blueprint(oa_routes.bp)
-    settings.init_app(app)
-    orders.init_app(app)
-    distribution.init_app(app)
-    points.init_app(app)
-    posters.init_app(app)  # posters
+    # The domain packages, lowest layer first; each registers its routes and connects its event handlers.
+    for package in (accounts, settings, referral, distribution, orders, points, posters):
+        package.init_app(app)
     cli.init_app(app)
     return app

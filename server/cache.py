@@ -26,6 +26,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from server.errors import RateLimitedError
+
 logger = logging.getLogger(__name__)
 
 #: The longest name MariaDB/MySQL ``GET_LOCK`` takes; longer lock names are hashed to fit.
@@ -356,7 +358,5 @@ def _database_lock(engine: Engine, name: str, timeout: float) -> Iterator[None]:
 
 def enforce_rate_limit(key: str, limit: int, window: int) -> None:
     """Raise RateLimitedError once ``key`` has been hit more than ``limit`` times in ``window`` seconds."""
-    from server.errors import RateLimitedError
-
     if hit(key, window) > limit:
         raise RateLimitedError(data={"retry_after_seconds": window})

@@ -9,6 +9,11 @@ from flask.cli import AppGroup, with_appcontext
 from werkzeug.serving import run_simple
 
 from server import db, migrate
+from server.accounts.models import StaffRole
+from server.accounts.services import create_staff
+from server.demo import run_demo, seed_demo
+from server.errors import AppError
+from server.scheduler import scheduler_command
 
 db_cli = AppGroup("db", help="Database schema (Alembic migrations).")
 
@@ -43,7 +48,12 @@ def _start_sandbox(app: Flask, port: int) -> str:
     if not app.config["WECHAT_SANDBOX"]:
         raise click.ClickException("the WeChat sandbox only runs in sandbox mode (WECHAT_SANDBOX)")
     # Development only, and so imported here: production code never loads the sandbox (tests/test_layers.py).
-    from wechat_sandbox import create_sandbox_app, message_push_from_config, sandbox_apps_from_config, serve_in_thread
+    from wechat_sandbox import (
+        create_sandbox_app,
+        message_push_from_config,
+        sandbox_apps_from_config,
+        serve_in_thread,
+    )
 
     # The sandbox pushes the official account's messages to PUBLIC_BASE_URL/wechat/oa, as WeChat would.
     sandbox = create_sandbox_app(
@@ -106,10 +116,6 @@ def sandbox_command(port: int | None) -> None:
 @with_appcontext
 def create_staff_command(username: str, role: str, password: str) -> None:
     """Create a console account for merchant staff."""
-    from server.accounts.models import StaffRole
-    from server.accounts.services import create_staff
-    from server.errors import AppError
-
     try:
         staff = create_staff(db.session(), username=username, password=password, role=StaffRole(role))
         db.commit()
@@ -122,8 +128,6 @@ def create_staff_command(username: str, role: str, password: str) -> None:
 @with_appcontext
 def seed_demo_command() -> None:
     """Load demo staff (and, as features land, demo catalog); safe to run twice. Sandbox only."""
-    from server.demo import seed_demo
-
     _refuse_in_production(current_app, "seed-demo")
     if not current_app.config["WECHAT_SANDBOX"]:
         raise click.ClickException("seed-demo only runs against the WeChat sandbox")
@@ -139,8 +143,6 @@ def seed_demo_command() -> None:
 @with_appcontext
 def demo_command(base_url: str, sandbox_url: str | None) -> None:
     """Drive a scripted story over HTTP against a running server, printing each step. Development only."""
-    from server.demo import run_demo
-
     _refuse_in_production(current_app, "demo")
     ok = run_demo(base_url.rstrip("/"), click.echo, sandbox_url)
     if not ok:
@@ -149,5 +151,5 @@ def demo_command(base_url: str, sandbox_url: str | None) -> None:
 
 def init_app(app: Flask) -> None:
     app.cli.add_command(db_cli)
-    for command in (run_command, sandbox_command, create_staff_command, seed_demo_command, demo_command):
+    for command in (run_command, sandbox_command, create_staff_command, seed_demo_command, demo_command, scheduler_command):
         app.cli.add_command(command)

@@ -9,6 +9,13 @@ import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.accounts.models import Staff, StaffRole
+from server.accounts.services import create_staff
+from server.orders.catalog import add_sku, create_product
+from server.orders.models import Product
+from server.points.models import ItemKind, RedemptionItem
+from server.points.redemption import create_item, points_text
+
 #: Demo console accounts. seed-demo refuses to run outside the sandbox, so these never reach production.
 DEMO_STAFF = (("owner", "owner"), ("ops", "operations"), ("finance", "finance"))
 DEMO_PASSWORD = "demo-pass-2026"
@@ -16,9 +23,6 @@ DEMO_PASSWORD = "demo-pass-2026"
 
 def seed_demo(sess: Session) -> Iterator[str]:
     """Create whatever demo data is missing; running it twice changes nothing."""
-    from server.accounts.models import Staff, StaffRole
-    from server.accounts.services import create_staff
-
     for username, role in DEMO_STAFF:
         if sess.scalar(select(Staff.id).where(Staff.username == username)) is None:
             create_staff(sess, username=username, password=DEMO_PASSWORD, role=StaffRole(role))
@@ -34,9 +38,6 @@ DEMO_PRODUCT = ("明前龙井礼盒", "250g", 10_000, 100)
 
 
 def _seed_catalog(sess: Session) -> Iterator[str]:
-    from server.orders.catalog import add_sku, create_product
-    from server.orders.models import Product
-
     title, sku_name, price_fen, stock = DEMO_PRODUCT
     if sess.scalar(select(Product.id).where(Product.title == title)) is not None:
         yield f"product {title} already there"
@@ -56,9 +57,6 @@ DEMO_REDEMPTION_ITEMS = (
 
 
 def _seed_redemption_items(sess: Session) -> Iterator[str]:
-    from server.points.models import ItemKind, RedemptionItem
-    from server.points.redemption import create_item, points_text
-
     for sort, (kind, title, price, stock, description) in enumerate(DEMO_REDEMPTION_ITEMS):
         if sess.scalar(select(RedemptionItem.id).where(RedemptionItem.title == title)) is not None:
             yield f"redemption item {title} already there"

@@ -17,3 +17,13 @@ order_status_changed = _events.signal("order-status-changed")
 
 #: Operations marked a lead valid (``lead``): a sales lead with a contact and a stated need.
 lead_marked_valid = _events.signal("lead-marked-valid")
+
+#: A member was bound to a new inviter (``member``, ``inviter_id``, ``channel``: the scene's channel,
+#: ``scene_code``): after the binding row and its touch event, before the unit of work commits.
+member_bound = _events.signal("member-bound")
+
+#: Staff approved a distributor, or the merchant appointed one (``distributor``): after the status change and its audit entry.
+distributor_approved = _events.signal("distributor-approved")
+
+#: A member changed what others see of them, their nickname or avatar (``member``).
+member_profile_changed = _events.signal("member-profile-changed")

@@ -23,15 +23,15 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from server.points.incentives import stage_bonus_job
 from server import db
 from server.clock import CHINA, local
 from server.db import unit_of_work, utcnow
+from server.distribution.services import regrade_all
 from server.orders import payments
 from server.orders import services as orders
 from server.orders.errors import IllegalTransitionError
 from server.orders.models import Order, OrderKind, OrderStatus
-from server.points import settlement
+from server.points import incentives, settlement
 from server.points.errors import SettlementClaimedError
 from server.points.models import JobClaim, OrderReward, RewardState
 from server.points.services import process_order
@@ -73,6 +73,29 @@ def claim(sess: Session, job: str, period: str) -> JobClaim | None:
 def _finish(row: JobClaim) -> None:
     row.finished_at = utcnow()
     db.commit()
+
+
+# -- stage-bonus -------------------------------------------------------------------------------
+
+
+def stage_bonus_job(app: Flask, now: datetime) -> dict[str, Any] | None:
+    """Monthly: judge last month's stage bonuses once, on the first run from the 1st (China time).
+
+    Claims the month like the other jobs, so a second scheduler or a rerun does
+    nothing, and a failed run rolls its claim back to be tried again. Safe to
+    schedule daily: after the first run of a month it returns None.
+    """
+    month = incentives.previous_month(now)
+    with unit_of_work(app) as sess:
+        row = claim(sess, "stage-bonus", month)
+        if row is None:
+            return None
+        awards = incentives.award_stage_bonuses(sess, month)
+        row.finished_at = utcnow()
+        db.commit()
+    summary = {"month": month, "awards": len(awards), "total": sum(a.amount for a in awards)}
+    app.logger.info("stage bonuses %(month)s: %(awards)s awards, %(total)s hundredths", summary)
+    return summary
 
 
 # -- orders-tick -------------------------------------------------------------------------------
@@ -218,8 +241,6 @@ def expire_points_job(app: Flask, now: datetime) -> dict[str, int] | None:
 
 def regrade_job(app: Flask, now: datetime) -> dict[str, int] | None:
     """Daily: grade every approved distributor again (the backstop for a lost background regrade)."""
-    from server.distribution.services import regrade_all
-
     with unit_of_work(app) as sess:
         row = claim(sess, "regrade", f"{local(now):%Y-%m-%d}")
         if row is None:

@@ -39,6 +39,7 @@ from server.points.models import Entry, LedgerTransaction, Redemption, Redemptio
 from server.posters import routes as posters
 from server.posters.models import PosterImage, PosterTemplate
 from server.referral import routes as referral
+from server.referral import signin_routes as signin
 from server.referral.models import Lead, Partner, Scene, TouchEvent
 from server.settings import routes as settings
 from server.settings.models import Setting
@@ -96,7 +97,7 @@ BODY_MODELS: dict[type[Body], type[Base]] = {
 Target = InstrumentedAttribute[Any]
 #: (request model, field) -> the columns it is stored in, where its name or table differs from BODY_MODELS.
 FIELDS: dict[tuple[type[Body], str], tuple[Target, ...]] = {
-    (accounts.WxLoginBody, "scene"): (TouchEvent.scene, Order.scene_code),
+    (signin.WxLoginBody, "scene"): (TouchEvent.scene, Order.scene_code),
     (distribution.AppointBody, "reason"): (Distributor.status_reason,),
     (distribution.DecisionBody, "reason"): (Distributor.status_reason,),
     (referral.BindBody, "scene"): (TouchEvent.scene,),
@@ -132,7 +133,7 @@ FIELDS: dict[tuple[type[Body], str], tuple[Target, ...]] = {
 
 #: (request model, field) -> why no column stores what the client sent.
 NO_COLUMN: dict[tuple[type[Body], str], str] = {
-    (accounts.WxLoginBody, "code"): "sent to WeChat, never stored",
+    (signin.WxLoginBody, "code"): "sent to WeChat, never stored",
     (accounts.PhoneBody, "code"): "sent to WeChat; the phone number it yields is stored encrypted",
     (accounts.StaffLoginBody, "username"): "only looked up",
     (accounts.StaffLoginBody, "password"): "only checked against the stored hash",

@@ -1,4 +1,7 @@
-"""Mini-program sign-in and profile (/api/v1), staff sign-in and accounts (/admin/api/v1)."""
+"""Member tokens and profile (/api/v1), staff sign-in and accounts (/admin/api/v1).
+
+Signing in with a wx.login code is referral's (``server/referral/signin_routes.py``): it records the scene.
+"""
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -9,13 +12,18 @@ from sqlalchemy import select
 
 from server import db
 from server.accounts import services
-from server.accounts.auth import bearer_token, current_member, current_staff, member_required, staff_required
+from server.accounts.auth import (
+    bearer_token,
+    current_member,
+    current_staff,
+    member_required,
+    staff_required,
+)
 from server.accounts.models import Member, MemberStatus, Staff, StaffRole, SubjectType
 from server.api import Body, NonBlank, Page, client_address, parse_body, parse_query
 from server.errors import NotFoundError, envelope
-from server.referral.services import inviter_and_upline
+from server.referral.queries import inviter_and_upline
 from server.wechat import miniprogram
-from server.wechat.formats import SCENE_RE
 
 bp = Blueprint("accounts", __name__, url_prefix="/api/v1")
 admin_bp = Blueprint("accounts_admin", __name__, url_prefix="/admin/api/v1")
@@ -31,15 +39,9 @@ def _http_url_or_empty(value: str) -> str:
     return value and _http_url(value)
 
 
-Scene = Annotated[str, StringConstraints(pattern=SCENE_RE.pattern)]
 Nickname = Annotated[NonBlank, StringConstraints(max_length=32)]
 #: An http(s) URL; "" clears the avatar.
 AvatarUrl = Annotated[str, StringConstraints(max_length=512), AfterValidator(_http_url_or_empty)]
-
-
-class WxLoginBody(Body):
-    code: Annotated[NonBlank, StringConstraints(max_length=128)]
-    scene: Scene | None = None
 
 
 class ProfileBody(Body):
@@ -110,29 +112,6 @@ def serialize_staff(staff: Staff) -> dict[str, Any]:
         "created_at": staff.created_at.isoformat(),
         "last_login_at": staff.last_login_at.isoformat() if staff.last_login_at else None,
     }
-
-
-@bp.post("/auth/wx-login")
-def wx_login() -> Any:
-    """Sign in with the code of wx.login(), optionally with the scene the member arrived by."""
-    body = parse_body(WxLoginBody)
-    result = services.sign_in_member(
-        db.session(),
-        miniprogram(),
-        code=body.code,
-        scene=body.scene,
-        client_address=client_address(),
-        user_agent=request.headers.get("User-Agent", ""),
-    )
-    return envelope(
-        {
-            "token": result.token,
-            "expires_in": result.expires_in,
-            "created": result.created,
-            "user": serialize_member(result.member),
-            "binding": result.binding.as_dict(db.session()) if result.binding else None,
-        }
-    )
 
 
 @bp.post("/auth/logout")

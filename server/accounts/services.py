@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import re
 import secrets
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from server import security
+from server import events, security
 from server.accounts.errors import (
     BadCredentialsError,
     InvalidLoginCodeError,
@@ -38,10 +37,6 @@ from server.accounts.models import (
 from server.cache import enforce_rate_limit
 from server.db import rowcount, utcnow
 from server.errors import InvalidTokenError, UpstreamError, ValidationError
-from server.referral import services as referral
-from server.referral.models import TouchEvent, TouchKind
-from server.referral.official_account import take_pending_scene
-from server.referral.services import BindResult
 from server.wechat.client import MiniProgram, WeChatError, WeChatUnavailableError
 
 #: WeChat's own default nickname for users who have not set one in our app.
@@ -56,16 +51,6 @@ MIN_PASSWORD_LENGTH = 8
 def _dummy_hash() -> str:
     """A hash of nothing anyone knows, checked when the username does not exist."""
     return generate_password_hash(secrets.token_urlsafe(16))
-
-
-@dataclass(frozen=True)
-class SignIn:
-    member: Member
-    token: str
-    expires_in: int
-    created: bool
-    #: What became of the scene the member arrived with; None without a scene.
-    binding: BindResult | None
 
 
 def _issue_token(sess: Session, subject_type: SubjectType, subject_id: int, client_address: str, user_agent: str) -> tuple[str, int]:
@@ -120,16 +105,11 @@ def _get_or_create_member(sess: Session, openid: str) -> tuple[Member, bool]:
     return member, True
 
 
-def sign_in_member(
-    sess: Session,
-    mp: MiniProgram,
-    *,
-    code: str,
-    scene: str | None,
-    client_address: str,
-    user_agent: str = "",
-) -> SignIn:
-    """Exchange a wx.login code for a member and a bearer token; record the scene they came with."""
+def member_for_code(sess: Session, mp: MiniProgram, *, code: str, client_address: str) -> tuple[Member, bool]:
+    """The member behind a wx.login ``code`` (created on first sign-in), with their session key stored.
+
+    Rate-limited per client address and per openid. Returns the member and whether they are new.
+    """
     cfg = current_app.config
     limit, window = cfg["LOGIN_RATE_LIMIT"], cfg["LOGIN_RATE_WINDOW"]
     enforce_rate_limit(f"login:addr:{client_address}", limit, window)
@@ -144,26 +124,12 @@ def sign_in_member(
     member.session_key_ciphertext = security.encrypt(info.session_key, "session_key")
     member.last_login_at = utcnow()
     sess.flush()
-    # Someone who followed the official account through a member's QR code before using the
-    # mini-program arrives with that scene; their own scene wins, and either way it is used up.
-    pending = take_pending_scene(sess, member.unionid) if member.unionid else None
-    if scene:
-        referral.record_scan(sess, member, scene)
-    else:
-        scene = pending  # its scan was recorded when they followed
-    sess.add(
-        TouchEvent(
-            member_id=member.id,
-            kind=TouchKind.sign_in,
-            scene=scene,
-            channel="miniprogram",
-            actor=f"member:{member.id}",
-            detail={"first_sign_in": created},
-        )
-    )
-    binding = referral.bind_on_arrival(sess, member, scene, first_sign_in=created) if scene else None
-    token, ttl = _issue_token(sess, SubjectType.member, member.id, client_address, user_agent)
-    return SignIn(member=member, token=token, expires_in=ttl, created=created, binding=binding)
+    return member, created
+
+
+def issue_member_token(sess: Session, member: Member, *, client_address: str, user_agent: str = "") -> tuple[str, int]:
+    """A new bearer token for the member and its lifetime in seconds."""
+    return _issue_token(sess, SubjectType.member, member.id, client_address, user_agent)
 
 
 def authenticate_member(sess: Session, token: str) -> Member:
@@ -203,17 +169,14 @@ def update_profile(sess: Session, member: Member, *, nickname: str | None, avata
 
     None leaves a field as it is; an empty ``avatar_url`` removes the avatar.
     """
-    from server.posters.services import invalidate_member_posters
-
     changed = (nickname is not None and nickname != member.nickname) or (avatar_url is not None and avatar_url != member.avatar_url)
     if nickname is not None:
         member.nickname = nickname
     if avatar_url is not None:
         member.avatar_url = avatar_url
-    if changed:
-        # Posters show the nickname and avatar: the next request draws them again.
-        invalidate_member_posters(sess, member.id)
     sess.flush()
+    if changed:
+        events.member_profile_changed.send(sess, member=member)
     return member
 
 

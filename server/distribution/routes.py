@@ -8,11 +8,23 @@ from pydantic import AfterValidator, Field, StringConstraints
 from sqlalchemy import select
 
 from server import db
-from server.accounts.auth import current_member, current_staff, member_required, staff_required
+from server.accounts.auth import (
+    current_member,
+    current_staff,
+    member_required,
+    staff_required,
+)
 from server.accounts.models import Member, StaffRole
 from server.api import Body, NonBlank, Page, iso, parse_body, parse_query
-from server.distribution import services
-from server.distribution.models import Distributor, DistributorStatus, DistributorTier, Grade, Material, MaterialKind
+from server.distribution import queries, services
+from server.distribution.models import (
+    Distributor,
+    DistributorStatus,
+    DistributorTier,
+    Grade,
+    Material,
+    MaterialKind,
+)
 from server.errors import NotFoundError, envelope
 
 bp = Blueprint("distribution", __name__, url_prefix="/api/v1")
@@ -224,7 +236,7 @@ def _detail(distributor: Distributor, *, staff_view: bool) -> dict[str, Any]:
     assert member is not None
     data = serialize_distributor(distributor, member, staff_view=staff_view)
     data["permissions"] = serialize_tier(services.get_tier(sess, distributor.tier))
-    data["record"] = services.distributor_stats(sess, distributor)
+    data["record"] = queries.distributor_stats(sess, distributor)
     return data
 
 

@@ -9,17 +9,15 @@ Services take a session and plain arguments, ``flush()`` and never commit.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any, Callable
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import security
+from server import db, events, security, tasks
 from server.accounts.models import Member, MemberStatus, Staff
 from server.accounts.services import record_audit
-from server.security import mask_phone
 from server.db import paginate, rowcount, utcnow
 from server.distribution.errors import (
     ApplicationBlockedError,
@@ -29,13 +27,26 @@ from server.distribution.errors import (
     IllegalTransitionError,
     NotADistributorError,
 )
-from server.distribution.models import Distributor, DistributorStatus, DistributorTier, Grade, Material, MaterialKind
+from server.distribution.models import (
+    Distributor,
+    DistributorStatus,
+    DistributorTier,
+    Grade,
+    Material,
+    MaterialKind,
+)
+from server.distribution.queries import (
+    MAX_DISCOUNT_BP,
+    TIER_DEFAULTS,
+    TIERS,
+    get_tier,
+    live_recruits,
+)
 from server.errors import NotFoundError, ValidationError
-from server.orders import services as orders
-from server.points import services as points
+from server.orders import queries as order_queries
 from server.posters.models import PosterTemplate
-from server.referral.models import Binding, Lead, Scene, TouchEvent, TouchKind
-from server.referral.services import inviter_and_upline
+from server.referral.queries import inviter_and_upline
+from server.security import mask_phone
 from server.settings.services import SettingSpec, get_setting, register
 
 register(
@@ -70,38 +81,12 @@ TARGETS: dict[str, DistributorStatus] = {action: to for (_, to), action in TRANS
 STAFF_DECISIONS = ("approve", "reject", "freeze", "unfreeze", "disable")
 #: Decisions the distributor is told the reason for, so staff must give one.
 REASON_REQUIRED = frozenset({"reject", "freeze", "disable"})
-#: Recruits that hold one of a recruiter's places; rejected and disabled ones give it back.
-LIVE_STATUSES = (Status.pending, Status.approved, Status.frozen)
-
-TIERS = (1, 2)
-MAX_DISCOUNT_BP = 5000
-#: What the migration seeds; also what a tier reads as if its row is missing.
-TIER_DEFAULTS: dict[int, dict[str, Any]] = {
-    1: {"discount_bp": 500, "can_recruit": True, "max_recruits": 50},
-    2: {"discount_bp": 200, "can_recruit": False, "max_recruits": 0},
-}
 #: Material audiences: 1 = tier-1 distributors, 2 = every approved distributor, 3 = every member.
 AUDIENCES = (1, 2, 3)
 EVERY_MEMBER = 3
 
 
 # -- tiers --------------------------------------------------------------------------
-
-
-def get_tier(sess: Session, tier: int) -> DistributorTier:
-    """A tier's permissions; its seeded defaults (not saved) if the row is missing."""
-    if tier not in TIERS:
-        raise NotFoundError("no such tier")
-    row = sess.get(DistributorTier, tier)
-    return row if row is not None else DistributorTier(tier=tier, **TIER_DEFAULTS[tier])
-
-
-def member_discount_bp(sess: Session, member_id: int) -> int:
-    """The discount on a member's own purchases: their tier's while an approved distributor, else 0."""
-    tier = sess.scalar(select(Distributor.tier).where(Distributor.member_id == member_id, Distributor.status == Status.approved))
-    return get_tier(sess, tier).discount_bp if tier is not None else 0
-
-
 def tier_audiences(tier: int) -> tuple[int, ...]:
     """The material audiences a tier sees: its own number and every wider one."""
     return tuple(a for a in AUDIENCES if a >= tier)
@@ -157,16 +142,6 @@ def my_distributor(sess: Session, member_id: int) -> Distributor:
     if distributor is None:
         raise NotADistributorError()
     return distributor
-
-
-def live_recruits(sess: Session, recruiter_id: int) -> int:
-    """How many of the recruiter's places are taken (pending, approved or frozen recruits)."""
-    return sess.scalar(
-        select(func.count())
-        .select_from(Distributor)
-        .where(Distributor.recruited_by_id == recruiter_id, Distributor.status.in_(LIVE_STATUSES))
-    ) or 0
-
 
 def _may_recruit(sess: Session, member_id: int | None) -> Distributor | None:
     """The distributor ``member_id`` if approved, of a tier that may recruit, with a place left.
@@ -278,15 +253,8 @@ def _decide(sess: Session, distributor: Distributor, action: str, *, staff_id: i
     sess.flush()
     _audit(sess, distributor, action, previous, staff_id=staff_id, reason=reason, **detail)
     if action == "approve":
-        _welcome(sess, distributor)
+        events.distributor_approved.send(sess, distributor=distributor)
     return distributor
-
-
-def _welcome(sess: Session, distributor: Distributor) -> None:
-    """Starter resources for a newly approved distributor (never tied to a purchase)."""
-    from server.points.incentives import grant_starter  # here: points imports distribution
-
-    grant_starter(sess, distributor)
 
 
 def decide(sess: Session, distributor_id: int, action: str, *, staff: Staff, reason: str = "") -> Distributor:
@@ -334,48 +302,9 @@ def appoint(
         # The member applied (or was appointed) concurrently; their row now decides what is legal.
         raise IllegalTransitionError(data={"status": None, "action": "appoint"}) from None
     _audit(sess, distributor, "appoint", previous, staff_id=staff.id, reason=reason)
-    _welcome(sess, distributor)
+    events.distributor_approved.send(sess, distributor=distributor)
     sess.flush()
     return distributor
-
-
-def sharer_refusal(sess: Session, member_id: int) -> str | None:
-    """Why binding to this sharer is refused on distributor grounds: sharer_frozen, sharer_disabled, or None."""
-    status = sess.scalar(select(Distributor.status).where(Distributor.member_id == member_id))
-    if status == Status.frozen:
-        return "sharer_frozen"
-    if status == Status.disabled:
-        return "sharer_disabled"
-    return None
-
-
-def distributor_stats(sess: Session, distributor: Distributor) -> dict[str, Any]:
-    """The distributor's record: visits and leads their shares brought, team size, recruits.
-
-    Team size is for display; nothing rewards or grades by it.
-    """
-    member_id = distributor.member_id
-    visits = sess.scalar(
-        select(func.count())
-        .select_from(TouchEvent)
-        .join(Scene, Scene.code == TouchEvent.scene)
-        .where(Scene.sharer_id == member_id, TouchEvent.kind.in_((TouchKind.visit, TouchKind.scan)))
-    )
-    leads = sess.scalar(select(func.count()).select_from(Lead).where(Lead.sharer_id == member_id))
-    direct = sess.scalar(select(func.count()).select_from(Binding).where(Binding.inviter_id == member_id))
-    indirect = sess.scalar(select(func.count()).select_from(Binding).where(Binding.upline_id == member_id))
-    return {
-        "visits": visits or 0,
-        "leads": leads or 0,
-        "team_direct": direct or 0,
-        "team_indirect": indirect or 0,
-        "recruits": live_recruits(sess, member_id),
-        "orders": orders.orders_brought_by(sess, member_id),
-        "order_amount_fen": orders.sales_brought_by(sess, member_id),
-        "points": asdict(points.member_balances(sess, member_id)),
-    }
-
-
 def on_order_status_changed(sess: Session, *, order: Any, status: Any) -> None:
     """Handler of ``events.order_status_changed``: the inviter's grade follows their own sales (``regrade_inviter``)."""
     regrade_inviter(sess, order, status)
@@ -387,7 +316,7 @@ def regrade_inviter(sess: Session, order: Any, status: Any) -> None:
         return
     distributor = distributor_of(sess, order.inviter_id)
     if distributor is not None and distributor.status == DistributorStatus.approved:
-        assign_grade(sess, distributor, orders.sales_brought_by(sess, order.inviter_id))
+        assign_grade(sess, distributor, order_queries.sales_brought_by(sess, order.inviter_id))
 
 
 def distributors_query(*, status: DistributorStatus | None, tier: int | None, q: str | None) -> Select[Distributor, Member]:
@@ -451,7 +380,7 @@ def regrade_all(sess: Session, *, progress: Callable[[int], Any] | None = None) 
         ).all()
         if not batch:
             break
-        sales = orders.sales_by_inviters(sess, [row.member_id for row in batch])
+        sales = order_queries.sales_by_inviters(sess, [row.member_id for row in batch])
         for row in batch:
             target = grade_id_for(sales.get(row.member_id, 0))
             if target != row.grade_id:
@@ -477,8 +406,6 @@ def approved_count(sess: Session) -> int:
 
 def regrade_in_background() -> None:
     """A background task: regrade everyone in the task's own unit of work."""
-    from server import db
-
     regrade_all(db.session())
 
 
@@ -490,9 +417,7 @@ def regrade_after_grade_change(sess: Session) -> str:
     if approved_count(sess) <= REGRADE_INLINE_LIMIT:
         regrade_all(sess)
         return "now"
-    from server.tasks import defer
-
-    defer(regrade_in_background)
+    tasks.defer(regrade_in_background)
     return "background"
 
 

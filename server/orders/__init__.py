@@ -5,10 +5,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from server.orders import contract_routes, pay_routes, routes, services
-    from server.referral.services import set_sales_source
+    from server.orders import contract_routes, pay_routes, routes
 
-    set_sales_source(services.attributed_sales)
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.admin_bp)
     app.register_blueprint(contract_routes.admin_bp)

@@ -2,9 +2,10 @@
 
 ``server.wechat.pay`` speaks WeChat's formats; this module decides what they mean for an
 order, through ``server.orders.services`` (one state machine, one place where money moves).
-Like every service it only flushes. Whatever is slow (points, messages) is registered with
-``on_order_paid`` / ``on_order_refunded`` and runs as a background task after the commit
-(``server.tasks``), so a notify URL answers WeChat without waiting for it.
+Like every service it only flushes. Every status change is announced as
+``events.order_status_changed``; whatever is slow (points, messages) is deferred by its handler
+to a background task after the commit (``server.tasks``), so a notify URL answers WeChat
+without waiting for it.
 """
 from __future__ import annotations
 
@@ -12,17 +13,15 @@ import functools
 import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable
 
 from flask import Flask, current_app
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from server import db, tasks
+from server import db
 from server.accounts.models import Member
 from server.accounts.services import record_audit
 from server.db import rowcount, utcnow
-from server.settings.services import SettingSpec, get_setting, register
 from server.errors import ConflictError, UpstreamError
 from server.orders.errors import (
     AmountMismatchError,
@@ -31,23 +30,31 @@ from server.orders.errors import (
     PaymentNotConfiguredError,
     PayWindowTooShortError,
 )
-from server.orders.models import Order, OrderEvent, OrderKind, OrderStatus, Refund, RefundStatus
+from server.orders.models import (
+    Order,
+    OrderEvent,
+    OrderKind,
+    OrderStatus,
+    Refund,
+    RefundStatus,
+)
 from server.orders.services import (
     REFUND_ABNORMAL,
     REFUND_CLOSED,
     REFUND_SUCCESS,
+    abnormal_refund_for_retry,
+    abnormal_refund_refused,
     add_event,
     apply_payment,
     apply_refund_notice,
     close_unpaid,
-    abnormal_refund_for_retry,
-    abnormal_refund_refused,
+    due_for_close,
     end_refund,
+    finish_refund,
     lock_order,
     mark_refund_resent,
-    due_for_close,
-    finish_refund,
 )
+from server.settings.services import SettingSpec, get_setting, register
 from server.wechat import wechat_pay
 from server.wechat.client import WeChatError
 from server.wechat.pay import (
@@ -57,11 +64,13 @@ from server.wechat.pay import (
     SAFE_MIN_PAY_WINDOW,
     PayNotConfiguredError,
     PayNotice,
-    PayWindowTooShortError as WindowRefusedError,
     QueryResult,
     RefundNotice,
     WeChatPayError,
     WeChatPayGateway,
+)
+from server.wechat.pay import (
+    PayWindowTooShortError as WindowRefusedError,
 )
 
 #: Where WeChat Pay posts its notifications, below PUBLIC_BASE_URL. v3 sends payments and refunds to one URL.
@@ -114,44 +123,6 @@ register(
         "(WeChat Pay refuses a window of five or less); off: such a payment is refused and the buyer orders again.",
     ),
 )
-
-OrderHook = Callable[[Session, Order], None]
-_hooks: dict[str, list[OrderHook]] = {"paid": [], "refunded": []}
-
-
-def on_order_paid(hook: OrderHook) -> OrderHook:
-    """Run ``hook(sess, order)`` after the commit of every payment that paid an order (once per payment),
-    in a unit of work of its own: a failing hook is logged and rolled back, and never touches the payment."""
-    if hook not in _hooks["paid"]:
-        _hooks["paid"].append(hook)
-    return hook
-
-
-def on_order_refunded(hook: OrderHook) -> OrderHook:
-    """Run ``hook(sess, order)`` after the commit of every refund that gave money back (partial or full)."""
-    if hook not in _hooks["refunded"]:
-        _hooks["refunded"].append(hook)
-    return hook
-
-
-def _run_hook(hook: OrderHook, order_id: int) -> None:
-    sess = db.session()
-    order = sess.get(Order, order_id)
-    if order is None:
-        return
-    try:
-        hook(sess, order)
-    except Exception:
-        # Logged with the hook's name, and its half-done work dropped; the payment itself is long committed.
-        sess.rollback()
-        current_app.logger.exception("order hook %s failed for order %s", getattr(hook, "__qualname__", hook), order_id)
-
-
-def _queue_hooks(event: str, order_id: int) -> None:
-    """Run each ``event`` hook once the current unit of work commits, as a background task of its own."""
-    for hook in list(_hooks[event]):
-        tasks.defer(_run_hook, hook, order_id)
-
 
 def notify_url(api: str, kind: str) -> str:
     """The notify URL WeChat Pay is given for ``kind`` ("pay" or "refund") through ``api``."""
@@ -314,7 +285,7 @@ def prepay_order(sess: Session, pay: WeChatPayGateway, order: Order, member: Mem
 
 @dataclass(frozen=True)
 class NoticeOutcome:
-    """What a notification did; the hooks of what it did are queued for after the commit."""
+    """What a notification did to its order."""
 
     order_id: int | None
     #: This notification paid the order (False for a repeat, or one whose payment failed).
@@ -332,10 +303,6 @@ def handle_pay_notice(sess: Session, notice: PayNotice) -> NoticeOutcome:
         return NoticeOutcome(None)
     result = apply_payment(sess, out_trade_no=notice.out_trade_no, transaction_id=notice.transaction_id, amount_fen=notice.total_fee, api=notice.api)
     refunded = result.applied and result.order.refunded_fee > 0
-    if result.applied:
-        _queue_hooks("paid", result.order.id)
-    if refunded:
-        _queue_hooks("refunded", result.order.id)
     return NoticeOutcome(result.order.id, paid=result.applied, refunded=refunded)
 
 
@@ -363,10 +330,7 @@ def handle_refund_notice(sess: Session, notice: RefundNotice) -> NoticeOutcome:
     if order is None:
         return NoticeOutcome(None)
     sess.refresh(order)
-    refunded = recorded and order.refunded_fee > before
-    if refunded:
-        _queue_hooks("refunded", order.id)
-    return NoticeOutcome(order.id, refunded=refunded)
+    return NoticeOutcome(order.id, refunded=recorded and order.refunded_fee > before)
 
 
 # -- refunds ------------------------------------------------------------------------------------
@@ -636,10 +600,6 @@ def _apply_queried_payment(sess: Session, order: Order, result: QueryResult, api
     except AmountMismatchError:
         current_app.logger.error("WeChat Pay has order %s paid with %s fen, not %s: left for a person", order.id, amount, order.total_fee)
         return "failed"
-    if outcome.applied:
-        _queue_hooks("paid", order.id)
-        if outcome.order.refunded_fee > 0:
-            _queue_hooks("refunded", order.id)
     return "paid" if outcome.applied or outcome.order.status != OrderStatus.created else "skipped"
 
 

@@ -4,18 +4,52 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, current_app
-from pydantic import Field, StrictBool, StrictInt, StrictStr, StringConstraints, model_validator
+from pydantic import (
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 
 from server import db, security
-from server.accounts.auth import current_member, current_staff, member_if_signed_in, member_required, staff_required
+from server.accounts.auth import (
+    current_member,
+    current_staff,
+    member_if_signed_in,
+    member_required,
+    staff_required,
+)
 from server.accounts.models import Member, StaffRole
-from server.api import Body, Instant, LongText, NonBlank, Page, client_address, iso, parse_body, parse_query
+from server.api import (
+    Body,
+    Instant,
+    LongText,
+    NonBlank,
+    Page,
+    client_address,
+    iso,
+    parse_body,
+    parse_query,
+)
 from server.errors import envelope
-from server.orders import catalog, services
+from server.orders import catalog, payments, services
 from server.orders.errors import OrderNotFoundError
-from server.orders.models import Order, OrderEvent, OrderItem, OrderKind, OrderStatus, Product, Refund, RefundStatus, Sku
+from server.orders.models import (
+    Order,
+    OrderEvent,
+    OrderItem,
+    OrderKind,
+    OrderStatus,
+    Product,
+    Refund,
+    RefundStatus,
+    Sku,
+)
+from server.wechat import wechat_pay
 from server.wechat.formats import SCENE_RE
 
 bp = Blueprint("orders", __name__, url_prefix="/api/v1")
@@ -309,9 +343,6 @@ def cancel_order(order_id: int) -> Any:
 @member_required
 def pay_order(order_id: int) -> Any:
     """The parameters for wx.requestPayment, from a real prepay. Commits before calling WeChat (see ``prepay_order``)."""
-    from server.orders import payments
-    from server.wechat import wechat_pay
-
     sess = db.session()
     member = current_member()
     order = services.get_member_order(sess, member, order_id)
@@ -516,8 +547,6 @@ def admin_settle_refund_offline(refund_id: int) -> Any:
 def admin_resend_abnormal_refund(refund_id: int) -> Any:
     """Finance asks WeChat Pay to pay an abnormal refund into another account (v3 only); it is
     ``processing`` again and its notification ends it. Commits early: nothing is held while WeChat answers."""
-    from server.orders import payments
-
     body = parse_body(ResendAbnormalBody)
     staff_id = current_staff().id
     refund = payments.resend_abnormal_refund(
@@ -537,8 +566,6 @@ def _submit_after_commit(refund_id: int) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
 
     def submit() -> None:
-        from server.orders import payments
-
         payments.submit_refund(app, refund_id)
 
     db.after_commit(submit)

@@ -10,7 +10,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +20,7 @@ from server import events
 from server.accounts.models import Member
 from server.accounts.services import record_audit
 from server.db import fit, rowcount, utcnow
+from server.distribution.queries import member_discount_bp
 from server.orders.errors import (
     AmountMismatchError,
     IllegalTransitionError,
@@ -79,25 +80,15 @@ _STAMPS = {S.paid: "paid_at", S.shipped: "shipped_at", S.received: "received_at"
 _TIMELINE = {S.paid: TouchKind.paid, S.shipped: TouchKind.shipped, S.received: TouchKind.received, S.completed: TouchKind.completed, S.refunded: TouchKind.refunded}
 
 
-#: Where a buyer's own-purchase discount comes from (the distribution package answers with their tier's);
-#: (session, member id) → basis points. None until that package is set up: nobody gets a discount.
-_discount_source: Callable[[Session, int], int] | None = None
-
 #: The most any discount may take off (the tiers' own ceiling): 50%.
 MAX_DISCOUNT_BP = 5_000
 
 
-def set_discount_source(source: Callable[[Session, int], int]) -> None:
-    """Let the distribution package tell the catalog and orders which discount a buyer has."""
-    global _discount_source
-    _discount_source = source
-
-
 def buyer_discount_bp(sess: Session, member_id: int | None) -> int:
-    """The discount on this member's own purchases, in basis points; 0 for the anonymous and non-distributors."""
-    if member_id is None or _discount_source is None:
+    """The discount on this member's own purchases, in basis points (their distributor tier's); 0 for the anonymous and non-distributors."""
+    if member_id is None:
         return 0
-    return min(max(int(_discount_source(sess, member_id)), 0), MAX_DISCOUNT_BP)
+    return min(max(member_discount_bp(sess, member_id), 0), MAX_DISCOUNT_BP)
 
 
 def discounted_price(list_price_fen: int, discount_bp: int) -> int:
@@ -676,41 +667,3 @@ def due_for_completion(sess: Session, now: datetime) -> list[Order]:
 
 def due_for_close(sess: Session, now: datetime) -> list[Order]:
     return list(sess.scalars(select(Order).where(Order.status == S.created, Order.kind == OrderKind.online, Order.expires_at <= now).limit(500)))
-
-
-def attributed_sales(sess: Session, member_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """For the team list: each member's paid orders and amount (net of refunds), in fen."""
-    rows = sess.execute(
-        select(Order.member_id, func.count(), func.coalesce(func.sum(Order.paid_fee - Order.refunded_fee), 0))
-        .where(Order.member_id.in_(member_ids), Order.paid_at.is_not(None))
-        .group_by(Order.member_id)
-    ).all()
-    return {member_id: (int(count), int(amount)) for member_id, count, amount in rows}
-
-
-def orders_brought_by(sess: Session, inviter_id: int) -> int:
-    """How many paid orders are stamped with this member as level-1 inviter."""
-    return int(sess.scalar(select(func.count()).select_from(Order).where(Order.inviter_id == inviter_id, Order.paid_at.is_not(None))) or 0)
-
-
-def sales_brought_by(sess: Session, inviter_id: int) -> int:
-    """A distributor's own attributed sales: paid, net of refunds, on orders stamped with them as inviter."""
-    return int(
-        sess.scalar(
-            select(func.coalesce(func.sum(Order.paid_fee - Order.refunded_fee), 0)).where(Order.inviter_id == inviter_id, Order.paid_at.is_not(None))
-        )
-        or 0
-    )
-
-
-
-def sales_by_inviters(sess: Session, inviter_ids: list[int]) -> dict[int, int]:
-    """``sales_brought_by`` for many distributors in one query: member id → own attributed sales in fen."""
-    if not inviter_ids:
-        return {}
-    rows = sess.execute(
-        select(Order.inviter_id, func.coalesce(func.sum(Order.paid_fee - Order.refunded_fee), 0))
-        .where(Order.inviter_id.in_(inviter_ids), Order.paid_at.is_not(None))
-        .group_by(Order.inviter_id)
-    ).all()
-    return {inviter_id: int(total) for inviter_id, total in rows if inviter_id is not None}

@@ -5,12 +5,22 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Hook the points lifecycle onto leads and orders, and register the points routes and commands."""
+    """Hook the points lifecycle onto the domain events, and register the points routes and commands."""
     from server import events
-    from server.points import cli, compliance, routes, services, share_routes
+    from server.points import (
+        cli,
+        compliance,
+        incentives,
+        redemption,
+        routes,
+        services,
+        share_routes,
+    )
 
     events.lead_marked_valid.connect(services.on_lead_marked_valid)
     events.order_status_changed.connect(services.on_order_status_changed)
+    events.member_bound.connect(redemption.on_member_bound)
+    events.distributor_approved.connect(incentives.on_distributor_approved)
     cli.init_app(app)
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.admin_bp)

@@ -7,12 +7,25 @@ from typing import Any
 import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
+from sqlalchemy import select
 from tqdm import tqdm
 
 from server import db
-from server.points import settlement
+from server.accounts.models import Member
+from server.errors import AppError
+from server.points import rules, settlement
+from server.points.checks import check_ledger
 from server.points.errors import InsufficientPointsError, SettlementClaimedError
-from server.points.services import member_balances
+from server.points.incentives import (
+    create_stage_rule,
+    list_stage_rules,
+    update_stage_rule,
+)
+from server.points.models import RewardOverride
+from server.points.queries import member_balances
+from server.points.redemption import grant_from_cli
+from server.points.rules import list_overrides
+from server.settings.services import get_setting
 
 points_cli = AppGroup("points", help="Points: manual grants and adjustments.")
 
@@ -23,8 +36,6 @@ points_cli = AppGroup("points", help="Points: manual grants and adjustments.")
 @with_appcontext
 def settle_command(mode: str | None, period: str | None) -> None:
     """Settle matured points into available now, with a statement per member."""
-    from server.settings.services import get_setting
-
     sess = db.session()
     mode = mode or get_setting(sess, "settlement_mode")
     period = period or settlement.manual_period_key()
@@ -46,8 +57,6 @@ def settle_command(mode: str | None, period: str | None) -> None:
 @with_appcontext
 def ledger_check_command() -> None:
     """Prove the ledger's invariants; prints each violation and exits 1 if there is any."""
-    from server.points.checks import check_ledger
-
     sess = db.session()
     if sess.get_bind().dialect.name == "mysql":
         # One snapshot for every query, so postings committed mid-check cannot look like a broken ledger.
@@ -68,9 +77,6 @@ def ledger_check_command() -> None:
 @click.option("--reason", required=True, help="Why, for the member's history and the audit log.")
 def grant_command(member_id: int, points_text: str, reason: str) -> None:
     """Grant (or with a negative amount, take back) a member's available points, as the owner would."""
-    from server.accounts.models import Member
-    from server.points.redemption import grant_from_cli
-
     try:
         amount = settlement.parse_points(points_text)
     except ValueError as error:
@@ -104,18 +110,12 @@ points_cli.add_command(override_cli)
 
 
 def _find_override(sess: Any, scope: str, ref_id: int) -> Any:
-    from sqlalchemy import select
-
-    from server.points.models import RewardOverride
-
     return sess.scalar(select(RewardOverride).where(RewardOverride.scope == scope, RewardOverride.ref_id == ref_id))
 
 
 @override_cli.command("list")
 def override_list_command() -> None:
     """Every override, by scope and target."""
-    from server.points.rules import list_overrides
-
     rows = list_overrides(db.session())
     if not rows:
         click.echo("no reward overrides")
@@ -131,9 +131,6 @@ def override_list_command() -> None:
 @click.option("--repeat-bp", type=int, default=None, help="Level-1 rate on repeat business, in basis points.")
 def override_set_command(scope: str, ref_id: int, first_bp: int | None, repeat_bp: int | None) -> None:
     """Create the override of a product or grade, or change the rates given of the existing one."""
-    from server.errors import AppError
-    from server.points import rules
-
     sess = db.session()
     existing = _find_override(sess, scope, ref_id)
     try:
@@ -153,8 +150,6 @@ def override_set_command(scope: str, ref_id: int, first_bp: int | None, repeat_b
 @click.option("--ref", "ref_id", type=int, required=True)
 def override_remove_command(scope: str, ref_id: int) -> None:
     """Switch an override off: the product or grade earns the default rates again."""
-    from server.points import rules
-
     sess = db.session()
     existing = _find_override(sess, scope, ref_id)
     if existing is None:
@@ -171,8 +166,6 @@ points_cli.add_command(stage_cli)
 @stage_cli.command("list")
 def stage_list_command() -> None:
     """Every stage rule, on or off."""
-    from server.points.incentives import list_stage_rules
-
     rules_found = list_stage_rules(db.session())
     if not rules_found:
         click.echo("no stage rules")
@@ -191,9 +184,6 @@ def stage_list_command() -> None:
 @click.option("--inactive", is_flag=True, help="Create it switched off.")
 def stage_add_command(name: str, min_monthly_sales_fen: int, bonus: int, months: int, inactive: bool) -> None:
     """Add a stage rule."""
-    from server.errors import AppError
-    from server.points.incentives import create_stage_rule
-
     try:
         rule = create_stage_rule(
             db.session(), name=name, min_monthly_sales_fen=min_monthly_sales_fen, bonus=bonus, consecutive_months=months, active=not inactive, audit=True
@@ -213,9 +203,6 @@ def stage_add_command(name: str, min_monthly_sales_fen: int, bonus: int, months:
 @click.option("--active/--inactive", default=None, help="Switch the rule on or off.")
 def stage_set_command(rule_id: int, name: str | None, min_monthly_sales_fen: int | None, bonus: int | None, months: int | None, active: bool | None) -> None:
     """Change a stage rule, or switch it on or off."""
-    from server.errors import AppError
-    from server.points.incentives import update_stage_rule
-
     changes = {"name": name, "min_monthly_sales_fen": min_monthly_sales_fen, "bonus": bonus, "consecutive_months": months, "active": active}
     try:
         rule = update_stage_rule(db.session(), rule_id, {k: v for k, v in changes.items() if v is not None}, staff_id=None)
@@ -226,7 +213,5 @@ def stage_set_command(rule_id: int, name: str | None, min_monthly_sales_fen: int
 
 
 def init_app(app: Flask) -> None:
-    from server.scheduler import scheduler_command
-
-    for command in (settle_command, ledger_check_command, points_cli, scheduler_command):
+    for command in (settle_command, ledger_check_command, points_cli):
         app.cli.add_command(command)

@@ -23,10 +23,14 @@ from flask.cli import with_appcontext
 from sqlalchemy import inspect, or_, select
 from sqlalchemy.orm import Session
 
+from server import db
 from server.accounts.models import AuditEntry
+from server.models import metadata
 from server.orders.models import Order
 from server.points import incentives, rules
 from server.points.models import LedgerTransaction, OrderReward, ShareOpen, TxKind
+from server.referral.models import Lead
+from server.referral.services import is_sales_lead
 from server.settings.models import Setting
 from server.settings.services import get_setting, spec_for, specs
 
@@ -215,9 +219,6 @@ def _headcount_postings(sess: Session) -> list[Violation]:
 def _lead_rewards_without_contact(sess: Session) -> list[Violation]:
     """Valid-lead points paid for a lead that is not a sales lead (no contact phone, or no stated need):
     a sign-in paid as a lead is a reward for a head."""
-    from server.referral.models import Lead
-    from server.referral.services import is_sales_lead
-
     found = []
     postings = sess.execute(
         select(LedgerTransaction.id, LedgerTransaction.idempotency_key, LedgerTransaction.member_id)
@@ -240,8 +241,6 @@ def _lead_rewards_without_contact(sess: Session) -> list[Violation]:
 
 def _columns(sess: Session, table: str) -> set[str]:
     """The table's columns as the models declare them and as the live database has them."""
-    from server.models import metadata
-
     declared = {c.name for c in metadata.tables[table].columns} if table in metadata.tables else set()
     live = {c["name"] for c in inspect(sess.connection()).get_columns(table)}
     return declared | live
@@ -249,8 +248,6 @@ def _columns(sess: Session, table: str) -> set[str]:
 
 def _foreign_keys(sess: Session, table: str) -> set[tuple[str, str]]:
     """(column, referred table) of every foreign key of the table, declared or live."""
-    from server.models import metadata
-
     declared = {(fk.parent.name, fk.column.table.name) for fk in metadata.tables[table].foreign_keys} if table in metadata.tables else set()
     live = {(col, fk["referred_table"]) for fk in inspect(sess.connection()).get_foreign_keys(table) for col in fk["constrained_columns"]}
     return declared | live
@@ -443,8 +440,6 @@ def render(report: ComplianceReport) -> list[str]:
 @with_appcontext
 def compliance_report_command() -> None:
     """Print the reward rules in force and every row breaking a compliance guard; exit 1 if there is any."""
-    from server import db
-
     report = compliance_report(db.session())
     for line in render(report):
         click.echo(line)

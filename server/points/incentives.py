@@ -25,21 +25,28 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member, MemberStatus
 from server.accounts.services import record_audit
-from server.db import unit_of_work, utcnow
+from server.clock import CHINA, local
+from server.db import utcnow
 from server.distribution.models import Distributor, DistributorStatus
+from server.distribution.queries import sharer_refusal
 from server.errors import NotFoundError, ValidationError
 from server.orders.models import Order
 from server.points import ledger
-from server.points.models import Account, AccountKind, Entry, LedgerTransaction, ShareOpen, StageBonusRule, TxKind
-from server.points.services import _eligible, credit_available
-from server.clock import CHINA, local
+from server.points.models import (
+    Account,
+    AccountKind,
+    Entry,
+    LedgerTransaction,
+    ShareOpen,
+    StageBonusRule,
+    TxKind,
+)
 from server.referral.models import Channel, Scene
 from server.referral.services import scene_state
 from server.settings.services import SettingSpec, get_setting, register
@@ -113,7 +120,7 @@ def record_share_open(sess: Session, opener: Member, scene_code: str, *, now: da
     if scene is None or scene_state(scene) is not None or scene.sharer_id is None or scene.channel == Channel.invite_code:
         return False
     sharer_id = scene.sharer_id
-    if sharer_id == opener.id or not _signed_in_member(opener) or not _eligible(sess, sharer_id):
+    if sharer_id == opener.id or not _signed_in_member(opener) or sharer_refusal(sess, sharer_id) is not None:
         return False
     day = china_day(now or utcnow())
     if sess.scalar(select(ShareOpen.id).where(ShareOpen.sharer_id == sharer_id, ShareOpen.day == day)) is not None:
@@ -125,7 +132,7 @@ def record_share_open(sess: Session, opener: Member, scene_code: str, *, now: da
     except IntegrityError:
         return False  # a concurrent open of the same sharer's share won the day
     points = int(get_setting(sess, "share_reward_points"))
-    credit_available(
+    ledger.credit_available(
         sess,
         sharer_id,
         points,
@@ -292,7 +299,7 @@ def award_stage_bonuses(sess: Session, month: str) -> list[StageAward]:
     sales = [own_monthly_sales(sess, *_shift(year, mon, back)) for back in range(-(longest - 1), 1)]
     awards = []
     for member_id in sorted(sales[-1]):
-        if not _eligible(sess, member_id):
+        if sharer_refusal(sess, member_id) is not None:
             continue
         for rule in rules:
             window = tuple(by_member.get(member_id, 0) for by_member in sales[-rule.consecutive_months :])
@@ -302,7 +309,7 @@ def award_stage_bonuses(sess: Session, month: str) -> list[StageAward]:
             if ledger.find(sess, key) is not None:
                 continue
             streak = f"{rule.consecutive_months} months running" if rule.consecutive_months > 1 else "in the month"
-            credit_available(
+            ledger.credit_available(
                 sess,
                 member_id,
                 rule.bonus,
@@ -400,30 +407,12 @@ def previous_month(now: datetime) -> str:
     return f"{year:04d}-{month:02d}"
 
 
-def stage_bonus_job(app: Flask, now: datetime) -> dict[str, Any] | None:
-    """Monthly: judge last month's stage bonuses once, on the first run from the 1st (China time).
-
-    Claims the month like the other jobs, so a second scheduler or a rerun does
-    nothing, and a failed run rolls its claim back to be tried again. Safe to
-    schedule daily: after the first run of a month it returns None.
-    """
-    from server import db
-    from server.scheduler import claim
-
-    month = previous_month(now)
-    with unit_of_work(app) as sess:
-        row = claim(sess, "stage-bonus", month)
-        if row is None:
-            return None
-        awards = award_stage_bonuses(sess, month)
-        row.finished_at = utcnow()
-        db.commit()
-    summary = {"month": month, "awards": len(awards), "total": sum(a.amount for a in awards)}
-    app.logger.info("stage bonuses %(month)s: %(awards)s awards, %(total)s hundredths", summary)
-    return summary
-
-
 # -- starter points --------------------------------------------------------------------------
+
+
+def on_distributor_approved(sess: Session, *, distributor: Distributor) -> None:
+    """Handler of ``events.distributor_approved``: starter points for the new distributor (never tied to a purchase)."""
+    grant_starter(sess, distributor)
 
 
 def grant_starter(sess: Session, distributor: Distributor) -> bool:
@@ -434,12 +423,12 @@ def grant_starter(sess: Session, distributor: Distributor) -> bool:
     price or the reward of a purchase (guard 3).
     """
     points = int(get_setting(sess, "starter_points"))
-    if points <= 0 or distributor.status != DistributorStatus.approved or not _eligible(sess, distributor.member_id):
+    if points <= 0 or distributor.status != DistributorStatus.approved or sharer_refusal(sess, distributor.member_id) is not None:
         return False
     key = f"starter:{distributor.member_id}"
     if ledger.find(sess, key) is not None:
         return False
-    credit_available(
+    ledger.credit_available(
         sess,
         distributor.member_id,
         points,

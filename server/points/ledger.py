@@ -16,9 +16,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.db import rowcount
-
 from server.points.errors import InsufficientPointsError, LedgerError
-from server.points.models import MEMBER_KINDS, Account, AccountKind, Entry, LedgerTransaction, TxKind
+from server.points.models import (
+    MEMBER_KINDS,
+    Account,
+    AccountKind,
+    Entry,
+    LedgerTransaction,
+    TxKind,
+)
 
 #: Accounts that may never go below zero, and the one that may never go above.
 _NON_NEGATIVE = (AccountKind.pending, AccountKind.matured, AccountKind.available)
@@ -39,14 +45,6 @@ def account(sess: Session, member_id: int | None, kind: AccountKind) -> Account:
     except IntegrityError:
         found = sess.scalars(stmt).one()
     return found
-
-
-def balances(sess: Session, member_id: int) -> dict[AccountKind, int]:
-    """The member's four balances (0 for an account never opened)."""
-    rows = sess.execute(select(Account.kind, Account.balance).where(Account.member_id == member_id)).all()
-    found = {kind: balance for kind, balance in rows}
-    return {kind: int(found.get(kind, 0)) for kind in MEMBER_KINDS}
-
 
 @dataclass(frozen=True)
 class Posted:
@@ -124,3 +122,14 @@ def _move(sess: Session, acct: Account, amount: int) -> None:
 
 def entry_sum(sess: Session, account_id: int) -> int:
     return int(sess.scalar(select(func.coalesce(func.sum(Entry.amount), 0)).where(Entry.account_id == account_id)) or 0)
+
+
+def credit_available(sess: Session, member_id: int, amount: int, *, source: AccountKind, key: str, kind: TxKind, reason: str, actor: str = "system", detail: dict[str, Any] | None = None) -> tuple[int, int]:
+    """Points reaching a member's available balance pay their debt first. Returns (repaid, credited)."""
+    debt = account(sess, member_id, AccountKind.debt)
+    sess.refresh(debt, with_for_update=True)
+    repay = min(-debt.balance, amount)
+    from_account = account(sess, member_id if source in (AccountKind.pending, AccountKind.matured, AccountKind.available) else None, source)
+    legs = [(from_account, -amount), (debt, repay), (account(sess, member_id, AccountKind.available), amount - repay)]
+    post(sess, key=key, kind=kind, legs=legs, reason=reason, member_id=member_id, actor=actor, detail=(detail or {}) | {"debt_repaid": repay})
+    return repay, amount - repay

@@ -28,6 +28,7 @@ from server.accounts.models import Member
 from server.accounts.services import record_audit
 from server.db import paginate, rowcount, utcnow
 from server.errors import BadRequestError, ConflictError, NotFoundError, ValidationError
+from server.orders.models import Order
 from server.points import ledger
 from server.points.errors import (
     DuplicateRequestError,
@@ -51,7 +52,6 @@ from server.points.models import (
     Statement,
     TxKind,
 )
-from server.points.services import credit_available
 from server.points.settlement import Grant, grant_points
 from server.referral.models import Channel, Scene
 from server.referral.services import create_scene, revoke_scene
@@ -409,6 +409,12 @@ def mark_invite_code_used(sess: Session, scene_code: str, member_id: int) -> boo
     return True
 
 
+def on_member_bound(sess: Session, *, member: Member, inviter_id: int, channel: Channel, scene_code: str) -> None:
+    """Handler of ``events.member_bound``: a binding through an invite code uses the code up."""
+    if channel == Channel.invite_code:
+        mark_invite_code_used(sess, scene_code, member.id)
+
+
 # -- fulfilment and cancellation ---------------------------------------------------------
 
 
@@ -481,7 +487,7 @@ def cancel_redemption(sess: Session, redemption_id: int, *, staff_id: int, note:
         )
         sess.refresh(item)
     key = f"redeem-cancel:{redemption.id}"
-    credit_available(
+    ledger.credit_available(
         sess,
         redemption.member_id,
         redemption.total,
@@ -569,8 +575,6 @@ class EntryLine:
 
 
 def _explain(sess: Session, rows: list[tuple[Entry, AccountKind, int | None, LedgerTransaction]]) -> list[EntryLine]:
-    from server.orders.models import Order
-
     order_ids = {tx.order_id for *_, tx in rows if tx.order_id is not None}
     trade_nos: dict[int, str] = dict(sess.execute(select(Order.id, Order.out_trade_no).where(Order.id.in_(order_ids))).all()) if order_ids else {}
     rules: dict[tuple[int, int], str] = {}

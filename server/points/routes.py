@@ -10,12 +10,26 @@ from pydantic import AfterValidator, Field, StringConstraints
 from sqlalchemy import select
 
 from server import db
-from server.accounts.auth import current_member, current_staff, member_required, staff_required
+from server.accounts.auth import (
+    current_member,
+    current_staff,
+    member_required,
+    staff_required,
+)
 from server.accounts.models import Member, StaffRole
-from server.api import Body, LongText, NonBlank, Page, Query, iso, parse_body, parse_query
+from server.api import (
+    Body,
+    LongText,
+    NonBlank,
+    Page,
+    Query,
+    iso,
+    parse_body,
+    parse_query,
+)
 from server.errors import NotFoundError, envelope
-from server.points import redemption as services
 from server.points import incentives, rules
+from server.points import redemption as services
 from server.points.models import (
     AccountKind,
     InviteCode,
@@ -30,7 +44,7 @@ from server.points.models import (
     Statement,
     TxKind,
 )
-from server.points.services import member_balances
+from server.points.queries import member_balances
 from server.points.settlement import MAX_GRANT
 
 bp = Blueprint("points", __name__, url_prefix="/api/v1/points")

@@ -10,9 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.points.errors import ComplianceError
+from server.accounts.services import record_audit
+from server.distribution.models import Grade
+from server.errors import NotFoundError, ValidationError
+from server.orders.models import Product
+from server.points.errors import ComplianceError, RewardOverrideExistsError
+from server.points.models import RewardOverride
 from server.settings.services import SettingSpec, get_setting, register
 
 #: Guard 1: rewards reach two levels; there is no setting for a third.
@@ -69,8 +75,6 @@ class Reward:
 
 def level1_rate(sess: Session, *, repeat: bool, product_ids: list[int], grade_id: int | None) -> tuple[int, str]:
     """The level-1 rate for an order: a product override, else a grade override, else the merchant's default."""
-    from server.points.models import RewardOverride
-
     column = "level1_repeat_bp" if repeat else "level1_first_bp"
     label = "repeat" if repeat else "first order"
     overrides = sess.scalars(select(RewardOverride)).all() if product_ids or grade_id else []
@@ -148,9 +152,6 @@ def _override_values(row: Any) -> dict[str, Any]:
 
 def _override_problems(sess: Session, values: dict[str, Any]) -> list[dict[str, str]]:
     """What keeps an override from being stored: an unknown target, no rate, or a rate past the guards."""
-    from server.distribution.models import Grade
-    from server.orders.models import Product
-
     problems = []
     if values["scope"] not in OVERRIDE_SCOPES:
         problems.append({"field": "scope", "error": "product or grade"})
@@ -168,8 +169,6 @@ def _override_problems(sess: Session, values: dict[str, Any]) -> list[dict[str, 
 
 
 def list_overrides(sess: Session, *, scope: str | None = None) -> list[Any]:
-    from server.points.models import RewardOverride
-
     stmt = select(RewardOverride).order_by(RewardOverride.scope, RewardOverride.ref_id)
     if scope is not None:
         stmt = stmt.where(RewardOverride.scope == scope)
@@ -177,9 +176,6 @@ def list_overrides(sess: Session, *, scope: str | None = None) -> list[Any]:
 
 
 def get_override(sess: Session, override_id: int, *, for_update: bool = False) -> Any:
-    from server.errors import NotFoundError
-    from server.points.models import RewardOverride
-
     row = sess.get(RewardOverride, override_id, with_for_update=True if for_update else None)
     if row is None:
         raise NotFoundError("no such reward override")
@@ -188,13 +184,6 @@ def get_override(sess: Session, override_id: int, *, for_update: bool = False) -
 
 def create_override(sess: Session, *, scope: str, ref_id: int, level1_first_bp: int | None, level1_repeat_bp: int | None, staff_id: int | None) -> Any:
     """A level-1 rate for one product or grade instead of the merchant's default; audited."""
-    from sqlalchemy.exc import IntegrityError
-
-    from server.accounts.services import record_audit
-    from server.errors import ValidationError
-    from server.points.errors import RewardOverrideExistsError
-    from server.points.models import RewardOverride
-
     values = {"scope": scope, "ref_id": ref_id, "level1_first_bp": level1_first_bp, "level1_repeat_bp": level1_repeat_bp}
     if problems := _override_problems(sess, values):
         raise ValidationError(data={"errors": problems})
@@ -212,9 +201,6 @@ def create_override(sess: Session, *, scope: str, ref_id: int, level1_first_bp: 
 
 def update_override(sess: Session, override_id: int, changes: dict[str, Any], *, staff_id: int | None) -> Any:
     """Change an override's rates (a rate set to null falls back to the default for that case); audited."""
-    from server.accounts.services import record_audit
-    from server.errors import ValidationError
-
     row = get_override(sess, override_id, for_update=True)
     old = _override_values(row)
     new = old | {k: v for k, v in changes.items() if k in ("level1_first_bp", "level1_repeat_bp")}
@@ -228,8 +214,6 @@ def update_override(sess: Session, override_id: int, changes: dict[str, Any], *,
 
 def delete_override(sess: Session, override_id: int, *, staff_id: int | None) -> None:
     """Switch an override off: the product or grade earns the default rates again. Postings keep the rule they used."""
-    from server.accounts.services import record_audit
-
     row = get_override(sess, override_id, for_update=True)
     record_audit(sess, staff_id, "reward_override.delete", f"reward_override:{row.id}", _override_values(row))
     sess.delete(row)

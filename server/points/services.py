@@ -5,17 +5,20 @@ be retried (a notification resent, a job rerun) without paying twice.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.accounts.models import Member, MemberStatus
+from server import db, tasks
 from server.db import utcnow
+from server.distribution.models import Distributor
+from server.distribution.queries import sharer_refusal
 from server.orders.models import Order, OrderItem, OrderKind, OrderStatus
 from server.points import ledger, rules
+from server.points.incentives import reverse_stage_bonuses
 from server.points.models import Account, AccountKind, OrderReward, RewardState, TxKind
+from server.referral.services import is_sales_lead
 from server.settings.services import get_setting
 
 K = AccountKind
@@ -25,21 +28,12 @@ def _issuance(sess: Session) -> Account:
     return ledger.account(sess, None, K.issuance)
 
 
-def _eligible(sess: Session, member_id: int | None) -> bool:
-    """Frozen or disabled sharers earn nothing new; ordinary members and distributors do."""
-    if member_id is None:
-        return False
-    member = sess.get(Member, member_id)
-    if member is None or member.status != MemberStatus.active:
-        return False
-    from server.distribution.services import sharer_refusal
-
+def eligible(sess: Session, member_id: int | None) -> bool:
+    """Frozen or disabled sharers earn nothing new; ordinary members and distributors do (``sharer_refusal``)."""
     return sharer_refusal(sess, member_id) is None
 
 
 def _grade_of(sess: Session, member_id: int) -> int | None:
-    from server.distribution.models import Distributor
-
     return sess.scalar(select(Distributor.grade_id).where(Distributor.member_id == member_id))
 
 
@@ -64,13 +58,13 @@ def credit_order_rewards(sess: Session, order: Order) -> list[OrderReward]:
         grade_id=_grade_of(sess, order.inviter_id),
         has_upline=order.upline_id is not None,
     )
-    if not _eligible(sess, order.inviter_id):
+    if not eligible(sess, order.inviter_id):
         # No level 1 means no level 2 either: the upline may never out-earn the inviter (guard 4).
         return []
     created = []
     for reward in rewards:
         member_id = order.inviter_id if reward.level == 1 else order.upline_id
-        if member_id is None or reward.amount <= 0 or not _eligible(sess, member_id):
+        if member_id is None or reward.amount <= 0 or not eligible(sess, member_id):
             continue
         posted = ledger.post(
             sess,
@@ -185,30 +179,6 @@ def _reversal_legs(sess: Session, row: OrderReward, delta: int) -> list[tuple[An
     return legs
 
 
-def credit_available(sess: Session, member_id: int, amount: int, *, source: AccountKind, key: str, kind: TxKind, reason: str, actor: str = "system", detail: dict[str, Any] | None = None) -> tuple[int, int]:
-    """Points reaching a member's available balance pay their debt first. Returns (repaid, credited)."""
-    debt = ledger.account(sess, member_id, K.debt)
-    sess.refresh(debt, with_for_update=True)
-    repay = min(-debt.balance, amount)
-    from_account = ledger.account(sess, member_id if source in (K.pending, K.matured, K.available) else None, source)
-    legs = [(from_account, -amount), (debt, repay), (ledger.account(sess, member_id, K.available), amount - repay)]
-    ledger.post(sess, key=key, kind=kind, legs=legs, reason=reason, member_id=member_id, actor=actor, detail=(detail or {}) | {"debt_repaid": repay})
-    return repay, amount - repay
-
-
-@dataclass(frozen=True)
-class Balances:
-    available: int
-    pending: int
-    matured: int
-    debt: int
-
-
-def member_balances(sess: Session, member_id: int) -> Balances:
-    found = ledger.balances(sess, member_id)
-    return Balances(found[K.available], found[K.pending], found[K.matured], -found[K.debt])
-
-
 def process_order(sess: Session, order: Order) -> None:
     """Bring the order's rewards in line with the order: credit, reverse (and take back stage bonuses
     the refund undid), mature. Safe to repeat."""
@@ -218,8 +188,6 @@ def process_order(sess: Session, order: Order) -> None:
     if order.refunded_fee:
         reverse_order_rewards(sess, order)
         if order.inviter_id is not None:
-            from server.points.incentives import reverse_stage_bonuses  # here: incentives imports this module
-
             # The refund lowered the inviter's own sales in the month it was paid: a bonus may no longer hold.
             reverse_stage_bonuses(sess, order.inviter_id)
     mature_order_rewards(sess, order)
@@ -228,12 +196,10 @@ def process_order(sess: Session, order: Order) -> None:
 def reward_valid_lead(sess: Session, lead: Any) -> None:
     """A sales lead operations marked valid earns its sharer the merchant's lead points (never a partner's
     lead, never a lead without a contact and a stated need: that would pay for a head, guard 2)."""
-    from server.referral.services import is_sales_lead
-
     points = int(get_setting(sess, "valid_lead_points"))
-    if lead.sharer_id is None or lead.partner_id is not None or points <= 0 or not is_sales_lead(lead) or not _eligible(sess, lead.sharer_id):
+    if lead.sharer_id is None or lead.partner_id is not None or points <= 0 or not is_sales_lead(lead) or not eligible(sess, lead.sharer_id):
         return
-    credit_available(
+    ledger.credit_available(
         sess,
         lead.sharer_id,
         points,
@@ -247,8 +213,6 @@ def reward_valid_lead(sess: Session, lead: Any) -> None:
 
 def process_order_id(order_id: int) -> None:
     """``process_order`` for a background task: loads the order in the task's own unit of work."""
-    from server import db
-
     sess = db.session()
     order = sess.get(Order, order_id)
     if order is not None:
@@ -268,6 +232,4 @@ def on_order_status_changed(sess: Session, *, order: Order, status: OrderStatus)
 def follow_order(_sess: Session, order: Order, status: OrderStatus) -> None:
     """Status listener: bring the order's points up to date once the change is committed, off the request."""
     if status in (OrderStatus.paid, OrderStatus.completed, OrderStatus.refunded) or order.refunded_fee:
-        from server.tasks import defer
-
-        defer(process_order_id, order.id)
+        tasks.defer(process_order_id, order.id)

@@ -20,13 +20,23 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.clock import local
 from server.db import utcnow
 from server.orders.models import Order
 from server.points import ledger
 from server.points.errors import SettlementClaimedError
-from server.clock import CHINA, local
-from server.points.models import Account, AccountKind, Entry, LedgerTransaction, OrderReward, RewardState, SettlementRun, Statement, TxKind
-from server.points.services import credit_available, member_balances
+from server.points.models import (
+    Account,
+    AccountKind,
+    Entry,
+    LedgerTransaction,
+    OrderReward,
+    RewardState,
+    SettlementRun,
+    Statement,
+    TxKind,
+)
+from server.points.queries import member_balances
 from server.settings.services import SettingSpec, get_setting, register
 
 K = AccountKind
@@ -146,7 +156,7 @@ def _settle_member(sess: Session, run: SettlementRun, member_id: int, minimum: i
         )
     ]
     lines = _statement_lines(sess, matured, rewards, amount)
-    repaid, credited = credit_available(
+    repaid, credited = ledger.credit_available(
         sess,
         member_id,
         amount,
@@ -310,7 +320,7 @@ def grant_points(sess: Session, member_id: int, amount: int, *, reason: str, key
     """
     detail = {"granted": amount}
     if amount > 0:
-        repaid, credited = credit_available(sess, member_id, amount, source=K.issuance, key=key, kind=TxKind.adjust, reason=reason, actor=actor, detail=detail)
+        repaid, credited = ledger.credit_available(sess, member_id, amount, source=K.issuance, key=key, kind=TxKind.adjust, reason=reason, actor=actor, detail=detail)
     else:
         ledger.post(
             sess,

@@ -32,8 +32,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server import cache
+from server.accounts import (
+    services as accounts,  # a module, so accounts.services may import this one
+)
 from server.accounts.models import Member
-from server.accounts import services as accounts  # a module, so accounts.services may import this one
 from server.db import after_commit, utcnow
 from server.errors import UpstreamError, ValidationError
 from server.posters import render
@@ -48,9 +50,18 @@ from server.posters.errors import (
 )
 from server.posters.models import PosterImage, PosterTemplate
 from server.referral.models import Channel, Scene
-from server.referral.official_account import QR_CACHE_MIN_LIFE_SHARE, oa_qr_expire_seconds, scene_qrcode
+from server.referral.official_account import (
+    QR_CACHE_MIN_LIFE_SHARE,
+    oa_qr_expire_seconds,
+    scene_qrcode,
+)
 from server.referral.services import scene_for_share, scene_state
-from server.wechat.client import MiniProgram, OfficialAccount, WeChatError, WeChatUnavailableError
+from server.wechat.client import (
+    MiniProgram,
+    OfficialAccount,
+    WeChatError,
+    WeChatUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -616,6 +627,11 @@ def forget_posters(sess: Session, *where: Any) -> int:
     sess.execute(delete(PosterImage).where(PosterImage.token.in_(tokens)).execution_options(synchronize_session=False))
     after_commit(lambda: _forget_pngs(tokens))
     return len(tokens)
+
+
+def on_member_profile_changed(sess: Session, *, member: Member) -> None:
+    """Handler of ``events.member_profile_changed``: posters show the nickname and avatar, so the next request draws them again."""
+    invalidate_member_posters(sess, member.id)
 
 
 def invalidate_member_posters(sess: Session, member_id: int) -> int:

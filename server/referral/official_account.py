@@ -22,10 +22,29 @@ from server import cache, security
 from server.accounts.models import Member
 from server.db import utcnow
 from server.errors import AppError, UpstreamError
-from server.referral.models import Binding, Channel, Lead, OAAttribution, Scene, TouchKind
-from server.referral.services import BindResult, _touch, bind_member, scene_for_share, scene_state
+from server.referral.models import (
+    Binding,
+    Channel,
+    Lead,
+    OAAttribution,
+    Scene,
+    TouchKind,
+)
+from server.referral.services import (
+    BindResult,
+    bind_member,
+    scene_for_share,
+    scene_state,
+    touch,
+)
 from server.settings.services import SettingSpec, get_setting, register
-from server.wechat.client import QR_MAX_EXPIRE_SECONDS, OAuthResult, OfficialAccount, WeChatError, WeChatUnavailableError
+from server.wechat.client import (
+    QR_MAX_EXPIRE_SECONDS,
+    OAuthResult,
+    OfficialAccount,
+    WeChatError,
+    WeChatUnavailableError,
+)
 from server.wechat.formats import SCENE_RE
 
 register(
@@ -107,7 +126,7 @@ def record_oa_scan(sess: Session, oa: OfficialAccount, oa_openid: str, scene_cod
         detail["channel"] = Channel.official_account_qr.value
     if not valid_code:
         detail["scene_str"] = scene_code[:64]
-    _touch(sess, member.id if member else None, TouchKind.scan, scene, scene_code if valid_code else None, **detail)
+    touch(sess, member.id if member else None, TouchKind.scan, scene, scene_code if valid_code else None, **detail)
     sess.flush()
     if member is not None:
         return OAScan(member, bind_member(sess, member, scene_code) if valid_code else None, False)

@@ -10,16 +10,19 @@ import secrets
 import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from server import cache, events, security
-from server.accounts.models import Member, MemberStatus, Staff
+from server.accounts.models import Member, Staff
+from server.accounts.services import record_audit
 from server.clock import CHINA
 from server.db import utcnow
+from server.distribution.queries import sharer_refusal
 from server.errors import NotFoundError, ValidationError
+from server.orders import queries as order_queries
 from server.referral.errors import (
     LeadAlreadyReviewedError,
     LeadNotQualifiedError,
@@ -41,6 +44,7 @@ from server.referral.models import (
     TouchEvent,
     TouchKind,
 )
+from server.referral.queries import inviter_and_upline
 from server.settings.services import SettingSpec, get_setting, lock_named, register
 
 BINDING_POLICIES = ("first_touch", "protection_period", "last_touch")
@@ -196,13 +200,6 @@ def scene_state(scene: Scene | None) -> str | None:
     return None
 
 
-def _audit(sess: Session, staff_id: int | None, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
-    # Imported here: accounts.services imports this module.
-    from server.accounts.services import record_audit
-
-    record_audit(sess, staff_id, action, target, detail)
-
-
 def revoke_scene(sess: Session, code: str, *, sharer_id: int | None = None, staff_id: int | None = None) -> Scene:
     """Stop a scene from binding anyone; a member may only revoke their own. Audited when ``staff_id``
     (the staff member revoking it) is given."""
@@ -213,7 +210,7 @@ def revoke_scene(sess: Session, code: str, *, sharer_id: int | None = None, staf
         scene.revoked_at = utcnow()
     sess.flush()
     if staff_id is not None:
-        _audit(sess, staff_id, "scene.revoke", f"scene:{code}")
+        record_audit(sess, staff_id, "scene.revoke", f"scene:{code}")
     return scene
 
 
@@ -222,12 +219,6 @@ def content_label(scene: Scene) -> str:
 
 
 # -- the chain ------------------------------------------------------------------
-
-
-def inviter_and_upline(sess: Session, member_id: int) -> tuple[int | None, int | None]:
-    """The member's level-1 and level-2 inviters: one primary-key read."""
-    binding = sess.get(Binding, member_id)
-    return (binding.inviter_id, binding.upline_id) if binding else (None, None)
 
 
 def _is_ancestor(sess: Session, candidate_id: int, of_member_id: int) -> bool:
@@ -243,14 +234,6 @@ def _is_ancestor(sess: Session, candidate_id: int, of_member_id: int) -> bool:
         .where(chain.c.depth < 100_000)
     )
     return sess.scalar(select(chain.c.id).where(chain.c.id == candidate_id).limit(1)) is not None
-
-
-def _sharer_refusal(sess: Session, sharer: Member) -> str | None:
-    if sharer.status != MemberStatus.active:
-        return "sharer_disabled"
-    from server.distribution.services import sharer_refusal
-
-    return sharer_refusal(sess, sharer.id)
 
 
 @dataclass(frozen=True)
@@ -274,7 +257,8 @@ class BindResult:
         }
 
 
-def _touch(sess: Session, member_id: int | None, kind: TouchKind, scene: Scene | None, scene_code: str | None, **detail: Any) -> None:
+def touch(sess: Session, member_id: int | None, kind: TouchKind, scene: Scene | None, scene_code: str | None, **detail: Any) -> None:
+    """Add one step to a person's timeline; ``detail`` may carry ``channel`` and ``actor``."""
     sess.add(
         TouchEvent(
             member_id=member_id,
@@ -318,7 +302,7 @@ def bind_member(sess: Session, member: Member, scene_code: str) -> BindResult:
         refusal = "self"
     elif binding is not None and binding.inviter_id == inviter_id:
         return BindResult(True, False, None, inviter_id, scene)
-    elif (refusal := _sharer_refusal(sess, sharer)) is not None:
+    elif (refusal := sharer_refusal(sess, sharer.id)) is not None:
         pass
     elif binding is not None and (refusal := _policy_refusal(sess, binding)) is not None:
         pass
@@ -338,13 +322,10 @@ def bind_member(sess: Session, member: Member, scene_code: str) -> BindResult:
         binding.rebind_count += 1
     binding.scene_code, binding.channel = scene.code, scene.channel.value
     sess.flush()
-    if scene.channel == Channel.invite_code:
-        from server.points.redemption import mark_invite_code_used  # here: points imports referral
-
-        mark_invite_code_used(sess, scene.code, member.id)
     # The member's own invitees now have a new level 2.
     sess.execute(update(Binding).where(Binding.inviter_id == member.id).values(upline_id=inviter_id))
-    _touch(sess, member.id, TouchKind.bind, scene, scene_code, inviter_id=inviter_id, previous_inviter_id=previous)
+    touch(sess, member.id, TouchKind.bind, scene, scene_code, inviter_id=inviter_id, previous_inviter_id=previous)
+    events.member_bound.send(sess, member=member, inviter_id=inviter_id, channel=scene.channel, scene_code=scene.code)
     return BindResult(True, True, None, inviter_id, scene)
 
 
@@ -361,13 +342,13 @@ def _policy_refusal(sess: Session, binding: Binding) -> str | None:
 
 def _refuse(sess: Session, member: Member, scene: Scene | None, scene_code: str, reason: str, inviter_id: int | None) -> BindResult:
     if reason != "partner_channel":
-        _touch(sess, member.id, TouchKind.bind_refused, scene, scene_code, reason=reason)
+        touch(sess, member.id, TouchKind.bind_refused, scene, scene_code, reason=reason)
     return BindResult(False, False, reason, inviter_id, scene)
 
 
 def record_scan(sess: Session, member: Member, scene_code: str) -> None:
     """A signed-in member arrived with a scene (mini-program code, link, poster)."""
-    _touch(sess, member.id, TouchKind.scan, sess.get(Scene, scene_code), scene_code)
+    touch(sess, member.id, TouchKind.scan, sess.get(Scene, scene_code), scene_code)
 
 
 def bind_on_arrival(sess: Session, member: Member, scene_code: str, *, first_sign_in: bool) -> BindResult:
@@ -422,7 +403,7 @@ def _open_lead(
     sess.add(lead)
     sess.flush()
     extra = {"actor": actor} if actor else {}
-    _touch(sess, member_id, TouchKind.lead, scene, scene.code if scene else None, lead_id=lead.id, source=source.value, **extra)
+    touch(sess, member_id, TouchKind.lead, scene, scene.code if scene else None, lead_id=lead.id, source=source.value, **extra)
     return lead
 
 
@@ -472,7 +453,7 @@ def record_visit(sess: Session, scene_code: str, *, visitor: str, member_id: int
     start = day_start(now)
     key = f"visit:{now.astimezone(CHINA).date().isoformat()}:{scene_code}:{visitor}"
     if cache.hit(key, 86400) == 1 and not _visited_since(sess, scene_code, visitor, start):
-        _touch(sess, member_id, TouchKind.visit, scene, scene_code, actor=visitor, state=scene_state(scene))
+        touch(sess, member_id, TouchKind.visit, scene, scene_code, actor=visitor, state=scene_state(scene))
     return scene if scene_state(scene) is None else None
 
 
@@ -550,7 +531,7 @@ def review_lead(sess: Session, lead_id: int, status: LeadStatus, *, staff: Staff
     if status == LeadStatus.valid:
         events.lead_marked_valid.send(sess, lead=lead)
     sess.flush()
-    _audit(sess, staff.id, f"lead.{status.value}", f"lead:{lead.id}", {"note": note})
+    record_audit(sess, staff.id, f"lead.{status.value}", f"lead:{lead.id}", {"note": note})
     return lead
 
 
@@ -564,7 +545,7 @@ def create_partner(sess: Session, values: dict[str, Any], *, staff_id: int) -> P
     partner = Partner(**values | {"commission_mode": CommissionMode(values["commission_mode"])})
     sess.add(partner)
     sess.flush()
-    _audit(sess, staff_id, "partner.create", f"partner:{partner.id}", values)
+    record_audit(sess, staff_id, "partner.create", f"partner:{partner.id}", values)
     return partner
 
 
@@ -575,7 +556,7 @@ def update_partner(sess: Session, partner_id: int, changes: dict[str, Any], *, s
         raise PartnerNotFoundError()
     for key, value in changes.items():
         setattr(partner, key, value)
-    _audit(sess, staff_id, "partner.update", f"partner:{partner.id}", changes)
+    record_audit(sess, staff_id, "partner.update", f"partner:{partner.id}", changes)
     return partner
 
 
@@ -634,27 +615,15 @@ def team_page(sess: Session, member_id: int, level: int, offset: int, limit: int
 
 @dataclass(frozen=True)
 class SalesStats:
-    """Orders a member placed that count for their inviter; None while no order book is installed."""
+    """Orders a member placed that count for their inviter: how many were paid, and their amount net of refunds."""
 
-    orders: int | None
-    amount_fen: int | None
-
-
-#: Installed by the orders package: member ids -> (order count, paid amount in fen).
-_sales_source: Callable[[Session, list[int]], dict[int, tuple[int, int]]] | None = None
-
-
-def set_sales_source(source: Callable[[Session, list[int]], dict[int, tuple[int, int]]]) -> None:
-    """Let the order book report members' attributed orders (it imports us, not the other way round)."""
-    global _sales_source
-    _sales_source = source
+    orders: int
+    amount_fen: int
 
 
 def attributed_sales(sess: Session, member_ids: list[int]) -> dict[int, SalesStats]:
     """For each member: their paid orders and amount, as the team list shows them."""
-    if _sales_source is None:
-        return {mid: SalesStats(None, None) for mid in member_ids}
-    found = _sales_source(sess, member_ids) if member_ids else {}
+    found = order_queries.attributed_sales(sess, member_ids) if member_ids else {}
     return {mid: SalesStats(*found.get(mid, (0, 0))) for mid in member_ids}
 
 

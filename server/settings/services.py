@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.accounts.services import record_audit
 from server.errors import NotFoundError, ValidationError
 from server.settings.models import Mutex, Setting
 
@@ -121,7 +122,6 @@ def change_setting(sess: Session, key: str, value: Any, *, staff_id: int | None)
     """``set_setting`` as staff (``staff_id``) or the command line (None) do it: stored and audited
     as ``settings.set`` with the old and new values; returns the stored value."""
     # Imported here: accounts.services imports modules that import this one.
-    from server.accounts.services import record_audit
 
     old = get_setting(sess, key)
     new = set_setting(sess, key, value, by="cli" if staff_id is None else f"staff:{staff_id}")

@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError
 
 from server import db, security
 from server.accounts.models import AuditEntry, Member
-from server.distribution import services
+from server.distribution import queries, services
 from server.distribution.models import Distributor, DistributorStatus, DistributorTier, Grade
 from server.referral.models import Binding
 from server.referral.services import record_visit
@@ -480,7 +480,7 @@ def test_sharer_refusal(wx_login, distributor, apply, decide, sess):
     decide(disabled["distributor"]["id"], "disable", reason="x")
     members = {"nobody": nobody, "pending": pending, "rejected": rejected, "approved": approved, "frozen": frozen, "disabled": disabled}
     with sess() as s:
-        got = {name: services.sharer_refusal(s, m["user"]["id"]) for name, m in members.items()}
+        got = {name: queries.sharer_refusal(s, m["user"]["id"]) for name, m in members.items()}
     assert got == {
         "nobody": None,
         "pending": None,
@@ -614,7 +614,7 @@ def test_grading_ignores_team_size(client, distributor, owner, sess):
         s.add_all(Binding(member_id=m.id, inviter_id=alice["user"]["id"]) for m in members)
         db.commit()
         d = s.get(Distributor, alice["distributor"]["id"])
-        assert services.distributor_stats(s, d)["team_direct"] == 100
+        assert queries.distributor_stats(s, d)["team_direct"] == 100
         assert services.assign_grade(s, d, 0) is None
         s.add(Grade(name="铜牌", min_sales_fen=0))
         s.flush()

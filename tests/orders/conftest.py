@@ -46,17 +46,6 @@ def live_app(app: Flask) -> Iterator[str]:
     server.shutdown()
 
 
-@pytest.fixture
-def order_hooks() -> Iterator[dict[str, list[payments.OrderHook]]]:
-    """The order hook registry, emptied for the test and restored after it."""
-    saved = {event: list(hooks) for event, hooks in payments._hooks.items()}
-    for hooks in payments._hooks.values():
-        hooks.clear()
-    yield payments._hooks
-    for event, hooks in saved.items():
-        payments._hooks[event][:] = hooks
-
-
 @dataclass(frozen=True)
 class OrderRef:
     id: int

@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select, update
 
-from server import db
+from server import db, events, tasks
 from server.db import utcnow
 from server.orders import payments
 from server.orders.models import Order, OrderStatus, PaymentNotice, Refund, RefundStatus, Sku
@@ -75,56 +75,66 @@ def test_refund_notification_naming_another_order_is_refused(app: Flask, client:
     assert (snapshot(app, first), snapshot(app, second)) == before
 
 
-# -- hooks --------------------------------------------------------------------------------------
+# -- what a notification announces ------------------------------------------------------------
 
 
-def test_hooks_run_once_after_the_commit_and_never_change_the_answer(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState, order_hooks: Any) -> None:
-    seen: list[tuple[str, int, OrderStatus]] = []
+def test_a_payment_is_announced_once_however_often_its_notification_comes(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState) -> None:
+    seen: list[tuple[int, OrderStatus, int]] = []
 
-    @payments.on_order_paid
-    def record_paid(sess: Any, order: Order) -> None:
-        # Runs after the commit, in a unit of work of its own: the payment is already stored.
-        seen.append(("paid", order.id, order.status))
+    def record(sess: Any, *, order: Order, status: OrderStatus) -> None:
+        seen.append((order.id, status, order.refunded_fee))
 
-    @payments.on_order_paid
-    def explode(sess: Any, order: Order) -> None:
-        order.remark = "never stored"
-        raise RuntimeError("a hook that fails")
-
-    @payments.on_order_refunded
-    def record_refunded(sess: Any, order: Order) -> None:
-        seen.append(("refunded", order.id, order.status))
-
-    payments.on_order_paid(record_paid)  # registering twice runs it once
     ref = make_order()
     prepay(app, ref)
-    headers, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
-    for _ in range(3):
+    with events.order_status_changed.connected_to(record):
+        headers, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
+        for _ in range(3):
+            assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
+        assert seen == [(ref.id, OrderStatus.paid, 0)]
+
+        refund = sandbox_pay.open_refund(out_trade_no=ref.out_trade_no, out_refund_no="F" + ref.out_trade_no[1:], total_fee=ref.total_fee, refund_fee=1_000, notify_url=None, api="v3")
+        headers, body = sandbox_pay.build_refund_notification(refund.out_refund_no)
         assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
-    assert seen == [("paid", ref.id, OrderStatus.paid)]
-    assert order_row(app, ref.id).remark == ""
-
-    refund = sandbox_pay.open_refund(out_trade_no=ref.out_trade_no, out_refund_no="F" + ref.out_trade_no[1:], total_fee=ref.total_fee, refund_fee=1_000, notify_url=None, api="v3")
-    headers, body = sandbox_pay.build_refund_notification(refund.out_refund_no)
-    assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
-    assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
-    assert seen[1:] == [("refunded", ref.id, OrderStatus.paid)]
+        assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
+    # The partial refund passes through refunding and back to paid, now with money given back: once.
+    assert seen[1:] == [(ref.id, OrderStatus.refunding, 0), (ref.id, OrderStatus.paid, 1_000)]
 
 
-def test_hooks_of_a_payment_that_settles_a_waiting_refund(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState, order_hooks: Any) -> None:
+def test_a_failing_task_after_the_commit_never_changes_the_answer(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState) -> None:
+    def explode(order_id: int) -> None:
+        with app.app_context():
+            db.session().execute(update(Order).where(Order.id == order_id).values(remark="never stored"))
+            raise RuntimeError("a task that fails")
+
+    def defer_failing_work(sess: Any, *, order: Order, status: OrderStatus) -> None:
+        tasks.defer(explode, order.id)
+
+    ref = make_order()
+    prepay(app, ref)
+    with events.order_status_changed.connected_to(defer_failing_work):
+        headers, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
+        assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
+    row = order_row(app, ref.id)
+    assert (row.status, row.remark) == (OrderStatus.paid, "")
+
+
+def test_a_payment_that_settles_a_waiting_refund_is_announced_with_it(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState) -> None:
     seen: list[str] = []
-    payments.on_order_paid(lambda sess, order: seen.append("paid"))
-    payments.on_order_refunded(lambda sess, order: seen.append(f"refunded {order.refunded_fee}"))
+
+    def record(sess: Any, *, order: Order, status: OrderStatus) -> None:
+        seen.append(f"{status.value} {order.refunded_fee}")
+
     ref = make_order()
     prepay(app, ref, "v2")
     sandbox_pay.pay(ref.out_trade_no)
     refund = sandbox_pay.open_refund(out_trade_no=ref.out_trade_no, out_refund_no="F" + ref.out_trade_no[1:], total_fee=ref.total_fee, refund_fee=345, notify_url=None, api="v2")
-    _, body = sandbox_pay.build_refund_notification(refund.out_refund_no)
-    assert accepted(client.post(payments.V2_REFUND_NOTIFY_PATH, data=body), "v2")
-    assert seen == []  # nothing happened to the order yet
-    _, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
-    assert accepted(client.post(payments.V2_PAY_NOTIFY_PATH, data=body), "v2")
-    assert seen == ["paid", "refunded 345"]
+    with events.order_status_changed.connected_to(record):
+        _, body = sandbox_pay.build_refund_notification(refund.out_refund_no)
+        assert accepted(client.post(payments.V2_REFUND_NOTIFY_PATH, data=body), "v2")
+        assert seen == []  # nothing happened to the order yet
+        _, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
+        assert accepted(client.post(payments.V2_PAY_NOTIFY_PATH, data=body), "v2")
+    assert seen[0] == "paid 0" and seen[-1] == "paid 345"
 
 
 # -- reconciliation -------------------------------------------------------------------------------
@@ -141,9 +151,13 @@ def _stock(app: Flask, ref: OrderRef) -> int:
         return db.session().get(Sku, ref.sku_id).stock  # type: ignore[union-attr]
 
 
-def test_reconciliation_pays_what_wechat_says_is_paid_and_closes_the_rest(app: Flask, make_order: Any, sandbox_pay: PayState, order_hooks: Any) -> None:
+def test_reconciliation_pays_what_wechat_says_is_paid_and_closes_the_rest(app: Flask, make_order: Any, sandbox_pay: PayState) -> None:
     hooked: list[int] = []
-    payments.on_order_paid(lambda sess, order: hooked.append(order.id))
+
+    def record_paid(sess: Any, *, order: Order, status: OrderStatus) -> None:
+        if status == OrderStatus.paid:
+            hooked.append(order.id)
+
     paid_v2 = make_order("alice", quantity=2)
     paid_v3 = make_order("bob")
     unpaid = make_order("carol", quantity=3)
@@ -159,7 +173,7 @@ def test_reconciliation_pays_what_wechat_says_is_paid_and_closes_the_rest(app: F
     _expire(app, paid_v2, paid_v3, unpaid, never_prepaid)
     stock_before = {r.id: _stock(app, r) for r in (unpaid, never_prepaid)}
 
-    with app.app_context():
+    with app.app_context(), events.order_status_changed.connected_to(record_paid):
         since = utcnow() - timedelta(hours=1)
         found = payments.check_disagreements(db.session(), wechat_pay(), since)
         assert {(d.order_id, d.trade_state) for d in found} == {(paid_v2.id, "SUCCESS"), (paid_v3.id, "SUCCESS")}

@@ -8,7 +8,7 @@ from server import db
 from server.accounts.models import AuditEntry, Member
 from server.points import ledger
 from server.points.models import AccountKind, LedgerTransaction, SettlementRun, Statement, TxKind
-from server.points.services import member_balances
+from server.points.queries import member_balances
 from tests.points import make_member, post_to
 
 K = AccountKind

@@ -11,7 +11,8 @@ from server import db
 from server.db import utcnow
 from server.points import compliance, incentives, ledger, rules
 from server.points.models import AccountKind, OrderReward, ShareOpen, TxKind
-from server.points.services import credit_available, process_order
+from server.points.ledger import credit_available
+from server.points.services import process_order
 from server.referral.models import Channel
 from server.referral.services import scene_for_share
 from server.settings.services import set_setting

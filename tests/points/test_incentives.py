@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
-from server import db
+from server import db, scheduler
 from server.accounts.models import Member, MemberStatus, StaffRole
 from server.accounts.services import create_staff
 from server.db import utcnow
@@ -21,7 +21,8 @@ from server.points import incentives, ledger, share_routes
 from server.points.compliance import register_cli
 from server.points.checks import check_ledger
 from server.points.models import AccountKind, LedgerTransaction, ShareOpen, TxKind
-from server.points.services import member_balances, process_order
+from server.points.queries import member_balances
+from server.points.services import process_order
 from server.referral.models import Channel, CommissionMode, Partner
 from server.referral.services import create_scene, revoke_scene, scene_for_share
 from server.settings.services import set_setting
@@ -379,8 +380,8 @@ def test_the_job_awards_last_month_once(app):
         alice_id = alice.id
 
     first_of_march = datetime(2026, 3, 1, 3, 0, tzinfo=CHINA)
-    assert incentives.stage_bonus_job(app, first_of_march) == {"month": "2026-02", "awards": 1, "total": 5_000}
-    assert incentives.stage_bonus_job(app, first_of_march + timedelta(days=1)) is None
+    assert scheduler.stage_bonus_job(app, first_of_march) == {"month": "2026-02", "awards": 1, "total": 5_000}
+    assert scheduler.stage_bonus_job(app, first_of_march + timedelta(days=1)) is None
     with app.app_context():
         assert member_balances(db.session(), alice_id).available == 5_000
 

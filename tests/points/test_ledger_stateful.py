@@ -22,7 +22,9 @@ from server.points import incentives, ledger, redemption
 from server.points.checks import check_ledger
 from server.points.errors import InsufficientPointsError
 from server.points.models import MEMBER_KINDS, MERCHANT_KINDS, Account, AccountKind, Entry, ItemKind, LedgerTransaction, OrderReward, Redemption, RedemptionStatus, RewardState, TxKind
-from server.points.services import credit_available, member_balances, process_order
+from server.points.queries import member_balances
+from server.points.ledger import credit_available
+from server.points.services import process_order
 from server.referral.models import Channel
 from server.referral.services import scene_for_share
 from server.settings.services import set_setting

@@ -8,7 +8,7 @@ from server import db
 from server.accounts.models import Member
 from server.orders import services as orders
 from server.orders.models import Order, OrderStatus, Product, Sku
-from server.points import ledger, services as points
+from server.points import ledger, queries as point_queries, services as points
 from server.points.checks import check_ledger
 from server.points.models import AccountKind, TxKind
 from server.points.settlement import manual_period_key, settle
@@ -45,7 +45,7 @@ def _finish(sess, order: Order) -> None:
 
 
 def balances(sess, member_id):
-    return points.member_balances(sess, member_id)
+    return point_queries.member_balances(sess, member_id)
 
 
 def test_paid_order_credits_two_levels_then_matures_and_settles(app, chain):
@@ -101,7 +101,7 @@ def test_refund_after_settlement_reverses_and_spent_points_become_debt(app, chai
         assert balances(sess, zoe).available == 0 and balances(sess, zoe).debt == 0
 
         # alice's next credit pays the debt first
-        points.credit_available(sess, alice, 100, source=AccountKind.issuance, key="test:grant", kind=TxKind.adjust, reason="grant")
+        ledger.credit_available(sess, alice, 100, source=AccountKind.issuance, key="test:grant", kind=TxKind.adjust, reason="grant")
         assert balances(sess, alice).debt == 0 and balances(sess, alice).available == 70
         assert check_ledger(sess).ok, check_ledger(sess).violations
 

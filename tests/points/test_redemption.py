@@ -13,7 +13,7 @@ from server.points import ledger
 from server.points import redemption as services
 from server.points.checks import check_ledger
 from server.points.models import AccountKind, InviteCode, ItemKind, LedgerTransaction, Redemption, RedemptionItem, RedemptionStatus, TxKind
-from server.points.services import member_balances
+from server.points.queries import member_balances
 from server.referral.models import Binding
 from tests.points import post_to
 

@@ -11,7 +11,7 @@ from server import db
 from server.points import ledger
 from server.points.checks import check_ledger
 from server.points.models import AccountKind, Entry, LedgerTransaction, Redemption, TxKind
-from server.points.services import member_balances
+from server.points.queries import member_balances
 from tests.points.test_redemption import credit, make_item
 
 K = AccountKind

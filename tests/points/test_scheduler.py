@@ -12,7 +12,7 @@ from server import db, scheduler, tasks
 from server.db import utcnow
 from server.orders.models import Order, OrderEvent, OrderStatus, Sku
 from server.points.models import JobClaim, OrderReward, RewardState, SettlementRun
-from server.points.services import member_balances
+from server.points.queries import member_balances
 from server.settings.services import set_setting
 from tests.points import completed_order, make_member, make_sku, pay, place, post_to, ship
 

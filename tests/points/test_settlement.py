@@ -17,7 +17,7 @@ from server.points import ledger, settlement
 from server.points.checks import check_ledger
 from server.points.errors import SettlementClaimedError
 from server.points.models import AccountKind, Entry, OrderReward, RewardState, SettlementRun, Statement, TxKind
-from server.points.services import member_balances
+from server.points.queries import member_balances
 from server.settings.services import set_setting
 from tests.points import completed_order, make_member, make_sku, post_to
 

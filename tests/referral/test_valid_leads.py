@@ -7,7 +7,7 @@ from server import db
 from server.points import ledger
 from server.points.compliance import compliance_report
 from server.points.models import AccountKind, TxKind
-from server.points.services import member_balances
+from server.points.queries import member_balances
 from server.referral.models import Lead
 
 
