@@ -1,4 +1,5 @@
-"""Which package may import which (production code never imports the WeChat sandbox), and helpers that live once.
+"""Which package may import which: the layers of ``server`` (``.importlinter``), no cycles, no imports hidden in
+functions, production code that never imports the WeChat sandbox, and helpers that live once.
 
 ``server`` imports ``wechat_sandbox`` only inside the functions listed in ``LAZY_SANDBOX_IMPORTS``,
 each on a path that runs in sandbox mode alone; ``wechat_sandbox`` takes from ``server`` only what a
@@ -7,12 +8,14 @@ fake of WeChat shares with the app (``SANDBOX_IMPORTS_FROM_SERVER``).
 from __future__ import annotations
 
 import ast
+import graphlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
 
+import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,3 +137,59 @@ def test_shared_helpers_live_once(what: str) -> None:
     home, text = SHARED_ONCE[what]
     found = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "server").rglob("*.py") if text in path.read_text(encoding="utf-8"))
     assert found == [home], f"{what} is written again outside {home}: call it from there"
+
+
+# -- the layers of ``server`` -----------------------------------------------------------------------
+
+#: The only functions of ``server`` that may import ``server`` modules inside their body: the app factory
+#: and each package's ``init_app`` wire routes and handlers together after every module has loaded.
+WIRING_FUNCTIONS = {"create_app", "init_app"}
+
+
+def test_the_import_contracts_hold() -> None:
+    """``.importlinter``: each layer imports only the layers below; models and query modules import no services."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())", "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_no_module_of_server_takes_part_in_an_import_cycle() -> None:
+    graph = grimp.build_graph("server", include_external_packages=False, cache_dir=None)
+    edges = {module: graph.find_modules_directly_imported_by(module) for module in graph.modules}
+    assert sum(len(found) for found in edges.values()) > 300, "the import graph came back empty"
+    try:
+        tuple(graphlib.TopologicalSorter(edges).static_order())
+    except graphlib.CycleError as error:
+        pytest.fail(f"import cycle: {' -> '.join(error.args[1])}")
+
+
+def test_imports_inside_functions_are_only_wiring() -> None:
+    found = sorted(
+        f"{path.relative_to(ROOT).as_posix()}:{line} imports {module} inside {function}()"
+        for path in _python_files("server")
+        for module, function, line in _imports(path)
+        if function is not None
+        and (module == "server" or module.startswith("server."))
+        and function not in WIRING_FUNCTIONS
+        and (path.relative_to(ROOT).as_posix(), function) not in LAZY_SANDBOX_IMPORTS
+    )
+    assert found == [], "import at module level; a cycle that forces a local import means a layer points up"
+
+
+def test_no_private_name_is_imported_from_another_module() -> None:
+    found = []
+    for path in _python_files("server"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found += [
+                    f"{path.relative_to(ROOT).as_posix()}:{node.lineno} imports {node.module}.{alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.startswith("__")
+                ]
+    assert found == [], "a name another module needs is part of its interface: drop the underscore"
