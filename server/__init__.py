@@ -56,7 +56,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     from server import cache, cli, errors, health, html, orders, points, settings, tasks, wechat
     from server.accounts import routes as accounts_routes
-    from server import distribution, posters
+    from server import console, distribution, posters
     from server.distribution import routes as distribution_routes  # distribution: blueprints
     from server.referral import routes as referral_routes
     from server.referral import oa_routes
@@ -83,5 +83,6 @@ def create_app(config: Config | None = None) -> Flask:
     distribution.init_app(app)
     points.init_app(app)
     posters.init_app(app)  # posters
+    console.init_app(app)
     cli.init_app(app)
     return app
