@@ -27,6 +27,9 @@ def seed_demo(sess: Session) -> Iterator[str]:
             yield f"staff {username} ({role}) already there"
     yield from _seed_redemption_items(sess)
     yield from _seed_catalog(sess)
+    from server.demo_business import seed_business
+
+    yield from seed_business(sess, DEMO_PRODUCT[0])
 
 
 #: A product to buy in the demo: ¥100 a box, so the rewards are easy to check (0.5% = 0.50 points).
