@@ -65,3 +65,12 @@ def console(app: Flask, make_staff: Callable[..., Any]) -> Callable[..., Console
         return browser
 
     return make
+
+
+@pytest.fixture(scope="session")
+def base_url() -> None:
+    """No base URL for Playwright's pages: the browser tests name their live server's address in full.
+
+    Defined here because pytest-playwright's stand-in for pytest-base-url is a fixture written as a
+    method, which this pytest warns about (and warnings are errors)."""
+    return None

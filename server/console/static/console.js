@@ -32,7 +32,7 @@
       grid: { left: 40, right: 16, top: 36, bottom: 28 },
       xAxis: { type: "category", data: data.dates.map(function (d) { return d.slice(5); }) },
       yAxis: { type: "value", minInterval: 1 },
-      series: series.map(function (s) { return { name: s[1], type: "line", smooth: true, data: data[s[0]] }; })
+      series: series.map(function (s) { return { name: s[1], type: "line", data: data[s[0]] }; })
     };
   }
 
