@@ -149,6 +149,8 @@ class Config:
         #: Landing-page requests (GET /s/<scene>) allowed per client address and minute. Generous:
         #: a carrier's NAT puts many phones behind one address.
         self.LANDING_RATE_LIMIT = _env_int("LANDING_RATE_LIMIT", 120)
+        #: Minutes without a request after which a console session ends.
+        self.CONSOLE_IDLE_MINUTES = _env_int("CONSOLE_IDLE_MINUTES", 30)
         #: Set behind a reverse proxy so the client address comes from X-Forwarded-For.
         self.TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
         self.LOG_LEVEL = env.get("LOG_LEVEL", "INFO")

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from server.accounts.models import Staff, StaffRole
 from server.accounts.services import create_staff
+from server.demo_business import seed_business
 from server.orders.catalog import add_sku, create_product
 from server.orders.models import Product
 from server.points.models import ItemKind, RedemptionItem
@@ -31,6 +32,8 @@ def seed_demo(sess: Session) -> Iterator[str]:
             yield f"staff {username} ({role}) already there"
     yield from _seed_redemption_items(sess)
     yield from _seed_catalog(sess)
+
+    yield from seed_business(sess, DEMO_PRODUCT[0])
 
 
 #: A product to buy in the demo: ¥100 a box, so the rewards are easy to check (0.5% = 0.50 points).

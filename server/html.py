@@ -42,12 +42,19 @@ def content_security_policy(nonce: str, image_origins: set[str]) -> str:
     )
 
 
+def override_html_headers(headers: dict[str, str]) -> None:
+    """Send this request's HTML with ``headers`` in place of the defaults of the same names (the
+    console's own Content-Security-Policy, for instance)."""
+    g.html_header_overrides = headers
+
+
 def _secure(response: Response) -> Response:
     response.headers["X-Content-Type-Options"] = "nosniff"
     if response.mimetype == "text/html":
         origins = current_app.extensions.get("csp_image_origins", set())
         response.headers["Content-Security-Policy"] = content_security_policy(csp_nonce(), origins)
         response.headers.update(HTML_HEADERS)
+        response.headers.update(g.get("html_header_overrides", {}))
     return response
 
 

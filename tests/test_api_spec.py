@@ -25,6 +25,9 @@ SPEC_PATH = Path(__file__).resolve().parent.parent / "miniprogram_api_spec" / "o
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 #: Methods Werkzeug answers for every rule by itself; the spec documents only what the views implement.
 IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
+#: Blueprints of the merchant's web console: HTML pages for staff behind a session cookie and CSRF tokens,
+#: not part of the API this spec describes (the README's "Console" section lists them; tests/console tests them).
+CONSOLE_BLUEPRINTS = {"console", "console_entry"}
 SPEC_URI = "urn:miniprogram-api-spec"
 
 
@@ -50,7 +53,7 @@ def app_routes(app: Flask) -> set[tuple[str, str]]:
     return {
         (method, _rule_to_template(rule.rule))
         for rule in app.url_map.iter_rules()
-        if rule.endpoint != "static"
+        if rule.endpoint != "static" and rule.endpoint.split(".")[0] not in CONSOLE_BLUEPRINTS
         for method in (rule.methods or set()) - IMPLICIT_METHODS
     }
 

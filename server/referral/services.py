@@ -221,7 +221,7 @@ def content_label(scene: Scene) -> str:
 # -- the chain ------------------------------------------------------------------
 
 
-def _is_ancestor(sess: Session, candidate_id: int, of_member_id: int) -> bool:
+def is_ancestor(sess: Session, candidate_id: int, of_member_id: int) -> bool:
     """Whether ``candidate_id`` is anywhere above ``of_member_id`` in the chain (a bind would close a cycle)."""
     chain = (
         select(Binding.inviter_id.label("id"), literal(1).label("depth"))
@@ -306,7 +306,7 @@ def bind_member(sess: Session, member: Member, scene_code: str) -> BindResult:
         pass
     elif binding is not None and (refusal := _policy_refusal(sess, binding)) is not None:
         pass
-    elif _is_ancestor(sess, member.id, inviter_id):
+    elif is_ancestor(sess, member.id, inviter_id):
         refusal = "cycle"
     if refusal is not None:
         return _refuse(sess, member, scene, scene_code, refusal, binding.inviter_id if binding else None)

@@ -1,0 +1,107 @@
+"""How the console writes values in Chinese: money, points, times and enum values."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from server.clock import local
+
+ROLE = {"owner": "店主", "operations": "运营", "finance": "财务"}
+MEMBER_STATUS = {"active": "正常", "disabled": "已停用"}
+ORDER_STATUS = {
+    "created": "待支付",
+    "paid": "已支付",
+    "shipped": "已发货",
+    "received": "已收货",
+    "completed": "已完成",
+    "closed": "已关闭",
+    "refunding": "退款中",
+    "refunded": "已退款",
+}
+ORDER_KIND = {"online": "线上订单", "contract": "合同订单"}
+ACCOUNT = {"pending": "待结算", "matured": "已成熟", "available": "可用", "debt": "欠分"}
+TOUCH = {
+    "visit": "访问",
+    "scan": "扫码",
+    "sign_in": "登录",
+    "bind": "绑定",
+    "bind_refused": "绑定被拒",
+    "lead": "线索",
+    "lead_reviewed": "线索审核",
+    "order": "下单",
+    "paid": "支付",
+    "shipped": "发货",
+    "received": "收货",
+    "completed": "完成",
+    "refunded": "退款",
+}
+LEAD_STATUS = {"new": "待审核", "valid": "有效", "invalid": "无效"}
+DISTRIBUTOR_STATUS = {"pending": "待审核", "approved": "已通过", "rejected": "已拒绝", "frozen": "已冻结", "disabled": "已停用"}
+TX_KIND = {
+    "order_reward": "订单奖励",
+    "mature": "成熟",
+    "settle": "结算",
+    "reversal": "冲正",
+    "lead_reward": "有效线索奖励",
+    "share_reward": "分享奖励",
+    "stage_bonus": "阶段奖励",
+    "starter": "新人积分",
+    "redeem": "兑换",
+    "redeem_cancel": "兑换取消",
+    "adjust": "人工调整",
+    "expire": "过期",
+}
+#: What the console says for the errors a form may meet, by envelope code.
+ERRORS = {
+    40110: "用户名或密码错误。",
+    40311: "你的角色无权进行此操作。",
+    40910: "该用户名已存在。",
+    42900: "尝试次数过多，请稍后再试。",
+    42200: "输入有误，请检查后重试。",
+    40400: "找不到该记录。",
+}
+
+TABLES = {
+    "role": ROLE,
+    "member_status": MEMBER_STATUS,
+    "order_status": ORDER_STATUS,
+    "order_kind": ORDER_KIND,
+    "account": ACCOUNT,
+    "touch": TOUCH,
+    "lead_status": LEAD_STATUS,
+    "distributor_status": DISTRIBUTOR_STATUS,
+    "tx_kind": TX_KIND,
+}
+
+
+def label(value: Any, table: str) -> str:
+    """The Chinese word for an enum value (or its raw value when there is none)."""
+    raw = getattr(value, "value", value)
+    return TABLES[table].get(str(raw), str(raw)) if raw is not None else ""
+
+
+def yuan(fen: int | None) -> str:
+    """Fen as yuan with two decimals and thousands separators: 123456 → ¥1,234.56 (integer arithmetic)."""
+    if fen is None:
+        return "—"
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(int(fen)), 100)
+    return f"{sign}¥{whole:,}.{cents:02d}"
+
+
+def points(hundredths: int | None) -> str:
+    """Hundredths of a point as points: 12345 → 123.45."""
+    if hundredths is None:
+        return "—"
+    sign = "-" if hundredths < 0 else ""
+    whole, cents = divmod(abs(int(hundredths)), 100)
+    return f"{sign}{whole:,}.{cents:02d}"
+
+
+def china_time(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored (UTC) time on the merchant's wall clock."""
+    return local(value).strftime(fmt) if value else "—"
+
+
+def error_text(code: int, message: str) -> str:
+    return ERRORS.get(code, message)

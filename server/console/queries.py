@@ -1,0 +1,276 @@
+"""What the console reads: dashboard figures, trends and queues, member search, the audit log.
+
+Read-side only: these depend on the models and ``server.db``, never on services, and change nothing.
+Days and periods are counted on the merchant's wall clock (China time).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy.orm import Session
+
+from server import db
+from server.accounts.models import AuditEntry, Member, MemberStatus, Staff
+from server.clock import CHINA, local
+from server.distribution.models import Distributor, DistributorStatus
+from server.orders.models import Order, Refund, RefundStatus
+from server.points.models import (
+    MEMBER_KINDS,
+    Account,
+    AccountKind,
+    Entry,
+    LedgerTransaction,
+    Redemption,
+    RedemptionStatus,
+)
+from server.referral.models import Binding, Lead, LeadStatus, TouchEvent, TouchKind
+
+#: The dashboard's periods: key, days counted back including today, label.
+PERIODS = (("today", 1, "今日"), ("7d", 7, "近 7 天"), ("30d", 30, "近 30 天"))
+
+
+def day_start(day: date) -> datetime:
+    """Midnight of a China-time day, as an aware datetime (compared with the UTC columns)."""
+    return datetime.combine(day, time.min, tzinfo=CHINA)
+
+
+def today(now: datetime | None = None) -> date:
+    return local(now or db.utcnow()).date()
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What happened in one period. Money in fen, points in hundredths of a point."""
+
+    new_members: int
+    bindings: int
+    leads: int
+    orders: int
+    paid_fen: int
+    points_issued: int
+    points_redeemed: int
+
+
+def _count(sess: Session, column: Any, *where: ColumnElement[bool]) -> int:
+    return int(sess.scalar(select(func.count()).select_from(column.table).where(*where)) or 0)
+
+
+def _sum(sess: Session, value: Any, *where: ColumnElement[bool], join: Any = None) -> int:
+    stmt = select(func.coalesce(func.sum(value), 0))
+    if join is not None:
+        stmt = stmt.select_from(join)
+    return int(sess.scalar(stmt.where(*where)) or 0)
+
+
+def _account_entries(kind: AccountKind) -> Any:
+    return Entry.__table__.join(Account.__table__, and_(Account.id == Entry.account_id, Account.kind == kind))
+
+
+def figures(sess: Session, start: datetime, end: datetime) -> Figures:
+    """The dashboard's figures for ``start`` ≤ t < ``end``."""
+
+    def within(column: Any) -> list[ColumnElement[bool]]:
+        return [column >= start, column < end]
+
+    return Figures(
+        new_members=_count(sess, Member.id, *within(Member.created_at)),
+        bindings=_count(sess, TouchEvent.id, TouchEvent.kind == TouchKind.bind, *within(TouchEvent.created_at)),
+        leads=_count(sess, Lead.id, *within(Lead.created_at)),
+        orders=_count(sess, Order.id, *within(Order.created_at)),
+        paid_fen=_sum(sess, Order.paid_fee, *within(Order.paid_at)),
+        # Points leave the issuance account when they are earned (and return there when reversed).
+        points_issued=-_sum(sess, Entry.amount, Entry.amount < 0, *within(Entry.created_at), join=_account_entries(AccountKind.issuance)),
+        # Spent points land in the redemption account; a cancelled redemption takes them back out.
+        points_redeemed=_sum(sess, Entry.amount, *within(Entry.created_at), join=_account_entries(AccountKind.redemption)),
+    )
+
+
+def period_figures(sess: Session, now: datetime | None = None) -> dict[str, Figures]:
+    """Figures for today, the last 7 and the last 30 days (each including today)."""
+    first = today(now)
+    end = day_start(first + timedelta(days=1))
+    return {key: figures(sess, day_start(first - timedelta(days=days - 1)), end) for key, days, _ in PERIODS}
+
+
+def outstanding_points(sess: Session) -> dict[str, int]:
+    """Points members hold now, by account (pending, matured, available, debt) and in all."""
+    rows = sess.execute(
+        select(Account.kind, func.coalesce(func.sum(Account.balance), 0)).where(Account.kind.in_(MEMBER_KINDS)).group_by(Account.kind)
+    ).all()
+    found = {kind.value: int(total) for kind, total in rows}
+    result = {kind.value: found.get(kind.value, 0) for kind in MEMBER_KINDS}
+    result["total"] = sum(result.values())
+    return result
+
+
+def _daily(sess: Session, column: Any, days: list[date], *where: ColumnElement[bool], value: Any = None) -> list[int]:
+    """Per China-time day of ``days``: how many rows (or the sum of ``value``) have ``column`` in that day.
+
+    One scan of the period: a conditional sum per day, portable between SQLite and MariaDB.
+    """
+    bounds = [day_start(d) for d in days] + [day_start(days[-1] + timedelta(days=1))]
+    columns = [
+        func.coalesce(func.sum(case((and_(column >= bounds[i], column < bounds[i + 1]), 1 if value is None else value), else_=0)), 0)
+        for i in range(len(days))
+    ]
+    table = column.table
+    row = sess.execute(select(*columns).select_from(table).where(column >= bounds[0], column < bounds[-1], *where)).one()
+    return [int(v or 0) for v in row]
+
+
+def trend(sess: Session, days: int, now: datetime | None = None) -> dict[str, Any]:
+    """Daily series for the dashboard's charts over the last ``days`` days (including today)."""
+    last = today(now)
+    dates = [last - timedelta(days=days - 1 - i) for i in range(days)]
+    issuance = select(Account.id).where(Account.kind == AccountKind.issuance).scalar_subquery()
+    return {
+        "dates": [d.isoformat() for d in dates],
+        "new_members": _daily(sess, Member.created_at, dates),
+        "bindings": _daily(sess, TouchEvent.created_at, dates, TouchEvent.kind == TouchKind.bind),
+        "leads": _daily(sess, Lead.created_at, dates),
+        "orders": _daily(sess, Order.created_at, dates),
+        "paid_fen": _daily(sess, Order.paid_at, dates, value=Order.paid_fee),
+        "points_issued": [-v for v in _daily(sess, Entry.created_at, dates, Entry.account_id == issuance, Entry.amount < 0, value=Entry.amount)],
+    }
+
+
+def queue_counts(sess: Session, now: datetime | None = None) -> dict[str, int]:
+    """How much waits in each staff queue (the dashboard's to-do list)."""
+    recent = (now or db.utcnow()) - timedelta(days=30)
+    return {
+        "applications": _count(sess, Distributor.id, Distributor.status == DistributorStatus.pending),
+        "leads": _count(sess, Lead.id, Lead.status == LeadStatus.new),
+        "refunds": _count(sess, Refund.id, Refund.status == RefundStatus.requested),
+        "refunds_abnormal": _count(sess, Refund.id, Refund.status == RefundStatus.abnormal),
+        "refunds_failed": _count(sess, Refund.id, Refund.status == RefundStatus.failed, Refund.created_at >= recent),
+        "redemptions": _count(sess, Redemption.id, Redemption.status == RedemptionStatus.placed),
+    }
+
+
+# -- members ----------------------------------------------------------------------------------
+
+
+def members_query(*, q: str | None, phone_digest: str | None, status: MemberStatus | None) -> Any:
+    """Members matching a search: an id, an openid, a nickname, the end of a phone number, or (with
+    ``phone_digest``) a whole phone number; newest first."""
+    stmt = select(Member)
+    if q:
+        matches: list[ColumnElement[bool]] = [Member.nickname.contains(q, autoescape=True), Member.openid == q]
+        if q.isdigit():
+            if len(q) <= 18:
+                matches.append(Member.id == int(q))
+            matches.append(Member.phone_masked.endswith(q[-4:], autoescape=True) if len(q) <= 4 else Member.phone_masked == q)
+        if phone_digest:
+            matches.append(Member.phone_digest == phone_digest)
+        stmt = stmt.where(or_(*matches))
+    if status is not None:
+        stmt = stmt.where(Member.status == status)
+    return stmt
+
+
+def inviters_of(sess: Session, member_ids: list[int]) -> dict[int, Member]:
+    """Each member's inviter, for a list page."""
+    if not member_ids:
+        return {}
+    rows = sess.execute(
+        select(Binding.member_id, Member).join(Member, Member.id == Binding.inviter_id).where(Binding.member_id.in_(member_ids))
+    ).all()
+    return {member_id: inviter for member_id, inviter in rows}
+
+
+@dataclass(frozen=True)
+class Team:
+    direct_total: int
+    indirect_total: int
+    direct: list[tuple[Member, Binding]]
+    indirect: list[tuple[Member, Binding]]
+
+
+def team(sess: Session, member_id: int, limit: int = 20) -> Team:
+    """The member's direct (level 1) and indirect (level 2) invitees, newest first; nothing deeper exists."""
+
+    def level(column: Any) -> tuple[int, list[tuple[Member, Binding]]]:
+        total = _count(sess, Binding.member_id, column == member_id)
+        rows = sess.execute(
+            select(Member, Binding).join(Binding, Binding.member_id == Member.id).where(column == member_id)
+            .order_by(Binding.bound_at.desc(), Member.id.desc()).limit(limit)
+        ).all()
+        return total, [(m, b) for m, b in rows]
+
+    direct_total, direct = level(Binding.inviter_id)
+    indirect_total, indirect = level(Binding.upline_id)
+    return Team(direct_total, indirect_total, direct, indirect)
+
+
+def member_orders(sess: Session, member_id: int, limit: int = 20) -> tuple[list[Order], int]:
+    stmt = select(Order).where(Order.member_id == member_id)
+    return db.paginate(sess, stmt, offset=0, limit=limit, order_by=(Order.id.desc(),))
+
+
+def member_balances(sess: Session, member_id: int) -> dict[str, int]:
+    rows = sess.execute(select(Account.kind, Account.balance).where(Account.member_id == member_id)).all()
+    found = {kind.value: int(balance) for kind, balance in rows}
+    return {kind.value: found.get(kind.value, 0) for kind in MEMBER_KINDS}
+
+
+def member_entries(sess: Session, member_id: int, limit: int = 20) -> tuple[list[tuple[Entry, AccountKind, LedgerTransaction]], int]:
+    """The member's latest ledger entries, with the account each moved and the transaction it belongs to."""
+    stmt = (
+        select(Entry, Account.kind, LedgerTransaction)
+        .join(Account, Account.id == Entry.account_id)
+        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
+        .where(Account.member_id == member_id)
+    )
+    rows, total = db.paginate(sess, stmt, offset=0, limit=limit, order_by=(Entry.id.desc(),), count_column=Entry.id, scalars=False)
+    return [(entry, kind, tx) for entry, kind, tx in rows], total
+
+
+def member_timeline(sess: Session, member_id: int, limit: int = 50) -> list[TouchEvent]:
+    """The member's latest touches (scan, sign-in, bind, lead, order …), newest first."""
+    stmt = select(TouchEvent).where(TouchEvent.member_id == member_id).order_by(TouchEvent.created_at.desc(), TouchEvent.id.desc())
+    return list(sess.scalars(stmt.limit(limit)))
+
+
+def member_leads(sess: Session, member_id: int) -> list[Lead]:
+    return list(sess.scalars(select(Lead).where(Lead.member_id == member_id).order_by(Lead.id.desc()).limit(20)))
+
+
+def distributor_of(sess: Session, member_id: int) -> Distributor | None:
+    return sess.scalar(select(Distributor).where(Distributor.member_id == member_id))
+
+
+# -- the audit log ----------------------------------------------------------------------------
+
+
+def audit_query(
+    *, staff_id: int | None, from_cli: bool, action: str | None, target: str | None, start: datetime | None, end: datetime | None
+) -> Any:
+    """Audit entries matching the filters, as (entry, staff or None) rows; ``action`` and ``target``
+    match from the start (``member`` finds ``member.enable``; ``member:42`` one member)."""
+    stmt = select(AuditEntry, Staff).outerjoin(Staff, Staff.id == AuditEntry.staff_id)
+    if from_cli:
+        stmt = stmt.where(AuditEntry.staff_id.is_(None))
+    elif staff_id is not None:
+        stmt = stmt.where(AuditEntry.staff_id == staff_id)
+    if action:
+        stmt = stmt.where(AuditEntry.action.startswith(action, autoescape=True))
+    if target:
+        exact = ":" in target
+        stmt = stmt.where(AuditEntry.target == target if exact else AuditEntry.target.startswith(target, autoescape=True))
+    if start is not None:
+        stmt = stmt.where(AuditEntry.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(AuditEntry.created_at < end)
+    return stmt
+
+
+def staff_names(sess: Session) -> list[Staff]:
+    return list(sess.scalars(select(Staff).order_by(Staff.id)))
+
+
+def audit_of(sess: Session, target: str, limit: int = 20) -> list[tuple[AuditEntry, Staff | None]]:
+    stmt = audit_query(staff_id=None, from_cli=False, action=None, target=target, start=None, end=None)
+    return [(entry, staff) for entry, staff in sess.execute(stmt.order_by(AuditEntry.id.desc()).limit(limit)).all()]

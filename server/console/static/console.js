@@ -1,0 +1,85 @@
+// The console's behaviour: the CSRF header on htmx requests, confirmations, and the dashboard charts.
+(function () {
+  "use strict";
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  document.addEventListener("htmx:configRequest", function (event) {
+    event.detail.headers["X-CSRFToken"] = csrfToken();
+  });
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form.getAttribute && form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+    }
+  });
+
+  var COLORS = ["#07c160", "#1664ff", "#ff7d00", "#722ed1", "#d93026"];
+
+  function yuan(fen) { return (fen / 100).toFixed(2); }
+
+  function countsOption(data) {
+    var series = [["new_members", "新会员"], ["bindings", "绑定"], ["leads", "线索"], ["orders", "订单"]];
+    return {
+      color: COLORS,
+      tooltip: { trigger: "axis" },
+      legend: { top: 0 },
+      grid: { left: 40, right: 16, top: 36, bottom: 28 },
+      xAxis: { type: "category", data: data.dates.map(function (d) { return d.slice(5); }) },
+      yAxis: { type: "value", minInterval: 1 },
+      series: series.map(function (s) { return { name: s[1], type: "line", data: data[s[0]] }; })
+    };
+  }
+
+  function moneyOption(data) {
+    return {
+      color: COLORS,
+      tooltip: { trigger: "axis" },
+      legend: { top: 0 },
+      grid: { left: 56, right: 56, top: 36, bottom: 28 },
+      xAxis: { type: "category", data: data.dates.map(function (d) { return d.slice(5); }) },
+      yAxis: [{ type: "value", name: "元" }, { type: "value", name: "积分" }],
+      series: [
+        { name: "支付金额（元）", type: "bar", data: data.paid_fen.map(yuan) },
+        { name: "发放积分", type: "line", yAxisIndex: 1, data: data.points_issued.map(yuan) }
+      ]
+    };
+  }
+
+  var OPTIONS = { counts: countsOption, money: moneyOption };
+
+  function drawCharts() {
+    var nodes = document.querySelectorAll("[data-chart]");
+    if (!nodes.length || !window.echarts) { return; }
+    var cache = {};
+    nodes.forEach(function (node) {
+      var src = node.getAttribute("data-src");
+      cache[src] = cache[src] || fetch(src, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (response) {
+          if (!response.ok) { throw new Error("trend data: HTTP " + response.status); }
+          return response.json();
+        });
+      cache[src].then(function (data) {
+        var chart = window.echarts.init(node, null, { renderer: "canvas" });
+        chart.setOption(OPTIONS[node.getAttribute("data-chart")](data));
+        node.setAttribute("data-rendered", "true");
+        window.addEventListener("resize", function () { chart.resize(); });
+      }).catch(function (error) {
+        node.textContent = "图表加载失败，请刷新页面重试。";
+        node.setAttribute("data-rendered", "error");
+        console.warn(error);
+      });
+    });
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", drawCharts);
+  } else {
+    drawCharts();
+  }
+})();

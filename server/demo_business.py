@@ -1,0 +1,125 @@
+"""Demo members, a team, orders in several states, leads and redemptions, so the console shows something.
+
+Everything goes through the services a real shop's data goes through (binding by scene, orders,
+payments as WeChat Pay's notification applies them, refunds, leads, redemptions); only the
+creation times are spread over the last weeks afterwards, so the dashboard's trends have a shape.
+Runs once: a second ``seed-demo`` finds the first demo member and stops.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Iterator
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from server.accounts.models import Member, Staff, StaffRole
+from server.accounts.services import bind_phone
+from server.db import utcnow
+from server.distribution.services import apply, appoint
+from server.orders.models import Order, OrderStatus, Product, Sku
+from server.orders.services import (
+    LineRequest,
+    apply_payment,
+    move,
+    place_order,
+    receive,
+    request_member_refund,
+    ship,
+)
+from server.points.models import RedemptionItem
+from server.points.redemption import grant_from_cli, redeem
+from server.points.services import process_order
+from server.referral.models import Binding, Channel, Lead, TouchEvent
+from server.referral.services import bind_member, leave_contact, scene_for_share
+
+#: (openid, nickname, days ago they joined, inviter's openid or None, phone or None)
+DEMO_MEMBERS = (
+    ("demo-alice", "爱丽丝", 28, None, "13800138000"),
+    ("demo-bob", "鲍勃", 21, "demo-alice", None),
+    ("demo-carol", "卡罗尔", 14, "demo-alice", "13900139000"),
+    ("demo-dave", "大卫", 9, "demo-bob", None),
+    ("demo-eve", "伊娃", 6, "demo-bob", None),
+    ("demo-frank", "弗兰克", 3, "demo-carol", None),
+    ("demo-grace", "格蕾丝", 1, None, None),
+    ("demo-heidi", "海蒂", 0, "demo-alice", None),
+)
+
+#: (buyer's openid, days ago, what becomes of the order)
+DEMO_ORDERS = (
+    ("demo-bob", 20, "completed"),
+    ("demo-carol", 13, "completed"),
+    ("demo-dave", 8, "received"),
+    ("demo-eve", 5, "shipped"),
+    ("demo-dave", 4, "refund_requested"),
+    ("demo-frank", 2, "paid"),
+    ("demo-heidi", 0, "paid"),
+    ("demo-grace", 0, "created"),
+)
+
+
+def seed_business(sess: Session, product_title: str) -> Iterator[str]:
+    """Create the demo members and what they did, unless they are there already."""
+    if sess.scalar(select(Member.id).where(Member.openid == DEMO_MEMBERS[0][0])) is not None:
+        yield "demo members already there"
+        return
+    owner = sess.scalar(select(Staff).where(Staff.role == StaffRole.owner).order_by(Staff.id))
+    sku = sess.scalar(select(Sku).join(Product, Product.id == Sku.product_id).where(Product.title == product_title))
+    if owner is None or sku is None:
+        yield "demo members skipped: the demo owner and product come first"
+        return
+    now = utcnow()
+    members: dict[str, Member] = {}
+    for openid, nickname, _days, inviter, phone in DEMO_MEMBERS:
+        member = Member(openid=openid, nickname=nickname)
+        sess.add(member)
+        sess.flush()
+        members[openid] = member
+        if phone:
+            bind_phone(sess, member, phone)
+        if inviter:
+            scene = scene_for_share(sess, members[inviter].id, Channel.miniprogram_code)
+            bind_member(sess, member, scene.code)
+    alice, bob, frank = members["demo-alice"], members["demo-bob"], members["demo-frank"]
+    appoint(sess, alice.id, real_name="李爱丽", phone="13800138000", reason="demo", staff=owner)
+    apply(sess, frank, real_name="方克", phone="13700137000", intro="想推广给同事")
+    yield f"{len(members)} demo members, {sum(1 for m in DEMO_MEMBERS if m[3])} bound to their inviter by scene (alice has a direct and an indirect team); alice a distributor, frank applying"
+
+    for number, (openid, days, fate) in enumerate(DEMO_ORDERS):
+        order = place_order(sess, members[openid], [LineRequest(sku_id=sku.id, quantity=1 + number % 2)])
+        if fate != "created":
+            apply_payment(sess, out_trade_no=order.out_trade_no, transaction_id=f"DEMO{order.id:012d}", amount_fen=order.total_fee, api="v3")
+        if fate in ("shipped", "received", "completed"):
+            ship(sess, order, carrier="顺丰", tracking_no=f"SF{order.id:010d}", actor="demo")
+        if fate in ("received", "completed"):
+            receive(sess, order, actor="demo")
+        if fate == "completed":
+            move(sess, order, OrderStatus.completed, actor="demo")
+        if fate == "refund_requested":
+            request_member_refund(sess, order, None, "不想要了", actor=f"member:{order.member_id}")
+        process_order(sess, order)
+        when = now - timedelta(days=days, hours=number)
+        sess.execute(
+            update(Order).where(Order.id == order.id).values(created_at=when, paid_at=when + timedelta(minutes=5) if order.paid_at else None)
+        )
+    yield f"{len(DEMO_ORDERS)} demo orders: completed, received, shipped, paid, a refund waiting for approval, one unpaid"
+
+    carol_scene = scene_for_share(sess, members["demo-carol"].id, Channel.h5_link)
+    leave_contact(sess, member=None, scene_code=carol_scene.code, contact_name="周先生", phone="13600136000", note="想给公司采购 20 盒")
+    leave_contact(sess, member=None, scene_code=carol_scene.code, contact_name="吴女士", phone="13500135000", note="咨询团购价格")
+    yield "2 contact leads waiting for review"
+
+    grant_from_cli(sess, bob.id, 300_000, reason="演示积分", key="demo-grant-bob")
+    goods = sess.scalar(select(RedemptionItem).where(RedemptionItem.kind == "goods").order_by(RedemptionItem.id))
+    if goods is not None:
+        redeem(sess, bob.id, item_id=goods.id, quantity=1, idempotency_key="demo-redeem-bob", contact={"name": "鲍勃", "phone": "13300133000", "address": "杭州市西湖区"})
+        yield "bob redeemed goods: a redemption waiting to be fulfilled"
+
+    for openid, _nickname, days, _inviter, _phone in DEMO_MEMBERS:
+        member = members[openid]
+        joined = now - timedelta(days=days, hours=2)
+        sess.execute(update(Member).where(Member.id == member.id).values(created_at=joined))
+        sess.execute(update(TouchEvent).where(TouchEvent.member_id == member.id, TouchEvent.created_at >= now - timedelta(minutes=5)).values(created_at=joined))
+        sess.execute(update(Lead).where(Lead.member_id == member.id).values(created_at=joined))
+        sess.execute(update(Binding).where(Binding.member_id == member.id).values(bound_at=joined))
+    sess.flush()

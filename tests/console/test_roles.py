@@ -1,0 +1,81 @@
+"""The console's role matrix is the admin API's: for every area tied to an endpoint, a role the API
+refuses (403) is refused by the console too, and a role it lets through is let through."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+from flask import Flask
+
+from server.accounts.models import StaffRole
+from server.accounts.services import authenticate_staff
+from server.console.roles import AREAS, allowed, roles_for
+from server.errors import AppError
+
+#: For each endpoint the matrix names: a request that gets past the role check (any answer but 401/403 means it did).
+PROBES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
+    "GET /admin/api/v1/me": ("GET", "/admin/api/v1/me", None),
+    "GET /admin/api/v1/members": ("GET", "/admin/api/v1/members", None),
+    "GET /admin/api/v1/points/members/{member_id}": ("GET", "/admin/api/v1/points/members/999999", None),
+    "GET /admin/api/v1/settings": ("GET", "/admin/api/v1/settings", None),
+    "PUT /admin/api/v1/settings/{key}": ("PUT", "/admin/api/v1/settings/no_such_setting", {"value": 1}),
+    "GET /admin/api/v1/staff": ("GET", "/admin/api/v1/staff", None),
+    "POST /admin/api/v1/distributors/{distributor_id}/decisions": ("POST", "/admin/api/v1/distributors/999999/decisions", {"action": "approve"}),
+    "POST /admin/api/v1/leads/{lead_id}/review": ("POST", "/admin/api/v1/leads/999999/review", {"status": "valid"}),
+    "POST /admin/api/v1/refunds/{refund_id}/approve": ("POST", "/admin/api/v1/refunds/999999/approve", {}),
+    "POST /admin/api/v1/refunds/{refund_id}/resend": ("POST", "/admin/api/v1/refunds/999999/resend", {"merchant_bank_card": True}),
+    "POST /admin/api/v1/points/redemptions/{redemption_id}/fulfil": ("POST", "/admin/api/v1/points/redemptions/999999/fulfil", {}),
+    "GET /admin/api/v1/finance/confirmations": ("GET", "/admin/api/v1/finance/confirmations", None),
+}
+
+
+def test_every_named_endpoint_has_a_probe() -> None:
+    named = {endpoint for _roles, endpoint, _what in AREAS.values() if endpoint}
+    assert named == set(PROBES)
+
+
+@pytest.mark.parametrize("role", list(StaffRole))
+def test_the_matrix_follows_the_admin_api(client: Any, staff_login: Callable[..., dict[str, str]], role: StaffRole) -> None:
+    headers = staff_login(role.value)
+    for area, (_roles, endpoint, _what) in AREAS.items():
+        if not endpoint:
+            continue
+        method, path, body = PROBES[endpoint]
+        response = client.open(path, method=method, json=body, headers=headers)
+        api_allows = response.status_code not in (401, 403)
+        assert api_allows == allowed(role, area), (area, endpoint, role, response.status_code, response.get_json())
+
+
+@pytest.mark.parametrize("role", list(StaffRole))
+def test_allowed_is_the_rule_authenticate_staff_applies(app: Flask, client: Any, staff_login: Callable[..., dict[str, str]], role: StaffRole) -> None:
+    token = staff_login(role.value)["Authorization"].split(" ", 1)[1]
+    from server import db
+
+    with app.test_request_context():
+        for area in AREAS:
+            try:
+                authenticate_staff(db.session(), token, roles_for(area))
+                passes = True
+            except AppError:
+                passes = False
+            assert passes == allowed(role, area), (area, role)
+
+
+def test_console_only_areas_belong_to_the_owner() -> None:
+    for area, (roles, endpoint, _what) in AREAS.items():
+        if not endpoint:
+            assert roles == (StaffRole.owner,), area
+
+
+def test_an_operations_account_cannot_reach_owner_actions(app: Flask, console: Any, make_staff: Any) -> None:
+    ops = console("operations")
+    for path, data in (
+        ("/console/members/1/inviter", {"inviter_id": "2", "reason": "x"}),
+        ("/console/settings/shop_name", {"value": "x"}),
+        ("/console/staff", {"username": "x-user", "password": "long-enough-pw", "role": "owner"}),
+        ("/console/staff/1", {"active": "0"}),
+    ):
+        response = ops.post(path, data)
+        assert response.status_code == 403 and "无权访问" in response.text, path
+    finance = console("finance")
+    assert finance.get("/console/members").status_code == 403
