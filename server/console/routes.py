@@ -72,7 +72,7 @@ ERROR_TITLES = {
 }
 
 
-def _error_page(status: int, detail: str = "") -> tuple[str, int]:
+def error_page(status: int, detail: str = "") -> tuple[str, int]:
     return render_template("console/error.html", status=status, title=ERROR_TITLES.get(status, "出错了"), detail=detail), status
 
 
@@ -96,23 +96,23 @@ def _no_store(response: Any) -> Any:
 
 @bp.errorhandler(CSRFError)
 def _csrf_error(error: CSRFError) -> Any:
-    return _error_page(400, "表单已过期或缺少安全令牌（CSRF），请刷新页面后重试。")
+    return error_page(400, "表单已过期或缺少安全令牌（CSRF），请刷新页面后重试。")
 
 
 @bp.errorhandler(AppError)
 def _app_error(error: AppError) -> Any:
-    return _error_page(error.http_status, labels.error_text(error.code, ""))
+    return error_page(error.http_status, labels.error_text(error.code, ""))
 
 
 @bp.errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> Any:
-    return _error_page(error.code or 500)
+    return error_page(error.code or 500)
 
 
 @bp.errorhandler(Exception)
 def _unexpected(error: Exception) -> Any:
     current_app.logger.exception("unhandled error in the console")
-    return _error_page(500)
+    return error_page(500)
 
 
 @entry_bp.get("/")
@@ -126,7 +126,7 @@ def to_console() -> Response:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _int_arg(name: str, default: int, lo: int = 1, hi: int = 100_000) -> int:
+def int_arg(name: str, default: int, lo: int = 1, hi: int = 100_000) -> int:
     """A whole-number query argument within bounds; anything else is the default (list filters are forgiving)."""
     value = request.args.get(name, "").strip()
     if not value.isdigit() or len(value) > 9:
@@ -134,7 +134,7 @@ def _int_arg(name: str, default: int, lo: int = 1, hi: int = 100_000) -> int:
     return min(max(int(value), lo), hi)
 
 
-def _date_arg(name: str, problems: list[str]) -> date | None:
+def date_arg(name: str, problems: list[str]) -> date | None:
     value = request.args.get(name, "").strip()
     if not value:
         return None
@@ -145,17 +145,17 @@ def _date_arg(name: str, problems: list[str]) -> date | None:
         return None
 
 
-def _text(name: str, limit: int = 256) -> str:
+def form_text(name: str, limit: int = 256) -> str:
     return request.form.get(name, "").strip()[:limit]
 
 
-def _field_errors(error: AppError) -> dict[str, str]:
+def field_errors(error: AppError) -> dict[str, str]:
     data = error.data if isinstance(error.data, dict) else {}
     return {str(e.get("field")): str(e.get("error")) for e in data.get("errors", []) if isinstance(e, dict)}
 
 
-def _pages(total: int) -> dict[str, Any]:
-    page = _int_arg("page", 1)
+def pages(total: int) -> dict[str, Any]:
+    page = int_arg("page", 1)
     return {"page": page, "pages": max(1, math.ceil(total / PAGE_SIZE)), "total": total}
 
 
@@ -174,7 +174,7 @@ def login() -> Any:
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
         return render_template("console/login.html", next_url=next_url, username="")
-    username, password = _text("username", 64), request.form.get("password", "")[:256]
+    username, password = form_text("username", 64), request.form.get("password", "")[:256]
     if not username or not password:
         return render_template("console/login.html", next_url=next_url, username=username, error="请输入用户名和密码。"), 400
     try:
@@ -207,7 +207,7 @@ def password() -> Any:
     try:
         staff_accounts.change_password(db.session(), staff, old_password=old, new_password=new)
     except AppError as error:
-        errors = _field_errors(error) or {"old_password": "当前密码不正确。"}
+        errors = field_errors(error) or {"old_password": "当前密码不正确。"}
         return render_template("console/password.html", errors=errors), error.http_status
     # Every token was revoked with the old password; this browser stays signed in with a new one.
     _staff, token, _ttl = accounts.sign_in_staff(
@@ -265,7 +265,7 @@ def dashboard() -> Any:
 @console_view("dashboard")
 def dashboard_trend() -> Response:
     """Daily series for the dashboard's charts (``days`` 7 to 90, default 30)."""
-    days = _int_arg("days", 30, lo=7, hi=90)
+    days = int_arg("days", 30, lo=7, hi=90)
     return jsonify(queries.trend(db.session(), days))
 
 
@@ -282,7 +282,7 @@ def members() -> Any:
     digits = q.lstrip("+")
     digest = security.digest(q, "phone") if digits.isdigit() and len(digits) >= 7 else None
     stmt = queries.members_query(q=q or None, phone_digest=digest, status=status)
-    page = _int_arg("page", 1)
+    page = int_arg("page", 1)
     rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Member.id.desc(),))
     return render_template(
         "console/members.html",
@@ -290,7 +290,7 @@ def members() -> Any:
         inviters=queries.inviters_of(sess, [m.id for m in rows]),
         q=q,
         status=status.value if status else "",
-        pager=_pages(total),
+        pager=pages(total),
     )
 
 
@@ -338,11 +338,11 @@ def member_inviter(member_id: int) -> Any:
     """The owner changes (or, with "clear", removes) a member's inviter, with a reason."""
     _member_or_404(member_id)
     clear = request.form.get("action") == "clear"
-    raw = _text("inviter_id", 32)
+    raw = form_text("inviter_id", 32)
     if not clear and not (raw.isdigit() and len(raw) <= 18):
         return member(member_id, errors={"inviter_id": "请输入新邀请人的会员 ID（数字）。"}, status=422)
     try:
-        change_inviter(db.session(), member_id, None if clear else int(raw), reason=_text("reason", 1000), staff_id=current_staff().id)
+        change_inviter(db.session(), member_id, None if clear else int(raw), reason=form_text("reason", 1000), staff_id=current_staff().id)
     except ValidationError as error:
         return member(member_id, errors=_inviter_errors(error), status=error.http_status)
     flash("已清除邀请人。" if clear else "邀请人已修改；已下的订单保持原奖励归属。", "success")
@@ -384,7 +384,7 @@ def audit() -> Any:
     problems: list[str] = []
     actor = request.args.get("actor", "")
     staff_id = int(actor) if actor.isdigit() and len(actor) <= 18 else None
-    start_day, end_day = _date_arg("from", problems), _date_arg("to", problems)
+    start_day, end_day = date_arg("from", problems), date_arg("to", problems)
     stmt = queries.audit_query(
         staff_id=staff_id,
         from_cli=actor == "cli",
@@ -393,12 +393,12 @@ def audit() -> Any:
         start=queries.day_start(start_day) if start_day else None,
         end=queries.day_start(end_day + timedelta(days=1)) if end_day else None,
     )
-    page = _int_arg("page", 1)
+    page = int_arg("page", 1)
     rows, total = db.paginate(
         sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(queries.AuditEntry.id.desc(),), count_column=queries.AuditEntry.id, scalars=False
     )
     return render_template(
-        "console/audit.html", rows=rows, staff=queries.staff_names(sess), problems=problems, args=request.args, pager=_pages(total)
+        "console/audit.html", rows=rows, staff=queries.staff_names(sess), problems=problems, args=request.args, pager=pages(total)
     )
 
 
@@ -423,7 +423,7 @@ def setting_update(key: str) -> Any:
     try:
         settings.change_setting(db.session(), key, value, staff_id=current_staff().id)
     except ValidationError as error:
-        message = _field_errors(error).get(key) or error.message
+        message = field_errors(error).get(key) or error.message
         return settings_page(errors={key: message}, submitted={key: value}, status=error.http_status)
     flash(f"已保存 {spec.key}。", "success")
     return redirect(url_for("console.settings_page") + f"#setting-{key}", 303)
@@ -458,10 +458,10 @@ def staff_create() -> Any:
         return staff_page(errors={"role": "请选择角色。"}, status=422)
     try:
         created = accounts.create_staff(
-            db.session(), username=_text("username", 64), password=request.form.get("password", "")[:256], role=role, created_by=current_staff().id
+            db.session(), username=form_text("username", 64), password=request.form.get("password", "")[:256], role=role, created_by=current_staff().id
         )
     except AppError as error:
-        errors = _field_errors(error) or {"username": error_text(error.code, error.message)}
+        errors = field_errors(error) or {"username": error_text(error.code, error.message)}
         return staff_page(errors=errors, status=error.http_status)
     flash(f"已创建员工账号 {created.username}。", "success")
     return redirect(url_for("console.staff_page"), 303)
