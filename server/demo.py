@@ -9,6 +9,8 @@ import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.demo_business import seed_business
+
 #: Demo console accounts. seed-demo refuses to run outside the sandbox, so these never reach production.
 DEMO_STAFF = (("owner", "owner"), ("ops", "operations"), ("finance", "finance"))
 DEMO_PASSWORD = "demo-pass-2026"
@@ -27,8 +29,6 @@ def seed_demo(sess: Session) -> Iterator[str]:
             yield f"staff {username} ({role}) already there"
     yield from _seed_redemption_items(sess)
     yield from _seed_catalog(sess)
-    from server.demo_business import seed_business
-
     yield from seed_business(sess, DEMO_PRODUCT[0])
 
 

@@ -13,6 +13,18 @@ from typing import Iterator
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from server.accounts.models import Member, Staff, StaffRole
+from server.accounts.services import bind_phone
+from server.db import utcnow
+from server.distribution.services import appoint, apply
+from server.orders.models import Order, OrderStatus, Product, Sku
+from server.orders.services import LineRequest, apply_payment, move, place_order, receive, request_member_refund, ship
+from server.points.models import RedemptionItem
+from server.points.redemption import grant_from_cli, redeem
+from server.points.services import process_order
+from server.referral.models import Binding, Channel, Lead, TouchEvent
+from server.referral.services import bind_member, leave_contact, scene_for_share
+
 #: (openid, nickname, days ago they joined, inviter's openid or None, phone or None)
 DEMO_MEMBERS = (
     ("demo-alice", "爱丽丝", 28, None, "13800138000"),
@@ -40,19 +52,6 @@ DEMO_ORDERS = (
 
 def seed_business(sess: Session, product_title: str) -> Iterator[str]:
     """Create the demo members and what they did, unless they are there already."""
-    from server.accounts.models import Member, Staff, StaffRole
-    from server.accounts.services import bind_phone
-    from server.distribution.services import appoint, apply
-    from server.orders.models import Order, Product, Sku
-    from server.orders.services import LineRequest, apply_payment, move, place_order, receive, request_member_refund, ship
-    from server.orders.models import OrderStatus
-    from server.points.models import RedemptionItem
-    from server.points.redemption import grant_from_cli, redeem
-    from server.points.services import process_order
-    from server.referral.models import Binding, Channel, Lead, TouchEvent
-    from server.referral.services import bind_member, leave_contact, scene_for_share
-    from server.db import utcnow
-
     if sess.scalar(select(Member.id).where(Member.openid == DEMO_MEMBERS[0][0])) is not None:
         yield "demo members already there"
         return

@@ -29,6 +29,7 @@ from server.errors import AppError, NotFoundError, ValidationError
 from server.html import override_html_headers
 from server.orders.contracts import confirmation_queue
 from server.referral.inviter_changes import change_inviter
+from server.referral.models import Binding
 from server.settings import services as settings
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates", static_folder="static")
@@ -223,8 +224,6 @@ TODOS = (
 
 
 def _link(endpoint: str, args: dict[str, Any]) -> str | None:
-    from flask import current_app
-
     return url_for(endpoint, **args) if endpoint in current_app.view_functions else None
 
 
@@ -295,8 +294,6 @@ def _member_or_404(member_id: int) -> Member:
 def member(member_id: int, errors: dict[str, str] | None = None, status: int = 200) -> Any:
     sess = db.session()
     found = _member_or_404(member_id)
-    from server.referral.models import Binding
-
     binding = sess.get(Binding, found.id)
     orders, orders_total = queries.member_orders(sess, found.id)
     entries, entries_total = queries.member_entries(sess, found.id)
