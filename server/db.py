@@ -17,7 +17,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, cast
 
 from flask import Flask, Response, current_app, g, has_app_context
-from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, create_engine, event, func, select
+from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, String, create_engine, event, func, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.engine import CursorResult, Engine, Result
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -55,6 +57,27 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class china_date(FunctionElement[str]):
+    """``china_date(column)``: the China-time calendar day of a UTC timestamp column, as ``YYYY-MM-DD``
+    text, for grouping by the merchant's days in SQL. China keeps UTC+8 all year (no daylight saving),
+    so a fixed offset is exact."""
+
+    type = String()
+    inherit_cache = True
+    name = "china_date"
+
+
+@compiles(china_date, "sqlite")
+def _china_date_sqlite(element: china_date, compiler: Any, **kw: Any) -> str:
+    return f"date({compiler.process(element.clauses, **kw)}, '+8 hours')"
+
+
+@compiles(china_date, "mysql")
+@compiles(china_date, "mariadb")
+def _china_date_mysql(element: china_date, compiler: Any, **kw: Any) -> str:
+    return f"DATE_FORMAT(({compiler.process(element.clauses, **kw)}) + INTERVAL 8 HOUR, '%%Y-%%m-%%d')"
 
 
 def enum_column(cls: type[enum.Enum], name: str, length: int = 16) -> Enum:

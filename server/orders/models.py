@@ -84,6 +84,10 @@ class Order(Base):
         CheckConstraint("discount_fen >= 0", name="discount_nonneg"),
         Index("ix_orders_member_created", "member_id", "created_at"),
         Index("ix_orders_status_expires", "status", "expires_at"),
+        # The console: orders per day, paid amount per day (covering), the contract queues.
+        Index("ix_orders_created", "created_at"),
+        Index("ix_orders_paid", "paid_at", "paid_fee"),
+        Index("ix_orders_kind_status", "kind", "status"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -97,7 +97,11 @@ class Entry(Base):
     """One leg of a transaction. Never updated, never deleted."""
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (Index("ix_ledger_entries_account", "account_id", "id"), CheckConstraint("amount <> 0", name="nonzero"))
+    __table_args__ = (
+        Index("ix_ledger_entries_account", "account_id", "id"),
+        Index("ix_ledger_entries_account_time", "account_id", "created_at"),
+        CheckConstraint("amount <> 0", name="nonzero"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     transaction_id: Mapped[int] = mapped_column(BigId, ForeignKey("ledger_transactions.id"), index=True)

@@ -87,7 +87,10 @@ class TouchEvent(Base):
     """One event in a person's lead timeline. Append-only."""
 
     __tablename__ = "touch_events"
-    __table_args__ = (Index("ix_touch_events_member_time", "member_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_touch_events_member_time", "member_id", "created_at"),
+        Index("ix_touch_events_kind_time", "kind", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     #: Null for an anonymous visit that has not signed in yet.
@@ -124,6 +127,7 @@ class Lead(Base):
     __tablename__ = "leads"
     __table_args__ = (
         Index("ix_leads_status_created", "status", "created_at"),
+        Index("ix_leads_created", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
