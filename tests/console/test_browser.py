@@ -173,6 +173,8 @@ def test_logout(page: Any, live: LiveServer) -> None:
 
 def test_an_idle_session_ends(page: Any, live: LiveServer) -> None:
     sign_in(page, live, "finance")
+    # The dashboard fetches its charts' data; let that finish, or its response could carry the cookie of the live session.
+    page.wait_for_load_state("networkidle")
     live.app.config["CONSOLE_IDLE_MINUTES"] = 0
     try:
         time.sleep(1.1)
