@@ -114,6 +114,10 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
+#: The recursion limit set on every MySQL/MariaDB connection: their largest value.
+MAX_RECURSION = 4_294_967_295
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the settings each backend needs for concurrent use."""
     if url.startswith("sqlite"):
@@ -141,7 +145,19 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_recycle=3600, isolation_level="READ COMMITTED")
+    engine = create_engine(url, pool_pre_ping=True, pool_recycle=3600, isolation_level="READ COMMITTED")
+
+    @event.listens_for(engine, "connect")
+    def _unbounded_recursion(dbapi_conn: Any, _record: Any) -> None:
+        # MariaDB ends a recursive CTE after max_recursive_iterations (1000 by default) and MySQL
+        # fails it after cte_max_recursion_depth (1000): the referral chain's cycle check must see
+        # chains of any depth, and bounds its own recursion by the number of members.
+        mariadb = "mariadb" in str(dbapi_conn.get_server_info()).lower()
+        cur = dbapi_conn.cursor()
+        cur.execute(f"SET SESSION {'max_recursive_iterations' if mariadb else 'cte_max_recursion_depth'} = {MAX_RECURSION}")
+        cur.close()
+
+    return engine
 
 
 def init_app(app: Flask) -> None:

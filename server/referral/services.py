@@ -222,7 +222,13 @@ def content_label(scene: Scene) -> str:
 
 
 def is_ancestor(sess: Session, candidate_id: int, of_member_id: int) -> bool:
-    """Whether ``candidate_id`` is anywhere above ``of_member_id`` in the chain (a bind would close a cycle)."""
+    """Whether ``candidate_id`` is anywhere above ``of_member_id`` in the chain (a bind would close a cycle).
+
+    Exact at any depth: a chain without a cycle is shorter than the number of members, which bounds
+    the recursion (and would end it even if a cycle had got into the data). The database's own
+    recursion limit is lifted for every connection (``db.make_engine``).
+    """
+    longest = int(sess.scalar(select(func.max(Member.id))) or 0)
     chain = (
         select(Binding.inviter_id.label("id"), literal(1).label("depth"))
         .where(Binding.member_id == of_member_id)
@@ -231,7 +237,7 @@ def is_ancestor(sess: Session, candidate_id: int, of_member_id: int) -> bool:
     chain = chain.union_all(
         select(Binding.inviter_id, chain.c.depth + 1)
         .join(chain, Binding.member_id == chain.c.id)
-        .where(chain.c.depth < 100_000)
+        .where(chain.c.depth <= longest)
     )
     return sess.scalar(select(chain.c.id).where(chain.c.id == candidate_id).limit(1)) is not None
 

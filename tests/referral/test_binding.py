@@ -4,11 +4,13 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, insert, select, update
 
 from server import db
+from server.accounts.models import Member
 from server.db import utcnow
-from server.referral.models import Binding, Scene
+from server.referral.models import Binding, Channel, Scene
+from server.referral.services import create_scene, is_ancestor
 from server.wechat.formats import SCENE_RE
 
 
@@ -185,3 +187,29 @@ def test_concurrent_opposite_binds_never_make_a_cycle(app, client, wx_login, sce
             assert len(rows) == 1
             db.session().execute(Binding.__table__.delete())
             db.commit()
+
+
+def test_a_cycle_through_a_chain_thousands_deep_is_refused(app, client, wx_login, scene_of, set_setting):
+    """MariaDB stops a recursive CTE after max_recursive_iterations (1000 by default) without an error;
+    the cycle check must still see the whole chain."""
+    set_setting("binding_policy", "last_touch")
+    root = wx_login("alice")
+    depth = 5_000
+    with app.app_context():
+        sess = db.session()
+        first = (sess.scalar(select(func.max(Member.id))) or 0) + 1
+        ids = list(range(first, first + depth))
+        sess.execute(insert(Member), [{"id": i, "openid": f"oDeepChain{i:010d}", "nickname": f"m{i}"} for i in ids])
+        parents = [root["user"]["id"], *ids[:-1]]
+        grandparents = [None, root["user"]["id"], *ids[:-2]]
+        sess.execute(
+            insert(Binding),
+            [{"member_id": i, "inviter_id": p, "upline_id": g, "channel": "miniprogram"} for i, p, g in zip(ids, parents, grandparents)],
+        )
+        scene = create_scene(sess, channel=Channel.miniprogram_code, sharer_id=ids[-1]).code
+        db.commit()
+        assert is_ancestor(sess, root["user"]["id"], ids[-1])
+        assert not is_ancestor(sess, ids[-1], root["user"]["id"])
+    answer = client.post("/api/v1/referral/bind", headers=root["headers"], json={"scene": scene}).get_json()["data"]
+    assert (answer["bound"], answer["reason"]) == (False, "cycle")
+    assert me(client, root)["inviter"] is None
