@@ -15,3 +15,8 @@ CHINA = ZoneInfo("Asia/Shanghai")
 def local(now: datetime) -> datetime:
     """``now`` on the merchant's wall clock."""
     return now.astimezone(CHINA)
+
+
+def month_start(now: datetime) -> datetime:
+    """Midnight of the first day of ``now``'s China-time calendar month, as an aware datetime."""
+    return local(now).replace(day=1, hour=0, minute=0, second=0, microsecond=0)

@@ -14,6 +14,10 @@ class ApplicationBlockedError(ConflictError):
     code, message = 40931, "a frozen or disabled distributor cannot apply again"
 
 
+class LeaderboardOffError(NotFoundError):
+    code, message = 40435, "the merchant has switched the leaderboard off"
+
+
 class IllegalTransitionError(ConflictError):
     """A decision the distributor's current status does not allow; ``data`` says which."""
 

@@ -7,7 +7,7 @@ from flask import Blueprint
 from pydantic import AfterValidator, Field, StringConstraints
 from sqlalchemy import select
 
-from server import db
+from server import db, security
 from server.accounts.auth import (
     current_member,
     current_staff,
@@ -16,7 +16,9 @@ from server.accounts.auth import (
 )
 from server.accounts.models import Member, StaffRole
 from server.api import Body, NonBlank, Page, iso, parse_body, parse_query
+from server.clock import month_start
 from server.distribution import queries, services
+from server.distribution.errors import LeaderboardOffError
 from server.distribution.models import (
     Distributor,
     DistributorStatus,
@@ -26,6 +28,8 @@ from server.distribution.models import (
     MaterialKind,
 )
 from server.errors import NotFoundError, envelope
+from server.orders import queries as order_queries
+from server.settings.services import get_setting
 
 bp = Blueprint("distribution", __name__, url_prefix="/api/v1")
 admin_bp = Blueprint("distribution_admin", __name__, url_prefix="/admin/api/v1")
@@ -269,6 +273,37 @@ def list_my_materials() -> Any:
         db.session(), current_member().id, kind=query.kind, offset=query.offset, limit=query.page_size
     )
     return envelope({"items": [serialize_material(m) for m in rows], "total": total, "page": query.page})
+
+
+class LeaderboardQuery(Body):
+    #: ``month``: orders paid since the 1st of this China-time month; ``all``: every order.
+    period: Literal["month", "all"] = "month"
+
+
+#: How many places the leaderboard lists.
+LEADERBOARD_SIZE = 20
+
+
+@bp.get("/leaderboard")
+@member_required
+def leaderboard() -> Any:
+    """The sales leaderboard: members ranked by their own attributed sales (never by team size), with
+    masked nicknames, and the asking member's own place."""
+    sess = db.session()
+    if not get_setting(sess, "leaderboard"):
+        raise LeaderboardOffError()
+    query = parse_query(LeaderboardQuery)
+    start = month_start(db.utcnow()) if query.period == "month" else None
+    ranking = order_queries.sales_ranking(sess, start, None, LEADERBOARD_SIZE)
+    members = {m.id: m for m in sess.scalars(select(Member).where(Member.id.in_([member_id for member_id, _ in ranking])))}
+    items, rank, previous = [], 0, None
+    for place, (member_id, sales) in enumerate(ranking, start=1):
+        rank = rank if sales == previous else place  # equal sales share a place: 1, 2, 2, 4
+        previous = sales
+        member = members[member_id]
+        items.append({"rank": rank, "nickname": security.mask(member.nickname), "avatar_url": member.avatar_url, "sales_fen": sales})
+    my_rank, my_sales = order_queries.sales_rank(sess, current_member().id, start, None)
+    return envelope({"period": query.period, "since": iso(start), "items": items, "me": {"rank": my_rank, "sales_fen": my_sales}})
 
 
 # -- console: distributors -------------------------------------------------------------

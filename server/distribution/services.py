@@ -58,6 +58,13 @@ register(
         "auto (approved at once) or manual (staff approve). Tier-1 applications always wait for staff.",
         choices=("auto", "manual"),
     ),
+    SettingSpec(
+        "leaderboard",
+        bool,
+        True,
+        "Members see the sales leaderboard in the mini-program: ranked by their own attributed sales, "
+        "never by how many people they brought.",
+    ),
 )
 
 Status = DistributorStatus
