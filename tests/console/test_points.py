@@ -165,7 +165,7 @@ def test_owner_runs_a_settlement_and_sees_it_finish(app: Flask, demo: dict[str, 
         db.commit()
     with app.app_context():
         before = member_balances(db.session(), ids["alice"])
-    assert before.matured > 4_321  # the demo's completed orders matured too
+    assert before.matured == 4_321  # the demo's own settlement run took what had matured before
     response = owner.post("/console/points/settlements")
     assert response.status_code == 303
     claim_id = int(response.location.rsplit("=", 1)[1])
@@ -176,12 +176,13 @@ def test_owner_runs_a_settlement_and_sees_it_finish(app: Flask, demo: dict[str, 
     assert 'data-state="done"' in fragment and "hx-trigger" not in fragment
     assert _available(app, ids["alice"]) == before.available + before.matured
     with app.app_context():
-        run = db.session().scalars(select(SettlementRun)).one()
+        claim = db.session().get(JobClaim, claim_id)
+        assert claim is not None
+        run = db.session().scalars(select(SettlementRun).where(SettlementRun.period == claim.period)).one()
         run_id = run.id
         assert run.period.startswith("manual:") and run.actor.startswith("staff:") and run.mode == "weekly"
-        assert db.session().get(JobClaim, claim_id).period == run.period  # type: ignore[union-attr]
-        statement_members = set(db.session().scalars(select(Statement.member_id)))
-        assert ids["alice"] in statement_members
+        statement_members = set(db.session().scalars(select(Statement.member_id).where(Statement.run_id == run_id)))
+        assert statement_members == {ids["alice"]}
     run_page = owner.get(f"/console/points/settlements/{run_id}").text
     assert "爱丽丝" in run_page and "阶段奖励" in run_page and "43.21" in run_page
     assert owner.get("/console/points/settlements/999999").status_code == 404
@@ -198,7 +199,7 @@ def test_a_second_start_while_one_runs_is_refused(app: Flask, demo: dict[str, An
     assert 'data-state="running"' in page and 'hx-trigger="every 1s"' in page and "disabled" in page
     refused = owner.post("/console/points/settlements")
     assert refused.status_code == 409 and "已有一次结算正在进行" in refused.text
-    assert _count(app, SettlementRun) == 0 and _count(app, JobClaim, JobClaim.job == settlement.MANUAL_JOB) == 1
+    assert _count(app, SettlementRun) == 1 and _count(app, JobClaim, JobClaim.job == settlement.MANUAL_JOB) == 1
     # A claim whose process died long ago is replaced by the next start.
     with app.app_context():
         row = db.session().scalars(select(JobClaim).where(JobClaim.job == settlement.MANUAL_JOB)).one()
@@ -251,7 +252,7 @@ def test_owner_adds_changes_and_switches_stage_rules(app: Flask, demo: dict[str,
     created = owner.post("/console/points/stage-rules", {"name": "月销冠", "min_monthly_sales_fen": "5000", "consecutive_months": "3", "bonus": "200.5"})
     assert created.status_code == 303
     with app.app_context():
-        rule = db.session().scalars(select(StageBonusRule)).one()
+        rule = db.session().scalars(select(StageBonusRule).where(StageBonusRule.name == "月销冠")).one()
         assert (rule.min_monthly_sales_fen, rule.consecutive_months, rule.bonus, rule.active) == (500_000, 3, 20_050, True)
         rule_id = rule.id
     assert owner.post(f"/console/points/stage-rules/{rule_id}", {"name": "月销冠", "min_monthly_sales_fen": "6000.50", "consecutive_months": "2", "bonus": "100"}).status_code == 303
@@ -270,7 +271,7 @@ def test_owner_adds_changes_and_switches_stage_rules(app: Flask, demo: dict[str,
         assert response.status_code == 422 and f'data-error="stage-new-{field}"' in response.text, form
     assert owner.post(f"/console/points/stage-rules/{rule_id}", {"consecutive_months": "0"}).status_code == 422
     assert owner.post("/console/points/stage-rules/999999", {"active": "1"}).status_code == 404
-    assert _count(app, StageBonusRule) == 1
+    assert _count(app, StageBonusRule) == 2  # the demo's and this one
     assert _login(app, "finance").post("/console/points/stage-rules", {"name": "x", "min_monthly_sales_fen": "1", "bonus": "1"}).status_code == 403
 
 
