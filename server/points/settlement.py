@@ -243,7 +243,8 @@ def start_manual_settlement(sess: Session, *, staff_id: int) -> JobClaim:
     start is SettlementRunningError and changes nothing. Audited as ``settlement.start``.
     """
     now = utcnow()
-    existing = sess.scalar(select(JobClaim).where(JobClaim.job == MANUAL_JOB, JobClaim.period == RUNNING).with_for_update())
+    # A plain read: two starts at once both insert below, and the unique key refuses the later one.
+    existing = sess.scalar(select(JobClaim).where(JobClaim.job == MANUAL_JOB, JobClaim.period == RUNNING))
     if existing is not None:
         if existing.claimed_at >= now - STALE_RUN:
             raise SettlementRunningError(data={"claim_id": existing.id})
