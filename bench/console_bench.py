@@ -57,7 +57,13 @@ PAGES = [
     ("leads", "/console/leads"),
     ("contracts", "/console/contracts"),
     ("points", "/console/points"),
+    ("points, one kind", "/console/points?kind=order_reward"),
+    ("points, one month", "/console/points?from=2026-01-01&to=2026-01-31"),
+    ("points, the hub's ledger", "/console/points?member={hub}"),
+    ("settlement runs", "/console/points/settlements"),
     ("redemptions", "/console/redemptions"),
+    ("redemptions to fulfil", "/console/redemptions?status=placed"),
+    ("invite codes", "/console/redemptions/invite-codes"),
 ]
 
 BARE_TEMPLATE = "<!doctype html><title>{{ title }}</title><ul>{% for i in items %}<li>{{ i }}</li>{% endfor %}</ul>"

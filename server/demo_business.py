@@ -28,10 +28,13 @@ from server.orders.services import (
     ship,
 )
 from server.points.models import RedemptionItem
+from server.points.incentives import create_stage_rule
 from server.points.redemption import grant_from_cli, redeem
+from server.points.settlement import manual_period_key, settle
 from server.points.services import process_order
 from server.referral.models import Binding, Channel, Lead, TouchEvent
 from server.referral.services import bind_member, leave_contact, scene_for_share
+from server.settings.services import get_setting
 
 #: (openid, nickname, days ago they joined, inviter's openid or None, phone or None)
 DEMO_MEMBERS = (
@@ -114,6 +117,7 @@ def seed_business(sess: Session, product_title: str) -> Iterator[str]:
     if goods is not None:
         redeem(sess, bob.id, item_id=goods.id, quantity=1, idempotency_key="demo-redeem-bob", contact={"name": "鲍勃", "phone": "13300133000", "address": "杭州市西湖区"})
         yield "bob redeemed goods: a redemption waiting to be fulfilled"
+    yield from _seed_points_rules(sess, bob)
 
     for openid, _nickname, days, _inviter, _phone in DEMO_MEMBERS:
         member = members[openid]
@@ -123,3 +127,16 @@ def seed_business(sess: Session, product_title: str) -> Iterator[str]:
         sess.execute(update(Lead).where(Lead.member_id == member.id).values(created_at=joined))
         sess.execute(update(Binding).where(Binding.member_id == member.id).values(bound_at=joined))
     sess.flush()
+
+
+def _seed_points_rules(sess: Session, bob: Member) -> Iterator[str]:
+    """An invite code bought with points, a stage bonus rule and a settlement run, so the console's
+    points and redemption pages show each of their parts (no reward override: the demo's rewards are
+    the default 0.5%, which ``python -m server demo`` checks)."""
+    invite = sess.scalar(select(RedemptionItem).where(RedemptionItem.kind == "invite_code").order_by(RedemptionItem.id))
+    if invite is not None:
+        redeem(sess, bob.id, item_id=invite.id, quantity=1, idempotency_key="demo-invite-bob")
+        yield "bob bought an invite code with points"
+    create_stage_rule(sess, name="月度销售之星", min_monthly_sales_fen=1_000_000, bonus=20_000, consecutive_months=2)
+    run = settle(sess, period=manual_period_key(), mode=str(get_setting(sess, "settlement_mode")), actor="cli")
+    yield f"a stage bonus rule and a settlement run ({run.members} members, {run.total / 100:,.2f} points)"

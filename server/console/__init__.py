@@ -12,7 +12,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from server.console import routes
+    # The page modules register their routes on routes.bp when imported.
+    from server.console import points_pages, redemption_pages, routes  # noqa: F401
 
     app.config.update(
         # The cookie session belongs to the console alone: sent only under /console, never readable by

@@ -19,7 +19,7 @@ ORDER_STATUS = {
     "refunded": "已退款",
 }
 ORDER_KIND = {"online": "线上订单", "contract": "合同订单"}
-ACCOUNT = {"pending": "待结算", "matured": "已成熟", "available": "可用", "debt": "欠分"}
+ACCOUNT = {"pending": "待结算", "matured": "已成熟", "available": "可用", "debt": "欠分", "issuance": "商户发放", "redemption": "商户兑换", "expiry": "商户过期"}
 TOUCH = {
     "visit": "访问",
     "scan": "扫码",
@@ -51,6 +51,9 @@ TX_KIND = {
     "adjust": "人工调整",
     "expire": "过期",
 }
+REDEMPTION_STATUS = {"placed": "待发放", "fulfilled": "已发放", "cancelled": "已取消"}
+ITEM_KIND = {"goods": "实物商品", "privilege": "权益", "invite_code": "邀请码"}
+SETTLEMENT_MODE = {"weekly": "每周", "monthly": "每月", "threshold": "达到门槛"}
 #: What the console says for the errors a form may meet, by envelope code.
 ERRORS = {
     40110: "用户名或密码错误。",
@@ -71,6 +74,9 @@ TABLES = {
     "lead_status": LEAD_STATUS,
     "distributor_status": DISTRIBUTOR_STATUS,
     "tx_kind": TX_KIND,
+    "redemption_status": REDEMPTION_STATUS,
+    "item_kind": ITEM_KIND,
+    "settlement_mode": SETTLEMENT_MODE,
 }
 
 

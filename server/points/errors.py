@@ -30,6 +30,12 @@ class SettlementClaimedError(ConflictError):
     code, message = 40943, "this settlement period has already been run"
 
 
+class SettlementRunningError(ConflictError):
+    """A settlement started by hand is still running (the code of any conflict: jobs and the console only)."""
+
+    message = "a settlement started by hand is still running; wait for it to finish"
+
+
 class RewardOverrideExistsError(ConflictError):
     code, message = 40948, "this product or grade already has a reward override; change that one"
 

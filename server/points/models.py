@@ -72,6 +72,9 @@ class LedgerTransaction(Base):
     __table_args__ = (
         UniqueConstraint("idempotency_key", name="idempotency_key"),
         Index("ix_ledger_transactions_member", "member_id", "id"),
+        # The console's ledger search by kind and by date, newest first, on a large merchant.
+        Index("ix_ledger_transactions_kind", "kind", "id"),
+        Index("ix_ledger_transactions_created", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -255,6 +258,8 @@ class Redemption(Base):
     __tablename__ = "redemptions"
     __table_args__ = (
         UniqueConstraint("member_id", "idempotency_key", name="member_key"),
+        # The console's fulfilment queue: redemptions in one status, newest first.
+        Index("ix_redemptions_status", "status", "id"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("total > 0", name="total_positive"),
     )

@@ -608,10 +608,12 @@ def transactions_page(
     member_id: int | None = None,
     kind: TxKind | None = None,
     transaction_id: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
     offset: int = 0,
     limit: int = 20,
 ) -> tuple[list[tuple[LedgerTransaction, list[EntryLine]]], int]:
-    """Ledger transactions, newest first, each with all its entries."""
+    """Ledger transactions, newest first, each with all its entries; ``start`` ≤ created < ``end`` when given."""
     stmt = select(LedgerTransaction)
     if transaction_id is not None:
         stmt = stmt.where(LedgerTransaction.id == transaction_id)
@@ -619,6 +621,10 @@ def transactions_page(
         stmt = stmt.where(LedgerTransaction.member_id == member_id)
     if kind is not None:
         stmt = stmt.where(LedgerTransaction.kind == kind)
+    if start is not None:
+        stmt = stmt.where(LedgerTransaction.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(LedgerTransaction.created_at < end)
     txs, total = paginate(sess, stmt, offset=offset, limit=limit, order_by=(LedgerTransaction.id.desc(),))
     by_tx: dict[int, list[EntryLine]] = {tx.id: [] for tx in txs}
     if txs:

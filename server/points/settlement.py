@@ -14,21 +14,25 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
+from flask import current_app
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server import cache, db, tasks
+from server.accounts.services import record_audit
 from server.clock import local
 from server.db import utcnow
 from server.orders.models import Order
 from server.points import ledger
-from server.points.errors import SettlementClaimedError
+from server.points.errors import SettlementClaimedError, SettlementRunningError
 from server.points.models import (
     Account,
     AccountKind,
     Entry,
+    JobClaim,
     LedgerTransaction,
     OrderReward,
     RewardState,
@@ -208,6 +212,102 @@ def settle(sess: Session, *, period: str, mode: str, actor: str, progress: Calla
     run.finished_at = utcnow()
     sess.flush()
     return run
+
+
+# -- a settlement started by hand, in the background ------------------------------------------------
+
+#: The job name of a settlement started by hand (the console's "run now"), claimed in job_claims.
+MANUAL_JOB = "manual-settlement"
+#: The claim's period while its run is in progress. (job, period) is unique, so while one runs a
+#: second start is refused, on every worker and host; when it ends the claim takes the run's period.
+RUNNING = "running"
+#: A claim still running after this long belongs to a process that died; the next start replaces it.
+STALE_RUN = timedelta(minutes=30)
+#: How long the progress of a run is kept in the cache (it is only read while the run is shown).
+PROGRESS_TTL = 6 * 3600
+
+
+def running_manual_settlement(sess: Session, now: datetime | None = None) -> JobClaim | None:
+    """The claim of the settlement started by hand that is running now, if any (a stale one is not)."""
+    row = sess.scalar(select(JobClaim).where(JobClaim.job == MANUAL_JOB, JobClaim.period == RUNNING))
+    if row is None or row.claimed_at < (now or utcnow()) - STALE_RUN:
+        return None
+    return row
+
+
+def start_manual_settlement(sess: Session, *, staff_id: int) -> JobClaim:
+    """Claim the one slot for a settlement run by hand and queue the run to start once this commits.
+
+    The run settles in the merchant's ``settlement_mode`` under a manual period of its own (as
+    ``python -m server settle`` does) and ends by giving the claim that period; until then a second
+    start is SettlementRunningError and changes nothing. Audited as ``settlement.start``.
+    """
+    now = utcnow()
+    # A plain read: two starts at once both insert below, and the unique key refuses the later one.
+    existing = sess.scalar(select(JobClaim).where(JobClaim.job == MANUAL_JOB, JobClaim.period == RUNNING))
+    if existing is not None:
+        if existing.claimed_at >= now - STALE_RUN:
+            raise SettlementRunningError(data={"claim_id": existing.id})
+        # Its process died mid-run and its unit of work rolled back: nothing of it was settled.
+        existing.period, existing.finished_at = f"abandoned:{existing.id}", now
+        sess.flush()
+    row = JobClaim(job=MANUAL_JOB, period=RUNNING, claimed_by=f"staff:{staff_id}", claimed_at=now)
+    try:
+        with sess.begin_nested():
+            sess.add(row)
+    except IntegrityError:
+        # Another start inserted it first and committed while we waited on the unique key.
+        raise SettlementRunningError() from None
+    mode = str(get_setting(sess, "settlement_mode"))
+    record_audit(sess, staff_id, "settlement.start", f"job_claim:{row.id}", {"mode": mode})
+    tasks.defer(run_manual_settlement, row.id)
+    return row
+
+
+def progress_key(claim_id: int) -> str:
+    return f"settlement-progress:{claim_id}"
+
+
+def manual_settlement_progress(claim_id: int) -> dict[str, int] | None:
+    """``{"done", "total"}`` members of a running manual settlement, as far as this worker can see (None: unknown)."""
+    found = cache.get_value(progress_key(claim_id))
+    return found if isinstance(found, dict) else None
+
+
+def _reporter(claim_id: int) -> Callable[[list[Any]], Iterable[Any]]:
+    def report(members: list[Any]) -> Iterator[Any]:
+        total = len(members)
+        cache.set_value(progress_key(claim_id), {"done": 0, "total": total}, PROGRESS_TTL)
+        for done, member_id in enumerate(members, 1):
+            yield member_id
+            # Resumed once the member is settled (or skipped).
+            if done % 50 == 0 or done == total:
+                cache.set_value(progress_key(claim_id), {"done": done, "total": total}, PROGRESS_TTL)
+
+    return report
+
+
+def run_manual_settlement(claim_id: int) -> None:
+    """The background task of ``start_manual_settlement``: settle now, then close the claim with the run's period.
+
+    A run that fails moves nothing (its savepoint rolls back) and closes the claim as ``failed:<id>``,
+    so the owner may start another.
+    """
+    sess = db.session()
+    row = sess.get(JobClaim, claim_id, with_for_update=True)
+    if row is None or row.job != MANUAL_JOB or row.period != RUNNING:
+        return
+    mode = str(get_setting(sess, "settlement_mode"))
+    try:
+        with sess.begin_nested():
+            run = settle(sess, period=manual_period_key(), mode=mode, actor=row.claimed_by[:64], progress=_reporter(claim_id))
+    except Exception:
+        current_app.logger.exception("manual settlement %s failed; nothing was settled", claim_id)
+        row.period, row.finished_at = f"failed:{row.id}", utcnow()
+        sess.flush()
+        return
+    row.period, row.finished_at = run.period, utcnow()
+    sess.flush()
 
 
 # -- expiry ---------------------------------------------------------------------------------

@@ -14,16 +14,18 @@ import os
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from server import create_app, db
 from server.accounts.services import create_staff
-from server.accounts.models import StaffRole
+from server.accounts.models import Member, StaffRole
 from server.demo import DEMO_PASSWORD, seed_demo
 from tests.conftest import _empty_database, make_config
 
@@ -201,3 +203,87 @@ def test_password_change(page: Any, live: LiveServer, errors: list[str]) -> None
     page.click("text=退出")
     sign_in(page, live, "changer", "brand-new-pass-1")
     assert [e for e in errors if "401" not in e] == []
+
+
+def _member_id(live: LiveServer, openid: str) -> int:
+    with live.app.app_context():
+        return int(db.session().scalars(select(Member.id).where(Member.openid == openid)).one())
+
+
+def _points(text: str) -> int:
+    """A balance as the page shows it ("1,008.88") in hundredths."""
+    whole, _, cents = text.strip().replace(",", "").partition(".")
+    return int(whole) * 100 + int(cents or 0)
+
+
+def test_owner_runs_a_settlement_and_adjusts_points_once(page: Any, live: LiveServer, errors: list[str], shots: Path) -> None:
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, live, "owner")
+    page.click("nav.nav >> text=积分")
+    page.wait_for_url(f"{live.url}/console/points")
+    page.screenshot(path=str(shots / "points.png"), full_page=True)
+
+    # Run now: the run goes to a background thread and the page polls it with htmx until it is done.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="task")
+    live.app.extensions["task_pool"] = pool
+    try:
+        page.click("nav.tabs >> text=结算")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#settle-form button")
+        page.wait_for_selector("#settlement-job[data-state=done]", timeout=15_000)
+    finally:
+        live.app.extensions.pop("task_pool")
+        pool.shutdown(wait=True)
+    assert "结算已完成" in page.locator("#settlement-job").inner_text()
+    page.goto(f"{live.url}/console/points/settlements")
+    assert page.locator("tbody tr").count() >= 1
+    page.screenshot(path=str(shots / "settlement.png"), full_page=True)
+
+    # An adjustment: the same form submitted twice (and a third time by its button) moves the balance once.
+    bob = _member_id(live, "demo-bob")
+    page.goto(f"{live.url}/console/points?member={bob}")
+    before = _points(page.locator("[data-balance=available]").inner_text())
+    page.fill("#adjust-points", "8.88")
+    page.fill("#adjust-reason", "活动补偿")
+    statuses = page.evaluate(
+        """async () => {
+            const form = document.getElementById("adjust-form");
+            const body = new FormData(form);
+            const answers = [];
+            for (let i = 0; i < 2; i++) {
+                answers.push((await fetch(form.action, {method: "POST", body, credentials: "same-origin"})).status);
+            }
+            return answers;
+        }"""
+    )
+    assert statuses == [200, 200]  # each answered with a redirect to the ledger, which fetch followed
+    page.click("#adjust-form button")
+    page.wait_for_selector("text=没有重复记账")
+    assert _points(page.locator("[data-balance=available]").inner_text()) == before + 888
+    assert page.locator("tbody tr", has_text="活动补偿").count() == 1
+
+    page.goto(f"{live.url}/console/redemptions")
+    page.screenshot(path=str(shots / "redemptions.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    for path in ("/console/points", "/console/points/settlements", "/console/redemptions", "/console/points/rules"):
+        page.goto(f"{live.url}{path}")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), f"{path} scrolls sideways on a phone"
+    assert errors == []
+
+
+def test_operations_cannot_adjust_points(page: Any, live: LiveServer, errors: list[str]) -> None:
+    sign_in(page, live, "ops")
+    page.goto(f"{live.url}/console/points")
+    assert page.locator("#adjust-form").count() == 0 and page.locator("nav.tabs >> text=结算").count() == 0
+    status = page.evaluate(
+        """async (memberId) => {
+            const token = document.querySelector('meta[name="csrf-token"]').content;
+            const body = new URLSearchParams({csrf_token: token, member_id: memberId, points: "100", reason: "x", idempotency_key: "ops-try"});
+            return (await fetch("/console/points/adjustments", {method: "POST", body, credentials: "same-origin"})).status;
+        }""",
+        str(_member_id(live, "demo-bob")),
+    )
+    assert status == 403
+    response = page.goto(f"{live.url}/console/points/settlements")
+    assert response.status == 403 and "无权访问" in page.content()
+    assert [e for e in errors if "403" not in e] == []

@@ -26,6 +26,13 @@ PROBES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "POST /admin/api/v1/refunds/{refund_id}/resend": ("POST", "/admin/api/v1/refunds/999999/resend", {"merchant_bank_card": True}),
     "POST /admin/api/v1/points/redemptions/{redemption_id}/fulfil": ("POST", "/admin/api/v1/points/redemptions/999999/fulfil", {}),
     "GET /admin/api/v1/finance/confirmations": ("GET", "/admin/api/v1/finance/confirmations", None),
+    "GET /admin/api/v1/points/transactions": ("GET", "/admin/api/v1/points/transactions", None),
+    "POST /admin/api/v1/points/adjustments": ("POST", "/admin/api/v1/points/adjustments", {}),
+    "GET /admin/api/v1/points/reward-overrides": ("GET", "/admin/api/v1/points/reward-overrides", None),
+    "GET /admin/api/v1/compliance": ("GET", "/admin/api/v1/compliance", None),
+    "GET /admin/api/v1/points/redemptions": ("GET", "/admin/api/v1/points/redemptions", None),
+    "POST /admin/api/v1/points/redemptions/{redemption_id}/cancel": ("POST", "/admin/api/v1/points/redemptions/999999/cancel", {}),
+    "POST /admin/api/v1/points/items": ("POST", "/admin/api/v1/points/items", {}),
 }
 
 
