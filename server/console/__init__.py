@@ -13,6 +13,8 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from server.console import routes
+    # The page modules add their routes to routes.bp as they load, before it is registered below.
+    from server.console import distributors_pages  # noqa: F401
 
     app.config.update(
         # The cookie session belongs to the console alone: sent only under /console, never readable by

@@ -23,6 +23,11 @@ AREAS: dict[str, tuple[tuple[StaffRole, ...], str, str]] = {
     "settings.edit": ((OWNER,), "PUT /admin/api/v1/settings/{key}", "修改商户设置"),
     "staff": ((OWNER,), "GET /admin/api/v1/staff", "员工账号与角色"),
     "audit": ((OWNER,), "", "操作日志"),
+    "distributors": ((OWNER, OPERATIONS), "GET /admin/api/v1/distributors", "分销员列表、申请与档案"),
+    "distributors.decide": ((OWNER, OPERATIONS), "POST /admin/api/v1/distributors/{distributor_id}/decisions", "审核、冻结、解冻、停用分销员"),
+    "distributors.appoint": ((OWNER, OPERATIONS), "POST /admin/api/v1/distributors", "任命一级分销员"),
+    "distributors.tiers": ((OWNER,), "PATCH /admin/api/v1/distributor-tiers/{tier}", "修改分销等级权限"),
+    "distributors.grades": ((OWNER,), "POST /admin/api/v1/grades", "新建、修改、删除销售等级"),
     # To-do queues on the dashboard: who acts on each.
     "queue.applications": ((OWNER, OPERATIONS), "POST /admin/api/v1/distributors/{distributor_id}/decisions", "分销员申请"),
     "queue.leads": ((OWNER, OPERATIONS), "POST /admin/api/v1/leads/{lead_id}/review", "待审核线索"),
