@@ -28,6 +28,10 @@ AREAS: dict[str, tuple[tuple[StaffRole, ...], str, str]] = {
     "distributors.appoint": ((OWNER, OPERATIONS), "POST /admin/api/v1/distributors", "任命一级分销员"),
     "distributors.tiers": ((OWNER,), "PATCH /admin/api/v1/distributor-tiers/{tier}", "修改分销等级权限"),
     "distributors.grades": ((OWNER,), "POST /admin/api/v1/grades", "新建、修改、删除销售等级"),
+    "materials": ((OWNER, OPERATIONS), "GET /admin/api/v1/materials", "推广素材"),
+    "materials.edit": ((OWNER, OPERATIONS), "POST /admin/api/v1/materials", "新建、修改、下架推广素材"),
+    "posters": ((OWNER, OPERATIONS), "GET /admin/api/v1/poster-templates", "海报模板与预览"),
+    "posters.edit": ((OWNER, OPERATIONS), "POST /admin/api/v1/poster-templates", "新建、修改海报模板"),
     # To-do queues on the dashboard: who acts on each.
     "queue.applications": ((OWNER, OPERATIONS), "POST /admin/api/v1/distributors/{distributor_id}/decisions", "分销员申请"),
     "queue.leads": ((OWNER, OPERATIONS), "POST /admin/api/v1/leads/{lead_id}/review", "待审核线索"),

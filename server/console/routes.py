@@ -501,6 +501,8 @@ def nav_items() -> list[tuple[str, str, str]]:
         ("console.dashboard", "概览", "dashboard"),
         ("console.members", "会员", "members"),
         ("console.distributors", "分销员", "distributors"),
+        ("console.materials", "素材", "materials"),
+        ("console.posters", "海报", "posters"),
         ("console.settings_page", "设置", "settings"),
         ("console.staff_page", "员工", "staff"),
         ("console.audit", "操作日志", "audit"),
