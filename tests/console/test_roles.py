@@ -26,6 +26,14 @@ PROBES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "POST /admin/api/v1/refunds/{refund_id}/resend": ("POST", "/admin/api/v1/refunds/999999/resend", {"merchant_bank_card": True}),
     "POST /admin/api/v1/points/redemptions/{redemption_id}/fulfil": ("POST", "/admin/api/v1/points/redemptions/999999/fulfil", {}),
     "GET /admin/api/v1/finance/confirmations": ("GET", "/admin/api/v1/finance/confirmations", None),
+    "GET /admin/api/v1/distributors": ("GET", "/admin/api/v1/distributors", None),
+    "POST /admin/api/v1/distributors": ("POST", "/admin/api/v1/distributors", {}),
+    "PATCH /admin/api/v1/distributor-tiers/{tier}": ("PATCH", "/admin/api/v1/distributor-tiers/9", {}),
+    "POST /admin/api/v1/grades": ("POST", "/admin/api/v1/grades", {}),
+    "GET /admin/api/v1/materials": ("GET", "/admin/api/v1/materials", None),
+    "POST /admin/api/v1/materials": ("POST", "/admin/api/v1/materials", {}),
+    "GET /admin/api/v1/poster-templates": ("GET", "/admin/api/v1/poster-templates", None),
+    "POST /admin/api/v1/poster-templates": ("POST", "/admin/api/v1/poster-templates", {}),
 }
 
 
