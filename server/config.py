@@ -137,6 +137,8 @@ class Config:
         self.WECHAT_MINIPROGRAM_PAGE = env.get("WECHAT_MINIPROGRAM_PAGE") or "pages/index/index"
         #: Seconds a poster's PNG stays in Redis after it was drawn or last read from the database.
         self.POSTER_CACHE_TTL = _env_int("POSTER_CACHE_TTL", 24 * 3600)
+        #: Where images staff upload (materials' pictures and covers) are kept, served under /media/.
+        self.MEDIA_DIR = env.get("MEDIA_DIR") or str(ROOT / "var" / "media")
 
         #: Lifetime of a member's or staff member's bearer token.
         self.TOKEN_TTL_SECONDS = _env_int("TOKEN_TTL_SECONDS", 7 * 24 * 3600)
@@ -250,3 +252,5 @@ class TestingConfig(Config):
             setattr(self, name, "")
         self.WECHAT_PAY_API = "v3"
         self.WECHAT_PAY_V2_SIGN_TYPE = "HMAC-SHA256"
+        # Uploaded test images go outside the checkout; names are content hashes, so runs may share it.
+        self.MEDIA_DIR = os.environ.get("TEST_MEDIA_DIR") or str(Path(tempfile.gettempdir()) / f"referral-test-media-{getattr(os, 'getuid', lambda: 0)()}")

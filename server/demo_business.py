@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from server.accounts.models import Member, Staff, StaffRole
 from server.accounts.services import bind_phone
 from server.db import utcnow
-from server.distribution.services import apply, appoint
+from server.distribution.models import MaterialKind
+from server.distribution.services import apply, appoint, create_grade, create_material
 from server.orders.models import Order, OrderStatus, Product, Sku
 from server.orders.services import (
     LineRequest,
@@ -32,6 +33,7 @@ from server.points.incentives import create_stage_rule
 from server.points.redemption import grant_from_cli, redeem
 from server.points.settlement import manual_period_key, settle
 from server.points.services import process_order
+from server.posters.services import create_template
 from server.referral.models import Binding, Channel, Lead, TouchEvent
 from server.referral.services import bind_member, leave_contact, scene_for_share
 from server.settings.services import get_setting
@@ -87,6 +89,7 @@ def seed_business(sess: Session, product_title: str) -> Iterator[str]:
     appoint(sess, alice.id, real_name="李爱丽", phone="13800138000", reason="demo", staff=owner)
     apply(sess, frank, real_name="方克", phone="13700137000", intro="想推广给同事")
     yield f"{len(members)} demo members, {sum(1 for m in DEMO_MEMBERS if m[3])} bound to their inviter by scene (alice has a direct and an indirect team); alice a distributor, frank applying"
+    yield from _seed_distribution(sess, owner)
 
     for number, (openid, days, fate) in enumerate(DEMO_ORDERS):
         order = place_order(sess, members[openid], [LineRequest(sku_id=sku.id, quantity=1 + number % 2)])
@@ -129,6 +132,28 @@ def seed_business(sess: Session, product_title: str) -> Iterator[str]:
     sess.flush()
 
 
+#: Sales grades (name, own attributed sales in fen from which it applies, perks).
+DEMO_GRADES = (("铜牌", 0, "基础推广素材"), ("银牌", 20_000, "专属海报模板"), ("金牌", 100_000, "线下活动优先报名"))
+
+
+def _seed_distribution(sess: Session, owner: Staff) -> Iterator[str]:
+    """Sales grades, a poster template and promotion materials for the distributor pages."""
+    for sort, (name, threshold, perks) in enumerate(DEMO_GRADES):
+        create_grade(sess, name=name, min_sales_fen=threshold, perks=perks, sort=sort, staff=owner)
+    template = create_template(
+        sess, {"name": "春茶上新", "headline": "明前龙井 · 春茶上新", "body_text": "产地直发，会员专享价\n长按识别，和我一起喝好茶", "background_color": "#EAF5EC"},
+        staff_id=owner.id,
+    )
+    create_material(
+        sess, {"kind": MaterialKind.image_text, "title": "春茶推荐文案", "summary": "转发到朋友圈的推荐语", "body": "今年的明前龙井到了，产地直发，一起尝尝。", "audience": 3},
+        staff=owner,
+    )
+    create_material(sess, {"kind": MaterialKind.poster, "title": "春茶海报", "poster_template_id": template.id, "audience": 2, "sort": 1}, staff=owner)
+    create_material(
+        sess, {"kind": MaterialKind.video, "title": "一级分销员培训视频", "url": "https://example.com/training.mp4", "audience": 1, "sort": 2},
+        staff=owner,
+    )
+    yield f"{len(DEMO_GRADES)} sales grades, a poster template and 3 promotion materials"
 def _seed_points_rules(sess: Session, bob: Member) -> Iterator[str]:
     """An invite code bought with points, a stage bonus rule and a settlement run, so the console's
     points and redemption pages show each of their parts (no reward override: the demo's rewards are

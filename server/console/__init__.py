@@ -12,8 +12,9 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    # The page modules register their routes on routes.bp when imported.
-    from server.console import points_pages, redemption_pages, routes  # noqa: F401
+    from server.console import media, routes
+    # The page modules add their routes to routes.bp as they load, before it is registered below.
+    from server.console import distributors_pages, materials_pages, points_pages, posters_pages, redemption_pages  # noqa: F401
 
     app.config.update(
         # The cookie session belongs to the console alone: sent only under /console, never readable by
@@ -32,3 +33,4 @@ def init_app(app: Flask) -> None:
 
     app.register_blueprint(routes.bp)
     app.register_blueprint(routes.entry_bp)
+    app.register_blueprint(media.bp)

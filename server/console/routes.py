@@ -500,6 +500,9 @@ def nav_items() -> list[tuple[str, str, str]]:
     items = [
         ("console.dashboard", "概览", "dashboard"),
         ("console.members", "会员", "members"),
+        ("console.distributors", "分销员", "distributors"),
+        ("console.materials", "素材", "materials"),
+        ("console.posters", "海报", "posters"),
         ("console.points", "积分", "points"),
         ("console.redemptions", "兑换", "redemptions"),
         ("console.settings_page", "设置", "settings"),

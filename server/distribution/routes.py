@@ -149,12 +149,12 @@ class AdminMaterialQuery(Page):
     q: str | None = None
 
 
-def _patch(body: Body, *, nullable: tuple[str, ...] = ()) -> dict[str, Any]:
+def patch_fields(body: Body, *, nullable: tuple[str, ...] = ()) -> dict[str, Any]:
     """The fields a PATCH body sets: a null means unchanged, except for the ``nullable`` ones."""
     return {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k in nullable}
 
 
-def _material_fields(fields: dict[str, Any]) -> dict[str, Any]:
+def material_fields(fields: dict[str, Any]) -> dict[str, Any]:
     if "kind" in fields:
         fields["kind"] = MaterialKind(fields["kind"])
     return fields
@@ -371,7 +371,7 @@ def list_tiers() -> Any:
 @staff_required(StaffRole.owner)
 def patch_tier(tier: int) -> Any:
     body = parse_body(TierPatchBody)
-    row = services.update_tier(db.session(), tier, _patch(body), staff=current_staff())
+    row = services.update_tier(db.session(), tier, patch_fields(body), staff=current_staff())
     return envelope(serialize_tier(row))
 
 
@@ -396,7 +396,7 @@ def create_grade() -> Any:
 @staff_required(StaffRole.owner)
 def patch_grade(grade_id: int) -> Any:
     body = parse_body(GradePatchBody)
-    grade = services.update_grade(db.session(), grade_id, _patch(body), staff=current_staff())
+    grade = services.update_grade(db.session(), grade_id, patch_fields(body), staff=current_staff())
     return envelope(serialize_grade(grade))
 
 
@@ -414,18 +414,8 @@ def delete_grade(grade_id: int) -> Any:
 @staff_required(StaffRole.operations)
 def list_materials() -> Any:
     query = parse_query(AdminMaterialQuery)
-    stmt = select(Material)
-    if query.kind is not None:
-        stmt = stmt.where(Material.kind == query.kind)
-    if query.audience is not None:
-        stmt = stmt.where(Material.audience == query.audience)
-    if query.active is not None:
-        stmt = stmt.where(Material.active.is_(query.active))
-    if query.q:
-        stmt = stmt.where(Material.title.contains(query.q, autoescape=True))
-    rows, total = db.paginate(
-        db.session(), stmt, offset=query.offset, limit=query.page_size, order_by=(Material.sort, Material.created_at.desc(), Material.id.desc())
-    )
+    stmt = services.materials_query(kind=query.kind, audience=query.audience, active=query.active, q=query.q)
+    rows, total = db.paginate(db.session(), stmt, offset=query.offset, limit=query.page_size, order_by=services.MATERIAL_ORDER)
     return envelope({"items": [serialize_material(m, staff_view=True) for m in rows], "total": total, "page": query.page})
 
 
@@ -433,7 +423,7 @@ def list_materials() -> Any:
 @staff_required(StaffRole.operations)
 def create_material() -> Any:
     body = parse_body(MaterialBody)
-    material = services.create_material(db.session(), _material_fields(body.model_dump()), staff=current_staff())
+    material = services.create_material(db.session(), material_fields(body.model_dump()), staff=current_staff())
     return envelope(serialize_material(material, staff_view=True), status=201)
 
 
@@ -448,7 +438,7 @@ def get_material(material_id: int) -> Any:
 def patch_material(material_id: int) -> Any:
     body = parse_body(MaterialPatchBody)
     material = services.update_material(
-        db.session(), material_id, _material_fields(_patch(body, nullable=("poster_template_id",))), staff=current_staff()
+        db.session(), material_id, material_fields(patch_fields(body, nullable=("poster_template_id",))), staff=current_staff()
     )
     return envelope(serialize_material(material, staff_view=True))
 

@@ -576,9 +576,27 @@ def deactivate_material(sess: Session, material_id: int, *, staff: Staff) -> Mat
     return material
 
 
+#: How materials are listed: by sort, then newest.
+MATERIAL_ORDER = (Material.sort, Material.created_at.desc(), Material.id.desc())
+
+
+def materials_query(*, kind: MaterialKind | None, audience: int | None, active: bool | None, q: str | None) -> Select[Material]:
+    """Materials filtered for staff (kind, audience, shown or hidden, words in the title)."""
+    stmt = select(Material)
+    if kind is not None:
+        stmt = stmt.where(Material.kind == kind)
+    if audience is not None:
+        stmt = stmt.where(Material.audience == audience)
+    if active is not None:
+        stmt = stmt.where(Material.active.is_(active))
+    if q:
+        stmt = stmt.where(Material.title.contains(q, autoescape=True))
+    return stmt
+
+
 def visible_materials(sess: Session, member_id: int, *, kind: MaterialKind | None, offset: int, limit: int) -> tuple[list[Material], int]:
     """The active materials this member may see, by sort then newest."""
     stmt = select(Material).where(Material.active.is_(True), Material.audience >= audience_floor(sess, member_id))
     if kind is not None:
         stmt = stmt.where(Material.kind == kind)
-    return paginate(sess, stmt, offset=offset, limit=limit, order_by=(Material.sort, Material.created_at.desc(), Material.id.desc()))
+    return paginate(sess, stmt, offset=offset, limit=limit, order_by=MATERIAL_ORDER)

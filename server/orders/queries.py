@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member, MemberStatus
@@ -56,7 +56,7 @@ def sales_by_inviters(sess: Session, inviter_ids: list[int]) -> dict[int, int]:
 def _sales_in(start: datetime | None, end: datetime | None) -> tuple[Any, list[Any]]:
     """Own attributed sales per inviter (paid in the period, net of refunds) and the period's conditions."""
     amount = func.sum(Order.paid_fee - Order.refunded_fee)
-    where = [Order.inviter_id.is_not(None), Order.paid_at.is_not(None)]
+    where: list[ColumnElement[bool]] = [Order.inviter_id.is_not(None), Order.paid_at.is_not(None)]
     if end is not None:
         where.append(Order.paid_at < end)
     if start is not None:

@@ -409,6 +409,17 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_SOURCE_PIXELS) -> Image.I
     return ImageOps.exif_transpose(image)
 
 
+def reencode(image: Image.Image) -> tuple[bytes, str]:
+    """``image`` written anew, as PNG when it has transparency, else as JPEG, and that format's file
+    extension: nothing else the uploaded file carried (metadata, trailing data) survives."""
+    out = io.BytesIO()
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        image.convert("RGBA").save(out, format="PNG")
+        return out.getvalue(), "png"
+    image.convert("RGB").save(out, format="JPEG", quality=90)
+    return out.getvalue(), "jpg"
+
+
 @functools.lru_cache(maxsize=4)
 def _fitted_background(data: bytes, width: int, height: int) -> Image.Image | None:
     # Keyed on the bytes: a template's background is decoded and scaled once, not per poster.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import io
 import ipaddress
 import logging
 import re
@@ -265,13 +264,7 @@ def prepare_background(data: str) -> bytes:
         image = render.decode_image(raw)
     except Exception as error:  # Pillow raises many types for a file that is not an image
         raise refuse(f"not a PNG or JPEG image ({type(error).__name__})") from None
-    # Re-encoding drops whatever else the file carried (metadata, trailing data).
-    out = io.BytesIO()
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        image.convert("RGBA").save(out, format="PNG")
-    else:
-        image.convert("RGB").save(out, format="JPEG", quality=90)
-    return out.getvalue()
+    return render.reencode(image)[0]
 
 
 def _apply_template_fields(template: PosterTemplate, fields: Mapping[str, Any]) -> list[str]:
@@ -303,9 +296,8 @@ def _apply_template_fields(template: PosterTemplate, fields: Mapping[str, Any]) 
     return changed
 
 
-def create_template(sess: Session, fields: Mapping[str, Any], *, staff_id: int | None) -> PosterTemplate:
-    """A new, active, non-default template; the built-in design fills what ``fields`` leaves out."""
-    template = PosterTemplate(
+def _blank_template() -> PosterTemplate:
+    return PosterTemplate(
         name=BUILTIN_TEMPLATE["name"],
         version=1,
         width=render.DESIGN_WIDTH,
@@ -318,6 +310,11 @@ def create_template(sess: Session, fields: Mapping[str, Any], *, staff_id: int |
         is_default=False,
         active=True,
     )
+
+
+def create_template(sess: Session, fields: Mapping[str, Any], *, staff_id: int | None) -> PosterTemplate:
+    """A new, active, non-default template; the built-in design fills what ``fields`` leaves out."""
+    template = _blank_template()
     _apply_template_fields(template, fields)
     sess.add(template)
     sess.flush()
@@ -379,6 +376,17 @@ def set_template_active(sess: Session, template: PosterTemplate, active: bool, *
         accounts.record_audit(sess, staff_id, action, f"poster_template:{template.id}")
     sess.flush()
     return template
+
+
+def draft_template(base: PosterTemplate | None, fields: Mapping[str, Any]) -> PosterTemplate:
+    """``base`` (or a new template) with ``fields`` applied and checked as a save would, for a preview
+    of unsaved changes: a copy that is never added to the session, so nothing is stored."""
+    draft = _blank_template()
+    if base is not None:
+        for name in TEMPLATE_FIELDS:
+            setattr(draft, name, getattr(base, name))
+    _apply_template_fields(draft, fields)
+    return draft
 
 
 def preview_poster(template: PosterTemplate, public_base_url: str) -> bytes:

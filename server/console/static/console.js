@@ -11,6 +11,15 @@
     event.detail.headers["X-CSRFToken"] = csrfToken();
   });
 
+  // A form re-rendered with its error (409, 422) replaces the old one in place, like a success does.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var status = event.detail.xhr.status;
+    if (status === 409 || status === 422) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+
   document.addEventListener("submit", function (event) {
     var form = event.target;
     var question = form.getAttribute && form.getAttribute("data-confirm");
