@@ -12,7 +12,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from server.console import routes
+    # Importing a page module registers its pages on routes.bp.
+    from server.console import orders_pages, products_pages, routes  # noqa: F401
 
     app.config.update(
         # The cookie session belongs to the console alone: sent only under /console, never readable by

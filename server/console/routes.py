@@ -500,6 +500,8 @@ def nav_items() -> list[tuple[str, str, str]]:
     items = [
         ("console.dashboard", "概览", "dashboard"),
         ("console.members", "会员", "members"),
+        ("console.orders", "订单", "orders"),
+        ("console.products", "商品", "products"),
         ("console.settings_page", "设置", "settings"),
         ("console.staff_page", "员工", "staff"),
         ("console.audit", "操作日志", "audit"),
