@@ -67,6 +67,8 @@ def error_message(error: AppError) -> str:
         if "status" in data:
             table = "order_status" if data["status"] in OrderStatus._value2member_map_ else "refund_status"
             return f"状态已变化（当前：{label(data['status'], table)}），无法执行此操作；请刷新后重试。"
+        if "from" in data and "to" in data:
+            return f"状态已变化：订单现在是「{label(data['from'], 'order_status')}」，不能改为「{label(data['to'], 'order_status')}」。"
         if "contract" in error.message:
             return "合同订单的款项在线下收取，请在线下退款。"
         if "refund id" in error.message:
@@ -166,7 +168,8 @@ def orders_ship(order_id: int) -> Any:
     except ValidationError as error:
         return orders_view(order_id, errors=chinese_errors(error), status=error.http_status)
     except AppError as error:
-        return orders_view(order_id, errors={"ship": error_message(error)}, status=error.http_status)
+        # The ship form is gone once the order has moved on: the message goes at the top.
+        return orders_view(order_id, errors={"form": error_message(error)}, status=error.http_status)
     flash(f"已发货：{body.carrier} {body.tracking_no}。", "success")
     return _back_to(order_id)
 
@@ -189,7 +192,8 @@ def orders_refund(order_id: int) -> Any:
     except ValidationError as error:
         return orders_view(order_id, errors=chinese_errors(error), status=error.http_status)
     except AppError as error:
-        return orders_view(order_id, errors={"amount_fen": error_message(error)}, status=error.http_status)
+        key = "amount_fen" if isinstance(error, RefundTooLargeError) and services.refundable(db.session(), order) > 0 else "form"
+        return orders_view(order_id, errors={key: error_message(error)}, status=error.http_status)
     payments.submit_refund_after_commit(refund.id)
     flash(f"已发起退款 {yuan(refund.amount_fen)}，正在提交微信支付。", "success")
     return _back_to(order_id, f"#refund-{refund.id}")
