@@ -14,7 +14,7 @@ from server.accounts.models import AuditEntry, Member
 from server.orders import payments
 from server.orders.models import Order, OrderEvent, OrderStatus, Product, Refund, RefundStatus
 from tests.console.conftest import Console
-from server.demo import DEMO_PASSWORD
+from server.demo import DEMO_PASSWORD, DEMO_PRODUCT
 from tests.console.test_pages import demo  # noqa: F401  (the demo shop fixture)
 from tests.orders.conftest import OrderRef, make_order, pay_merchant, prepay, sandbox_pay  # noqa: F401  (WeChat Pay fixtures)
 from wechat_sandbox import PayState
@@ -107,9 +107,10 @@ def test_the_order_list_filters(app: Flask, demo: dict[str, Any]) -> None:
     assert listed(ops.get(f"/console/orders?q={some.out_trade_no[:-3]}").text) == {some.id}
     assert listed(ops.get("/console/orders?q=demo-dave").text) == order_ids(app, Order.member_id == demo["dave"])
     with app.app_context():
-        product_id = db.session().scalars(select(Product.id)).one()
+        product_id = db.session().scalars(select(Product.id).where(Product.title == DEMO_PRODUCT[0])).one()
+        other_id = db.session().scalars(select(Product.id).where(Product.title != DEMO_PRODUCT[0])).first()
     assert listed(ops.get(f"/console/orders?product={product_id}").text) == everything
-    assert listed(ops.get(f"/console/orders?product={product_id + 1}").text) == set()
+    assert listed(ops.get(f"/console/orders?product={other_id}").text) == set()
     assert listed(ops.get("/console/orders?to=2000-01-01").text) == set()
     assert listed(ops.get("/console/orders?from=2000-01-01&kind=online").text) == everything
     # Filters combine, and the pager keeps them.
