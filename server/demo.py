@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any, Callable, Iterator
 
 import requests
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from server.accounts.models import Staff, StaffRole
 from server.accounts.services import create_staff
+from server.db import utcnow
 from server.demo_business import seed_business
 from server.orders.catalog import add_sku, create_product
 from server.orders.models import Product
@@ -48,6 +50,27 @@ def _seed_catalog(sess: Session) -> Iterator[str]:
     product = create_product(sess, title=title, subtitle="产地直发", status="on_sale")
     add_sku(sess, product.id, name=sku_name, price_fen=price_fen, stock=stock)
     yield f"product {title} ({sku_name}, ¥{price_fen / 100:.2f}, stock {stock}) stocked"
+    # Listed after the demo's own product (a lower sort), so the demo story still buys that one.
+    for extra_title, subtitle, status, presale_days, skus in DEMO_MORE_PRODUCTS:
+        extra = create_product(
+            sess,
+            title=extra_title,
+            subtitle=subtitle,
+            status=status,
+            presale=presale_days is not None,
+            ship_date=utcnow() + timedelta(days=presale_days) if presale_days is not None else None,
+            sort=-1,
+        )
+        for name, fen, units in skus:
+            add_sku(sess, extra.id, name=name, price_fen=fen, stock=units)
+    yield f"{len(DEMO_MORE_PRODUCTS)} more products: one on pre-sale, one off sale"
+
+
+#: More of the catalog for the console: (title, subtitle, status, pre-sale ships in N days or None, SKUs (name, fen, stock)).
+DEMO_MORE_PRODUCTS = (
+    ("雨前龙井（预售）", "新茶预售，清明后发货", "on_sale", 20, (("100g", 6_800, 50), ("250g 礼盒", 15_800, 20))),
+    ("安吉白茶", "已售罄，暂时下架", "off_sale", None, (("200g", 12_900, 0),)),
+)
 
 
 #: One item of each kind for the points shop (seed 003 3.2): goods from 2,000 points, event access, invite codes.

@@ -18,14 +18,20 @@ from server.accounts.services import bind_phone
 from server.db import utcnow
 from server.distribution.models import MaterialKind
 from server.distribution.services import apply, appoint, create_grade, create_material
-from server.orders.models import Order, OrderStatus, Product, Sku
+from server.orders.models import Order, OrderStatus, Product, RefundStatus, Sku
 from server.orders.services import (
+    REFUND_ABNORMAL,
+    REFUND_SUCCESS,
     LineRequest,
     apply_payment,
+    apply_refund_notice,
+    close_unpaid,
+    finish_refund,
     move,
     place_order,
     receive,
     request_member_refund,
+    request_refund,
     ship,
 )
 from server.points.models import RedemptionItem
@@ -60,7 +66,26 @@ DEMO_ORDERS = (
     ("demo-frank", 2, "paid"),
     ("demo-heidi", 0, "paid"),
     ("demo-grace", 0, "created"),
+    # The refund queues and the end states, so the order pages have every status to show.
+    ("demo-grace", 6, "closed"),
+    ("demo-carol", 11, "refunded"),
+    ("demo-eve", 3, "refund_failed"),
+    ("demo-bob", 1, "refund_abnormal"),
 )
+
+
+def _demo_refund(sess: Session, order: Order, owner: Staff, fate: str) -> None:
+    """A staff refund and how WeChat Pay ended it: paid back, refused for good, or stuck (abnormal)."""
+    refund = request_refund(sess, order, None, "质量问题，全额退款", actor=f"staff:{owner.id}", approved=True, staff_id=owner.id)
+    if fate == "refund_failed":
+        # What ``submit_refund`` records when WeChat Pay refuses a refund for good.
+        finish_refund(sess, order, refund, succeeded=False, actor="wechat", ending=RefundStatus.failed, reason="基本账户余额不足，请充值后重新发起")
+        return
+    ending = REFUND_SUCCESS if fate == "refunded" else REFUND_ABNORMAL
+    # What WeChat Pay's refund notification applies once it has taken the refund.
+    apply_refund_notice(
+        sess, out_trade_no=order.out_trade_no, out_refund_no=refund.out_refund_no, refund_id=f"DEMOREFUND{refund.id:08d}", amount_fen=refund.amount_fen, ending=ending, api="v3"
+    )
 
 
 def seed_business(sess: Session, product_title: str) -> Iterator[str]:
@@ -93,7 +118,7 @@ def seed_business(sess: Session, product_title: str) -> Iterator[str]:
 
     for number, (openid, days, fate) in enumerate(DEMO_ORDERS):
         order = place_order(sess, members[openid], [LineRequest(sku_id=sku.id, quantity=1 + number % 2)])
-        if fate != "created":
+        if fate not in ("created", "closed"):
             apply_payment(sess, out_trade_no=order.out_trade_no, transaction_id=f"DEMO{order.id:012d}", amount_fen=order.total_fee, api="v3")
         if fate in ("shipped", "received", "completed"):
             ship(sess, order, carrier="顺丰", tracking_no=f"SF{order.id:010d}", actor="demo")
@@ -103,12 +128,16 @@ def seed_business(sess: Session, product_title: str) -> Iterator[str]:
             move(sess, order, OrderStatus.completed, actor="demo")
         if fate == "refund_requested":
             request_member_refund(sess, order, None, "不想要了", actor=f"member:{order.member_id}")
+        if fate == "closed":
+            close_unpaid(sess, order, actor="system", reason="timeout")
+        if fate.startswith("refund") and fate != "refund_requested":
+            _demo_refund(sess, order, owner, fate)
         process_order(sess, order)
         when = now - timedelta(days=days, hours=number)
         sess.execute(
             update(Order).where(Order.id == order.id).values(created_at=when, paid_at=when + timedelta(minutes=5) if order.paid_at else None)
         )
-    yield f"{len(DEMO_ORDERS)} demo orders: completed, received, shipped, paid, a refund waiting for approval, one unpaid"
+    yield f"{len(DEMO_ORDERS)} demo orders: completed, received, shipped, paid, a refund waiting for approval, one unpaid, one closed, one refunded, a failed and an abnormal refund"
 
     carol_scene = scene_for_share(sess, members["demo-carol"].id, Channel.h5_link)
     leave_contact(sess, member=None, scene_code=carol_scene.code, contact_name="周先生", phone="13600136000", note="想给公司采购 20 盒")

@@ -14,7 +14,15 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     from server.console import media, routes
     # The page modules add their routes to routes.bp as they load, before it is registered below.
-    from server.console import distributors_pages, materials_pages, points_pages, posters_pages, redemption_pages  # noqa: F401
+    from server.console import (  # noqa: F401
+        distributors_pages,
+        materials_pages,
+        orders_pages,
+        points_pages,
+        posters_pages,
+        products_pages,
+        redemption_pages,
+    )
 
     app.config.update(
         # The cookie session belongs to the console alone: sent only under /console, never readable by

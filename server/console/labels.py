@@ -54,6 +54,40 @@ TX_KIND = {
 REDEMPTION_STATUS = {"placed": "待发放", "fulfilled": "已发放", "cancelled": "已取消"}
 ITEM_KIND = {"goods": "实物商品", "privilege": "权益", "invite_code": "邀请码"}
 SETTLEMENT_MODE = {"weekly": "每周", "monthly": "每月", "threshold": "达到门槛"}
+REFUND_STATUS = {
+    "requested": "待审批",
+    "approved": "已批准，待提交微信",
+    "processing": "微信处理中",
+    "succeeded": "已退款",
+    "rejected": "已拒绝",
+    "failed": "失败",
+    "abnormal": "异常（待处理）",
+}
+PRODUCT_STATUS = {"on_sale": "在售", "off_sale": "已下架"}
+ORDER_EVENT = {
+    "created": "下单",
+    "prepay": "发起支付",
+    "pay_window_extended": "延长支付时间",
+    "paid": "支付成功",
+    "paid_after_close": "关闭后收到付款",
+    "shipped": "发货",
+    "received": "确认收货",
+    "completed": "完成",
+    "closed": "关闭",
+    "refund_requested": "申请退款",
+    "refund_approved": "批准退款",
+    "refund_submitted": "退款已提交微信",
+    "refund_succeeded": "退款成功",
+    "refund_ended": "退款结束",
+    "refund_abnormal": "退款异常",
+    "refund_settled_offline": "线下处理异常退款",
+    "refund_resent": "重新发起异常退款",
+    "refund_resend_refused": "重新发起被微信拒绝",
+    "refund_closed": "退款结束，订单恢复",
+    "refund_reopened": "退款重新打开",
+    "refunded": "全额退款",
+    "installment_received": "收到分期款",
+}
 #: What the console says for the errors a form may meet, by envelope code.
 ERRORS = {
     40110: "用户名或密码错误。",
@@ -77,6 +111,9 @@ TABLES = {
     "redemption_status": REDEMPTION_STATUS,
     "item_kind": ITEM_KIND,
     "settlement_mode": SETTLEMENT_MODE,
+    "refund_status": REFUND_STATUS,
+    "product_status": PRODUCT_STATUS,
+    "order_event": ORDER_EVENT,
 }
 
 
@@ -93,6 +130,17 @@ def yuan(fen: int | None) -> str:
     sign = "-" if fen < 0 else ""
     whole, cents = divmod(abs(int(fen)), 100)
     return f"{sign}¥{whole:,}.{cents:02d}"
+
+
+def fen(text: str, *, maximum: int = 100_000_000_00) -> int | None:
+    """Yuan as typed ("12", "12.5", "1,234.56") in whole fen, without floats; None when it is not an amount
+    of at most two decimals between 0.01 and ``maximum`` fen."""
+    cleaned = text.strip().replace(",", "").replace("，", "").lstrip("¥￥")
+    whole, dot, cents = cleaned.partition(".")
+    if not whole.isascii() or not whole.isdigit() or len(whole) > 12 or (dot and not (cents.isascii() and cents.isdigit() and len(cents) <= 2)):
+        return None
+    value = int(whole) * 100 + int(cents.ljust(2, "0") or 0)
+    return value if 0 < value <= maximum else None
 
 
 def points(hundredths: int | None) -> str:

@@ -411,6 +411,17 @@ def submit_refund(app: Flask, refund_id: int, now: datetime | None = None) -> bo
         return True
 
 
+def submit_refund_after_commit(refund_id: int) -> None:
+    """Queue ``submit_refund`` for an approved refund: the refund API call is a side effect that runs
+    once the request's commit has stored the refund (never inside the transaction)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
+
+    def submit() -> None:
+        submit_refund(app, refund_id)
+
+    db.after_commit(submit)
+
+
 def _refund_waits(sess: Session, refund_id: int, why: str, now: datetime) -> None:
     """An approved refund WeChat did not take this time: count the attempt and back the next one off."""
     refund = sess.get(Refund, refund_id, populate_existing=True)

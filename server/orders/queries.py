@@ -1,18 +1,29 @@
 """Read-side figures about orders that other packages show: sales a member brought, orders members placed,
-the sales leaderboard.
+the sales leaderboard, and the console's order and refund lists.
 
 Depends only on the models, so any package may read it without importing the order services.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member, MemberStatus
-from server.orders.models import Order
+from server.orders.models import (
+    Order,
+    OrderEvent,
+    OrderItem,
+    OrderKind,
+    OrderStatus,
+    PaymentNotice,
+    Product,
+    Refund,
+    RefundStatus,
+)
 
 
 def attributed_sales(sess: Session, member_ids: list[int]) -> dict[int, tuple[int, int]]:
@@ -96,3 +107,92 @@ def sales_rank(sess: Session, member_id: int, start: datetime | None, end: datet
         .subquery()
     )
     return 1 + int(sess.scalar(select(func.count()).select_from(better)) or 0), own
+# -- the console's order and refund pages ------------------------------------------------------
+
+
+def staff_orders(
+    *,
+    status: OrderStatus | None = None,
+    kind: OrderKind | None = None,
+    inviter_id: int | None = None,
+    product_id: int | None = None,
+    member_id: int | None = None,
+    number: str | None = None,
+    order_or_member_id: int | None = None,
+    openid: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Any:
+    """Orders matching the console's filters, each on an indexed column; ``start`` ≤ created < ``end``.
+
+    The search matches any of: ``number``, the start of an order number; ``order_or_member_id``, an order's
+    id or its buyer's member id; ``openid``, the buyer's openid. Unordered."""
+    stmt = select(Order)
+    for column, value in ((Order.status, status), (Order.kind, kind), (Order.inviter_id, inviter_id), (Order.member_id, member_id)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if product_id is not None:
+        stmt = stmt.where(Order.id.in_(select(OrderItem.order_id).where(OrderItem.product_id == product_id)))
+    buyer: list[ColumnElement[bool]] = []
+    if number:
+        buyer.append(Order.out_trade_no.startswith(number, autoescape=True))
+    if order_or_member_id is not None:
+        buyer.extend([Order.id == order_or_member_id, Order.member_id == order_or_member_id])
+    if openid:
+        buyer.append(Order.member_id.in_(select(Member.id).where(Member.openid == openid)))
+    if buyer:
+        stmt = stmt.where(or_(*buyer))
+    if start is not None:
+        stmt = stmt.where(Order.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(Order.created_at < end)
+    return stmt
+
+
+def members_by_id(sess: Session, member_ids: set[int | None]) -> dict[int, Member]:
+    """The members a page names (buyers, inviters, uplines), in one query."""
+    wanted = {i for i in member_ids if i is not None}
+    if not wanted:
+        return {}
+    return {m.id: m for m in sess.scalars(select(Member).where(Member.id.in_(wanted)))}
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """Everything the order page shows besides the order itself."""
+
+    items: list[OrderItem]
+    events: list[OrderEvent]
+    refunds: list[Refund]
+    #: The verified payment notifications of the order (WeChat's own record that money came in).
+    payments: list[PaymentNotice]
+    #: The buyer, inviter and upline by id.
+    members: dict[int, Member]
+
+
+def order_record(sess: Session, order: Order) -> OrderRecord:
+    return OrderRecord(
+        items=list(sess.scalars(select(OrderItem).where(OrderItem.order_id == order.id).order_by(OrderItem.id))),
+        events=list(sess.scalars(select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id))),
+        refunds=list(sess.scalars(select(Refund).where(Refund.order_id == order.id).order_by(Refund.id))),
+        payments=list(
+            sess.scalars(
+                select(PaymentNotice).where(PaymentNotice.out_trade_no == order.out_trade_no, PaymentNotice.kind == "pay").order_by(PaymentNotice.id)
+            )
+        ),
+        members=members_by_id(sess, {order.member_id, order.inviter_id, order.upline_id}),
+    )
+
+
+def staff_refunds(status: RefundStatus | None) -> Any:
+    """Refunds (with their order) in one status, or all; unordered."""
+    stmt = select(Refund, Order).join(Order, Order.id == Refund.order_id)
+    if status is not None:
+        stmt = stmt.where(Refund.status == status)
+    return stmt
+
+
+def product_choices(sess: Session, limit: int = 200) -> list[tuple[int, str]]:
+    """Products for a filter's drop-down: (id, title), the merchant's order."""
+    rows = sess.execute(select(Product.id, Product.title).order_by(Product.sort.desc(), Product.id.desc()).limit(limit)).all()
+    return [(pid, title) for pid, title in rows]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 from pydantic import (
     Field,
     StrictBool,
@@ -493,7 +493,7 @@ def admin_refund(order_id: int) -> Any:
     order = _order(order_id)
     staff_id = current_staff().id
     refund = services.request_refund(sess, order, body.amount_fen, body.reason, actor=f"staff:{staff_id}", approved=True, staff_id=staff_id)
-    _submit_after_commit(refund.id)
+    payments.submit_refund_after_commit(refund.id)
     return envelope(serialize_refund(refund), status=201)
 
 
@@ -503,7 +503,7 @@ def admin_approve_refund(refund_id: int) -> Any:
     sess = db.session()
     staff_id = current_staff().id
     refund = services.approve_refund(sess, refund_id, actor=f"staff:{staff_id}", staff_id=staff_id)
-    _submit_after_commit(refund.id)
+    payments.submit_refund_after_commit(refund.id)
     return envelope(serialize_refund(refund))
 
 
@@ -560,12 +560,3 @@ def admin_resend_abnormal_refund(refund_id: int) -> Any:
     )
     return envelope(serialize_refund(refund))
 
-
-def _submit_after_commit(refund_id: int) -> None:
-    """The refund API call is a side effect: it runs once the refund row is committed."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
-
-    def submit() -> None:
-        payments.submit_refund(app, refund_id)
-
-    db.after_commit(submit)

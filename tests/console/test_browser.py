@@ -23,11 +23,17 @@ from flask import Flask
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
+from sqlalchemy import select
+
 from server import create_app, db
 from server.accounts.services import create_staff
 from server.accounts.models import Member, StaffRole
 from server.demo import DEMO_PASSWORD, seed_demo
+from server.orders import payments
+from server.orders.models import Order, OrderStatus, Refund, RefundStatus, Sku
 from tests.conftest import _empty_database, make_config
+from tests.orders.conftest import pay_merchant, sandbox_pay  # noqa: F401  (the sandbox's WeChat Pay, as the order tests use it)
+from wechat_sandbox import PayState
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium); CI installs it")
@@ -339,6 +345,78 @@ def test_owner_runs_a_settlement_and_adjusts_points_once(page: Any, live: LiveSe
     assert errors == []
 
 
+# -- orders, refunds and products ------------------------------------------------------------------------
+
+
+def paid_order_with_a_refund_request(live: LiveServer, sandbox_pay: PayState) -> tuple[int, int]:
+    """A demo-catalog order a new buyer paid through the sandbox's WeChat Pay, then asked to refund: (order id, refund id)."""
+    client = live.app.test_client()
+    login = client.post("/api/v1/auth/wx-login", json={"code": "sandbox:browser-buyer"}).get_json()["data"]
+    headers = {"Authorization": f"Bearer {login['token']}"}
+    with live.app.app_context():
+        sku_id = db.session().scalars(select(Sku.id).order_by(Sku.id)).first()
+    placed = client.post("/api/v1/orders", headers=headers, json={"items": [{"sku_id": sku_id, "quantity": 1}]}).get_json()["data"]
+    assert client.post(f"/api/v1/orders/{placed['id']}/pay", headers=headers).status_code == 200
+    notice_headers, body = sandbox_pay.build_pay_notification(placed["out_trade_no"])
+    assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=notice_headers).status_code == 204
+    asked = client.post(f"/api/v1/orders/{placed['id']}/refunds", headers=headers, json={"reason": "包装破损"})
+    assert asked.status_code == 201, asked.get_json()
+    return int(placed["id"]), int(asked.get_json()["data"]["id"])
+
+
+def test_owner_ships_an_order_and_approves_a_refund(page: Any, live: LiveServer, errors: list[str], shots: Path, sandbox_pay: PayState) -> None:
+    order_id, refund_id = paid_order_with_a_refund_request(live, sandbox_pay)
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, live, "owner")
+    page.click("nav.nav >> text=订单")
+    page.wait_for_url(f"{live.url}/console/orders")
+    page.screenshot(path=str(shots / "orders.png"), full_page=True)
+    # The status filter works in place (htmx) and stays in the URL.
+    page.select_option("#status", "paid")
+    page.wait_for_url("**/console/orders?*status=paid*")
+    paid_rows = page.locator("#results tbody tr")
+    assert paid_rows.count() >= 2 and all("已支付" in t for t in paid_rows.all_inner_texts())
+
+    # Ship a paid demo order.
+    page.locator("#results tbody tr").last.locator("td a").first.click()
+    page.wait_for_selector("text=确认发货")
+    page.fill("#carrier", "顺丰速运")
+    page.fill("#tracking_no", "SF2026000001")
+    page.click("#ship button[type=submit]")
+    page.wait_for_selector("text=已发货：顺丰速运 SF2026000001")
+    assert page.locator("[data-field=status]").inner_text() == "已发货"
+    assert page.locator("#timeline [data-event=shipped]").count() == 1
+
+    # Approve the buyer's refund request from the queue; WeChat Pay (the sandbox) takes it after the commit.
+    page.goto(f"{live.url}/console/refunds?status=requested")
+    page.click(f"tr[data-refund='{refund_id}'] >> text=处理")
+    page.wait_for_url(f"{live.url}/console/orders/{order_id}#refund-{refund_id}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click(f"#refund-{refund_id} >> text=批准退款")
+    page.wait_for_selector("text=已批准退款")
+    assert page.locator(f"#refund-{refund_id} [data-field=refund-status]").inner_text() == "微信处理中"
+    with live.app.app_context():
+        refund = db.session().get(Refund, refund_id)
+        assert refund is not None and refund.status == RefundStatus.processing
+        out_refund_no = refund.out_refund_no
+    # WeChat's refund notification ends it.
+    notice_headers, body = sandbox_pay.build_refund_notification(out_refund_no)
+    assert live.app.test_client().post(payments.V3_NOTIFY_PATH, data=body, headers=notice_headers).status_code == 204
+    page.goto(f"{live.url}/console/orders/{order_id}")
+    assert page.locator("[data-field=status]").inner_text() == "已退款"
+    assert page.locator(f"#refund-{refund_id} [data-field=refund-status]").inner_text() == "已退款"
+    page.screenshot(path=str(shots / "order.png"), full_page=True)
+
+    page.goto(f"{live.url}/console/products")
+    page.screenshot(path=str(shots / "products.png"), full_page=True)
+
+    page.set_viewport_size(PHONE)
+    for path in ("/console/orders", f"/console/orders/{order_id}", "/console/refunds", "/console/products"):
+        page.goto(f"{live.url}{path}")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), f"{path} scrolls sideways on a phone"
+    assert errors == []
+
+
 def test_operations_cannot_adjust_points(page: Any, live: LiveServer, errors: list[str]) -> None:
     sign_in(page, live, "ops")
     page.goto(f"{live.url}/console/points")
@@ -354,4 +432,21 @@ def test_operations_cannot_adjust_points(page: Any, live: LiveServer, errors: li
     assert status == 403
     response = page.goto(f"{live.url}/console/points/settlements")
     assert response.status == 403 and "无权访问" in page.content()
+    assert [e for e in errors if "403" not in e] == []
+
+
+def test_finance_cannot_ship(page: Any, live: LiveServer, errors: list[str]) -> None:
+    sign_in(page, live, "finance")
+    assert "商品" not in page.locator("nav.nav").inner_text()
+    with live.app.app_context():
+        order_id = db.session().scalars(select(Order.id).where(Order.status == OrderStatus.paid).order_by(Order.id)).first()
+    page.goto(f"{live.url}/console/orders/{order_id}")
+    assert page.locator("text=确认发货").count() == 0
+    token = page.get_attribute("meta[name=csrf-token]", "content")
+    response = page.request.post(f"{live.url}/console/orders/{order_id}/ship", form={"csrf_token": token, "carrier": "顺丰", "tracking_no": "SF1"})
+    assert response.status == 403 and "无权访问" in response.text()
+    with live.app.app_context():
+        order = db.session().get(Order, order_id)
+        assert order is not None and order.status == OrderStatus.paid
+    assert page.goto(f"{live.url}/console/products").status == 403
     assert [e for e in errors if "403" not in e] == []

@@ -41,6 +41,14 @@ PROBES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "GET /admin/api/v1/points/redemptions": ("GET", "/admin/api/v1/points/redemptions", None),
     "POST /admin/api/v1/points/redemptions/{redemption_id}/cancel": ("POST", "/admin/api/v1/points/redemptions/999999/cancel", {}),
     "POST /admin/api/v1/points/items": ("POST", "/admin/api/v1/points/items", {}),
+    "GET /admin/api/v1/orders": ("GET", "/admin/api/v1/orders", None),
+    "POST /admin/api/v1/orders/{order_id}/ship": ("POST", "/admin/api/v1/orders/999999/ship", {"carrier": "顺丰", "tracking_no": "SF1"}),
+    "POST /admin/api/v1/orders/{order_id}/refunds": ("POST", "/admin/api/v1/orders/999999/refunds", {"reason": "x"}),
+    "GET /admin/api/v1/refunds": ("GET", "/admin/api/v1/refunds", None),
+    "POST /admin/api/v1/refunds/{refund_id}/reject": ("POST", "/admin/api/v1/refunds/999999/reject", {"reason": "x"}),
+    "POST /admin/api/v1/refunds/{refund_id}/settle-offline": ("POST", "/admin/api/v1/refunds/999999/settle-offline", {"note": "x"}),
+    "GET /admin/api/v1/products": ("GET", "/admin/api/v1/products", None),
+    "PATCH /admin/api/v1/skus/{sku_id}": ("PATCH", "/admin/api/v1/skus/999999", {}),
 }
 
 
