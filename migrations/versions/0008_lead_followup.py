@@ -1,5 +1,5 @@
 """Lead follow-up: an assignee, a follow-up state and notes per lead, the lead pool's filter indexes;
-partner payouts, which mark a period's commission lines paid once.
+partner payouts, which mark a period's commission lines paid once; an index that finds contracts among orders.
 
 Revision ID: 0008
 Revises: 0007
@@ -62,6 +62,8 @@ def upgrade() -> None:
         batch_op.create_index('ix_leads_follow_up_created', ['follow_up', 'created_at'], unique=False)
         batch_op.create_foreign_key(batch_op.f('fk_leads_assignee_id_staff'), 'staff', ['assignee_id'], ['id'])
 
+    with op.batch_alter_table('orders', schema=None) as batch_op:
+        batch_op.create_index('ix_orders_kind_status', ['kind', 'status'], unique=False)
     with op.batch_alter_table('partner_commissions', schema=None) as batch_op:
         batch_op.add_column(sa.Column('payout_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True))
         batch_op.create_index(batch_op.f('ix_partner_commissions_payout_id'), ['payout_id'], unique=False)
@@ -73,6 +75,8 @@ def downgrade() -> None:
         batch_op.drop_constraint(batch_op.f('fk_partner_commissions_payout_id_partner_payouts'), type_='foreignkey')
         batch_op.drop_index(batch_op.f('ix_partner_commissions_payout_id'))
         batch_op.drop_column('payout_id')
+    with op.batch_alter_table('orders', schema=None) as batch_op:
+        batch_op.drop_index('ix_orders_kind_status')
     with op.batch_alter_table('leads', schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_leads_assignee_id_staff'), type_='foreignkey')
         batch_op.drop_index('ix_leads_follow_up_created')

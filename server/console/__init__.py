@@ -13,6 +13,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     from server.console import routes
+    from server.console import contract_pages, lead_pages, partner_pages  # noqa: F401  (their routes join routes.bp)
 
     app.config.update(
         # The cookie session belongs to the console alone: sent only under /console, never readable by

@@ -500,6 +500,9 @@ def nav_items() -> list[tuple[str, str, str]]:
     items = [
         ("console.dashboard", "概览", "dashboard"),
         ("console.members", "会员", "members"),
+        ("console.leads", "线索", "leads"),
+        ("console.contracts", "合同", "contracts"),
+        ("console.partners", "渠道", "partners"),
         ("console.settings_page", "设置", "settings"),
         ("console.staff_page", "员工", "staff"),
         ("console.audit", "操作日志", "audit"),

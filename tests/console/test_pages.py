@@ -74,7 +74,7 @@ def test_dashboard_shows_the_demo_shop_and_its_queues(app: Flask, demo: dict[str
     owner = _demo_login(app, "owner")
     page = owner.get("/console/").text
     assert 'data-figure="30d-new_members">8<' in page
-    assert 'data-figure="30d-orders">8<' in page
+    assert 'data-figure="30d-orders">9<' in page  # eight online orders and the demo contract
     assert "分销员申请待审核" in page and "合同尾款待财务确认" in page
     trend = owner.get("/console/dashboard/trend.json?days=7").get_json()
     assert len(trend["dates"]) == 7 and set(trend) >= {"new_members", "bindings", "leads", "orders", "paid_fen", "points_issued"}

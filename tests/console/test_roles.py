@@ -26,6 +26,15 @@ PROBES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "POST /admin/api/v1/refunds/{refund_id}/resend": ("POST", "/admin/api/v1/refunds/999999/resend", {"merchant_bank_card": True}),
     "POST /admin/api/v1/points/redemptions/{redemption_id}/fulfil": ("POST", "/admin/api/v1/points/redemptions/999999/fulfil", {}),
     "GET /admin/api/v1/finance/confirmations": ("GET", "/admin/api/v1/finance/confirmations", None),
+    "GET /admin/api/v1/leads": ("GET", "/admin/api/v1/leads", None),
+    "POST /admin/api/v1/leads/{lead_id}/reveal-phone": ("POST", "/admin/api/v1/leads/999999/reveal-phone", None),
+    "GET /admin/api/v1/contracts": ("GET", "/admin/api/v1/contracts", None),
+    "POST /admin/api/v1/contracts": ("POST", "/admin/api/v1/contracts", {"lead_id": 999999, "title": "x", "amount_fen": 1, "installments": [{"amount_fen": 1}]}),
+    "POST /admin/api/v1/contracts/{order_id}/installments/{seq}/receive": ("POST", "/admin/api/v1/contracts/999999/installments/1/receive", None),
+    "POST /admin/api/v1/contracts/{order_id}/confirm-final": ("POST", "/admin/api/v1/contracts/999999/confirm-final", None),
+    "GET /admin/api/v1/partners": ("GET", "/admin/api/v1/partners", None),
+    "POST /admin/api/v1/partners": ("POST", "/admin/api/v1/partners", {"name": ""}),
+    "POST /admin/api/v1/partners/{partner_id}/payouts": ("POST", "/admin/api/v1/partners/999999/payouts", {}),
 }
 
 
