@@ -39,9 +39,11 @@ from server.points.incentives import create_stage_rule
 from server.points.redemption import grant_from_cli, redeem
 from server.points.settlement import manual_period_key, settle
 from server.points.services import process_order
+from server.orders.contracts import InstallmentPlan, create_contract, receive_installment
 from server.posters.services import create_template
-from server.referral.models import Binding, Channel, Lead, TouchEvent
-from server.referral.services import bind_member, leave_contact, scene_for_share
+from server.referral.lead_work import assign_lead, follow_up_lead
+from server.referral.models import Binding, Channel, Lead, LeadFollowUp, LeadStatus, PartnerCommission, TouchEvent
+from server.referral.services import bind_member, create_partner, create_scene, leave_contact, review_lead, scene_for_share
 from server.settings.services import get_setting
 
 #: (openid, nickname, days ago they joined, inviter's openid or None, phone or None)
@@ -143,6 +145,7 @@ def seed_business(sess: Session, product_title: str) -> Iterator[str]:
     leave_contact(sess, member=None, scene_code=carol_scene.code, contact_name="周先生", phone="13600136000", note="想给公司采购 20 盒")
     leave_contact(sess, member=None, scene_code=carol_scene.code, contact_name="吴女士", phone="13500135000", note="咨询团购价格")
     yield "2 contact leads waiting for review"
+    yield from _seed_leads_contracts_partners(sess, owner, members)
 
     grant_from_cli(sess, bob.id, 300_000, reason="演示积分", key="demo-grant-bob")
     goods = sess.scalar(select(RedemptionItem).where(RedemptionItem.kind == "goods").order_by(RedemptionItem.id))
@@ -194,3 +197,46 @@ def _seed_points_rules(sess: Session, bob: Member) -> Iterator[str]:
     create_stage_rule(sess, name="月度销售之星", min_monthly_sales_fen=1_000_000, bonus=20_000, consecutive_months=2)
     run = settle(sess, period=manual_period_key(), mode=str(get_setting(sess, "settlement_mode")), actor="cli")
     yield f"a stage bonus rule and a settlement run ({run.members} members, {run.total / 100:,.2f} points)"
+
+
+def _seed_leads_contracts_partners(sess: Session, owner: Staff, members: dict[str, Member]) -> Iterator[str]:
+    """Leads being followed up, a partner channel with last month's commission, and an offline contract whose
+    installments have all arrived and wait for finance to confirm the final payment."""
+    ops = sess.scalar(select(Staff).where(Staff.role == StaffRole.operations).order_by(Staff.id)) or owner
+    first = sess.scalar(select(Lead).where(Lead.contact_name == "周先生"))
+    if first is not None:
+        assign_lead(sess, first.id, ops.id, staff_id=owner.id)
+        follow_up_lead(sess, first.id, "已电话联系，对方要 20 盒的报价单", staff_id=ops.id, state=LeadFollowUp.contacted)
+
+    partner = create_partner(
+        sess,
+        {"name": "知乎·职场圈", "platform": "zhihu", "contact": "郑编辑", "commission_mode": "per_lead", "per_lead_fen": 5_000, "deal_rate_bp": 0},
+        staff_id=owner.id,
+    )
+    scene = create_scene(sess, channel=Channel.partner, partner_id=partner.id, content_type="campaign", content_id="spring")
+    partner_lead = leave_contact(sess, member=None, scene_code=scene.code, contact_name="郑经理", phone="13400134000", note="了解企业定制礼盒")
+    review_lead(sess, partner_lead.id, LeadStatus.valid, staff=owner, note="渠道线索，已确认")
+    # Last month's commission, so the partner's statement has a period to pay.
+    last_month = utcnow().replace(day=1) - timedelta(days=10)
+    sess.execute(update(PartnerCommission).where(PartnerCommission.partner_id == partner.id).values(created_at=last_month))
+    sess.execute(update(Lead).where(Lead.id == partner_lead.id).values(created_at=last_month))
+    yield f"partner {partner.name} with a tracked link and a valid lead from last month (a ¥50.00 commission to pay)"
+
+    eve = members["demo-eve"]
+    lead = leave_contact(sess, member=eve, scene_code=None, contact_name="伊娃", phone="13100131000", note="公司年度礼盒采购")
+    review_lead(sess, lead.id, LeadStatus.valid, staff=ops, note="已确认需求")
+    follow_up_lead(sess, lead.id, "报价已确认，准备签约", staff_id=ops.id, state=LeadFollowUp.contacted)
+    follow_up_lead(sess, lead.id, "已签合同", staff_id=ops.id, state=LeadFollowUp.converted)
+    order = create_contract(
+        sess,
+        lead_id=lead.id,
+        title="年度礼盒采购",
+        amount_fen=3_000_000,
+        installments=[InstallmentPlan(1_000_000), InstallmentPlan(2_000_000)],
+        parent_order_id=None,
+        staff_id=ops.id,
+    )
+    finance = sess.scalar(select(Staff).where(Staff.role == StaffRole.finance).order_by(Staff.id)) or owner
+    receive_installment(sess, order.id, 1, staff_id=finance.id, note="首付款")
+    receive_installment(sess, order.id, 2, staff_id=finance.id, note="尾款")
+    yield f"contract {order.out_trade_no} for eve's lead: both installments received, the final payment waiting for finance"

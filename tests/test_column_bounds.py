@@ -40,7 +40,7 @@ from server.posters import routes as posters
 from server.posters.models import PosterImage, PosterTemplate
 from server.referral import routes as referral
 from server.referral import signin_routes as signin
-from server.referral.models import Lead, Partner, Scene, TouchEvent
+from server.referral.models import Lead, LeadNote, Partner, PartnerPayout, Scene, TouchEvent
 from server.settings import routes as settings
 from server.settings.models import Setting
 
@@ -69,6 +69,10 @@ BODY_MODELS: dict[type[Body], type[Base]] = {
     referral.PartnerBody: Partner,
     referral.PartnerPatchBody: Partner,
     referral.PartnerSceneBody: Scene,
+    referral.AssignBody: Lead,
+    referral.FollowUpBody: LeadNote,
+    referral.LinkMemberBody: Lead,
+    referral.PayoutBody: PartnerPayout,
     settings.SettingBody: Setting,
     orders.LineBody: OrderItem,
     orders.OrderBody: Order,
@@ -103,6 +107,10 @@ FIELDS: dict[tuple[type[Body], str], tuple[Target, ...]] = {
     (referral.BindBody, "scene"): (TouchEvent.scene,),
     (referral.LeadBody, "scene"): (Lead.scene_code, TouchEvent.scene),
     (referral.ReviewBody, "note"): (Lead.review_note,),
+    (referral.FollowUpBody, "state"): (LeadNote.follow_up, Lead.follow_up),
+    (referral.FollowUpBody, "note"): (LeadNote.body,),
+    (referral.PayoutBody, "start"): (PartnerPayout.period_start,),
+    (referral.PayoutBody, "end"): (PartnerPayout.period_end,),
     (orders.SettleOfflineBody, "note"): (OrderEvent.detail, AuditEntry.detail),
     (orders.ResendAbnormalBody, "target"): (OrderEvent.detail, AuditEntry.detail),
     (orders.ResendAbnormalBody, "bank_type"): (AuditEntry.detail,),
@@ -133,6 +141,7 @@ FIELDS: dict[tuple[type[Body], str], tuple[Target, ...]] = {
 
 #: (request model, field) -> why no column stores what the client sent.
 NO_COLUMN: dict[tuple[type[Body], str], str] = {
+    (distribution.LeaderboardQuery, "period"): "a choice between two periods, never stored",
     (signin.WxLoginBody, "code"): "sent to WeChat, never stored",
     (accounts.PhoneBody, "code"): "sent to WeChat; the phone number it yields is stored encrypted",
     (accounts.StaffLoginBody, "username"): "only looked up",

@@ -350,6 +350,10 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
     "POST /admin/api/v1/points/adjustments": {42200: frozenset({"member_id"})},
     "POST /admin/api/v1/materials": {42200: frozenset({"poster_template_id"})},
     "POST /admin/api/v1/contracts": {42200: frozenset({"lead_id"}), 42261: ANY, 42262: ANY, 42263: ANY, 42264: ANY},
+    "POST /admin/api/v1/leads/{lead_id}/assign": {42200: frozenset({"assignee_id"})},
+    "POST /admin/api/v1/leads/{lead_id}/member": {42200: frozenset({"member_id"})},
+    # A payout's period must be over and end after it starts.
+    "POST /admin/api/v1/partners/{partner_id}/payouts": {42200: frozenset({"to"})},
     # A patch is checked with the stored material: its kind's fields, together.
     "PATCH /admin/api/v1/materials/{material_id}": {42200: frozenset({"body", "url", "poster_template_id"})},
     # Layouts are checked against the canvas (sizes scale with it) and background images by their bytes.

@@ -15,9 +15,12 @@ def init_app(app: Flask) -> None:
     from server.console import media, routes
     # The page modules add their routes to routes.bp as they load, before it is registered below.
     from server.console import (  # noqa: F401
+        contract_pages,
         distributors_pages,
+        lead_pages,
         materials_pages,
         orders_pages,
+        partner_pages,
         points_pages,
         posters_pages,
         products_pages,

@@ -36,6 +36,17 @@ TOUCH = {
     "refunded": "退款",
 }
 LEAD_STATUS = {"new": "待审核", "valid": "有效", "invalid": "无效"}
+FOLLOW_UP = {"new": "待跟进", "contacted": "已联系", "converted": "已成交", "lost": "已流失"}
+LEAD_SOURCE = {"arrival": "分享进店", "contact": "留资"}
+CHANNEL = {
+    "miniprogram_code": "小程序码",
+    "official_account_qr": "公众号二维码",
+    "h5_link": "H5 链接",
+    "moments_poster": "朋友圈海报",
+    "partner": "合作渠道",
+    "invite_code": "邀请码",
+}
+COMMISSION_MODE = {"per_lead": "按有效线索", "per_deal": "按成交"}
 DISTRIBUTOR_STATUS = {"pending": "待审核", "approved": "已通过", "rejected": "已拒绝", "frozen": "已冻结", "disabled": "已停用"}
 TX_KIND = {
     "order_reward": "订单奖励",
@@ -106,6 +117,10 @@ TABLES = {
     "account": ACCOUNT,
     "touch": TOUCH,
     "lead_status": LEAD_STATUS,
+    "follow_up": FOLLOW_UP,
+    "lead_source": LEAD_SOURCE,
+    "channel": CHANNEL,
+    "commission_mode": COMMISSION_MODE,
     "distributor_status": DISTRIBUTOR_STATUS,
     "tx_kind": TX_KIND,
     "redemption_status": REDEMPTION_STATUS,

@@ -31,3 +31,19 @@ class NotBoundError(AppError):
 
 class SceneQuotaError(AppError):
     http_status, code, message = 429, 42901, "you have created as many share links as allowed today"
+
+
+class LeadPhoneMissingError(NotFoundError):
+    code, message = 40412, "this lead left no phone number"
+
+
+class IllegalFollowUpError(ConflictError):
+    code, message = 40923, "the lead's follow-up cannot make this move"
+
+
+class LeadAlreadyLinkedError(ConflictError):
+    code, message = 40924, "this lead is already linked to a member"
+
+
+class NothingToPayError(ConflictError):
+    code, message = 40925, "the partner has no unpaid commission in this period"

@@ -121,12 +121,25 @@ class LeadSource(str, enum.Enum):
     contact = "contact"
 
 
+class LeadFollowUp(str, enum.Enum):
+    """Where the staff member working a lead has got with it (``services.FOLLOW_UP_TRANSITIONS`` says how it moves)."""
+
+    new = "new"
+    contacted = "contacted"
+    converted = "converted"
+    lost = "lost"
+
+
 class Lead(Base):
-    """A sales lead in the lead pool (线索池), reviewed by operations."""
+    """A sales lead in the lead pool (线索池), reviewed by operations and followed up by its assignee."""
 
     __tablename__ = "leads"
     __table_args__ = (
         Index("ix_leads_status_created", "status", "created_at"),
+        # The lead pool's other filters, each with the newest first.
+        Index("ix_leads_follow_up_created", "follow_up", "created_at"),
+        Index("ix_leads_assignee_created", "assignee_id", "created_at"),
+        Index("ix_leads_channel_created", "channel", "created_at"),
         Index("ix_leads_created", "created_at"),
     )
 
@@ -152,6 +165,26 @@ class Lead(Base):
     reviewed_by: Mapped[int | None] = mapped_column(BigId, ForeignKey("staff.id"))
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     review_note: Mapped[str] = mapped_column(String(255), default="")
+    #: The staff member following the lead up; null while nobody is.
+    assignee_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("staff.id"))
+    follow_up: Mapped[LeadFollowUp] = mapped_column(enum_column(LeadFollowUp, "lead_follow_up"), default=LeadFollowUp.new)
+    #: When the follow-up state last changed.
+    follow_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LeadNote(Base):
+    """One follow-up note on a lead: who wrote it, when, and the state it moved the lead to. Append-only."""
+
+    __tablename__ = "lead_notes"
+    __table_args__ = (Index("ix_lead_notes_lead_created", "lead_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(BigId, ForeignKey("leads.id"))
+    staff_id: Mapped[int] = mapped_column(BigId, ForeignKey("staff.id"))
+    #: The state the note moved the lead to; null for a note that changed nothing.
+    follow_up: Mapped[LeadFollowUp | None] = mapped_column(enum_column(LeadFollowUp, "lead_follow_up"))
+    body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -203,6 +236,31 @@ class PartnerCommission(Base):
     #: "lead:<id>" or "deal:<order reference>", so the same event is never recorded twice.
     idempotency_key: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The payout that paid this line; set once, when finance marks its period paid (the amount never changes).
+    payout_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("partner_payouts.id"), index=True)
+
+
+class PartnerPayout(Base):
+    """Finance paid a partner the commission lines of one period [period_start, period_end), once."""
+
+    __tablename__ = "partner_payouts"
+    __table_args__ = (
+        UniqueConstraint("partner_id", "period_start", "period_end", name="partner_period"),
+        CheckConstraint("period_start < period_end", name="period_order"),
+        CheckConstraint("total_fen >= 0", name="total_nonneg"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    partner_id: Mapped[int] = mapped_column(BigId, ForeignKey("partners.id"))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The lines paid and their sum, in fen, as they were when paid.
+    lines: Mapped[int] = mapped_column(default=0)
+    total_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: The bank transfer or voucher number finance paid with.
+    reference: Mapped[str] = mapped_column(String(64), default="")
+    paid_by: Mapped[int] = mapped_column(BigId, ForeignKey("staff.id"))
+    paid_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class OAAttribution(Base):

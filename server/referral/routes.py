@@ -13,9 +13,22 @@ from server.accounts.models import Member, StaffRole
 from server.api import Body, Instant, NonBlank, Page, client_address, iso, parse_body, parse_query, validate
 from server.cache import enforce_rate_limit
 from server.errors import NotFoundError, ValidationError, envelope
-from server.referral import services
+from server.referral import lead_work, payouts, services
 from server.referral.errors import PartnerNotFoundError
-from server.referral.models import Binding, Channel, Lead, LeadSource, LeadStatus, Partner, Scene, TouchEvent
+from server.referral.models import (
+    Binding,
+    Channel,
+    Lead,
+    LeadFollowUp,
+    LeadNote,
+    LeadSource,
+    LeadStatus,
+    Partner,
+    PartnerPayout,
+    Scene,
+    TouchEvent,
+)
+from server.referral.queries import LeadFilters, lead_pool
 from server.settings.services import get_setting
 from server.wechat.formats import SCENE_RE
 
@@ -51,9 +64,28 @@ class TeamQuery(Page):
 
 class LeadListQuery(Page):
     status: LeadStatus | None = None
+    follow_up: LeadFollowUp | None = None
     source: LeadSource | None = None
+    #: 0 for the leads nobody is assigned.
+    assignee_id: int | None = None
+    channel: Annotated[str, StringConstraints(max_length=24)] | None = None
     sharer_id: int | None = None
     partner_id: int | None = None
+
+
+class AssignBody(Body):
+    #: The owner or operations account to follow the lead up; null for nobody.
+    assignee_id: int | None = Field(ge=1)
+
+
+class FollowUpBody(Body):
+    #: The state the lead moves to; left out (or the current one) for a note that changes nothing.
+    state: Literal["new", "contacted", "converted", "lost"] | None = None
+    note: Annotated[NonBlank, StringConstraints(max_length=lead_work.NOTE_LIMIT)]
+
+
+class LinkMemberBody(Body):
+    member_id: int = Field(ge=1)
 
 
 class ReviewBody(Body):
@@ -81,6 +113,13 @@ class PartnerPatchBody(Body):
 class PartnerSceneBody(Body):
     content_type: Annotated[str, StringConstraints(max_length=16, pattern=r"^[a-z_]*$")] = ""
     content_id: Annotated[str, StringConstraints(max_length=64)] = ""
+
+
+class PayoutBody(Body):
+    start: Instant = Field(alias="from", strict=False)
+    end: Instant = Field(alias="to", strict=False)
+    #: The transfer or voucher number the partner was paid with.
+    reference: Annotated[str, StringConstraints(max_length=64)] = ""
 
 
 class StatementQuery(Body):
@@ -138,7 +177,35 @@ def serialize_lead(lead: Lead) -> dict[str, Any]:
         "review_note": lead.review_note,
         "reviewed_by": lead.reviewed_by,
         "reviewed_at": iso(lead.reviewed_at),
+        "assignee_id": lead.assignee_id,
+        "follow_up": lead.follow_up.value,
+        "follow_up_at": iso(lead.follow_up_at),
         "created_at": lead.created_at.isoformat(),
+    }
+
+
+def serialize_note(note: LeadNote) -> dict[str, Any]:
+    return {
+        "id": note.id,
+        "lead_id": note.lead_id,
+        "staff_id": note.staff_id,
+        "follow_up": note.follow_up.value if note.follow_up else None,
+        "note": note.body,
+        "created_at": note.created_at.isoformat(),
+    }
+
+
+def serialize_payout(payout: PartnerPayout) -> dict[str, Any]:
+    return {
+        "id": payout.id,
+        "partner_id": payout.partner_id,
+        "from": payout.period_start.isoformat(),
+        "to": payout.period_end.isoformat(),
+        "lines": payout.lines,
+        "total_fen": payout.total_fen,
+        "reference": payout.reference,
+        "paid_by": payout.paid_by,
+        "paid_at": payout.paid_at.isoformat(),
     }
 
 
@@ -290,17 +357,19 @@ def landing_lead(code: str) -> Any:
 @admin_bp.get("/leads")
 @staff_required(StaffRole.operations)
 def list_leads() -> Any:
-    """The lead pool, newest first, filtered by status, source, sharer or partner."""
+    """The lead pool, newest first, filtered by status, follow-up, source, assignee, channel, sharer or partner."""
     query = parse_query(LeadListQuery)
-    stmt = select(Lead)
-    for column, value in (
-        (Lead.status, query.status),
-        (Lead.source, query.source),
-        (Lead.sharer_id, query.sharer_id),
-        (Lead.partner_id, query.partner_id),
-    ):
-        if value is not None:
-            stmt = stmt.where(column == value)
+    stmt = lead_pool(
+        LeadFilters(
+            status=query.status,
+            follow_up=query.follow_up,
+            source=query.source,
+            assignee_id=query.assignee_id,
+            channel=query.channel,
+            sharer_id=query.sharer_id,
+            partner_id=query.partner_id,
+        )
+    )
     rows, total = db.paginate(db.session(), stmt, offset=query.offset, limit=query.page_size, order_by=(Lead.id.desc(),))
     return envelope({"items": [serialize_lead(lead) for lead in rows], "total": total, "page": query.page})
 
@@ -309,11 +378,10 @@ def list_leads() -> Any:
 @staff_required(StaffRole.operations)
 def get_lead(lead_id: int) -> Any:
     sess = db.session()
-    lead = sess.get(Lead, lead_id)
-    if lead is None:
-        raise NotFoundError("no such lead")
+    lead = lead_work.get_lead(sess, lead_id)
     events = services.timeline(sess, lead.member_id) if lead.member_id else []
-    return envelope({**serialize_lead(lead), "timeline": [serialize_event(e) for e in events]})
+    notes = lead_work.lead_notes(sess, lead.id)
+    return envelope({**serialize_lead(lead), "timeline": [serialize_event(e) for e in events], "notes": [serialize_note(n) for n in notes]})
 
 
 @admin_bp.post("/leads/<int:lead_id>/review")
@@ -322,6 +390,43 @@ def review_lead(lead_id: int) -> Any:
     body = parse_body(ReviewBody)
     sess = db.session()
     lead = services.review_lead(sess, lead_id, LeadStatus(body.status), staff=current_staff(), note=body.note)
+    return envelope(serialize_lead(lead))
+
+
+@admin_bp.post("/leads/<int:lead_id>/assign")
+@staff_required(StaffRole.operations)
+def assign_lead(lead_id: int) -> Any:
+    """Give the lead to a staff member to follow up, or to nobody."""
+    body = parse_body(AssignBody)
+    lead = lead_work.assign_lead(db.session(), lead_id, body.assignee_id, staff_id=current_staff().id)
+    return envelope(serialize_lead(lead))
+
+
+@admin_bp.post("/leads/<int:lead_id>/follow-up")
+@staff_required(StaffRole.operations)
+def follow_up_lead(lead_id: int) -> Any:
+    """A follow-up note, optionally moving the lead's follow-up state."""
+    body = parse_body(FollowUpBody)
+    note = lead_work.follow_up_lead(
+        db.session(), lead_id, body.note, staff_id=current_staff().id, state=LeadFollowUp(body.state) if body.state else None
+    )
+    return envelope(serialize_note(note), status=201)
+
+
+@admin_bp.post("/leads/<int:lead_id>/reveal-phone")
+@staff_required(StaffRole.operations)
+def reveal_lead_phone(lead_id: int) -> Any:
+    """The lead's full phone number; each reveal is audited."""
+    phone = lead_work.reveal_lead_phone(db.session(), lead_id, staff_id=current_staff().id)
+    return envelope({"id": lead_id, "phone": phone})
+
+
+@admin_bp.post("/leads/<int:lead_id>/member")
+@staff_required(StaffRole.operations)
+def link_lead_member(lead_id: int) -> Any:
+    """Link an anonymous lead to the member who left it and signed in later."""
+    body = parse_body(LinkMemberBody)
+    lead = lead_work.link_lead_member(db.session(), lead_id, body.member_id, staff_id=current_staff().id)
     return envelope(serialize_lead(lead))
 
 
@@ -429,6 +534,7 @@ def partner_statement(partner_id: int) -> Any:
             "leads": statement["leads"],
             "deals": statement["deals"],
             "total_fen": statement["total_fen"],
+            "paid_fen": statement["paid_fen"],
             "lines": [
                 {
                     "id": line.id,
@@ -437,9 +543,29 @@ def partner_statement(partner_id: int) -> Any:
                     "base_fen": line.base_fen,
                     "amount_fen": line.amount_fen,
                     "reference": line.idempotency_key,
+                    "payout_id": line.payout_id,
                     "created_at": line.created_at.isoformat(),
                 }
                 for line in statement["lines"]
             ],
         }
     )
+
+
+@admin_bp.get("/partners/<int:partner_id>/payouts")
+@staff_required(StaffRole.operations, StaffRole.finance)
+def list_partner_payouts(partner_id: int) -> Any:
+    """The periods the partner was paid for, newest first."""
+    query = parse_query(Page)
+    partner = _partner(partner_id)
+    rows = payouts.payouts_of(db.session(), partner.id, offset=query.offset, limit=query.page_size)
+    return envelope({"items": [serialize_payout(p) for p in rows], "page": query.page})
+
+
+@admin_bp.post("/partners/<int:partner_id>/payouts")
+@staff_required(StaffRole.finance)
+def mark_partner_period_paid(partner_id: int) -> Any:
+    """Finance marks a past period's unpaid commission lines paid; the same period again answers the same payout."""
+    body = parse_body(PayoutBody)
+    payout, created = payouts.mark_period_paid(db.session(), partner_id, body.start, body.end, staff_id=current_staff().id, reference=body.reference)
+    return envelope(serialize_payout(payout), status=201 if created else 200)

@@ -588,7 +588,7 @@ def record_partner_deal(sess: Session, partner_id: int, deal_reference: str, amo
 
 
 def partner_statement(sess: Session, partner_id: int, start: datetime | None, end: datetime | None) -> dict[str, Any]:
-    """A partner's commission lines in [start, end) with totals, for paying them by contract."""
+    """A partner's commission lines in [start, end) with totals (and what of it is paid), for paying them by contract."""
     partner = sess.get(Partner, partner_id)
     if partner is None:
         raise PartnerNotFoundError()
@@ -604,6 +604,8 @@ def partner_statement(sess: Session, partner_id: int, start: datetime | None, en
         "leads": sum(1 for line in lines if line.kind == "lead"),
         "deals": sum(1 for line in lines if line.kind == "deal"),
         "total_fen": sum(line.amount_fen for line in lines),
+        #: Of the total, what payouts already paid (``payouts.mark_period_paid``).
+        "paid_fen": sum(line.amount_fen for line in lines if line.payout_id is not None),
     }
 
 

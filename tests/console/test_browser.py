@@ -449,4 +449,59 @@ def test_finance_cannot_ship(page: Any, live: LiveServer, errors: list[str]) -> 
         order = db.session().get(Order, order_id)
         assert order is not None and order.status == OrderStatus.paid
     assert page.goto(f"{live.url}/console/products").status == 403
+def test_owner_reviews_a_lead_as_valid_and_reveals_its_phone(page: Any, live: LiveServer, errors: list[str], shots: Path) -> None:
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, live, "owner")
+    page.click("nav.nav >> text=线索")
+    page.wait_for_url(f"{live.url}/console/leads")
+    assert "13500135000" not in page.content()
+    # htmx filters the pool in place and keeps the filter in the URL.
+    page.select_option("#follow_up", "new")
+    page.wait_for_url(f"{live.url}/console/leads?*follow_up=new*")
+    assert page.locator("#results >> text=周先生").count() == 0
+    page.screenshot(path=str(shots / "leads.png"), full_page=True)
+    page.click("#results >> text=吴女士")
+    page.wait_for_selector("#review-form")
+    page.fill("#review-note", "电话确认有团购需求")
+    page.click("#review-form button[value=valid]")
+    page.wait_for_selector("text=已标记为有效线索")
+    assert page.locator("[data-field=status]").inner_text().startswith("有效")
+    page.click("#reveal-phone")
+    page.wait_for_selector("#lead-phone[data-revealed=true]")
+    assert page.locator("#lead-phone").inner_text() == "13500135000"
+    lead_path = page.url.removeprefix(live.url)
+    page.goto(f"{live.url}/console/audit?action=lead.")
+    audit = page.locator("table").inner_text()
+    assert "lead.reveal_phone" in audit and "lead.valid" in audit and f"lead:{lead_path.rsplit('/', 1)[1]}" in audit
+    assert "13500135000" not in page.content()
+
+    page.goto(f"{live.url}/console/contracts")
+    page.screenshot(path=str(shots / "contracts.png"), full_page=True)
+    page.click("nav.nav >> text=渠道")
+    page.click("text=知乎·职场圈")
+    page.wait_for_selector("#statement")
+    page.screenshot(path=str(shots / "partners.png"), full_page=True)
+
+    page.set_viewport_size(PHONE)
+    page.goto(f"{live.url}/console/leads")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), "the lead pool scrolls sideways on a phone"
+    assert errors == []
+
+
+def test_operations_cannot_confirm_an_installment(page: Any, live: LiveServer, errors: list[str]) -> None:
+    sign_in(page, live, "ops")
+    page.goto(f"{live.url}/console/contracts?queue=confirm")
+    page.click("#results a.mono")
+    page.wait_for_selector("text=分期")
+    assert page.locator("#confirm-final").count() == 0
+    assert page.locator("form[action*='/receive']").count() == 0
+    confirm_url = page.url + "/confirm-final"
+    status = page.evaluate(
+        """url => fetch(url, {method: "POST", headers: {"X-CSRFToken": document.querySelector('meta[name="csrf-token"]').content}})
+            .then(response => response.status)""",
+        confirm_url,
+    )
+    assert status == 403
+    page.reload()
+    assert page.locator("[data-field=confirmed]").inner_text() == "未确认"
     assert [e for e in errors if "403" not in e] == []

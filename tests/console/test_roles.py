@@ -49,6 +49,15 @@ PROBES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "POST /admin/api/v1/refunds/{refund_id}/settle-offline": ("POST", "/admin/api/v1/refunds/999999/settle-offline", {"note": "x"}),
     "GET /admin/api/v1/products": ("GET", "/admin/api/v1/products", None),
     "PATCH /admin/api/v1/skus/{sku_id}": ("PATCH", "/admin/api/v1/skus/999999", {}),
+    "GET /admin/api/v1/leads": ("GET", "/admin/api/v1/leads", None),
+    "POST /admin/api/v1/leads/{lead_id}/reveal-phone": ("POST", "/admin/api/v1/leads/999999/reveal-phone", None),
+    "GET /admin/api/v1/contracts": ("GET", "/admin/api/v1/contracts", None),
+    "POST /admin/api/v1/contracts": ("POST", "/admin/api/v1/contracts", {"lead_id": 999999, "title": "x", "amount_fen": 1, "installments": [{"amount_fen": 1}]}),
+    "POST /admin/api/v1/contracts/{order_id}/installments/{seq}/receive": ("POST", "/admin/api/v1/contracts/999999/installments/1/receive", None),
+    "POST /admin/api/v1/contracts/{order_id}/confirm-final": ("POST", "/admin/api/v1/contracts/999999/confirm-final", None),
+    "GET /admin/api/v1/partners": ("GET", "/admin/api/v1/partners", None),
+    "POST /admin/api/v1/partners": ("POST", "/admin/api/v1/partners", {"name": ""}),
+    "POST /admin/api/v1/partners/{partner_id}/payouts": ("POST", "/admin/api/v1/partners/999999/payouts", {}),
 }
 
 
