@@ -221,8 +221,8 @@ def password() -> Any:
 # -- dashboard ----------------------------------------------------------------------------------
 
 #: The dashboard's to-do list: queue key, the area whose staff act on it, label, the console page that
-#: will list it (shown as a link once that page exists) and its filter.
-TODOS = (
+#: lists it and its filter.
+TODOS: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (
     ("applications", "queue.applications", "分销员申请待审核", "console.distributors", {"status": "pending"}),
     ("leads", "queue.leads", "线索待审核", "console.leads", {"status": "new"}),
     ("refunds", "queue.refunds", "退款待审批", "console.refunds", {"status": "requested"}),
@@ -231,12 +231,6 @@ TODOS = (
     ("redemptions", "queue.redemptions", "兑换待发放", "console.redemptions", {"status": "placed"}),
     ("confirmations", "queue.confirmations", "合同尾款待财务确认", "console.contracts", {"queue": "confirm"}),
 )
-
-
-def _link(endpoint: str, args: dict[str, Any]) -> str | None:
-    from flask import current_app
-
-    return url_for(endpoint, **args) if endpoint in current_app.view_functions else None
 
 
 @bp.get("/")
@@ -248,7 +242,7 @@ def dashboard() -> Any:
     if allowed(staff.role, "queue.confirmations"):
         counts["confirmations"] = confirmation_queue(sess, offset=0, limit=1)[1]
     todos = [
-        {"label": label, "count": counts.get(key, 0), "url": _link(endpoint, args)}
+        {"label": label, "count": counts.get(key, 0), "url": url_for(endpoint, **args)}
         for key, area, label, endpoint, args in TODOS
         if allowed(staff.role, area)
     ]
