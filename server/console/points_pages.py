@@ -31,6 +31,7 @@ from server.points.errors import (
 )
 from server.points.models import SettlementRun, Statement, TxKind
 from server.points.routes import MAX_THRESHOLD_FEN
+from server.points import queries as points_queries
 from server.points.queries import member_balances
 from server.settings.services import get_setting
 
@@ -158,15 +159,15 @@ def points_settlements(error: str = "", status: int = 200) -> Any:
     """Settlement runs, newest first; the owner starts one now and watches it until it is done."""
     sess = db.session()
     page = int_arg("page", 1)
-    rows, total = db.paginate(sess, pq.runs_query(), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(SettlementRun.id.desc(),))
+    rows, total = db.paginate(sess, points_queries.runs_query(), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(SettlementRun.id.desc(),))
     running = settlement.running_manual_settlement(sess)
-    job_id = id_value(request.args.get("job", ""))
-    job = running or (pq.manual_claim(sess, job_id, settlement.MANUAL_JOB) if job_id else None)
+    job_id = running.id if running else id_value(request.args.get("job", ""))
+    job = settlement.manual_settlement(sess, job_id) if job_id else None
     return render_template(
         "console/points_settlements.html",
         rows=rows,
         pager=pages(total),
-        job=_job_view(job) if job else None,
+        job=job,
         running=running is not None,
         mode=get_setting(sess, "settlement_mode"),
         threshold=get_setting(sess, "settlement_threshold"),
@@ -175,7 +176,7 @@ def points_settlements(error: str = "", status: int = 200) -> Any:
 
 
 @bp.post("/points/settlements")
-@console_view("points.settlement")
+@console_view("points.settlement.run")
 def points_settlement_start() -> Any:
     """Start a settlement in the merchant's mode, in the background; refused while one is running."""
     try:
@@ -186,29 +187,14 @@ def points_settlement_start() -> Any:
     return redirect(url_for("console.points_settlements", job=claim.id), 303)
 
 
-def _job_view(claim: Any) -> dict[str, Any]:
-    """A manual settlement's state for the page: running (with progress when known), done (with its run), failed."""
-    sess = db.session()
-    view: dict[str, Any] = {"id": claim.id, "started": claim.claimed_at, "finished": claim.finished_at, "by": claim.claimed_by}
-    if claim.period == settlement.RUNNING:
-        view["state"] = "running"
-        view["progress"] = settlement.manual_settlement_progress(claim.id)
-    elif claim.period.startswith("manual:"):
-        view["state"] = "done"
-        view["run"] = pq.run_by_period(sess, claim.period)
-    else:
-        view["state"] = "failed"
-    return view
-
-
 @bp.get("/points/settlements/jobs/<int:claim_id>")
 @console_view("points.settlement")
 def points_settlement_job(claim_id: int) -> Any:
     """The state of a settlement started by hand, as the fragment htmx polls until it is done."""
-    claim = pq.manual_claim(db.session(), claim_id, settlement.MANUAL_JOB)
-    if claim is None:
+    job = settlement.manual_settlement(db.session(), claim_id)
+    if job is None:
         raise NotFoundError("no such settlement")
-    return render_template("console/_settlement_job.html", job=_job_view(claim))
+    return render_template("console/_settlement_job.html", job=job)
 
 
 @bp.get("/points/settlements/<int:run_id>")
@@ -221,7 +207,7 @@ def points_settlement(run_id: int) -> Any:
         raise NotFoundError("no such settlement run")
     page = int_arg("page", 1)
     rows, total = db.paginate(
-        sess, pq.statements_query(run.id), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Statement.id,), count_column=Statement.id, scalars=False
+        sess, points_queries.statements_query(run.id), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Statement.id,), count_column=Statement.id, scalars=False
     )
     return render_template("console/points_settlement.html", run=run, rows=rows, pager=pages(total))
 

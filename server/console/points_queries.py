@@ -1,5 +1,4 @@
-"""What the console's points and redemption pages read: settlement runs and statements, the manual
-settlement's claim, overrides with their targets' names, redemptions and invite codes.
+"""What the console's points and redemption pages read: overrides with their targets' names, redemptions and invite codes.
 
 Read-side only, like ``queries``: models and ``server.db``, never a service; nothing is changed.
 """
@@ -16,35 +15,12 @@ from server.orders.models import Product
 from server.points.models import (
     InviteCode,
     ItemKind,
-    JobClaim,
     Redemption,
     RedemptionItem,
     RedemptionStatus,
     RewardOverride,
-    SettlementRun,
-    Statement,
 )
 from server.referral.models import Scene
-
-
-def runs_query() -> Any:
-    """Settlement runs (scheduled, by hand, from the command line), to be listed newest first."""
-    return select(SettlementRun)
-
-
-def statements_query(run_id: int) -> Any:
-    """One run's statements with their members (``point_statements.run_member`` leads with the run)."""
-    return select(Statement, Member).join(Member, Member.id == Statement.member_id).where(Statement.run_id == run_id)
-
-
-def manual_claim(sess: Session, claim_id: int, job: str) -> JobClaim | None:
-    """A settlement claim by id, only if it is of ``job``."""
-    row = sess.get(JobClaim, claim_id)
-    return row if row is not None and row.job == job else None
-
-
-def run_by_period(sess: Session, period: str) -> SettlementRun | None:
-    return sess.scalar(select(SettlementRun).where(SettlementRun.period == period))
 
 
 def override_for(sess: Session, scope: str, ref_id: int) -> RewardOverride | None:

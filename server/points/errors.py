@@ -31,9 +31,9 @@ class SettlementClaimedError(ConflictError):
 
 
 class SettlementRunningError(ConflictError):
-    """A settlement started by hand is still running (the code of any conflict: jobs and the console only)."""
+    """A settlement started by hand is still running; ``data.job_id`` is its job."""
 
-    message = "a settlement started by hand is still running; wait for it to finish"
+    code, message = 40949, "a settlement started by hand is still running; wait for it to finish"
 
 
 class RewardOverrideExistsError(ConflictError):

@@ -1,15 +1,18 @@
-"""Read-side figures about points that other packages show: a member's balances.
+"""Read-side figures about points that other packages show: a member's balances, settlement runs and
+their statements.
 
 Depends only on the models, so any package may read it without importing the points services.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.points.models import Account, AccountKind
+from server.accounts.models import Member
+from server.points.models import Account, AccountKind, JobClaim, SettlementRun, Statement
 
 
 @dataclass(frozen=True)
@@ -32,3 +35,23 @@ def member_balances(sess: Session, member_id: int) -> Balances:
         matured=found.get(AccountKind.matured, 0),
         debt=-found.get(AccountKind.debt, 0),
     )
+
+
+def runs_query() -> Any:
+    """Settlement runs (scheduled, by hand, from the command line), to be listed newest first."""
+    return select(SettlementRun)
+
+
+def statements_query(run_id: int) -> Any:
+    """One run's statements with their members (``point_statements.run_member`` leads with the run)."""
+    return select(Statement, Member).join(Member, Member.id == Statement.member_id).where(Statement.run_id == run_id)
+
+
+def manual_claim(sess: Session, claim_id: int, job: str) -> JobClaim | None:
+    """A settlement claim by id, only if it is of ``job``."""
+    row = sess.get(JobClaim, claim_id)
+    return row if row is not None and row.job == job else None
+
+
+def run_by_period(sess: Session, period: str) -> SettlementRun | None:
+    return sess.scalar(select(SettlementRun).where(SettlementRun.period == period))

@@ -28,7 +28,8 @@ from server.api import (
     parse_query,
 )
 from server.errors import NotFoundError, envelope
-from server.points import incentives, rules
+from server.points import incentives, rules, settlement
+from server.points import queries as points_queries
 from server.points import redemption as services
 from server.points.models import (
     AccountKind,
@@ -496,6 +497,92 @@ def admin_transactions() -> Any:
     query = parse_query(TransactionQuery)
     rows, total = services.transactions_page(db.session(), member_id=query.member_id, kind=query.kind, offset=query.offset, limit=query.page_size)
     return envelope(_page([serialize_transaction(tx, lines) for tx, lines in rows], total, query))
+
+
+# -- settlement runs -----------------------------------------------------------------------------
+
+
+def serialize_run(run: SettlementRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "period": run.period,
+        "mode": run.mode,
+        "actor": run.actor,
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "members": run.members,
+        "total": run.total,
+        "points": {"total": services.points_text(run.total)},
+    }
+
+
+def serialize_manual_settlement(job: settlement.ManualSettlement) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "state": job.state,
+        "started_by": job.started_by,
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "progress": job.progress,
+        "run": serialize_run(job.run) if job.run else None,
+    }
+
+
+def serialize_run_statement(row: Statement, member: Member) -> dict[str, Any]:
+    amounts = {"settled": row.settled, "debt_repaid": row.debt_repaid, "credited": row.credited, "available_after": row.available_after, "debt_after": row.debt_after}
+    return {
+        "id": row.id,
+        "member": {"id": member.id, "nickname": member.nickname},
+        **amounts,
+        "points": {k: services.points_text(v) for k, v in amounts.items()},
+        "created_at": iso(row.created_at),
+    }
+
+
+@admin_bp.get("/settlements")
+@staff_required(StaffRole.finance)
+def admin_settlement_runs() -> Any:
+    """Settlement runs, newest first: scheduled, started by hand and from the command line."""
+    query = parse_query(Page)
+    rows, total = db.paginate(db.session(), points_queries.runs_query(), offset=query.offset, limit=query.page_size, order_by=(SettlementRun.id.desc(),))
+    return envelope(_page([serialize_run(run) for run in rows], total, query))
+
+
+@admin_bp.post("/settlements")
+@staff_required(StaffRole.owner)
+def admin_start_settlement() -> Any:
+    """Settle now in the merchant's mode, in the background (409, 40949, while one started by hand runs); audited."""
+    sess = db.session()
+    claim = settlement.start_manual_settlement(sess, staff_id=current_staff().id)
+    sess.flush()
+    job = settlement.manual_settlement(sess, claim.id)
+    assert job is not None  # the claim was made just now
+    return envelope(serialize_manual_settlement(job), status=202)
+
+
+@admin_bp.get("/settlements/jobs/<int:job_id>")
+@staff_required(StaffRole.finance)
+def admin_settlement_job(job_id: int) -> Any:
+    """A settlement started by hand: running (with progress), done (with its run) or failed."""
+    job = settlement.manual_settlement(db.session(), job_id)
+    if job is None:
+        raise NotFoundError("no such settlement job")
+    return envelope(serialize_manual_settlement(job))
+
+
+@admin_bp.get("/settlements/<int:run_id>")
+@staff_required(StaffRole.finance)
+def admin_settlement_run(run_id: int) -> Any:
+    """One run with a page of its statements, one per member settled."""
+    query = parse_query(Page)
+    sess = db.session()
+    run = sess.get(SettlementRun, run_id)
+    if run is None:
+        raise NotFoundError("no such settlement run")
+    rows, total = db.paginate(
+        sess, points_queries.statements_query(run.id), offset=query.offset, limit=query.page_size, order_by=(Statement.id,), count_column=Statement.id, scalars=False
+    )
+    return envelope(serialize_run(run) | {"statements": _page([serialize_run_statement(row, member) for row, member in rows], total, query)})
 
 
 # -- console: reward overrides and stage bonus rules (owner only) ------------------------------------

@@ -40,7 +40,7 @@ from server.points.models import (
     Statement,
     TxKind,
 )
-from server.points.queries import member_balances
+from server.points.queries import manual_claim, member_balances, run_by_period
 from server.settings.services import SettingSpec, get_setting, register
 
 K = AccountKind
@@ -247,7 +247,7 @@ def start_manual_settlement(sess: Session, *, staff_id: int) -> JobClaim:
     existing = sess.scalar(select(JobClaim).where(JobClaim.job == MANUAL_JOB, JobClaim.period == RUNNING))
     if existing is not None:
         if existing.claimed_at >= now - STALE_RUN:
-            raise SettlementRunningError(data={"claim_id": existing.id})
+            raise SettlementRunningError(data={"job_id": existing.id})
         # Its process died mid-run and its unit of work rolled back: nothing of it was settled.
         existing.period, existing.finished_at = f"abandoned:{existing.id}", now
         sess.flush()
@@ -262,6 +262,38 @@ def start_manual_settlement(sess: Session, *, staff_id: int) -> JobClaim:
     record_audit(sess, staff_id, "settlement.start", f"job_claim:{row.id}", {"mode": mode})
     tasks.defer(run_manual_settlement, row.id)
     return row
+
+
+@dataclass(frozen=True)
+class ManualSettlement:
+    """Where a settlement started by hand stands: running (with progress when known), done (with its run) or failed.
+
+    A run whose process died (still "running" after ``STALE_RUN``, or replaced by the next start) and a
+    run that raised are both failed: nothing of them was settled.
+    """
+
+    id: int
+    state: str
+    started_by: str
+    started_at: datetime
+    finished_at: datetime | None
+    progress: dict[str, int] | None
+    run: SettlementRun | None
+
+
+def manual_settlement(sess: Session, claim_id: int, now: datetime | None = None) -> ManualSettlement | None:
+    """A settlement started by hand, by the id ``start_manual_settlement`` returned; None for any other id."""
+    claim = manual_claim(sess, claim_id, MANUAL_JOB)
+    if claim is None:
+        return None
+    run, progress = None, None
+    if claim.period == RUNNING and claim.claimed_at >= (now or utcnow()) - STALE_RUN:
+        state, progress = "running", manual_settlement_progress(claim.id)
+    elif claim.period.startswith("manual:"):
+        state, run = "done", run_by_period(sess, claim.period)
+    else:
+        state = "failed"
+    return ManualSettlement(claim.id, state, claim.claimed_by, claim.claimed_at, claim.finished_at, progress, run)
 
 
 def progress_key(claim_id: int) -> str:

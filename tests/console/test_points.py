@@ -56,7 +56,7 @@ PAGES = {
 @pytest.mark.parametrize("username,allowed_pages", [
     ("owner", set(PAGES)),
     ("ops", {"/console/points"}),
-    ("finance", {"/console/points"}),
+    ("finance", {"/console/points", "/console/points/settlements"}),
 ])
 def test_each_role_reaches_its_points_pages(app: Flask, demo: dict[str, Any], username: str, allowed_pages: set[str]) -> None:  # noqa: F811
     browser = _login(app, username)
@@ -211,11 +211,14 @@ def test_a_second_start_while_one_runs_is_refused(app: Flask, demo: dict[str, An
         assert periods[0].startswith("abandoned:") and periods[1].startswith("manual:")
 
 
-def test_settlement_pages_are_the_owners(app: Flask, demo: dict[str, Any]) -> None:  # noqa: F811
-    for username in ("ops", "finance"):
-        browser = _login(app, username)
-        assert browser.post("/console/points/settlements").status_code == 403
-        assert browser.get("/console/points/settlements/jobs/1").status_code == 403
+def test_only_the_owner_settles_and_finance_reads_the_runs(app: Flask, demo: dict[str, Any]) -> None:  # noqa: F811
+    ops = _login(app, "ops")
+    assert ops.post("/console/points/settlements").status_code == 403
+    assert ops.get("/console/points/settlements/jobs/1").status_code == 403
+    finance = _login(app, "finance")
+    assert finance.post("/console/points/settlements").status_code == 403
+    page = finance.get("/console/points/settlements")
+    assert page.status_code == 200 and "结算批次" in page.text and "立即结算" not in page.text
     assert _count(app, JobClaim, JobClaim.job == settlement.MANUAL_JOB) == 0
 
 

@@ -36,6 +36,8 @@ PROBES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "POST /admin/api/v1/poster-templates": ("POST", "/admin/api/v1/poster-templates", {}),
     "GET /admin/api/v1/points/transactions": ("GET", "/admin/api/v1/points/transactions", None),
     "POST /admin/api/v1/points/adjustments": ("POST", "/admin/api/v1/points/adjustments", {}),
+    "GET /admin/api/v1/points/settlements": ("GET", "/admin/api/v1/points/settlements", None),
+    "POST /admin/api/v1/points/settlements": ("POST", "/admin/api/v1/points/settlements", None),
     "GET /admin/api/v1/points/reward-overrides": ("GET", "/admin/api/v1/points/reward-overrides", None),
     "GET /admin/api/v1/compliance": ("GET", "/admin/api/v1/compliance", None),
     "GET /admin/api/v1/points/redemptions": ("GET", "/admin/api/v1/points/redemptions", None),
