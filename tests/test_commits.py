@@ -28,6 +28,7 @@ EARLY_COMMITS = {
     ("server/accounts/routes.py", "bind_phone"): "the sign-in check's transaction ends before WeChat is asked for the number",
     ("server/posters/routes.py", "create_poster"): "get_poster commits before the avatar host and WeChat; the row commits before its render lock is released",
     ("server/posters/routes.py", "set_default"): "the new default commits before the default-template lock is released",
+    ("server/console/posters_pages.py", "posters_default"): "the new default commits before the default-template lock is released",
     ("server/orders/pay_routes.py", "_apply"): "a payment notice whose commit fails is still answered in WeChat Pay's words",
     ("server/orders/payments.py", "prepay_order"): "the planned prepay commits before WeChat Pay is asked for a prepay_id",
     ("server/orders/payments.py", "resend_abnormal_refund"): "the resend commits before WeChat Pay is asked, and its refusal is kept",

@@ -4,12 +4,12 @@ of unsaved changes, uploading its background, offering or withdrawing one.
 Forms are checked with the admin API's request models and saved by the posters services; a
 background upload goes through the same check and re-encoding as the API's (``prepare_background``).
 Previews are drawn with sample data and a placeholder code: nothing is stored and WeChat is not called.
-Choosing the default template stays with the admin API: it commits before its lock is released, and
-console routes never commit.
+Choosing the default template commits early, as the admin API's does: before its lock is released.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from typing import Any
 
@@ -183,4 +183,23 @@ def posters_active(template_id: int) -> Any:
     except DefaultTemplateError as error:
         return _form_page(template, {"active": "默认海报不能停用；请先把另一个模板设为默认。"}, error.http_status)
     flash("已启用。" if active else "已停用。", "success")
+    return redirect(url_for("console.posters_edit", template_id=template_id), 303)
+
+
+@bp.post("/posters/<int:template_id>/default")
+@console_view("posters.edit")
+def posters_default(template_id: int) -> Any:
+    """Make an active template for everyone the one posters use when the member picks none."""
+    sess = db.session()
+    template = services.get_template(sess, template_id)
+    try:
+        with contextlib.ExitStack() as locks:
+            services.set_default_template(sess, template, staff_id=current_staff().id, locks=locks)
+            # Commits early, by design: before the default-template lock is released, so the next holder sees this default.
+            db.commit()
+    except ValidationError as error:
+        field = error.data["errors"][0]["field"] if error.data else ""
+        message = "停用的模板不能设为默认；请先启用。" if field == "active" else "默认海报须对所有会员可见；请先把可见范围改为所有人。"
+        return _form_page(template, {"active": message}, error.http_status)
+    flash("已设为默认海报。", "success")
     return redirect(url_for("console.posters_edit", template_id=template_id), 303)

@@ -232,17 +232,45 @@ def test_the_live_preview_draws_unsaved_changes_without_storing_them(app: Flask,
         assert db.session().scalar(select(func.count()).select_from(PosterTemplate)) == 1
 
 
-def test_the_default_template_cannot_be_withdrawn(app: Flask, shop: dict[str, Any]) -> None:  # noqa: F811
-    from server.posters.services import set_default_template
-    import contextlib
-
+def _default_ids(app: Flask) -> list[int]:
     with app.app_context():
-        template = db.session().get(PosterTemplate, shop["template"])
-        assert template is not None
-        with contextlib.ExitStack() as locks:
-            set_default_template(db.session(), template, staff_id=None, locks=locks)
-            db.commit()
+        return list(db.session().scalars(select(PosterTemplate.id).where(PosterTemplate.is_default.is_(True))))
+
+
+def test_operations_choose_the_default_template_and_it_is_audited(app: Flask, shop: dict[str, Any]) -> None:  # noqa: F811
     ops = login(app, "ops")
+    form = {"name": "夏日特惠", "width": "600", "height": "900", "background_color": "#FFEEDD", "headline": "夏日", "body_text": "", "audience": "3", "layout": ""}
+    second = int(ops.post("/console/posters", form).location.rsplit("/", 1)[1])
+    assert ops.post(f"/console/posters/{shop['template']}/default").status_code == 303
+    assert _default_ids(app) == [shop["template"]]
+    # Choosing another moves the mark: there is one default at a time.
+    assert ops.post(f"/console/posters/{second}/default").status_code == 303
+    assert _default_ids(app) == [second]
+    assert 'id="make-default"' not in ops.get(f"/console/posters/{second}").text
+    assert 'id="make-default"' in ops.get(f"/console/posters/{shop['template']}").text
+    with app.app_context():
+        actions = db.session().scalars(select(AuditEntry.action).where(AuditEntry.target == f"poster_template:{second}")).all()
+    assert "poster_template.set_default" in actions
+
+
+def test_a_withdrawn_or_partial_audience_template_cannot_be_the_default(app: Flask, shop: dict[str, Any]) -> None:  # noqa: F811
+    ops = login(app, "ops")
+    form = {"name": "一级专享", "width": "600", "height": "900", "background_color": "#FFEEDD", "headline": "h", "body_text": "", "audience": "1", "layout": ""}
+    tier_only = int(ops.post("/console/posters", form).location.rsplit("/", 1)[1])
+    refused = ops.post(f"/console/posters/{tier_only}/default")
+    assert refused.status_code == 422 and "须对所有会员可见" in refused.text
+    assert ops.post(f"/console/posters/{tier_only}/active", {"active": "0"}).status_code == 303
+    refused = ops.post(f"/console/posters/{tier_only}/default")
+    assert refused.status_code == 422 and "停用的模板不能设为默认" in refused.text
+    assert _default_ids(app) == []
+    finance = login(app, "finance")
+    assert finance.post(f"/console/posters/{shop['template']}/default").status_code == 403
+    assert _default_ids(app) == []
+
+
+def test_the_default_template_cannot_be_withdrawn(app: Flask, shop: dict[str, Any]) -> None:  # noqa: F811
+    ops = login(app, "ops")
+    assert ops.post(f"/console/posters/{shop['template']}/default").status_code == 303
     assert "默认" in ops.get("/console/posters").text
     response = ops.post(f"/console/posters/{shop['template']}/active", {"active": "0"})
     assert response.status_code == 409 and "默认海报不能停用" in response.text
