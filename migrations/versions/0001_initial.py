@@ -108,24 +108,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('touch_events', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_touch_events_scene'))
-        batch_op.drop_index('ix_touch_events_member_time')
-
+    # A dropped table takes its indexes with it; MariaDB refuses to drop an index alone while a foreign key needs it.
     op.drop_table('touch_events')
-    with op.batch_alter_table('audit_log', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_audit_log_created_at'))
-
     op.drop_table('audit_log')
     op.drop_table('staff')
     op.drop_table('settings')
     op.drop_table('mutexes')
-    with op.batch_alter_table('members', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_members_unionid'))
-        batch_op.drop_index(batch_op.f('ix_members_phone_digest'))
-
     op.drop_table('members')
-    with op.batch_alter_table('auth_sessions', schema=None) as batch_op:
-        batch_op.drop_index('ix_auth_sessions_subject')
-
     op.drop_table('auth_sessions')

@@ -182,34 +182,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # A dropped table takes its indexes with it; MariaDB refuses to drop an index alone while a foreign key needs it.
     op.execute("DELETE FROM mutexes WHERE name = 'referral-chain'")
     op.drop_table('oa_attributions')
     with op.batch_alter_table('touch_events', schema=None) as batch_op:
         batch_op.drop_column('content')
 
-    with op.batch_alter_table('referral_bindings', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_referral_bindings_upline_id'))
-        batch_op.drop_index(batch_op.f('ix_referral_bindings_inviter_id'))
-
     op.drop_table('referral_bindings')
-    with op.batch_alter_table('poster_images', schema=None) as batch_op:
-        batch_op.drop_index('ix_poster_images_member')
-
     op.drop_table('poster_images')
-    with op.batch_alter_table('partner_commissions', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_partner_commissions_partner_id'))
-
     op.drop_table('partner_commissions')
-    with op.batch_alter_table('scenes', schema=None) as batch_op:
-        batch_op.drop_index('ix_scenes_sharer_channel_content')
-
     op.drop_table('scenes')
-    with op.batch_alter_table('leads', schema=None) as batch_op:
-        batch_op.drop_index('ix_leads_status_created')
-        batch_op.drop_index(batch_op.f('ix_leads_sharer_id'))
-        batch_op.drop_index(batch_op.f('ix_leads_partner_id'))
-        batch_op.drop_index(batch_op.f('ix_leads_member_id'))
-
     op.drop_table('leads')
     op.drop_table('poster_templates')
     op.drop_table('partners')

@@ -108,15 +108,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('materials', schema=None) as batch_op:
-        batch_op.drop_index('ix_materials_listing')
-
+    # A dropped table takes its indexes with it; MariaDB refuses to drop an index alone while a foreign key needs it.
     op.drop_table('materials')
-    with op.batch_alter_table('distributors', schema=None) as batch_op:
-        batch_op.drop_index('ix_distributors_status_tier')
-        batch_op.drop_index(batch_op.f('ix_distributors_recruited_by_id'))
-        batch_op.drop_index(batch_op.f('ix_distributors_phone_digest'))
-
     op.drop_table('distributors')
     op.drop_table('distributor_tiers')
     op.drop_table('grades')

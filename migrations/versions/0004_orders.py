@@ -191,32 +191,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('refunds', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_refunds_order_id'))
-
+    # A dropped table takes its indexes with it; MariaDB refuses to drop an index alone while a foreign key needs it.
     op.drop_table('refunds')
-    with op.batch_alter_table('order_items', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_order_items_order_id'))
-
     op.drop_table('order_items')
-    with op.batch_alter_table('order_events', schema=None) as batch_op:
-        batch_op.drop_index('ix_order_events_order')
-
     op.drop_table('order_events')
     op.drop_table('installments')
-    with op.batch_alter_table('orders', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_orders_upline_id'))
-        batch_op.drop_index('ix_orders_status_expires')
-        batch_op.drop_index('ix_orders_member_created')
-        batch_op.drop_index(batch_op.f('ix_orders_inviter_id'))
-
     op.drop_table('orders')
-    with op.batch_alter_table('skus', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_skus_product_id'))
-
     op.drop_table('skus')
     op.drop_table('products')
-    with op.batch_alter_table('payment_notices', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_payment_notices_out_trade_no'))
-
     op.drop_table('payment_notices')

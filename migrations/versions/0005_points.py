@@ -231,33 +231,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('ledger_entries', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_ledger_entries_transaction_id'))
-        batch_op.drop_index('ix_ledger_entries_account')
-
+    # A dropped table takes its indexes with it; MariaDB refuses to drop an index alone while a foreign key needs it.
     op.drop_table('ledger_entries')
-    with op.batch_alter_table('order_rewards', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_order_rewards_member_id'))
-
     op.drop_table('order_rewards')
-    with op.batch_alter_table('ledger_transactions', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_ledger_transactions_order_id'))
-        batch_op.drop_index('ix_ledger_transactions_member')
-
     op.drop_table('ledger_transactions')
-    with op.batch_alter_table('invite_codes', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_invite_codes_redemption_id'))
-        batch_op.drop_index(batch_op.f('ix_invite_codes_owner_id'))
-
     op.drop_table('invite_codes')
     op.drop_table('share_opens')
-    with op.batch_alter_table('redemptions', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_redemptions_member_id'))
-
     op.drop_table('redemptions')
-    with op.batch_alter_table('point_statements', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_point_statements_member_id'))
-
     op.drop_table('point_statements')
     op.drop_table('ledger_accounts')
     op.drop_table('stage_bonus_rules')

@@ -81,8 +81,7 @@ def downgrade() -> None:
         batch_op.drop_column('follow_up')
         batch_op.drop_column('assignee_id')
 
-    with op.batch_alter_table('lead_notes', schema=None) as batch_op:
-        batch_op.drop_index('ix_lead_notes_lead_created')
-
+    # Dropping the table drops its index with it; MariaDB refuses to drop the index alone while the
+    # lead_id foreign key needs it.
     op.drop_table('lead_notes')
     op.drop_table('partner_payouts')
