@@ -1,0 +1,54 @@
+"""gunicorn settings for the web workers: ``gunicorn 'server:create_app()'`` run from the repository reads this file.
+
+Every value can be changed through the environment, so the systemd unit (deploy/systemd) and a
+container share one file. The app is not preloaded: each worker builds its own app, database pool
+and Redis client after the fork, so no connection is ever shared between processes.
+
+Graceful restart: ``kill -HUP <master>`` (``systemctl reload referral-web``) starts new workers with
+the new code and lets the old ones finish their requests for up to ``graceful_timeout`` seconds.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+#: Where nginx reaches the workers (deploy/nginx/referral.conf proxies to it); loopback only.
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+#: Processes: one per core and one more. Each holds its own database pool (DB_POOL_SIZE).
+workers = _int("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1)
+#: Threads per process: requests mostly wait on MariaDB, Redis or WeChat, so a few threads each
+#: keep the cores busy without the memory of more processes.
+worker_class = "gthread"
+threads = _int("GUNICORN_THREADS", 4)
+#: A request that takes longer than this is killed and its worker replaced. WeChat calls time out
+#: well before (WECHAT_TIMEOUT), so only a stuck request reaches it.
+timeout = _int("GUNICORN_TIMEOUT", 30)
+#: On a reload or stop, workers finish what they are doing for this long.
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+#: nginx keeps upstream connections open (``keepalive`` in the upstream block); keep ours open longer.
+keepalive = _int("GUNICORN_KEEPALIVE", 75)
+#: Replace each worker after this many requests (with jitter, so they do not restart together),
+#: which bounds the effect of any slow leak.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 5000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 500)
+#: Heartbeat files on tmpfs, so a slow disk never makes the master think a worker hung.
+worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR", "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp")
+#: Header and request-line limits (the app limits bodies to 2 MiB itself, nginx to 3 MiB).
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+#: gunicorn's own X-Forwarded-* handling only for nginx on the same host; the app takes the client
+#: address from X-Forwarded-For with TRUSTED_PROXIES hops.
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+#: Access log on stdout (journald keeps it), with nginx's request id to join the two logs.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}i)s'
+proc_name = "referral-web"
