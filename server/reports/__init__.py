@@ -6,7 +6,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Register the rollup rebuild command (the scheduler runs ``report_rollups_job``)."""
-    from server.reports import cli
+    """Register the reports' admin routes and the rollup rebuild command (the scheduler runs ``report_rollups_job``)."""
+    from server.reports import cli, routes
 
     app.cli.add_command(cli.rebuild_command)
+    app.register_blueprint(routes.bp)
