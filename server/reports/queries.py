@@ -190,14 +190,9 @@ MEMBER_FIGURES = ("orders", "sales_fen", "leads", "valid_leads", "points_earned"
 def _distributor_sums(period: Period) -> Any:
     """Each distributor's own figures summed over ``period``: whole months from the monthly rollup, the rest
     from the daily one, each read along the distributor's (member, …) key, so other members cost nothing."""
-    rows = _summed(MemberMonthly, MemberDaily, period, ("member_id",), MEMBER_FIGURES)
-    return (
-        select(rows.c.member_id, *[func.sum(rows.c[name]).label(name) for name in MEMBER_FIGURES])
-        .select_from(Distributor)
-        .join(rows, rows.c.member_id == Distributor.member_id)
-        .group_by(rows.c.member_id)
-        .subquery("sums")
-    )
+    distributor_ids = select(Distributor.member_id)
+    rows = _summed(MemberMonthly, MemberDaily, period, ("member_id",), MEMBER_FIGURES, lambda t: t.member_id.in_(distributor_ids))
+    return select(rows.c.member_id, *[func.sum(rows.c[name]).label(name) for name in MEMBER_FIGURES]).group_by(rows.c.member_id).subquery("sums")
 
 
 def _last_sale(end: date) -> Any:
