@@ -1,7 +1,8 @@
-"""Keeping the daily rollup tables: one China-time day at a time, from the raw rows.
+"""Keeping the rollup tables: one China-time day at a time, from the raw rows.
 
 ``refresh_day`` deletes a day's rows from every rollup table and inserts them again with one
-``INSERT … SELECT … GROUP BY`` per table, so it is idempotent and can run any number of times.
+``INSERT … SELECT … GROUP BY`` per table, so it is idempotent and can run any number of times;
+``refresh_days`` then sums the months those days fall in again into the monthly tables.
 The scheduler refreshes today and yesterday every ten minutes, and with them every past day whose
 raw rows changed since its previous run (``days_to_refresh``): an order paid late or refunded
 (``orders.updated_at``) changes its paid day, a lead reviewed later changes its created day.
