@@ -34,5 +34,6 @@ def rebuild_command(start: datetime | None, end: datetime | None) -> None:
             bar.update(1)
 
         rollups.refresh_days(sess, days, after_each=done)
+        db.commit()  # the months the days fall in
     click.echo(f"report rollups rebuilt for {len(days)} days, {first} to {last}")
 

@@ -47,8 +47,21 @@ class OrdersDaily(Base):
     refunded_fen: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-class FunnelDaily(Base):
-    """Lead-timeline events of a day per funnel step, credited to a channel and content item."""
+class FunnelSteps:
+    """The funnel's steps as columns: lead-timeline events counted towards each."""
+
+    #: visit and scan events.
+    visits: Mapped[int] = mapped_column(default=0)
+    sign_ins: Mapped[int] = mapped_column(default=0)
+    bindings: Mapped[int] = mapped_column(default=0)
+    leads: Mapped[int] = mapped_column(default=0)
+    orders: Mapped[int] = mapped_column(default=0)
+    paid: Mapped[int] = mapped_column(default=0)
+    completed: Mapped[int] = mapped_column(default=0)
+
+
+class FunnelDaily(FunnelSteps, Base):
+    """A day's lead-timeline events per funnel step, credited to a channel and content item."""
 
     __tablename__ = "report_funnel_daily"
 
@@ -59,30 +72,69 @@ class FunnelDaily(Base):
     channel: Mapped[str] = mapped_column(String(32), primary_key=True)
     #: The shared content item, e.g. "product:12"; "" for the shop itself.
     content: Mapped[str] = mapped_column(String(96), primary_key=True)
-    #: visits, sign_ins, bindings, leads, orders, paid, completed.
-    step: Mapped[str] = mapped_column(String(16), primary_key=True)
-    events: Mapped[int] = mapped_column(default=0)
 
 
-class MemberDaily(Base):
-    """One member's own attributed figures on one day: what a distributor report sums."""
+class FunnelMonthly(FunnelSteps, Base):
+    """``FunnelDaily`` summed per calendar month, so a long period reads a row per month and item."""
 
-    __tablename__ = "report_member_daily"
-    __table_args__ = (Index("ix_report_member_daily_member_day", "member_id", "day", "orders"),)
+    __tablename__ = "report_funnel_monthly"
+
+    #: The month's first day.
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    view: Mapped[str] = mapped_column(String(8), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    content: Mapped[str] = mapped_column(String(96), primary_key=True)
+
+
+class FunnelChannelDaily(FunnelSteps, Base):
+    """``FunnelDaily`` summed over content items: the per-channel funnel reads a few rows a day, whatever the content."""
+
+    __tablename__ = "report_funnel_channel_daily"
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    member_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
-    #: Orders paid that day whose inviter (level 1, stamped on the order) is this member.
+    view: Mapped[str] = mapped_column(String(8), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class MemberFigures:
+    """A member's own attributed figures: what a distributor report sums."""
+
+    #: Orders paid whose inviter (level 1, stamped on the order) is this member.
     orders: Mapped[int] = mapped_column(default=0)
     #: Their paid fen less what has been refunded of them.
     sales_fen: Mapped[int] = mapped_column(BigInteger, default=0)
-    #: Leads created that day from this member's share, and of them those marked valid.
+    #: Leads created from this member's share, and of them those marked valid.
     leads: Mapped[int] = mapped_column(default=0)
     valid_leads: Mapped[int] = mapped_column(default=0)
-    #: Hundredths of a point issued to the member that day (what left the issuance account in their transactions).
+    #: Hundredths of a point issued to the member (what left the issuance account in their transactions).
     points_earned: Mapped[int] = mapped_column(BigInteger, default=0)
-    #: Hundredths of a point the member spent that day, net of cancelled redemptions.
+    #: Hundredths of a point the member spent, net of cancelled redemptions.
     points_redeemed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MemberDaily(MemberFigures, Base):
+    """One member's own figures on one day (orders by paid day, leads by created day, points by posting day).
+
+    Keyed member first, so one member's days are adjacent (clustered on MySQL): a distributor's
+    figures over a period, and their latest day with a sale, are one short range each.
+    """
+
+    __tablename__ = "report_member_daily"
+    __table_args__ = (Index("ix_report_member_daily_day", "day"),)
+
+    member_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
+class MemberMonthly(MemberFigures, Base):
+    """``MemberDaily`` summed per calendar month, so a year reads at most twelve rows per member."""
+
+    __tablename__ = "report_member_monthly"
+    __table_args__ = (Index("ix_report_member_monthly_month", "month"),)
+
+    member_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    #: The month's first day.
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
 
 
 class RegionDaily(Base):
@@ -131,4 +183,6 @@ class LedgerDaily(Base):
     debits: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-ROLLUP_TABLES = (DailyTotals, OrdersDaily, FunnelDaily, MemberDaily, RegionDaily, ProductDaily, LedgerDaily)
+#: The tables keyed by day, refreshed a day at a time, and those keyed by month, summed from them.
+ROLLUP_TABLES = (DailyTotals, OrdersDaily, FunnelDaily, FunnelChannelDaily, MemberDaily, RegionDaily, ProductDaily, LedgerDaily)
+MONTHLY_TABLES = ((FunnelMonthly, FunnelDaily), (MemberMonthly, MemberDaily))

@@ -5,8 +5,8 @@ report's ``*_COLUMNS`` describes those rows for CSV and XLSX export (``server.ex
 points in hundredths of a point, rates in basis points (10,000 = 100%), each a floor, None when the base
 is zero. Days are China-time days; a period is inclusive at both ends.
 
-What cannot be summed from days is read another way: the days since a distributor's last sale from the
-member rollup's (member, day, orders) index, the cohorts from each new distributor's sale days, the
+What cannot be summed from days is read another way: the days since a distributor's last sale along the
+member rollup's (member, day) key, the cohorts from each new distributor's sale days, the
 outstanding points from the ledger's cached balances.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member
@@ -26,8 +26,18 @@ from server.distribution.models import Distributor, Grade
 from server.exports import Column
 from server.orders.models import OrderKind, Product, Sku
 from server.points.models import Account, AccountKind, MEMBER_KINDS
-from server.reports.models import FunnelDaily, LedgerDaily, MemberDaily, OrdersDaily, ProductDaily, RegionDaily
-from server.reports.rollups import FUNNEL_STEPS, day_start
+from server.reports.models import (
+    FunnelChannelDaily,
+    FunnelDaily,
+    FunnelMonthly,
+    LedgerDaily,
+    MemberDaily,
+    MemberMonthly,
+    OrdersDaily,
+    ProductDaily,
+    RegionDaily,
+)
+from server.reports.rollups import FUNNEL_STEPS, day_start, month_end, month_of
 
 #: The longest period a report covers.
 MAX_DAYS = 366
@@ -100,23 +110,55 @@ def funnel_row(channel: str, content: str | None, counts: dict[str, int]) -> dic
     return row
 
 
+def spans(period: Period) -> tuple[tuple[date, date] | None, list[tuple[date, date]]]:
+    """``period`` as the whole calendar months inside it (first and last month, or None) and the days left
+    at its ends: a long period reads the monthly rollups and the daily ones only for partial months."""
+    months: list[date] = []
+    edges: list[tuple[date, date]] = []
+    cursor = period.start
+    while cursor <= period.end:
+        month = month_of(cursor)
+        last = month_end(month)
+        if cursor == month and last <= period.end:
+            months.append(month)
+        else:
+            edges.append((cursor, min(last, period.end)))
+        cursor = min(last, period.end) + timedelta(days=1)
+    return ((months[0], months[-1]) if months else None), edges
+
+
+def _summed(monthly: Any, daily: Any, period: Period, keys: tuple[str, ...], values: tuple[str, ...], *where: Any) -> Any:
+    """Rows of (keys, values) covering ``period`` once: whole months from ``monthly``, the rest from ``daily``;
+    ``where`` (a function of the table) narrows both. A subquery to group by the keys."""
+    months, edges = spans(period)
+    parts = []
+    for table, within in (
+        (monthly, [and_(monthly.month >= months[0], monthly.month <= months[1])] if months else None),
+        (daily, [or_(*[and_(daily.day >= first, daily.day <= last) for first, last in edges])] if edges else None),
+    ):
+        if within is not None:
+            columns = [getattr(table, name).label(name) for name in keys + values]
+            parts.append(select(*columns).where(*within, *[condition(table) for condition in where]))
+    return (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("spans")
+
+
 def funnel(sess: Session, period: Period, *, view: View = "last", by: FunnelBy = "channel", channel: str | None = None) -> list[dict[str, Any]]:
     """Funnel steps per channel (or per channel and content item) over ``period``, busiest first."""
-    keys = [FunnelDaily.channel] + ([FunnelDaily.content] if by == "content" else [])
-    stmt = (
-        select(*keys, FunnelDaily.step, func.sum(FunnelDaily.events))
-        .where(*_within(FunnelDaily.day, period), FunnelDaily.view == view)
-        .group_by(*keys, FunnelDaily.step)
-    )
-    if channel is not None:
-        stmt = stmt.where(FunnelDaily.channel == channel)
-    found: dict[tuple[str, str | None], dict[str, int]] = {}
+    where = [lambda t: t.view == view] + ([lambda t: t.channel == channel] if channel is not None else [])
+    if by == "content":
+        rows: Any = _summed(FunnelMonthly, FunnelDaily, period, ("channel", "content"), STEPS, *where)
+        keys = [rows.c.channel, rows.c.content]
+    else:
+        # Per channel, the table without content items: a few rows a day however many items are shared.
+        rows = select(FunnelChannelDaily).where(*_within(FunnelChannelDaily.day, period), *[condition(FunnelChannelDaily) for condition in where]).subquery("days")
+        keys = [rows.c.channel]
+    stmt = select(*keys, *[func.sum(rows.c[step]) for step in STEPS]).group_by(*keys)
+    found = []
     for row in sess.execute(stmt):
-        key = (row[0], row[1] if by == "content" else None)
-        found.setdefault(key, {})[row[-2]] = _int(row[-1])
-    rows = [funnel_row(chan, content, counts) for (chan, content), counts in found.items()]
-    rows.sort(key=lambda r: (-r["visits"], -r["orders"], r["channel"], r["content"] or ""))
-    return rows
+        content = row[1] if by == "content" else None
+        found.append(funnel_row(row[0], content, {step: _int(value) for step, value in zip(STEPS, row[len(keys):])}))
+    found.sort(key=lambda r: (-r["visits"], -r["orders"], r["channel"], r["content"] or ""))
+    return found
 
 
 # -- distributors -------------------------------------------------------------------------------
@@ -142,31 +184,23 @@ DISTRIBUTOR_COLUMNS = [
 ]
 
 
-def _member_sums(period: Period) -> Any:
-    m = MemberDaily
-    return (
-        select(
-            m.member_id.label("member_id"),
-            func.sum(m.orders).label("orders"),
-            func.sum(m.sales_fen).label("sales_fen"),
-            func.sum(m.leads).label("leads"),
-            func.sum(m.valid_leads).label("valid_leads"),
-            func.sum(m.points_earned).label("points_earned"),
-            func.sum(m.points_redeemed).label("points_redeemed"),
-        )
-        .where(*_within(m.day, period))
-        .group_by(m.member_id)
-        .subquery("sums")
-    )
+MEMBER_FIGURES = ("orders", "sales_fen", "leads", "valid_leads", "points_earned", "points_redeemed")
 
 
-def _last_sales(end: date) -> Any:
-    """Each member's latest day with an attributed paid order up to ``end`` (the (member, day, orders) index)."""
+def _distributor_sums(period: Period) -> Any:
+    """Each distributor's own figures summed over ``period``: whole months from the monthly rollup, the rest
+    from the daily one, each read along the distributor's (member, …) key, so other members cost nothing."""
+    distributor_ids = select(Distributor.member_id)
+    rows = _summed(MemberMonthly, MemberDaily, period, ("member_id",), MEMBER_FIGURES, lambda t: t.member_id.in_(distributor_ids))
+    return select(rows.c.member_id, *[func.sum(rows.c[name]).label(name) for name in MEMBER_FIGURES]).group_by(rows.c.member_id).subquery("sums")
+
+
+def _last_sale(end: date) -> Any:
+    """The distributor's latest day with an attributed paid order up to ``end``: read backwards along their key."""
     return (
-        select(MemberDaily.member_id.label("member_id"), func.max(MemberDaily.day).label("day"))
-        .where(MemberDaily.day <= end, MemberDaily.orders > 0)
-        .group_by(MemberDaily.member_id)
-        .subquery("last_sale")
+        select(func.max(MemberDaily.day))
+        .where(MemberDaily.member_id == Distributor.member_id, MemberDaily.day <= end, MemberDaily.orders > 0)
+        .scalar_subquery()
     )
 
 
@@ -184,20 +218,19 @@ def distributors(
     Ties go to the lower member id. "Days since last sale" counts to the period's last day; a distributor
     who never sold has None and sorts last either way.
     """
-    sums = _member_sums(period)
-    last = _last_sales(period.end)
+    sums = _distributor_sums(period)
+    last_day = _last_sale(period.end).label("last_sale_day")
     figures = {name: func.coalesce(sums.c[name], 0) for name in ("orders", "sales_fen", "leads", "valid_leads", "points_earned", "points_redeemed")}
     conversion = case((figures["leads"] > 0, int_div(figures["orders"] * 10_000, figures["leads"])), else_=None)
     stmt = (
-        select(Distributor, Member.nickname, Grade.name, last.c.day, conversion.label("conversion_bp"), *[v.label(k) for k, v in figures.items()])
+        select(Distributor, Member.nickname, Grade.name, last_day, conversion.label("conversion_bp"), *[v.label(k) for k, v in figures.items()])
         .join(Member, Member.id == Distributor.member_id)
         .outerjoin(Grade, Grade.id == Distributor.grade_id)
         .outerjoin(sums, sums.c.member_id == Distributor.member_id)
-        .outerjoin(last, last.c.member_id == Distributor.member_id)
     )
     if sort == "days_since_last_sale":
         # Fewer days since the last sale is a later last sale.
-        key: Any = last.c.day
+        key: Any = last_day
         order = [key.is_(None), key.asc() if descending else key.desc()]
     else:
         key = conversion if sort == "conversion_bp" else figures[sort]
@@ -207,8 +240,8 @@ def distributors(
         stmt = stmt.limit(limit)
     total = _int(sess.scalar(select(func.count()).select_from(Distributor)))
     rows = []
-    for dist, nickname, grade, last_day, conversion_bp, *values in sess.execute(stmt):
-        last_sale = _as_date(last_day)
+    for dist, nickname, grade, sold_on, conversion_bp, *values in sess.execute(stmt):
+        last_sale = _as_date(sold_on)
         rows.append(
             {
                 "member_id": dist.member_id,

@@ -1,7 +1,8 @@
-"""Keeping the daily rollup tables: one China-time day at a time, from the raw rows.
+"""Keeping the rollup tables: one China-time day at a time, from the raw rows.
 
 ``refresh_day`` deletes a day's rows from every rollup table and inserts them again with one
-``INSERT … SELECT … GROUP BY`` per table, so it is idempotent and can run any number of times.
+``INSERT … SELECT … GROUP BY`` per table, so it is idempotent and can run any number of times;
+``refresh_days`` then sums the months those days fall in again into the monthly tables.
 The scheduler refreshes today and yesterday every ten minutes, and with them every past day whose
 raw rows changed since its previous run (``days_to_refresh``): an order paid late or refunded
 (``orders.updated_at``) changes its paid day, a lead reviewed later changes its created day.
@@ -23,11 +24,15 @@ from server.orders.models import Order, OrderItem
 from server.points.models import Account, AccountKind, Entry, JobClaim, LedgerTransaction
 from server.referral.models import Channel, Lead, LeadStatus, TouchEvent, TouchKind
 from server.reports.models import (
+    MONTHLY_TABLES,
     ROLLUP_TABLES,
     DailyTotals,
+    FunnelChannelDaily,
     FunnelDaily,
+    FunnelMonthly,
     LedgerDaily,
     MemberDaily,
+    MemberMonthly,
     OrdersDaily,
     ProductDaily,
     RegionDaily,
@@ -49,6 +54,7 @@ FUNNEL_STEPS: tuple[tuple[str, tuple[TouchKind, ...]], ...] = (
     ("paid", (TouchKind.paid,)),
     ("completed", (TouchKind.completed,)),
 )
+STEP_NAMES = tuple(step for step, _ in FUNNEL_STEPS)
 #: Channels a scene touch has: the events the funnel credits others to.
 SCENE_CHANNELS = tuple(channel.value for channel in Channel)
 #: The channel of an event no scene touch came before.
@@ -101,11 +107,6 @@ def _orders_daily(day: date) -> Any:
     )
 
 
-def funnel_step(kind: Any) -> Any:
-    """The funnel step a touch kind counts towards, as SQL."""
-    return case(*[(kind.in_(kinds), step) for step, kinds in FUNNEL_STEPS])
-
-
 def _funnel_daily(day: date, view: str) -> Any:
     event = aliased(TouchEvent, name="e")
     touch = aliased(TouchEvent, name="t")
@@ -134,15 +135,24 @@ def _funnel_daily(day: date, view: str) -> Any:
         select(
             func.coalesce(source.channel, DIRECT).label("channel"),
             func.coalesce(source.content, "").label("content"),
-            funnel_step(events.c.kind).label("step"),
+            events.c.kind,
         )
         .select_from(events.outerjoin(source, source.id == events.c.source_id))
         .subquery("y")
     )
     c = credited_rows.c
+    counts = [func.sum(case((c.kind.in_(kinds), 1), else_=0)) for _, kinds in FUNNEL_STEPS]
     return insert(FunnelDaily).from_select(
-        ["day", "view", "channel", "content", "step", "events"],
-        select(_day(day), literal(view), c.channel, c.content, c.step, func.count()).group_by(c.channel, c.content, c.step),
+        ["day", "view", "channel", "content", *STEP_NAMES],
+        select(_day(day), literal(view), c.channel, c.content, *counts).group_by(c.channel, c.content),
+    )
+
+
+def _funnel_channel_daily(day: date) -> Any:
+    f = FunnelDaily
+    return insert(FunnelChannelDaily).from_select(
+        ["day", "view", "channel", *STEP_NAMES],
+        select(f.day, f.view, f.channel, *[func.sum(getattr(f, step)) for step in STEP_NAMES]).where(f.day == day).group_by(f.day, f.view, f.channel),
     )
 
 
@@ -255,12 +265,40 @@ def refresh_day(sess: Session, day: date) -> None:
         _orders_daily(day),
         _funnel_daily(day, "first"),
         _funnel_daily(day, "last"),
+        _funnel_channel_daily(day),
         _member_daily(day),
         _region_daily(day),
         _product_daily(day),
         _ledger_daily(day),
     ):
         sess.execute(statement)
+
+
+def month_of(day: date) -> date:
+    """The first day of ``day``'s calendar month."""
+    return day.replace(day=1)
+
+
+def month_end(month: date) -> date:
+    return (month.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+
+
+_MONTHLY_KEYS = {FunnelMonthly: ("view", "channel", "content"), MemberMonthly: ("member_id",)}
+_MONTHLY_SUMS = {FunnelMonthly: STEP_NAMES, MemberMonthly: ("orders", "sales_fen", "leads", "valid_leads", "points_earned", "points_redeemed")}
+
+
+def refresh_month(sess: Session, month: date) -> None:
+    """Sum the monthly tables' rows of ``month`` (its first day) again from the daily rows (only flushes)."""
+    for monthly, daily in MONTHLY_TABLES:
+        sess.execute(delete(monthly).where(monthly.month == month))
+        keys = [getattr(daily, key) for key in _MONTHLY_KEYS[monthly]]
+        sums = [func.sum(getattr(daily, name)) for name in _MONTHLY_SUMS[monthly]]
+        sess.execute(
+            insert(monthly).from_select(
+                ["month", *_MONTHLY_KEYS[monthly], *_MONTHLY_SUMS[monthly]],
+                select(_day(month), *keys, *sums).where(daily.day >= month, daily.day <= month_end(month)).group_by(*keys),
+            )
+        )
 
 
 def days_between(first: date, last: date) -> list[date]:
@@ -307,11 +345,15 @@ def data_start(sess: Session) -> date | None:
 
 
 def refresh_days(sess: Session, days: Iterable[date], *, after_each: Callable[[date], None] | None = None) -> int:
-    """Refresh each of ``days``; ``after_each`` (a commit, a progress bar) runs after every day. The number of days."""
-    count = 0
+    """Refresh each of ``days``, then the months they fall in; ``after_each`` (a commit, a progress bar) runs
+    after every day. The number of days."""
+    count, months = 0, set()
     for day in days:
         refresh_day(sess, day)
+        months.add(month_of(day))
         count += 1
         if after_each is not None:
             after_each(day)
+    for month in sorted(months):
+        refresh_month(sess, month)
     return count
