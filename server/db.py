@@ -80,6 +80,28 @@ def _china_date_mysql(element: china_date, compiler: Any, **kw: Any) -> str:
     return f"DATE_FORMAT(({compiler.process(element.clauses, **kw)}) + INTERVAL 8 HOUR, '%%Y-%%m-%%d')"
 
 
+class int_div(FunctionElement[int]):
+    """``int_div(a, b)``: a ÷ b floored, for non-negative integers, exact on every backend (MySQL's ``/`` is a
+    decimal rounded to four places, which FLOOR could round up)."""
+
+    type = BigInteger()
+    inherit_cache = True
+    name = "int_div"
+
+
+@compiles(int_div, "sqlite")
+def _int_div_sqlite(element: int_div, compiler: Any, **kw: Any) -> str:
+    a, b = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"(({a}) / ({b}))"
+
+
+@compiles(int_div, "mysql")
+@compiles(int_div, "mariadb")
+def _int_div_mysql(element: int_div, compiler: Any, **kw: Any) -> str:
+    a, b = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"(({a}) DIV ({b}))"
+
+
 def enum_column(cls: type[enum.Enum], name: str, length: int = 16) -> Enum:
     """Enum stored as a short string: no native ENUM type, so adding a value needs no ALTER."""
     return Enum(cls, name=name, native_enum=False, length=length, validate_strings=True)

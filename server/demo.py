@@ -12,12 +12,14 @@ from sqlalchemy.orm import Session
 
 from server.accounts.models import Staff, StaffRole
 from server.accounts.services import create_staff
+from server.clock import local
 from server.db import utcnow
 from server.demo_business import seed_business
 from server.orders.catalog import add_sku, create_product
 from server.orders.models import Product
 from server.points.models import ItemKind, RedemptionItem
 from server.points.redemption import create_item, points_text
+from server.reports import rollups
 
 #: Demo console accounts. seed-demo refuses to run outside the sandbox, so these never reach production.
 DEMO_STAFF = (("owner", "owner"), ("ops", "operations"), ("finance", "finance"))
@@ -36,6 +38,17 @@ def seed_demo(sess: Session) -> Iterator[str]:
     yield from _seed_catalog(sess)
 
     yield from seed_business(sess, DEMO_PRODUCT[0])
+    yield from _roll_up_reports(sess)
+
+
+def _roll_up_reports(sess: Session) -> Iterator[str]:
+    """The demo's history is back-dated, so its days are rolled up for the reports and the dashboard trend at once."""
+    sess.flush()
+    first = rollups.data_start(sess)
+    if first is None:
+        return
+    days = rollups.refresh_days(sess, rollups.days_between(first, local(utcnow()).date()))
+    yield f"report rollups refreshed for {days} days"
 
 
 #: A product to buy in the demo: ¥100 a box, so the rewards are easy to check (0.5% = 0.50 points).

@@ -35,6 +35,7 @@ from server.points import incentives, settlement
 from server.points.errors import SettlementClaimedError
 from server.points.models import JobClaim, OrderReward, RewardState
 from server.points.services import process_order
+from server.reports import rollups
 from server.settings.services import get_setting
 from server.wechat import wechat_pay
 
@@ -250,6 +251,27 @@ def regrade_job(app: Flask, now: datetime) -> dict[str, int] | None:
     return {"distributors": seen, "changed": changed}
 
 
+def report_rollups_job(app: Flask, now: datetime) -> dict[str, Any] | None:
+    """Every ten minutes: refresh the report rollups of today, yesterday and every day changed since the last run.
+
+    Each refresh replaces the day's rows, so a rerun, an overlap or a manual ``reports-rebuild`` is harmless.
+    The latest finished claim is kept however old: it is where the next run looks back from.
+    """
+    with unit_of_work(app) as sess:
+        row = claim(sess, rollups.JOB, f"{local(now):%Y-%m-%dT%H:%M}")
+        if row is None:
+            return None
+        days = rollups.days_to_refresh(sess, now)
+        rollups.refresh_days(sess, days)
+        latest = rollups.previous_run(sess)
+        oldest = f"{local(now - TICK_CLAIMS_KEPT):%Y-%m-%dT%H:%M}"
+        sess.execute(
+            delete(JobClaim).where(JobClaim.job == rollups.JOB, JobClaim.period < oldest, JobClaim.id != row.id, JobClaim.claimed_at != latest)
+        )
+        _finish(row)
+    return {"days": len(days), "first": days[0].isoformat(), "last": days[-1].isoformat()}
+
+
 # -- the scheduler -------------------------------------------------------------------------------
 
 
@@ -271,6 +293,7 @@ SCHEDULES = (
     Schedule("stage-bonus", stage_bonus_job, {"hour": 2, "minute": 30}),
     # Before the stage bonuses, so a grade change made during the day is applied by the night's end.
     Schedule("regrade", regrade_job, {"hour": 2, "minute": 15}),
+    Schedule("report-rollups", report_rollups_job, {"minute": "*/10"}),
 )
 
 
@@ -304,7 +327,7 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
 @click.command("scheduler")
 @with_appcontext
 def scheduler_command() -> None:
-    """Run the scheduled jobs (orders tick, settlement, expiry, stage bonuses, regrading). Run exactly one of these per deployment."""
+    """Run the scheduled jobs (orders tick, settlement, expiry, stage bonuses, regrading, report rollups). Run exactly one of these per deployment."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
     scheduler = build_scheduler(app)
     click.echo("scheduler running: " + ", ".join(s.name for s in SCHEDULES) + " (Ctrl+C to stop)")

@@ -365,6 +365,11 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
     # Goods cost at least the setting min_goods_price.
     "POST /admin/api/v1/points/items": {42200: frozenset({"price"})},
     "PATCH /admin/api/v1/points/items/{item_id}": {42200: frozenset({"price"})},
+    # A report's period: a real calendar day, from no later than to, a year at most.
+    **{
+        f"GET /admin/api/v1/reports/{report}": {42200: frozenset({"from", "to"})}
+        for report in ("funnel", "distributors", "distributors/{member_id}/trend", "distributor-cohorts", "regions", "products", "repeat-business", "points-liability")
+    },
 }
 
 #: The same for HTML pages, by status: the OAuth callback's state is bound to the browser by the cookie

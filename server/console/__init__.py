@@ -25,6 +25,7 @@ def init_app(app: Flask) -> None:
         posters_pages,
         products_pages,
         redemption_pages,
+        report_pages,
     )
 
     app.config.update(

@@ -167,6 +167,15 @@ def points(hundredths: int | None) -> str:
     return f"{sign}{whole:,}.{cents:02d}"
 
 
+def percent_bp(bp: int | None) -> str:
+    """A rate in basis points as a percentage: 1234 → 12.34%; None (nothing to divide by) → —."""
+    if bp is None:
+        return "—"
+    sign = "-" if bp < 0 else ""
+    whole, cents = divmod(abs(int(bp)), 100)
+    return f"{sign}{whole}.{cents:02d}%"
+
+
 def china_time(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """A stored (UTC) time on the merchant's wall clock."""
     return local(value).strftime(fmt) if value else "—"

@@ -27,6 +27,7 @@ from server.points.models import (
     RedemptionStatus,
 )
 from server.referral.models import Binding, Lead, LeadStatus, TouchEvent, TouchKind
+from server.reports.models import DailyTotals, LedgerDaily, OrdersDaily
 
 #: The dashboard's periods: key, days counted back including today, label.
 PERIODS = (("today", 1, "今日"), ("7d", 7, "近 7 天"), ("30d", 30, "近 30 天"))
@@ -119,20 +120,49 @@ def _daily(sess: Session, column: Any, days: list[date], *where: ColumnElement[b
     return [found.get(d.isoformat(), 0) for d in days]
 
 
+def _rolled_up(sess: Session, days: list[date]) -> dict[str, dict[date, int]]:
+    """The dashboard's series for ``days`` from the report rollups (days never rolled up are absent)."""
+    found: dict[str, dict[date, int]] = {key: {} for key in ("new_members", "bindings", "leads", "orders", "paid_fen", "points_issued")}
+    if not days:
+        return found
+    first, last = days[0], days[-1]
+    totals = select(DailyTotals.day, DailyTotals.new_members, DailyTotals.bindings, DailyTotals.leads, DailyTotals.orders_created)
+    for day, new_members, bindings, leads, orders in sess.execute(totals.where(DailyTotals.day >= first, DailyTotals.day <= last)):
+        for key, value in (("new_members", new_members), ("bindings", bindings), ("leads", leads), ("orders", orders)):
+            found[key][day] = int(value)
+    paid = select(OrdersDaily.day, func.sum(OrdersDaily.paid_fen)).where(OrdersDaily.day >= first, OrdersDaily.day <= last).group_by(OrdersDaily.day)
+    found["paid_fen"] = {day: int(total or 0) for day, total in sess.execute(paid)}
+    issued = (
+        select(LedgerDaily.day, func.sum(LedgerDaily.debits))
+        .where(LedgerDaily.day >= first, LedgerDaily.day <= last, LedgerDaily.account_kind == AccountKind.issuance.value)
+        .group_by(LedgerDaily.day)
+    )
+    found["points_issued"] = {day: -int(total or 0) for day, total in sess.execute(issued)}
+    return found
+
+
 def trend(sess: Session, days: int, now: datetime | None = None) -> dict[str, Any]:
-    """Daily series for the dashboard's charts over the last ``days`` days (including today)."""
+    """Daily series for the dashboard's charts over the last ``days`` days (including today).
+
+    Past days come from the report rollups the scheduler keeps (``server.reports``); today is counted
+    from the raw rows, so it is never behind.
+    """
     last = today(now)
     dates = [last - timedelta(days=days - 1 - i) for i in range(days)]
+    past = _rolled_up(sess, dates[:-1])
     issuance = select(Account.id).where(Account.kind == AccountKind.issuance).scalar_subquery()
-    return {
-        "dates": [d.isoformat() for d in dates],
-        "new_members": _daily(sess, Member.created_at, dates),
-        "bindings": _daily(sess, TouchEvent.created_at, dates, TouchEvent.kind == TouchKind.bind),
-        "leads": _daily(sess, Lead.created_at, dates),
-        "orders": _daily(sess, Order.created_at, dates),
-        "paid_fen": _daily(sess, Order.paid_at, dates, value=Order.paid_fee),
-        "points_issued": [-v for v in _daily(sess, Entry.created_at, dates, Entry.account_id == issuance, Entry.amount < 0, value=Entry.amount)],
+    live = {
+        "new_members": _daily(sess, Member.created_at, [last]),
+        "bindings": _daily(sess, TouchEvent.created_at, [last], TouchEvent.kind == TouchKind.bind),
+        "leads": _daily(sess, Lead.created_at, [last]),
+        "orders": _daily(sess, Order.created_at, [last]),
+        "paid_fen": _daily(sess, Order.paid_at, [last], value=Order.paid_fee),
+        "points_issued": [-v for v in _daily(sess, Entry.created_at, [last], Entry.account_id == issuance, Entry.amount < 0, value=Entry.amount)],
     }
+    series: dict[str, Any] = {"dates": [d.isoformat() for d in dates]}
+    for key, today_value in live.items():
+        series[key] = [past[key].get(d, 0) for d in dates[:-1]] + today_value
+    return series
 
 
 def queue_counts(sess: Session, now: datetime | None = None) -> dict[str, int]:

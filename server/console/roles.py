@@ -57,6 +57,7 @@ AREAS: dict[str, tuple[tuple[StaffRole, ...], str, str]] = {
     "contracts.manage": ((OWNER, OPERATIONS), "POST /admin/api/v1/contracts", "由线索创建合同、撤销合同"),
     "contracts.receive": ((OWNER, FINANCE), "POST /admin/api/v1/contracts/{order_id}/installments/{seq}/receive", "登记分期到账"),
     "contracts.confirm": ((OWNER, FINANCE), "POST /admin/api/v1/contracts/{order_id}/confirm-final", "确认尾款"),
+    "reports": (EVERYONE, "GET /admin/api/v1/reports/funnel", "数据报表：渠道漏斗、分销员、地区、商品、复购、积分负债"),
     "partners": ((OWNER, OPERATIONS, FINANCE), "GET /admin/api/v1/partners", "合作渠道与结算单"),
     "partners.edit": ((OWNER, OPERATIONS), "POST /admin/api/v1/partners", "新建、修改合作渠道及推广码"),
     "partners.pay": ((OWNER, FINANCE), "POST /admin/api/v1/partners/{partner_id}/payouts", "标记渠道佣金已付"),

@@ -502,6 +502,7 @@ def nav_items() -> list[tuple[str, str, str]]:
         ("console.partners", "渠道", "partners"),
         ("console.points", "积分", "points"),
         ("console.redemptions", "兑换", "redemptions"),
+        ("console.report_funnel", "报表", "reports"),
         ("console.materials", "素材", "materials"),
         ("console.posters", "海报", "posters"),
         ("console.settings_page", "设置", "settings"),
@@ -521,5 +522,6 @@ bp.add_app_template_global(nav_items, "console_nav")
 bp.add_app_template_global(page_url, "page_url")
 bp.add_app_template_filter(labels.yuan, "yuan")
 bp.add_app_template_filter(labels.points, "points")
+bp.add_app_template_filter(labels.percent_bp, "percent_bp")
 bp.add_app_template_filter(labels.china_time, "china_time")
 bp.add_app_template_filter(labels.label, "label")

@@ -141,6 +141,8 @@ class Lead(Base):
         Index("ix_leads_assignee_created", "assignee_id", "created_at"),
         Index("ix_leads_channel_created", "channel", "created_at"),
         Index("ix_leads_created", "created_at"),
+        # The report rollups find the days whose leads were reviewed since their last run.
+        Index("ix_leads_reviewed", "reviewed_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

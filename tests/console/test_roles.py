@@ -16,6 +16,7 @@ from server.errors import AppError
 PROBES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "GET /admin/api/v1/me": ("GET", "/admin/api/v1/me", None),
     "GET /admin/api/v1/members": ("GET", "/admin/api/v1/members", None),
+    "GET /admin/api/v1/reports/funnel": ("GET", "/admin/api/v1/reports/funnel", None),
     "GET /admin/api/v1/points/members/{member_id}": ("GET", "/admin/api/v1/points/members/999999", None),
     "GET /admin/api/v1/settings": ("GET", "/admin/api/v1/settings", None),
     "PUT /admin/api/v1/settings/{key}": ("PUT", "/admin/api/v1/settings/no_such_setting", {"value": 1}),

@@ -1,4 +1,4 @@
-// The console's behaviour: the CSRF header on htmx requests, confirmations, and the dashboard charts.
+// The console's behaviour: the CSRF header on htmx requests, confirmations, the dashboard and report charts.
 (function () {
   "use strict";
 
@@ -60,25 +60,53 @@
     };
   }
 
-  var OPTIONS = { counts: countsOption, money: moneyOption };
+  // A report page's chart, from the description the page carries: categories, series of numbers, axis names.
+  function reportOption(spec) {
+    var category = { type: "category", data: spec.categories, axisLabel: { interval: 0, hideOverlap: true } };
+    var values = spec.axes.map(function (name) { return { type: "value", name: name }; });
+    return {
+      color: COLORS,
+      tooltip: { trigger: "axis" },
+      legend: { top: 0, type: "scroll" },
+      grid: { left: spec.horizontal ? 120 : 56, right: 56, top: 40, bottom: 36, containLabel: !spec.horizontal },
+      xAxis: spec.horizontal ? values[0] : category,
+      yAxis: spec.horizontal ? category : values,
+      series: spec.series.map(function (s) {
+        return { name: s.name, type: s.type, data: s.data, stack: s.stack, yAxisIndex: spec.horizontal ? 0 : (s.axis || 0), connectNulls: true, barMaxWidth: 36 };
+      })
+    };
+  }
+
+  var OPTIONS = { counts: countsOption, money: moneyOption, report: reportOption };
+
+  function draw(node, data) {
+    var chart = window.echarts.init(node, null, { renderer: "canvas" });
+    chart.setOption(OPTIONS[node.getAttribute("data-chart")](data));
+    node.setAttribute("data-rendered", "true");
+    window.addEventListener("resize", function () { chart.resize(); });
+  }
 
   function drawCharts() {
     var nodes = document.querySelectorAll("[data-chart]");
     if (!nodes.length || !window.echarts) { return; }
     var cache = {};
     nodes.forEach(function (node) {
+      var spec = node.getAttribute("data-chart-spec");
+      if (spec) {
+        try { draw(node, JSON.parse(spec)); } catch (error) {
+          node.textContent = "图表加载失败，请刷新页面重试。";
+          node.setAttribute("data-rendered", "error");
+          console.warn(error);
+        }
+        return;
+      }
       var src = node.getAttribute("data-src");
       cache[src] = cache[src] || fetch(src, { credentials: "same-origin", headers: { "Accept": "application/json" } })
         .then(function (response) {
           if (!response.ok) { throw new Error("trend data: HTTP " + response.status); }
           return response.json();
         });
-      cache[src].then(function (data) {
-        var chart = window.echarts.init(node, null, { renderer: "canvas" });
-        chart.setOption(OPTIONS[node.getAttribute("data-chart")](data));
-        node.setAttribute("data-rendered", "true");
-        window.addEventListener("resize", function () { chart.resize(); });
-      }).catch(function (error) {
+      cache[src].then(function (data) { draw(node, data); }).catch(function (error) {
         node.textContent = "图表加载失败，请刷新页面重试。";
         node.setAttribute("data-rendered", "error");
         console.warn(error);
