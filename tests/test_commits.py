@@ -54,6 +54,9 @@ OWN_UNITS = {
     ("server/scheduler.py", "orders_tick"),
     ("server/scheduler.py", "refund_retry_job"),
     ("server/tasks.py", "_run"),
+    # A background export commits its start, its progress after each batch, and its end.
+    ("server/console/export_pages.py", "run_export_job"),
+    ("server/console/export_pages.py", "_save_progress"),
     # Refund submission, its query and the reconciliation of an unpaid order: one unit per refund
     # or order, committed before and after WeChat Pay answers.
     ("server/orders/payments.py", "submit_refund"),
