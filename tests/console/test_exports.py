@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from flask import Flask
 from openpyxl import load_workbook
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from server import db
 from server.accounts import export_jobs
@@ -379,3 +379,26 @@ def test_a_staff_member_has_at_most_three_exports_under_way(app: Flask, demo: di
     response = browser.get("/console/orders/export?format=csv")
     assert response.status_code == 429
     assert len(_jobs(app)) == 3
+
+
+def test_exports_read_the_list_in_keyset_batches_and_csv_streams(app: Flask, demo: dict[str, Any]) -> None:
+    """No query reads the whole list: each batch asks for the next two rows after the last key seen."""
+    browser = login(app, "owner")
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    engine = app.extensions["db_engine"]
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        response = browser.get("/console/distributors/export?format=csv")
+        assert response.is_streamed
+        rows = csv_rows(response.data)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    reads = [s for s in statements if s.startswith("SELECT") and "FROM distributors" in s and "count(" not in s]
+    assert len(rows) >= 2
+    assert len(reads) == len(rows) // 2 + 1
+    assert all("LIMIT" in s for s in reads), reads
+    assert all("applied_at <" in s for s in reads[1:]), reads
