@@ -70,12 +70,13 @@ def _export_view(export: ExportList) -> Callable[[], Any]:
         fmt = next((f for f in FORMATS if f == request.args.get("format", "")), None)
         if fmt is None:
             return error_page(400, "导出格式应为 csv 或 xlsx。")
-        stmt, problems = export.select(request.args)
+        # The filters as stored and audited are what the export selects with, here and in a background job.
+        filters = export.filters(request.args)
+        stmt, problems = export.select(filters)
         if problems:
             return error_page(400, "筛选条件有误，请修改后再导出：" + "；".join(problems))
         sess = db.session()
         staff = current_staff()
-        filters = export.filters(request.args)
         total = count_rows(sess, export, stmt)
         if fmt == "xlsx" and total > XLSX_MAX_ROWS:
             return error_page(422, f"共 {total:,} 行，超过 Excel 单表上限 {XLSX_MAX_ROWS:,} 行；请缩小筛选范围或导出 CSV。")
