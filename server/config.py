@@ -139,6 +139,15 @@ class Config:
         self.POSTER_CACHE_TTL = _env_int("POSTER_CACHE_TTL", 24 * 3600)
         #: Where images staff upload (materials' pictures and covers) are kept, served under /media/.
         self.MEDIA_DIR = env.get("MEDIA_DIR") or str(ROOT / "var" / "media")
+        #: Where console exports written in the background are kept until they expire (never served statically).
+        self.EXPORT_DIR = env.get("EXPORT_DIR") or str(ROOT / "var" / "exports")
+        #: A console export of at most this many rows streams straight to the browser; a larger one is
+        #: written in the background and downloaded from /console/exports/<id>.
+        self.EXPORT_STREAM_MAX_ROWS = _env_int("EXPORT_STREAM_MAX_ROWS", 20_000)
+        #: Hours a background export stays downloadable.
+        self.EXPORT_TTL_HOURS = _env_int("EXPORT_TTL_HOURS", 24)
+        #: Rows read from the database per query while exporting (keyset batches: memory stays flat).
+        self.EXPORT_BATCH_ROWS = _env_int("EXPORT_BATCH_ROWS", 1000)
 
         #: Lifetime of a member's or staff member's bearer token.
         self.TOKEN_TTL_SECONDS = _env_int("TOKEN_TTL_SECONDS", 7 * 24 * 3600)
@@ -252,5 +261,7 @@ class TestingConfig(Config):
             setattr(self, name, "")
         self.WECHAT_PAY_API = "v3"
         self.WECHAT_PAY_V2_SIGN_TYPE = "HMAC-SHA256"
+        # Background exports go outside the checkout; their names carry a random part, so runs may share it.
+        self.EXPORT_DIR = os.environ.get("TEST_EXPORT_DIR") or str(Path(tempfile.gettempdir()) / f"referral-test-exports-{getattr(os, 'getuid', lambda: 0)()}")
         # Uploaded test images go outside the checkout; names are content hashes, so runs may share it.
         self.MEDIA_DIR = os.environ.get("TEST_MEDIA_DIR") or str(Path(tempfile.gettempdir()) / f"referral-test-media-{getattr(os, 'getuid', lambda: 0)()}")

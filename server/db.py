@@ -112,11 +112,16 @@ def paginate(
 ) -> tuple[list[Any], int]:
     """One page of ``stmt`` in ``order_by`` order, and how many rows it has in all (counted over
     ``count_column`` when the selection is wider than a row); entities with ``scalars``, else rows."""
-    counted = stmt.with_only_columns(count_column) if count_column is not None else stmt
-    total = int(sess.scalar(select(func.count()).select_from(counted.subquery())) or 0)
+    total = count(sess, stmt, count_column=count_column)
     paged = stmt.order_by(*order_by).offset(offset).limit(limit)
     rows = sess.scalars(paged).all() if scalars else sess.execute(paged).all()
     return list(rows), total
+
+
+def count(sess: Session, stmt: Any, *, count_column: Any = None) -> int:
+    """How many rows ``stmt`` selects (counted over ``count_column`` when the selection is wider than a row)."""
+    counted = stmt.with_only_columns(count_column) if count_column is not None else stmt
+    return int(sess.scalar(select(func.count()).select_from(counted.order_by(None).subquery())) or 0)
 
 
 def fit(column: Any, head: str, tail: str = "") -> str:

@@ -12,6 +12,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -24,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from server import db
+from server.accounts import export_jobs
 from server.clock import CHINA, local
 from server.db import unit_of_work, utcnow
 from server.distribution.services import regrade_all
@@ -176,7 +178,7 @@ def orders_tick(app: Flask, now: datetime) -> dict[str, int] | None:
         to_process = list(sess.scalars(select(Order).where(Order.id.in_(ids)).order_by(Order.id))) if ids else []
         processed = _each_order(app, sess, "points", to_process, bring_points_in_line)
         oldest = f"{local(now - TICK_CLAIMS_KEPT):%Y-%m-%dT%H:%M}"
-        sess.execute(delete(JobClaim).where(JobClaim.job.in_(("orders-tick", "refund-retry")), JobClaim.period < oldest))
+        sess.execute(delete(JobClaim).where(JobClaim.job.in_(("orders-tick", "refund-retry", "export-cleanup")), JobClaim.period < oldest))
         finished = sess.get(JobClaim, claim_id)
         assert finished is not None
         _finish(finished)
@@ -272,6 +274,24 @@ def report_rollups_job(app: Flask, now: datetime) -> dict[str, Any] | None:
     return {"days": len(days), "first": days[0].isoformat(), "last": days[-1].isoformat()}
 
 
+# -- console exports -------------------------------------------------------------------------------
+
+
+def export_cleanup_job(app: Flask, now: datetime) -> dict[str, int] | None:
+    """Every five minutes: fail background exports that died with their process (no progress for ten
+    minutes), delete the files of expired exports and, a week after they expired, their rows."""
+    with unit_of_work(app) as sess:
+        row = claim(sess, "export-cleanup", f"{local(now):%Y-%m-%dT%H:%M}")
+        if row is None:
+            return None
+        export_dir = Path(app.config["EXPORT_DIR"])
+        ttl = timedelta(hours=int(app.config["EXPORT_TTL_HOURS"]))
+        stale = export_jobs.fail_stale_exports(sess, export_dir, ttl=ttl, now=now)
+        files, rows = export_jobs.remove_expired_exports(sess, export_dir, now=now)
+        _finish(row)
+    return {"stale": stale, "files": files, "rows": rows}
+
+
 # -- the scheduler -------------------------------------------------------------------------------
 
 
@@ -294,6 +314,7 @@ SCHEDULES = (
     # Before the stage bonuses, so a grade change made during the day is applied by the night's end.
     Schedule("regrade", regrade_job, {"hour": 2, "minute": 15}),
     Schedule("report-rollups", report_rollups_job, {"minute": "*/10"}),
+    Schedule("export-cleanup", export_cleanup_job, {"minute": "*/5"}),
 )
 
 
@@ -327,7 +348,7 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
 @click.command("scheduler")
 @with_appcontext
 def scheduler_command() -> None:
-    """Run the scheduled jobs (orders tick, settlement, expiry, stage bonuses, regrading, report rollups). Run exactly one of these per deployment."""
+    """Run the scheduled jobs (orders tick, settlement, expiry, stage bonuses, regrading, report rollups, export cleanup). Run exactly one of these per deployment."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
     scheduler = build_scheduler(app)
     click.echo("scheduler running: " + ", ".join(s.name for s in SCHEDULES) + " (Ctrl+C to stop)")

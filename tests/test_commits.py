@@ -55,6 +55,12 @@ OWN_UNITS = {
     ("server/scheduler.py", "orders_tick"),
     ("server/scheduler.py", "refund_retry_job"),
     ("server/tasks.py", "_run"),
+    # The rollup rebuild commits day by day, then the months.
+    ("server/reports/cli.py", "done"),
+    ("server/reports/cli.py", "rebuild_command"),
+    # A background export commits its start, its progress after each batch, and its end.
+    ("server/console/export_pages.py", "run_export_job"),
+    ("server/console/export_pages.py", "_save_progress"),
     # Refund submission, its query and the reconciliation of an unpaid order: one unit per refund
     # or order, committed before and after WeChat Pay answers.
     ("server/orders/payments.py", "submit_refund"),

@@ -102,3 +102,47 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
+
+
+class ExportState(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class ExportJob(Base):
+    """A console list exported in the background because it has too many rows to stream at once.
+
+    The file is written to ``EXPORT_DIR`` under a temporary name and renamed when complete; only the
+    staff member who asked may download it, until ``expires_at``.
+    """
+
+    __tablename__ = "export_jobs"
+    __table_args__ = (
+        Index("ix_export_jobs_staff", "staff_id", "id"),
+        Index("ix_export_jobs_state", "state", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    staff_id: Mapped[int] = mapped_column(BigId, ForeignKey("staff.id"))
+    #: Which console list: "orders", "members", "leads", … (``server.console.export_pages.LISTS``).
+    list_name: Mapped[str] = mapped_column(String(32))
+    #: The list's filters as they were in the page's URL (only the list's own filter names).
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: "csv" or "xlsx".
+    format: Mapped[str] = mapped_column(String(8))
+    state: Mapped[ExportState] = mapped_column(enum_column(ExportState, "export_state"), default=ExportState.queued)
+    rows_done: Mapped[int] = mapped_column(default=0)
+    #: Rows the filters selected when the export was asked for.
+    rows_total: Mapped[int] = mapped_column(default=0)
+    #: The finished file's name inside EXPORT_DIR (never a path staff typed).
+    file_name: Mapped[str | None] = mapped_column(String(128))
+    #: Why a failed export failed, for the staff member's list.
+    error: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Moved on every batch written: a running export whose heartbeat stops died with its process.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: After this the download answers 410 and the scheduler deletes the file.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)

@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
     from server.console import (  # noqa: F401
         contract_pages,
         distributors_pages,
+        export_pages,
         lead_pages,
         materials_pages,
         orders_pages,

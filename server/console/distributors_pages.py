@@ -6,7 +6,7 @@ that route's request model (``server.distribution.routes``), so no limit or rule
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
@@ -64,14 +64,20 @@ def fen_arg(value: str) -> int | str:
 # -- list and application queue ---------------------------------------------------------------
 
 
-def _filters() -> dict[str, Any]:
-    status_arg = request.args.get("status", "")
-    tier_arg = request.args.get("tier", "")
+def _filters(args: Mapping[str, str]) -> dict[str, Any]:
+    status_arg = args.get("status", "")
+    tier_arg = args.get("tier", "")
     return {
         "status": DistributorStatus(status_arg) if status_arg in DistributorStatus._value2member_map_ else None,
         "tier": int(tier_arg) if tier_arg in ("1", "2") else None,
-        "q": request.args.get("q", "").strip()[:64],
+        "q": args.get("q", "").strip()[:64],
     }
+
+
+def distributor_filters(args: Mapping[str, str]) -> tuple[Any, list[str]]:
+    """The distributor list's selection (newest application first) for the filters in ``args``, and its problems (none)."""
+    found = _filters(args)
+    return services.distributors_query(status=found["status"], tier=found["tier"], q=found["q"] or None), []
 
 
 @bp.get("/distributors")
@@ -79,8 +85,8 @@ def _filters() -> dict[str, Any]:
 def distributors(errors: dict[str, str] | None = None, status: int = 200) -> Any:
     """Applications and distributors, filtered by status, tier and name; newest application first."""
     sess = db.session()
-    found = _filters()
-    stmt = services.distributors_query(status=found["status"], tier=found["tier"], q=found["q"] or None)
+    found = _filters(request.args)
+    stmt, _ = distributor_filters(request.args)
     page = int_arg("page", 1)
     rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, scalars=False)
     member_ids = [member.id for _d, member in rows]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
+from typing import Any, Mapping
 
 from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
@@ -56,8 +56,8 @@ def fen_value(text: str) -> int | None:
     return fen or None
 
 
-def _choice(name: str, table: dict[str, str]) -> str | None:
-    value = request.args.get(name, "")
+def _choice(args: Mapping[str, str], name: str, table: dict[str, str]) -> str | None:
+    value = args.get(name, "")
     return value if value in table else None
 
 
@@ -66,30 +66,35 @@ def lead_workers() -> list[Staff]:
     return list(db.session().scalars(select(Staff).where(Staff.active.is_(True), Staff.role.in_(LEAD_ROLES)).order_by(Staff.username)))
 
 
+def lead_filters(args: Mapping[str, str]) -> tuple[Any, list[str]]:
+    """The lead pool's selection for the filters in ``args``, and their problems."""
+    problems: list[str] = []
+    start_day, end_day = date_arg("from", problems, args), date_arg("to", problems, args)
+    assignee = args.get("assignee", "")
+    sharer = args.get("sharer", "").strip()
+    if sharer and id_value(sharer) is None:
+        problems.append("分享人请填写会员 ID（数字）。")
+    filters = LeadFilters(
+        status=LeadStatus(s) if (s := _choice(args, "status", LEAD_STATUS)) else None,
+        follow_up=LeadFollowUp(f) if (f := _choice(args, "follow_up", FOLLOW_UP)) else None,
+        source=LeadSource(src) if (src := _choice(args, "source", LEAD_SOURCE)) else None,
+        assignee_id=0 if assignee == "none" else id_value(assignee),
+        channel=_choice(args, "channel", CHANNEL),
+        sharer_id=id_value(sharer),
+        start=queries.day_start(start_day) if start_day else None,
+        end=queries.day_start(end_day + timedelta(days=1)) if end_day else None,
+    )
+    return lead_pool(filters), problems
+
+
 @bp.get("/leads")
 @console_view("leads")
 def leads() -> Any:
     """The lead pool, newest first, with its filters in the URL."""
     sess = db.session()
-    problems: list[str] = []
-    start_day, end_day = date_arg("from", problems), date_arg("to", problems)
-    assignee = request.args.get("assignee", "")
-    sharer = request.args.get("sharer", "").strip()
-    if sharer and id_value(sharer) is None:
-        problems.append("分享人请填写会员 ID（数字）。")
-    channel = _choice("channel", CHANNEL)
-    filters = LeadFilters(
-        status=LeadStatus(s) if (s := _choice("status", LEAD_STATUS)) else None,
-        follow_up=LeadFollowUp(f) if (f := _choice("follow_up", FOLLOW_UP)) else None,
-        source=LeadSource(src) if (src := _choice("source", LEAD_SOURCE)) else None,
-        assignee_id=0 if assignee == "none" else id_value(assignee),
-        channel=channel,
-        sharer_id=id_value(sharer),
-        start=queries.day_start(start_day) if start_day else None,
-        end=queries.day_start(end_day + timedelta(days=1)) if end_day else None,
-    )
+    stmt, problems = lead_filters(request.args)
     page = int_arg("page", 1)
-    rows, total = db.paginate(sess, lead_pool(filters), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Lead.id.desc(),))
+    rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Lead.id.desc(),))
     staff = {s.id: s for s in queries.staff_names(sess)}
     sharers = {m.id: m for m in sess.scalars(select(Member).where(Member.id.in_({r.sharer_id for r in rows if r.sharer_id})))}
     return render_template(

@@ -8,7 +8,7 @@ and an abnormal refund is resent by ``resend_abnormal_refund``, which commits be
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Mapping
 
 from flask import flash, redirect, render_template, request, url_for
 from pydantic import BaseModel
@@ -88,19 +88,16 @@ def _member_id(text: str) -> int | None:
     return int(text) if text.isdigit() and len(text) <= 18 else None
 
 
-@bp.get("/orders")
-@console_view("orders")
-def orders() -> Any:
-    """Orders, newest first, filtered by status, kind, creation dates (China time), inviter, product and a search."""
-    sess = db.session()
+def order_filters(args: Mapping[str, str]) -> tuple[Any, list[str]]:
+    """The order list's selection for the filters in ``args``, and their problems."""
     problems: list[str] = []
-    status_arg, kind_arg = request.args.get("status", ""), request.args.get("kind", "")
-    inviter_arg, product_arg = request.args.get("inviter", "").strip()[:32], request.args.get("product", "").strip()[:32]
-    q = request.args.get("q", "").strip()[:64]
+    status_arg, kind_arg = args.get("status", ""), args.get("kind", "")
+    inviter_arg, product_arg = args.get("inviter", "").strip()[:32], args.get("product", "").strip()[:32]
+    q = args.get("q", "").strip()[:64]
     inviter = _member_id(inviter_arg)
     if inviter_arg and inviter is None:
         problems.append("邀请人应填写会员 ID（数字）。")
-    start_day, end_day = date_arg("from", problems), date_arg("to", problems)
+    start_day, end_day = date_arg("from", problems, args), date_arg("to", problems, args)
     stmt = staff_orders(
         status=OrderStatus(status_arg) if status_arg in OrderStatus._value2member_map_ else None,
         kind=OrderKind(kind_arg) if kind_arg in OrderKind._value2member_map_ else None,
@@ -112,6 +109,15 @@ def orders() -> Any:
         start=day_start(start_day) if start_day else None,
         end=day_start(end_day + timedelta(days=1)) if end_day else None,
     )
+    return stmt, problems
+
+
+@bp.get("/orders")
+@console_view("orders")
+def orders() -> Any:
+    """Orders, newest first, filtered by status, kind, creation dates (China time), inviter, product and a search."""
+    sess = db.session()
+    stmt, problems = order_filters(request.args)
     page = int_arg("page", 1)
     rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Order.id.desc(),))
     return render_template(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, Mapping
 
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
@@ -65,31 +65,42 @@ def new_form_key() -> str:
 # -- the ledger ------------------------------------------------------------------------------------
 
 
+def _ledger_args(args: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The ledger's filters in ``args`` as ``transactions_query`` arguments, and their problems."""
+    problems: list[str] = []
+    member_arg = args.get("member", "").strip()
+    member_id = id_value(member_arg) if member_arg else None
+    if member_arg and member_id is None:
+        problems.append("会员 ID 应为数字。")
+    kind_arg = args.get("kind", "")
+    kind = TxKind(kind_arg) if kind_arg in TxKind._value2member_map_ else None
+    if kind_arg and kind is None:
+        problems.append("未知的交易类型，已显示全部类型。")
+    start_day, end_day = date_arg("from", problems, args), date_arg("to", problems, args)
+    found = {
+        "member_id": member_id,
+        "kind": kind,
+        "start": queries.day_start(start_day) if start_day else None,
+        "end": queries.day_start(end_day + timedelta(days=1)) if end_day else None,
+    }
+    return found, problems
+
+
+def ledger_filters(args: Mapping[str, str]) -> tuple[Any, list[str]]:
+    """The ledger's transactions for the filters in ``args``, and their problems."""
+    found, problems = _ledger_args(args)
+    return points.transactions_query(**found), problems
+
+
 @bp.get("/points", endpoint="points")
 @console_view("points")
 def points_page(errors: dict[str, str] | None = None, status: int = 200) -> Any:
     """Ledger transactions with their entries, by member, kind and China-time dates; the owner's adjustment form."""
     sess = db.session()
-    problems: list[str] = []
-    member_arg = request.args.get("member", "").strip()
-    member_id = id_value(member_arg) if member_arg else None
-    if member_arg and member_id is None:
-        problems.append("会员 ID 应为数字。")
-    kind_arg = request.args.get("kind", "")
-    kind = TxKind(kind_arg) if kind_arg in TxKind._value2member_map_ else None
-    if kind_arg and kind is None:
-        problems.append("未知的交易类型，已显示全部类型。")
-    start_day, end_day = date_arg("from", problems), date_arg("to", problems)
+    found, problems = _ledger_args(request.args)
+    member_id = found["member_id"]
     page = int_arg("page", 1)
-    rows, total = points.transactions_page(
-        sess,
-        member_id=member_id,
-        kind=kind,
-        start=queries.day_start(start_day) if start_day else None,
-        end=queries.day_start(end_day + timedelta(days=1)) if end_day else None,
-        offset=(page - 1) * PAGE_SIZE,
-        limit=PAGE_SIZE,
-    )
+    rows, total = points.transactions_page(sess, **found, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
     member = sess.get(Member, member_id) if member_id else None
     form = request.form if errors else {}
     return render_template(

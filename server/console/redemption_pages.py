@@ -6,7 +6,7 @@ Actions call the services of ``server/points/redemption.py`` exactly as the admi
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from flask import flash, redirect, render_template, request, url_for
 
@@ -32,8 +32,8 @@ from server.points.redemption import (
 NOTE_LIMIT = 255
 
 
-def _enum_arg(name: str, enum: Any, problems: list[str], what: str) -> Any:
-    raw = request.args.get(name, "")
+def _enum_arg(args: Mapping[str, str], name: str, enum: Any, problems: list[str], what: str) -> Any:
+    raw = args.get(name, "")
     if raw and raw not in enum._value2member_map_:
         problems.append(f"未知的{what}，已显示全部。")
         return None
@@ -43,22 +43,28 @@ def _enum_arg(name: str, enum: Any, problems: list[str], what: str) -> Any:
 # -- the fulfilment queue --------------------------------------------------------------------------
 
 
+def redemption_filters(args: Mapping[str, str]) -> tuple[Any, list[str]]:
+    """The redemption queue's selection ((redemption, item) rows) for the filters in ``args``, and their problems."""
+    problems: list[str] = []
+    state = _enum_arg(args, "status", RedemptionStatus, problems, "状态")
+    kind = _enum_arg(args, "kind", ItemKind, problems, "类型")
+    member_arg = args.get("member", "").strip()
+    member_id = id_value(member_arg) if member_arg else None
+    if member_arg and member_id is None:
+        problems.append("会员 ID 应为数字。")
+    return pq.redemptions_query(status=state, kind=kind, member_id=member_id), problems
+
+
 @bp.get("/redemptions")
 @console_view("redemptions")
 def redemptions(errors: dict[str, str] | None = None, status: int = 200) -> Any:
     """Redemptions, newest first, by status, kind and member; placed ones are fulfilled or cancelled here."""
     sess = db.session()
-    problems: list[str] = []
-    state = _enum_arg("status", RedemptionStatus, problems, "状态")
-    kind = _enum_arg("kind", ItemKind, problems, "类型")
-    member_arg = request.args.get("member", "").strip()
-    member_id = id_value(member_arg) if member_arg else None
-    if member_arg and member_id is None:
-        problems.append("会员 ID 应为数字。")
+    stmt, problems = redemption_filters(request.args)
     page = int_arg("page", 1)
     rows, total = db.paginate(
         sess,
-        pq.redemptions_query(status=state, kind=kind, member_id=member_id),
+        stmt,
         offset=(page - 1) * PAGE_SIZE,
         limit=PAGE_SIZE,
         order_by=(Redemption.id.desc(),),
@@ -202,7 +208,7 @@ def redemptions_items(errors: dict[str, str] | None = None, status: int = 200) -
     """The catalog in its order (sort, then oldest), by kind and on sale or not; a form to add an item."""
     sess = db.session()
     problems: list[str] = []
-    kind = _enum_arg("kind", ItemKind, problems, "类型")
+    kind = _enum_arg(request.args, "kind", ItemKind, problems, "类型")
     active_arg = request.args.get("active", "")
     active = {"1": True, "0": False}.get(active_arg)
     page = int_arg("page", 1)

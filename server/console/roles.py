@@ -16,6 +16,8 @@ EVERYONE = (OWNER, OPERATIONS, FINANCE)
 AREAS: dict[str, tuple[tuple[StaffRole, ...], str, str]] = {
     "dashboard": (EVERYONE, "GET /admin/api/v1/me", "概览与待办"),
     "account": (EVERYONE, "GET /admin/api/v1/me", "自己的密码"),
+    # Each list exports under its own area (see export_pages); this is only one's own files of big exports.
+    "exports": (EVERYONE, "GET /admin/api/v1/me", "自己的后台导出文件"),
     "members": ((OWNER, OPERATIONS), "GET /admin/api/v1/members", "会员搜索与详情"),
     "members.change_inviter": ((OWNER,), "", "修改或清除会员的邀请人"),
     "points.view": ((OWNER, OPERATIONS, FINANCE), "GET /admin/api/v1/points/members/{member_id}", "会员积分余额与明细"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Mapping
 
 from flask import (
     Blueprint,
@@ -134,8 +134,9 @@ def int_arg(name: str, default: int, lo: int = 1, hi: int = 100_000) -> int:
     return min(max(int(value), lo), hi)
 
 
-def date_arg(name: str, problems: list[str]) -> date | None:
-    value = request.args.get(name, "").strip()
+def date_arg(name: str, problems: list[str], args: Mapping[str, str] | None = None) -> date | None:
+    """A China-time day filter (``YYYY-MM-DD``) of ``args`` (the request's query by default); a bad one is a problem."""
+    value = (request.args if args is None else args).get(name, "").strip()
     if not value:
         return None
     try:
@@ -266,6 +267,16 @@ def dashboard_trend() -> Response:
 # -- members ------------------------------------------------------------------------------------
 
 
+def member_filters(args: Mapping[str, str]) -> tuple[Any, list[str]]:
+    """The member list's selection for the filters in ``args`` (search and status), and its problems (none)."""
+    q = args.get("q", "").strip()[:64]
+    status_arg = args.get("status", "")
+    status = MemberStatus(status_arg) if status_arg in MemberStatus._value2member_map_ else None
+    digits = q.lstrip("+")
+    digest = security.digest(q, "phone") if digits.isdigit() and len(digits) >= 7 else None
+    return queries.members_query(q=q or None, phone_digest=digest, status=status), []
+
+
 @bp.get("/members")
 @console_view("members")
 def members() -> Any:
@@ -273,9 +284,7 @@ def members() -> Any:
     q = request.args.get("q", "").strip()[:64]
     status_arg = request.args.get("status", "")
     status = MemberStatus(status_arg) if status_arg in MemberStatus._value2member_map_ else None
-    digits = q.lstrip("+")
-    digest = security.digest(q, "phone") if digits.isdigit() and len(digits) >= 7 else None
-    stmt = queries.members_query(q=q or None, phone_digest=digest, status=status)
+    stmt, _ = member_filters(request.args)
     page = int_arg("page", 1)
     rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Member.id.desc(),))
     return render_template(
@@ -371,22 +380,28 @@ def _inviter_errors(error: ValidationError) -> dict[str, str]:
 # -- audit log ----------------------------------------------------------------------------------
 
 
+def audit_filters(args: Mapping[str, str]) -> tuple[Any, list[str]]:
+    """The audit log's selection for the filters in ``args`` (actor, action, object, dates), and their problems."""
+    problems: list[str] = []
+    actor = args.get("actor", "")
+    staff_id = int(actor) if actor.isdigit() and len(actor) <= 18 else None
+    start_day, end_day = date_arg("from", problems, args), date_arg("to", problems, args)
+    stmt = queries.audit_query(
+        staff_id=staff_id,
+        from_cli=actor == "cli",
+        action=args.get("action", "").strip()[:64] or None,
+        target=args.get("object", "").strip()[:64] or None,
+        start=queries.day_start(start_day) if start_day else None,
+        end=queries.day_start(end_day + timedelta(days=1)) if end_day else None,
+    )
+    return stmt, problems
+
+
 @bp.get("/audit")
 @console_view("audit")
 def audit() -> Any:
     sess = db.session()
-    problems: list[str] = []
-    actor = request.args.get("actor", "")
-    staff_id = int(actor) if actor.isdigit() and len(actor) <= 18 else None
-    start_day, end_day = date_arg("from", problems), date_arg("to", problems)
-    stmt = queries.audit_query(
-        staff_id=staff_id,
-        from_cli=actor == "cli",
-        action=request.args.get("action", "").strip()[:64] or None,
-        target=request.args.get("object", "").strip()[:64] or None,
-        start=queries.day_start(start_day) if start_day else None,
-        end=queries.day_start(end_day + timedelta(days=1)) if end_day else None,
-    )
+    stmt, problems = audit_filters(request.args)
     page = int_arg("page", 1)
     rows, total = db.paginate(
         sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(queries.AuditEntry.id.desc(),), count_column=queries.AuditEntry.id, scalars=False

@@ -614,6 +614,21 @@ def transactions_page(
     limit: int = 20,
 ) -> tuple[list[tuple[LedgerTransaction, list[EntryLine]]], int]:
     """Ledger transactions, newest first, each with all its entries; ``start`` ≤ created < ``end`` when given."""
+    stmt = transactions_query(member_id=member_id, kind=kind, transaction_id=transaction_id, start=start, end=end)
+    txs, total = paginate(sess, stmt, offset=offset, limit=limit, order_by=(LedgerTransaction.id.desc(),))
+    by_tx = transaction_entries(sess, [tx.id for tx in txs])
+    return [(tx, by_tx[tx.id]) for tx in txs], total
+
+
+def transactions_query(
+    *,
+    member_id: int | None = None,
+    kind: TxKind | None = None,
+    transaction_id: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Any:
+    """Ledger transactions matching the filters (unordered); ``start`` ≤ created < ``end`` when given."""
     stmt = select(LedgerTransaction)
     if transaction_id is not None:
         stmt = stmt.where(LedgerTransaction.id == transaction_id)
@@ -625,19 +640,23 @@ def transactions_page(
         stmt = stmt.where(LedgerTransaction.created_at >= start)
     if end is not None:
         stmt = stmt.where(LedgerTransaction.created_at < end)
-    txs, total = paginate(sess, stmt, offset=offset, limit=limit, order_by=(LedgerTransaction.id.desc(),))
-    by_tx: dict[int, list[EntryLine]] = {tx.id: [] for tx in txs}
-    if txs:
+    return stmt
+
+
+def transaction_entries(sess: Session, transaction_ids: list[int]) -> dict[int, list[EntryLine]]:
+    """Every entry of each transaction, in posting order, with what explains it."""
+    by_tx: dict[int, list[EntryLine]] = {tx_id: [] for tx_id in transaction_ids}
+    if transaction_ids:
         rows = sess.execute(
             select(Entry, Account.kind, Account.member_id, LedgerTransaction)
             .join(Account, Account.id == Entry.account_id)
             .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-            .where(Entry.transaction_id.in_(by_tx))
+            .where(Entry.transaction_id.in_(transaction_ids))
             .order_by(Entry.id)
         ).all()
         for line in _explain(sess, list(rows)):
             by_tx[line.transaction.id].append(line)
-    return [(tx, by_tx[tx.id]) for tx in txs], total
+    return by_tx
 
 
 def member_statements(sess: Session, member_id: int, *, offset: int = 0, limit: int = 20) -> tuple[list[tuple[Statement, SettlementRun]], int]:

@@ -10,6 +10,7 @@ otherwise to a temporary directory.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import threading
@@ -20,6 +21,7 @@ from typing import Any, Iterator
 
 import pytest
 from flask import Flask
+from openpyxl import load_workbook
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
@@ -30,7 +32,7 @@ from server.accounts.services import create_staff
 from server.accounts.models import Member, StaffRole
 from server.demo import DEMO_PASSWORD, seed_demo
 from server.orders import payments
-from server.orders.models import Order, OrderStatus, Refund, RefundStatus, Sku
+from server.orders.models import Order, OrderKind, OrderStatus, Refund, RefundStatus, Sku
 from tests.conftest import _empty_database, make_config
 from tests.orders.conftest import pay_merchant, sandbox_pay  # noqa: F401  (the sandbox's WeChat Pay, as the order tests use it)
 from wechat_sandbox import PayState
@@ -505,3 +507,27 @@ def test_operations_cannot_confirm_an_installment(page: Any, live: LiveServer, e
     page.reload()
     assert page.locator("[data-field=confirmed]").inner_text() == "未确认"
     assert [e for e in errors if "403" not in e] == []
+
+
+def test_owner_exports_the_filtered_orders_as_excel(page: Any, live: LiveServer, errors: list[str]) -> None:
+    """The export link follows the filters htmx puts in the page, and the download opens in openpyxl."""
+    sign_in(page, live, "owner")
+    page.goto(f"{live.url}/console/orders")
+    page.select_option("#kind", "online")
+    page.wait_for_url("**/console/orders?*kind=online*")
+    page.wait_for_selector("#results a[data-format=xlsx][href*='kind=online']")
+    with page.expect_download() as info:
+        page.click("#results a[data-format=xlsx]")
+    download = info.value
+    assert download.suggested_filename.endswith(".xlsx")
+    # openpyxl goes by the file's extension, which Playwright's download path lacks: read the bytes.
+    sheet = load_workbook(io.BytesIO(Path(download.path()).read_bytes()), read_only=True).active
+    assert sheet is not None
+    rows = list(sheet.iter_rows(values_only=True))
+    header = list(rows[0])
+    assert header[:2] == ["订单 ID", "订单号"] and "金额（元）" in header
+    with live.app.app_context():
+        expected = list(db.session().scalars(select(Order.id).where(Order.kind == OrderKind.online).order_by(Order.id.desc())))
+    assert [row[0] for row in rows[1:]] == expected
+    assert {row[header.index("类型")] for row in rows[1:]} == {"线上订单"}
+    assert errors == []

@@ -24,6 +24,7 @@ PAGES = {
     "/console/settings": "settings",
     "/console/staff": "staff",
     "/console/account/password": "account",
+    "/console/exports": "exports",
 }
 
 
