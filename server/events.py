@@ -27,3 +27,19 @@ distributor_approved = _events.signal("distributor-approved")
 
 #: A member changed what others see of them, their nickname or avatar (``member``).
 member_profile_changed = _events.signal("member-profile-changed")
+
+#: An order's reward reached a member as pending points (``reward``: the OrderReward row, ``order``): once per reward.
+points_credited = _events.signal("points-credited")
+
+#: A settlement moved a member's matured points to available (``statement``, ``run``): after the statement row.
+points_settled = _events.signal("points-settled")
+
+#: A refund ended (``refund``, ``order``): succeeded, failed or rejected, after its amounts and the order's status.
+refund_ended = _events.signal("refund-ended")
+
+#: Staff or the rules decided a distributor application or changed a distributor's standing
+#: (``distributor``, ``action``: approve, reject, freeze, unfreeze or disable): after the audit entry.
+distributor_decided = _events.signal("distributor-decided")
+
+#: Staff fulfilled a redemption (``redemption``): placed → fulfilled, audited.
+redemption_fulfilled = _events.signal("redemption-fulfilled")
