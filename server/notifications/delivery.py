@@ -147,7 +147,7 @@ def record_outcome(sess: Session, plan: Claim, error: WeChatError | None, msgid:
         return False
     subscribe = plan.channel == MessageChannel.subscribe
     again = False
-    row.lease_until = None
+    row.lease_until, row.updated_at = None, now
     if error is None:
         row.state, row.sent_at, row.msgid, row.errcode, row.reason = OutboxState.sent, now, msgid, None, ""
     elif isinstance(error, WeChatUnavailableError) or error.errcode in TRANSIENT_ERRCODES or error.errcode is None:
