@@ -71,6 +71,13 @@ def on_order_status_changed(sess: Session, *, order: Order, status: OrderStatus)
     })
 
 
+def _refund_reason(refund: Refund) -> str:
+    """Why a refund ended as it did, in words the buyer can read: WeChat's, or the staff's rejection."""
+    if refund.status == RefundStatus.rejected and "rejected: " in refund.reason:
+        return refund.reason.rsplit("rejected: ", 1)[1] or "—"
+    return refund.failure_reason or ("退款已原路退回" if refund.status == RefundStatus.succeeded else refund.reason) or "—"
+
+
 def on_refund_ended(sess: Session, *, refund: Refund, order: Order) -> None:
     """Handler of ``events.refund_ended``: the buyer hears how their refund ended."""
     result = REFUND_RESULTS.get(refund.status)
@@ -81,7 +88,7 @@ def on_refund_ended(sess: Session, *, refund: Refund, order: Order) -> None:
         "product": _product(sess, order.id),
         "amount": amount_value(refund.amount_fen),
         "result": result,
-        "reason": refund.failure_reason or refund.reason or "—",
+        "reason": _refund_reason(refund),
         "time": time_value(utcnow()),
     })
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from server import db
 from server.notifications.models import OutboxMessage
 from server.settings.services import set_setting
+from tests.referral.conftest import scene_of  # noqa: F401  (a fixture these tests use too)
 from wechat_sandbox import SandboxServer
 
 #: The sandbox's templates (wechat_sandbox.messages) and a mapping of each event onto one.
