@@ -24,6 +24,7 @@ CONNECTED = {
     events.refund_ended: [notifications.on_refund_ended],
     events.distributor_decided: [notifications.on_distributor_decided],
     events.redemption_fulfilled: [notifications.on_redemption_fulfilled],
+    events.oa_follow_changed: [notifications.on_oa_follow_changed],
 }
 
 

@@ -17,4 +17,5 @@ def init_app(app: Flask) -> None:
     events.distributor_decided.connect(handlers.on_distributor_decided)
     events.lead_marked_valid.connect(handlers.on_lead_marked_valid)
     events.redemption_fulfilled.connect(handlers.on_redemption_fulfilled)
+    events.oa_follow_changed.connect(handlers.on_oa_follow_changed)
     app.register_blueprint(routes.bp)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from server.db import utcnow
 from server.notifications.fields import amount_value, points_value, time_value
 from server.notifications.models import NotifyEvent
-from server.notifications.services import queue_message
+from server.notifications.services import queue_message, record_follow
 from server.orders.models import Order, OrderItem, OrderStatus, Refund, RefundStatus
 from server.points.models import OrderReward, Redemption, RedemptionItem, Statement
 from server.settings.services import get_setting
@@ -131,3 +131,8 @@ def on_redemption_fulfilled(sess: Session, *, redemption: Redemption) -> None:
         "note": redemption.staff_note or "—",
         "time": time_value(utcnow()),
     })
+
+
+def on_oa_follow_changed(sess: Session, *, oa_openid: str, unionid: str | None, following: bool) -> None:
+    """Handler of ``events.oa_follow_changed``: who follows the account, for template messages."""
+    record_follow(sess, oa_openid, unionid, following)
