@@ -19,3 +19,4 @@ def init_app(app: Flask) -> None:
     events.redemption_fulfilled.connect(handlers.on_redemption_fulfilled)
     events.oa_follow_changed.connect(handlers.on_oa_follow_changed)
     app.register_blueprint(routes.bp)
+    app.register_blueprint(routes.admin_bp)

@@ -8,35 +8,22 @@ with it); the row is sent after the commit, and the scheduler sends whatever is 
 """
 from __future__ import annotations
 
-import logging
-import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from flask import Flask, current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server import db, tasks
-from server.notifications.delivery import deliver
 from server.accounts.models import Member, MemberStatus
+from server.accounts.services import record_audit
 from server.db import rowcount, utcnow
-from server.notifications.fields import KeywordMap, Rendered, SOURCES, parse_mapping, render
-from server.notifications.models import (
-    MessageChannel,
-    NotifyEvent,
-    OAFollower,
-    OutboxMessage,
-    OutboxState,
-    SubscriptionAllowance,
-)
+from server.notifications.delivery import deliver
+from server.notifications.errors import NotificationNotFoundError, NotResendableError
+from server.notifications.fields import SOURCES, KeywordMap, Rendered, parse_mapping, render
+from server.notifications.models import NotifyEvent, OAFollower, OutboxMessage, OutboxState, SubscriptionAllowance
 from server.settings.services import SettingSpec, get_setting, register
-from server.wechat import miniprogram, official_account
-from server.wechat.client import WeChatError, WeChatUnavailableError
 
-logger = logging.getLogger(__name__)
 
 # -- settings --------------------------------------------------------------------------------------
 
@@ -103,15 +90,12 @@ ACCEPT = "accept"
 def record_subscriptions(sess: Session, member_id: int, results: Iterable[tuple[str, str]]) -> dict[str, int]:
     """What the member answered in ``wx.requestSubscribeMessage``, as (template id, result): each
     ``accept`` adds one allowance of its template. Returns the allowances now left of each template."""
-    left: dict[str, int] = {}
-    for template_id, result in results:
+    reported = list(results)
+    for template_id, result in reported:
         if result == ACCEPT:
             _add_allowance(sess, member_id, template_id)
-        row = sess.scalars(
-            select(SubscriptionAllowance).where(SubscriptionAllowance.member_id == member_id, SubscriptionAllowance.template_id == template_id)
-        ).first()
-        left[template_id] = row.remaining if row is not None else 0
-    return left
+    allowances = remaining_allowances(sess, member_id)
+    return {template_id: allowances.get(template_id, 0) for template_id, _ in reported}
 
 
 def _add_allowance(sess: Session, member_id: int, template_id: str) -> None:
@@ -130,7 +114,9 @@ def _add_allowance(sess: Session, member_id: int, template_id: str) -> None:
 
 def remaining_allowances(sess: Session, member_id: int) -> dict[str, int]:
     """The member's allowances left, by template id."""
-    rows = sess.scalars(select(SubscriptionAllowance).where(SubscriptionAllowance.member_id == member_id))
+    rows = sess.scalars(
+        select(SubscriptionAllowance).where(SubscriptionAllowance.member_id == member_id).execution_options(populate_existing=True)
+    )
     return {row.template_id: row.remaining for row in rows}
 
 
@@ -182,13 +168,19 @@ def _drop_if_unfit(row: OutboxMessage, rendered: Rendered) -> None:
         row.state, row.reason = OutboxState.dropped, db.fit(OutboxMessage.reason, rendered.problem)
 
 
-def resend(sess: Session, outbox_id: int) -> OutboxMessage | None:
-    """Put a dropped or failed message back in the queue (staff, after fixing a template or an allowance); None if it is neither."""
-    row = sess.get(OutboxMessage, outbox_id, with_for_update=True)
-    if row is None or row.state not in (OutboxState.dropped, OutboxState.failed):
-        return None
+def resend(sess: Session, outbox_id: int, *, staff_id: int) -> OutboxMessage:
+    """Put a dropped or failed message back in the queue, as it was written (staff, once the member has an
+    allowance again or the template is fixed); sent after the commit. Audited."""
+    row = sess.get(OutboxMessage, outbox_id, with_for_update=True, populate_existing=True)
+    if row is None:
+        raise NotificationNotFoundError()
+    if row.state not in (OutboxState.dropped, OutboxState.failed):
+        raise NotResendableError(data={"state": row.state.value})
+    previous = {"state": row.state.value, "errcode": row.errcode, "reason": row.reason}
     row.state, row.next_attempt_at, row.attempts, row.lease_until = OutboxState.queued, utcnow(), 0, None
+    row.errcode, row.reason, row.channel = None, "", None
     sess.flush()
+    record_audit(sess, staff_id, "notification.resend", f"notification:{row.id}", previous)
     tasks.defer(deliver, row.id)
     return row
 
