@@ -19,6 +19,7 @@ def init_app(app: Flask) -> None:
         distributors_pages,
         lead_pages,
         materials_pages,
+        notifications_pages,
         orders_pages,
         partner_pages,
         points_pages,
