@@ -75,6 +75,7 @@ class MessageState:
     sent: list[SentMessage] = field(default_factory=list)
 
     def grant(self, appid: str, openid: str, template_id: str, times: int) -> int:
+        """Add ``times`` acceptances of ``template_id``; returns how many are left."""
         with self.lock:
             key = (appid, openid, template_id)
             self.allowances[key] = min(self.allowances[key] + times, MAX_ALLOWANCES)
@@ -90,6 +91,7 @@ class MessageState:
             return True
 
     def record(self, message: SentMessage) -> None:
+        """Keep a message WeChat accepted."""
         with self.lock:
             self.sent.append(message)
 
@@ -105,13 +107,14 @@ _bad_body = WeChatFault(47001, "data format error")
 
 
 def _string(body: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    """A text field of the body; WeChat names a missing or malformed one in its 47003."""
     value = body.get(key)
-    if value is None and not required:
+    if value is None:
+        if required:
+            raise WeChatFault(47003, f"argument invalid! {key} is empty")
         return None
     if not isinstance(value, str):
-        raise WeChatFault(47003, f"argument invalid! {key} invalid") if value is not None else WeChatFault(
-            47003, f"argument invalid! {key} is empty"
-        )
+        raise WeChatFault(47003, f"argument invalid! {key} invalid")
     return value
 
 

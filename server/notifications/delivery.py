@@ -52,7 +52,7 @@ class Claim:
 
 def backoff(attempts: int) -> timedelta:
     """The wait after the ``attempts``-th try failed for now: 1, 2, 4 … minutes, at most ``MAX_BACKOFF``."""
-    return min(timedelta(minutes=2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+    return min(timedelta(minutes=2 ** min(max(attempts - 1, 0), 16)), MAX_BACKOFF)
 
 
 def _due(now: datetime) -> Any:

@@ -78,6 +78,7 @@ class OutboxQuery(Page):
 
 
 def serialize_message(row: OutboxMessage) -> dict[str, Any]:
+    """An outbox row as staff see it."""
     return {
         "id": row.id,
         "event": row.event.value,

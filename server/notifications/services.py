@@ -39,6 +39,7 @@ EVENT_TITLES = {
 
 
 def setting_key(event: NotifyEvent, fallback: bool = False) -> str:
+    """The setting mapping ``event`` to a template: ``notify_<event>``, or ``notify_<event>_oa`` for the official account."""
     return f"notify_{event.value}" + ("_oa" if fallback else "")
 
 
