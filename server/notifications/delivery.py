@@ -184,7 +184,9 @@ def record_outcome(sess: Session, plan: Claim, error: WeChatError | None, msgid:
 
 def _send(plan: Claim) -> int | None:
     if plan.channel == MessageChannel.subscribe:
-        return miniprogram().send_subscribe_message(plan.openid, plan.template_id, plan.data, page=plan.page or None)
+        return miniprogram().send_subscribe_message(
+            plan.openid, plan.template_id, plan.data, page=plan.page or None, miniprogram_state=current_app.config["WECHAT_MINIPROGRAM_STATE"]
+        )
     pagepath = (miniprogram().appid, plan.page) if plan.page else None
     return official_account().send_template_message(plan.openid, plan.template_id, plan.data, miniprogram=pagepath)
 

@@ -125,22 +125,22 @@ def parse_mapping(event: NotifyEvent, text: str) -> KeywordMap | None:
 _JOINERS = frozenset({"\u200d", "\ufe0e", "\ufe0f"})
 
 
-def _clusters(text: str) -> list[str]:
+def clusters(text: str) -> list[str]:
     """``text`` in user-perceived characters, near enough: a base with its combining marks, emoji
     joined by ZWJ, a flag's two regional indicators. A cut between clusters never splits one."""
-    clusters: list[str] = []
+    found: list[str] = []
     for char in text:
-        joins = bool(clusters) and (
+        joins = bool(found) and (
             unicodedata.category(char) in ("Mn", "Me", "Mc")
             or char in _JOINERS
-            or clusters[-1].endswith("\u200d")
-            or (_regional(char) and len(clusters[-1]) == 1 and _regional(clusters[-1]))
+            or found[-1].endswith("\u200d")
+            or (_regional(char) and len(found[-1]) == 1 and _regional(found[-1]))
         )
         if joins:
-            clusters[-1] += char
+            found[-1] += char
         else:
-            clusters.append(char)
-    return clusters
+            found.append(char)
+    return found
 
 
 def _regional(char: str) -> bool:
@@ -159,7 +159,7 @@ def cut(text: str, limit: int, mark: str = "") -> str:
     room = limit - _size(mark)
     kept: list[str] = []
     used = 0
-    for cluster in _clusters(text):
+    for cluster in clusters(text):
         if used + _size(cluster) > room:
             break
         kept.append(cluster)

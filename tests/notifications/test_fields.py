@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.notifications.fields import KeywordMap, cut, fit_value, parse_mapping, points_value, amount_value, _clusters
+from server.notifications.fields import KeywordMap, amount_value, clusters, cut, fit_value, parse_mapping, points_value
 from server.notifications.models import NotifyEvent
 from server.wechat import miniprogram
 from server.wechat.client import WeChatError
@@ -52,9 +52,9 @@ def test_a_fitted_value_is_always_one_wechat_takes(kind: str, value: str) -> Non
 def test_a_cut_keeps_whole_characters_from_the_start(value: str, limit: int) -> None:
     kept = cut(value, limit)
     assert sum(2 if ord(c) > 0xFFFF else 1 for c in kept) <= limit
-    clusters = _clusters(value)
+    characters = clusters(value)
     # What is kept is whole characters (with their marks and joiners) from the start, nothing split.
-    prefixes = {"".join(clusters[:n]).rstrip() for n in range(len(clusters) + 1)}
+    prefixes = {"".join(characters[:n]).rstrip() for n in range(len(characters) + 1)}
     assert kept == value or kept in prefixes
 
 

@@ -230,3 +230,16 @@ def test_the_scheduler_sends_what_a_crash_left_behind(app: Flask, notify, person
     assert scheduler.notifications_job(app, now + delivery.LEASE + timedelta(minutes=1)) == {"sent": 1}
     assert [r.state for r in outbox(app)] == [OutboxState.sent, OutboxState.sent]
     assert len(sandbox_messages.messages(buyer.openid)) == 2
+
+
+def test_the_message_opens_the_configured_version_of_the_mini_program(app_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.config import ConfigError
+
+    app = app_factory(WECHAT_MINIPROGRAM_STATE="developer")
+    seen: list[str] = []
+    monkeypatch.setattr(MiniProgram, "send_subscribe_message", lambda self, *a, **k: seen.append(k["miniprogram_state"]))
+    with app.app_context():
+        delivery._send(delivery.Claim(1, 1, delivery.MessageChannel.subscribe, "o1", "t1", {}, ""))
+    assert seen == ["developer"]
+    with pytest.raises(ConfigError, match="WECHAT_MINIPROGRAM_STATE"):
+        app_factory(WECHAT_MINIPROGRAM_STATE="beta")
