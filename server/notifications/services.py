@@ -8,6 +8,7 @@ with it); the row is sent after the commit, and the scheduler sends whatever is 
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable
 
 from sqlalchemy import select, update
@@ -23,6 +24,9 @@ from server.notifications.errors import NotificationNotFoundError, NotResendable
 from server.notifications.fields import SOURCES, KeywordMap, Rendered, parse_mapping, render
 from server.notifications.models import NotifyEvent, OAFollower, OutboxMessage, OutboxState, SubscriptionAllowance
 from server.settings.services import SettingSpec, get_setting, register
+
+
+logger = logging.getLogger(__name__)
 
 
 # -- settings --------------------------------------------------------------------------------------
@@ -79,8 +83,14 @@ _declare()
 
 
 def mapping_for(sess: Session, event: NotifyEvent, fallback: bool = False) -> KeywordMap | None:
-    """The merchant's mapping for ``event`` (or its official-account fallback); None when off."""
-    return parse_mapping(event, str(get_setting(sess, setting_key(event, fallback))))
+    """The merchant's mapping for ``event`` (or its official-account fallback); None when off, or when a
+    stored value no longer parses (a message is never worth failing the event that triggers it)."""
+    key = setting_key(event, fallback)
+    try:
+        return parse_mapping(event, str(get_setting(sess, key)))
+    except ValueError as error:
+        logger.warning("setting %s is not a valid mapping (%s); the event sends nothing", key, error)
+        return None
 
 
 # -- allowances --------------------------------------------------------------------------------------

@@ -243,3 +243,17 @@ def test_the_message_opens_the_configured_version_of_the_mini_program(app_factor
     assert seen == ["developer"]
     with pytest.raises(ConfigError, match="WECHAT_MINIPROGRAM_STATE"):
         app_factory(WECHAT_MINIPROGRAM_STATE="beta")
+
+
+def test_a_stored_mapping_that_no_longer_parses_sends_nothing_and_fails_nothing(app: Flask, person, sandbox_messages: Sandbox) -> None:
+    from server.settings.models import Setting
+
+    with app.app_context():
+        db.session().add(Setting(key="notify_order_shipped", value="tpl number1=no_such_source", updated_by="cli"))
+        db.commit()
+    buyer = person()
+    order_id = paid_order(app, buyer)
+    ship_order(app, order_id)
+    with app.app_context():
+        assert db.session().get(Order, order_id).status.value == "shipped"
+    assert outbox(app) == []
