@@ -231,7 +231,8 @@ def test_build_scheduler_wires_every_job_without_starting(app):
     assert isinstance(built, BlockingScheduler) and not built.running
     assert str(built.timezone) == "Asia/Shanghai"
     jobs = {job.id: job for job in built.get_jobs()}
-    assert set(jobs) == {"orders-tick", "refund-retry", "settlement", "expire-points", "stage-bonus", "regrade"}
+    assert set(jobs) == {"orders-tick", "refund-retry", "notifications", "settlement", "expire-points", "stage-bonus", "regrade"}
+    assert "minute='*'" in str(jobs["notifications"].trigger) and jobs["notifications"].args[2] is scheduler.notifications_job
     assert "hour='2'" in str(jobs["regrade"].trigger) and jobs["regrade"].args[2] is scheduler.regrade_job
     assert "minute='*'" in str(jobs["orders-tick"].trigger)
     assert "minute='5'" in str(jobs["settlement"].trigger) and "hour" not in str(jobs["settlement"].trigger)
