@@ -253,5 +253,5 @@ def test_scheduler_command_starts_the_built_scheduler(app, monkeypatch):
     monkeypatch.setattr(BlockingScheduler, "start", start)
     result = app.test_cli_runner().invoke(args=["scheduler"])
     assert result.exit_code == 0, result.output
-    assert started == [["expire-points", "orders-tick", "refund-retry", "regrade", "settlement", "stage-bonus"]]
+    assert started == [["expire-points", "notifications", "orders-tick", "refund-retry", "regrade", "settlement", "stage-bonus"]]
     assert "scheduler running" in result.output
