@@ -135,6 +135,8 @@ class Config:
         self.WECHAT_TIMEOUT = float(env.get("WECHAT_TIMEOUT") or 5)
         #: The mini-program page a poster's code opens; the page reads the scene from its query.
         self.WECHAT_MINIPROGRAM_PAGE = env.get("WECHAT_MINIPROGRAM_PAGE") or "pages/index/index"
+        #: Which version of the mini-program a subscribe message opens: formal, trial or developer.
+        self.WECHAT_MINIPROGRAM_STATE = env.get("WECHAT_MINIPROGRAM_STATE") or "formal"
         #: Seconds a poster's PNG stays in Redis after it was drawn or last read from the database.
         self.POSTER_CACHE_TTL = _env_int("POSTER_CACHE_TTL", 24 * 3600)
         #: Where images staff upload (materials' pictures and covers) are kept, served under /media/.
@@ -174,6 +176,8 @@ class Config:
         """Refuse to start without the settings the environment needs; ConfigError says which."""
         if self.APP_ENV not in APP_ENVS:
             raise ConfigError(f"APP_ENV must be development or production, not {self.APP_ENV!r}")
+        if self.WECHAT_MINIPROGRAM_STATE not in ("formal", "trial", "developer"):
+            raise ConfigError(f"WECHAT_MINIPROGRAM_STATE must be formal, trial or developer, not {self.WECHAT_MINIPROGRAM_STATE!r}")
         if self.production:
             missing = self.production_problems()
             if missing:

@@ -8,9 +8,48 @@ are listed with it.
 """
 from __future__ import annotations
 
-from blinker import Namespace
+from collections.abc import Iterable, Iterator, MutableSet
+from typing import Any
 
-_events = Namespace()
+from blinker import Namespace, NamedSignal
+
+
+class _ConnectionOrder(MutableSet[Any]):
+    """A set that iterates in insertion order: blinker's own ``set`` would call receivers in an order
+    that depends on their memory addresses, not on the order they were connected."""
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        self._items = dict.fromkeys(items)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: Any) -> None:
+        self._items[item] = None
+
+    def discard(self, item: Any) -> None:
+        self._items.pop(item, None)
+
+    def copy(self) -> _ConnectionOrder:
+        return _ConnectionOrder(self._items)
+
+
+class _OrderedSignal(NamedSignal):
+    set_class = _ConnectionOrder  # type: ignore[assignment]  # blinker types it as the builtin set
+
+
+class _Events(Namespace):
+    def signal(self, name: str, doc: str | None = None) -> NamedSignal:
+        return self.setdefault(name, _OrderedSignal(name, doc))
+
+
+_events = _Events()
 
 #: An order moved to a new status (``order``, ``status``): after the conditional UPDATE and its timeline event.
 order_status_changed = _events.signal("order-status-changed")
@@ -27,3 +66,23 @@ distributor_approved = _events.signal("distributor-approved")
 
 #: A member changed what others see of them, their nickname or avatar (``member``).
 member_profile_changed = _events.signal("member-profile-changed")
+
+#: An order's reward reached a member as pending points (``reward``: the OrderReward row, ``order``): once per reward.
+points_credited = _events.signal("points-credited")
+
+#: A settlement moved a member's matured points to available (``statement``, ``run``): after the statement row.
+points_settled = _events.signal("points-settled")
+
+#: A refund ended (``refund``, ``order``): succeeded, failed or rejected, after its amounts and the order's status.
+refund_ended = _events.signal("refund-ended")
+
+#: Staff or the rules decided a distributor application or changed a distributor's standing
+#: (``distributor``, ``action``: approve, reject, freeze, unfreeze or disable): after the audit entry.
+distributor_decided = _events.signal("distributor-decided")
+
+#: Staff fulfilled a redemption (``redemption``): placed → fulfilled, audited.
+redemption_fulfilled = _events.signal("redemption-fulfilled")
+
+#: A user followed or left the official account (``oa_openid``: the account's openid of them, ``unionid``:
+#: where WeChat gave it, else None, ``following``): from the account's callback.
+oa_follow_changed = _events.signal("oa-follow-changed")

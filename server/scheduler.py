@@ -29,6 +29,7 @@ from server.accounts import export_jobs
 from server.clock import CHINA, local
 from server.db import unit_of_work, utcnow
 from server.distribution.services import regrade_all
+from server.notifications import delivery
 from server.orders import payments
 from server.orders import services as orders
 from server.orders.errors import IllegalTransitionError
@@ -204,6 +205,23 @@ def refund_retry_job(app: Flask, now: datetime) -> dict[str, int] | None:
     return {"accepted": accepted, "waiting": waiting}
 
 
+def notifications_job(app: Flask, now: datetime) -> dict[str, int] | None:
+    """Every minute: send the outbox messages that are due (``delivery.drain``): retries whose wait is
+    over, and any a crash left queued or claimed. Each send commits its claim before WeChat is asked."""
+    with unit_of_work(app) as sess:
+        row = claim(sess, "notifications", f"{local(now):%Y-%m-%dT%H:%M}")
+        if row is None:
+            return None
+        db.commit()
+        claim_id = row.id
+    counts = delivery.drain(app, now)
+    with unit_of_work(app) as sess:
+        finished = sess.get(JobClaim, claim_id)
+        assert finished is not None
+        _finish(finished)
+    return counts
+
+
 # -- settlement and expiry -----------------------------------------------------------------------
 
 
@@ -306,6 +324,7 @@ class Schedule:
 SCHEDULES = (
     Schedule("orders-tick", orders_tick, {"minute": "*"}),
     Schedule("refund-retry", refund_retry_job, {"minute": "*"}),
+    Schedule("notifications", notifications_job, {"minute": "*"}),
     # Hourly, a few minutes past, so the 02:00 weekly and monthly settlement follows the night's ticks.
     Schedule("settlement", settlement_job, {"minute": 5}),
     Schedule("expire-points", expire_points_job, {"hour": 3, "minute": 30}),
@@ -348,7 +367,7 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
 @click.command("scheduler")
 @with_appcontext
 def scheduler_command() -> None:
-    """Run the scheduled jobs (orders tick, settlement, expiry, stage bonuses, regrading, report rollups, export cleanup). Run exactly one of these per deployment."""
+    """Run the scheduled jobs (orders tick, notifications, settlement, expiry, stage bonuses, regrading, report rollups, export cleanup). Run exactly one of these per deployment."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
     scheduler = build_scheduler(app)
     click.echo("scheduler running: " + ", ".join(s.name for s in SCHEDULES) + " (Ctrl+C to stop)")

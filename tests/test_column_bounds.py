@@ -30,6 +30,8 @@ from server.api import MAX_INT, TEXT_BYTES, Body, Utf8Bytes
 from server.db import Base
 from server.distribution import routes as distribution
 from server.distribution.models import Distributor, DistributorTier, Grade, Material
+from server.notifications import routes as notifications
+from server.notifications.models import SubscriptionAllowance
 from server.orders import contract_routes as contracts
 from server.orders import routes as orders
 from server.orders.models import Installment, Order, OrderEvent, OrderItem, Product, Refund, Sku
@@ -101,6 +103,7 @@ BODY_MODELS: dict[type[Body], type[Base]] = {
 Target = InstrumentedAttribute[Any]
 #: (request model, field) -> the columns it is stored in, where its name or table differs from BODY_MODELS.
 FIELDS: dict[tuple[type[Body], str], tuple[Target, ...]] = {
+    (notifications.SubscriptionResult, "template_id"): (SubscriptionAllowance.template_id,),
     (signin.WxLoginBody, "scene"): (TouchEvent.scene, Order.scene_code),
     (distribution.AppointBody, "reason"): (Distributor.status_reason,),
     (distribution.DecisionBody, "reason"): (Distributor.status_reason,),
@@ -141,6 +144,7 @@ FIELDS: dict[tuple[type[Body], str], tuple[Target, ...]] = {
 
 #: (request model, field) -> why no column stores what the client sent.
 NO_COLUMN: dict[tuple[type[Body], str], str] = {
+    (notifications.SubscriptionResult, "result"): "a choice of four; only an acceptance is counted",
     (distribution.LeaderboardQuery, "period"): "a choice between two periods, never stored",
     (signin.WxLoginBody, "code"): "sent to WeChat, never stored",
     (accounts.PhoneBody, "code"): "sent to WeChat; the phone number it yields is stored encrypted",

@@ -54,6 +54,11 @@ OWN_UNITS = {
     ("server/scheduler.py", "_finish"),
     ("server/scheduler.py", "orders_tick"),
     ("server/scheduler.py", "refund_retry_job"),
+    ("server/scheduler.py", "notifications_job"),
+    # Sending a message: the claim commits before WeChat is asked, the outcome in a transaction of its own.
+    ("server/notifications/delivery.py", "claim"),
+    ("server/notifications/delivery.py", "record_outcome"),
+    ("server/notifications/delivery.py", "deliver"),
     ("server/tasks.py", "_run"),
     # The rollup rebuild commits day by day, then the months.
     ("server/reports/cli.py", "done"),

@@ -35,7 +35,8 @@ closes and refunds, and the buyer paying (``POST /sandbox/pay/pay``), which send
 WeChat's signed notification to the order's notify URL.
 
 Each API family is a module with its blueprint, registered in ``create_sandbox_app``
-(``app``): ``access_token``, ``miniprogram``, ``official_account`` (with the QR-image and
+(``app``): ``access_token``, ``miniprogram``, ``messages`` (subscribe and template messages, the
+users' allowances, ``GET /sandbox/messages``), ``official_account`` (with the QR-image and
 OAuth hosts as blueprints of their own) and the users it plays (``oa_users``), WeChat Pay's
 merchant and book of orders (``pay_state``, in ``app.extensions["sandbox_pay"]``), ``pay_v2``,
 ``pay_v3``, the buyer it plays (``buyer``) and the sandbox's own ``controls``; ``core`` holds

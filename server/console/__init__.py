@@ -20,6 +20,7 @@ def init_app(app: Flask) -> None:
         export_pages,
         lead_pages,
         materials_pages,
+        notifications_pages,
         orders_pages,
         partner_pages,
         points_pages,

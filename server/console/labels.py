@@ -109,6 +109,18 @@ ERRORS = {
     40400: "找不到该记录。",
 }
 
+OUTBOX_STATE = {"queued": "待发送", "sending": "发送中", "sent": "已发送", "dropped": "未发出", "failed": "发送失败"}
+NOTIFY_EVENT = {
+    "points_pending": "获得积分（待结算）",
+    "points_available": "积分结算到账",
+    "order_shipped": "订单发货",
+    "refund_result": "退款结果",
+    "distributor_decided": "分销员申请结果",
+    "lead_valid": "线索有效",
+    "redemption_fulfilled": "兑换已发放",
+}
+MESSAGE_CHANNEL = {"subscribe": "小程序订阅消息", "template": "公众号模板消息"}
+
 TABLES = {
     "role": ROLE,
     "member_status": MEMBER_STATUS,
@@ -129,6 +141,9 @@ TABLES = {
     "refund_status": REFUND_STATUS,
     "product_status": PRODUCT_STATUS,
     "order_event": ORDER_EVENT,
+    "outbox_state": OUTBOX_STATE,
+    "notify_event": NOTIFY_EVENT,
+    "message_channel": MESSAGE_CHANNEL,
 }
 
 

@@ -53,6 +53,8 @@ AREAS: dict[str, tuple[tuple[StaffRole, ...], str, str]] = {
     "redemptions.fulfil": ((OWNER, OPERATIONS), "POST /admin/api/v1/points/redemptions/{redemption_id}/fulfil", "发放兑换"),
     "redemptions.cancel": ((OWNER, OPERATIONS), "POST /admin/api/v1/points/redemptions/{redemption_id}/cancel", "取消兑换并退回积分"),
     "redemptions.catalog": ((OWNER, OPERATIONS), "POST /admin/api/v1/points/items", "兑换商品目录"),
+    "notifications": ((OWNER, OPERATIONS), "GET /admin/api/v1/notifications", "给会员的订阅消息、模板消息及其状态"),
+    "notifications.resend": ((OWNER, OPERATIONS), "POST /admin/api/v1/notifications/{outbox_id}/resend", "重新发送未发出或失败的消息"),
     "leads": ((OWNER, OPERATIONS), "GET /admin/api/v1/leads", "线索池：审核、分配、跟进、关联会员"),
     "leads.reveal_phone": ((OWNER, OPERATIONS), "POST /admin/api/v1/leads/{lead_id}/reveal-phone", "查看线索的完整手机号"),
     "contracts": ((OWNER, OPERATIONS, FINANCE), "GET /admin/api/v1/contracts", "合同与分期"),

@@ -261,6 +261,7 @@ def _decide(sess: Session, distributor: Distributor, action: str, *, staff_id: i
     _audit(sess, distributor, action, previous, staff_id=staff_id, reason=reason, **detail)
     if action == "approve":
         events.distributor_approved.send(sess, distributor=distributor)
+    events.distributor_decided.send(sess, distributor=distributor, action=action)
     return distributor
 
 

@@ -501,6 +501,7 @@ def finish_refund(
             back = order.status_before_refund or S.paid
             transition(sess, order, back, actor=actor, event="refund_closed", expected=S.refunding)
     sess.flush()
+    events.refund_ended.send(sess, refund=refund, order=order)
     return order
 
 

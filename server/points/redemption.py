@@ -24,6 +24,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server import events
 from server.accounts.models import Member
 from server.accounts.services import record_audit
 from server.db import paginate, rowcount, utcnow
@@ -446,6 +447,7 @@ def fulfil_redemption(sess: Session, redemption_id: int, *, staff_id: int, note:
     redemption = get_redemption(sess, redemption_id)
     _transition(sess, redemption, S.fulfilled, staff_id=staff_id, note=note)
     record_audit(sess, staff_id, "redemption.fulfil", f"redemption:{redemption.id}", {"note": note})
+    events.redemption_fulfilled.send(sess, redemption=redemption)
     return redemption
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import db, tasks
+from server import db, events, tasks
 from server.db import utcnow
 from server.distribution.models import Distributor
 from server.distribution.queries import sharer_refusal
@@ -81,6 +81,8 @@ def credit_order_rewards(sess: Session, order: Order) -> list[OrderReward]:
             sess.add(row)
             created.append(row)
     sess.flush()
+    for row in created:
+        events.points_credited.send(sess, reward=row, order=order)
     return created
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import cache, db, tasks
+from server import cache, db, events, tasks
 from server.accounts.services import record_audit
 from server.clock import local
 from server.db import utcnow
@@ -186,6 +186,8 @@ def _settle_member(sess: Session, run: SettlementRun, member_id: int, minimum: i
         lines=lines,
     )
     sess.add(statement)
+    sess.flush()
+    events.points_settled.send(sess, statement=statement, run=run)
     return statement
 
 

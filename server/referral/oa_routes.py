@@ -13,7 +13,7 @@ from typing import Any
 import click
 from flask import Blueprint, Response, current_app, redirect, render_template, request
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
-from wechatpy.events import ScanEvent, SubscribeEvent, SubscribeScanEvent
+from wechatpy.events import ScanEvent, SubscribeEvent, SubscribeScanEvent, UnsubscribeEvent
 from werkzeug.wrappers import Response as BaseResponse  # what redirect() builds; flask.Response is one too
 
 from server import db, security
@@ -78,6 +78,9 @@ def receive_message() -> Response:
         return _text("bad request", 400)
 
     message = incoming.message
+    if isinstance(message, UnsubscribeEvent):
+        _record_follow(incoming.openid, following=False)
+        return _text(SUCCESS)
     if isinstance(message, (SubscribeScanEvent, ScanEvent)):
         scene_code, event = message.scene_id or "", "subscribe" if isinstance(message, SubscribeScanEvent) else "SCAN"
     elif isinstance(message, SubscribeEvent):
@@ -91,6 +94,8 @@ def receive_message() -> Response:
         except Exception:  # the follower still gets their welcome; WeChat must not see an error
             current_app.logger.exception("official-account scan not recorded")
             db.session().rollback()
+    if event == "subscribe":
+        _record_follow(incoming.openid, following=True)
     newcomer = scan is not None and scan.member is None
     body = codec.reply_text(incoming, _welcome(event, newcomer))
     return Response(body, mimetype="application/xml")
@@ -107,6 +112,18 @@ def _record_scan_once(incoming: IncomingMessage, scene_code: str, event: str) ->
     # Commits here, by design: a commit that fails must still leave the follower their welcome.
     db.commit()
     return scan
+
+
+def _record_follow(oa_openid: str, *, following: bool) -> None:
+    """Announce that the user followed or left; committed with the callback's answer. A failure costs
+    the record, never WeChat's answer."""
+    # Asked before the savepoint opens: no transaction waits on WeChat.
+    unionid = services.follower_unionid(official_account(), oa_openid) if following else None
+    try:
+        with db.session().begin_nested():
+            services.record_follow(db.session(), oa_openid, unionid, following)
+    except Exception:
+        current_app.logger.exception("official-account follow not recorded")
 
 
 def _welcome(event: str, newcomer: bool) -> str:

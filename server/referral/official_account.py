@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import cache, security
+from server import cache, events, security
 from server.accounts.models import Member
 from server.db import utcnow
 from server.errors import AppError, UpstreamError
@@ -132,6 +132,21 @@ def record_oa_scan(sess: Session, oa: OfficialAccount, oa_openid: str, scene_cod
         return OAScan(member, bind_member(sess, member, scene_code) if valid_code else None, False)
     pending = unionid is not None and scene is not None and scene_state(scene) is None and _keep_pending(sess, unionid, scene)
     return OAScan(None, None, pending)
+
+
+def follower_unionid(oa: OfficialAccount, oa_openid: str) -> str | None:
+    """The unionid WeChat gives for a follower; None when it gives none or cannot be reached. Call it
+    with no transaction open."""
+    try:
+        return oa.user_info(oa_openid).unionid
+    except WeChatError as error:
+        current_app.logger.warning("official-account user lookup failed (errcode=%s); follow kept without unionid", error.errcode)
+        return None
+
+
+def record_follow(sess: Session, oa_openid: str, unionid: str | None, following: bool) -> None:
+    """A user followed the account or left it: announced as ``events.oa_follow_changed`` for whoever keeps track of followers."""
+    events.oa_follow_changed.send(sess, oa_openid=oa_openid, unionid=unionid, following=following)
 
 
 def _keep_pending(sess: Session, unionid: str, scene: Scene) -> bool:
