@@ -145,6 +145,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # A dropped table takes its indexes with it; MariaDB refuses to drop an index alone while a foreign key needs it.
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.drop_index('ix_orders_updated')
 
@@ -154,13 +155,7 @@ def downgrade() -> None:
     op.drop_table('report_region_daily')
     op.drop_table('report_product_daily')
     op.drop_table('report_orders_daily')
-    with op.batch_alter_table('report_member_monthly', schema=None) as batch_op:
-        batch_op.drop_index('ix_report_member_monthly_month')
-
     op.drop_table('report_member_monthly')
-    with op.batch_alter_table('report_member_daily', schema=None) as batch_op:
-        batch_op.drop_index('ix_report_member_daily_day')
-
     op.drop_table('report_member_daily')
     op.drop_table('report_ledger_daily')
     op.drop_table('report_funnel_monthly')

@@ -76,15 +76,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # A dropped table takes its indexes with it; MariaDB refuses to drop an index alone while a foreign key needs it.
     op.drop_table('subscription_allowances')
-    with op.batch_alter_table('notification_outbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_notification_outbox_state_next_attempt')
-        batch_op.drop_index('ix_notification_outbox_member_created')
-        batch_op.drop_index('ix_notification_outbox_event_created')
-        batch_op.drop_index(batch_op.f('ix_notification_outbox_created_at'))
-
     op.drop_table('notification_outbox')
-    with op.batch_alter_table('oa_followers', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_oa_followers_unionid'))
-
     op.drop_table('oa_followers')
