@@ -53,6 +53,9 @@ OWN_UNITS = {
     ("server/scheduler.py", "_finish"),
     ("server/scheduler.py", "orders_tick"),
     ("server/scheduler.py", "refund_retry_job"),
+    # The rollup rebuild commits each day as it is done (``done``), then the months those days fall in.
+    ("server/reports/cli.py", "rebuild_command"),
+    ("server/reports/cli.py", "done"),
     ("server/tasks.py", "_run"),
     # Refund submission, its query and the reconciliation of an unpaid order: one unit per refund
     # or order, committed before and after WeChat Pay answers.
