@@ -2,22 +2,24 @@
 refunds, ledger postings through the real ledger, and payments, refunds and lead reviews that arrive late."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy import func, select, update
 
-from server import db, scheduler
-from server.clock import local
+from server import db, scheduler, tasks
+from server.clock import CHINA, local
 from server.db import utcnow
+from server.orders import services as orders
 from server.orders.models import Order
 from server.points.models import JobClaim
 from server.referral.models import Channel, Lead, LeadStatus
 from server.reports import queries, rollups
 from server.reports.models import MemberDaily
 from server.reports.queries import Period
+from tests.points import make_member, make_sku, pay, place
 from tests.reports import brute
 from tests.reports.generate import Generated, generate
 
@@ -162,3 +164,38 @@ def test_rebuild_takes_a_range_and_refuses_a_backward_one(app: Flask, data: Gene
     assert result.exit_code == 0 and "3 days" in result.output
     result = runner.invoke(args=["reports-rebuild", "--from", "2026-01-03", "--to", "2026-01-01"])
     assert result.exit_code != 0 and "--from" in result.output
+
+
+def test_a_refund_through_the_order_services_reaches_the_day_the_order_was_paid(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "defer", lambda fn, *args: None)  # points follow-ups are not what is tested here
+    paid_day = local(utcnow()).date() - timedelta(days=5)
+    with app.app_context():
+        sess = db.session()
+        alice = make_member(sess, "alice")
+        bob = make_member(sess, "bob", inviter=alice)
+        order = pay(sess, place(sess, bob, make_sku(sess, price_fen=10_000)))
+        # Paid days ago: the payment's day is in the past when the refund comes.
+        sess.execute(update(Order).where(Order.id == order.id).values(paid_at=datetime.combine(paid_day, time(12), tzinfo=CHINA)))
+        db.commit()
+        order_id = order.id
+    first_run = utcnow()
+    assert scheduler.report_rollups_job(app, first_run) is not None
+    period = Period(paid_day, paid_day)
+
+    def sales() -> tuple[int, int]:
+        with app.app_context():
+            sess = db.session()
+            everything = {row["kind"]: row for row in queries.repeat_business(sess, period)}["all"]
+            return everything["sales_fen"], queries.regions(sess, period)["rows"][0]["refunded_fen"]
+
+    assert sales() == (10_000, 0)
+    with app.app_context():
+        sess = db.session()
+        order = sess.get(Order, order_id)
+        assert order is not None
+        refund = orders.request_refund(sess, order, 4_000, "damaged", actor="staff:1", approved=True)
+        orders.finish_refund(sess, order, refund, succeeded=True, actor="wechat", refund_id="wx-refund-1")
+        db.commit()
+    assert sales() == (10_000, 0)  # until the next run
+    assert scheduler.report_rollups_job(app, first_run + timedelta(minutes=10)) is not None
+    assert sales() == (6_000, 4_000)
