@@ -25,6 +25,7 @@ import re
 import sys
 import time
 from collections import Counter
+from itertools import accumulate
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,6 +39,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bulk_insert import Sink  # noqa: E402
 from merchant_ledger import SETTINGS, PaidOrder, ValidLead, generate_points  # noqa: E402
 
 from server import create_app, models, security  # noqa: E402
@@ -171,12 +173,12 @@ def batches(rows: Iterator[dict[str, Any]], size: int = BATCH) -> Iterator[list[
         yield chunk
 
 
-def load(conn: Connection, table: Table, rows: Iterator[dict[str, Any]], total: int, what: str) -> int:
+def load(sink: Sink, table: Table, rows: Iterator[dict[str, Any]], total: int, what: str) -> int:
     written = 0
     with tqdm(total=total, desc=what, unit="rows", mininterval=1.0) as bar:
         for chunk in batches(rows):
-            conn.execute(insert(table), chunk)
-            conn.commit()
+            sink.insert(table, chunk)
+            sink.commit()
             bar.update(len(chunk))
             written += len(chunk)
     return written
@@ -297,6 +299,7 @@ class Shop:
     #: scanned to place it (online orders), who placed it, [(kind, at, actor)] of the later steps).
     timelines: list[tuple[int, int, datetime, dict[str, Any], str | None, int | None, str, list[tuple[TouchKind, datetime, str]]]] = field(default_factory=list)
     next_commission: int = 1
+    addresses: dict[int, dict[str, str]] = field(default_factory=dict)
     paid_orders: list[PaidOrder] = field(default_factory=list)
     #: Own attributed sales per inviter (paid less refunded), for the grades.
     sales: Counter[int] = field(default_factory=Counter)
@@ -497,9 +500,18 @@ def plan_leads(shop: Shop) -> None:
 
 
 def address_of(shop: Shop, member_id: int) -> dict[str, str]:
-    """A member ships to one place: picked from the member's id, so every order of theirs agrees."""
-    pick = random.Random(member_id * 7919)
-    province, cities, _ = pick.choices(PROVINCES, [w for _, _, w in PROVINCES])[0]
+    """A member ships to one place: picked once, so every order of theirs agrees."""
+    found = shop.addresses.get(member_id)
+    if found is None:
+        found = shop.addresses[member_id] = _address(shop.rng)
+    return found
+
+
+PROVINCE_WEIGHTS = list(accumulate(w for _, _, w in PROVINCES))
+
+
+def _address(pick: random.Random) -> dict[str, str]:
+    province, cities, _ = pick.choices(PROVINCES, cum_weights=PROVINCE_WEIGHTS)[0]
     return {
         "name": pick.choice(SURNAMES) + pick.choice(GIVEN),
         "phone": f"1{pick.choice('3456789')}{pick.randint(0, 999_999_999):09d}",
@@ -562,7 +574,7 @@ def plan_contracts(shop: Shop) -> list[ContractPlan]:
 # -- the steps --------------------------------------------------------------------------------
 
 
-def load_people(conn: Connection, shop: Shop) -> dict[str, int]:
+def load_people(sink: Sink, shop: Shop) -> dict[str, int]:
     rng = shop.rng
 
     def member_rows() -> Iterator[dict[str, Any]]:
@@ -580,20 +592,20 @@ def load_people(conn: Connection, shop: Shop) -> dict[str, int]:
                 "last_login_at": shop.joined[i] + timedelta(days=rng.randint(0, 30)),
             }
 
-    return {"members": load(conn, Member.__table__, member_rows(), shop.members, "members")}  # type: ignore[arg-type]
+    return {"members": load(sink, Member.__table__, member_rows(), shop.members, "members")}  # type: ignore[arg-type]
 
 
-def load_referral(conn: Connection, shop: Shop) -> dict[str, int]:
+def load_referral(sink: Sink, shop: Shop) -> dict[str, int]:
     """Settings, partners, materials, grades, scenes, bindings and the lead pool (with partner commissions)."""
     start = shop.start
     counts = {}
     settings = [{"key": key, "value": value, "updated_at": start, "updated_by": "cli"} for key, value in SETTINGS.items()]
-    counts["settings"] = load(conn, Setting.__table__, iter(settings), len(settings), "settings")  # type: ignore[arg-type]
+    counts["settings"] = load(sink, Setting.__table__, iter(settings), len(settings), "settings")  # type: ignore[arg-type]
     partners = [
         {"id": p, "name": name, "platform": platform, "contact": f"合作经理{p}", "commission_mode": mode, "per_lead_fen": per_lead, "deal_rate_bp": rate, "active": True, "created_at": start}
         for p, (name, platform, mode, per_lead, rate) in enumerate(PARTNERS, 1)
     ]
-    counts["partners"] = load(conn, Partner.__table__, iter(partners), len(partners), "partners")  # type: ignore[arg-type]
+    counts["partners"] = load(sink, Partner.__table__, iter(partners), len(partners), "partners")  # type: ignore[arg-type]
     materials = [
         {
             "id": n,
@@ -612,15 +624,15 @@ def load_referral(conn: Connection, shop: Shop) -> dict[str, int]:
         }
         for n, (kind, title) in enumerate(MATERIALS, 1)
     ]
-    counts["materials"] = load(conn, Material.__table__, iter(materials), len(materials), "materials")  # type: ignore[arg-type]
+    counts["materials"] = load(sink, Material.__table__, iter(materials), len(materials), "materials")  # type: ignore[arg-type]
     grades = [{"id": n, "name": name, "min_sales_fen": floor, "perks": f"{name}推广员专属素材", "sort": n, "created_at": start, "updated_at": start} for n, (name, floor) in enumerate(GRADES, 1)]
-    counts["grades"] = load(conn, Grade.__table__, iter(grades), len(grades), "grades")  # type: ignore[arg-type]
+    counts["grades"] = load(sink, Grade.__table__, iter(grades), len(grades), "grades")  # type: ignore[arg-type]
 
     def scene_rows() -> Iterator[dict[str, Any]]:
         for s in shop.scenes:
             yield {"code": s.code, "sharer_id": s.sharer_id, "partner_id": s.partner_id, "channel": s.channel, "content_type": s.content_type, "content_id": s.content_id, "created_at": s.created_at, "expires_at": None, "revoked_at": None}
 
-    counts["scenes"] = load(conn, Scene.__table__, scene_rows(), len(shop.scenes), "scenes")  # type: ignore[arg-type]
+    counts["scenes"] = load(sink, Scene.__table__, scene_rows(), len(shop.scenes), "scenes")  # type: ignore[arg-type]
 
     def binding_rows() -> Iterator[dict[str, Any]]:
         for member_id, inviter_id in shop.inviter.items():
@@ -635,8 +647,8 @@ def load_referral(conn: Connection, shop: Shop) -> dict[str, int]:
                 "rebind_count": 0,
             }
 
-    counts["referral_bindings"] = load(conn, Binding.__table__, binding_rows(), len(shop.inviter), "bindings")  # type: ignore[arg-type]
-    counts["leads"] = load(conn, Lead.__table__, iter(shop.leads), len(shop.leads), "leads")  # type: ignore[arg-type]
+    counts["referral_bindings"] = load(sink, Binding.__table__, binding_rows(), len(shop.inviter), "bindings")  # type: ignore[arg-type]
+    counts["leads"] = load(sink, Lead.__table__, iter(shop.leads), len(shop.leads), "leads")  # type: ignore[arg-type]
     per_lead = {p: fen for p, (_, _, mode, fen, _) in enumerate(PARTNERS, 1) if mode == CommissionMode.per_lead}
     commissions = [
         {"partner_id": lead["partner_id"], "lead_id": lead["id"], "kind": "lead", "base_fen": 0, "amount_fen": per_lead[lead["partner_id"]], "idempotency_key": f"lead:{lead['id']}", "created_at": lead["reviewed_at"], "payout_id": None}
@@ -646,7 +658,7 @@ def load_referral(conn: Connection, shop: Shop) -> dict[str, int]:
     for row in commissions:
         row["id"] = shop.next_commission
         shop.next_commission += 1
-    counts["partner_commissions"] = load(conn, PartnerCommission.__table__, iter(commissions), len(commissions), "partner commissions")  # type: ignore[arg-type]
+    counts["partner_commissions"] = load(sink, PartnerCommission.__table__, iter(commissions), len(commissions), "partner commissions")  # type: ignore[arg-type]
     return counts
 
 
@@ -654,11 +666,11 @@ PRODUCTS = [{"id": p, "title": f"演示商品 {p}", "status": ProductStatus.on_s
 SKUS = [{"id": (p - 1) * 2 + k, "product_id": p, "name": ["标准", "礼盒"][k - 1], "price_fen": 1_000 * p + 9_900 * (k - 1), "stock": 100_000} for p in range(1, 41) for k in (1, 2)]
 
 
-def load_catalog(conn: Connection, shop: Shop) -> dict[str, int]:
+def load_catalog(sink: Sink, shop: Shop) -> dict[str, int]:
     products = [p | {"created_at": shop.start, "updated_at": shop.start} for p in PRODUCTS]
     return {
-        "products": load(conn, Product.__table__, iter(products), len(products), "products"),  # type: ignore[arg-type]
-        "skus": load(conn, Sku.__table__, iter(SKUS), len(SKUS), "skus"),  # type: ignore[arg-type]
+        "products": load(sink, Product.__table__, iter(products), len(products), "products"),  # type: ignore[arg-type]
+        "skus": load(sink, Sku.__table__, iter(SKUS), len(SKUS), "skus"),  # type: ignore[arg-type]
     }
 
 
@@ -672,8 +684,8 @@ ORDER_KEYS = (
 class OrderBatch:
     """Orders with their lines, events, refunds and installments, written together every BATCH orders."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
         self.tables: dict[Any, list[dict[str, Any]]] = {t: [] for t in (Order.__table__, OrderItem.__table__, OrderEvent.__table__, Refund.__table__, Installment.__table__, PartnerCommission.__table__)}
         self.counts: Counter[str] = Counter()
         self.next_event = self.next_refund = self.next_installment = 1
@@ -692,13 +704,13 @@ class OrderBatch:
     def flush(self) -> None:
         for table, rows in self.tables.items():
             if rows:
-                self.conn.execute(insert(table), rows)
+                self.sink.insert(table, rows)
                 self.counts[table.name] += len(rows)
                 rows.clear()
-        self.conn.commit()
+        self.sink.commit()
 
 
-def load_orders(conn: Connection, shop: Shop, contracts: list[ContractPlan]) -> dict[str, int]:
+def load_orders(sink: Sink, shop: Shop, contracts: list[ContractPlan]) -> dict[str, int]:
     """Online orders and contracts in time order (ids grow with time), with everything that happened to them."""
     rng, now = shop.rng, shop.now
     online = []
@@ -708,10 +720,10 @@ def load_orders(conn: Connection, shop: Shop, contracts: list[ContractPlan]) -> 
     specs: list[tuple[datetime, int, Any]] = [(at, member_id, None) for at, member_id in online]
     specs += [(plan.created, plan.lead["member_id"], plan) for plan in contracts]
     specs.sort(key=lambda spec: spec[0])
-    statuses, weights = list(STATUS_WEIGHTS), list(STATUS_WEIGHTS.values())
+    statuses, weights = list(STATUS_WEIGHTS), list(accumulate(STATUS_WEIGHTS.values()))
     paid_before: set[int] = set()
     completed_contract: set[int] = set()
-    out = OrderBatch(conn)
+    out = OrderBatch(sink)
     with tqdm(total=len(specs), desc="orders", unit="orders", mininterval=1.0) as bar:
         for order_id, (created, member_id, plan) in enumerate(specs, 1):
             inviter_id = shop.inviter.get(member_id)
@@ -732,7 +744,7 @@ def load_orders(conn: Connection, shop: Shop, contracts: list[ContractPlan]) -> 
             }
             out.refunds_done = []
             if plan is None:
-                online_order(out, shop, order, rng.choices(statuses, weights)[0], repeat=member_id in paid_before)
+                online_order(out, shop, order, rng.choices(statuses, cum_weights=weights)[0], repeat=member_id in paid_before)
             else:
                 contract_order(out, shop, order, plan, repeat=plan.parent is not None or member_id in completed_contract)
                 if order["status"] == OrderStatus.completed:
@@ -927,7 +939,7 @@ def contract_order(out: OrderBatch, shop: Shop, order: dict[str, Any], plan: Con
             shop.next_commission += 1
 
 
-def load_distributors(conn: Connection, shop: Shop) -> dict[str, int]:
+def load_distributors(sink: Sink, shop: Shop) -> dict[str, int]:
     """The distributors, graded by their own attributed sales (never by their team)."""
     rng = shop.rng
     phones = [f"1{rng.choice('3456789')}{rng.randint(0, 999_999_999):09d}" for _ in range(200)]
@@ -962,7 +974,7 @@ def load_distributors(conn: Connection, shop: Shop) -> dict[str, int]:
                 "updated_at": dist.decided_at or dist.applied_at,
             }
 
-    return {"distributors": load(conn, Distributor.__table__, rows(), len(shop.distributors), "distributors")}  # type: ignore[arg-type]
+    return {"distributors": load(sink, Distributor.__table__, rows(), len(shop.distributors), "distributors")}  # type: ignore[arg-type]
 
 
 def touch_rows(shop: Shop) -> Iterator[dict[str, Any]]:
@@ -1052,7 +1064,7 @@ def anonymous_visits(shop: Shop, count: int) -> Iterator[dict[str, Any]]:
         yield {"member_id": None, "kind": kind, "scene": scene.code, "channel": scene.channel.value, "actor": actor, "content": scene.content, "detail": detail, "created_at": at}
 
 
-def load_touches(conn: Connection, shop: Shop) -> dict[str, int]:
+def load_touches(sink: Sink, shop: Shop) -> dict[str, int]:
     written = 0
 
     def numbered(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -1063,13 +1075,13 @@ def load_touches(conn: Connection, shop: Shop) -> dict[str, int]:
             yield r
 
     expected = len(shop.timelines) * 4 + shop.members * 3
-    load(conn, TouchEvent.__table__, numbered(touch_rows(shop)), expected, "touch events")  # type: ignore[arg-type]
+    load(sink, TouchEvent.__table__, numbered(touch_rows(shop)), expected, "touch events")  # type: ignore[arg-type]
     rest = max(shop.touches - written, 0)
-    load(conn, TouchEvent.__table__, numbered(anonymous_visits(shop, rest)), rest, "anonymous visits")  # type: ignore[arg-type]
+    load(sink, TouchEvent.__table__, numbered(anonymous_visits(shop, rest)), rest, "anonymous visits")  # type: ignore[arg-type]
     return {"touch_events": written}
 
 
-def load_points(conn: Connection, shop: Shop) -> dict[str, int]:
+def load_points(sink: Sink, shop: Shop) -> dict[str, int]:
     valid = [
         ValidLead(lead["id"], lead["sharer_id"], lead["reviewed_at"])
         for lead in shop.leads
@@ -1080,7 +1092,7 @@ def load_points(conn: Connection, shop: Shop) -> dict[str, int]:
         return shop.new_scene_code()
 
     return generate_points(
-        conn,
+        sink,
         rng=shop.rng,
         now=shop.now,
         start=shop.start,
@@ -1092,7 +1104,7 @@ def load_points(conn: Connection, shop: Shop) -> dict[str, int]:
     )
 
 
-def load_audit(conn: Connection, shop: Shop) -> dict[str, int]:
+def load_audit(sink: Sink, shop: Shop) -> dict[str, int]:
     rng = shop.rng
     actions = ["member.disabled", "lead.valid", "refund.approve", "distributor.approve", "setting.change", "points.adjust"]
 
@@ -1100,16 +1112,18 @@ def load_audit(conn: Connection, shop: Shop) -> dict[str, int]:
         for i in range(1, shop.orders // 10 + 1):
             yield {"id": i, "staff_id": 1, "action": rng.choice(actions), "target": f"member:{rng.randint(1, shop.members)}", "detail": {}, "created_at": shop.rand_time(shop.start)}
 
-    return {"audit_log": load(conn, AuditEntry.__table__, rows(), shop.orders // 10, "audit entries")}  # type: ignore[arg-type]
+    return {"audit_log": load(sink, AuditEntry.__table__, rows(), shop.orders // 10, "audit entries")}  # type: ignore[arg-type]
 
 
-def generate(url: str, members: int, orders: int, touches: int, seed: int) -> tuple[dict[str, float], dict[str, int]]:
-    """Plan the shop, then write it step by step; returns seconds per step and rows per table."""
+def generate(url: str, members: int, orders: int, touches: int, seed: int) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+    """Plan the shop, then write it step by step; returns seconds per step, the database's share of them, and rows per table."""
     now = datetime.now(timezone.utc).replace(microsecond=0)
     shop = Shop(random.Random(seed), now, now - timedelta(days=365), members, orders, touches)
     engine = create_engine(url)
     mysql = engine.dialect.name == "mysql"
     timings: dict[str, float] = {}
+    #: Of each step's time, how long the database was busy with its rows (on MySQL, alongside the generating).
+    database: dict[str, float] = {}
     counts: dict[str, int] = {}
 
     def timed(what: str, step: Callable[[], Any]) -> Any:
@@ -1118,13 +1132,17 @@ def generate(url: str, members: int, orders: int, touches: int, seed: int) -> tu
         timings[what] = timings.get(what, 0.0) + time.perf_counter() - started
         return result
 
-    def write(what: str, step: Callable[[Connection, Shop], dict[str, int]]) -> None:
+    def write(what: str, step: Callable[[Sink, Shop], dict[str, int]]) -> None:
         def run() -> None:
             with engine.connect() as conn:
                 if mysql:
                     # Rows refer to rows of later steps (entries to accounts opened last); ledger-check proves them.
                     conn.exec_driver_sql("SET SESSION foreign_key_checks = 0")
-                for table, n in step(conn, shop).items():
+                sink = Sink(conn)
+                written = step(sink, shop)
+                sink.close()
+                database[what] = sink.busy
+                for table, n in written.items():
                     counts[table] = counts.get(table, 0) + n
 
         timed(what, run)
@@ -1146,7 +1164,7 @@ def generate(url: str, members: int, orders: int, touches: int, seed: int) -> tu
         write("members", load_people)
         write("referral", load_referral)
         write("catalog", load_catalog)
-        write("orders", lambda conn, s: load_orders(conn, s, contracts))
+        write("orders", lambda sink, s: load_orders(sink, s, contracts))
         write("distributors", load_distributors)
         write("touches", load_touches)
         write("points", load_points)
@@ -1155,7 +1173,7 @@ def generate(url: str, members: int, orders: int, touches: int, seed: int) -> tu
             with engine.connect() as conn:
                 timed("indexes", lambda: restore_secondary_indexes(conn, saved))
     engine.dispose()
-    return timings, counts
+    return timings, database, counts
 
 
 def create_staff(url: str) -> None:
@@ -1187,9 +1205,10 @@ def main() -> None:
     migrate(args.database_url, args.reset)
     create_staff(args.database_url)
     touches = args.touches if args.touches is not None else 5 * args.orders
-    timings, counts = generate(args.database_url, args.members, args.orders, touches, args.seed)
+    timings, database, counts = generate(args.database_url, args.members, args.orders, touches, args.seed)
     for what, seconds in timings.items():
-        print(f"{what:>14}: {seconds:7.1f} s")
+        busy = f"   (database busy {database[what]:6.1f} s)" if what in database else ""
+        print(f"{what:>14}: {seconds:7.1f} s{busy}")
     print(f"{'total':>14}: {time.perf_counter() - started:7.1f} s  ({args.members:,} members, {args.orders:,} orders)")
     for table, n in sorted(counts.items(), key=lambda item: -item[1]):
         print(f"{table:>22}: {n:>10,}")

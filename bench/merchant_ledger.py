@@ -13,14 +13,13 @@ from __future__ import annotations
 import heapq
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from sqlalchemy import insert
-from sqlalchemy.engine import Connection
+from bulk_insert import Sink
 from tqdm import tqdm
 
-from server.clock import CHINA, local
+from server.clock import local
 from server.points.models import (
     Account,
     AccountKind,
@@ -101,8 +100,8 @@ class Reward:
 class Writer:
     """Rows of several tables, inserted in batches in the order their tables were first given."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
         self.rows: dict[Any, list[dict[str, Any]]] = {}
         self.written: dict[str, int] = {}
 
@@ -115,10 +114,10 @@ class Writer:
     def flush(self) -> None:
         for table, rows in self.rows.items():
             if rows:
-                self.conn.execute(insert(table), rows)
+                self.sink.insert(table, rows)
                 self.written[table.name] = self.written.get(table.name, 0) + len(rows)
                 rows.clear()
-        self.conn.commit()
+        self.sink.commit()
 
 
 class Ledger:
@@ -231,7 +230,7 @@ def settlement_times(start: datetime, now: datetime, rng: random.Random) -> list
     at = local(start).replace(day=1, hour=2, minute=0, second=0, microsecond=0)
     while True:
         at = (at + timedelta(days=32)).replace(day=1)
-        run = at.astimezone(CHINA) + timedelta(seconds=rng.randint(5, 300))
+        run = at.astimezone(timezone.utc) + timedelta(seconds=rng.randint(5, 300))
         if run > now:
             return times
         times.append(run)
@@ -242,7 +241,7 @@ REWARD, REVERSE, MATURE, LEAD, ADJUST, SETTLE, EXPIRE, REDEEM, CANCEL = range(9)
 
 
 def generate_points(
-    conn: Connection,
+    sink: Sink,
     *,
     rng: random.Random,
     now: datetime,
@@ -254,7 +253,7 @@ def generate_points(
     next_scene_id: Callable[[], str],
 ) -> dict[str, int]:
     """Replay the points side in time order and write it; returns rows written per table."""
-    out = Writer(conn)
+    out = Writer(sink)
     ledger = Ledger(out)
     for item_id, kind, title, price, stock in ITEMS:
         out.add(RedemptionItem.__table__, {"id": item_id, "kind": kind, "title": title, "price": price, "stock": stock, "per_member_limit": None, "sort": item_id, "created_at": start})
