@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any, Callable
 
-from pymysql.converters import _escape_table
+from pymysql.converters import _escape_table  # type: ignore[import-untyped]
 from sqlalchemy import JSON, Boolean, Enum, Integer, String, Table
 from sqlalchemy.engine import Connection
 

@@ -82,15 +82,12 @@ OWNER = ("bench-owner", "bench-owner-pass")
 #: Staff ids: the owner, an operations clerk who reviews leads and ships, a finance clerk.
 OPS, FINANCE = 2, 3
 BATCH = 10_000
-#: How often each status occurs among the generated online orders; an order too young for its
-#: status stays at the last step it could have reached, an unpaid one past its timeout is closed.
+#: Where online orders end up. An order stays at the last step its age allows (paid, shipped and
+#: received orders are the last weeks' ones, as the auto-receive and after-sales jobs move the rest
+#: on); an unpaid one closes at its timeout unless it was placed in the last half hour.
 STATUS_WEIGHTS = {
-    OrderStatus.created: 3,
-    OrderStatus.closed: 10,
-    OrderStatus.paid: 12,
-    OrderStatus.shipped: 10,
-    OrderStatus.received: 8,
-    OrderStatus.completed: 52,
+    OrderStatus.closed: 13,
+    OrderStatus.completed: 82,
     OrderStatus.refunded: 5,
 }
 #: Share of completed orders that staff later refund in part.
@@ -363,9 +360,10 @@ def plan_distributors(shop: Shop) -> None:
     recruits: Counter[int] = Counter()
     for applied, m in sorted(plans):
         roll = rng.random()
-        decided = applied + timedelta(hours=rng.uniform(0.5, 72))
+        decision = applied + timedelta(hours=rng.uniform(0.5, 72))
+        decided: datetime | None = decision
         status = DistributorStatus.approved
-        if roll < 0.04 or decided > shop.now:
+        if roll < 0.04 or decision > shop.now:
             status, decided = DistributorStatus.pending, None
         elif roll < 0.08:
             status = DistributorStatus.rejected
@@ -544,7 +542,7 @@ def plan_contracts(shop: Shop) -> list[ContractPlan]:
         first = amount * 3 // 10
         parts = [first, amount - first] if rng.random() < 0.5 else [first, (amount - first) // 2, amount - first - (amount - first) // 2]
         at = created
-        installments = []
+        installments: list[tuple[int, datetime, datetime | None]] = []
         for part in parts:
             at = at + timedelta(days=rng.uniform(1, 7) if not installments else rng.uniform(10, 40))
             installments.append((part, at, at if at < shop.now else None))
@@ -662,8 +660,8 @@ def load_referral(sink: Sink, shop: Shop) -> dict[str, int]:
     return counts
 
 
-PRODUCTS = [{"id": p, "title": f"演示商品 {p}", "status": ProductStatus.on_sale} for p in range(1, 41)]
-SKUS = [{"id": (p - 1) * 2 + k, "product_id": p, "name": ["标准", "礼盒"][k - 1], "price_fen": 1_000 * p + 9_900 * (k - 1), "stock": 100_000} for p in range(1, 41) for k in (1, 2)]
+PRODUCTS: list[dict[str, Any]] = [{"id": p, "title": f"演示商品 {p}", "status": ProductStatus.on_sale} for p in range(1, 41)]
+SKUS: list[dict[str, Any]] = [{"id": (p - 1) * 2 + k, "product_id": p, "name": ["标准", "礼盒"][k - 1], "price_fen": 1_000 * p + 9_900 * (k - 1), "stock": 100_000} for p in range(1, 41) for k in (1, 2)]
 
 
 def load_catalog(sink: Sink, shop: Shop) -> dict[str, int]:
@@ -802,7 +800,7 @@ def online_order(out: OrderBatch, shop: Shop, order: dict[str, Any], status: Ord
     shop.timelines.append((member_id, order_id, created, {"out_trade_no": order["out_trade_no"], "total_fee": total}, order["scene_code"], scene, member, steps))
 
     paid = created + timedelta(seconds=rng.randint(20, 600))
-    if status in (OrderStatus.created, OrderStatus.closed) or paid > now:
+    if status == OrderStatus.closed or paid > now:
         if created + PAY_TIMEOUT < now:
             order["closed_at"] = created + PAY_TIMEOUT
             _stamp(order, OrderStatus.closed, order["closed_at"])
@@ -819,7 +817,7 @@ def online_order(out: OrderBatch, shop: Shop, order: dict[str, Any], status: Ord
             refund(out, shop, order, asked, order["paid_fee"], f"member:{member_id}", steps)
         return
     shipped = paid + timedelta(hours=rng.uniform(6, 72))
-    if status == OrderStatus.paid or shipped > now:
+    if shipped > now:
         return
     order.update(shipped_at=shipped, carrier=rng.choice(["SF", "ZTO", "YTO", "JD"]), tracking_no=f"SF{order_id:013d}")
     _stamp(order, OrderStatus.shipped, shipped)
@@ -827,7 +825,7 @@ def online_order(out: OrderBatch, shop: Shop, order: dict[str, Any], status: Ord
     steps.append((TouchKind.shipped, shipped, f"staff:{OPS}"))
     auto = rng.random() < 0.3
     received = shipped + timedelta(days=AUTO_RECEIVE_DAYS if auto else rng.uniform(1, 6))
-    if status == OrderStatus.shipped or received > now:
+    if received > now:
         return
     actor = "system" if auto else member
     order["received_at"] = received
@@ -835,7 +833,7 @@ def online_order(out: OrderBatch, shop: Shop, order: dict[str, Any], status: Ord
     out.event(order, "received", actor, received, OrderStatus.shipped, OrderStatus.received)
     steps.append((TouchKind.received, received, actor))
     completed = received + AFTER_SALES
-    if status == OrderStatus.received or completed > now:
+    if completed > now:
         return
     order["completed_at"] = completed
     _stamp(order, OrderStatus.completed, completed)
@@ -1058,9 +1056,11 @@ def anonymous_visits(shop: Shop, count: int) -> Iterator[dict[str, Any]]:
         scene = rng.choice(open_scenes)
         at = shop.rand_time(scene.created_at)
         if scene.channel == Channel.official_account_qr:
-            actor, kind, detail = f"oa:{rng.getrandbits(64):016x}", TouchKind.scan, {"event": rng.choice(["subscribe", "SCAN"])}
+            detail: dict[str, Any] = {"event": rng.choice(["subscribe", "SCAN"])}
+            actor, kind = f"oa:{rng.getrandbits(64):016x}", TouchKind.scan
         else:
-            actor, kind, detail = f"visitor:{rng.getrandbits(64):016x}", TouchKind.visit, {"state": None}
+            detail = {"state": None}
+            actor, kind = f"visitor:{rng.getrandbits(64):016x}", TouchKind.visit
         yield {"member_id": None, "kind": kind, "scene": scene.code, "channel": scene.channel.value, "actor": actor, "content": scene.content, "detail": detail, "created_at": at}
 
 

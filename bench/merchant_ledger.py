@@ -226,7 +226,7 @@ def rewards_of(total_fee: int, *, repeat: bool, has_upline: bool) -> dict[int, t
 
 def settlement_times(start: datetime, now: datetime, rng: random.Random) -> list[datetime]:
     """Monthly settlements: the 1st of each month, just after 02:00 China time, from ``start`` to ``now``."""
-    times = []
+    times: list[datetime] = []
     at = local(start).replace(day=1, hour=2, minute=0, second=0, microsecond=0)
     while True:
         at = (at + timedelta(days=32)).replace(day=1)
@@ -422,7 +422,7 @@ def generate_points(
         for member_id in due:
             amount = ledger.balance(member_id, K.matured)
             settled = [row for row in awaiting.pop(member_id, []) if row.state == RewardState.matured]
-            lines = [
+            lines: list[dict[str, Any]] = [
                 {"kind": "order_reward", "order_id": row.order.id, "out_trade_no": row.order.out_trade_no, "level": row.level, "amount": row.amount - row.reversed_amount, "rule": row.rule}
                 for row in sorted(settled, key=lambda r: r.id)
             ]
@@ -577,27 +577,27 @@ def generate_points(
 
     with tqdm(total=len(events), desc="points", unit="events", mininterval=1.0) as bar:
         while events:
-            at, kind, _, payload = heapq.heappop(events)
-            if kind == REWARD:
+            at, what, _, payload = heapq.heappop(events)
+            if what == REWARD:
                 reward(at, payload)
-            elif kind == MATURE:
+            elif what == MATURE:
                 mature(at, payload)
-            elif kind == REVERSE:
+            elif what == REVERSE:
                 reverse(at, *payload)
-            elif kind == LEAD:
+            elif what == LEAD:
                 lead_reward(at, payload)
-            elif kind == ADJUST:
+            elif what == ADJUST:
                 adjust(at)
-            elif kind == SETTLE:
+            elif what == SETTLE:
                 settle(at, payload)
-            elif kind == EXPIRE:
+            elif what == EXPIRE:
                 expire(at)
-            elif kind == REDEEM:
+            elif what == REDEEM:
                 redeem(at, payload)
-            elif kind == CANCEL:
+            elif what == CANCEL:
                 cancel(at, payload)
             bar.update(1)
-            bar.total = max(bar.total, bar.n + len(events))
+            bar.total = max(bar.total or 0, bar.n + len(events))
 
     for row in redemptions:
         out.add(Redemption.__table__, row)
@@ -619,7 +619,7 @@ def generate_points(
                     "settled_at": r.settled_at,
                 },
             )
-    for (member_id, kind), (account_id, balance) in sorted(ledger.accounts.items(), key=lambda item: item[1][0]):
-        out.add(Account.__table__, {"id": account_id, "member_id": member_id, "kind": kind, "balance": balance})
+    for (member_id, account_kind), (account_id, balance) in sorted(ledger.accounts.items(), key=lambda item: item[1][0]):
+        out.add(Account.__table__, {"id": account_id, "member_id": member_id, "kind": account_kind, "balance": balance})
     out.flush()
     return out.written
