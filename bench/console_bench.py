@@ -3,7 +3,7 @@
 Fill the database first with ``bench/large_merchant.py`` (100,000 members and 1,000,000 orders by
 default), then:
 
-    .venv/bin/python bench/console_bench.py --database-url 'mysql+pymysql://referral:referral@127.0.0.1:3306/referral_bench?charset=utf8mb4'
+    .venv/bin/python bench/console_bench.py --database-url 'mysql+pymysql://referral:referral@127.0.0.1:3306/referral_test_bench?charset=utf8mb4'
 
 Each page is requested in-process through Flask's test client as the signed-in owner (no network,
 so the time is the app's: routing, session, queries, template), ``--n`` times after ``--warmup``
@@ -31,10 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from large_merchant import OWNER, bench_app  # noqa: E402
 
 from server import db  # noqa: E402
+from server.distribution.models import Distributor  # noqa: E402
 from server.orders.models import Order  # noqa: E402
-from server.referral.models import Binding  # noqa: E402
+from server.points.models import SettlementRun  # noqa: E402
+from server.referral.models import Binding, Lead  # noqa: E402
 
-#: (label, path) of the pages measured; ``{hub}``, ``{member}``, ``{order}``, ``{q}`` are filled from the data.
+#: (label, path) of the pages measured; the ``{…}`` fields are filled from the data.
 PAGES = [
     ("dashboard", "/console/"),
     ("dashboard trend", "/console/dashboard/trend.json"),
@@ -61,6 +63,12 @@ PAGES = [
     ("points, one month", "/console/points?from=2026-01-01&to=2026-01-31"),
     ("points, the hub's ledger", "/console/points?member={hub}"),
     ("settlement runs", "/console/points/settlements"),
+    ("settlement run (latest)", "/console/points/settlements/{run}"),
+    ("points compliance", "/console/points/compliance"),
+    ("refunds", "/console/refunds"),
+    ("lead with its timeline", "/console/leads/{lead}"),
+    ("partners, one partner", "/console/partners/1"),
+    ("distributor", "/console/distributors/{distributor}"),
     ("redemptions", "/console/redemptions"),
     ("redemptions to fulfil", "/console/redemptions?status=placed"),
     ("invite codes", "/console/redemptions/invite-codes"),
@@ -117,8 +125,11 @@ def main() -> None:
         members = sess.scalar(select(func.count(Binding.member_id))) or 0
         order = sess.scalar(select(func.max(Order.id)))
         ordinary = max(1, members // 2)
+        run = sess.scalar(select(func.max(SettlementRun.id))) or 0
+        lead = sess.scalar(select(func.max(Lead.id)).where(Lead.member_id.is_not(None))) or 0
+        distributor = sess.scalar(select(func.min(Distributor.id))) or 0
         sess.close()
-    fill = {"hub": hub, "member": ordinary, "order": order, "q": "小明12"}
+    fill = {"hub": hub, "member": ordinary, "order": order, "q": "小明12", "run": run, "lead": lead, "distributor": distributor}
 
     client = app.test_client()
     login = client.get("/console/login").get_data(as_text=True)
