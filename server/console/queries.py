@@ -59,41 +59,16 @@ def _count(sess: Session, column: Any, *where: ColumnElement[bool]) -> int:
     return int(sess.scalar(select(func.count()).select_from(column.table).where(*where)) or 0)
 
 
-def _sum(sess: Session, value: Any, *where: ColumnElement[bool], join: Any = None) -> int:
-    stmt = select(func.coalesce(func.sum(value), 0))
-    if join is not None:
-        stmt = stmt.select_from(join)
-    return int(sess.scalar(stmt.where(*where)) or 0)
-
-
-def _account_entries(kind: AccountKind) -> Any:
-    return Entry.__table__.join(Account.__table__, and_(Account.id == Entry.account_id, Account.kind == kind))
-
-
-def figures(sess: Session, start: datetime, end: datetime) -> Figures:
-    """The dashboard's figures for ``start`` ≤ t < ``end``."""
-
-    def within(column: Any) -> list[ColumnElement[bool]]:
-        return [column >= start, column < end]
-
-    return Figures(
-        new_members=_count(sess, Member.id, *within(Member.created_at)),
-        bindings=_count(sess, TouchEvent.id, TouchEvent.kind == TouchKind.bind, *within(TouchEvent.created_at)),
-        leads=_count(sess, Lead.id, *within(Lead.created_at)),
-        orders=_count(sess, Order.id, *within(Order.created_at)),
-        paid_fen=_sum(sess, Order.paid_fee, *within(Order.paid_at)),
-        # Points leave the issuance account when they are earned (and return there when reversed).
-        points_issued=-_sum(sess, Entry.amount, Entry.amount < 0, *within(Entry.created_at), join=_account_entries(AccountKind.issuance)),
-        # Spent points land in the redemption account; a cancelled redemption takes them back out.
-        points_redeemed=_sum(sess, Entry.amount, *within(Entry.created_at), join=_account_entries(AccountKind.redemption)),
-    )
-
-
 def period_figures(sess: Session, now: datetime | None = None) -> dict[str, Figures]:
-    """Figures for today, the last 7 and the last 30 days (each including today)."""
-    first = today(now)
-    end = day_start(first + timedelta(days=1))
-    return {key: figures(sess, day_start(first - timedelta(days=days - 1)), end) for key, days, _ in PERIODS}
+    """Figures for today, the last 7 and the last 30 days (each including today): sums of the daily series
+    ``trend`` draws, so the figures and the charts always agree. Past days come from the report rollups
+    and today from the raw rows, so a large ledger costs the dashboard nothing."""
+    longest = max(days for _, days, _ in PERIODS)
+    series = trend(sess, longest, now, with_redeemed=True)
+    return {
+        key: Figures(**{name: sum(series[name][-days:]) for name in Figures.__dataclass_fields__})
+        for key, days, _ in PERIODS
+    }
 
 
 def outstanding_points(sess: Session) -> dict[str, int]:
@@ -122,7 +97,7 @@ def _daily(sess: Session, column: Any, days: list[date], *where: ColumnElement[b
 
 def _rolled_up(sess: Session, days: list[date]) -> dict[str, dict[date, int]]:
     """The dashboard's series for ``days`` from the report rollups (days never rolled up are absent)."""
-    found: dict[str, dict[date, int]] = {key: {} for key in ("new_members", "bindings", "leads", "orders", "paid_fen", "points_issued")}
+    found: dict[str, dict[date, int]] = {key: {} for key in ("new_members", "bindings", "leads", "orders", "paid_fen", "points_issued", "points_redeemed")}
     if not days:
         return found
     first, last = days[0], days[-1]
@@ -138,10 +113,16 @@ def _rolled_up(sess: Session, days: list[date]) -> dict[str, dict[date, int]]:
         .group_by(LedgerDaily.day)
     )
     found["points_issued"] = {day: -int(total or 0) for day, total in sess.execute(issued)}
+    redeemed = (
+        select(LedgerDaily.day, func.sum(LedgerDaily.credits + LedgerDaily.debits))
+        .where(LedgerDaily.day >= first, LedgerDaily.day <= last, LedgerDaily.account_kind == AccountKind.redemption.value)
+        .group_by(LedgerDaily.day)
+    )
+    found["points_redeemed"] = {day: int(total or 0) for day, total in sess.execute(redeemed)}
     return found
 
 
-def trend(sess: Session, days: int, now: datetime | None = None) -> dict[str, Any]:
+def trend(sess: Session, days: int, now: datetime | None = None, *, with_redeemed: bool = False) -> dict[str, Any]:
     """Daily series for the dashboard's charts over the last ``days`` days (including today).
 
     Past days come from the report rollups the scheduler keeps (``server.reports``); today is counted
@@ -159,6 +140,10 @@ def trend(sess: Session, days: int, now: datetime | None = None) -> dict[str, An
         "paid_fen": _daily(sess, Order.paid_at, [last], value=Order.paid_fee),
         "points_issued": [-v for v in _daily(sess, Entry.created_at, [last], Entry.account_id == issuance, Entry.amount < 0, value=Entry.amount)],
     }
+    if with_redeemed:
+        # Spent points land in the redemption account; a cancelled redemption takes them back out.
+        redemption = select(Account.id).where(Account.kind == AccountKind.redemption).scalar_subquery()
+        live["points_redeemed"] = _daily(sess, Entry.created_at, [last], Entry.account_id == redemption, value=Entry.amount)
     series: dict[str, Any] = {"dates": [d.isoformat() for d in dates]}
     for key, today_value in live.items():
         series[key] = [past[key].get(d, 0) for d in dates[:-1]] + today_value

@@ -87,6 +87,20 @@ def test_dashboard_shows_the_demo_shop_and_its_queues(app: Flask, demo: dict[str
     assert "分销员申请待审核" in ops_page and "合同尾款待财务确认" not in ops_page
 
 
+def test_dashboard_figures_are_the_sums_of_the_charts_days(app: Flask, demo: dict[str, Any]) -> None:
+    """Past days come from the report rollups, today from the raw rows, for the figures as for the charts."""
+    from server.console import queries
+
+    with app.app_context():
+        sess = db.session()
+        figures = queries.period_figures(sess)
+        series = queries.trend(sess, 30, with_redeemed=True)
+    for key, days, _ in queries.PERIODS:
+        for name in ("new_members", "bindings", "leads", "orders", "paid_fen", "points_issued", "points_redeemed"):
+            assert getattr(figures[key], name) == sum(series[name][-days:]), (key, name)
+    assert figures["30d"].points_redeemed > 0 and figures["30d"].points_issued > 0
+
+
 @pytest.mark.parametrize("days", ["abc", "-3", "999999999999", "", "1"])
 def test_trend_days_out_of_range_are_clamped(app: Flask, demo: dict[str, Any], days: str) -> None:
     response = _demo_login(app, "owner").get(f"/console/dashboard/trend.json?days={days}")
