@@ -108,20 +108,36 @@ def enum_column(cls: type[enum.Enum], name: str, length: int = 16) -> Enum:
 
 
 def paginate(
-    sess: Session, stmt: Any, *, offset: int, limit: int, order_by: tuple[Any, ...] = (), count_column: Any = None, scalars: bool = True
+    sess: Session,
+    stmt: Any,
+    *,
+    offset: int,
+    limit: int,
+    order_by: tuple[Any, ...] = (),
+    count_column: Any = None,
+    scalars: bool = True,
+    count_cap: int | None = None,
 ) -> tuple[list[Any], int]:
     """One page of ``stmt`` in ``order_by`` order, and how many rows it has in all (counted over
-    ``count_column`` when the selection is wider than a row); entities with ``scalars``, else rows."""
-    total = count(sess, stmt, count_column=count_column)
+    ``count_column`` when the selection is wider than a row); entities with ``scalars``, else rows.
+    With ``count_cap`` the count stops past that many rows (see ``count``)."""
+    total = count(sess, stmt, count_column=count_column, cap=count_cap)
     paged = stmt.order_by(*order_by).offset(offset).limit(limit)
     rows = sess.scalars(paged).all() if scalars else sess.execute(paged).all()
     return list(rows), total
 
 
-def count(sess: Session, stmt: Any, *, count_column: Any = None) -> int:
-    """How many rows ``stmt`` selects (counted over ``count_column`` when the selection is wider than a row)."""
+def count(sess: Session, stmt: Any, *, count_column: Any = None, cap: int | None = None) -> int:
+    """How many rows ``stmt`` selects (counted over ``count_column`` when the selection is wider than a row).
+
+    With ``cap`` the database stops reading after ``cap + 1`` rows, and ``cap + 1`` means "more than
+    ``cap``": a list of millions of rows costs no more to count than one of ``cap``.
+    """
     counted = stmt.with_only_columns(count_column) if count_column is not None else stmt
-    return int(sess.scalar(select(func.count()).select_from(counted.order_by(None).subquery())) or 0)
+    counted = counted.order_by(None)
+    if cap is not None:
+        counted = counted.limit(cap + 1)
+    return int(sess.scalar(select(func.count()).select_from(counted.subquery())) or 0)
 
 
 def fit(column: Any, head: str, tail: str = "") -> str:

@@ -90,3 +90,19 @@ def test_a_rollback_of_the_session_drops_what_it_queued(app: Flask) -> None:
         db.after_commit(lambda: ran.append("kept"))
         db.commit()
     assert ran == ["kept"]
+
+
+def test_a_capped_count_stops_past_the_cap(app: Flask) -> None:
+    with app.app_context():
+        sess = db.session()
+        for n in range(7):
+            sess.add(Staff(username=f"counted-{n}", password_hash="x", role=StaffRole.finance))
+        sess.flush()
+        stmt = select(Staff).where(Staff.username.like("counted-%"))
+        assert db.count(sess, stmt) == 7
+        assert db.count(sess, stmt, cap=10) == 7
+        # Past the cap the answer is cap + 1, "more than cap", whatever the real number.
+        assert db.count(sess, stmt, cap=3) == 4
+        rows, total = db.paginate(sess, stmt, offset=0, limit=2, order_by=(Staff.id,), count_cap=3)
+        assert len(rows) == 2 and total == 4
+        sess.rollback()

@@ -15,7 +15,7 @@ from server.clock import CHINA
 from server.console import queries
 from server.console.labels import ORDER_STATUS
 from server.console.lead_pages import id_value
-from server.console.routes import PAGE_SIZE, bp, form_text, int_arg, pages
+from server.console.routes import COUNT_CAP, PAGE_SIZE, bp, form_text, int_arg, pages
 from server.console.session import console_view, current_staff
 from server.db import utcnow
 from server.errors import AppError
@@ -43,7 +43,7 @@ def contracts() -> Any:
             stmt = stmt.where(Order.status == OrderStatus(status))
         if member_id is not None:
             stmt = stmt.where(Order.member_id == member_id)
-        rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Order.id.desc(),))
+        rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Order.id.desc(),), count_cap=COUNT_CAP)
     members = {m.id: m for m in sess.scalars(select(Member).where(Member.id.in_({o.member_id for o in rows})))}
     return render_template(
         "console/contracts.html",

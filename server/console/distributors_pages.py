@@ -17,7 +17,7 @@ from server.console import distributors_queries as queries
 from server.console.queries import audit_of
 from server.console.roles import allowed
 from server.console.forms import FIELD_LIMIT, checked, problems, whole_number
-from server.console.routes import PAGE_SIZE, bp, form_text, int_arg, pages
+from server.console.routes import COUNT_CAP, PAGE_SIZE, bp, form_text, int_arg, pages
 from server.console.session import console_view, current_staff
 from server.distribution import routes as api
 from server.distribution import services
@@ -88,7 +88,7 @@ def distributors(errors: dict[str, str] | None = None, status: int = 200) -> Any
     found = _filters(request.args)
     stmt, _ = distributor_filters(request.args)
     page = int_arg("page", 1)
-    rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, scalars=False)
+    rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, scalars=False, count_cap=COUNT_CAP)
     member_ids = [member.id for _d, member in rows]
     return render_template(
         "console/distributors.html",

@@ -18,7 +18,7 @@ from server import db
 from server.accounts.models import Member, Staff
 from server.console import queries
 from server.console.labels import CHANNEL, FOLLOW_UP, LEAD_SOURCE, LEAD_STATUS
-from server.console.routes import PAGE_SIZE, bp, date_arg, field_errors, form_text, int_arg, pages
+from server.console.routes import COUNT_CAP, PAGE_SIZE, bp, date_arg, field_errors, form_text, int_arg, pages
 from server.console.session import console_view, current_staff
 from server.errors import AppError, ConflictError, ValidationError
 from server.orders.contracts import InstallmentPlan, create_contract
@@ -94,7 +94,7 @@ def leads() -> Any:
     sess = db.session()
     stmt, problems = lead_filters(request.args)
     page = int_arg("page", 1)
-    rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Lead.id.desc(),))
+    rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Lead.id.desc(),), count_cap=COUNT_CAP)
     staff = {s.id: s for s in queries.staff_names(sess)}
     sharers = {m.id: m for m in sess.scalars(select(Member).where(Member.id.in_({r.sharer_id for r in rows if r.sharer_id})))}
     return render_template(

@@ -13,7 +13,7 @@ from werkzeug.datastructures import FileStorage
 from server import db
 from server.console.forms import FIELD_LIMIT, checked, problems, whole_number
 from server.console.media import ImageRefusedError, store_image
-from server.console.routes import PAGE_SIZE, bp, form_text, int_arg, pages
+from server.console.routes import COUNT_CAP, PAGE_SIZE, bp, form_text, int_arg, pages
 from server.console.session import console_view, current_staff
 from server.distribution import routes as api
 from server.distribution import services
@@ -50,7 +50,7 @@ def materials() -> Any:
     filters = {"kind": kind, "audience": audience, "active": active, "q": q}
     stmt = services.materials_query(kind=kind, audience=audience, active=active, q=q or None)
     page = int_arg("page", 1)
-    rows, total = db.paginate(db.session(), stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=services.MATERIAL_ORDER)
+    rows, total = db.paginate(db.session(), stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=services.MATERIAL_ORDER, count_cap=COUNT_CAP)
     return render_template("console/materials.html", rows=rows, filters=filters, kinds=KINDS, audiences=AUDIENCES, pager=pages(total))
 
 

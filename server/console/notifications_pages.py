@@ -9,7 +9,7 @@ from flask import flash, redirect, render_template, request, url_for
 from server import db
 from server.console import points_queries as pq
 from server.console.points_pages import id_value
-from server.console.routes import PAGE_SIZE, bp, int_arg, pages
+from server.console.routes import COUNT_CAP, PAGE_SIZE, bp, int_arg, pages
 from server.console.session import console_view, current_staff
 from server.errors import AppError
 from server.notifications import services
@@ -44,6 +44,7 @@ def notifications(errors: dict[str, str] | None = None, status: int = 200) -> An
         offset=(page - 1) * PAGE_SIZE,
         limit=PAGE_SIZE,
         order_by=(OutboxMessage.id.desc(),),
+        count_cap=COUNT_CAP,
     )
     return render_template(
         "console/notifications.html",

@@ -18,7 +18,7 @@ from server import db
 from server.api import validate
 from server.console.labels import fen, label, yuan
 from server.console.queries import day_start
-from server.console.routes import PAGE_SIZE, bp, date_arg, field_errors, form_text, int_arg, pages
+from server.console.routes import COUNT_CAP, PAGE_SIZE, bp, date_arg, field_errors, form_text, int_arg, pages
 from server.console.session import console_view, current_staff, safe_next
 from server.errors import AppError, ValidationError
 from server.orders import payments, services
@@ -119,7 +119,7 @@ def orders() -> Any:
     sess = db.session()
     stmt, problems = order_filters(request.args)
     page = int_arg("page", 1)
-    rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Order.id.desc(),))
+    rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Order.id.desc(),), count_cap=COUNT_CAP)
     return render_template(
         "console/orders.html",
         rows=rows,
@@ -217,7 +217,8 @@ def refunds() -> Any:
     status = RefundStatus(status_arg) if status_arg in RefundStatus._value2member_map_ else None
     page = int_arg("page", 1)
     rows, total = db.paginate(
-        sess, staff_refunds(status), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Refund.id.desc(),), count_column=Refund.id, scalars=False
+        sess, staff_refunds(status), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Refund.id.desc(),), count_column=Refund.id, scalars=False,
+        count_cap=COUNT_CAP,
     )
     return render_template(
         "console/refunds.html",

@@ -13,7 +13,7 @@ from server import db
 from server.console import queries
 from server.console.labels import COMMISSION_MODE
 from server.console.lead_pages import fen_value
-from server.console.routes import PAGE_SIZE, bp, form_text, int_arg, pages
+from server.console.routes import COUNT_CAP, PAGE_SIZE, bp, form_text, int_arg, pages
 from server.console.session import console_view, current_staff
 from server.errors import ConflictError, ValidationError
 from server.referral import payouts, services
@@ -28,7 +28,7 @@ MAX_PERIOD_DAYS = 3660
 @console_view("partners")
 def partners(errors: dict[str, str] | None = None, status: int = 200) -> Any:
     page = int_arg("page", 1)
-    rows, total = db.paginate(db.session(), select(Partner), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Partner.id.desc(),))
+    rows, total = db.paginate(db.session(), select(Partner), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Partner.id.desc(),), count_cap=COUNT_CAP)
     return render_template(
         "console/partners.html", rows=rows, modes=COMMISSION_MODE, pager=pages(total), errors=errors or {}, form=request.form if errors else {}
     ), status

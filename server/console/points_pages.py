@@ -17,7 +17,7 @@ from server import db
 from server.accounts.models import Member
 from server.console import points_queries as pq
 from server.console import queries
-from server.console.routes import PAGE_SIZE, bp, date_arg, field_errors, form_text, int_arg, pages
+from server.console.routes import COUNT_CAP, PAGE_SIZE, bp, date_arg, field_errors, form_text, int_arg, pages
 from server.console.session import console_view, current_staff
 from server.errors import AppError, NotFoundError, ValidationError
 from server.points import incentives, rules, settlement
@@ -100,7 +100,7 @@ def points_page(errors: dict[str, str] | None = None, status: int = 200) -> Any:
     found, problems = _ledger_args(request.args)
     member_id = found["member_id"]
     page = int_arg("page", 1)
-    rows, total = points.transactions_page(sess, **found, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+    rows, total = points.transactions_page(sess, **found, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, count_cap=COUNT_CAP)
     member = sess.get(Member, member_id) if member_id else None
     form = request.form if errors else {}
     return render_template(
@@ -170,7 +170,7 @@ def points_settlements(error: str = "", status: int = 200) -> Any:
     """Settlement runs, newest first; the owner starts one now and watches it until it is done."""
     sess = db.session()
     page = int_arg("page", 1)
-    rows, total = db.paginate(sess, points_queries.runs_query(), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(SettlementRun.id.desc(),))
+    rows, total = db.paginate(sess, points_queries.runs_query(), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(SettlementRun.id.desc(),), count_cap=COUNT_CAP)
     running = settlement.running_manual_settlement(sess)
     job_id = running.id if running else id_value(request.args.get("job", ""))
     job = settlement.manual_settlement(sess, job_id) if job_id else None
@@ -218,7 +218,8 @@ def points_settlement(run_id: int) -> Any:
         raise NotFoundError("no such settlement run")
     page = int_arg("page", 1)
     rows, total = db.paginate(
-        sess, points_queries.statements_query(run.id), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Statement.id,), count_column=Statement.id, scalars=False
+        sess, points_queries.statements_query(run.id), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Statement.id,), count_column=Statement.id, scalars=False,
+        count_cap=COUNT_CAP,
     )
     return render_template("console/points_settlement.html", run=run, rows=rows, pager=pages(total))
 

@@ -30,6 +30,9 @@ from server.referral.models import Binding, Lead, LeadStatus, TouchEvent, TouchK
 from server.reports.models import DailyTotals, LedgerDaily, OrdersDaily
 
 #: The dashboard's periods: key, days counted back including today, label.
+#: Lists count their rows up to this many and then say "more than": an exact count of millions of
+#: ledger entries or orders would cost seconds for a number nobody pages through.
+COUNT_CAP = 10_000
 PERIODS = (("today", 1, "今日"), ("7d", 7, "近 7 天"), ("30d", 30, "近 30 天"))
 
 
@@ -220,7 +223,7 @@ def team(sess: Session, member_id: int, limit: int = 20) -> Team:
 
 def member_orders(sess: Session, member_id: int, limit: int = 20) -> tuple[list[Order], int]:
     stmt = select(Order).where(Order.member_id == member_id)
-    return db.paginate(sess, stmt, offset=0, limit=limit, order_by=(Order.id.desc(),))
+    return db.paginate(sess, stmt, offset=0, limit=limit, order_by=(Order.id.desc(),), count_cap=COUNT_CAP)
 
 
 def member_balances(sess: Session, member_id: int) -> dict[str, int]:
@@ -237,7 +240,7 @@ def member_entries(sess: Session, member_id: int, limit: int = 20) -> tuple[list
         .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
         .where(Account.member_id == member_id)
     )
-    rows, total = db.paginate(sess, stmt, offset=0, limit=limit, order_by=(Entry.id.desc(),), count_column=Entry.id, scalars=False)
+    rows, total = db.paginate(sess, stmt, offset=0, limit=limit, order_by=(Entry.id.desc(),), count_column=Entry.id, scalars=False, count_cap=COUNT_CAP)
     return [(entry, kind, tx) for entry, kind, tx in rows], total
 
 

@@ -13,7 +13,7 @@ from flask import flash, redirect, render_template, request, url_for
 from server import db
 from server.console import points_queries as pq
 from server.console.points_pages import hundredths, id_value
-from server.console.routes import PAGE_SIZE, bp, form_text, int_arg, pages
+from server.console.routes import COUNT_CAP, PAGE_SIZE, bp, form_text, int_arg, pages
 from server.console.session import console_view, current_staff
 from server.errors import ValidationError
 from server.points import redemption as points
@@ -70,6 +70,7 @@ def redemptions(errors: dict[str, str] | None = None, status: int = 200) -> Any:
         order_by=(Redemption.id.desc(),),
         count_column=Redemption.id,
         scalars=False,
+        count_cap=COUNT_CAP,
     )
     return render_template(
         "console/redemptions.html",
@@ -311,6 +312,7 @@ def redemptions_invite_codes() -> Any:
         order_by=(InviteCode.id.desc(),),
         count_column=InviteCode.id,
         scalars=False,
+        count_cap=COUNT_CAP,
     )
     people = {c.owner_id for c, _ in rows} | {c.used_by for c, _ in rows if c.used_by}
     return render_template(

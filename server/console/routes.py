@@ -47,6 +47,7 @@ bp = Blueprint("console", __name__, url_prefix="/console", template_folder="temp
 entry_bp = Blueprint("console_entry", __name__)
 
 PAGE_SIZE = 20
+COUNT_CAP = queries.COUNT_CAP
 
 csrf = CSRFProtect()
 
@@ -156,8 +157,12 @@ def field_errors(error: AppError) -> dict[str, str]:
 
 
 def pages(total: int) -> dict[str, Any]:
+    """The pager of a list counted with ``count_cap=COUNT_CAP``: past the cap it says "more than" and
+    offers the next page for as long as pages keep coming."""
     page = int_arg("page", 1)
-    return {"page": page, "pages": max(1, math.ceil(total / PAGE_SIZE)), "total": total}
+    if total > COUNT_CAP:
+        return {"page": page, "pages": max(COUNT_CAP // PAGE_SIZE, page + 1), "total": COUNT_CAP, "more": True}
+    return {"page": page, "pages": max(1, math.ceil(total / PAGE_SIZE)), "total": total, "more": False}
 
 
 def page_url(page: int) -> str:
@@ -286,7 +291,7 @@ def members() -> Any:
     status = MemberStatus(status_arg) if status_arg in MemberStatus._value2member_map_ else None
     stmt, _ = member_filters(request.args)
     page = int_arg("page", 1)
-    rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Member.id.desc(),))
+    rows, total = db.paginate(sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Member.id.desc(),), count_cap=COUNT_CAP)
     return render_template(
         "console/members.html",
         rows=rows,
@@ -327,6 +332,7 @@ def member(member_id: int, errors: dict[str, str] | None = None, status: int = 2
         balances=queries.member_balances(sess, found.id),
         entries=entries,
         entries_total=entries_total,
+        count_cap=COUNT_CAP,
         timeline=queries.member_timeline(sess, found.id),
         leads=queries.member_leads(sess, found.id),
         audit=queries.audit_of(sess, f"member:{found.id}") if allowed(staff.role, "audit") else None,
@@ -404,7 +410,8 @@ def audit() -> Any:
     stmt, problems = audit_filters(request.args)
     page = int_arg("page", 1)
     rows, total = db.paginate(
-        sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(queries.AuditEntry.id.desc(),), count_column=queries.AuditEntry.id, scalars=False
+        sess, stmt, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(queries.AuditEntry.id.desc(),), count_column=queries.AuditEntry.id, scalars=False,
+        count_cap=COUNT_CAP,
     )
     return render_template(
         "console/audit.html", rows=rows, staff=queries.staff_names(sess), problems=problems, args=request.args, pager=pages(total)

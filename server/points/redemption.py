@@ -614,10 +614,12 @@ def transactions_page(
     end: datetime | None = None,
     offset: int = 0,
     limit: int = 20,
+    count_cap: int | None = None,
 ) -> tuple[list[tuple[LedgerTransaction, list[EntryLine]]], int]:
-    """Ledger transactions, newest first, each with all its entries; ``start`` ≤ created < ``end`` when given."""
+    """Ledger transactions, newest first, each with all its entries; ``start`` ≤ created < ``end`` when given.
+    ``count_cap`` is as for ``db.count``."""
     stmt = transactions_query(member_id=member_id, kind=kind, transaction_id=transaction_id, start=start, end=end)
-    txs, total = paginate(sess, stmt, offset=offset, limit=limit, order_by=(LedgerTransaction.id.desc(),))
+    txs, total = paginate(sess, stmt, offset=offset, limit=limit, order_by=(LedgerTransaction.id.desc(),), count_cap=count_cap)
     by_tx = transaction_entries(sess, [tx.id for tx in txs])
     return [(tx, by_tx[tx.id]) for tx in txs], total
 

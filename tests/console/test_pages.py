@@ -231,3 +231,15 @@ def test_audit_count_does_not_grow_from_reading(app: Flask, demo: dict[str, Any]
         owner.get(template.format(member_id=demo["alice"]))
     with app.app_context():
         assert db.session().scalar(select(func.count()).select_from(AuditEntry)) == before
+
+
+def test_a_list_longer_than_the_count_cap_says_more_than_and_pages_on(app: Flask, demo: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.console import orders_pages, routes
+
+    monkeypatch.setattr(routes, "COUNT_CAP", 5)
+    monkeypatch.setattr(orders_pages, "COUNT_CAP", 5)
+    owner = _demo_login(app, "owner")
+    page = owner.get("/console/orders").text
+    assert "超过 5 条，第 1 页" in page and "下一页" in page
+    # Pages go on past the cap for as long as there are rows.
+    assert "超过 5 条，第 3 页" in owner.get("/console/orders?page=3").text
