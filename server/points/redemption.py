@@ -619,7 +619,10 @@ def transactions_page(
     """Ledger transactions, newest first, each with all its entries; ``start`` ≤ created < ``end`` when given.
     ``count_cap`` is as for ``db.count``."""
     stmt = transactions_query(member_id=member_id, kind=kind, transaction_id=transaction_id, start=start, end=end)
-    txs, total = paginate(sess, stmt, offset=offset, limit=limit, order_by=(LedgerTransaction.id.desc(),), count_cap=count_cap)
+    # Ids grow with time, so both orders are newest first; with dates the time leads, so the database walks
+    # the created_at index from the period's end instead of the primary key from the newest transaction.
+    newest_first = (LedgerTransaction.created_at.desc(), LedgerTransaction.id.desc()) if start or end else (LedgerTransaction.id.desc(),)
+    txs, total = paginate(sess, stmt, offset=offset, limit=limit, order_by=newest_first, count_cap=count_cap)
     by_tx = transaction_entries(sess, [tx.id for tx in txs])
     return [(tx, by_tx[tx.id]) for tx in txs], total
 
