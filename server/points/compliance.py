@@ -20,8 +20,8 @@ from typing import Any, Callable
 import click
 from flask import Flask
 from flask.cli import with_appcontext
-from sqlalchemy import inspect, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, inspect, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from server import db
 from server.accounts.models import AuditEntry
@@ -225,9 +225,14 @@ def _lead_rewards_without_contact(sess: Session) -> list[Violation]:
         .where(LedgerTransaction.kind == TxKind.lead_reward)
         .order_by(LedgerTransaction.id)
     ).all()
+    # The leads the postings name, read together (a few thousand ids at a time) instead of one by one.
+    wanted = sorted({int(m.group(1)) for _, key, _ in postings if (m := LEAD_KEY_RE.match(key))})
+    leads: dict[int, Lead] = {}
+    for start in range(0, len(wanted), 5000):
+        leads.update((lead.id, lead) for lead in sess.scalars(select(Lead).where(Lead.id.in_(wanted[start:start + 5000]))))
     for tx_id, key, member_id in postings:
         match = LEAD_KEY_RE.match(key)
-        lead = sess.get(Lead, int(match.group(1))) if match else None
+        lead = leads.get(int(match.group(1))) if match else None
         ref = {"transaction_id": tx_id, "member_id": member_id, "lead_id": lead.id if lead else None}
         if lead is None:
             found.append(Violation(2, "lead_reward_without_lead", f"transaction {tx_id} ({key}) pays valid-lead points for no lead", ref))
@@ -291,42 +296,69 @@ def _payment_links(sess: Session) -> list[Violation]:
 
 
 def _level2_above_level1(sess: Session) -> list[Violation]:
-    by_order: dict[int, dict[int, int]] = defaultdict(dict)
-    for order_id, level, amount in sess.execute(
-        select(OrderReward.order_id, OrderReward.level, OrderReward.amount).where(OrderReward.level.in_((1, 2))).order_by(OrderReward.order_id)
-    ):
-        by_order[order_id][level] = int(amount)
+    """One join on the (order, level) key: orders whose level-2 reward exceeds their level-1 reward (or has none)."""
+    one, two = aliased(OrderReward), aliased(OrderReward)
+    rows = sess.execute(
+        select(two.order_id, two.amount, func.coalesce(one.amount, 0))
+        .outerjoin(one, and_(one.order_id == two.order_id, one.level == 1))
+        .where(two.level == 2, two.amount > func.coalesce(one.amount, 0))
+        .order_by(two.order_id)
+    )
     return [
-        Violation(4, "level2_above_level1", f"order {order_id} pays level 2 ({levels[2]}) more than level 1 ({levels.get(1, 0)})", {"order_id": order_id})
-        for order_id, levels in by_order.items()
-        if levels.get(2, 0) > levels.get(1, 0)
+        Violation(4, "level2_above_level1", f"order {order_id} pays level 2 ({int(level2)}) more than level 1 ({int(level1)})", {"order_id": order_id})
+        for order_id, level2, level1 in rows
     ]
 
 
 def _over_hard_cap(sess: Session) -> list[Violation]:
-    totals: dict[int, int] = defaultdict(int)
-    fees: dict[int, int] = {}
-    for order_id, total_fee, amount in sess.execute(
-        select(OrderReward.order_id, Order.total_fee, OrderReward.amount).join(Order, Order.id == OrderReward.order_id).order_by(OrderReward.order_id)
-    ):
-        totals[order_id] += int(amount)
-        fees[order_id] = int(total_fee)
+    """Orders whose rewards together exceed the hard ceiling, found by the database.
+
+    ``total > fee × cap // 10,000`` holds exactly when ``total × 10,000 > fee × cap`` (whole numbers).
+    """
+    total = func.sum(OrderReward.amount)
+    rows = sess.execute(
+        select(OrderReward.order_id, Order.total_fee, total)
+        .join(Order, Order.id == OrderReward.order_id)
+        .group_by(OrderReward.order_id, Order.total_fee)
+        .having(total * 10_000 > Order.total_fee * rules.HARD_CAP_BP)
+        .order_by(OrderReward.order_id)
+    )
     found = []
-    for order_id, total in totals.items():
-        ceiling = fees[order_id] * rules.HARD_CAP_BP // 10_000
-        if total > ceiling:
-            found.append(
-                Violation(
-                    4,
-                    "over_hard_cap",
-                    f"order {order_id} paid {total} hundredths of a point, above the hard ceiling of {ceiling} ({rules.HARD_CAP_BP} bp of ¥{fees[order_id] / 100:,.2f})",
-                    {"order_id": order_id},
-                )
+    for order_id, total_fee, paid in rows:
+        ceiling = int(total_fee) * rules.HARD_CAP_BP // 10_000
+        found.append(
+            Violation(
+                4,
+                "over_hard_cap",
+                f"order {order_id} paid {int(paid)} hundredths of a point, above the hard ceiling of {ceiling} ({rules.HARD_CAP_BP} bp of ¥{int(total_fee) / 100:,.2f})",
+                {"order_id": order_id},
             )
+        )
     return found
 
 
-def setting_history(sess: Session, key: str) -> Callable[[datetime], set[Any]]:
+@dataclass(frozen=True)
+class SettingHistory:
+    """What values a setting may have had at an instant (call it with the instant), from its changes."""
+
+    default: Any
+    #: (when, the possible values before, the value after), oldest first.
+    events: list[tuple[datetime, set[Any], Any]]
+
+    def __call__(self, at: datetime) -> set[Any]:
+        before = [event for event in self.events if event[0] < at]
+        possible = {before[-1][2]} if before else (set(self.events[0][1]) if self.events else {self.default})
+        return possible | {new for when, _, new in self.events if when == at}
+
+    def ever(self, value: Any) -> bool:
+        """Whether the setting may ever have had ``value``."""
+        seen = {self.default} | {new for _, _, new in self.events}
+        for _, before, _ in self.events:
+            seen |= before
+        return value in seen
+
+
+def setting_history(sess: Session, key: str) -> SettingHistory:
     """What values ``key`` may have had at an instant, from the audit log and the stored row.
 
     Instants are stored to the second, so a change and a posting in the same
@@ -334,7 +366,6 @@ def setting_history(sess: Session, key: str) -> Callable[[datetime], set[Any]]:
     A change made without an audit entry leaves the value before it unknown
     (``UNKNOWN`` in the set), and a check must not call that a violation.
     """
-    default = spec_for(key).default
     events: list[tuple[datetime, set[Any], Any]] = [
         (at, {detail.get("old", UNKNOWN)}, detail.get("new", UNKNOWN))
         for at, detail in sess.execute(
@@ -346,17 +377,14 @@ def setting_history(sess: Session, key: str) -> Callable[[datetime], set[Any]]:
     stored = sess.get(Setting, key)
     if stored is not None and (not events or stored.updated_at > events[-1][0] or stored.value != events[-1][2]):
         events.append((stored.updated_at, {UNKNOWN}, stored.value))
-
-    def values_at(at: datetime) -> set[Any]:
-        before = [event for event in events if event[0] < at]
-        possible = {before[-1][2]} if before else (set(events[0][1]) if events else {default})
-        return possible | {new for when, _, new in events if when == at}
-
-    return values_at
+    return SettingHistory(spec_for(key).default, events)
 
 
 def _level2_while_direct_only(sess: Session) -> list[Violation]:
     direct_only_at = setting_history(sess, "reward_direct_only")
+    if not direct_only_at.ever(True):
+        # Direct only was never on: no level-2 reward can break it, and none need be read.
+        return []
     return [
         Violation(5, "level2_while_direct_only", f"order reward {reward_id} paid level 2 on order {order_id} while direct only was on", {"order_reward_id": reward_id, "order_id": order_id})
         for reward_id, order_id, created_at in sess.execute(
