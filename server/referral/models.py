@@ -88,7 +88,9 @@ class TouchEvent(Base):
 
     __tablename__ = "touch_events"
     __table_args__ = (
-        Index("ix_touch_events_member_time", "member_id", "created_at"),
+        # A member's timeline; with the channel in the index, the report rollups find a member's latest (or
+        # first) scene touch before an event from the index alone.
+        Index("ix_touch_events_member_time_channel", "member_id", "created_at", "channel"),
         Index("ix_touch_events_kind_time", "kind", "created_at"),
     )
 

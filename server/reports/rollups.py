@@ -113,7 +113,9 @@ def _funnel_daily(day: date, view: str) -> Any:
     source = aliased(TouchEvent, name="s")
     first = view == "first"
     # A member's scene touch at or before the event: the earliest for first touch, the latest for last touch.
-    before = or_(touch.created_at < event.created_at, and_(touch.created_at == event.created_at, touch.id <= event.id))
+    # Written as a range on created_at (then the same-second tie by id), so the (member, created_at) index
+    # reads the member's touches from the event backwards (or from the first) and stops at the first match.
+    before = and_(touch.created_at <= event.created_at, or_(touch.created_at < event.created_at, touch.id <= event.id))
     order = (touch.created_at.asc(), touch.id.asc()) if first else (touch.created_at.desc(), touch.id.desc())
     credited = (
         select(touch.id)
