@@ -218,7 +218,7 @@ def points_settlement(run_id: int) -> Any:
         raise NotFoundError("no such settlement run")
     page = int_arg("page", 1)
     rows, total = db.paginate(
-        sess, points_queries.statements_query(run.id), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Statement.id,), count_column=Statement.id, scalars=False,
+        sess, points_queries.statements_query(run.id), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Statement.member_id,), count_column=Statement.id, scalars=False,
         count_cap=COUNT_CAP,
     )
     return render_template("console/points_settlement.html", run=run, rows=rows, pager=pages(total))

@@ -246,14 +246,27 @@ def member_balances(sess: Session, member_id: int) -> dict[str, int]:
 
 
 def member_entries(sess: Session, member_id: int, limit: int = 20) -> tuple[list[tuple[Entry, AccountKind, LedgerTransaction]], int]:
-    """The member's latest ledger entries, with the account each moved and the transaction it belongs to."""
-    stmt = (
+    """The member's latest ledger entries, with the account each moved and the transaction it belongs to,
+    and how many there are (counted up to ``COUNT_CAP``).
+
+    A member has at most four accounts: the latest ``limit`` entries of each come from the (account, id)
+    index, and the newest of those are the page, however many entries a busy sharer has.
+    """
+    account_ids = list(sess.scalars(select(Account.id).where(Account.member_id == member_id)))
+    if not account_ids:
+        return [], 0
+    newest: list[int] = []
+    for account_id in account_ids:
+        newest += sess.scalars(select(Entry.id).where(Entry.account_id == account_id).order_by(Entry.id.desc()).limit(limit))
+    page = sorted(newest, reverse=True)[:limit]
+    rows = sess.execute(
         select(Entry, Account.kind, LedgerTransaction)
         .join(Account, Account.id == Entry.account_id)
         .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-        .where(Account.member_id == member_id)
-    )
-    rows, total = db.paginate(sess, stmt, offset=0, limit=limit, order_by=(Entry.id.desc(),), count_column=Entry.id, scalars=False, count_cap=COUNT_CAP)
+        .where(Entry.id.in_(page))
+        .order_by(Entry.id.desc())
+    ).all()
+    total = db.count(sess, select(Entry.id).where(Entry.account_id.in_(account_ids)), cap=COUNT_CAP)
     return [(entry, kind, tx) for entry, kind, tx in rows], total
 
 

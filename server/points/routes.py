@@ -580,7 +580,7 @@ def admin_settlement_run(run_id: int) -> Any:
     if run is None:
         raise NotFoundError("no such settlement run")
     rows, total = db.paginate(
-        sess, points_queries.statements_query(run.id), offset=query.offset, limit=query.page_size, order_by=(Statement.id,), count_column=Statement.id, scalars=False
+        sess, points_queries.statements_query(run.id), offset=query.offset, limit=query.page_size, order_by=(Statement.member_id,), count_column=Statement.id, scalars=False
     )
     return envelope(serialize_run(run) | {"statements": _page([serialize_run_statement(row, member) for row, member in rows], total, query)})
 
