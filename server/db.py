@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, cast
 
 from flask import Flask, Response, current_app, g, has_app_context
-from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, String, create_engine, event, func, select
+from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, String, create_engine, event, func, literal, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.engine import CursorResult, Engine, Result
@@ -136,6 +136,10 @@ def count(sess: Session, stmt: Any, *, count_column: Any = None, cap: int | None
     counted = stmt.with_only_columns(count_column) if count_column is not None else stmt
     counted = counted.order_by(None)
     if cap is not None:
+        if count_column is None and not counted._distinct:
+            # Only the rows' existence is counted: a constant lets the database stay in the index it filters
+            # by, instead of reading each whole row into the derived table.
+            counted = counted.with_only_columns(literal(1), maintain_column_froms=True)
         counted = counted.limit(cap + 1)
     return int(sess.scalar(select(func.count()).select_from(counted.subquery())) or 0)
 

@@ -88,6 +88,8 @@ class Order(Base):
         Index("ix_orders_created", "created_at"),
         Index("ix_orders_paid", "paid_at", "paid_fee"),
         Index("ix_orders_kind_status", "kind", "status"),
+        # The console's orders by status, newest first.
+        Index("ix_orders_status_id", "status", "id"),
         # The report rollups find the days that late payments and refunds changed.
         Index("ix_orders_updated", "updated_at"),
     )

@@ -146,6 +146,11 @@ def staff_orders(
         stmt = stmt.where(Order.created_at >= start)
     if end is not None:
         stmt = stmt.where(Order.created_at < end)
+    others = (kind, inviter_id, product_id, member_id, number, order_or_member_id, openid, start, end)
+    if status is not None and all(value is None or value == "" for value in others):
+        # Status alone, newest first: MariaDB would walk the primary key back past every recent order of
+        # another status (the newest are rarely completed); the (status, id) index has the page in order.
+        stmt = stmt.with_hint(Order, "FORCE INDEX (ix_orders_status_id)", "mysql").with_hint(Order, "FORCE INDEX (ix_orders_status_id)", "mariadb")
     return stmt
 
 
