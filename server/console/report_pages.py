@@ -27,10 +27,8 @@ from server.errors import NotFoundError
 from server.exports import FORMATS, Column, download
 from server.referral.models import Channel
 from server.reports import queries
-from server.reports.queries import MAX_DAYS, Period
+from server.reports.queries import DEFAULT_DAYS, MAX_DAYS, Period
 
-#: Days a report covers when ``from`` is not given.
-DEFAULT_DAYS = 30
 #: The tabs over every report page: (endpoint, title).
 TABS = [
     ("console.report_funnel", "渠道漏斗"),
@@ -158,7 +156,10 @@ def report_distributors() -> Any:
     page = int_arg("page", 1)
     rows, total = queries.distributors(sess, period, sort=sort, descending=descending, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)  # type: ignore[arg-type]
     # The ranking is by own sales, never by team size (a headcount ranking would reward recruiting).
-    top, _ = queries.distributors(sess, period, sort="sales_fen", descending=True, limit=TOP)
+    if sort == "sales_fen" and descending and page == 1:
+        top = rows[:TOP]  # the page already starts with the ranking
+    else:
+        top, _ = queries.distributors(sess, period, sort="sales_fen", descending=True, limit=TOP)
     top = [row for row in top if row["sales_fen"] > 0]
     spec = chart(
         [row["nickname"] or f"#{row['member_id']}" for row in reversed(top)],

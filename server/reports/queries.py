@@ -41,6 +41,8 @@ from server.reports.rollups import FUNNEL_STEPS, day_start, month_end, month_of
 
 #: The longest period a report covers.
 MAX_DAYS = 366
+#: Days a report covers when its start is not given (the API's and the console's).
+DEFAULT_DAYS = 30
 #: The new-distributor cohort windows: active in the 30 days ending this many days after joining.
 COHORT_DAYS = (30, 60, 90)
 

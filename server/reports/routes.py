@@ -23,7 +23,7 @@ from server.errors import NotFoundError, ValidationError, envelope
 from server.exports import Column, download
 from server.referral.models import Channel
 from server.reports import queries
-from server.reports.queries import MAX_DAYS, Period
+from server.reports.queries import DEFAULT_DAYS, MAX_DAYS, Period
 
 bp = Blueprint("reports_admin", __name__, url_prefix="/admin/api/v1/reports")
 
@@ -31,8 +31,6 @@ bp = Blueprint("reports_admin", __name__, url_prefix="/admin/api/v1/reports")
 READERS = (StaffRole.operations, StaffRole.finance)
 #: A day of this century, written YYYY-MM-DD: what the spec's pattern allows.
 DAY_PATTERN = re.compile(r"^20\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
-#: Days a report covers when ``from`` is not given.
-DEFAULT_DAYS = 30
 
 
 def _day_text(value: Any) -> Any:

@@ -74,3 +74,15 @@ def test_every_report_chart_renders_and_an_export_opens(page: Any, live: LiveSer
     page.wait_for_selector("#chart-report[data-rendered=true] canvas")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     assert errors == []
+
+
+def test_operations_open_the_notifications_page_without_script_errors(page: Any, live: LiveServer, errors: list[str]) -> None:  # noqa: F811
+    page.set_viewport_size(LAPTOP)
+    sign_in(page, live, "ops")
+    page.click("nav.nav >> text=通知")
+    page.wait_for_url(f"{live.url}/console/notifications")
+    assert page.locator("h1").inner_text() != ""
+    page.set_viewport_size(PHONE)
+    page.reload()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    assert errors == []
