@@ -162,6 +162,10 @@ class Config:
         #: Landing-page requests (GET /s/<scene>) allowed per client address and minute. Generous:
         #: a carrier's NAT puts many phones behind one address.
         self.LANDING_RATE_LIMIT = _env_int("LANDING_RATE_LIMIT", 120)
+        #: Hosts (and their subdomains) a training video's https link may point at, comma-separated.
+        self.TRAINING_VIDEO_HOSTS = [h.strip().lower() for h in (env.get("TRAINING_VIDEO_HOSTS") or "v.qq.com,mp.weixin.qq.com,channels.weixin.qq.com").split(",") if h.strip()]
+        #: Feedback and reports one member may send per hour.
+        self.FEEDBACK_RATE_LIMIT = _env_int("FEEDBACK_RATE_LIMIT", 5)
         #: Minutes without a request after which a console session ends.
         self.CONSOLE_IDLE_MINUTES = _env_int("CONSOLE_IDLE_MINUTES", 30)
         #: Set behind a reverse proxy so the client address comes from X-Forwarded-For.
