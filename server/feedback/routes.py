@@ -28,8 +28,8 @@ Reply = Annotated[str, StringConstraints(max_length=2000)]
 
 
 class FeedbackBody(Body):
-    kind: FeedbackKind
-    category: FeedbackCategory
+    kind: Literal["feedback", "report"]
+    category: Literal["suggestion", "product", "service", "false_advertising", "harassment", "other"]
     body: Text
     contact: Contact = ""
     #: A report's distributor, by member id…
@@ -41,7 +41,7 @@ class FeedbackBody(Body):
 class TransitionBody(Body):
     action: Literal["start", "resolve", "dismiss"]
     #: The state the caller saw: the move only happens if the item is still in it.
-    expected_state: FeedbackState | None = None
+    expected_state: Literal["new", "in_progress", "resolved", "dismissed"] | None = None
     reply: Reply = ""
 
 
@@ -82,7 +82,7 @@ def send_feedback() -> Any:
     member = current_member()
     enforce_rate_limit(f"feedback:member:{member.id}", current_app.config["FEEDBACK_RATE_LIMIT"], 3600)
     item = services.submit(
-        db.session(), member, kind=body.kind, category=body.category, body=body.body, contact=body.contact,
+        db.session(), member, kind=FeedbackKind(body.kind), category=FeedbackCategory(body.category), body=body.body, contact=body.contact,
         distributor_member_id=body.distributor_member_id, scene=body.scene,
     )
     return envelope(serialize_item(item, staff_view=False), status=201)
@@ -124,6 +124,7 @@ def transition_feedback(item_id: int) -> Any:
     """Start, resolve or dismiss an item, with an optional reply; 409 if it is no longer in a state that allows it."""
     body = parse_body(TransitionBody)
     item = services.transition(
-        db.session(), item_id, body.action, staff=current_staff(), reply=body.reply or None, expected=body.expected_state
+        db.session(), item_id, body.action, staff=current_staff(), reply=body.reply or None,
+        expected=FeedbackState(body.expected_state) if body.expected_state else None,
     )
     return envelope(serialize_item(item, staff_view=True))

@@ -190,9 +190,10 @@ def add_note(sess: Session, item_id: int, body: str, *, staff: Staff) -> Feedbac
 
 
 def notes_of(sess: Session, item_id: int) -> list[tuple[FeedbackNote, Staff]]:
-    return list(sess.execute(
+    rows = sess.execute(
         select(FeedbackNote, Staff).join(Staff, Staff.id == FeedbackNote.staff_id).where(FeedbackNote.item_id == item_id).order_by(FeedbackNote.id)
-    ).tuples())
+    )
+    return [(note, staff) for note, staff in rows]
 
 
 def reports_against(sess: Session, member_id: int, *, limit: int = 10) -> tuple[int, list[FeedbackItem]]:
