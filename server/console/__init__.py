@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
     from server.console import (  # noqa: F401
         contract_pages,
         distributors_pages,
+        feedback_pages,
         export_pages,
         lead_pages,
         materials_pages,
@@ -28,6 +29,7 @@ def init_app(app: Flask) -> None:
         products_pages,
         redemption_pages,
         report_pages,
+        training_pages,
     )
 
     app.config.update(

@@ -25,6 +25,8 @@ from server.distribution.queries import distributor_stats
 from server.distribution.errors import GradeExistsError, GradeInUseError, IllegalTransitionError
 from server.distribution.models import Distributor, DistributorStatus, Grade
 from server.errors import NotFoundError, ValidationError
+from server.feedback.services import reports_against
+from server.training.services import training_summary
 
 #: What staff see next to a field the request model or the service refused.
 HINTS = {
@@ -151,6 +153,8 @@ def distributors_record(distributor_id: int, errors: dict[str, str] | None = Non
         grade=sess.get(Grade, distributor.grade_id) if distributor.grade_id else None,
         tier=services.get_tier(sess, distributor.tier),
         stats=distributor_stats(sess, distributor),
+        training=training_summary(sess, distributor.member_id),
+        reports=reports_against(sess, distributor.member_id) if allowed(current_staff().role, "feedback") else None,
         offered=OFFERED.get(distributor.status, ()),
         decisions=DECISIONS,
         reason_required=services.REASON_REQUIRED,

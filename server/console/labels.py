@@ -100,8 +100,20 @@ ORDER_EVENT = {
     "installment_received": "收到分期款",
 }
 #: What the console says for the errors a form may meet, by envelope code.
+FEEDBACK_STATE = {"new": "待处理", "in_progress": "处理中", "resolved": "已解决", "dismissed": "已驳回"}
+FEEDBACK_KIND = {"feedback": "反馈", "report": "举报"}
+FEEDBACK_CATEGORY = {
+    "suggestion": "建议", "product": "产品", "service": "服务",
+    "false_advertising": "夸大或虚假宣传", "harassment": "骚扰", "other": "其他",
+}
+
 ERRORS = {
     40110: "用户名或密码错误。",
+    40480: "没有这门课程。",
+    40481: "没有这个课时。",
+    40490: "没有这条反馈。",
+    40980: "课程至少需要一个课时。",
+    40990: "这条反馈的状态已变化，请刷新后查看。",
     40311: "你的角色无权进行此操作。",
     40910: "该用户名已存在。",
     42900: "尝试次数过多，请稍后再试。",
@@ -144,6 +156,9 @@ TABLES = {
     "outbox_state": OUTBOX_STATE,
     "notify_event": NOTIFY_EVENT,
     "message_channel": MESSAGE_CHANNEL,
+    "feedback_state": FEEDBACK_STATE,
+    "feedback_kind": FEEDBACK_KIND,
+    "feedback_category": FEEDBACK_CATEGORY,
 }
 
 

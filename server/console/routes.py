@@ -526,6 +526,8 @@ def nav_items() -> list[tuple[str, str, str]]:
         ("console.redemptions", "兑换", "redemptions"),
         ("console.report_funnel", "报表", "reports"),
         ("console.materials", "素材", "materials"),
+        ("console.training", "培训", "training"),
+        ("console.feedback", "反馈", "feedback"),
         ("console.notifications", "通知", "notifications"),
         ("console.posters", "海报", "posters"),
         ("console.settings_page", "设置", "settings"),

@@ -185,10 +185,11 @@ def update_lesson(sess: Session, lesson_id: int, changes: dict[str, Any], *, sta
     lesson = get_lesson(sess, lesson_id)
     get_course(sess, lesson.course_id, for_update=True)
     old = _lesson_values(lesson)
-    with sess.no_autoflush:
-        for key, value in changes.items():
-            setattr(lesson, key, LessonKind(value) if key == "kind" else value)
-        _check_lesson(lesson, video_hosts)
+    values = {**{k: getattr(lesson, k) for k in ("kind", "title", "body", "video_url")}, **changes}
+    values["kind"] = LessonKind(values["kind"])
+    _check_lesson(Lesson(**values), video_hosts)  # checked aside, so a refused change leaves the lesson as it was
+    for key, value in values.items():
+        setattr(lesson, key, value)
     sess.flush()
     record_audit(sess, staff.id, "training.lesson_update", f"course:{lesson.course_id}", {"lesson_id": lesson.id, "old": old, "new": _lesson_values(lesson)})
     return lesson

@@ -25,6 +25,8 @@ PAGES = {
     "/console/staff": "staff",
     "/console/account/password": "account",
     "/console/exports": "exports",
+    "/console/training": "training",
+    "/console/feedback": "feedback",
 }
 
 

@@ -63,6 +63,10 @@ PROBES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "GET /admin/api/v1/partners": ("GET", "/admin/api/v1/partners", None),
     "POST /admin/api/v1/partners": ("POST", "/admin/api/v1/partners", {"name": ""}),
     "POST /admin/api/v1/partners/{partner_id}/payouts": ("POST", "/admin/api/v1/partners/999999/payouts", {}),
+    "GET /admin/api/v1/training/courses": ("GET", "/admin/api/v1/training/courses", None),
+    "POST /admin/api/v1/training/courses": ("POST", "/admin/api/v1/training/courses", {}),
+    "GET /admin/api/v1/feedback": ("GET", "/admin/api/v1/feedback", None),
+    "POST /admin/api/v1/feedback/{item_id}/transitions": ("POST", "/admin/api/v1/feedback/999999/transitions", {"action": "start"}),
 }
 
 
