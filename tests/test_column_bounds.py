@@ -30,6 +30,8 @@ from server.api import MAX_INT, TEXT_BYTES, Body, Utf8Bytes
 from server.db import Base
 from server.distribution import routes as distribution
 from server.distribution.models import Distributor, DistributorTier, Grade, Material
+from server.feedback import routes as feedback
+from server.feedback.models import FeedbackItem
 from server.notifications import routes as notifications
 from server.notifications.models import SubscriptionAllowance
 from server.orders import contract_routes as contracts
@@ -45,6 +47,8 @@ from server.referral import signin_routes as signin
 from server.referral.models import Lead, LeadNote, Partner, PartnerPayout, Scene, TouchEvent
 from server.settings import routes as settings
 from server.settings.models import Setting
+from server.training import routes as training
+from server.training.models import Course, Lesson, QuizAttempt, QuizQuestion
 
 #: The largest value a MySQL INT (``Mapped[int]`` without a type) holds.
 MAX_INT32 = 2**31 - 1
@@ -98,6 +102,15 @@ BODY_MODELS: dict[type[Body], type[Base]] = {
     posters.PosterBody: Scene,
     posters.TemplateBody: PosterTemplate,
     posters.TemplatePatchBody: PosterTemplate,
+    training.CourseBody: Course,
+    training.CoursePatchBody: Course,
+    training.LessonBody: Lesson,
+    training.LessonPatchBody: Lesson,
+    training.QuestionBody: QuizQuestion,
+    training.QuizBody: Course,
+    training.AnswersBody: QuizAttempt,
+    feedback.FeedbackBody: FeedbackItem,
+    feedback.TransitionBody: FeedbackItem,
 }
 
 Target = InstrumentedAttribute[Any]
@@ -140,6 +153,9 @@ FIELDS: dict[tuple[type[Body], str], tuple[Target, ...]] = {
     (points.AdjustmentBody, "reason"): (LedgerTransaction.reason,),
     (shares.ShareOpenBody, "scene"): (ShareOpen.scene_code,),
     (posters.PosterBody, "template_id"): (PosterImage.template_id,),
+    (feedback.FeedbackBody, "distributor_member_id"): (FeedbackItem.reported_member_id,),
+    (feedback.FeedbackBody, "scene"): (FeedbackItem.scene_code,),
+    (feedback.TransitionBody, "expected_state"): (FeedbackItem.state,),
 }
 
 #: (request model, field) -> why no column stores what the client sent.
@@ -165,6 +181,10 @@ NO_COLUMN: dict[tuple[type[Body], str], str] = {
     (points.RedeemBody, "contact"): "checked field by field as ContactBody",
     (posters.TemplateBody, "background_image"): "decoded from base64 into a LONGBLOB",
     (posters.TemplatePatchBody, "background_image"): "decoded from base64 into a LONGBLOB",
+    (training.QuizBody, "questions"): "each is a QuizQuestion, checked as QuestionBody",
+    (training.LessonOrderBody, "lesson_ids"): "picks the lessons whose positions are rewritten",
+    (training.PublicationBody, "published"): "chooses the state; the state is stored",
+    (feedback.TransitionBody, "action"): "chooses the transition; the state it leads to is stored",
 }
 
 #: (request model, field) -> why a value of any shape is bounded before it is stored.

@@ -106,7 +106,7 @@ PATH_COMPONENTS = _path_parameter_components()
 @pytest.fixture(scope="module")
 def app(database_url: str, sandbox: SandboxServer) -> Iterator[Flask]:
     """The app under test, for the whole module; the fuzzer signs in far more often than the test limit allows."""
-    config = make_config(database_url, sandbox, LOGIN_RATE_LIMIT=100_000)
+    config = make_config(database_url, sandbox, LOGIN_RATE_LIMIT=100_000, FEEDBACK_RATE_LIMIT=100_000)
     # The sandbox's WeChat Pay serves the merchant this app is configured as, so orders can be paid.
     install_pay_merchant(sandbox.app, pay_merchant_from_config(vars(config)))
     app = create_app(config)
@@ -215,6 +215,19 @@ class Accounts:
         self._call("POST", f"/admin/api/v1/leads/{lead_id}/review", json={"status": "valid"}, headers=self.owner)
         return self.create("/admin/api/v1/contracts", request_example("/admin/api/v1/contracts") | {"lead_id": lead_id})["id"]
 
+    def course(self) -> int:
+        """A published course for every member, with a lesson and a quiz, so alice can take it."""
+        course_id = self.create("/admin/api/v1/training/courses", request_example("/admin/api/v1/training/courses") | {"audience": 3})["id"]
+        self.create(f"/admin/api/v1/training/courses/{course_id}/lessons", request_example("/admin/api/v1/training/courses/{course_id}/lessons"))
+        quiz = {"pass_mark": 60, "questions": [{"prompt": "积分能否兑换现金？", "options": ["能", "不能"], "answer": 1}]}
+        self._call("PUT", f"/admin/api/v1/training/courses/{course_id}/quiz", json=quiz, headers=self.owner)
+        self.create(f"/admin/api/v1/training/courses/{course_id}/publication", {"published": True})
+        return course_id
+
+    def lesson(self) -> int:
+        course_id = self.seed("CourseId", "")
+        return self._call("GET", f"/admin/api/v1/training/courses/{course_id}", headers=self.owner)["lessons"][0]["id"]
+
     def redemption_item(self) -> int:
         return self.create("/admin/api/v1/points/items")["id"]
 
@@ -275,6 +288,9 @@ SEEDS: dict[str, Callable[[Accounts], Any]] = {
         "/admin/api/v1/points/reward-overrides", request_example("/admin/api/v1/points/reward-overrides") | {"ref_id": a.seed("ProductId", "")}
     )["id"],
     "StageRuleId": lambda a: a.create("/admin/api/v1/points/stage-rules")["id"],
+    "CourseId": Accounts.course,
+    "LessonId": Accounts.lesson,
+    "FeedbackId": lambda a: a.create("/api/v1/feedback", as_member=True)["id"],
 }
 #: Operations that need a record of their own: paying and cancelling want an order nobody paid.
 PATH_SEEDS: dict[tuple[str, str], Callable[[Accounts], Any]] = {
@@ -365,6 +381,14 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
     # Goods cost at least the setting min_goods_price.
     "POST /admin/api/v1/points/items": {42200: frozenset({"price"})},
     "PATCH /admin/api/v1/points/items/{item_id}": {42200: frozenset({"price"})},
+    # A report names a distributor who exists; a quiz is answered for its own questions and options.
+    "POST /api/v1/feedback": {42200: frozenset({"distributor_member_id", "scene"})},
+    "POST /api/v1/training/courses/{course_id}/quiz": {42200: ANY},
+    # A video's host is a setting; the order names the course's own lessons.
+    "POST /admin/api/v1/training/courses/{course_id}/lessons": {42200: frozenset({"video_url"})},
+    "PATCH /admin/api/v1/training/lessons/{lesson_id}": {42200: frozenset({"video_url", "body"})},
+    "PUT /admin/api/v1/training/courses/{course_id}/lesson-order": {42200: frozenset({"lesson_ids"})},
+    "PUT /admin/api/v1/training/courses/{course_id}/quiz": {42200: ANY},
     # A report's period: a real calendar day, from no later than to, a year at most.
     **{
         f"GET /admin/api/v1/reports/{report}": {42200: frozenset({"from", "to"})}
