@@ -118,7 +118,10 @@ class Body(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _integral_numbers(cls, value: Any) -> Any:
-        """JSON has one number type: ``2.0`` is the integer 2 (as JSON Schema says), never a string's "2"."""
+        """JSON has one number type: ``2.0`` is the integer 2 (as JSON Schema says), never a string's "2"; in a
+        list of numbers too."""
+        if isinstance(value, list):
+            return [int(item) if isinstance(item, float) and item.is_integer() else item for item in value]
         return int(value) if isinstance(value, float) and value.is_integer() else value
 
     @field_validator("*", mode="after")

@@ -52,8 +52,8 @@ def progress(sess: Session, member_id: int, course_ids: Iterable[int]) -> dict[i
         has_quiz = course_id in quizzes
         moments = [m for m in (done_at, tried_at) if m is not None]
         result[course_id] = {
-            "lessons": n_lessons,
-            "done": n_done,
+            "lesson_count": n_lessons,
+            "done_count": n_done,
             "has_quiz": has_quiz,
             "quiz_passed": passed,
             "complete": n_lessons > 0 and n_done >= n_lessons and (passed or not has_quiz),

@@ -127,7 +127,7 @@ def _course_fields(course: Course) -> dict[str, Any]:
 
 
 def serialize_member_course(course: Course, progress: dict[str, Any]) -> dict[str, Any]:
-    return {**_course_fields(course), **{k: progress[k] for k in ("lessons", "done", "has_quiz", "quiz_passed", "complete")},
+    return {**_course_fields(course), **{k: progress[k] for k in ("lesson_count", "done_count", "has_quiz", "quiz_passed", "complete")},
             "last_activity": iso(progress["last_activity"])}
 
 
@@ -229,7 +229,7 @@ def complete_lesson(lesson_id: int) -> Any:
         "lesson_id": completion.lesson_id,
         "course_id": completion.course_id,
         "completed_at": iso(completion.completed_at),
-        "course": {k: progress[k] for k in ("lessons", "done", "has_quiz", "quiz_passed", "complete")},
+        "course": {k: progress[k] for k in ("lesson_count", "done_count", "has_quiz", "quiz_passed", "complete")},
     })
 
 

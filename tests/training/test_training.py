@@ -67,7 +67,7 @@ def test_marking_a_lesson_done_is_idempotent_and_completes_a_course_without_quiz
     again = client.post(f"{API}/lessons/{first}/complete", headers=alice["headers"])
     assert one.status_code == again.status_code == 200
     assert one.get_json()["data"]["completed_at"] == again.get_json()["data"]["completed_at"]
-    assert again.get_json()["data"]["course"] == {"lessons": 2, "done": 1, "has_quiz": False, "quiz_passed": False, "complete": False}
+    assert again.get_json()["data"]["course"] == {"lesson_count": 2, "done_count": 1, "has_quiz": False, "quiz_passed": False, "complete": False}
     last = client.post(f"{API}/lessons/{second}/complete", headers=alice["headers"]).get_json()["data"]
     assert last["course"]["complete"] is True
     detail = client.get(f"{API}/courses/{c['id']}", headers=alice["headers"]).get_json()["data"]
