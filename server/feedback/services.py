@@ -100,7 +100,7 @@ def items_query(
     kind: FeedbackKind | None = None,
     reported_member_id: int | None = None,
     assignee_id: int | None = None,
-) -> Select[tuple[FeedbackItem]]:
+) -> Select[FeedbackItem]:
     """The staff's queue with its filters."""
     stmt = select(FeedbackItem)
     if state is not None:

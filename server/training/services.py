@@ -98,7 +98,7 @@ def get_course(sess: Session, course_id: int, *, for_update: bool = False) -> Co
     return course
 
 
-def courses_query(*, state: CourseState | None = None, audience: int | None = None) -> Select[tuple[Course]]:
+def courses_query(*, state: CourseState | None = None, audience: int | None = None) -> Select[Course]:
     stmt = select(Course)
     if state is not None:
         stmt = stmt.where(Course.state == state)
@@ -268,7 +268,7 @@ def replace_quiz(sess: Session, course_id: int, *, pass_mark: int, questions: li
 # -- members -----------------------------------------------------------------------------------------
 
 
-def visible_courses_query(sess: Session, member_id: int) -> Select[tuple[Course]]:
+def visible_courses_query(sess: Session, member_id: int) -> Select[Course]:
     """The published courses this member's audience sees (as promotion materials: tier, then wider)."""
     return select(Course).where(Course.state == CourseState.published, Course.audience >= audience_floor(sess, member_id))
 
