@@ -18,6 +18,8 @@ from server.accounts.services import bind_phone
 from server.db import utcnow
 from server.distribution.models import MaterialKind
 from server.distribution.services import apply, appoint, create_grade, create_material
+from server.feedback.models import FeedbackCategory, FeedbackKind
+from server.feedback.services import submit as submit_feedback
 from server.orders.models import Order, OrderStatus, Product, RefundStatus, Sku
 from server.orders.services import (
     REFUND_ABNORMAL,
@@ -44,6 +46,7 @@ from server.posters.services import create_template
 from server.referral.lead_work import assign_lead, follow_up_lead
 from server.referral.models import Binding, Channel, Lead, LeadFollowUp, LeadStatus, PartnerCommission, TouchEvent
 from server.referral.services import bind_member, create_partner, create_scene, leave_contact, review_lead, scene_for_share
+from server.training.services import add_lesson, complete_lesson, create_course, replace_quiz, set_published
 from server.settings.services import get_setting
 
 #: (openid, nickname, days ago they joined, inviter's openid or None, phone or None)
@@ -153,6 +156,7 @@ def seed_business(sess: Session, product_title: str) -> Iterator[str]:
         redeem(sess, bob.id, item_id=goods.id, quantity=1, idempotency_key="demo-redeem-bob", contact={"name": "鲍勃", "phone": "13300133000", "address": "杭州市西湖区"})
         yield "bob redeemed goods: a redemption waiting to be fulfilled"
     yield from _seed_points_rules(sess, bob)
+    yield from _seed_training_feedback(sess, owner, members)
 
     for openid, _nickname, days, _inviter, _phone in DEMO_MEMBERS:
         member = members[openid]
@@ -162,6 +166,25 @@ def seed_business(sess: Session, product_title: str) -> Iterator[str]:
         sess.execute(update(Lead).where(Lead.member_id == member.id).values(created_at=joined))
         sess.execute(update(Binding).where(Binding.member_id == member.id).values(bound_at=joined))
     sess.flush()
+
+
+def _seed_training_feedback(sess: Session, owner: Staff, members: dict[str, Member]) -> Iterator[str]:
+    """A published course with a quiz that alice is half-way through, a suggestion and a report about alice."""
+    course = create_course(sess, {"title": "合规推广入门", "summary": "哪些话不能说，积分怎么来", "audience": 2, "pass_mark": 60}, staff=owner)
+    first = add_lesson(sess, course.id, {"kind": "article", "title": "不能说的话", "body": "不得宣称**治疗**功效，不得承诺收益。\n\n积分只奖励自己带来的成交，从不按人头。"}, staff=owner, video_hosts=())
+    add_lesson(sess, course.id, {"kind": "article", "title": "积分从哪里来", "body": "一级奖励按实付金额计算，二级奖励不超过一级。"}, staff=owner, video_hosts=())
+    replace_quiz(sess, course.id, pass_mark=60, questions=[
+        {"prompt": "积分能否兑换现金？", "options": ["能", "不能"], "answer": 1},
+        {"prompt": "推广时可以夸大功效吗？", "options": ["不可以", "可以"], "answer": 0},
+    ], staff=owner)
+    set_published(sess, course.id, True, staff=owner)
+    complete_lesson(sess, members["demo-alice"].id, first.id)
+    submit_feedback(sess, members["demo-bob"], kind=FeedbackKind.feedback, category=FeedbackCategory.suggestion, body="希望增加夜间配送。")
+    submit_feedback(
+        sess, members["demo-dave"], kind=FeedbackKind.report, category=FeedbackCategory.false_advertising,
+        body="朋友圈里说产品能治病。", distributor_member_id=members["demo-alice"].id,
+    )
+    yield "a training course with a quiz (alice did one lesson of two), a suggestion and a report about alice waiting in the queue"
 
 
 #: Sales grades (name, own attributed sales in fen from which it applies, perks).

@@ -16,6 +16,7 @@ from server import db
 from server.accounts.models import AuditEntry, Member, MemberStatus, Staff
 from server.clock import CHINA, local
 from server.distribution.models import Distributor, DistributorStatus
+from server.feedback.models import FeedbackItem, FeedbackState
 from server.orders.models import Order, Refund, RefundStatus
 from server.points.models import (
     MEMBER_KINDS,
@@ -176,6 +177,7 @@ def queue_counts(sess: Session, now: datetime | None = None) -> dict[str, int]:
         "refunds_abnormal": _count(sess, Refund.id, Refund.status == RefundStatus.abnormal),
         "refunds_failed": _count(sess, Refund.id, Refund.status == RefundStatus.failed, Refund.created_at >= recent),
         "redemptions": _count(sess, Redemption.id, Redemption.status == RedemptionStatus.placed),
+        "feedback": _count(sess, FeedbackItem.id, FeedbackItem.state == FeedbackState.new),
     }
 
 

@@ -76,6 +76,7 @@ AREAS: dict[str, tuple[tuple[StaffRole, ...], str, str]] = {
     "queue.refund_problems": ((OWNER, FINANCE), "POST /admin/api/v1/refunds/{refund_id}/resend", "失败或异常退款"),
     "queue.redemptions": ((OWNER, OPERATIONS), "POST /admin/api/v1/points/redemptions/{redemption_id}/fulfil", "待发放兑换"),
     "queue.confirmations": ((OWNER, FINANCE), "GET /admin/api/v1/finance/confirmations", "待确认尾款"),
+    "queue.feedback": ((OWNER, OPERATIONS), "GET /admin/api/v1/feedback", "待处理的反馈与举报"),
 }
 
 

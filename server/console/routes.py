@@ -236,6 +236,7 @@ TODOS: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (
     ("refunds_failed", "queue.refund_problems", "近 30 天失败的退款", "console.refunds", {"status": "failed"}),
     ("redemptions", "queue.redemptions", "兑换待发放", "console.redemptions", {"status": "placed"}),
     ("confirmations", "queue.confirmations", "合同尾款待财务确认", "console.contracts", {"queue": "confirm"}),
+    ("feedback", "queue.feedback", "反馈与举报待处理", "console.feedback", {"state": "new"}),
 )
 
 

@@ -87,6 +87,9 @@ def test_dashboard_shows_the_demo_shop_and_its_queues(app: Flask, demo: dict[str
     assert "合同尾款待财务确认" in finance_page and "分销员申请待审核" not in finance_page
     ops_page = _demo_login(app, "ops").get("/console/").text
     assert "分销员申请待审核" in ops_page and "合同尾款待财务确认" not in ops_page
+    # The demo's suggestion and report wait in operations' feedback queue.
+    assert "反馈与举报待处理" in ops_page and "反馈与举报待处理" not in finance_page
+    assert "/console/feedback?state=new" in ops_page
 
 
 def test_dashboard_figures_are_the_sums_of_the_charts_days(app: Flask, demo: dict[str, Any]) -> None:
