@@ -267,3 +267,25 @@ def test_finance_cannot_build_courses_and_members_cannot_use_the_admin_api(clien
 def test_articles_are_escaped_with_paragraphs_and_bold() -> None:
     html = str(render_article("第一段 **重点**\n下一行\n\n<script>alert(1)</script> & <b>x</b>"))
     assert html == "<p>第一段 <strong>重点</strong><br>下一行</p><p>&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;x&lt;/b&gt;</p>"
+
+
+def test_concurrent_quiz_attempts_never_pass_the_hourly_limit(app, course, distributor) -> None:
+    c = course(lessons=1, quiz=QUIZ)
+    alice = distributor("alice")
+    statuses: list[int] = []
+    tries = QUIZ_ATTEMPTS_PER_HOUR + 3
+    barrier = threading.Barrier(tries)
+
+    def attempt() -> None:
+        with app.test_client() as own:
+            barrier.wait()
+            statuses.append(own.post(f"{API}/courses/{c['id']}/quiz", json={"answers": [1, 0, 0]}, headers=alice["headers"]).status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(tries)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [201] * QUIZ_ATTEMPTS_PER_HOUR + [429] * 3
+    with app.app_context():
+        assert db.session().scalar(select(func.count()).select_from(QuizAttempt)) == QUIZ_ATTEMPTS_PER_HOUR
