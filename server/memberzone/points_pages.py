@@ -121,7 +121,9 @@ def redeem(member: Member) -> Response | Any:
         )
     except AppError as error:
         db.session().rollback()
-        return _shop(member, error.http_status, member_error(error), form)
+        # The one refusal of the body the form could not already catch: goods need the consignee.
+        message = "请填写完整的收货信息（收货人、手机号、地址）。" if isinstance(error, ValidationError) else member_error(error)
+        return _shop(member, error.http_status, message, form)
     return redirect(url_for("memberzone.redemptions", done=result.redemption.id), code=303)
 
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import re
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+
+from tests.distribution.conftest import apply, decide, distributor, ops, owner, sess, share_scene  # noqa: F401  (fixtures)
 
 
 
@@ -50,4 +52,3 @@ def form_fields(html: str, form_id_fragment: str) -> dict[str, str]:
     return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form))
 
 
-__all__ = ["follow_oauth", "form_token", "form_fields", "parse_qs"]
