@@ -52,3 +52,10 @@ def form_fields(html: str, form_id_fragment: str) -> dict[str, str]:
     return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form))
 
 
+
+
+@pytest.fixture(scope="session")
+def base_url() -> None:
+    """No base URL for Playwright's pages (see tests/console/conftest.py: pytest-playwright's own is a
+    method-style fixture this pytest warns about)."""
+    return None
