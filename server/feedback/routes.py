@@ -11,7 +11,6 @@ from server import db
 from server.accounts.auth import current_member, current_staff, member_required, staff_required
 from server.accounts.models import StaffRole
 from server.api import Body, NonBlank, Page, iso, parse_body, parse_query
-from server.cache import enforce_rate_limit
 from server.errors import envelope
 from server.feedback import services
 from server.feedback.models import FeedbackCategory, FeedbackItem, FeedbackKind, FeedbackState
@@ -80,7 +79,7 @@ def send_feedback() -> Any:
     """Send feedback, or report a distributor; a few per member and hour."""
     body = parse_body(FeedbackBody)
     member = current_member()
-    enforce_rate_limit(f"feedback:member:{member.id}", current_app.config["FEEDBACK_RATE_LIMIT"], 3600)
+    services.limit_rate(member.id, current_app.config["FEEDBACK_RATE_LIMIT"])
     item = services.submit(
         db.session(), member, kind=FeedbackKind(body.kind), category=FeedbackCategory(body.category), body=body.body, contact=body.contact,
         distributor_member_id=body.distributor_member_id, scene=body.scene,

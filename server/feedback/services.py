@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from server.accounts.models import Member, Staff
 from server.accounts.services import record_audit
+from server.cache import enforce_rate_limit
 from server.db import paginate, rowcount, utcnow
 from server.distribution.models import Distributor
 from server.errors import ValidationError
@@ -58,6 +59,15 @@ def _reported_member(sess: Session, distributor_member_id: int | None, scene: st
     if sess.scalar(select(Distributor.id).where(Distributor.member_id == member_id)) is None:
         raise _invalid("scene" if code else "distributor_member_id", "this member is not a distributor")
     return member_id, code
+
+
+#: The window of the per-member limit on feedback, in seconds.
+RATE_WINDOW = 3600
+
+
+def limit_rate(member_id: int, limit: int) -> None:
+    """Count one submission of the member's; RateLimitedError past ``limit`` in RATE_WINDOW (Redis, or this process without it)."""
+    enforce_rate_limit(f"feedback:member:{member_id}", limit, RATE_WINDOW)
 
 
 def submit(

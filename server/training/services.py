@@ -350,10 +350,10 @@ def take_quiz(sess: Session, member_id: int, course_id: int, answers: list[int])
     return attempt
 
 
-def has_passed(sess: Session, member_id: int, course_id: int) -> bool:
-    return sess.scalar(
-        select(QuizAttempt.id).where(QuizAttempt.member_id == member_id, QuizAttempt.course_id == course_id, QuizAttempt.passed.is_(True)).limit(1)
-    ) is not None
+def member_attempt(sess: Session, member_id: int, attempt_id: int) -> QuizAttempt | None:
+    """One of the member's own quiz attempts, or None (another member's is nobody's business)."""
+    attempt = sess.get(QuizAttempt, attempt_id)
+    return attempt if attempt is not None and attempt.member_id == member_id else None
 
 
 def done_lessons(sess: Session, member_id: int, course_id: int) -> dict[int, Any]:
