@@ -57,7 +57,7 @@ def training(errors: dict[str, str] | None = None, status: int = 200) -> Any:
         sess, services.courses_query(state=state), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=services.COURSE_ORDER, count_cap=COUNT_CAP
     )
     stats = queries.course_stats(sess, [c.id for c in rows])
-    lessons = {c.id: len(services.lessons_of(sess, c.id)) for c in rows}
+    lessons = queries.lesson_counts(sess, [c.id for c in rows])
     return render_template(
         "console/training.html", rows=rows, stats=stats, lessons=lessons, state=state_arg if state else "", states=STATES,
         audiences=AUDIENCES, pager=pages(total), errors=errors or {}, form=request.form if errors else {},

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from server.training.models import Lesson, LessonCompletion, QuizAttempt, QuizQuestion
 
 
-def _lesson_counts(sess: Session, course_ids: list[int]) -> dict[int, int]:
+def lesson_counts(sess: Session, course_ids: list[int]) -> dict[int, int]:
+    """How many lessons each course has (a course without lessons is absent)."""
     rows = sess.execute(select(Lesson.course_id, func.count()).where(Lesson.course_id.in_(course_ids)).group_by(Lesson.course_id))
     return {course_id: n for course_id, n in rows}
 
@@ -26,7 +27,7 @@ def progress(sess: Session, member_id: int, course_ids: Iterable[int]) -> dict[i
     ids = list(course_ids)
     if not ids:
         return {}
-    lessons = _lesson_counts(sess, ids)
+    lessons = lesson_counts(sess, ids)
     quizzes = _quiz_courses(sess, ids)
     done = {
         course_id: (n, last)
@@ -71,7 +72,7 @@ def course_stats(sess: Session, course_ids: Iterable[int]) -> dict[int, dict[str
     ids = list(course_ids)
     if not ids:
         return {}
-    lessons = _lesson_counts(sess, ids)
+    lessons = lesson_counts(sess, ids)
     quizzes = _quiz_courses(sess, ids)
     started: dict[int, set[int]] = {course_id: set() for course_id in ids}
     all_done: dict[int, set[int]] = {course_id: set() for course_id in ids}
