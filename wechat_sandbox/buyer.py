@@ -110,7 +110,7 @@ def rotate_certificates() -> Response:
     ones before stay valid; a new one signs from now on. Answers every certificate's serial and validity."""
     body = request.get_json(silent=True) or {}
     old_expires_in = body.get("old_expires_in", 7 * 86400) if isinstance(body, dict) else None
-    if type(old_expires_in) not in (int, float):
+    if isinstance(old_expires_in, bool) or not isinstance(old_expires_in, (int, float)):
         return _control_error(400, "old_expires_in is a number of seconds")
     fresh = pay_state().rotate_certificates(float(old_expires_in))
     listing = [{"serial_no": c.serial, "effective": c.effective, "expires": c.expires} for c in pay_state().certificates()]

@@ -29,10 +29,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-#: The values of ``WECHAT_PAY_V3_VERIFY``.
-VERIFY_MODES = ("certificates", "public_key", "both")
-#: How a WeChat Pay public key's id starts (the ``Wechatpay-Serial`` of what it signs).
-PUBLIC_KEY_ID_PREFIX = "PUB_KEY_ID_"
+from server.config import PAY_PUBLIC_KEY_ID_PREFIX as PUBLIC_KEY_ID_PREFIX
+from server.config import PAY_VERIFY_MODES as VERIFY_MODES
+
 #: Seconds between two downloads of the certificate list, whatever asks for them.
 REFRESH_INTERVAL = 60
 #: How long a downloaded list is shared through the cache (WeChat asks for a refresh within 12 hours).
