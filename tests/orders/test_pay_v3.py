@@ -242,3 +242,18 @@ def test_an_unknown_serial_is_not_fetched_inside_an_open_transaction(app: Flask,
         assert not db.transaction_open()
         assert isinstance(wechat_pay().v3_client().parse_notification(headers, body), PayNotice)
     assert calls["/v3/certificates"] == before + 1
+
+
+def test_pay_keys_lists_the_keys_and_refreshes_on_request(app: Flask, sandbox_pay: PayState) -> None:
+    runner = app.test_cli_runner()
+    shown = runner.invoke(args=["pay-keys"])
+    assert shown.exit_code == 0, shown.output
+    assert "mode: certificates" in shown.output
+    assert f"platform certificate {sandbox_pay.merchant.platform_serial}: (not stated) to (not stated), in force" in shown.output
+    fresh = sandbox_pay.rotate_certificates(old_expires_in=86400)
+    refreshed = runner.invoke(args=["pay-keys", "--refresh"])
+    assert refreshed.exit_code == 0, refreshed.output
+    lines = [line for line in refreshed.output.splitlines() if line.startswith("platform certificate")]
+    assert [line.split()[2].rstrip(":") for line in lines] == [sandbox_pay.merchant.platform_serial, fresh.serial]
+    assert all(line.endswith("in force") and "(not stated)" not in line for line in lines)
+    assert "BEGIN" not in refreshed.output
