@@ -6,6 +6,9 @@ its query, close and refund go the same way. Nothing here knows whether
 ``WECHAT_PAY_API_BASE`` is WeChat or the sandbox, and nothing here decides what a
 payment means for an order: that is ``server.orders.payments``.
 
+v3 verifies WeChat Pay with the platform certificates it downloads or the WeChat Pay public key
+(``server.wechat.pay_keys``), whichever key each message's ``Wechatpay-Serial`` names.
+
 Secrets never reach a log: not the API keys, not signatures, not decrypted notifications.
 wechatpy logs its signing input (API key included) and raw XML at DEBUG, so its pay
 loggers are muted below WARNING.
@@ -735,12 +738,14 @@ class PayV3:
             f'timestamp="{timestamp}",serial_no="{self.serial_no}"'
         )
 
-    def _verify(self, headers: Headers, body: bytes, *, refresh: bool = True) -> str | None:
-        """Why ``body`` with ``headers`` is not WeChat Pay's signed message, or None when it is.
+    def _verify(self, headers: Headers, body: bytes, *, refresh: bool = True, keys: PayKeyRing | None = None) -> str | None:
+        """Why ``body`` with ``headers`` is not WeChat Pay's signed message (verified with ``keys``, by default the
+        merchant's), or None when it is.
 
         A serial no key names may be a platform certificate WeChat has just rotated to: with ``refresh``,
         the certificate list is fetched once (see ``refresh_certificates``) before the message is refused.
         """
+        keys = keys or self.keys
         timestamp = _header(headers, "Wechatpay-Timestamp")
         nonce = _header(headers, "Wechatpay-Nonce")
         signature = _header(headers, "Wechatpay-Signature")
@@ -753,10 +758,10 @@ class PayV3:
             return "Wechatpay-Timestamp is not a number"
         if skew > V3_MAX_CLOCK_SKEW:
             return "Wechatpay-Timestamp is too far from now"
-        key, problem = self.keys.lookup(serial)
-        if key is None and problem is None and refresh and self.keys.should_refresh(serial):
+        key, problem = keys.lookup(serial)
+        if key is None and problem is None and refresh and keys.should_refresh(serial):
             self.refresh_certificates()
-            key, problem = self.keys.lookup(serial)
+            key, problem = keys.lookup(serial)
         if key is None:
             return problem or "Wechatpay-Serial names no WeChat Pay key we hold"
         if not rsa_verify(key, v3_message(timestamp, nonce, body), signature):
@@ -844,18 +849,10 @@ class PayV3:
             signer = next((c for c in certificates if c.serial == serial.upper()), None)
             if signer is None:
                 raise WeChatUnavailableError(None, f"{path}: answer is signed by no certificate it lists")
-            bootstrap = PayKeyRing("certificates", certificates=[signer])
-            problem = self._verify_with(bootstrap, res.headers, res.content)
+            problem = self._verify(res.headers, res.content, refresh=False, keys=PayKeyRing("certificates", certificates=[signer]))
         if problem:
             raise WeChatUnavailableError(None, f"{path}: answer rejected: {problem}")
         return certificates
-
-    def _verify_with(self, keys: PayKeyRing, headers: Headers, body: bytes) -> str | None:
-        held, self.keys = self.keys, keys
-        try:
-            return self._verify(headers, body, refresh=False)
-        finally:
-            self.keys = held
 
     def _open_certificate(self, item: Mapping[str, Any]) -> PlatformCertificate:
         sealed = item["encrypt_certificate"]
