@@ -8,7 +8,7 @@ import pytest
 import requests
 from flask import Flask
 
-from server import db
+from server import db, scheduler
 from server import config as app_config
 from server.orders import payments
 from server.orders.models import Order, OrderStatus
@@ -50,6 +50,7 @@ def test_a_public_key_merchant_is_paid_and_refunded_end_to_end(
     done = requests.post(sandbox.base_url + "sandbox/pay/refund-complete", json={"out_refund_no": refund_no}, timeout=30).json()
     assert done["notification"]["ok"], done
     assert order_row(app, ref.id).status == OrderStatus.refunded
+    assert scheduler.run_job(app, "pay-certificates", scheduler.pay_certificates_job) is None
     assert calls["/v3/certificates"] == before  # nothing to download in this mode
 
 

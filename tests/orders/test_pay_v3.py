@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from flask import Flask
 
-from server import db
+from server import db, scheduler
 from server.orders import payments
 from server.orders.models import Order, OrderStatus, Refund, RefundStatus
 from server.orders.services import request_refund
@@ -257,3 +257,12 @@ def test_pay_keys_lists_the_keys_and_refreshes_on_request(app: Flask, sandbox_pa
     assert [line.split()[2].rstrip(":") for line in lines] == [sandbox_pay.merchant.platform_serial, fresh.serial]
     assert all(line.endswith("in force") and "(not stated)" not in line for line in lines)
     assert "BEGIN" not in refreshed.output
+
+
+def test_the_scheduler_downloads_the_certificates_twice_a_day(app: Flask, sandbox_pay: PayState, sandbox: SandboxServer) -> None:
+    fresh = sandbox_pay.rotate_certificates()
+    calls = sandbox.app.extensions["sandbox_state"].calls
+    before = calls["/v3/certificates"]
+    assert scheduler.run_job(app, "pay-certificates", scheduler.pay_certificates_job) == {"refreshed": 1, "certificates": 2}
+    assert calls["/v3/certificates"] == before + 1
+    assert fresh.serial in {c.serial for c in app.extensions["wechat_pay"].v3_client().keys.certificates()}
