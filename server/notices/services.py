@@ -104,14 +104,14 @@ def member_notices(sess: Session, member_id: int, *, before: Cursor | None, limi
         .where(for_member(sess, member_id))
     )
     if before is not None:
-        pinned = before.pinned
-        stmt = stmt.where(
-            or_(
-                Notice.pinned < pinned,
-                and_(Notice.pinned == pinned, Notice.published_at < before.published_at),
-                and_(Notice.pinned == pinned, Notice.published_at == before.published_at, Notice.id < before.id),
-            )
-        )
+        same = Notice.pinned == before.pinned
+        later = [
+            and_(same, Notice.published_at < before.published_at),
+            and_(same, Notice.published_at == before.published_at, Notice.id < before.id),
+        ]
+        if before.pinned:
+            later.append(Notice.pinned == False)  # noqa: E712 (SQL, not Python)
+        stmt = stmt.where(or_(*later))
     rows = [(notice, read_at) for notice, read_at in sess.execute(stmt.order_by(*MEMBER_ORDER).limit(limit + 1))]
     more = len(rows) > limit
     rows = rows[:limit]
@@ -248,11 +248,12 @@ def read_counts(sess: Session, notice_ids: list[int]) -> dict[int, int]:
 def audience_sizes(sess: Session) -> dict[tuple[NoticeAudience, int | None], int]:
     """How many members each audience reaches now: active members; approved distributors, in all and by tier."""
     members = int(sess.scalar(select(func.count()).select_from(Member).where(Member.status == MemberStatus.active)) or 0)
-    by_tier = dict(
-        sess.execute(
+    by_tier = {
+        int(tier): int(count)
+        for tier, count in sess.execute(
             select(Distributor.tier, func.count()).where(Distributor.status == DistributorStatus.approved).group_by(Distributor.tier)
-        ).tuples()
-    )
+        )
+    }
     sizes: dict[tuple[NoticeAudience, int | None], int] = {
         (NoticeAudience.all, None): members,
         (NoticeAudience.distributors, None): sum(by_tier.values()),
