@@ -46,7 +46,7 @@ class NoticePatchBody(Body):
 
 class MemberNoticeQuery(Query):
     #: ``next_before`` of the previous page.
-    before: str | None = Field(None, max_length=64)
+    before: str | None = None
     page_size: int = Field(20, ge=1, le=100)
 
 
@@ -117,7 +117,7 @@ def list_notices() -> Any:
     query = parse_query(MemberNoticeQuery)
     sess = db.session()
     member_id = current_member().id
-    before = services.parse_cursor(query.before) if query.before else None
+    before = services.parse_cursor(query.before) if query.before is not None else None
     rows, more = services.member_notices(sess, member_id, before=before, limit=query.page_size)
     return envelope(
         {

@@ -30,7 +30,7 @@ from server.notices.models import Notice, NoticeAudience, NoticeReceipt, NoticeS
 #: The fields staff set on a notice.
 FIELDS = ("title", "body", "audience", "tier", "pinned")
 #: A member list's cursor: ``<pinned 0|1>.<published_at as Unix seconds>.<id>`` of the last notice seen.
-CURSOR_RE = re.compile(r"^([01])\.(\d{1,12})\.(\d{1,18})$")
+CURSOR_RE = re.compile(r"^([01])\.([0-9]{1,11})\.([0-9]{1,18})$")
 
 
 # -- who sees what ----------------------------------------------------------------------------------
