@@ -70,7 +70,7 @@ class ApplyBody(Body):
     wechat_id: WechatId = ""
     intro: Intro = ""
     #: The number of the programme rules version the member read and accepts (required once one is published).
-    rules_version: int | None = Field(None, ge=1)
+    rules_version: int | None = Field(None, ge=1, le=2**31 - 1)
 
 
 class AppointBody(Body):
