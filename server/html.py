@@ -34,10 +34,11 @@ def allow_images_from(app: Flask, url: str) -> None:
         app.extensions.setdefault("csp_image_origins", set()).add(f"{parts.scheme}://{parts.netloc}")
 
 
-def content_security_policy(nonce: str, image_origins: set[str]) -> str:
+def content_security_policy(nonce: str, image_origins: set[str], script_origins: tuple[str, ...] = ()) -> str:
     images = " ".join(["'self'", *sorted(image_origins)])
+    scripts = " ".join([f"'nonce-{nonce}'", *script_origins])
     return (
-        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src {images}; "
+        f"default-src 'none'; script-src {scripts}; style-src 'nonce-{nonce}'; img-src {images}; "
         "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     )
 
@@ -48,11 +49,15 @@ def override_html_headers(headers: dict[str, str]) -> None:
     g.html_header_overrides = headers
 
 
+def image_origins() -> set[str]:
+    """The image hosts the adapters registered (see ``allow_images_from``)."""
+    return set(current_app.extensions.get("csp_image_origins", set()))
+
+
 def _secure(response: Response) -> Response:
     response.headers["X-Content-Type-Options"] = "nosniff"
     if response.mimetype == "text/html":
-        origins = current_app.extensions.get("csp_image_origins", set())
-        response.headers["Content-Security-Policy"] = content_security_policy(csp_nonce(), origins)
+        response.headers["Content-Security-Policy"] = content_security_policy(csp_nonce(), image_origins())
         response.headers.update(HTML_HEADERS)
         response.headers.update(g.get("html_header_overrides", {}))
     return response
