@@ -57,7 +57,8 @@ def notices() -> Any:
 
 def _form_page(notice: Notice | None, errors: dict[str, str] | None = None, status: int = 200) -> Any:
     sess = db.session()
-    receipts, pager = [], None
+    receipts: list[Any] = []
+    pager = None
     if notice is not None and notice.status != NoticeStatus.draft:
         page = int_arg("page", 1)
         receipts, total = db.paginate(

@@ -112,7 +112,7 @@ def member_notices(sess: Session, member_id: int, *, before: Cursor | None, limi
         if before.pinned:
             later.append(Notice.pinned == False)  # noqa: E712 (SQL, not Python)
         stmt = stmt.where(or_(*later))
-    rows = [(notice, read_at) for notice, read_at in sess.execute(stmt.order_by(*MEMBER_ORDER).limit(limit + 1))]
+    rows: list[tuple[Notice, datetime | None]] = [(notice, read_at) for notice, read_at in sess.execute(stmt.order_by(*MEMBER_ORDER).limit(limit + 1))]
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, Cursor.of(rows[-1][0]) if more else None
@@ -263,7 +263,7 @@ def audience_sizes(sess: Session) -> dict[tuple[NoticeAudience, int | None], int
     return sizes
 
 
-def receipts_query(notice_id: int) -> Select[Any]:
+def receipts_query(notice_id: int) -> Select[NoticeReceipt, Member]:
     """Who read a notice and when, with the member; order with ``RECEIPT_ORDER``."""
     return select(NoticeReceipt, Member).join(Member, Member.id == NoticeReceipt.member_id).where(NoticeReceipt.notice_id == notice_id)
 
