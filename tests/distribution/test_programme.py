@@ -139,3 +139,25 @@ def test_finance_cannot_touch_the_rules(client, staff_login):
     finance = staff_login("finance")
     assert client.get(ADMIN, headers=finance).status_code == 403
     assert client.post(ADMIN, json={"title": "x", "body": "y"}, headers=finance).status_code == 403
+
+
+def test_concurrent_publishes_get_distinct_numbers(app, client, ops):
+    """Two drafts published at once: the publish lock numbers them 1 and 2, neither fails."""
+    import threading
+
+    ids = [draft(client, ops, title=f"版本{n}")["id"] for n in range(2)]
+    results: list[tuple[int, int | None]] = []
+    barrier = threading.Barrier(len(ids))
+
+    def publish_one(rules_id: int) -> None:
+        local = app.test_client()
+        barrier.wait()
+        response = local.post(f"{ADMIN}/{rules_id}/publish", headers=ops)
+        results.append((response.status_code, (response.get_json()["data"] or {}).get("number")))
+
+    threads = [threading.Thread(target=publish_one, args=(rules_id,)) for rules_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [(200, 1), (200, 2)]
