@@ -86,8 +86,12 @@ def upgrade() -> None:
     with op.batch_alter_table('notice_receipts', schema=None) as batch_op:
         batch_op.create_index('ix_notice_receipts_member', ['member_id', 'notice_id'], unique=False)
 
+    # The publish lock exists from the start: creating it on first use races (a deadlock on MariaDB).
+    op.bulk_insert(sa.table("mutexes", sa.column("name", sa.String)), [{"name": "programme_rules_publish"}])
+
 
 def downgrade() -> None:
+    op.execute("DELETE FROM mutexes WHERE name = 'programme_rules_publish'")
     # A dropped table takes its indexes with it; MariaDB refuses to drop an index alone while a foreign key needs it.
     op.drop_table('notice_receipts')
     op.drop_table('notices')
