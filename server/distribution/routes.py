@@ -91,8 +91,6 @@ class DecisionBody(Body):
 
 
 RulesTitle = Annotated[NonBlank, StringConstraints(max_length=64)]
-
-
 #: The rules' text: 20,000 characters, and no more bytes than a TEXT column holds.
 RulesText = Annotated[NonBlank, StringConstraints(max_length=20_000), Utf8Bytes(TEXT_BYTES)]
 
