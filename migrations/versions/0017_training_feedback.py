@@ -2,7 +2,7 @@
 and quiz attempts; members' feedback and reports about distributors, with the staff's notes.
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-02 03:44:31
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import server.db
 
 
 revision = '0017'
-down_revision = '0015'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 

@@ -44,6 +44,9 @@ ERROR_TITLES = {400: "请求无效", 403: "无权访问", 404: "没有找到", 4
 #: What members read for the errors they can meet in the zone; anything else shows the status's title.
 MEMBER_ERRORS = {
     40430: "你还不是推广员。",
+    40480: "没有找到这条公告，或它已撤回。",
+    40930: "你已提交过申请，或已经是推广员。",
+    40931: "你的推广员资格已被冻结或停用，暂不能重新申请。",
     40440: "没有找到这件商品，或它已下架。",
     40441: "没有找到这条兑换记录。",
     40442: "没有找到这张结算单。",

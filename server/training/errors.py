@@ -5,19 +5,19 @@ from server.errors import ConflictError, NotFoundError, RateLimitedError
 
 
 class CourseNotFoundError(NotFoundError):
-    code, message = 40480, "no such course"
+    code, message = 40485, "no such course"
 
 
 class LessonNotFoundError(NotFoundError):
-    code, message = 40481, "no such lesson"
+    code, message = 40486, "no such lesson"
 
 
 class NoQuizError(NotFoundError):
-    code, message = 40482, "this course has no quiz"
+    code, message = 40487, "this course has no quiz"
 
 
 class CourseEmptyError(ConflictError):
-    code, message = 40980, "a course needs at least one lesson to be published"
+    code, message = 40985, "a course needs at least one lesson to be published"
 
 
 class QuizAttemptsExceededError(RateLimitedError):

@@ -30,7 +30,7 @@ WECHAT_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Mobile/15E148 MicroMessenger/8.0.47(0x18002f2f) NetType/WIFI Language/zh_CN"
 )
-PAGES = ["", "/points", "/statements", "/shop", "/redemptions", "/team", "/team?level=indirect", "/orders", "/recruits", "/share", "/materials", "/training", "/feedback"]
+PAGES = ["", "/points", "/statements", "/shop", "/redemptions", "/team", "/team?level=indirect", "/orders", "/recruits", "/share", "/materials", "/rules", "/notices", "/training", "/feedback"]
 
 
 @pytest.fixture(scope="session")

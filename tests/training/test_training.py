@@ -43,9 +43,9 @@ def test_a_course_outside_the_audience_or_a_draft_is_not_found(client, course, d
     carol = wx_login("carol")
     for c in (tier1, draft):
         response = client.get(f"{API}/courses/{c['id']}", headers=carol["headers"])
-        assert response.status_code == 404 and response.get_json()["code"] == 40480
+        assert response.status_code == 404 and response.get_json()["code"] == 40485
         complete = client.post(f"{API}/lessons/{c['lessons'][0]['id']}/complete", headers=carol["headers"])
-        assert complete.status_code == 404 and complete.get_json()["code"] == 40481
+        assert complete.status_code == 404 and complete.get_json()["code"] == 40486
     alice = distributor("alice")
     assert client.get(f"{API}/courses/{tier1['id']}", headers=alice["headers"]).status_code == 200
 
@@ -162,7 +162,7 @@ def test_a_course_without_quiz_refuses_answers(client, course, distributor) -> N
     c = course(lessons=1)
     alice = distributor("alice")
     response = client.post(f"{API}/courses/{c['id']}/quiz", json={"answers": [0]}, headers=alice["headers"])
-    assert response.status_code == 404 and response.get_json()["code"] == 40482
+    assert response.status_code == 404 and response.get_json()["code"] == 40487
 
 
 def test_adding_a_lesson_makes_a_finished_course_incomplete_and_removing_it_completes_it(client, course, distributor, ops) -> None:
@@ -204,13 +204,13 @@ def test_lessons_are_reordered_and_removed(client, course, ops) -> None:
 def test_publishing_needs_a_lesson_and_is_audited(app, client, course, ops) -> None:
     c = course(lessons=0, published=False)
     empty = client.post(f"{ADMIN}/courses/{c['id']}/publication", json={"published": True}, headers=ops)
-    assert empty.status_code == 409 and empty.get_json()["code"] == 40980
+    assert empty.status_code == 409 and empty.get_json()["code"] == 40985
     client.post(f"{ADMIN}/courses/{c['id']}/lessons", json={"kind": "article", "title": "一", "body": "正文"}, headers=ops)
     published = client.post(f"{ADMIN}/courses/{c['id']}/publication", json={"published": True}, headers=ops).get_json()["data"]
     assert published["state"] == "published" and published["published_at"]
     lesson_id = published["lessons"][0]["id"]
     last = client.delete(f"{ADMIN}/lessons/{lesson_id}", headers=ops)
-    assert last.status_code == 409 and last.get_json()["code"] == 40980
+    assert last.status_code == 409 and last.get_json()["code"] == 40985
     assert client.post(f"{ADMIN}/courses/{c['id']}/publication", json={"published": False}, headers=ops).get_json()["data"]["state"] == "draft"
     with app.app_context():
         actions = set(db.session().scalars(select(AuditEntry.action).where(AuditEntry.target == f"course:{c['id']}")))
