@@ -633,7 +633,8 @@ def jsapi_signature(ticket: str, nonce_str: str, timestamp: int, url: str) -> st
     """
     if "#" in url:
         raise ValueError("the signed URL must not carry a #fragment")
-    return str(WeChatJSAPI.get_jsapi_signature(None, nonce_str, ticket, timestamp, url))  # type: ignore[arg-type]  # wechatpy's method needs no instance
+    # wechatpy's helper uses no instance state: called on the class.
+    return str(WeChatJSAPI.get_jsapi_signature(None, nonce_str, ticket, timestamp, url))
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,18 @@ the ``wx.config`` signature, checked against WeChat's documented example and the
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable, ContextManager, Iterator
 
 import pytest
+import redis
 import requests
+from flask import Flask
 from wechatpy.session.memorystorage import MemoryStorage
 
+from server import cache, config, wechat
 from server.wechat.client import (
     SHARE_JS_APIS,
     OfficialAccount,
@@ -214,3 +218,32 @@ def test_card_tickets_are_kept_apart(oa: OfficialAccount, state: SandboxState) -
     assert jsapi != card and ticket_calls(state) == 2
     with pytest.raises(ValueError):
         oa.client.refresh_ticket("wx_pay")
+
+
+def test_workers_share_one_ticket_through_real_redis(sandbox: SandboxServer, state: SandboxState) -> None:
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        pytest.skip("TEST_REDIS_URL not set")
+    with redis.Redis.from_url(url) as r:
+        r.delete(f"wechat:{APPID}_jsapi_ticket_entry", f"wechat:{APPID}_access_token_entry")
+    apps = []
+    for _ in range(2):
+        app = Flask("worker")
+        settings = config.TestingConfig()
+        settings.REDIS_URL = url
+        settings.WECHAT_OA_APPID, settings.WECHAT_OA_SECRET = APPID, SECRET
+        settings.WECHAT_API_BASE = sandbox.base_url
+        app.config.from_mapping(vars(settings))
+        cache.init_app(app)
+        wechat.init_app(app)
+        apps.append(app)
+    try:
+        configs = [app.extensions["wechat_official_account"].jssdk_config(PAGE).as_dict() for app in apps for _ in range(2)]
+        assert ticket_calls(state) == 1
+        assert all(verify(sandbox, PAGE, c) == "config:ok" for c in configs)
+    finally:
+        with redis.Redis.from_url(url) as r:
+            r.delete(f"wechat:{APPID}_jsapi_ticket_entry", f"wechat:{APPID}_access_token_entry")
+        for app in apps:
+            app.extensions["wechat_official_account"].close()
+            app.extensions["wechat_miniprogram"].close()
