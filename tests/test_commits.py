@@ -35,7 +35,8 @@ EARLY_COMMITS = {
     ("server/referral/routes.py", "landing"): "a visit to a dead scene is kept, though the landing page answers 404",
     ("server/referral/oa_routes.py", "_record_scan_once"): "a scan whose commit fails still gets the follower their welcome",
     ("server/referral/oa_routes.py", "member_qrcode"): "the member's scene commits before WeChat draws its QR code",
-    ("server/referral/oa_routes.py", "member_zone"): "the member zone's scenes commit before WeChat draws the QR code",
+    ("server/memberzone/routes.py", "home"): "the member zone's scenes commit before WeChat draws the QR code",
+    ("server/memberzone/share_pages.py", "share"): "get_poster commits before the avatar host and WeChat; the row commits before its render lock is released",
 }
 
 #: Jobs and CLI commands: each is a unit of work of its own (``db.unit_of_work``) and commits it.

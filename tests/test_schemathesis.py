@@ -374,7 +374,7 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
 
 #: The same for HTML pages, by status: the OAuth callback's state is bound to the browser by the cookie
 #: ``/h5/member`` set, and its code is WeChat's, so a made-up one is refused with the error page.
-PAGE_REFUSALS: dict[str, set[int]] = {"GET /h5/member/oauth": {400}}
+PAGE_REFUSALS: dict[str, set[int]] = {"GET /h5/member/oauth": {400}, "POST /h5/member/shop": {400}}
 
 
 def business_refusal(case: schemathesis.Case, response: Any) -> bool:

@@ -97,3 +97,33 @@ def distributor_stats(sess: Session, distributor: Distributor) -> dict[str, Any]
         "order_amount_fen": order_queries.sales_brought_by(sess, member_id),
         "points": asdict(point_queries.member_balances(sess, member_id)),
     }
+
+
+def recruits_page(sess: Session, recruiter_id: int, offset: int, limit: int) -> tuple[list[tuple[Distributor, Member]], int]:
+    """The tier-2 distributors ``recruiter_id`` recruited, newest application first, with their members."""
+    where = Distributor.recruited_by_id == recruiter_id
+    total = sess.scalar(select(func.count()).select_from(Distributor).where(where)) or 0
+    rows = sess.execute(
+        select(Distributor, Member)
+        .join(Member, Member.id == Distributor.member_id)
+        .where(where)
+        .order_by(Distributor.applied_at.desc(), Distributor.id.desc())
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return [(d, m) for d, m in rows], total
+
+
+def recruiting_limit(sess: Session, distributor: Distributor) -> dict[str, Any]:
+    """Whether the distributor may recruit, how many places their tier gives (0 = no limit) and how many are taken."""
+    tier = get_tier(sess, distributor.tier)
+    can_recruit = bool(tier.can_recruit) and distributor.status == Status.approved
+    taken = live_recruits(sess, distributor.member_id)
+    limit = tier.max_recruits if tier.can_recruit else 0
+    return {
+        "can_recruit": can_recruit,
+        "max_recruits": limit,
+        "live_recruits": taken,
+        # None when the tier sets no limit.
+        "remaining": (max(0, limit - taken) if limit else None) if tier.can_recruit else 0,
+    }

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from flask import Blueprint
 from pydantic import AfterValidator, Field, StringConstraints
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from server import db, security
 from server.accounts.auth import (
@@ -263,6 +264,38 @@ def apply() -> Any:
 def get_my_distributor() -> Any:
     distributor = services.my_distributor(db.session(), current_member().id)
     return envelope(_detail(distributor, staff_view=False))
+
+
+def serialize_recruits(sess: Session, distributor: Distributor, offset: int, limit: int) -> dict[str, Any]:
+    """The tier-2 distributors a distributor recruited (masked), each with their own attributed sales,
+    and the recruiter's own recruiting limit. Recruits' teams and sales never count for the recruiter."""
+    rows, total = queries.recruits_page(sess, distributor.member_id, offset, limit)
+    sales = order_queries.sales_by_inviters(sess, [d.member_id for d, _ in rows])
+    items = [
+        {
+            "id": recruit.id,
+            "nickname": security.mask(member.nickname),
+            "avatar_url": member.avatar_url,
+            "tier": recruit.tier,
+            "status": recruit.status.value,
+            "applied_at": recruit.applied_at.isoformat(),
+            "decided_at": iso(recruit.decided_at),
+            "sales_fen": sales.get(recruit.member_id, 0),
+        }
+        for recruit, member in rows
+    ]
+    return {"items": items, "total": total, "limit": queries.recruiting_limit(sess, distributor)}
+
+
+@bp.get("/distributors/me/recruits")
+@member_required
+def list_my_recruits() -> Any:
+    """A tier-1 distributor's recruits (tier 2) with their own sales, and how many places are left."""
+    query = parse_query(Page)
+    sess = db.session()
+    distributor = services.my_distributor(sess, current_member().id)
+    data = serialize_recruits(sess, distributor, query.offset, query.page_size)
+    return envelope(data | {"page": query.page, "page_size": query.page_size})
 
 
 @bp.get("/materials")

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
+from server import db
 from server.accounts.models import Member, MemberStatus
 from server.orders.models import (
     Order,
@@ -201,3 +202,15 @@ def product_choices(sess: Session, limit: int = 200) -> list[tuple[int, str]]:
     """Products for a filter's drop-down: (id, title), the merchant's order."""
     rows = sess.execute(select(Product.id, Product.title).order_by(Product.sort.desc(), Product.id.desc()).limit(limit)).all()
     return [(pid, title) for pid, title in rows]
+
+
+def referral_orders(
+    sess: Session, member_id: int, status: OrderStatus | None, offset: int, limit: int
+) -> tuple[list[Order], int, dict[int, Member]]:
+    """Orders the member brought, as level 1 (inviter) or level 2 (upline), newest first, with their buyers."""
+    stmt = select(Order).where((Order.inviter_id == member_id) | (Order.upline_id == member_id))
+    if status is not None:
+        stmt = stmt.where(Order.status == status)
+    rows, total = db.paginate(sess, stmt, offset=offset, limit=limit, order_by=(Order.id.desc(),))
+    buyers = {m.id: m for m in sess.scalars(select(Member).where(Member.id.in_({o.member_id for o in rows})))} if rows else {}
+    return list(rows), total, buyers

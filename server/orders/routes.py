@@ -37,6 +37,7 @@ from server.api import (
 )
 from server.errors import envelope
 from server.orders import catalog, payments, services
+from server.orders import queries as order_queries
 from server.orders.errors import OrderNotFoundError
 from server.orders.models import (
     Order,
@@ -376,12 +377,7 @@ def referral_orders() -> Any:
     """Orders the member brought, as level 1 or level 2; buyers are masked."""
     query = parse_query(OrderListQuery)
     me = current_member().id
-    stmt = select(Order).where((Order.inviter_id == me) | (Order.upline_id == me))
-    if query.status:
-        stmt = stmt.where(Order.status == query.status)
-    rows, total = _page(stmt, query)
-    sess = db.session()
-    buyers = {m.id: m for m in sess.scalars(select(Member).where(Member.id.in_({o.member_id for o in rows})))}
+    rows, total, buyers = order_queries.referral_orders(db.session(), me, query.status, query.offset, query.page_size)
     items = []
     for order in rows:
         data = serialize_order(order)

@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 from server import db
 from server.db import utcnow
 from server.referral.models import Lead, OAAttribution, TouchEvent
-from server.referral.oa_routes import ZONE_COOKIE
+from server.memberzone.session import ZONE_COOKIE
 from server.wechat import official_account
 from wechat_sandbox import SandboxServer, SandboxState, serve_in_thread
 
