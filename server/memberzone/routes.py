@@ -19,7 +19,7 @@ from server import db
 from server.accounts.models import Member, MemberStatus
 from server.console import labels
 from server.errors import AppError
-from server.memberzone import session
+from server.memberzone import session, wechat_share
 from server.points.queries import member_balances
 from server.referral import official_account as zone_services
 from server.settings.services import get_setting
@@ -133,6 +133,8 @@ def zone_view(view: Callable[..., Any]) -> Callable[..., Any]:
         if request.method == "POST" and not session.form_token_valid(request.form.get("form_token", ""), unionid):
             return state_page("form_expired", 400)
         g.zone_unionid = unionid
+        if request.method == "GET":
+            g.zone_share = wechat_share.zone_share(member)
         return view(member, *args, **kwargs)
 
     return wrapped
