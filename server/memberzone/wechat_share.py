@@ -9,6 +9,7 @@ file the page's Content-Security-Policy allows besides its own nonce) and sets b
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +21,12 @@ from server.accounts.models import Member
 from server.posters.models import PosterImage
 from server.posters.services import variant_for
 from server.referral import sharing
+from server.referral.errors import SceneQuotaError
 from server.referral.models import Channel
 from server.referral.services import scene_for_share
 from server.settings.services import get_setting
+
+logger = logging.getLogger(__name__)
 
 #: WeChat's JS-SDK, the version whose share calls (updateAppMessageShareData, updateTimelineShareData) the zone uses.
 JWEIXIN_URL = "https://res.wx.qq.com/open/js/jweixin-1.6.0.js"
@@ -62,14 +66,20 @@ def _poster_url(member_id: int) -> str:
     return current_app.config["PUBLIC_BASE_URL"] + url_for("posters.poster_image", token=token) if token else ""
 
 
-def zone_share(member: Member) -> ZoneShare:
-    """The share menu and mini-program link of the page being requested, for ``member``.
+def zone_share(member: Member) -> ZoneShare | None:
+    """The share menu and mini-program link of the page being requested, for ``member``; None when the
+    member may not have a share link today (their daily quota of new scenes is spent).
 
     Commits early, by design: the member's share scene is kept and no transaction is open while
     WeChat gives the JS-SDK ticket and the mini-program link (both cached for every worker).
     """
     sess = db.session()
-    scene = scene_for_share(sess, member.id, Channel.h5_link)
+    try:
+        scene = scene_for_share(sess, member.id, Channel.h5_link)
+    except SceneQuotaError:
+        sess.rollback()
+        logger.warning("member zone page shown without its share menu: member %s has no share scene", member.id)
+        return None
     shop = str(get_setting(sess, "shop_name"))
     image_url = _poster_url(member.id)
     db.commit()

@@ -105,3 +105,16 @@ def test_pages_for_visitors_who_are_not_members_share_nothing(app):
     page = browser.get("/h5/member")
     assert page.status_code == 200 and "还差一步" in page.get_data(as_text=True)
     assert share_data(page) is None and open_link(page) is None
+
+
+def test_a_member_out_of_share_links_still_sees_the_page(app, client, zone):
+    from server import db
+    from server.settings.services import set_setting
+
+    browser, alice = zone("alice")  # signed in; no zone page seen yet, so no share link either
+    with app.app_context():
+        set_setting(db.session(), "scene_daily_limit", 1, by="test")
+        db.commit()
+    assert client.post("/api/v1/referral/scenes", headers=alice["headers"], json={"channel": "moments_poster"}).status_code == 200
+    page = browser.get("/h5/member/points")
+    assert page.status_code == 200 and share_data(page) is None and open_link(page) is None
