@@ -43,9 +43,14 @@ def allow_script_for_request(url: str) -> None:
     g.setdefault("csp_script_sources", []).append(url)
 
 
-def content_security_policy(nonce: str, image_origins: set[str], script_sources: list[str] | tuple[str, ...] = ()) -> str:
+def request_script_sources() -> tuple[str, ...]:
+    """The script files this request's page may load besides its nonce-tagged blocks (``allow_script_for_request``)."""
+    return tuple(g.get("csp_script_sources", ()))
+
+
+def content_security_policy(nonce: str, image_origins: set[str], script_origins: tuple[str, ...] = ()) -> str:
     images = " ".join(["'self'", *sorted(image_origins)])
-    scripts = " ".join([f"'nonce-{nonce}'", *script_sources])
+    scripts = " ".join([f"'nonce-{nonce}'", *script_origins])
     return (
         f"default-src 'none'; script-src {scripts}; style-src 'nonce-{nonce}'; img-src {images}; "
         "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -58,11 +63,15 @@ def override_html_headers(headers: dict[str, str]) -> None:
     g.html_header_overrides = headers
 
 
+def image_origins() -> set[str]:
+    """The image hosts the adapters registered (see ``allow_images_from``)."""
+    return set(current_app.extensions.get("csp_image_origins", set()))
+
+
 def _secure(response: Response) -> Response:
     response.headers["X-Content-Type-Options"] = "nosniff"
     if response.mimetype == "text/html":
-        origins = current_app.extensions.get("csp_image_origins", set())
-        response.headers["Content-Security-Policy"] = content_security_policy(csp_nonce(), origins, g.get("csp_script_sources", ()))
+        response.headers["Content-Security-Policy"] = content_security_policy(csp_nonce(), image_origins(), request_script_sources())
         response.headers.update(HTML_HEADERS)
         response.headers.update(g.get("html_header_overrides", {}))
     return response

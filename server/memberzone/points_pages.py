@@ -51,9 +51,16 @@ def statements(member: Member) -> Any:
     return page("memberzone/statements.html", tab="points", rows=rows, pager=Pager(pager.page, total))
 
 
-@bp.get("/statements/<int:statement_id>")
+@bp.get("/statements/<statement_id>")
+def statement(statement_id: str) -> Any:
+    # Any text is a page address here: what cannot be a statement is the zone's "not found" card, before sign-in.
+    if not (statement_id.isascii() and statement_id.isdigit() and 0 < int(statement_id) < 2**63):
+        raise services.StatementNotFoundError()
+    return _statement(int(statement_id))
+
+
 @zone_view
-def statement(member: Member, statement_id: int) -> Any:
+def _statement(member: Member, statement_id: int) -> Any:
     row, run = services.member_statement(db.session(), member.id, statement_id)
     return page("memberzone/statement.html", tab="points", row=row, run=run)
 
@@ -121,7 +128,9 @@ def redeem(member: Member) -> Response | Any:
         )
     except AppError as error:
         db.session().rollback()
-        return _shop(member, error.http_status, member_error(error), form)
+        # The one refusal of the body the form could not already catch: goods need the consignee.
+        message = "请填写完整的收货信息（收货人、手机号、地址）。" if isinstance(error, ValidationError) else member_error(error)
+        return _shop(member, error.http_status, message, form)
     return redirect(url_for("memberzone.redemptions", done=result.redemption.id), code=303)
 
 

@@ -19,6 +19,7 @@ from server import db
 from server.accounts.models import Member, MemberStatus
 from server.console import labels
 from server.errors import AppError
+from server.html import content_security_policy, csp_nonce, image_origins, override_html_headers, request_script_sources
 from server.memberzone import session, wechat_share
 from server.points.queries import member_balances
 from server.referral import official_account as zone_services
@@ -77,6 +78,16 @@ def add_section(endpoint: str, title: str, text: str) -> None:
 
 
 # -- every zone request ------------------------------------------------------------------------------
+
+
+@bp.after_request
+def _zone_policy(response: Response) -> Response:
+    # The html module's policy, with ``data:`` images: the page's empty icon, so the browser asks for no favicon.
+    # Built after the view, so it allows the script files the page asked for (WeChat's JS-SDK).
+    override_html_headers({"Content-Security-Policy": content_security_policy(
+        csp_nonce(), image_origins() | {"data:"}, request_script_sources()
+    )})
+    return response
 
 
 @bp.after_request

@@ -26,7 +26,7 @@ def share(member: Member) -> Any:
     base = current_app.config["PUBLIC_BASE_URL"]
     sess = db.session()
     share_scene = scene_for_share(sess, member.id, Channel.h5_link)
-    poster_url = None
+    poster_url = poster_share_url = None
     try:
         with contextlib.ExitStack() as locks:
             poster = posters.get_poster(
@@ -42,11 +42,13 @@ def share(member: Member) -> Any:
             )
             # Commits early, by design: before the render lock is released, so a request waiting on it finds the row.
             db.commit()
-        poster_url = base + url_for("posters.poster_image", token=poster.image.token)
+        poster_url = url_for("posters.poster_image", token=poster.image.token)
+        # What a share card carries: WeChat fetches it from our public address.
+        poster_share_url = base + poster_url
     except AppError:
         db.session().rollback()
         current_app.logger.warning("member zone shown without the poster: it could not be drawn")
-    return page("memberzone/share.html", tab="share", share_url=f"{base}/s/{share_scene.code}", poster_url=poster_url)
+    return page("memberzone/share.html", tab="share", share_url=f"{base}/s/{share_scene.code}", poster_url=poster_url, poster_share_url=poster_share_url)
 
 
 

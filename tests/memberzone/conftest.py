@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import re
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+
+from tests.distribution.conftest import apply, decide, distributor, ops, owner, sess, share_scene  # noqa: F401  (fixtures)
 
 
 
@@ -50,4 +52,31 @@ def form_fields(html: str, form_id_fragment: str) -> dict[str, str]:
     return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form))
 
 
-__all__ = ["follow_oauth", "form_token", "form_fields", "parse_qs"]
+
+
+@pytest.fixture(scope="session")
+def base_url() -> None:
+    """No base URL for Playwright's pages (see tests/console/conftest.py: pytest-playwright's own is a
+    method-style fixture this pytest warns about)."""
+    return None
+
+
+#: Stands in for WeChat's JS-SDK in a browser: records wx.config and the share calls in ``window.__wx``;
+#: ``wx.ready`` runs its callback once the page's script is done, as WeChat's does.
+FAKE_JSSDK = """
+window.__wx = { configs: [], shares: [] };
+window.wx = {
+  config: function (c) { window.__wx.configs.push(c); },
+  ready: function (fn) { setTimeout(fn, 0); },
+  error: function () {},
+  updateAppMessageShareData: function (d) { window.__wx.shares.push(["appMessage", d]); },
+  updateTimelineShareData: function (d) { window.__wx.shares.push(["timeline", d]); }
+};
+"""
+
+
+def stand_in_jssdk(target: Any) -> None:
+    """Serve ``FAKE_JSSDK`` for WeChat's JS-SDK URL to a Playwright page or context (no browser here reaches res.wx.qq.com)."""
+    from server.memberzone.wechat_share import JWEIXIN_URL
+
+    target.route(JWEIXIN_URL, lambda route: route.fulfill(status=200, content_type="application/javascript", body=FAKE_JSSDK))

@@ -16,8 +16,7 @@ import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
-from server.memberzone.wechat_share import JWEIXIN_URL
-from tests.memberzone.conftest import follow_oauth
+from tests.memberzone.conftest import follow_oauth, stand_in_jssdk
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium); CI installs it")
@@ -27,19 +26,6 @@ WECHAT_UA = (
     "Mobile/15E148 MicroMessenger/8.0.47(0x18002f2f) NetType/WIFI Language/zh_CN"
 )
 PHONE = {"width": 390, "height": 844}
-#: Records wx.config and the share calls; ``wx.ready`` runs its callback once the page's script is done, as WeChat's does.
-FAKE_WX = """
-window.__wx = { configs: [], shares: [] };
-window.wx = {
-  config: function (c) { window.__wx.configs.push(c); },
-  ready: function (fn) { setTimeout(fn, 0); },
-  error: function () {},
-  updateAppMessageShareData: function (d) { window.__wx.shares.push(["appMessage", d]); },
-  updateTimelineShareData: function (d) { window.__wx.shares.push(["timeline", d]); }
-};
-"""
-
-
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
     """pytest-playwright's launch arguments, with the system Chromium (containers run as root: no sandbox)."""
@@ -70,7 +56,7 @@ def test_a_member_page_configures_wechat_sharing_with_the_members_link(browser: 
 
     context = browser.new_context(user_agent=WECHAT_UA, viewport=PHONE, is_mobile=True, has_touch=True)
     context.add_cookies([{"name": "member_zone", "value": cookie.value, "url": live + "/h5"}])
-    context.route(JWEIXIN_URL, lambda route: route.fulfill(status=200, content_type="application/javascript", body=FAKE_WX))
+    stand_in_jssdk(context)
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)

@@ -59,7 +59,8 @@ def test_the_share_picture_is_the_members_poster_once_drawn(app, client, zone):
     assert share_data(browser.get("/h5/member"))["imgUrl"] == ""
     poster_page = browser.get("/h5/member/share").get_data(as_text=True)
     [poster] = re.findall(r'<img id="poster" src="([^"]+)"', poster_page)
-    assert share_data(browser.get("/h5/member"))["imgUrl"] == poster
+    # WeChat wants the picture's full URL.
+    assert share_data(browser.get("/h5/member"))["imgUrl"] == app.config["PUBLIC_BASE_URL"] + poster
 
 
 def test_open_the_mini_program_with_the_members_scene(client, zone, sandbox):
