@@ -41,7 +41,8 @@ Each API family is a module with its blueprint, registered in ``create_sandbox_a
 users' allowances, ``GET /sandbox/messages``), ``official_account`` (with the QR-image and
 OAuth hosts as blueprints of their own) and the users it plays (``oa_users``), WeChat Pay's
 merchant and book of orders (``pay_state``, in ``app.extensions["sandbox_pay"]``), ``pay_v2``,
-``pay_v3``, the buyer it plays (``buyer``) and the sandbox's own ``controls``; ``core`` holds
+``pay_v3``, the buyer it plays (``buyer``), the JS-SDK's tickets and ``wx.config`` check (``jssdk``), the
+mini-program's URL Links and URL Schemes (``links``) and the sandbox's own ``controls``; ``core`` holds
 what they share. ``keys`` generates the WeChat Pay key pairs the sandbox and the app hold.
 
 ``server`` never imports this package at module level (``tests/test_layers.py`` checks it):

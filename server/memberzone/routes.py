@@ -19,8 +19,8 @@ from server import db
 from server.accounts.models import Member, MemberStatus
 from server.console import labels
 from server.errors import AppError
-from server.html import content_security_policy, csp_nonce, image_origins, override_html_headers
-from server.memberzone import session
+from server.html import content_security_policy, csp_nonce, image_origins, override_html_headers, request_script_sources
+from server.memberzone import session, wechat_share
 from server.points.queries import member_balances
 from server.referral import official_account as zone_services
 from server.settings.services import get_setting
@@ -83,10 +83,14 @@ def add_section(endpoint: str, title: str, text: str) -> None:
 # -- every zone request ------------------------------------------------------------------------------
 
 
-@bp.before_request
-def _zone_request() -> None:
+@bp.after_request
+def _zone_policy(response: Response) -> Response:
     # The html module's policy, with ``data:`` images: the page's empty icon, so the browser asks for no favicon.
-    override_html_headers({"Content-Security-Policy": content_security_policy(csp_nonce(), image_origins() | {"data:"})})
+    # Built after the view, so it allows the script files the page asked for (WeChat's JS-SDK).
+    override_html_headers({"Content-Security-Policy": content_security_policy(
+        csp_nonce(), image_origins() | {"data:"}, request_script_sources()
+    )})
+    return response
 
 
 @bp.after_request
@@ -143,6 +147,8 @@ def zone_view(view: Callable[..., Any]) -> Callable[..., Any]:
         if request.method == "POST" and not session.form_token_valid(request.form.get("form_token", ""), unionid):
             return state_page("form_expired", 400)
         g.zone_unionid = unionid
+        if request.method == "GET":
+            g.zone_share = wechat_share.zone_share(member)
         return view(member, *args, **kwargs)
 
     return wrapped

@@ -22,6 +22,7 @@ from tests.console.test_browser import (  # noqa: F401  (the module's browser, l
     live,
     shots,
 )
+from tests.memberzone.conftest import stand_in_jssdk
 from tests.memberzone.test_zone_browser import WECHAT_UA, _fits
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium); CI installs it")
@@ -52,6 +53,7 @@ def test_a_member_reads_the_rules_applies_and_reads_a_notice(page: Any, live: Li
         db.commit()
         member_id, notice_id = member.id, notice.id
     page.context.add_cookies([{"name": "member_zone", "value": token, "domain": "127.0.0.1", "path": "/h5", "httpOnly": True, "sameSite": "Lax"}])
+    stand_in_jssdk(page)  # every zone page loads WeChat's JS-SDK
 
     page.goto(f"{live.url}/h5/member/rules")
     assert "首单一级奖励 0.5%" in page.locator("#rules").inner_text()

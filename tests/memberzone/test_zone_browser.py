@@ -21,6 +21,7 @@ from tests.console.test_browser import (  # noqa: F401  (the module's browser, l
     live,
     shots,
 )
+from tests.memberzone.conftest import stand_in_jssdk
 from tests.points import post_to
 from server.points.models import AccountKind
 
@@ -50,6 +51,7 @@ def alice(live: LiveServer, page: Any) -> int:
         db.commit()
         member_id = member.id
     page.context.add_cookies([{"name": "member_zone", "value": token, "domain": "127.0.0.1", "path": "/h5", "httpOnly": True, "sameSite": "Lax"}])
+    stand_in_jssdk(page)  # every page loads WeChat's JS-SDK
     return member_id
 
 
