@@ -12,6 +12,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 
+from prometheus_client import multiprocess
+
 
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
@@ -46,9 +48,45 @@ limit_request_field_size = 8190
 #: gunicorn's own X-Forwarded-* handling only for nginx on the same host; the app takes the client
 #: address from X-Forwarded-For with TRUSTED_PROXIES hops.
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
-#: Access log on stdout (journald keeps it), with nginx's request id to join the two logs.
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+#: The app writes its own access line for every request (logger ``server.access``: route, status,
+#: duration and the request id, in LOG_FORMAT), so gunicorn's is off unless GUNICORN_ACCESS_LOG names a file ("-": stdout).
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}i)s'
 proc_name = "referral-web"
+
+#: Prometheus multiprocess mode: with PROMETHEUS_MULTIPROC_DIR set (systemd: RuntimeDirectory), each worker
+#: and the scheduler write their figures to files there and GET /metrics on any worker adds them up.
+#: prometheus-client reads the variable when it is imported, so it must be in the environment of
+#: gunicorn and of the scheduler, not set by the app.
+metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def on_starting(server: object) -> None:
+    """Start from an empty metrics directory: the files of processes that are gone (the workers of an
+    earlier run) are removed, those of a running process (the scheduler) kept."""
+    if metrics_dir is None:
+        return
+    os.makedirs(metrics_dir, exist_ok=True)
+    for name in os.listdir(metrics_dir):
+        stem, _, pid = name.removesuffix(".db").rpartition("_")
+        if name.endswith(".db") and stem and pid.isdigit() and not _pid_running(int(pid)):
+            os.remove(os.path.join(metrics_dir, name))
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker ended: its live gauges stop counting (prometheus-client's own bookkeeping); its counters stay summed."""
+    if metrics_dir is None:
+        return
+    multiprocess.mark_process_dead(worker.pid, metrics_dir)  # type: ignore[attr-defined]  # gunicorn's Worker

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from server import db
+from server import db, metrics
 from server.accounts import export_jobs
 from server.clock import CHINA, local
 from server.db import unit_of_work, utcnow
@@ -338,12 +339,22 @@ SCHEDULES = (
 
 
 def run_job(app: Flask, name: str, job: Job, now: datetime | None = None) -> Any:
-    """Run one job now; an exception is logged, never raised into the scheduler."""
+    """Run one job now; an exception is logged, never raised into the scheduler.
+
+    Each run is counted (``referral_scheduler_job_runs_total``: done, skipped when the job found its period
+    taken or nothing due, failed) and timed.
+    """
+    began = time.perf_counter()
+    outcome = "failed"
     try:
-        return job(app, now or utcnow())
+        result = job(app, now or utcnow())
+        outcome = "skipped" if result is None else "done"
+        return result
     except Exception:
         app.logger.exception("scheduled job %s failed", name)
         return None
+    finally:
+        metrics.count_job(name, outcome, time.perf_counter() - began)
 
 
 def build_scheduler(app: Flask) -> BlockingScheduler:
