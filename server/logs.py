@@ -89,14 +89,14 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         rid = request_id.get()
-        record.rid = f" [{rid}]" if rid is not None else ""
+        setattr(record, "rid", f" [{rid}]" if rid is not None else "")
         try:
             return mask_mobiles(super().format(record))
         finally:
-            del record.rid
+            delattr(record, "rid")
 
 
-class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]  # typeshed makes StreamHandler generic over its stream
+class _OurHandler(logging.StreamHandler):
     """The handler ``configure`` installs, so a second call replaces it rather than adding another."""
 
 

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from flask import Flask
+from flask import Flask, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -92,6 +92,8 @@ JOB_LAST_SUCCESS = Gauge(
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: The route label of a request no rule matched (404, or a 405 before matching).
 UNMATCHED = "unmatched"
+#: Where the request's matched rule is left in the WSGI environ for the observer.
+ROUTE_KEY = "referral.route"
 
 #: WeChat errcodes counted by number: the ones our calls meet (busy, tokens, quotas, subscribe and
 #: template refusals, codes). Any other is ``other``, so an upstream answer cannot grow the series.
@@ -259,10 +261,7 @@ class RequestObserver:
 
     def observe(self, environ: dict[str, Any], status: int, seconds: float) -> None:
         """Count the request and write its access line."""
-        # Flask's request object puts itself in the environ; it carries the rule routing matched.
-        request = environ.get("werkzeug.request")
-        rule = getattr(request, "url_rule", None)
-        route = rule.rule if rule is not None else UNMATCHED
+        route = environ.get(ROUTE_KEY) or UNMATCHED
         method = environ.get("REQUEST_METHOD", "")
         if method not in METHODS:
             method = "OTHER"
@@ -290,3 +289,9 @@ class RequestObserver:
 def init_app(app: Flask) -> None:
     """Put the observer in front of the app (after the database is set up: it reads the backlog from it)."""
     app.wsgi_app = RequestObserver(app, app.wsgi_app)  # type: ignore[method-assign]  # Flask's documented way to add WSGI middleware
+
+    @app.teardown_request
+    def _note_route(_exc: BaseException | None) -> None:
+        # The rule routing matched, for the observer, which sees the request only after its context is gone.
+        if request.url_rule is not None:
+            request.environ[ROUTE_KEY] = request.url_rule.rule
