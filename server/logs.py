@@ -17,8 +17,8 @@ import json
 import logging
 import re
 import sys
+import time
 import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 #: The request being served, for every line logged while it is.
@@ -28,8 +28,10 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 #: has dashes); anything else is replaced, so a header cannot write arbitrary text into every line.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,63}")
 
-#: A mainland mobile number: 11 digits starting 13–19, not part of a longer number, optionally after +86.
-_MOBILE = re.compile(r"(?<![0-9])((?:\+?86[ -]?)?1[3-9][0-9])([0-9]{4})([0-9]{4})(?![0-9])")
+#: A mainland mobile number: 11 digits starting 13–19, not part of a longer number, optionally right after 86.
+_MOBILE = re.compile(r"(?<![0-9])((?:86)?1[3-9][0-9])[0-9]{4}([0-9]{4})(?![0-9])")
+#: Eleven digits in a row: only a string with them can hold a mobile number (a search three times as fast).
+_ELEVEN_DIGITS = re.compile(r"[0-9]{11}")
 
 #: Attributes every LogRecord has; anything else on a record came in through ``extra``.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -49,7 +51,9 @@ def new_request_id() -> str:
 
 def mask_mobiles(text: str) -> str:
     """``text`` with the middle four digits of every mainland mobile number starred: 13812345678 → 138****5678."""
-    return _MOBILE.sub(r"\1****\3", text)
+    if len(text) < 11 or not _ELEVEN_DIGITS.search(text):
+        return text
+    return _MOBILE.sub(r"\1****\2", text)
 
 
 def _masked(value: Any) -> Any:
@@ -61,7 +65,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + ".%03dZ" % record.msecs,
             "level": record.levelname,
             "logger": record.name,
             "message": mask_mobiles(record.getMessage()),

@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from server import config as server_config
-from server import logs
+from server import db, logs, scheduler, tasks
 from server.config import ConfigError
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -177,3 +177,46 @@ def test_an_app_outside_tests_logs_in_its_format(app_factory: Callable[..., Flas
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     [line] = [line for line in lines if line["logger"] == "server.access"]
     assert line["request_id"] == "from-nginx-123456" and line["route"] == "/healthz" and line["status"] == 200
+
+
+def _json_lines_of(logger_name: str) -> tuple[io.StringIO, logging.Handler]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    logging.getLogger(logger_name).addHandler(handler)
+    return stream, handler
+
+
+def test_a_background_task_logs_with_the_id_of_the_request_that_queued_it(app_factory: Callable[..., Flask]) -> None:
+    app = app_factory(TASKS_EAGER=False)
+    stream, handler = _json_lines_of("tests.task")
+    try:
+        with app.test_request_context():
+            token = logs.request_id.set("queued-by-request-1")
+            tasks.defer(lambda: logging.getLogger("tests.task").warning("follow-up ran"))
+            db.commit()
+            logs.request_id.reset(token)
+        app.extensions["task_pool"].shutdown(wait=True)
+    finally:
+        logging.getLogger("tests.task").removeHandler(handler)
+    [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["message"] == "follow-up ran" and line["request_id"] == "queued-by-request-1"
+
+
+def test_a_job_runs_lines_share_an_id_of_their_own(app: Flask) -> None:
+    stream, handler = _json_lines_of("tests.job")
+
+    def job(_app: Flask, _now: Any) -> dict[str, int]:
+        logging.getLogger("tests.job").warning("one")
+        logging.getLogger("tests.job").warning("two")
+        return {"done": 1}
+
+    try:
+        scheduler.run_job(app, "log-test", job)
+        scheduler.run_job(app, "log-test", job)
+    finally:
+        logging.getLogger("tests.job").removeHandler(handler)
+    ids = [json.loads(text)["request_id"] for text in stream.getvalue().splitlines()]
+    assert len(ids) == 4 and ids[0] == ids[1] != ids[2] == ids[3]
+    assert all(re.fullmatch(r"log-test-[0-9a-f]{12}", rid) and logs.valid_request_id(rid) for rid in ids)
+    assert logs.request_id.get() is None
