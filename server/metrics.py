@@ -288,6 +288,10 @@ class RequestObserver:
 
 def init_app(app: Flask) -> None:
     """Put the observer in front of the app (after the database is set up: it reads the backlog from it)."""
+    path = multiprocess_dir()
+    if path is not None:
+        # prometheus-client writes a process's first figure into it; the scheduler may start before gunicorn makes it.
+        os.makedirs(path, exist_ok=True)
     app.wsgi_app = RequestObserver(app, app.wsgi_app)  # type: ignore[method-assign]  # Flask's documented way to add WSGI middleware
 
     @app.teardown_request
