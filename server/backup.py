@@ -125,7 +125,10 @@ def backup(engine: Engine, output: Path) -> Path:
     partial = output.with_name(output.name + ".partial")
     try:
         if url.get_backend_name() == "sqlite":
-            _backup_sqlite(_sqlite_path(url), partial)
+            try:
+                _backup_sqlite(_sqlite_path(url), partial)
+            except sqlite3.Error as error:
+                raise BackupError(f"SQLite could not read {url.database}: {error}") from None
         elif url.get_backend_name() == "mysql":
             _backup_mysql(url, partial)
         else:
@@ -211,7 +214,10 @@ def restore(engine: Engine, source: Path, *, force: bool = False) -> None:
         _drop_everything(engine)  # SQLite's backup API replaces the whole file, whatever it held
     engine.dispose()  # no pooled connection may hold the old schema open
     if sqlite_backup:
-        _restore_sqlite(source, _sqlite_path(url))
+        try:
+            _restore_sqlite(source, _sqlite_path(url))
+        except sqlite3.Error as error:
+            raise BackupError(f"SQLite could not write {url.database}: {error}") from None
     else:
         _restore_mysql(source, url)
     engine.dispose()

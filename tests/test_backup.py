@@ -147,6 +147,13 @@ def test_a_backup_is_refused_by_the_other_kind_of_database_and_junk_is_refused(a
     assert backup.existing_tables(target.extensions["db_engine"]) == []
 
 
+def test_a_sqlite_file_that_cannot_be_read_is_a_message(app: Flask, app_factory: Callable[..., Flask], tmp_path: Path) -> None:
+    missing = app_factory(DATABASE_URL=f"sqlite:///{tmp_path / 'nowhere' / 'missing.db'}")
+    result = run(missing, "backup", str(tmp_path / "b.sqlite3.gz"))
+    assert result.exit_code == 1 and "SQLite could not read" in result.output
+    assert not list(tmp_path.glob("b.sqlite3.gz*"))
+
+
 def test_the_option_file_quotes_what_it_holds_and_is_private() -> None:
     url = make_url('mysql+pymysql://shop:pa"ss\\word@db.internal:3307/referral?charset=utf8mb4')
     with backup.options_file(url) as path:
