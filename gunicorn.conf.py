@@ -9,8 +9,11 @@ the new code and lets the old ones finish their requests for up to ``graceful_ti
 """
 from __future__ import annotations
 
+import json
+import logging
 import multiprocessing
 import os
+import time
 
 from prometheus_client import multiprocess
 
@@ -56,6 +59,44 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}i)s'
 proc_name = "referral-web"
 
+#: LOG_FORMAT as the app reads it (server/config.py): json unless APP_ENV=development, whose default is text.
+log_format = (os.environ.get("LOG_FORMAT") or ("text" if os.environ.get("APP_ENV", "").strip().lower() == "development" else "json")).strip().lower()
+
+
+class GunicornJsonFormatter(logging.Formatter):
+    """gunicorn's own lines (start, workers booting and exiting, timeouts) as JSON objects like the app's
+    (server/logs.py), so every line of the service parses; written here because the master must not
+    import the app, or a graceful reload would keep serving the old code's modules."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + ".%03dZ" % record.msecs,
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def _json_lines(server: object) -> None:
+    """With LOG_FORMAT=json, gunicorn's handlers write JSON lines (the workers inherit them)."""
+    if log_format != "json":
+        return
+    formatter = GunicornJsonFormatter()
+    glog = server.log  # type: ignore[attr-defined]  # gunicorn's Arbiter
+    for logger in (glog.error_log, glog.access_log):
+        for handler in logger.handlers:
+            handler.setFormatter(formatter)
+
+
+def on_reload(server: object) -> None:
+    """A reload (SIGHUP) sets gunicorn's logging up again: JSON again."""
+    _json_lines(server)
+
+
 #: Prometheus multiprocess mode: with PROMETHEUS_MULTIPROC_DIR set (systemd: RuntimeDirectory), each worker
 #: and the scheduler write their figures to files there and GET /metrics on any worker adds them up.
 #: prometheus-client reads the variable when it is imported, so it must be in the environment of
@@ -74,8 +115,9 @@ def _pid_running(pid: int) -> bool:
 
 
 def on_starting(server: object) -> None:
-    """Start from an empty metrics directory: the files of processes that are gone (the workers of an
-    earlier run) are removed, those of a running process (the scheduler) kept."""
+    """JSON lines when LOG_FORMAT says so; then start from an empty metrics directory: the files of processes
+    that are gone (the workers of an earlier run) are removed, those of a running process (the scheduler) kept."""
+    _json_lines(server)
     if metrics_dir is None:
         return
     os.makedirs(metrics_dir, exist_ok=True)

@@ -7,8 +7,11 @@ import io
 import json
 import logging
 import re
+import runpy
 import sys
 import uuid
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -20,6 +23,7 @@ from server import db, logs, scheduler, tasks
 from server.config import ConfigError
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def as_json(record: logging.LogRecord) -> dict[str, Any]:
@@ -220,3 +224,25 @@ def test_a_job_runs_lines_share_an_id_of_their_own(app: Flask) -> None:
     assert len(ids) == 4 and ids[0] == ids[1] != ids[2] == ids[3]
     assert all(re.fullmatch(r"log-test-[0-9a-f]{12}", rid) and logs.valid_request_id(rid) for rid in ids)
     assert logs.request_id.get() is None
+
+
+def test_gunicorns_own_lines_are_json_when_the_apps_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    monkeypatch.setenv("APP_ENV", "production")
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert conf["log_format"] == "json"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    error_log = logging.getLogger(f"tests.gunicorn.{uuid.uuid4().hex}")
+    error_log.addHandler(handler)
+    error_log.propagate = False
+
+    # gunicorn's Arbiter, as far as the hook reads it.
+    arbiter = SimpleNamespace(log=SimpleNamespace(error_log=error_log, access_log=logging.getLogger("tests.gunicorn.access")))
+    conf["on_starting"](arbiter)
+    error_log.warning("Booting worker with pid: %s", 4242)
+    line = json.loads(stream.getvalue())
+    assert line["message"] == "Booting worker with pid: 4242" and line["level"] == "WARNING" and "time" in line
+    monkeypatch.setenv("APP_ENV", "development")
+    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["log_format"] == "text"

@@ -259,6 +259,7 @@ def test_processes_sharing_a_directory_are_scraped_together(database_url: str, s
 
 def test_gunicorn_keeps_a_running_process_files_and_marks_dead_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    monkeypatch.setenv("LOG_FORMAT", "text")  # gunicorn's own lines are test_logs.py's business
     conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout.strip()
     conf["on_starting"](None)  # creates the directory
