@@ -257,6 +257,8 @@ class RequestObserver:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # an IPv4 client of a server listening on [::]
         return any(ip in network for network in self.allowed)
 
     def observe(self, environ: dict[str, Any], status: int, seconds: float) -> None:

@@ -98,6 +98,9 @@ def test_allowed_networks_are_configurable_and_checked_at_start(app_factory: Cal
     client = app_factory(METRICS_ALLOWED_IPS=("10.1.0.0/16",)).test_client()
     assert client.get("/metrics").status_code == 404
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:10.1.2.3"}).status_code == 200
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:10.2.0.1"}).status_code == 404
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "not an address"}).status_code == 404
     config = server_config.TestingConfig()
     config.METRICS_ALLOWED_IPS = ("10.1.0.0/16", "not-a-network")
     with pytest.raises(ConfigError, match="METRICS_ALLOWED_IPS"):
