@@ -56,7 +56,8 @@ NOTIFICATIONS = Counter(
 )
 WECHAT_REQUESTS = Counter(
     "wechat_requests",
-    "Calls to WeChat's APIs by path template and errcode (0 when it answered; timeout, network, http_5xx … when not).",
+    "Calls to WeChat's APIs, WeChat Pay's included, by path template and errcode (0 when it answered; WeChat Pay's "
+    "error code; timeout, network, http_5xx … when there was none).",
     ["api", "errcode"],
     namespace=NAMESPACE,
 )
@@ -102,6 +103,13 @@ WECHAT_ERRCODES = frozenset({
     41008, 41030, 42001, 43004, 43101, 44002, 45009, 45011, 47001, 47003, 48001, 61024, 85096, 89503,
 })
 
+#: WeChat Pay's error codes (v2 ``err_code``/``return_code``, v3 ``code``) counted by name; any other is ``other``.
+WECHAT_PAY_CODES = frozenset({
+    "ORDERPAID", "ORDERCLOSED", "ORDER_CLOSED", "ORDERNOTEXIST", "ORDER_NOT_EXIST", "RESOURCE_NOT_EXISTS", "SYSTEMERROR",
+    "SYSTEM_ERROR", "BANKERROR", "FREQUENCY_LIMITED", "FREQ_LIMIT", "PARAM_ERROR", "INVALID_REQUEST", "SIGN_ERROR", "SIGNERROR",
+    "NOAUTH", "NO_AUTH", "NOTENOUGH", "NOT_ENOUGH", "OUT_TRADE_NO_USED", "APPID_MCHID_NOT_MATCH", "MCH_NOT_EXISTS",
+    "USER_ACCOUNT_ABNORMAL", "BIZERR_NEED_RETRY", "ERROR", "FAIL", "INVALID_TRANSACTIONID", "REFUNDNOTEXIST", "XML_FORMAT_ERROR",
+})
 #: A path segment kept as it is in a template: lower-case words such as ``cgi-bin`` or ``oauth2``.
 _WORD = re.compile(r"[a-z][a-z0-9_.-]{0,39}")
 #: A segment that holds an id or a token however it is spelled: a run of digits or a long mixed run.
@@ -125,6 +133,11 @@ def errcode_label(errcode: int | None) -> str:
     if errcode is None:
         return "none"
     return str(errcode) if errcode in WECHAT_ERRCODES else "other"
+
+
+def pay_code_label(code: str) -> str:
+    """A WeChat Pay error code as a label: its name when known, else ``other``."""
+    return code if code in WECHAT_PAY_CODES else "other"
 
 
 def api_template(path: str) -> str:

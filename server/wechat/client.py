@@ -336,10 +336,10 @@ class WeChatApiClient(WeChatClient):
         except requests.Timeout:
             metrics.count_wechat(path, "timeout", None)
             # Never chain the requests exception: its message holds the full URL, secret included.
-            raise _labelled(WeChatUnavailableError(None, f"{path}: timed out"), "timeout") from None
+            raise with_label(WeChatUnavailableError(None, f"{path}: timed out"), "timeout") from None
         except requests.RequestException as exc:
             metrics.count_wechat(path, "network", None)
-            raise _labelled(WeChatUnavailableError(None, f"{path}: {type(exc).__name__}"), "network") from None
+            raise with_label(WeChatUnavailableError(None, f"{path}: {type(exc).__name__}"), "network") from None
         answered = time.perf_counter() - began
         outcome = "0"
         try:
@@ -353,21 +353,21 @@ class WeChatApiClient(WeChatClient):
     def _answer(self, path: str, res: requests.Response) -> dict[str, Any] | requests.Response:
         """WeChat's answer to one exchange: a JSON dict, or the raw response for an image; errors become WeChatError."""
         if res.status_code >= 500:
-            raise _labelled(WeChatUnavailableError(None, f"{path}: HTTP {res.status_code}"), "http_5xx")
+            raise with_label(WeChatUnavailableError(None, f"{path}: HTTP {res.status_code}"), "http_5xx")
         if res.status_code >= 400:
-            raise _labelled(WeChatError(None, f"{path}: HTTP {res.status_code}"), "http_4xx")
+            raise with_label(WeChatError(None, f"{path}: HTTP {res.status_code}"), "http_4xx")
         if res.headers.get("Content-Type", "").split(";")[0].strip().startswith("image/"):
             return res
         try:
             result = json.loads(res.content.decode("utf-8"), strict=False)
         except ValueError:
-            raise _labelled(WeChatUnavailableError(None, f"{path}: response is not JSON"), "not_json") from None
+            raise with_label(WeChatUnavailableError(None, f"{path}: response is not JSON"), "not_json") from None
         if not isinstance(result, dict):
-            raise _labelled(WeChatUnavailableError(None, f"{path}: response is not a JSON object"), "not_json")
+            raise with_label(WeChatUnavailableError(None, f"{path}: response is not a JSON object"), "not_json")
         try:
             errcode = int(result.get("errcode") or 0)
         except (TypeError, ValueError):
-            raise _labelled(WeChatUnavailableError(None, f"{path}: errcode is not a number"), "not_json") from None
+            raise with_label(WeChatUnavailableError(None, f"{path}: errcode is not a number"), "not_json") from None
         if errcode != 0:
             errmsg = str(result.get("errmsg") or "")
             # A token error is usually healed by one refresh: not worth a warning.
@@ -378,8 +378,8 @@ class WeChatApiClient(WeChatClient):
         return result
 
 
-def _labelled(error: WeChatError, label: str) -> WeChatError:
-    """``error`` carrying the metrics label of an answer that had no errcode."""
+def with_label(error: WeChatError, label: str) -> WeChatError:
+    """``error`` carrying the metrics label of a call that ended without an errcode (timeout, http_5xx …)."""
     error.label = label
     return error
 
