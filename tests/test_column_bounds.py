@@ -29,7 +29,9 @@ from server.accounts.models import AuditEntry, Member, Staff
 from server.api import MAX_INT, TEXT_BYTES, Body, Utf8Bytes
 from server.db import Base
 from server.distribution import routes as distribution
-from server.distribution.models import Distributor, DistributorTier, Grade, Material
+from server.distribution.models import Distributor, DistributorTier, Grade, Material, ProgrammeRules
+from server.notices import routes as notices
+from server.notices.models import Notice
 from server.notifications import routes as notifications
 from server.notifications.models import SubscriptionAllowance
 from server.orders import contract_routes as contracts
@@ -65,6 +67,10 @@ BODY_MODELS: dict[type[Body], type[Base]] = {
     distribution.GradePatchBody: Grade,
     distribution.MaterialBody: Material,
     distribution.MaterialPatchBody: Material,
+    distribution.RulesBody: ProgrammeRules,
+    distribution.RulesPatchBody: ProgrammeRules,
+    notices.NoticeBody: Notice,
+    notices.NoticePatchBody: Notice,
     referral.SceneBody: Scene,
     referral.LeadBody: Lead,
     referral.ReviewBody: Lead,
@@ -107,6 +113,7 @@ FIELDS: dict[tuple[type[Body], str], tuple[Target, ...]] = {
     (signin.WxLoginBody, "scene"): (TouchEvent.scene, Order.scene_code),
     (distribution.AppointBody, "reason"): (Distributor.status_reason,),
     (distribution.DecisionBody, "reason"): (Distributor.status_reason,),
+    (distribution.ApplyBody, "rules_version"): (ProgrammeRules.number,),
     (referral.BindBody, "scene"): (TouchEvent.scene,),
     (referral.LeadBody, "scene"): (Lead.scene_code, TouchEvent.scene),
     (referral.ReviewBody, "note"): (Lead.review_note,),

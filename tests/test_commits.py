@@ -36,6 +36,7 @@ EARLY_COMMITS = {
     ("server/referral/oa_routes.py", "_record_scan_once"): "a scan whose commit fails still gets the follower their welcome",
     ("server/referral/oa_routes.py", "member_qrcode"): "the member's scene commits before WeChat draws its QR code",
     ("server/memberzone/routes.py", "home"): "the member zone's scenes commit before WeChat draws the QR code",
+    ("server/memberzone/wechat_share.py", "zone_share"): "the member's share scene commits before WeChat gives the JS-SDK ticket and the mini-program link",
     ("server/memberzone/share_pages.py", "share"): "get_poster commits before the avatar host and WeChat; the row commits before its render lock is released",
 }
 

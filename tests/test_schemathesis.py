@@ -228,6 +228,12 @@ class Accounts:
 
     # -- cases -----------------------------------------------------------------------------
 
+    def notice(self) -> int:
+        """A published notice for every member, so alice reads it."""
+        notice_id = self.create("/admin/api/v1/notices", request_example("/admin/api/v1/notices") | {"audience": "all"})["id"]
+        self._call("POST", f"/admin/api/v1/notices/{notice_id}/publish", headers=self.owner)
+        return notice_id
+
     def prepare(self, case: schemathesis.Case) -> dict[str, str]:
         """Point the case at existing records where it uses the spec's example ids; the headers that sign it in.
 
@@ -275,6 +281,8 @@ SEEDS: dict[str, Callable[[Accounts], Any]] = {
         "/admin/api/v1/points/reward-overrides", request_example("/admin/api/v1/points/reward-overrides") | {"ref_id": a.seed("ProductId", "")}
     )["id"],
     "StageRuleId": lambda a: a.create("/admin/api/v1/points/stage-rules")["id"],
+    "RulesId": lambda a: a.create("/admin/api/v1/distributor-rules")["id"],
+    "NoticeId": Accounts.notice,
 }
 #: Operations that need a record of their own: paying and cancelling want an order nobody paid.
 PATH_SEEDS: dict[tuple[str, str], Callable[[Accounts], Any]] = {
@@ -365,6 +373,13 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
     # Goods cost at least the setting min_goods_price.
     "POST /admin/api/v1/points/items": {42200: frozenset({"price"})},
     "PATCH /admin/api/v1/points/items/{item_id}": {42200: frozenset({"price"})},
+    # Once the programme rules are published, applying accepts the current version (stored state).
+    "POST /api/v1/distributors/apply": {40030: ANY},
+    # The rules' placeholders must name live settings; a notice's tier goes with the one-tier audience.
+    "POST /admin/api/v1/distributor-rules": {42200: frozenset({"body"})},
+    "PATCH /admin/api/v1/distributor-rules/{rules_id}": {42200: frozenset({"body"})},
+    "POST /admin/api/v1/notices": {42200: frozenset({"tier"})},
+    "PATCH /admin/api/v1/notices/{notice_id}": {42200: frozenset({"tier"})},
     # A report's period: a real calendar day, from no later than to, a year at most.
     **{
         f"GET /admin/api/v1/reports/{report}": {42200: frozenset({"from", "to"})}
@@ -373,8 +388,9 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
 }
 
 #: The same for HTML pages, by status: the OAuth callback's state is bound to the browser by the cookie
-#: ``/h5/member`` set, and its code is WeChat's, so a made-up one is refused with the error page.
-PAGE_REFUSALS: dict[str, set[int]] = {"GET /h5/member/oauth": {400}, "POST /h5/member/shop": {400}}
+#: ``/h5/member`` set, and its code is WeChat's, so a made-up one is refused with the error page. The zone's
+#: forms need a visitor's signed form token, which no random body carries.
+PAGE_REFUSALS: dict[str, set[int]] = {"GET /h5/member/oauth": {400}, "POST /h5/member/shop": {400}, "POST /h5/member/rules": {400}}
 
 
 def business_refusal(case: schemathesis.Case, response: Any) -> bool:

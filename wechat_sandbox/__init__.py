@@ -32,14 +32,17 @@ in ``MessagePush`` (the MP console's 服务器配置, also ``PUT /sandbox/oa/pus
 
 WeChat Pay is played for one merchant (``PayMerchant``): v2 and v3 orders, queries,
 closes and refunds, and the buyer paying (``POST /sandbox/pay/pay``), which sends
-WeChat's signed notification to the order's notify URL.
+WeChat's signed notification to the order's notify URL. v3 is signed with the merchant's platform
+certificates (listed at ``GET /v3/certificates``, rotated with ``POST /sandbox/pay/certificates/rotate``)
+or its WeChat Pay public key (``PUT /sandbox/pay/signer``, or a request naming ``PUB_KEY_ID_…``).
 
 Each API family is a module with its blueprint, registered in ``create_sandbox_app``
 (``app``): ``access_token``, ``miniprogram``, ``messages`` (subscribe and template messages, the
 users' allowances, ``GET /sandbox/messages``), ``official_account`` (with the QR-image and
 OAuth hosts as blueprints of their own) and the users it plays (``oa_users``), WeChat Pay's
 merchant and book of orders (``pay_state``, in ``app.extensions["sandbox_pay"]``), ``pay_v2``,
-``pay_v3``, the buyer it plays (``buyer``) and the sandbox's own ``controls``; ``core`` holds
+``pay_v3``, the buyer it plays (``buyer``), the JS-SDK's tickets and ``wx.config`` check (``jssdk``), the
+mini-program's URL Links and URL Schemes (``links``) and the sandbox's own ``controls``; ``core`` holds
 what they share. ``keys`` generates the WeChat Pay key pairs the sandbox and the app hold.
 
 ``server`` never imports this package at module level (``tests/test_layers.py`` checks it):

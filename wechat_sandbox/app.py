@@ -16,6 +16,8 @@ from wechat_sandbox.access_token import token_bp
 from wechat_sandbox.buyer import pay_control_bp
 from wechat_sandbox.controls import control_bp
 from wechat_sandbox.core import SandboxState, WeChatFault, _render_fault
+from wechat_sandbox.jssdk import TicketBook, jssdk_bp
+from wechat_sandbox.links import LinkBook, links_bp
 from wechat_sandbox.messages import messages_bp
 from wechat_sandbox.miniprogram import miniprogram_bp
 from wechat_sandbox.oa_users import oa_users_bp
@@ -47,8 +49,10 @@ def create_sandbox_app(
     app.extensions["sandbox_state"] = SandboxState(apps, seed, pages)
     app.extensions["sandbox_oa"] = OfficialAccountState(message_push)
     app.extensions["sandbox_pay"] = PayState(pay)
+    app.extensions["sandbox_tickets"] = TicketBook()
+    app.extensions["sandbox_links"] = LinkBook()
     app.register_error_handler(WeChatFault, _render_fault)
-    for bp in (control_bp, token_bp, miniprogram_bp, messages_bp, official_account_bp, oa_users_bp, mp_bp, open_bp, pay_v2_bp, pay_v3_bp, pay_control_bp):
+    for bp in (control_bp, token_bp, miniprogram_bp, messages_bp, official_account_bp, jssdk_bp, links_bp, oa_users_bp, mp_bp, open_bp, pay_v2_bp, pay_v3_bp, pay_control_bp):
         app.register_blueprint(bp)
     return app
 

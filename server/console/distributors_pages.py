@@ -19,6 +19,7 @@ from server.console.roles import allowed
 from server.console.forms import FIELD_LIMIT, checked, problems, whole_number
 from server.console.routes import COUNT_CAP, PAGE_SIZE, bp, form_text, int_arg, pages
 from server.console.session import console_view, current_staff
+from server.distribution import programme
 from server.distribution import routes as api
 from server.distribution import services
 from server.distribution.queries import distributor_stats
@@ -151,6 +152,7 @@ def distributors_record(distributor_id: int, errors: dict[str, str] | None = Non
         grade=sess.get(Grade, distributor.grade_id) if distributor.grade_id else None,
         tier=services.get_tier(sess, distributor.tier),
         stats=distributor_stats(sess, distributor),
+        acceptance=programme.latest_acceptance(sess, distributor.member_id),
         offered=OFFERED.get(distributor.status, ()),
         decisions=DECISIONS,
         reason_required=services.REASON_REQUIRED,

@@ -1,5 +1,5 @@
 """Errors of distributor applications and decisions, grades and promotion materials."""
-from server.errors import ConflictError, NotFoundError
+from server.errors import BadRequestError, ConflictError, NotFoundError
 
 
 class NotADistributorError(NotFoundError):
@@ -30,3 +30,23 @@ class GradeExistsError(ConflictError):
 
 class GradeInUseError(ConflictError):
     code, message = 40934, "distributors hold this grade"
+
+
+class RulesNotAcceptedError(BadRequestError):
+    """Applying without ``rules_version`` while a version of the programme rules is current."""
+
+    code, message = 40030, "accept the current distributor programme rules: send their version as rules_version"
+
+
+class RulesOutdatedError(ConflictError):
+    """The version the member accepted is not the current one; ``data.current_version`` is."""
+
+    code, message = 40935, "the distributor programme rules have changed: show the current version and accept it"
+
+
+class RulesPublishedError(ConflictError):
+    code, message = 40936, "a published version of the programme rules cannot change; start a new draft"
+
+
+class NoSuchRulesError(NotFoundError):
+    code, message = 40436, "no such version of the programme rules"

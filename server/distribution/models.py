@@ -142,3 +142,52 @@ class Material(Base):
     sort: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RulesStatus(str, enum.Enum):
+    draft = "draft"
+    published = "published"
+
+
+class ProgrammeRules(Base):
+    """One version of the distributor programme rules (分销规则与协议).
+
+    A draft is edited freely; publishing gives it the next version number and makes it the current
+    one, after which it never changes (an edit starts a new draft). The body may hold placeholders
+    for the live settings (``{{reward_level1_first_bp}}``), filled in whenever the rules are shown.
+    """
+
+    __tablename__ = "programme_rules"
+    __table_args__ = (
+        CheckConstraint(
+            "(status = 'published' AND number IS NOT NULL) OR (status <> 'published' AND number IS NULL)",
+            name="published_has_number",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: The version number, 1, 2, …: given when published; the highest published one is current.
+    number: Mapped[int | None] = mapped_column(unique=True)
+    status: Mapped[RulesStatus] = mapped_column(enum_column(RulesStatus, "rules_status"), default=RulesStatus.draft)
+    title: Mapped[str] = mapped_column(String(64))
+    #: Plain text with ``{{placeholder}}`` for live values and a very small markup (see programme.render).
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[int | None] = mapped_column(BigId, ForeignKey("staff.id"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    published_by: Mapped[int | None] = mapped_column(BigId, ForeignKey("staff.id"))
+
+
+class RulesAcceptance(Base):
+    """A member accepted one version of the programme rules, when applying to be a distributor."""
+
+    __tablename__ = "programme_rules_acceptances"
+    __table_args__ = (Index("ix_programme_rules_acceptances_member", "member_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    member_id: Mapped[int] = mapped_column(BigId, ForeignKey("members.id"))
+    rules_id: Mapped[int] = mapped_column(BigId, ForeignKey("programme_rules.id"), index=True)
+    accepted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The address the acceptance came from, as the app saw it (X-Forwarded-For only through trusted proxies).
+    client_address: Mapped[str] = mapped_column(String(64), default="")

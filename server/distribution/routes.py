@@ -16,9 +16,9 @@ from server.accounts.auth import (
     staff_required,
 )
 from server.accounts.models import Member, StaffRole
-from server.api import Body, NonBlank, Page, iso, parse_body, parse_query
+from server.api import TEXT_BYTES, Body, NonBlank, Page, Utf8Bytes, client_address, iso, parse_body, parse_query
 from server.clock import month_start
-from server.distribution import queries, services
+from server.distribution import programme, queries, services
 from server.distribution.errors import LeaderboardOffError
 from server.distribution.models import (
     Distributor,
@@ -27,6 +27,8 @@ from server.distribution.models import (
     Grade,
     Material,
     MaterialKind,
+    ProgrammeRules,
+    RulesAcceptance,
 )
 from server.errors import NotFoundError, envelope
 from server.orders import queries as order_queries
@@ -68,6 +70,8 @@ class ApplyBody(Body):
     phone: Phone
     wechat_id: WechatId = ""
     intro: Intro = ""
+    #: The number of the programme rules version the member read and accepts (required once one is published).
+    rules_version: int | None = Field(None, ge=1, le=2**31 - 1)
 
 
 class AppointBody(Body):
@@ -84,6 +88,21 @@ class AppointBody(Body):
 class DecisionBody(Body):
     action: Literal["approve", "reject", "freeze", "unfreeze", "disable"]
     reason: Reason = ""
+
+
+RulesTitle = Annotated[NonBlank, StringConstraints(max_length=64)]
+#: The rules' text: 20,000 characters, and no more bytes than a TEXT column holds.
+RulesText = Annotated[NonBlank, StringConstraints(max_length=20_000), Utf8Bytes(TEXT_BYTES)]
+
+
+class RulesBody(Body):
+    title: RulesTitle
+    body: RulesText
+
+
+class RulesPatchBody(Body):
+    title: RulesTitle | None = None
+    body: RulesText | None = None
 
 
 class DistributorListQuery(Page):
@@ -235,6 +254,17 @@ def serialize_material(material: Material, *, staff_view: bool = False) -> dict[
     return data
 
 
+def serialize_acceptance(found: tuple[RulesAcceptance, ProgrammeRules] | None, *, staff_view: bool) -> dict[str, Any] | None:
+    """Which version of the programme rules the member accepted, and when (staff also see from where)."""
+    if found is None:
+        return None
+    acceptance, rules = found
+    data = {"rules_id": rules.id, "rules_version": rules.number, "title": rules.title, "accepted_at": acceptance.accepted_at.isoformat()}
+    if staff_view:
+        data["client_address"] = acceptance.client_address
+    return data
+
+
 def _detail(distributor: Distributor, *, staff_view: bool) -> dict[str, Any]:
     sess = db.session()
     member = sess.get(Member, distributor.member_id)
@@ -242,6 +272,38 @@ def _detail(distributor: Distributor, *, staff_view: bool) -> dict[str, Any]:
     data = serialize_distributor(distributor, member, staff_view=staff_view)
     data["permissions"] = serialize_tier(services.get_tier(sess, distributor.tier))
     data["record"] = queries.distributor_stats(sess, distributor)
+    data["rules_acceptance"] = serialize_acceptance(programme.latest_acceptance(sess, distributor.member_id), staff_view=staff_view)
+    return data
+
+
+def serialize_rendered(rendered: programme.Rendered) -> dict[str, Any]:
+    return {
+        "text": rendered.text,
+        "html": str(rendered.html),
+        "rates": [{"key": r.key, "label": r.label, "value": r.value} for r in rendered.rates],
+    }
+
+
+def serialize_rules(rules: ProgrammeRules, *, staff_view: bool, current_id: int | None = None, rendered: bool = True) -> dict[str, Any]:
+    """A version of the programme rules; with ``rendered``, its text with the live rates filled in."""
+    data: dict[str, Any] = {
+        "id": rules.id,
+        "number": rules.number,
+        "title": rules.title,
+        "published_at": iso(rules.published_at),
+    }
+    if staff_view:
+        data |= {
+            "status": rules.status.value,
+            "current": rules.id == current_id,
+            "body": rules.body,
+            "created_at": rules.created_at.isoformat(),
+            "created_by": rules.created_by,
+            "updated_at": rules.updated_at.isoformat(),
+            "published_by": rules.published_by,
+        }
+    if rendered:
+        data["rendered"] = serialize_rendered(programme.render_text(db.session(), rules.body))
     return data
 
 
@@ -254,9 +316,24 @@ def apply() -> Any:
     """Apply to become a distributor (free; no purchase needed)."""
     body = parse_body(ApplyBody)
     distributor = services.apply(
-        db.session(), current_member(), real_name=body.real_name, phone=body.phone, wechat_id=body.wechat_id, intro=body.intro
+        db.session(),
+        current_member(),
+        real_name=body.real_name,
+        phone=body.phone,
+        wechat_id=body.wechat_id,
+        intro=body.intro,
+        rules_version=body.rules_version,
+        client_address=client_address(),
     )
     return envelope(_detail(distributor, staff_view=False), status=201)
+
+
+@bp.get("/distributors/rules")
+@member_required
+def get_current_rules() -> Any:
+    """The current programme rules with the live rates; null before any version is published."""
+    rules = programme.current_rules(db.session())
+    return envelope(serialize_rules(rules, staff_view=False) if rules is not None else None)
 
 
 @bp.get("/distributors/me")
@@ -481,3 +558,51 @@ def patch_material(material_id: int) -> Any:
 def deactivate_material(material_id: int) -> Any:
     material = services.deactivate_material(db.session(), material_id, staff=current_staff())
     return envelope(serialize_material(material, staff_view=True))
+
+
+# -- console: programme rules ------------------------------------------------------------------
+
+
+@admin_bp.get("/distributor-rules")
+@staff_required(StaffRole.operations)
+def list_rules() -> Any:
+    """Every version, newest first, without rendering (the list is for choosing one)."""
+    sess = db.session()
+    current = programme.current_rules(sess)
+    current_id = current.id if current else None
+    rows = programme.list_rules(sess)
+    return envelope({"items": [serialize_rules(r, staff_view=True, current_id=current_id, rendered=False) for r in rows], "current_id": current_id})
+
+
+@admin_bp.post("/distributor-rules")
+@staff_required(StaffRole.operations)
+def create_rules() -> Any:
+    body = parse_body(RulesBody)
+    rules = programme.create_draft(db.session(), title=body.title, body=body.body, staff_id=current_staff().id)
+    return envelope(_staff_rules(rules), status=201)
+
+
+def _staff_rules(rules: ProgrammeRules) -> dict[str, Any]:
+    current = programme.current_rules(db.session())
+    return serialize_rules(rules, staff_view=True, current_id=current.id if current else None)
+
+
+@admin_bp.get("/distributor-rules/<int:rules_id>")
+@staff_required(StaffRole.operations)
+def get_rules(rules_id: int) -> Any:
+    return envelope(_staff_rules(programme.get_rules(db.session(), rules_id)))
+
+
+@admin_bp.patch("/distributor-rules/<int:rules_id>")
+@staff_required(StaffRole.operations)
+def patch_rules(rules_id: int) -> Any:
+    body = parse_body(RulesPatchBody)
+    rules = programme.update_draft(db.session(), rules_id, patch_fields(body), staff_id=current_staff().id)
+    return envelope(_staff_rules(rules))
+
+
+@admin_bp.post("/distributor-rules/<int:rules_id>/publish")
+@staff_required(StaffRole.operations)
+def publish_rules(rules_id: int) -> Any:
+    rules = programme.publish(db.session(), rules_id, staff_id=current_staff().id)
+    return envelope(_staff_rules(rules))

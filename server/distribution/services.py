@@ -19,6 +19,7 @@ from server import db, events, security, tasks
 from server.accounts.models import Member, MemberStatus, Staff
 from server.accounts.services import record_audit
 from server.db import paginate, rowcount, utcnow
+from server.distribution import programme
 from server.distribution.errors import (
     ApplicationBlockedError,
     ApplicationExistsError,
@@ -218,11 +219,23 @@ def _audit(sess: Session, distributor: Distributor, action: str, previous: Distr
     )
 
 
-def apply(sess: Session, member: Member, *, real_name: str, phone: str, wechat_id: str = "", intro: str = "") -> Distributor:
+def apply(
+    sess: Session,
+    member: Member,
+    *,
+    real_name: str,
+    phone: str,
+    wechat_id: str = "",
+    intro: str = "",
+    rules_version: int | None = None,
+    client_address: str = "",
+) -> Distributor:
     """A member applies to become a distributor. Free: no payment or purchase is ever asked for.
 
-    The tier and recruiter follow ``_placement``. A tier-2 application with a recruiter is
-    decided as the ``distributor_approval`` setting says; any other one waits for staff.
+    Once a version of the programme rules is published, the member accepts the current one
+    (``rules_version``, see ``programme.accept_current``); the acceptance is recorded with the
+    application. The tier and recruiter follow ``_placement``. A tier-2 application with a recruiter
+    is decided as the ``distributor_approval`` setting says; any other one waits for staff.
     """
     distributor = distributor_of(sess, member.id, for_update=True)
     current = distributor.status if distributor else None
@@ -230,6 +243,7 @@ def apply(sess: Session, member: Member, *, real_name: str, phone: str, wechat_i
         if current in (Status.frozen, Status.disabled):
             raise ApplicationBlockedError(data={"status": current.value})
         raise ApplicationExistsError(data={"status": current.value if current else None})
+    programme.accept_current(sess, member.id, rules_version, client_address=client_address)
     tier, recruiter_id = _placement(sess, member.id)
     if distributor is None:
         distributor = Distributor(member_id=member.id)

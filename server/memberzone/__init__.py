@@ -21,6 +21,6 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     from server.memberzone import routes
     # The page modules add their routes to routes.bp as they load, before it is registered below.
-    from server.memberzone import points_pages, share_pages, team_pages  # noqa: F401
+    from server.memberzone import points_pages, programme_pages, share_pages, team_pages  # noqa: F401
 
     app.register_blueprint(routes.bp)

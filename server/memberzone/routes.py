@@ -19,8 +19,8 @@ from server import db
 from server.accounts.models import Member, MemberStatus
 from server.console import labels
 from server.errors import AppError
-from server.html import content_security_policy, csp_nonce, image_origins, override_html_headers
-from server.memberzone import session
+from server.html import content_security_policy, csp_nonce, image_origins, override_html_headers, request_script_sources
+from server.memberzone import session, wechat_share
 from server.points.queries import member_balances
 from server.referral import official_account as zone_services
 from server.settings.services import get_setting
@@ -44,6 +44,9 @@ ERROR_TITLES = {400: "请求无效", 403: "无权访问", 404: "没有找到", 4
 #: What members read for the errors they can meet in the zone; anything else shows the status's title.
 MEMBER_ERRORS = {
     40430: "你还不是推广员。",
+    40480: "没有找到这条公告，或它已撤回。",
+    40930: "你已提交过申请，或已经是推广员。",
+    40931: "你的推广员资格已被冻结或停用，暂不能重新申请。",
     40440: "没有找到这件商品，或它已下架。",
     40441: "没有找到这条兑换记录。",
     40442: "没有找到这张结算单。",
@@ -80,10 +83,14 @@ def add_section(endpoint: str, title: str, text: str) -> None:
 # -- every zone request ------------------------------------------------------------------------------
 
 
-@bp.before_request
-def _zone_request() -> None:
+@bp.after_request
+def _zone_policy(response: Response) -> Response:
     # The html module's policy, with ``data:`` images: the page's empty icon, so the browser asks for no favicon.
-    override_html_headers({"Content-Security-Policy": content_security_policy(csp_nonce(), image_origins() | {"data:"})})
+    # Built after the view, so it allows the script files the page asked for (WeChat's JS-SDK).
+    override_html_headers({"Content-Security-Policy": content_security_policy(
+        csp_nonce(), image_origins() | {"data:"}, request_script_sources()
+    )})
+    return response
 
 
 @bp.after_request
@@ -140,6 +147,8 @@ def zone_view(view: Callable[..., Any]) -> Callable[..., Any]:
         if request.method == "POST" and not session.form_token_valid(request.form.get("form_token", ""), unionid):
             return state_page("form_expired", 400)
         g.zone_unionid = unionid
+        if request.method == "GET":
+            g.zone_share = wechat_share.zone_share(member)
         return view(member, *args, **kwargs)
 
     return wrapped

@@ -47,3 +47,7 @@ class LeadAlreadyLinkedError(ConflictError):
 
 class NothingToPayError(ConflictError):
     code, message = 40925, "the partner has no unpaid commission in this period"
+
+
+class ForeignPageError(AppError):
+    http_status, code, message = 422, 42266, "only a page of this site (PUBLIC_BASE_URL) can be signed for the JS-SDK"

@@ -13,7 +13,7 @@ from server.accounts.models import Member, StaffRole
 from server.api import Body, Instant, NonBlank, Page, client_address, iso, parse_body, parse_query, validate
 from server.cache import enforce_rate_limit
 from server.errors import NotFoundError, ValidationError, envelope
-from server.referral import lead_work, payouts, services
+from server.referral import lead_work, payouts, services, sharing
 from server.referral.errors import PartnerNotFoundError
 from server.referral.models import (
     Binding,
@@ -324,17 +324,35 @@ def landing(code: str) -> Any:
     sess = db.session()
     scene = services.record_visit(sess, code, visitor=_visitor()) if SCENE_RE.fullmatch(code) else None
     sharer = sess.get(Member, scene.sharer_id) if scene and scene.sharer_id else None
-    # Commits here, by design: a visit to a dead scene is recorded, though the page answers 404.
+    # The sharer's own page: they want to be recognised (team lists are what mask names).
+    sharer_name = sharer.nickname if sharer else None
+    shop_name = get_setting(sess, "shop_name")
+    # Commits here, by design: a visit to a dead scene is recorded, though the page answers 404;
+    # and no transaction is open while WeChat makes the scene's mini-program links.
     db.commit()
+    links = sharing.scene_links(scene.code) if scene else None
     page = render_template(
         "landing.html",
         scene=scene,
-        # The sharer's own page: they want to be recognised (team lists are what mask names).
-        sharer=sharer.nickname if sharer else None,
-        shop_name=get_setting(sess, "shop_name"),
+        sharer=sharer_name,
+        shop_name=shop_name,
         sent=False,
+        open_link=_open_link(links),
     )
-    return page, 200 if scene else 404
+    # The button's link depends on whether the page is opened inside WeChat.
+    return page, 200 if scene else 404, {"Vary": "User-Agent"}
+
+
+def _in_wechat() -> bool:
+    return "MicroMessenger" in request.headers.get("User-Agent", "")
+
+
+def _open_link(links: sharing.SceneLinks | None) -> str | None:
+    """Where "打开小程序" leads: inside WeChat the URL Link opens the mini-program at once; a phone's
+    browser hands the URL Scheme to WeChat."""
+    if links is None:
+        return None
+    return links.url_link if _in_wechat() else links.scheme
 
 
 @landing_bp.post("/s/<code>/lead")

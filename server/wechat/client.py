@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import redis
 import requests
 from wechatpy import WeChatClient
 from wechatpy.client.api.base import BaseWeChatAPI
+from wechatpy.client.api.jsapi import WeChatJSAPI
 from wechatpy.session import SessionStorage
 from wechatpy.session.memorystorage import MemoryStorage
 from wechatpy.session.redisstorage import RedisStorage
@@ -52,8 +54,13 @@ TOKENLESS_PATHS = frozenset({
 TOKEN_EXPIRY_MARGIN = 300
 
 #: Query parameters whose values never reach a log line.
-_SECRET_PARAMS = ("secret", "appsecret", "access_token", "js_code", "code", "session_key", "refresh_token")
+_SECRET_PARAMS = (
+    "secret", "appsecret", "access_token", "js_code", "code", "session_key", "refresh_token", "ticket", "jsapi_ticket",
+)
 _SECRET_QUERY = re.compile(r"(?i)([?&](?:%s)=)[^&\s\"']*" % "|".join(_SECRET_PARAMS))
+
+#: Ticket types ``cgi-bin/ticket/getticket`` issues: the JS-SDK's and the card API's.
+TICKET_TYPES = ("jsapi", "wx_card")
 
 LockFactory = Callable[[str], ContextManager[Any]]
 
@@ -290,6 +297,48 @@ class WeChatApiClient(WeChatClient):
         self.expires_at = int(time.time()) + expires_in
         return result
 
+    # -- tickets (the JS-SDK's jsapi_ticket) ----------------------------------
+
+    def _ticket_key(self, kind: str) -> str:
+        return f"{self.appid}_{kind}_ticket_entry"
+
+    def _stored_ticket(self, kind: str) -> str | None:
+        entry = self.session.get(self._ticket_key(kind))
+        if isinstance(entry, dict) and entry.get("expires_at", 0) - time.time() > TOKEN_EXPIRY_MARGIN:
+            return str(entry["ticket"])
+        return None
+
+    def ticket(self, kind: str = "jsapi") -> str:
+        """A valid ticket of ``kind`` from the shared storage, fetched (once for all workers) when missing."""
+        return self._stored_ticket(kind) or self.refresh_ticket(kind)
+
+    def refresh_ticket(self, kind: str = "jsapi", stale: str | None = None) -> str:
+        """Fetch a new ticket unless another worker already replaced ``stale`` (or the missing one).
+
+        Stored and locked like the access token; an access token WeChat calls invalid is refreshed
+        and the fetch retried once by ``_request``.
+        """
+        if kind not in TICKET_TYPES:
+            raise ValueError(f"ticket type must be one of {', '.join(TICKET_TYPES)}")
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self._lock_factory(f"wechat-ticket:{self.appid}:{kind}"))
+            except Exception as exc:  # the lock backend's own error: Redis LockError, TimeoutError
+                raise WeChatUnavailableError(None, f"ticket lock not taken: {type(exc).__name__}") from exc
+            current = self._stored_ticket(kind)
+            if current is not None and current != stale:
+                return current
+            logger.info("fetching a WeChat %s ticket for appid %s", kind, self.appid)
+            result = self.jsapi.get_ticket(kind)
+            if not isinstance(result, dict) or not isinstance(result.get("ticket"), str) or not result["ticket"]:
+                raise WeChatUnavailableError(None, "cgi-bin/ticket/getticket returned no ticket")
+            try:
+                expires_in = int(result.get("expires_in") or 7200)
+            except (TypeError, ValueError):
+                raise WeChatUnavailableError(None, "cgi-bin/ticket/getticket: expires_in is not a number") from None
+            self.session.set(self._ticket_key(kind), {"ticket": result["ticket"], "expires_at": time.time() + expires_in}, expires_in)
+            return str(result["ticket"])
+
     # -- requests ---------------------------------------------------------
 
     def _request(self, method: str, url_or_endpoint: str, **kwargs: Any) -> Any:
@@ -402,6 +451,21 @@ def _msgid(result: Mapping[str, Any]) -> int | None:
     return msgid if isinstance(msgid, int) and not isinstance(msgid, bool) else None
 
 
+#: WeChat's limit on a URL Link's or URL Scheme's query.
+LINK_QUERY_MAX = 1024
+#: Since 2023 every URL Link and URL Scheme expires, within 30 days of being generated.
+LINK_MAX_SECONDS = 30 * 86400
+
+
+@dataclass(frozen=True)
+class MiniProgramLink:
+    """A URL Link (``https://wxaurl.cn/…``) or URL Scheme (``weixin://dl/business/?t=…``) opening one page."""
+
+    url: str
+    #: Unix time it stops working, as asked of WeChat.
+    expires_at: int
+
+
 class MiniProgram:
     """The mini-program's server-side WeChat APIs, typed and with WeChat's errors as WeChatError."""
 
@@ -486,6 +550,36 @@ class MiniProgram:
             raise WeChatUnavailableError(None, f"{path}: JSON instead of an image")
         return result.content
 
+    @staticmethod
+    def _link_expiry(path: str, query: str, expire_time: int) -> None:
+        if "?" in path:
+            raise ValueError("the page path carries no query; pass it as query")
+        if len(query) > LINK_QUERY_MAX:
+            raise ValueError(f"query must be at most {LINK_QUERY_MAX} characters")
+        if not 60 < expire_time - time.time() <= LINK_MAX_SECONDS:
+            raise ValueError("a link expires between one minute and 30 days from now")
+
+    def generate_url_link(self, path: str, query: str, *, expire_time: int, env_version: str = "release") -> MiniProgramLink:
+        """A URL Link (``wxa/generate_urllink``): an https link that opens ``path?query`` in the mini-program."""
+        self._link_expiry(path, query, expire_time)
+        api = "wxa/generate_urllink"
+        body = {"path": path, "query": query, "env_version": env_version, "expire_type": 0, "expire_time": expire_time}
+        result = _json(self.client.post(api, api_base_url=self.client.api_base, data=body), api)
+        return MiniProgramLink(_required(result, "url_link", api), expire_time)
+
+    def generate_scheme(self, path: str, query: str, *, expire_time: int, env_version: str = "release") -> MiniProgramLink:
+        """A URL Scheme (``wxa/generatescheme``): ``weixin://dl/business/?t=…``, which a phone's browser hands to WeChat."""
+        self._link_expiry(path, query, expire_time)
+        api = "wxa/generatescheme"
+        body = {
+            "jump_wxa": {"path": path, "query": query, "env_version": env_version},
+            "is_expire": True,
+            "expire_type": 0,
+            "expire_time": expire_time,
+        }
+        result = _json(self.client.post(api, api_base_url=self.client.api_base, data=body), api)
+        return MiniProgramLink(_required(result, "openlink", api), expire_time)
+
     def send_subscribe_message(
         self,
         openid: str,
@@ -537,6 +631,43 @@ class SceneQR:
     url: str
     #: Seconds it stays valid; None for a permanent code.
     expire_seconds: int | None
+
+
+#: The JS-SDK calls a page asks for unless told otherwise: the new share menus (JS-SDK 1.4+).
+SHARE_JS_APIS = ("updateAppMessageShareData", "updateTimelineShareData")
+
+
+@dataclass(frozen=True)
+class JsSdkConfig:
+    """What a page passes to ``wx.config`` (``as_dict``): the signature binds it to one page URL."""
+
+    app_id: str
+    timestamp: int
+    nonce_str: str
+    signature: str
+    js_api_list: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The object ``wx.config`` takes, in the JS-SDK's key names."""
+        return {
+            "appId": self.app_id,
+            "timestamp": self.timestamp,
+            "nonceStr": self.nonce_str,
+            "signature": self.signature,
+            "jsApiList": list(self.js_api_list),
+        }
+
+
+def jsapi_signature(ticket: str, nonce_str: str, timestamp: int, url: str) -> str:
+    """WeChat's JS-SDK signature: sha1 of ``jsapi_ticket=…&noncestr=…&timestamp=…&url=…``.
+
+    ``url`` is the page's full URL as the browser has it, without the ``#`` fragment and not
+    re-encoded; wechatpy sorts the pairs (their keys' ASCII order) and hashes them.
+    """
+    if "#" in url:
+        raise ValueError("the signed URL must not carry a #fragment")
+    # wechatpy's helper uses no instance state: called on the class.
+    return str(WeChatJSAPI.get_jsapi_signature(None, nonce_str, ticket, timestamp, url))
 
 
 @dataclass(frozen=True)
@@ -683,6 +814,15 @@ class OfficialAccount:
             body["url"] = url
         result = _json(self.client.post(path, api_base_url=self.client.api_base, data=body), path)
         return _msgid(result)
+
+    def jssdk_config(self, url: str, js_api_list: tuple[str, ...] = SHARE_JS_APIS) -> JsSdkConfig:
+        """The ``wx.config`` of the page at ``url`` (its fragment is dropped, as the JS-SDK does)."""
+        page = url.split("#", 1)[0]
+        # The nonce is any string of letters and digits; 16 of them, like WeChat's example.
+        nonce = secrets.token_hex(8)
+        timestamp = int(time.time())
+        signature = jsapi_signature(self.client.ticket("jsapi"), nonce, timestamp, page)
+        return JsSdkConfig(self.appid, timestamp, nonce, signature, tuple(js_api_list))
 
     def oauth_url(self, redirect_uri: str, state: str, scope: str = "snsapi_base") -> str:
         """The page to send a browser to; WeChat sends it back to ``redirect_uri`` with ``code`` and ``state``."""

@@ -25,6 +25,10 @@ PAGES = {
     "/console/staff": "staff",
     "/console/account/password": "account",
     "/console/exports": "exports",
+    "/console/distributor-rules": "programme",
+    "/console/distributor-rules/new": "programme.edit",
+    "/console/notices": "notices",
+    "/console/notices/new": "notices.edit",
 }
 
 

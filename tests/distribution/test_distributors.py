@@ -63,7 +63,10 @@ def test_member_with_no_orders_applies_and_is_approved_free(client, wx_login, ap
 def test_there_is_no_entry_fee_anywhere():
     columns = set(Distributor.__table__.columns.keys())
     assert not {c for c in columns if any(word in c for word in ("fee", "pay", "price", "deposit", "order", "purchase"))}
-    assert set(inspect.signature(services.apply).parameters) == {"sess", "member", "real_name", "phone", "wechat_id", "intro"}
+    # Contact details and the programme rules the member accepted: nothing to pay or buy.
+    assert set(inspect.signature(services.apply).parameters) == {
+        "sess", "member", "real_name", "phone", "wechat_id", "intro", "rules_version", "client_address"
+    }
 
 
 def test_phone_is_stored_encrypted(app, wx_login, apply, sess):

@@ -59,3 +59,24 @@ def base_url() -> None:
     """No base URL for Playwright's pages (see tests/console/conftest.py: pytest-playwright's own is a
     method-style fixture this pytest warns about)."""
     return None
+
+
+#: Stands in for WeChat's JS-SDK in a browser: records wx.config and the share calls in ``window.__wx``;
+#: ``wx.ready`` runs its callback once the page's script is done, as WeChat's does.
+FAKE_JSSDK = """
+window.__wx = { configs: [], shares: [] };
+window.wx = {
+  config: function (c) { window.__wx.configs.push(c); },
+  ready: function (fn) { setTimeout(fn, 0); },
+  error: function () {},
+  updateAppMessageShareData: function (d) { window.__wx.shares.push(["appMessage", d]); },
+  updateTimelineShareData: function (d) { window.__wx.shares.push(["timeline", d]); }
+};
+"""
+
+
+def stand_in_jssdk(target: Any) -> None:
+    """Serve ``FAKE_JSSDK`` for WeChat's JS-SDK URL to a Playwright page or context (no browser here reaches res.wx.qq.com)."""
+    from server.memberzone.wechat_share import JWEIXIN_URL
+
+    target.route(JWEIXIN_URL, lambda route: route.fulfill(status=200, content_type="application/javascript", body=FAKE_JSSDK))

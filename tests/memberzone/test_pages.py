@@ -5,7 +5,8 @@ import pytest
 
 PAGES = ["/h5/member", "/h5/member/points", "/h5/member/points?account=pending", "/h5/member/statements", "/h5/member/shop",
          "/h5/member/redemptions", "/h5/member/team", "/h5/member/team?level=indirect", "/h5/member/orders",
-         "/h5/member/recruits", "/h5/member/share", "/h5/member/materials", "/h5/member/materials?kind=video"]
+         "/h5/member/recruits", "/h5/member/share", "/h5/member/materials", "/h5/member/materials?kind=video",
+         "/h5/member/rules", "/h5/member/notices"]
 
 
 @pytest.mark.parametrize("path", PAGES)

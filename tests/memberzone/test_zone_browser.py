@@ -21,6 +21,7 @@ from tests.console.test_browser import (  # noqa: F401  (the module's browser, l
     live,
     shots,
 )
+from tests.memberzone.conftest import stand_in_jssdk
 from tests.points import post_to
 from server.points.models import AccountKind
 
@@ -30,7 +31,7 @@ WECHAT_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Mobile/15E148 MicroMessenger/8.0.47(0x18002f2f) NetType/WIFI Language/zh_CN"
 )
-PAGES = ["", "/points", "/statements", "/shop", "/redemptions", "/team", "/team?level=indirect", "/orders", "/recruits", "/share", "/materials"]
+PAGES = ["", "/points", "/statements", "/shop", "/redemptions", "/team", "/team?level=indirect", "/orders", "/recruits", "/share", "/materials", "/rules", "/notices"]
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +51,7 @@ def alice(live: LiveServer, page: Any) -> int:
         db.commit()
         member_id = member.id
     page.context.add_cookies([{"name": "member_zone", "value": token, "domain": "127.0.0.1", "path": "/h5", "httpOnly": True, "sameSite": "Lax"}])
+    stand_in_jssdk(page)  # every page loads WeChat's JS-SDK
     return member_id
 
 
