@@ -9,8 +9,13 @@ the new code and lets the old ones finish their requests for up to ``graceful_ti
 """
 from __future__ import annotations
 
+import json
+import logging
 import multiprocessing
 import os
+import time
+
+from prometheus_client import multiprocess
 
 
 def _int(name: str, default: int) -> int:
@@ -46,9 +51,84 @@ limit_request_field_size = 8190
 #: gunicorn's own X-Forwarded-* handling only for nginx on the same host; the app takes the client
 #: address from X-Forwarded-For with TRUSTED_PROXIES hops.
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
-#: Access log on stdout (journald keeps it), with nginx's request id to join the two logs.
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+#: The app writes its own access line for every request (logger ``server.access``: route, status,
+#: duration and the request id, in LOG_FORMAT), so gunicorn's is off unless GUNICORN_ACCESS_LOG names a file ("-": stdout).
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}i)s'
 proc_name = "referral-web"
+
+#: LOG_FORMAT as the app reads it (server/config.py): json unless APP_ENV=development, whose default is text.
+log_format = (os.environ.get("LOG_FORMAT") or ("text" if os.environ.get("APP_ENV", "").strip().lower() == "development" else "json")).strip().lower()
+
+
+class GunicornJsonFormatter(logging.Formatter):
+    """gunicorn's own lines (start, workers booting and exiting, timeouts) as JSON objects like the app's
+    (server/logs.py), so every line of the service parses; written here because the master must not
+    import the app, or a graceful reload would keep serving the old code's modules."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + ".%03dZ" % record.msecs,
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def _json_lines(server: object) -> None:
+    """With LOG_FORMAT=json, gunicorn's handlers write JSON lines (the workers inherit them)."""
+    if log_format != "json":
+        return
+    formatter = GunicornJsonFormatter()
+    glog = server.log  # type: ignore[attr-defined]  # gunicorn's Arbiter
+    for logger in (glog.error_log, glog.access_log):
+        for handler in logger.handlers:
+            handler.setFormatter(formatter)
+
+
+def on_reload(server: object) -> None:
+    """A reload (SIGHUP) sets gunicorn's logging up again: JSON again."""
+    _json_lines(server)
+
+
+#: Prometheus multiprocess mode: with PROMETHEUS_MULTIPROC_DIR set (systemd: RuntimeDirectory), each worker
+#: and the scheduler write their figures to files there and GET /metrics on any worker adds them up.
+#: prometheus-client reads the variable when it is imported, so it must be in the environment of
+#: gunicorn and of the scheduler, not set by the app.
+metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def on_starting(server: object) -> None:
+    """JSON lines when LOG_FORMAT says so; then start from an empty metrics directory: the files of processes
+    that are gone (the workers of an earlier run) are removed, those of a running process (the scheduler) kept."""
+    _json_lines(server)
+    if metrics_dir is None:
+        return
+    os.makedirs(metrics_dir, exist_ok=True)
+    for name in os.listdir(metrics_dir):
+        stem, _, pid = name.removesuffix(".db").rpartition("_")
+        if name.endswith(".db") and stem and pid.isdigit() and not _pid_running(int(pid)):
+            os.remove(os.path.join(metrics_dir, name))
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker ended: its live gauges stop counting (prometheus-client's own bookkeeping); its counters stay summed."""
+    if metrics_dir is None:
+        return
+    multiprocess.mark_process_dead(worker.pid, metrics_dir)  # type: ignore[attr-defined]  # gunicorn's Worker

@@ -1,13 +1,11 @@
 """The referral-and-points backend: ``create_app()`` builds the Flask application."""
 from __future__ import annotations
 
-import logging
-
 from flask import Flask, Response
 
 from werkzeug.routing import IntegerConverter
 
-from server import db
+from server import db, logs
 from server.config import Config
 
 
@@ -51,16 +49,16 @@ def create_app(config: Config | None = None) -> Flask:
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     if not app.testing:
-        logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at import
+        logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
 
-    from server import accounts, cache, cli, console, distribution, errors, feedback, health, html, memberzone, notices, notifications, orders, points, posters, referral, reports, settings, tasks, training, wechat
+    from server import accounts, cache, cli, console, distribution, errors, feedback, health, html, memberzone, metrics, notices, notifications, orders, points, posters, referral, reports, settings, tasks, training, wechat
 
     # An id in a URL must fit a BIGINT; a larger one matches no route (404) instead of failing in the database.
     app.url_map.converters["int"] = BigIntConverter
     errors.init_app(app)
     html.init_app(app)
     db.init_app(app)
+    metrics.init_app(app)  # request ids, request metrics, the access line and GET /metrics
     cache.init_app(app)
     tasks.init_app(app)
     wechat.init_app(app)

@@ -169,12 +169,16 @@ def validate(model: type[M], payload: dict[str, Any]) -> M:
 
 def client_address() -> str:
     """The caller's address; X-Forwarded-For is trusted only for the configured proxy hops."""
-    hops = current_app.config["TRUSTED_PROXIES"]
+    return forwarded_client(request.remote_addr, request.headers.get("X-Forwarded-For"), current_app.config["TRUSTED_PROXIES"])
+
+
+def forwarded_client(remote_addr: str | None, forwarded_for: str | None, hops: int) -> str:
+    """The client's address from the connection's peer and ``X-Forwarded-For``, trusting ``hops`` proxies."""
     if hops:
-        forwarded = [p.strip() for p in request.headers.get("X-Forwarded-For", "").split(",") if p.strip()]
+        forwarded = [p.strip() for p in (forwarded_for or "").split(",") if p.strip()]
         if len(forwarded) >= hops:
             return forwarded[-hops]
-    return request.remote_addr or "unknown"
+    return remote_addr or "unknown"
 
 
 class Page(Query):

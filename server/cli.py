@@ -11,6 +11,7 @@ from werkzeug.serving import run_simple
 from server import db, migrate
 from server.accounts.models import StaffRole
 from server.accounts.services import create_staff
+from server.backup import backup_command, restore_command
 from server.demo import run_demo, seed_demo
 from server.errors import AppError
 from server.scheduler import scheduler_command
@@ -151,5 +152,5 @@ def demo_command(base_url: str, sandbox_url: str | None) -> None:
 
 def init_app(app: Flask) -> None:
     app.cli.add_command(db_cli)
-    for command in (run_command, sandbox_command, create_staff_command, seed_demo_command, demo_command, scheduler_command):
+    for command in (run_command, sandbox_command, create_staff_command, seed_demo_command, demo_command, scheduler_command, backup_command, restore_command):
         app.cli.add_command(command)

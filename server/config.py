@@ -11,6 +11,7 @@ Secrets come only from the environment. ``APP_ENV`` says where the app runs:
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 from pathlib import Path
@@ -40,6 +41,9 @@ PAY_PUBLIC_KEY_ID_PREFIX = "PUB_KEY_ID_"
 
 #: The values of APP_ENV; unset means production.
 APP_ENVS = ("development", "production")
+
+#: The values of LOG_FORMAT.
+LOG_FORMATS = ("json", "text")
 
 #: The SECRET_KEY a development run in sandbox mode falls back to when none is set.
 SANDBOX_SECRET_KEY = "sandbox-only-secret-key-do-not-use-in-production"
@@ -182,6 +186,13 @@ class Config:
         #: Set behind a reverse proxy so the client address comes from X-Forwarded-For.
         self.TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
         self.LOG_LEVEL = env.get("LOG_LEVEL", "INFO")
+        #: "json" (one object per line, for journald and log shippers) or "text"; production defaults to json.
+        self.LOG_FORMAT = (env.get("LOG_FORMAT") or ("json" if self.production else "text")).strip().lower()
+        #: Client addresses or networks (comma-separated) that may read GET /metrics; empty: none.
+        #: Behind nginx the address is the one TRUSTED_PROXIES gives, so the public never matches the loopback.
+        self.METRICS_ALLOWED_IPS = tuple(part.strip() for part in env.get("METRICS_ALLOWED_IPS", "127.0.0.1,::1").split(",") if part.strip())
+        #: A bearer token that opens GET /metrics from any address (``Authorization: Bearer …``); empty: none.
+        self.METRICS_TOKEN = env.get("METRICS_TOKEN", "")
 
     @property
     def production(self) -> bool:
@@ -191,6 +202,13 @@ class Config:
         """Refuse to start without the settings the environment needs; ConfigError says which."""
         if self.APP_ENV not in APP_ENVS:
             raise ConfigError(f"APP_ENV must be development or production, not {self.APP_ENV!r}")
+        if self.LOG_FORMAT not in LOG_FORMATS:
+            raise ConfigError(f"LOG_FORMAT must be json or text, not {self.LOG_FORMAT!r}")
+        for network in self.METRICS_ALLOWED_IPS:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"METRICS_ALLOWED_IPS: {network!r} is not an address or network") from None
         if self.WECHAT_MINIPROGRAM_STATE not in ("formal", "trial", "developer"):
             raise ConfigError(f"WECHAT_MINIPROGRAM_STATE must be formal, trial or developer, not {self.WECHAT_MINIPROGRAM_STATE!r}")
         if self.production:
@@ -282,6 +300,9 @@ class TestingConfig(Config):
             setattr(self, name, sandbox_value)
         self.LOGIN_RATE_LIMIT = 1000
         self.STAFF_LOGIN_RATE_LIMIT = 1000
+        # GET /metrics for the test client's loopback address only, whatever the environment says.
+        self.METRICS_ALLOWED_IPS = ("127.0.0.1", "::1")
+        self.METRICS_TOKEN = ""
         #: Background tasks run inline after the commit, so tests see their effects at once.
         self.TASKS_EAGER = True
         # Tests generate their own WeChat Pay key pairs, outside the checkout, and never read real ones.

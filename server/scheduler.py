@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from server import db
+from server import db, logs, metrics
 from server.accounts import export_jobs
 from server.clock import CHINA, local
 from server.db import unit_of_work, utcnow
@@ -353,12 +354,25 @@ SCHEDULES = (
 
 
 def run_job(app: Flask, name: str, job: Job, now: datetime | None = None) -> Any:
-    """Run one job now; an exception is logged, never raised into the scheduler."""
+    """Run one job now; an exception is logged, never raised into the scheduler.
+
+    Each run is counted (``referral_scheduler_job_runs_total``: done, skipped when the job found its period
+    taken or nothing due, failed) and timed, and its log lines carry an id of its own (``<job>-<12 hex>``).
+    """
+    began = time.perf_counter()
+    outcome = "failed"
+    # The run's lines share an id, as a request's do.
+    token = logs.request_id.set(f"{name}-{logs.new_request_id()[:12]}")
     try:
-        return job(app, now or utcnow())
+        result = job(app, now or utcnow())
+        outcome = "skipped" if result is None else "done"
+        return result
     except Exception:
         app.logger.exception("scheduled job %s failed", name)
         return None
+    finally:
+        metrics.count_job(name, outcome, time.perf_counter() - began)
+        logs.request_id.reset(token)
 
 
 def build_scheduler(app: Flask) -> BlockingScheduler:

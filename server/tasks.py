@@ -8,6 +8,7 @@ same idempotent work, so the pool needs no durable queue of its own. Tests set
 from __future__ import annotations
 
 import atexit
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -41,6 +42,7 @@ def defer(fn: Callable[..., Any], *args: Any) -> None:
         if pool is None:
             _run(app, fn, args)
         else:
-            pool.submit(_run, app, fn, args)
+            # In a copy of the request's context, so the task's log lines carry the request's id.
+            pool.submit(contextvars.copy_context().run, _run, app, fn, args)
 
     db.after_commit(start)

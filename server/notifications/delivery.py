@@ -14,7 +14,7 @@ from flask import Flask, current_app
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from server import db
+from server import db, metrics
 from server.accounts.models import Member
 from server.db import rowcount, utcnow
 from server.notifications.models import MessageChannel, OAFollower, OutboxMessage, OutboxState, SubscriptionAllowance
@@ -27,6 +27,8 @@ TRANSIENT_ERRCODES = frozenset({-1, 40001, 40014, 42001, 45009, 45011})
 NO_SUBSCRIPTION = 43101
 #: The member does not follow the official account.
 NOT_FOLLOWING = 43004
+#: The reason a message is counted as dropped before any send: no allowance left, and no fallback that reaches the member.
+NO_ALLOWANCE = "no_allowance"
 #: A claimed row is the claimant's this long; after it another sender may take it again.
 LEASE = timedelta(minutes=5)
 #: Sends tried before a message that WeChat keeps turning away for now is given up (``failed``).
@@ -112,6 +114,8 @@ def claim(sess: Session, outbox_id: int, now: datetime) -> Claim | None:
     else:
         row.channel = plan.channel
     db.commit()
+    if plan is None:
+        metrics.count_notification("dropped", NO_ALLOWANCE)
     return plan
 
 
@@ -147,6 +151,8 @@ def record_outcome(sess: Session, plan: Claim, error: WeChatError | None, msgid:
         return False
     subscribe = plan.channel == MessageChannel.subscribe
     again = False
+    # How the send is counted when not by the state it leaves the row in (sent, dropped, failed).
+    outcome: str | None = None
     row.lease_until, row.updated_at = None, now
     if error is None:
         row.state, row.sent_at, row.msgid, row.errcode, row.reason = OutboxState.sent, now, msgid, None, ""
@@ -158,6 +164,7 @@ def record_outcome(sess: Session, plan: Claim, error: WeChatError | None, msgid:
             row.state = OutboxState.failed
         else:
             row.state, row.next_attempt_at = OutboxState.queued, now + backoff(row.attempts)
+            outcome = "retried"
     elif subscribe and error.errcode == NO_SUBSCRIPTION:
         # WeChat knows better: the member has none left (refused, or used elsewhere).
         sess.execute(
@@ -170,6 +177,7 @@ def record_outcome(sess: Session, plan: Claim, error: WeChatError | None, msgid:
         if row.fallback:
             row.state, row.next_attempt_at = OutboxState.queued, now
             again = True
+            outcome = "retried"
         else:
             row.state = OutboxState.dropped
     else:
@@ -179,6 +187,7 @@ def record_outcome(sess: Session, plan: Claim, error: WeChatError | None, msgid:
             sess.execute(update(OAFollower).where(OAFollower.oa_openid == plan.openid).values(following=False, updated_at=now))
         row.state, row.errcode, row.reason = OutboxState.dropped, error.errcode, _reason(error)
     db.commit()
+    metrics.count_notification(outcome or row.state.value, error.metrics_label if error is not None else "none")
     return again
 
 

@@ -27,6 +27,7 @@ from wechatpy.session.memorystorage import MemoryStorage
 from wechatpy.session.redisstorage import RedisStorage
 from wechatpy.utils import json
 
+from server import metrics
 from server.cache import RedisLink
 
 logger = logging.getLogger(__name__)
@@ -67,10 +68,18 @@ LockFactory = Callable[[str], ContextManager[Any]]
 class WeChatError(Exception):
     """WeChat answered with a non-zero errcode, or with something that is not an answer."""
 
+    #: How an answer without an errcode is counted in the metrics (http_5xx, not_json …).
+    label = "other"
+
     def __init__(self, errcode: int | None, errmsg: str) -> None:
         super().__init__(f"WeChat error {errcode}: {errmsg}")
         self.errcode = errcode
         self.errmsg = errmsg
+
+    @property
+    def metrics_label(self) -> str:
+        """The errcode as a metrics label (a known number or ``other``), or how an answer without one failed."""
+        return metrics.errcode_label(self.errcode) if self.errcode is not None else self.label
 
 
 class WeChatUnavailableError(WeChatError):
@@ -364,32 +373,50 @@ class WeChatApiClient(WeChatClient):
         return result_processor(result) if result_processor and isinstance(result, dict) else result
 
     def _send(self, method: str, url: str, kwargs: dict[str, Any]) -> dict[str, Any] | requests.Response:
-        """One HTTP exchange: a JSON dict, or the raw response for an image; errors become WeChatError."""
+        """One HTTP exchange: a JSON dict, or the raw response for an image; errors become WeChatError.
+
+        Each exchange is counted by its path template and errcode (``server.metrics``), never with its query.
+        """
         kwargs.setdefault("timeout", self.timeout)
         path = self._endpoint(url)
+        began = time.perf_counter()
         try:
             res = self._http.request(method=method, url=url, **kwargs)
         except requests.Timeout:
+            metrics.count_wechat(path, "timeout", None)
             # Never chain the requests exception: its message holds the full URL, secret included.
-            raise WeChatUnavailableError(None, f"{path}: timed out") from None
+            raise with_label(WeChatUnavailableError(None, f"{path}: timed out"), "timeout") from None
         except requests.RequestException as exc:
-            raise WeChatUnavailableError(None, f"{path}: {type(exc).__name__}") from None
+            metrics.count_wechat(path, "network", None)
+            raise with_label(WeChatUnavailableError(None, f"{path}: {type(exc).__name__}"), "network") from None
+        answered = time.perf_counter() - began
+        outcome = "0"
+        try:
+            return self._answer(path, res)
+        except WeChatError as error:
+            outcome = error.metrics_label
+            raise
+        finally:
+            metrics.count_wechat(path, outcome, answered)
+
+    def _answer(self, path: str, res: requests.Response) -> dict[str, Any] | requests.Response:
+        """WeChat's answer to one exchange: a JSON dict, or the raw response for an image; errors become WeChatError."""
         if res.status_code >= 500:
-            raise WeChatUnavailableError(None, f"{path}: HTTP {res.status_code}")
+            raise with_label(WeChatUnavailableError(None, f"{path}: HTTP {res.status_code}"), "http_5xx")
         if res.status_code >= 400:
-            raise WeChatError(None, f"{path}: HTTP {res.status_code}")
+            raise with_label(WeChatError(None, f"{path}: HTTP {res.status_code}"), "http_4xx")
         if res.headers.get("Content-Type", "").split(";")[0].strip().startswith("image/"):
             return res
         try:
             result = json.loads(res.content.decode("utf-8"), strict=False)
         except ValueError:
-            raise WeChatUnavailableError(None, f"{path}: response is not JSON") from None
+            raise with_label(WeChatUnavailableError(None, f"{path}: response is not JSON"), "not_json") from None
         if not isinstance(result, dict):
-            raise WeChatUnavailableError(None, f"{path}: response is not a JSON object")
+            raise with_label(WeChatUnavailableError(None, f"{path}: response is not a JSON object"), "not_json")
         try:
             errcode = int(result.get("errcode") or 0)
         except (TypeError, ValueError):
-            raise WeChatUnavailableError(None, f"{path}: errcode is not a number") from None
+            raise with_label(WeChatUnavailableError(None, f"{path}: errcode is not a number"), "not_json") from None
         if errcode != 0:
             errmsg = str(result.get("errmsg") or "")
             # A token error is usually healed by one refresh: not worth a warning.
@@ -398,6 +425,12 @@ class WeChatApiClient(WeChatClient):
             error_type = WeChatUnavailableError if errcode == BUSY_ERRCODE else WeChatError
             raise error_type(errcode, errmsg)
         return result
+
+
+def with_label(error: WeChatError, label: str) -> WeChatError:
+    """``error`` carrying the metrics label of a call that ended without an errcode (timeout, http_5xx …)."""
+    error.label = label
+    return error
 
 
 def _json(result: Any, path: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ loggers are muted below WARNING.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -28,7 +29,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 from xml.parsers.expat import ExpatError
 
@@ -44,7 +45,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from wechatpy.exceptions import WeChatPayException
 from wechatpy.pay import WeChatPay
 
-from server.wechat.client import WeChatError, WeChatUnavailableError
+from server import metrics
+from server.wechat.client import WeChatError, WeChatUnavailableError, with_label
 from server.wechat.pay_keys import (
     CACHE_SECONDS,
     REFRESH_INTERVAL,
@@ -117,6 +119,10 @@ class WeChatPayError(WeChatError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(None, f"{code}: {message}")
         self.code = code
+
+    @property
+    def metrics_label(self) -> str:
+        return metrics.pay_code_label(self.code)
 
 
 class PayWindowTooShortError(WeChatError):
@@ -335,6 +341,19 @@ def decrypt_req_info(req_info: str, api_key: str) -> bytes:
         raise InvalidNotificationError("req_info does not decrypt with this merchant's key") from None
 
 
+@contextlib.contextmanager
+def _counted(path: str) -> Iterator[None]:
+    """Count one WeChat Pay call to ``path`` (ids in it become ``{id}``) by how it ended, and time an answered one."""
+    began = time.perf_counter()
+    try:
+        yield
+    except WeChatError as error:
+        answered = error.label not in ("timeout", "network")
+        metrics.count_wechat(path, error.metrics_label, time.perf_counter() - began if answered else None)
+        raise
+    metrics.count_wechat(path, "0", time.perf_counter() - began)
+
+
 class _V2Client(WeChatPay):
     """wechatpy's pay client on ``api_base``, whose answers must carry a valid signature (wechatpy never checks)."""
 
@@ -349,17 +368,17 @@ class _V2Client(WeChatPay):
         try:
             data = parse_v2_xml(res.content)
         except ValueError:
-            raise WeChatUnavailableError(None, f"{path}: answer is not XML") from None
+            raise with_label(WeChatUnavailableError(None, f"{path}: answer is not XML"), "not_xml") from None
         if data.get("return_code") != "SUCCESS":
             # Unsigned by design: WeChat could not even read the request (bad signature, bad XML).
             raise WeChatPayError(str(data.get("return_code") or "FAIL"), str(data.get("return_msg") or ""))
         if not v2_signature_matches(data, self.api_key, self.sign_type):
-            raise WeChatUnavailableError(None, f"{path}: answer's signature does not verify")
+            raise with_label(WeChatUnavailableError(None, f"{path}: answer's signature does not verify"), "bad_signature")
         if data.get("result_code") != "SUCCESS":
             code = str(data.get("err_code") or "FAIL")
             message = str(data.get("err_code_des") or "")
             if code in _V2_RETRYABLE:
-                raise WeChatUnavailableError(None, f"{path}: {code} {message}")
+                raise with_label(WeChatUnavailableError(None, f"{path}: {code} {message}"), metrics.pay_code_label(code))
             raise WeChatPayError(code, message)
         return data
 
@@ -407,18 +426,20 @@ class PayV2:
         self._client._http.close()
 
     def _call(self, endpoint: str, data: dict[str, Any]) -> dict[str, Any]:
+        """One v2 exchange, counted in the metrics by endpoint and error code."""
         data = {"appid": self.appid, **data}
         if self.sign_type != "MD5":
             data["sign_type"] = self.sign_type
-        try:
-            return self._client.post(endpoint, data=data)
-        except requests.Timeout:
-            raise WeChatUnavailableError(None, f"{endpoint}: timed out") from None
-        except requests.RequestException as exc:
-            raise WeChatUnavailableError(None, f"{endpoint}: {type(exc).__name__}") from None
-        except WeChatPayException as exc:  # raised by wechatpy for an HTTP error status
-            status = exc.response.status_code if exc.response is not None else None
-            raise WeChatUnavailableError(None, f"{endpoint}: HTTP {status}") from None
+        with _counted(endpoint):
+            try:
+                return self._client.post(endpoint, data=data)
+            except requests.Timeout:
+                raise with_label(WeChatUnavailableError(None, f"{endpoint}: timed out"), "timeout") from None
+            except requests.RequestException as exc:
+                raise with_label(WeChatUnavailableError(None, f"{endpoint}: {type(exc).__name__}"), "network") from None
+            except WeChatPayException as exc:  # raised by wechatpy for an HTTP error status
+                status = exc.response.status_code if exc.response is not None else None
+                raise with_label(WeChatUnavailableError(None, f"{endpoint}: HTTP {status}"), f"http_{status // 100}xx" if status else "network") from None
 
     def unified_order(
         self,
@@ -825,6 +846,11 @@ class PayV3:
         return True
 
     def download_certificates(self) -> list[PlatformCertificate]:
+        """``GET /v3/certificates`` (see ``_download_certificates``), counted in the metrics."""
+        with _counted("/v3/certificates"):
+            return self._download_certificates()
+
+    def _download_certificates(self) -> list[PlatformCertificate]:
         """``GET /v3/certificates``: every certificate decrypted with the APIv3 key, the answer verified.
 
         The answer is signed with one of the certificates: verified with the key its serial names when we
@@ -851,7 +877,7 @@ class PayV3:
                 raise WeChatUnavailableError(None, f"{path}: answer is signed by no certificate it lists")
             problem = self._verify(res.headers, res.content, refresh=False, keys=PayKeyRing("certificates", certificates=[signer]))
         if problem:
-            raise WeChatUnavailableError(None, f"{path}: answer rejected: {problem}")
+            raise with_label(WeChatUnavailableError(None, f"{path}: answer rejected: {problem}"), "bad_signature")
         return certificates
 
     def _open_certificate(self, item: Mapping[str, Any]) -> PlatformCertificate:
@@ -901,25 +927,40 @@ class PayV3:
         try:
             return self._http.request(method, url, data=body or None, headers=headers, timeout=self.timeout)
         except requests.Timeout:
-            raise WeChatUnavailableError(None, f"{path}: timed out") from None
+            raise with_label(WeChatUnavailableError(None, f"{path}: timed out"), "timeout") from None
         except requests.RequestException as exc:
-            raise WeChatUnavailableError(None, f"{path}: {type(exc).__name__}") from None
+            raise with_label(WeChatUnavailableError(None, f"{path}: {type(exc).__name__}"), "network") from None
 
     def _raise_for_error(self, path: str, res: requests.Response) -> None:
         """WeChatPayError (4xx) or WeChatUnavailableError (5xx, 429, unreadable) for an error answer."""
         try:
             answer = json.loads(res.content.decode("utf-8")) if res.content else {}
         except ValueError:
-            raise WeChatUnavailableError(None, f"{path}: HTTP {res.status_code}, answer is not JSON") from None
+            raise with_label(WeChatUnavailableError(None, f"{path}: HTTP {res.status_code}, answer is not JSON"), "not_json") from None
         if not isinstance(answer, dict):
-            raise WeChatUnavailableError(None, f"{path}: answer is not a JSON object")
+            raise with_label(WeChatUnavailableError(None, f"{path}: answer is not a JSON object"), "not_json")
         if res.status_code >= 500 or res.status_code == 429:
-            raise WeChatUnavailableError(None, f"{path}: HTTP {res.status_code} {answer.get('code', '')}")
+            raise with_label(WeChatUnavailableError(None, f"{path}: HTTP {res.status_code} {answer.get('code', '')}"), f"http_{res.status_code // 100}xx")
         code = str(answer.get("code") or f"HTTP_{res.status_code}")
         logger.warning("WeChat Pay %s answered %s %s", path, res.status_code, code)
         raise WeChatPayError(code, str(answer.get("message") or ""))
 
     def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        payload: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        template: str | None = None,
+    ) -> dict[str, Any] | None:
+        """One signed exchange, counted in the metrics by ``template`` (the path with its ids as ``{id}``;
+        the path itself when it has none) and error code."""
+        with _counted(template or path):
+            return self._exchange(method, path, params=params, payload=payload, extra_headers=extra_headers)
+
+    def _exchange(
         self,
         method: str,
         path: str,
@@ -934,7 +975,7 @@ class PayV3:
         # Error answers may come unsigned (WeChat cannot sign an answer to a request it could not
         # authenticate); they only ever make us fail, so they are read either way.
         if (res.ok or signed) and (problem := self._verify(res.headers, res.content)):
-            raise WeChatUnavailableError(None, f"{path}: answer rejected: {problem}")
+            raise with_label(WeChatUnavailableError(None, f"{path}: answer rejected: {problem}"), "bad_signature")
         if res.status_code == 204:
             return None
         if res.status_code >= 400:
@@ -942,9 +983,9 @@ class PayV3:
         try:
             answer = json.loads(res.content.decode("utf-8")) if res.content else {}
         except ValueError:
-            raise WeChatUnavailableError(None, f"{path}: HTTP {res.status_code}, answer is not JSON") from None
+            raise with_label(WeChatUnavailableError(None, f"{path}: HTTP {res.status_code}, answer is not JSON"), "not_json") from None
         if not isinstance(answer, dict):
-            raise WeChatUnavailableError(None, f"{path}: answer is not a JSON object")
+            raise with_label(WeChatUnavailableError(None, f"{path}: answer is not a JSON object"), "not_json")
         return answer
 
     def jsapi_prepay(
@@ -987,7 +1028,7 @@ class PayV3:
     def query_order(self, out_trade_no: str) -> QueryResult:
         """``GET /v3/pay/transactions/out-trade-no/{no}?mchid=``."""
         path = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}"
-        answer = self._request("GET", path, params={"mchid": self.mchid}) or {}
+        answer = self._request("GET", path, params={"mchid": self.mchid}, template="/v3/pay/transactions/out-trade-no/{id}") or {}
         state = answer.get("trade_state")
         if not state:
             raise WeChatUnavailableError(None, f"{path}: answer lacks trade_state")
@@ -1000,7 +1041,7 @@ class PayV3:
     def query_refund(self, out_refund_no: str) -> RefundQueryResult:
         """``GET /v3/refund/domestic/refunds/{out_refund_no}``."""
         path = f"/v3/refund/domestic/refunds/{quote(out_refund_no, safe='')}"
-        answer = self._request("GET", path) or {}
+        answer = self._request("GET", path, template="/v3/refund/domestic/refunds/{id}") or {}
         status = answer.get("status")
         if not isinstance(status, str) or not status or answer.get("out_refund_no") != out_refund_no:
             raise WeChatUnavailableError(None, f"{path}: answer lacks the refund's status")
@@ -1011,7 +1052,10 @@ class PayV3:
 
     def close_order(self, out_trade_no: str) -> None:
         """``POST /v3/pay/transactions/out-trade-no/{no}/close`` (answers 204)."""
-        self._request("POST", f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}/close", payload={"mchid": self.mchid})
+        self._request(
+            "POST", f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}/close", payload={"mchid": self.mchid},
+            template="/v3/pay/transactions/out-trade-no/{id}/close",
+        )
 
     def refund(
         self,
@@ -1082,7 +1126,7 @@ class PayV3:
             payload["real_name"], _ = self.encrypt_sensitive(real_name)
             extra["Wechatpay-Serial"] = serial
         path = f"/v3/refund/domestic/refunds/{quote(refund_id, safe='')}/apply-abnormal-refund"
-        answer = self._request("POST", path, payload=payload, extra_headers=extra) or {}
+        answer = self._request("POST", path, payload=payload, extra_headers=extra, template="/v3/refund/domestic/refunds/{id}/apply-abnormal-refund") or {}
         status = answer.get("status")
         if not isinstance(status, str) or not status:
             raise WeChatUnavailableError(None, f"{path}: answer lacks status")

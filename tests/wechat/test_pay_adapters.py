@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 from cryptography import x509
+from prometheus_client import REGISTRY
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -665,3 +666,24 @@ def test_sandbox_pay_control_plays_the_buyer(wx: SandboxServer, v3: PayV3, buyer
     built = requests.post(wx.base_url + "sandbox/pay/notifications", json={"out_trade_no": number}, timeout=10).json()
     assert isinstance(v3.parse_notification(built["headers"], built["body"].encode()), PayNotice)
     assert requests.post(wx.base_url + "sandbox/pay/pay", json={"out_trade_no": "nope00000"}, timeout=10).status_code == 404
+
+
+def _calls(api: str, errcode: str) -> float:
+    return REGISTRY.get_sample_value("referral_wechat_requests_total", {"api": api, "errcode": errcode}) or 0.0
+
+
+def test_pay_calls_are_counted_by_path_template_and_code(v2: PayV2, v3: PayV3, buyer: str) -> None:
+    by_number = "v3/pay/transactions/out-trade-no/{id}"
+    before = {key: _calls(*key) for key in [("v3/pay/transactions/jsapi", "0"), (by_number, "0"), (by_number, "ORDER_NOT_EXIST"), ("pay/orderquery", "ORDERNOTEXIST")]}
+    number = out_trade_no()
+    v3.jsapi_prepay(number, 100, buyer, "tea", NOTIFY)
+    v3.query_order(number)
+    with pytest.raises(WeChatPayError):
+        v3.query_order(out_trade_no())
+    with pytest.raises(WeChatPayError):
+        v2.order_query(out_trade_no())
+    assert {key: _calls(*key) - value for key, value in before.items()} == {key: 1.0 for key in before}
+    families = {family.name for family in REGISTRY.collect()}
+    assert "referral_wechat_requests" in families
+    labels = {s.labels["api"] for f in REGISTRY.collect() if f.name == "referral_wechat_requests" for s in f.samples}
+    assert not [api for api in labels if number in api]  # the order number is never a label
