@@ -54,7 +54,7 @@ def create_app(config: Config | None = None) -> Flask:
         logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at import
 
-    from server import accounts, cache, cli, console, distribution, errors, health, html, memberzone, notifications, orders, points, posters, referral, reports, settings, tasks, wechat
+    from server import accounts, cache, cli, console, distribution, errors, health, html, memberzone, notifications, orders, points, posters, referral, reports, risk, settings, tasks, wechat
 
     # An id in a URL must fit a BIGINT; a larger one matches no route (404) instead of failing in the database.
     app.url_map.converters["int"] = BigIntConverter
@@ -66,7 +66,7 @@ def create_app(config: Config | None = None) -> Flask:
     wechat.init_app(app)
     app.register_blueprint(health.bp)
     # The domain packages, lowest layer first; each registers its routes and connects its event handlers.
-    for package in (accounts, settings, referral, distribution, orders, points, posters, notifications):
+    for package in (accounts, settings, referral, distribution, orders, points, posters, notifications, risk):
         package.init_app(app)
     reports.init_app(app)  # reads every domain package
     console.init_app(app)  # the merchant console, on top of every package
