@@ -53,7 +53,8 @@ def score_sign_in(sess: Session, member: Member, client_address: str, limits: di
     inviter_id, _ = _chain(sess, member.id)
     if inviter_id is None:
         return
-    reasons = _found(signals.shared_cluster(sess, member.id, identities, inviter_id, limits, kinds=("client",)))
+    client = {(kind, digest) for kind, digest in identities if kind == "client"}
+    reasons = _found(signals.shared_cluster(signals.holders(sess, member.id, client, inviter_id, None), inviter_id, limits, client=True))
     score(sess, event=RiskEvent.sign_in, subject="member", ref_id=inviter_id, member_id=inviter_id, reasons=reasons, limits=limits)
 
 
@@ -61,9 +62,11 @@ def score_bind(sess: Session, member: Member, inviter_id: int, limits: dict[str,
     identities = signals.member_identities(member)
     signals.record_identities(sess, member.id, identities)
     _, upline_id = _chain(sess, member.id)
+    signals.record_chain(sess, inviter_id, upline_id)
+    found = signals.holders(sess, member.id, identities, inviter_id, upline_id)
     reasons = _found(
-        signals.shared_identity(sess, member, identities, inviter_id, upline_id),
-        signals.shared_cluster(sess, member.id, identities, inviter_id, limits),
+        signals.shared_identity(found, inviter_id, upline_id),
+        signals.shared_cluster(found, inviter_id, limits),
         signals.bind_burst(sess, inviter_id, limits, utcnow()),
     )
     score(sess, event=RiskEvent.bind, subject="member", ref_id=inviter_id, member_id=inviter_id, reasons=reasons, limits=limits)
@@ -77,9 +80,10 @@ def score_payment(sess: Session, order: Order, limits: dict[str, Any]) -> None:
     signals.record_identities(sess, buyer.id, identities)
     if order.inviter_id is None:
         return  # nobody earns from it
+    found = signals.holders(sess, buyer.id, identities, order.inviter_id, order.upline_id)
     reasons = _found(
-        signals.shared_identity(sess, buyer, identities, order.inviter_id, order.upline_id),
-        signals.shared_cluster(sess, buyer.id, identities, order.inviter_id, limits),
+        signals.shared_identity(found, order.inviter_id, order.upline_id),
+        signals.shared_cluster(found, order.inviter_id, limits),
         signals.refund_pattern(sess, order, limits, utcnow()),
         signals.quick_first_order(sess, order, limits),
     )

@@ -96,9 +96,9 @@ def linked_accounts(sess: Session, review: RiskReview, focus_id: int | None) -> 
     ids.update(int(subject[k]) for k in ("buyer_id", "inviter_id", "upline_id", "member_id", "sharer_id") if isinstance(subject.get(k), int))
     ordered = sorted(ids)[:50]
     members = {m.id: m for m in sess.scalars(select(Member).where(Member.id.in_(ordered)))}
-    distributors = dict(sess.execute(select(Distributor.member_id, Distributor.status).where(Distributor.member_id.in_(ordered))).tuples())
-    inviters = dict(sess.execute(select(Binding.member_id, Binding.inviter_id).where(Binding.member_id.in_(ordered))).tuples())
-    mine = set(sess.execute(select(RiskIdentity.kind, RiskIdentity.digest).where(RiskIdentity.member_id == focus_id)).tuples()) if focus_id else set()
+    distributors = {m: st for m, st in sess.execute(select(Distributor.member_id, Distributor.status).where(Distributor.member_id.in_(ordered)))}
+    inviters = {m: i for m, i in sess.execute(select(Binding.member_id, Binding.inviter_id).where(Binding.member_id.in_(ordered)))}
+    mine = {(k, d) for k, d in sess.execute(select(RiskIdentity.kind, RiskIdentity.digest).where(RiskIdentity.member_id == focus_id))} if focus_id else set()
     shared: dict[int, set[str]] = {}
     if mine:
         for kind, member_id, digest in sess.execute(

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import case, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from server import security
@@ -128,60 +127,67 @@ def order_identities(sess: Session, order: Order) -> set[tuple[str, str]]:
 
 
 def record_identities(sess: Session, member_id: int, identities: Iterable[tuple[str, str]]) -> None:
-    """Remember each digest for the member, once."""
-    wanted = set(identities)
-    if not wanted:
-        return
-    known = set(sess.execute(select(RiskIdentity.kind, RiskIdentity.digest).where(RiskIdentity.member_id == member_id)).tuples())
-    for kind, digest in sorted(wanted - known):
-        try:
-            with sess.begin_nested():
-                sess.add(RiskIdentity(kind=kind, digest=digest, member_id=member_id))
-        except IntegrityError:
-            pass  # recorded by a concurrent event
+    """Remember each digest for the member, once: one INSERT that skips what is already there (the
+    ``kind_digest_member`` key), so a concurrent event recording the same digest is no error."""
+    rows = [{"kind": kind, "digest": digest, "member_id": member_id, "created_at": utcnow()} for kind, digest in sorted(set(identities))]
+    if rows:
+        sess.execute(insert(RiskIdentity).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql"), rows)
 
 
-def _members_sharing(sess: Session, identities: set[tuple[str, str]], member_ids: list[int]) -> dict[int, set[str]]:
-    """Which of ``member_ids`` share which kinds of the given identifiers."""
-    if not identities or not member_ids:
-        return {}
-    found: dict[int, set[str]] = {}
-    for kind, digest in identities:
-        for other in sess.scalars(select(RiskIdentity.member_id).where(RiskIdentity.kind == kind, RiskIdentity.digest == digest, RiskIdentity.member_id.in_(member_ids))):
-            found.setdefault(other, set()).add(kind)
-    return found
+def holders(sess: Session, member_id: int, identities: set[tuple[str, str]], inviter_id: int | None, upline_id: int | None) -> list[tuple[str, int, int | None]]:
+    """Who else holds one of the member's identifiers among their inviter, their upline and the others
+    bound to their inviter: (kind, member, that member's inviter), in one query on the identifiers' key."""
+    if not identities or inviter_id is None:
+        return []
+    chain = [m for m in (inviter_id, upline_id) if m is not None]
+    return [
+        (kind, other, other_inviter)
+        for kind, other, other_inviter in sess.execute(
+            select(RiskIdentity.kind, RiskIdentity.member_id, Binding.inviter_id)
+            .outerjoin(Binding, Binding.member_id == RiskIdentity.member_id)
+            .where(
+                tuple_(RiskIdentity.kind, RiskIdentity.digest).in_(sorted(identities)),
+                RiskIdentity.member_id != member_id,
+                RiskIdentity.member_id.in_(chain) | (Binding.inviter_id == inviter_id),
+            )
+            .limit(1000)
+        )
+    ]
 
 
-def shared_identity(sess: Session, member: Member, identities: set[tuple[str, str]], inviter_id: int | None, upline_id: int | None) -> Reason | None:
-    """The member shares a phone, unionid, address or payer with their inviter or upline."""
-    chain = [m for m in (inviter_id, upline_id) if m is not None and m != member.id]
-    for other_id in chain:
-        other = sess.get(Member, other_id)
+def record_chain(sess: Session, inviter_id: int | None, upline_id: int | None) -> None:
+    """Record the inviter's and upline's own identifiers (at binding: for members who have not signed in
+    since risk scoring began; a payment relies on what their sign-ins, binding and orders recorded)."""
+    for other_id in (inviter_id, upline_id):
+        other = sess.get(Member, other_id) if other_id is not None else None
         if other is not None:
             record_identities(sess, other.id, member_identities(other))
-    shared = _members_sharing(sess, identities, chain)
+
+
+def shared_identity(found: list[tuple[str, int, int | None]], inviter_id: int | None, upline_id: int | None) -> Reason | None:
+    """The member shares a phone, unionid, address or payer with their inviter or upline (``found`` from ``holders``)."""
+    shared: dict[int, set[str]] = {}
+    for kind, other, _ in found:
+        if other in (inviter_id, upline_id) and kind != "client":
+            shared.setdefault(other, set()).add(kind)
     if not shared:
         return None
     kinds = sorted(set().union(*shared.values()))
     return Reason("shared_identity", {"kinds": kinds, "with": ["inviter" if m == inviter_id else "upline" for m in sorted(shared)]}, list(shared))
 
 
-def shared_cluster(sess: Session, member_id: int, identities: set[tuple[str, str]], inviter_id: int | None, limits: dict[str, Any], *, kinds: tuple[str, ...] = ("phone", "unionid", "address", "payer")) -> Reason | None:
-    """Several members bound to one sharer carry the same identifier."""
+def shared_cluster(found: list[tuple[str, int, int | None]], inviter_id: int | None, limits: dict[str, Any], *, client: bool = False) -> Reason | None:
+    """Several members bound to one sharer carry the same identifier (``client``: sign in from one client address)."""
     if inviter_id is None:
         return None
-    signal, need = ("client_cluster", int(limits["risk_client_members"])) if kinds == ("client",) else ("shared_cluster", int(limits["risk_cluster_members"]))
-    for kind, digest in sorted(identities):
-        if kind not in kinds:
-            continue
-        others = list(sess.scalars(
-            select(RiskIdentity.member_id)
-            .join(Binding, Binding.member_id == RiskIdentity.member_id)
-            .where(RiskIdentity.kind == kind, RiskIdentity.digest == digest, Binding.inviter_id == inviter_id, RiskIdentity.member_id != member_id)
-            .limit(200)
-        ))
-        if len(others) + 1 >= need:
-            return Reason(signal, {"kind": kind, "members": len(others) + 1, "sharer_id": inviter_id}, others[:20])
+    signal, need = ("client_cluster", int(limits["risk_client_members"])) if client else ("shared_cluster", int(limits["risk_cluster_members"]))
+    others: dict[str, list[int]] = {}
+    for kind, other, other_inviter in found:
+        if other_inviter == inviter_id and (kind == "client") == client:
+            others.setdefault(kind, []).append(other)
+    for kind, members in sorted(others.items()):
+        if len(members) + 1 >= need:
+            return Reason(signal, {"kind": kind, "members": len(members) + 1, "sharer_id": inviter_id}, members[:20])
     return None
 
 
@@ -196,27 +202,26 @@ def bind_burst(sess: Session, inviter_id: int, limits: dict[str, Any], now: date
     return None
 
 
-def _refunded_after_credit(column: Any, value: int, exclude: int, since: datetime | None = None) -> Any:
-    stmt = (
-        select(func.count(func.distinct(Order.id)))
-        .join(OrderReward, OrderReward.order_id == Order.id)
-        .where(column == value, Order.refunded_fee > 0, Order.id != exclude)
-    )
-    return stmt.where(Order.paid_at >= since) if since is not None else stmt
-
-
 def refund_pattern(sess: Session, order: Order, limits: dict[str, Any], now: datetime, *, including: bool = False) -> Reason | None:
     """Orders paid and refunded after their rewards were credited, again and again, by this buyer or under
-    this sharer. ``including`` counts ``order`` itself (scored at its refund)."""
+    this sharer (within 30 days). ``including`` counts ``order`` itself (scored at its refund)."""
     need = int(limits["risk_refund_orders"])
-    exclude = -1 if including else order.id
-    by_buyer = sess.scalar(_refunded_after_credit(Order.member_id, order.member_id, exclude)) or 0
+    sharer_id = order.inviter_id if order.inviter_id is not None else -1
+    recent = now - timedelta(days=30)
+    # One query over the buyer's orders (ix_orders_member_created) and the sharer's (orders.inviter_id);
+    # a credited order has exactly one level-1 reward row, so the join counts each order once.
+    by_buyer, by_sharer = sess.execute(
+        select(
+            func.coalesce(func.sum(case((Order.member_id == order.member_id, 1), else_=0)), 0),
+            func.coalesce(func.sum(case(((Order.inviter_id == sharer_id) & (Order.paid_at >= recent), 1), else_=0)), 0),
+        )
+        .join(OrderReward, (OrderReward.order_id == Order.id) & (OrderReward.level == 1))
+        .where((Order.member_id == order.member_id) | (Order.inviter_id == sharer_id), Order.refunded_fee > 0, Order.id != (-1 if including else order.id))
+    ).one()
     if by_buyer >= need:
         return Reason("refund_pattern", {"by": "buyer", "orders": int(by_buyer)}, [order.member_id])
-    if order.inviter_id is not None:
-        by_sharer = sess.scalar(_refunded_after_credit(Order.inviter_id, order.inviter_id, exclude, now - timedelta(days=30))) or 0
-        if by_sharer >= need * 3:
-            return Reason("refund_pattern", {"by": "sharer", "orders": int(by_sharer), "sharer_id": order.inviter_id})
+    if order.inviter_id is not None and by_sharer >= need * 3:
+        return Reason("refund_pattern", {"by": "sharer", "orders": int(by_sharer), "sharer_id": order.inviter_id})
     return None
 
 
