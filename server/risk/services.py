@@ -125,8 +125,12 @@ def decide_review(sess: Session, review_id: int, decision: str, *, staff: Staff,
     if decision == "reverse" and not review.held:
         raise ReviewDecidedError("nothing is held by this review, so there is nothing to reverse", data={"state": review.state.value, "decision": decision})
     # One savepoint: a decision whose effect is refused (a hold someone moved, nobody to freeze) leaves no trace.
-    with sess.begin_nested():
-        return _decide(sess, review, decision, staff, note)
+    try:
+        with sess.begin_nested():
+            return _decide(sess, review, decision, staff, note)
+    except Exception:
+        sess.expire(review)  # it was reloaded inside the savepoint, as the rolled-back update left it
+        raise
 
 
 def _decide(sess: Session, review: RiskReview, decision: str, staff: Staff, note: str) -> RiskReview:
