@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 
 from server import db
-from tests.risk.generate import Builder, Merchant, _fraud
+from tests.risk.generate import Builder, Merchant, inject_case
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def inject(builder: Builder) -> Any:
 
     def add(kind: str) -> Any:
         merchant = Merchant()
-        _fraud(builder, merchant, kind)
+        inject_case(builder, merchant, kind)
         return merchant.cases[0]
 
     return add

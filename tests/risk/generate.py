@@ -217,7 +217,8 @@ def _honest(b: Builder, merchant: Merchant, sharers: int, buyers_per_sharer: int
             b.lead(sharer, days_ago=rng.uniform(0.1, 20))
 
 
-def _fraud(b: Builder, merchant: Merchant, kind: str) -> None:
+def inject_case(b: Builder, merchant: Merchant, kind: str) -> None:
+    """One labelled case of ``kind``, with a sharer of its own, added to ``merchant.cases``."""
     sharer = b.member()
     b.sign_in(sharer, f"172.16.{b._next() % 250}.9")
     case = Case(kind, sharer.id)
@@ -289,7 +290,7 @@ def build(sess: Session, *, sharers: int = 8, buyers_per_sharer: int = 10, cases
     _honest(b, merchant, half, buyers_per_sharer)
     for _ in range(cases_per_kind):
         for kind in KINDS:
-            _fraud(b, merchant, kind)
+            inject_case(b, merchant, kind)
     _honest(b, merchant, sharers - half, buyers_per_sharer)
     sess.flush()
     return merchant
