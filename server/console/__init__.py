@@ -28,6 +28,7 @@ def init_app(app: Flask) -> None:
         products_pages,
         redemption_pages,
         report_pages,
+        risk_pages,
     )
 
     app.config.update(

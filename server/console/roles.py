@@ -54,6 +54,8 @@ AREAS: dict[str, tuple[tuple[StaffRole, ...], str, str]] = {
     "redemptions.cancel": ((OWNER, OPERATIONS), "POST /admin/api/v1/points/redemptions/{redemption_id}/cancel", "取消兑换并退回积分"),
     "redemptions.catalog": ((OWNER, OPERATIONS), "POST /admin/api/v1/points/items", "兑换商品目录"),
     "notifications": ((OWNER, OPERATIONS), "GET /admin/api/v1/notifications", "给会员的订阅消息、模板消息及其状态"),
+    "risk": ((OWNER, OPERATIONS, FINANCE), "GET /admin/api/v1/risk/reviews", "风控审核队列、证据与信号报表"),
+    "risk.decide": ((OWNER, OPERATIONS), "POST /admin/api/v1/risk/reviews/{review_id}/decisions", "放行或冲回被扣留的奖励、冻结分销员、标记误报"),
     "notifications.resend": ((OWNER, OPERATIONS), "POST /admin/api/v1/notifications/{outbox_id}/resend", "重新发送未发出或失败的消息"),
     "leads": ((OWNER, OPERATIONS), "GET /admin/api/v1/leads", "线索池：审核、分配、跟进、关联会员"),
     "leads.reveal_phone": ((OWNER, OPERATIONS), "POST /admin/api/v1/leads/{lead_id}/reveal-phone", "查看线索的完整手机号"),

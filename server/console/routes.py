@@ -527,6 +527,7 @@ def nav_items() -> list[tuple[str, str, str]]:
         ("console.report_funnel", "报表", "reports"),
         ("console.materials", "素材", "materials"),
         ("console.notifications", "通知", "notifications"),
+        ("console.risk_reviews", "风控", "risk"),
         ("console.posters", "海报", "posters"),
         ("console.settings_page", "设置", "settings"),
         ("console.staff_page", "员工", "staff"),

@@ -25,6 +25,8 @@ PAGES = {
     "/console/staff": "staff",
     "/console/account/password": "account",
     "/console/exports": "exports",
+    "/console/risk": "risk",
+    "/console/risk/report": "risk",
 }
 
 
