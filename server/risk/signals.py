@@ -66,7 +66,7 @@ KEYS = (
 
 def thresholds(sess: Session) -> dict[str, Any]:
     """The risk settings in one query (defaults for those never set)."""
-    stored = {row.key: row.value for row in sess.scalars(select(Setting).where(Setting.key.in_(KEYS)))}
+    stored = {key: value for key, value in sess.execute(select(Setting.key, Setting.value).where(Setting.key.in_(KEYS)))}
     return {key: stored.get(key, spec_for(key).default) for key in KEYS}
 
 
@@ -127,9 +127,13 @@ def order_identities(sess: Session, order: Order) -> set[tuple[str, str]]:
 
 
 def record_identities(sess: Session, member_id: int, identities: Iterable[tuple[str, str]]) -> None:
-    """Remember each digest for the member, once: one INSERT that skips what is already there (the
-    ``kind_digest_member`` key), so a concurrent event recording the same digest is no error."""
-    rows = [{"kind": kind, "digest": digest, "member_id": member_id, "created_at": utcnow()} for kind, digest in sorted(set(identities))]
+    """Remember each digest for the member, once: what is new is written with one INSERT that skips a row
+    a concurrent event wrote first (the ``kind_digest_member`` key), so that race is no error."""
+    wanted = set(identities)
+    if not wanted:
+        return
+    known = {(kind, digest) for kind, digest in sess.execute(select(RiskIdentity.kind, RiskIdentity.digest).where(RiskIdentity.member_id == member_id))}
+    rows = [{"kind": kind, "digest": digest, "member_id": member_id, "created_at": utcnow()} for kind, digest in sorted(wanted - known)]
     if rows:
         sess.execute(insert(RiskIdentity).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql"), rows)
 
