@@ -32,6 +32,12 @@ SANDBOX_DEFAULTS = {
 }
 
 
+#: How WeChat Pay v3 answers and notifications are verified (``WECHAT_PAY_V3_VERIFY``): platform certificates
+#: downloaded from /v3/certificates, the WeChat Pay public key (微信支付公钥), or both during the switch-over.
+PAY_VERIFY_MODES = ("certificates", "public_key", "both")
+#: How the id of a WeChat Pay public key starts.
+PAY_PUBLIC_KEY_ID_PREFIX = "PUB_KEY_ID_"
+
 #: The values of APP_ENV; unset means production.
 APP_ENVS = ("development", "production")
 
@@ -121,6 +127,11 @@ class Config:
         self.WECHAT_PAY_MCH_PRIVATE_KEY = env.get("WECHAT_PAY_MCH_PRIVATE_KEY", "")
         self.WECHAT_PAY_PLATFORM_PUBLIC_KEY = env.get("WECHAT_PAY_PLATFORM_PUBLIC_KEY", "")
         self.WECHAT_PAY_PLATFORM_SERIAL = env.get("WECHAT_PAY_PLATFORM_SERIAL", "")
+        #: The WeChat Pay public key (pub_key.pem from the merchant platform) and its id, ``PUB_KEY_ID_…``.
+        self.WECHAT_PAY_PUBLIC_KEY = env.get("WECHAT_PAY_PUBLIC_KEY", "")
+        self.WECHAT_PAY_PUBLIC_KEY_ID = env.get("WECHAT_PAY_PUBLIC_KEY_ID", "").strip()
+        #: One of PAY_VERIFY_MODES; unset: ``public_key`` once a public key id is given, else ``certificates``.
+        self.WECHAT_PAY_V3_VERIFY = (env.get("WECHAT_PAY_V3_VERIFY") or ("public_key" if self.WECHAT_PAY_PUBLIC_KEY_ID else "certificates")).strip().lower()
         #: "v3" or "v2": the WeChat Pay API new prepays go through (an order keeps the one it used).
         self.WECHAT_PAY_API = (env.get("WECHAT_PAY_API") or "v3").lower()
         #: v2 signatures: "HMAC-SHA256" or "MD5".
@@ -217,13 +228,8 @@ class Config:
             if self.WECHAT_PAY_API == "v2":
                 required += ["WECHAT_PAY_API_KEY", "WECHAT_PAY_MCH_CERT", "WECHAT_PAY_MCH_KEY"]
             else:
-                required += [
-                    "WECHAT_PAY_API_V3_KEY",
-                    "WECHAT_PAY_MCH_CERT_SERIAL",
-                    "WECHAT_PAY_MCH_PRIVATE_KEY",
-                    "WECHAT_PAY_PLATFORM_PUBLIC_KEY",
-                    "WECHAT_PAY_PLATFORM_SERIAL",
-                ]
+                required += ["WECHAT_PAY_API_V3_KEY", "WECHAT_PAY_MCH_CERT_SERIAL", "WECHAT_PAY_MCH_PRIVATE_KEY"]
+                required += self._pay_key_problems(problems)
         problems += [name for name in required if not getattr(self, name)]
         problems += [
             f"{name} (not the sandbox's public default)"
@@ -237,6 +243,23 @@ class Config:
         elif not self.PUBLIC_BASE_URL.startswith("https://"):
             problems.append("PUBLIC_BASE_URL (https://: WeChat Pay and OAuth call back there)")
         return problems
+
+
+    def _pay_key_problems(self, problems: list[str]) -> list[str]:
+        """The WeChat Pay keys v3 verifies with, for the mode chosen: what is required; wrong values go to ``problems``."""
+        mode = self.WECHAT_PAY_V3_VERIFY
+        if mode not in PAY_VERIFY_MODES:
+            problems.append(f"WECHAT_PAY_V3_VERIFY ({', '.join(PAY_VERIFY_MODES)})")
+            return []
+        required: list[str] = []
+        if mode in ("public_key", "both"):
+            required += ["WECHAT_PAY_PUBLIC_KEY", "WECHAT_PAY_PUBLIC_KEY_ID"]
+            if self.WECHAT_PAY_PUBLIC_KEY_ID and not self.WECHAT_PAY_PUBLIC_KEY_ID.startswith(PAY_PUBLIC_KEY_ID_PREFIX):
+                problems.append(f"WECHAT_PAY_PUBLIC_KEY_ID (starts with {PAY_PUBLIC_KEY_ID_PREFIX})")
+        if mode in ("certificates", "both") and (self.WECHAT_PAY_PLATFORM_PUBLIC_KEY or self.WECHAT_PAY_PLATFORM_SERIAL):
+            # Downloaded by themselves; a certificate pinned by hand needs its serial, and the serial its file.
+            required += ["WECHAT_PAY_PLATFORM_PUBLIC_KEY", "WECHAT_PAY_PLATFORM_SERIAL"]
+        return required
 
 
 class TestingConfig(Config):
@@ -261,8 +284,16 @@ class TestingConfig(Config):
         self.WECHAT_PAY_SANDBOX_KEY_DIR = os.environ.get("TEST_WECHAT_PAY_SANDBOX_KEY_DIR") or str(
             Path(tempfile.gettempdir()) / f"referral-test-sandbox-pay-{getattr(os, 'getuid', lambda: 0)()}"
         )
-        for name in ("WECHAT_PAY_MCH_PRIVATE_KEY", "WECHAT_PAY_PLATFORM_PUBLIC_KEY", "WECHAT_PAY_MCH_CERT", "WECHAT_PAY_MCH_KEY"):
+        for name in (
+            "WECHAT_PAY_MCH_PRIVATE_KEY",
+            "WECHAT_PAY_PLATFORM_PUBLIC_KEY",
+            "WECHAT_PAY_MCH_CERT",
+            "WECHAT_PAY_MCH_KEY",
+            "WECHAT_PAY_PUBLIC_KEY",
+            "WECHAT_PAY_PUBLIC_KEY_ID",
+        ):
             setattr(self, name, "")
+        self.WECHAT_PAY_V3_VERIFY = "certificates"
         self.WECHAT_PAY_API = "v3"
         self.WECHAT_PAY_V2_SIGN_TYPE = "HMAC-SHA256"
         # Background exports go outside the checkout; their names carry a random part, so runs may share it.

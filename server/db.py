@@ -237,6 +237,14 @@ def session() -> Session:
     return g.db_session
 
 
+def transaction_open() -> bool:
+    """Whether the current request or job holds an open database transaction (never starts a session)."""
+    if not has_app_context():
+        return False
+    sess: Session | None = g.get("db_session")
+    return sess is not None and sess.in_transaction()
+
+
 def after_commit(fn: Callable[[], Any]) -> None:
     """Queue a side effect (a WeChat call, a cache clear) to run once the commit succeeds.
 

@@ -310,6 +310,20 @@ def export_cleanup_job(app: Flask, now: datetime) -> dict[str, int] | None:
     return {"stale": stale, "files": files, "rows": rows}
 
 
+# -- WeChat Pay's platform certificates ------------------------------------------------------------
+
+
+def pay_certificates_job(app: Flask, now: datetime) -> dict[str, int] | None:
+    """Twice a day: download WeChat Pay's platform certificates, so one WeChat rotates to is held before it signs
+    (WeChat asks for a refresh within 12 hours). No claim: it writes no row, and a second run only downloads again.
+    Nothing for a merchant verifying with the WeChat Pay public key alone, or without v3."""
+    v3 = app.extensions["wechat_pay"].v3
+    if v3 is None or not v3.keys.uses_certificates:
+        return None
+    refreshed = v3.refresh_certificates(force=True)
+    return {"refreshed": int(refreshed), "certificates": len(v3.keys.certificates())}
+
+
 # -- the scheduler -------------------------------------------------------------------------------
 
 
@@ -334,6 +348,7 @@ SCHEDULES = (
     Schedule("regrade", regrade_job, {"hour": 2, "minute": 15}),
     Schedule("report-rollups", report_rollups_job, {"minute": "*/10"}),
     Schedule("export-cleanup", export_cleanup_job, {"minute": "*/5"}),
+    Schedule("pay-certificates", pay_certificates_job, {"hour": "*/12", "minute": 20}),
 )
 
 
@@ -367,7 +382,7 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
 @click.command("scheduler")
 @with_appcontext
 def scheduler_command() -> None:
-    """Run the scheduled jobs (orders tick, notifications, settlement, expiry, stage bonuses, regrading, report rollups, export cleanup). Run exactly one of these per deployment."""
+    """Run the scheduled jobs (orders tick, notifications, settlement, expiry, stage bonuses, regrading, report rollups, export cleanup, WeChat Pay certificates). Run exactly one of these per deployment."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
     scheduler = build_scheduler(app)
     click.echo("scheduler running: " + ", ".join(s.name for s in SCHEDULES) + " (Ctrl+C to stop)")

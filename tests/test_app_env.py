@@ -121,14 +121,33 @@ def test_production_needs_the_pay_keys_once_a_merchant_is_named(environ):
         "WECHAT_PAY_API_V3_KEY",
         "WECHAT_PAY_MCH_CERT_SERIAL",
         "WECHAT_PAY_MCH_PRIVATE_KEY",
-        "WECHAT_PAY_PLATFORM_PUBLIC_KEY",
-        "WECHAT_PAY_PLATFORM_SERIAL",
     ):
         assert name in message
+    # Platform certificates are downloaded: none needs configuring, and no public key either.
+    assert "WECHAT_PAY_PLATFORM" not in message and "WECHAT_PAY_PUBLIC_KEY" not in message
     assert "WECHAT_PAY_API_KEY" not in message
     message = _refusal(environ, WECHAT_PAY_API="v2")
     assert "WECHAT_PAY_API_KEY, WECHAT_PAY_MCH_CERT, WECHAT_PAY_MCH_KEY" in message
     assert "WECHAT_PAY_API_V3_KEY" not in message
+
+
+@pytest.mark.parametrize(
+    ("settings", "needed", "not_needed"),
+    [
+        ({"WECHAT_PAY_PLATFORM_SERIAL": "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"}, ["WECHAT_PAY_PLATFORM_PUBLIC_KEY"], ["WECHAT_PAY_PUBLIC_KEY"]),
+        ({"WECHAT_PAY_PUBLIC_KEY_ID": "PUB_KEY_ID_0114232134912410000000000000"}, ["WECHAT_PAY_PUBLIC_KEY"], ["WECHAT_PAY_PLATFORM", "WECHAT_PAY_PUBLIC_KEY_ID"]),
+        ({"WECHAT_PAY_V3_VERIFY": "public_key"}, ["WECHAT_PAY_PUBLIC_KEY, WECHAT_PAY_PUBLIC_KEY_ID"], ["WECHAT_PAY_PLATFORM"]),
+        ({"WECHAT_PAY_V3_VERIFY": "both", "WECHAT_PAY_PUBLIC_KEY": "/etc/wechatpay/pub_key.pem"}, ["WECHAT_PAY_PUBLIC_KEY_ID"], ["WECHAT_PAY_PLATFORM"]),
+        ({"WECHAT_PAY_V3_VERIFY": "public_key", "WECHAT_PAY_PUBLIC_KEY": "/k.pem", "WECHAT_PAY_PUBLIC_KEY_ID": "0114232134912410000000000000"}, ["WECHAT_PAY_PUBLIC_KEY_ID (starts with PUB_KEY_ID_)"], []),
+        ({"WECHAT_PAY_V3_VERIFY": "certs"}, ["WECHAT_PAY_V3_VERIFY (certificates, public_key, both)"], ["WECHAT_PAY_PUBLIC_KEY"]),
+    ],
+)
+def test_production_needs_the_keys_of_the_pay_verification_mode_chosen(environ, settings, needed, not_needed):
+    message = _refusal(environ, **PRODUCTION, WECHAT_PAY_MCH_ID="1230000109", **settings)
+    for text in needed:
+        assert text in message
+    for text in not_needed:
+        assert text not in message
 
 
 def test_an_unknown_app_env_is_refused(environ):

@@ -32,7 +32,9 @@ in ``MessagePush`` (the MP console's 服务器配置, also ``PUT /sandbox/oa/pus
 
 WeChat Pay is played for one merchant (``PayMerchant``): v2 and v3 orders, queries,
 closes and refunds, and the buyer paying (``POST /sandbox/pay/pay``), which sends
-WeChat's signed notification to the order's notify URL.
+WeChat's signed notification to the order's notify URL. v3 is signed with the merchant's platform
+certificates (listed at ``GET /v3/certificates``, rotated with ``POST /sandbox/pay/certificates/rotate``)
+or its WeChat Pay public key (``PUT /sandbox/pay/signer``, or a request naming ``PUB_KEY_ID_…``).
 
 Each API family is a module with its blueprint, registered in ``create_sandbox_app``
 (``app``): ``access_token``, ``miniprogram``, ``messages`` (subscribe and template messages, the

@@ -102,3 +102,27 @@ def reset_pay() -> Response:
     """Forget every order and refund (the merchant stays)."""
     pay_state().reset()
     return jsonify(ok=True)
+
+
+@pay_control_bp.post("/certificates/rotate")
+def rotate_certificates() -> Response:
+    """WeChat rotates the platform certificate: ``{"old_expires_in": seconds}`` (default 7 days) is how long the
+    ones before stay valid; a new one signs from now on. Answers every certificate's serial and validity."""
+    body = request.get_json(silent=True) or {}
+    old_expires_in = body.get("old_expires_in", 7 * 86400) if isinstance(body, dict) else None
+    if isinstance(old_expires_in, bool) or not isinstance(old_expires_in, (int, float)):
+        return _control_error(400, "old_expires_in is a number of seconds")
+    fresh = pay_state().rotate_certificates(float(old_expires_in))
+    listing = [{"serial_no": c.serial, "effective": c.effective, "expires": c.expires} for c in pay_state().certificates()]
+    return jsonify(new=fresh.serial, certificates=listing)
+
+
+@pay_control_bp.put("/signer")
+def set_signer() -> Response:
+    """``{"signer": "public_key" | "certificate"}``: what WeChat Pay signs answers and notifications with."""
+    body = request.get_json(silent=True)
+    try:
+        pay_state().set_signer(body.get("signer") if isinstance(body, dict) else None)  # type: ignore[arg-type]
+    except ValueError as error:
+        return _control_error(400, str(error))
+    return jsonify(signer=pay_state().signer)

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from markupsafe import escape
 
 from wechat_sandbox.core import TOKEN_TTL, WeChatFault, json_body, state, wechat_api
 from wechat_sandbox.miniprogram import render_code
@@ -380,7 +381,13 @@ def oauth_authorize() -> Response:
         return _oauth_page(400, "参数错误：state 至多 128 个字母或数字")
     name = args.get("sandbox_user")
     if name is None:
-        return _oauth_page(200, "请在微信客户端打开链接（沙箱：加上 sandbox_user=&lt;名字&gt; 参数扮演该用户）")
+        # In a desktop browser during development: a form that plays the WeChat user of a name.
+        hidden = "".join(f'<input type=hidden name="{escape(key)}" value="{escape(value)}">' for key, value in args.items(multi=True))
+        form = (
+            f'<form method=get>{hidden}<label>扮演用户（小程序里用同一名字登录过的会员）：<input name=sandbox_user required '
+            'pattern="[A-Za-z0-9_.\\-]{1,64}" placeholder="alice"></label> <button>授权</button></form>'
+        )
+        return _oauth_page(200, "请在微信客户端打开链接（沙箱：加上 sandbox_user=&lt;名字&gt; 参数扮演该用户）" + form)
     if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
         return _oauth_page(400, "sandbox_user 必须是 1-64 个字母、数字或 _ . -")
     if args.get("sandbox_snapshot") == "1":

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, Mapping
 
 import requests
-from flask import Flask, current_app
+from flask import Flask, current_app, has_request_context, request
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
@@ -36,9 +36,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from wechatpy.pay.utils import calculate_signature, calculate_signature_hmac, dict_to_xml
 
 from server.config import SANDBOX_DEFAULTS, Config
-from server.wechat.pay import CHINA_TZ, load_private_key, load_public_key, parse_v2_xml
+from server.wechat.pay import CHINA_TZ, load_private_key, load_public_key, parse_v2_xml, v3_verify_mode
 from wechat_sandbox.core import PUSH_TIMEOUT, _cdata, state
-from wechat_sandbox.keys import SANDBOX_MCH_SERIAL, SANDBOX_PLATFORM_SERIAL, ensure_sandbox_keys, sandbox_key_dir
+from wechat_sandbox.keys import (
+    SANDBOX_MCH_SERIAL,
+    SANDBOX_PLATFORM_SERIAL,
+    SANDBOX_PUBLIC_KEY_ID,
+    SandboxCertificate,
+    ensure_sandbox_keys,
+    issue_certificate,
+    sandbox_key_dir,
+)
 
 #: Order states of an order query.
 NOTPAY, TRADE_SUCCESS, TRADE_CLOSED, TRADE_REFUND = "NOTPAY", "SUCCESS", "CLOSED", "REFUND"
@@ -72,12 +80,20 @@ class PayMerchant:
     platform_private_key: rsa.RSAPrivateKey = field(repr=False)
     #: Apps bound to the merchant; None accepts every app the sandbox knows.
     appids: frozenset[str] | None = None
+    #: The WeChat Pay public key (微信支付公钥) WeChat holds for the merchant: its id and private half.
+    public_key_id: str | None = None
+    public_key_private_key: rsa.RSAPrivateKey | None = field(default=None, repr=False)
+    #: Whether the merchant has platform certificates; merchants given only the public key have none.
+    platform_certificates: bool = True
+    #: What WeChat signs with unless a request names the public key: ``certificate`` or ``public_key``.
+    signer: str = "certificate"
 
 
 def pay_merchant_from_config(config: Mapping[str, Any]) -> PayMerchant:
     """The merchant the app's configuration describes, holding the sandbox's generated key pairs."""
     keys = ensure_sandbox_keys(sandbox_key_dir(config))
     appid = config.get("WECHAT_APPID")
+    mode = v3_verify_mode(config)
     return PayMerchant(
         mch_id=config.get("WECHAT_PAY_MCH_ID") or SANDBOX_DEFAULTS["WECHAT_PAY_MCH_ID"],
         api_key=config.get("WECHAT_PAY_API_KEY") or SANDBOX_DEFAULTS["WECHAT_PAY_API_KEY"],
@@ -87,6 +103,10 @@ def pay_merchant_from_config(config: Mapping[str, Any]) -> PayMerchant:
         platform_serial=SANDBOX_PLATFORM_SERIAL,
         platform_private_key=load_private_key(keys.platform_private),
         appids=frozenset({appid}) if appid else None,
+        public_key_id=SANDBOX_PUBLIC_KEY_ID,
+        public_key_private_key=load_private_key(keys.wechatpay_public_key_private),
+        platform_certificates=mode != "public_key",
+        signer="public_key" if mode == "public_key" else "certificate",
     )
 
 
@@ -194,6 +214,10 @@ class PayState:
         self._merchant = merchant
         self.orders: dict[str, PayOrder] = {}
         self.refunds: dict[str, PayRefund] = {}
+        #: The platform certificates, oldest first; made from the merchant's on first use.
+        self._certificates: list[SandboxCertificate] | None = None
+        #: ``certificate`` or ``public_key``; None: the merchant's ``signer``.
+        self._signer: str | None = None
 
     @property
     def merchant(self) -> PayMerchant:
@@ -207,6 +231,107 @@ class PayState:
         """Serve ``merchant`` from now on (tests give the sandbox the keys their apps hold)."""
         with self.lock:
             self._merchant = merchant
+            self._certificates = None
+            self._signer = None
+
+    # -- WeChat Pay's own keys ---------------------------------------------------------------------
+
+    def certificates(self) -> list[SandboxCertificate]:
+        """Every platform certificate issued to the merchant, oldest first (none for a public-key merchant)."""
+        with self.lock:
+            if self._certificates is None:
+                merchant = self.merchant
+                now = time.time()
+                self._certificates = (
+                    [issue_certificate(merchant.platform_private_key, merchant.platform_serial, now - 30 * 86400, now + 5 * 365 * 86400)]
+                    if merchant.platform_certificates
+                    else []
+                )
+            return list(self._certificates)
+
+    def certificates_in_force(self, now: float | None = None) -> list[SandboxCertificate]:
+        now = time.time() if now is None else now
+        return [c for c in self.certificates() if c.effective <= now <= c.expires]
+
+    def rotate_certificates(self, old_expires_in: float = 7 * 86400) -> SandboxCertificate:
+        """WeChat issues a new platform certificate and signs with it from now on; the ones before it stay
+        listed and valid until they expire, at the latest ``old_expires_in`` seconds from now."""
+        with self.lock:
+            held = self.certificates()
+            now = time.time()
+            merchant = self.merchant
+            ended = [c if c.expires <= now + old_expires_in else c.reissued(expires=now + old_expires_in) for c in held]
+            serial = f"{max(int(c.serial, 16) for c in held) + 1:040X}" if held else merchant.platform_serial
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            fresh = issue_certificate(key, serial, now - 60, now + 5 * 365 * 86400)
+            self._certificates = ended + [fresh]
+            return fresh
+
+    def set_signer(self, signer: str) -> None:
+        """Sign with the public key (``public_key``) or the newest platform certificate (``certificate``)."""
+        if signer not in ("certificate", "public_key"):
+            raise ValueError("signer is certificate or public_key")
+        if signer == "public_key" and self.merchant.public_key_private_key is None:
+            raise ValueError("the merchant has no WeChat Pay public key")
+        with self.lock:
+            self._signer = signer
+
+    @property
+    def signer(self) -> str:
+        with self.lock:
+            return self._signer or self.merchant.signer
+
+    def signing_key(self, serial: str | None = None) -> tuple[str, rsa.RSAPrivateKey]:
+        """The serial and private key WeChat signs with: the one ``serial`` names (a certificate or the public key);
+        else the public key when the request named it in ``Wechatpay-Serial`` or the signer is the public key;
+        else the newest platform certificate in force."""
+        merchant = self.merchant
+        if serial is None and has_request_context() and request.headers.get("Wechatpay-Serial") == merchant.public_key_id:
+            serial = merchant.public_key_id
+        if serial is None and self.signer == "public_key":
+            serial = merchant.public_key_id
+        if serial is not None:
+            key = self.private_key_of(serial, in_force=False)
+            if key is None:
+                raise ValueError(f"no key {serial} to sign with")
+            return serial, key
+        in_force = self.certificates_in_force()
+        if not in_force:
+            raise ValueError("no platform certificate in force to sign with")
+        newest = max(in_force, key=lambda c: c.effective)
+        return newest.serial, newest.private_key
+
+    def private_key_of(self, serial: str, *, in_force: bool = True) -> rsa.RSAPrivateKey | None:
+        """The private half of the key ``serial`` names: the public key's, or a platform certificate's."""
+        merchant = self.merchant
+        if merchant.public_key_private_key is not None and serial == merchant.public_key_id:
+            return merchant.public_key_private_key
+        certificates = self.certificates_in_force() if in_force else self.certificates()
+        return next((c.private_key for c in certificates if c.serial == serial), None)
+
+    def certificate_list(self) -> dict[str, Any]:
+        """``GET /v3/certificates``: the certificates not yet expired, each sealed with the APIv3 key."""
+        aead = AESGCM(self.merchant.api_v3_key.encode("utf-8"))
+        data = []
+        for certificate in self.certificates():
+            if certificate.expires < time.time():
+                continue
+            nonce = secrets.token_hex(6)
+            sealed = aead.encrypt(nonce.encode("ascii"), certificate.pem.encode("ascii"), b"certificate")
+            data.append(
+                {
+                    "serial_no": certificate.serial,
+                    "effective_time": _rfc3339(certificate.effective),
+                    "expire_time": _rfc3339(certificate.expires),
+                    "encrypt_certificate": {
+                        "algorithm": "AEAD_AES_256_GCM",
+                        "nonce": nonce,
+                        "associated_data": "certificate",
+                        "ciphertext": base64.b64encode(sealed).decode("ascii"),
+                    },
+                }
+            )
+        return {"data": data}
 
     def reset(self) -> None:
         with self.lock:
@@ -374,13 +499,14 @@ class PayState:
         overrides: Mapping[str, Any] | None = None,
         timestamp: int | None = None,
         serial: str | None = None,
+        sign_with: str | None = None,
         tamper_ciphertext: bool = False,
         literals: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, str], bytes]:
         """The payment notification WeChat would send for ``out_trade_no`` (paying it first if need be).
 
         ``overrides`` change the v2 fields, or the v3 resource before encryption, and are signed
-        like the rest; ``timestamp``/``serial`` set the v3 headers (signed too);
+        like the rest; ``timestamp``/``serial`` set the v3 headers (signed too), ``sign_with`` names the key that signs;
         ``tamper_ciphertext`` corrupts the v3 ciphertext and then signs the result; ``literals``
         (v3) writes a string value equal to one of its keys as that key's JSON text instead.
         """
@@ -421,7 +547,7 @@ class PayState:
         }
         return self.build_v3_notification(
             "TRANSACTION.SUCCESS", "支付成功", "transaction", _merge(resource, overrides or {}),
-            timestamp=timestamp, serial=serial, tamper_ciphertext=tamper_ciphertext, literals=literals,
+            timestamp=timestamp, serial=serial, sign_with=sign_with, tamper_ciphertext=tamper_ciphertext, literals=literals,
         )
 
     def build_refund_notification(
@@ -433,6 +559,7 @@ class PayState:
         overrides: Mapping[str, Any] | None = None,
         timestamp: int | None = None,
         serial: str | None = None,
+        sign_with: str | None = None,
         tamper_ciphertext: bool = False,
         literals: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, str], bytes]:
@@ -486,7 +613,7 @@ class PayState:
             resource["success_time"] = _rfc3339(refund.success_time)
         return self.build_v3_notification(
             f"REFUND.{refund.status}", REFUND_SUMMARIES[refund.status], "refund", _merge(resource, overrides or {}),
-            timestamp=timestamp, serial=serial, tamper_ciphertext=tamper_ciphertext, literals=literals,
+            timestamp=timestamp, serial=serial, sign_with=sign_with, tamper_ciphertext=tamper_ciphertext, literals=literals,
         )
 
     def _v2_notification(self, fields: dict[str, Any], sign_type: str, overrides: Mapping[str, Any] | None) -> tuple[dict[str, str], bytes]:
@@ -505,6 +632,7 @@ class PayState:
         *,
         timestamp: int | None = None,
         serial: str | None = None,
+        sign_with: str | None = None,
         tamper_ciphertext: bool = False,
         literals: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, str], bytes]:
@@ -537,22 +665,23 @@ class PayState:
             },
         }
         body = json.dumps(envelope, ensure_ascii=False).encode("utf-8")
-        headers = self.v3_headers(body, timestamp)
+        headers = self.v3_headers(body, timestamp, sign_with=sign_with)
         if serial is not None:
             headers["Wechatpay-Serial"] = serial
         headers["Content-Type"] = "application/json"
         return headers, body
 
-    def v3_headers(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-        """The Wechatpay-* headers that make ``body`` a message from WeChat Pay."""
+    def v3_headers(self, body: bytes, timestamp: int | None = None, *, sign_with: str | None = None) -> dict[str, str]:
+        """The Wechatpay-* headers that make ``body`` a message from WeChat Pay (see ``signing_key``)."""
         stamp, nonce = str(int(time.time()) if timestamp is None else timestamp), secrets.token_hex(16)
         message = f"{stamp}\n{nonce}\n".encode("ascii") + body + b"\n"
-        signature = self.merchant.platform_private_key.sign(message, asym_padding.PKCS1v15(), hashes.SHA256())
+        serial, key = self.signing_key(sign_with)
+        signature = key.sign(message, asym_padding.PKCS1v15(), hashes.SHA256())
         return {
             "Wechatpay-Timestamp": stamp,
             "Wechatpay-Nonce": nonce,
             "Wechatpay-Signature": base64.b64encode(signature).decode("ascii"),
-            "Wechatpay-Serial": self.merchant.platform_serial,
+            "Wechatpay-Serial": serial,
             "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
         }
 

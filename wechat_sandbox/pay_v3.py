@@ -263,16 +263,27 @@ ABNORMAL_REFUND_BANKS = frozenset(
 
 
 def _platform_decrypt(value: Any, name: str) -> str:
-    """A field the merchant encrypted with the platform key (RSA-OAEP, SHA-1), or PARAM_ERROR."""
-    merchant = pay_state().merchant
-    if request.headers.get("Wechatpay-Serial") != merchant.platform_serial:
+    """A field the merchant encrypted (RSA-OAEP, SHA-1) with the key its ``Wechatpay-Serial`` names: a platform
+    certificate in force or the WeChat Pay public key; PARAM_ERROR otherwise."""
+    key = pay_state().private_key_of(request.headers.get("Wechatpay-Serial") or "")
+    if key is None:
         raise PayFault.param("Wechatpay-Serial与加密所用证书不一致")
     try:
         sealed = base64.b64decode(str(value), validate=True)
         padding = asym_padding.OAEP(mgf=asym_padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
-        return merchant.platform_private_key.decrypt(sealed, padding).decode("utf-8")
+        return key.decrypt(sealed, padding).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         raise PayFault.param(f"{name}解密失败") from None
+
+
+@pay_v3_api("/v3/certificates", "GET")
+def certificates(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """下载平台证书: the certificates not yet expired, sealed with the APIv3 key; a merchant given only the
+    WeChat Pay public key has none, and WeChat answers 404 RESOURCE_NOT_EXISTS."""
+    listing = pay_state().certificate_list()
+    if not listing["data"]:
+        raise PayFault("RESOURCE_NOT_EXISTS", 404, "RESOURCE_NOT_EXISTS", "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥")
+    return 200, listing
 
 
 @pay_v3_api("/v3/refund/domestic/refunds/<out_refund_no>", "GET")

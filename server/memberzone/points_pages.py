@@ -51,9 +51,16 @@ def statements(member: Member) -> Any:
     return page("memberzone/statements.html", tab="points", rows=rows, pager=Pager(pager.page, total))
 
 
-@bp.get("/statements/<int:statement_id>")
+@bp.get("/statements/<statement_id>")
+def statement(statement_id: str) -> Any:
+    # Any text is a page address here: what cannot be a statement is the zone's "not found" card, before sign-in.
+    if not (statement_id.isascii() and statement_id.isdigit() and 0 < int(statement_id) < 2**63):
+        raise services.StatementNotFoundError()
+    return _statement(int(statement_id))
+
+
 @zone_view
-def statement(member: Member, statement_id: int) -> Any:
+def _statement(member: Member, statement_id: int) -> Any:
     row, run = services.member_statement(db.session(), member.id, statement_id)
     return page("memberzone/statement.html", tab="points", row=row, run=run)
 

@@ -95,4 +95,5 @@ def form_token(unionid: str) -> str:
 
 def form_token_valid(token: str, unionid: str) -> bool:
     payload = security.load_token(token, "member-zone-form", FORM_MAX_AGE) if token else None
-    return bool(payload) and isinstance(payload.get("u"), str) and secrets.compare_digest(payload["u"], unionid)
+    signed_for = payload.get("u") if payload else None
+    return isinstance(signed_for, str) and secrets.compare_digest(signed_for.encode(), unionid.encode())

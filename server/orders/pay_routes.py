@@ -1,4 +1,4 @@
-"""WeChat Pay's notify URLs (v2 payment, v2 refund, v3 both) and the ``reconcile`` command.
+"""WeChat Pay's notify URLs (v2 payment, v2 refund, v3 both) and the ``reconcile`` and ``pay-keys`` commands.
 
 Each notification is verified by the adapter, applied by ``server.orders.payments``,
 committed, and answered in WeChat's words. Anything refused (forged, stale, for another
@@ -7,7 +7,7 @@ which makes WeChat send it again later; a repeat of one already applied gets suc
 """
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import click
@@ -19,10 +19,10 @@ from server.errors import AppError
 from server.orders import payments
 from server.wechat import wechat_pay
 from server.wechat.client import WeChatError
-from server.wechat.pay import IgnoredNotice, PayNotConfiguredError, PayNotice, RefundNotice, v2_reply
+from server.wechat.pay import IgnoredNotice, PayNotConfiguredError, PayNotice, RefundNotice, china_time, v2_reply
 
 # No url_prefix (the paths are WeChat's, under /wechat), and cli_group=None puts ``reconcile``
-# at the top of ``python -m server``.
+# and ``pay-keys`` at the top of ``python -m server``.
 bp = Blueprint("wechat_pay", __name__, cli_group=None)
 
 
@@ -119,3 +119,34 @@ def reconcile_command(since_hours: int) -> None:
         click.echo(f"  order {found.order_id} ({found.out_trade_no}): {found.status} here, {found.trade_state} at WeChat Pay: {found.problem}")
     accepted, waiting = payments.retry_refunds(app, now)
     click.echo(f"refunds resent: {accepted} accepted, {waiting} still waiting")
+
+
+@bp.cli.command("pay-keys")
+@click.option("--refresh", is_flag=True, help="Download the platform certificates from WeChat Pay now.")
+def pay_keys_command(refresh: bool) -> None:
+    """The WeChat Pay v3 keys answers and notifications are verified with: the mode, the public key's id,
+    and each platform certificate's serial and validity (China time)."""
+    try:
+        v3 = wechat_pay().v3_client()
+    except PayNotConfiguredError as error:
+        raise click.ClickException(error.errmsg) from None
+    if refresh and not v3.refresh_certificates(force=True):
+        raise click.ClickException("the platform certificates could not be downloaded (see the log)")
+    keys = v3.keys
+    click.echo(f"mode: {keys.mode}")
+    if keys.public_key_id:
+        click.echo(f"public key: {keys.public_key_id}")
+    if keys.uses_certificates:
+        now = keys.clock()
+        certificates = keys.certificates()
+        if not certificates:
+            click.echo("platform certificates: none yet (downloaded on the first message that needs one, or with --refresh)")
+        for certificate in certificates:
+            state = "in force" if certificate.valid_at(now) else "expired" if now > certificate.expires else "not yet in force"
+            click.echo(f"platform certificate {certificate.serial}: {_china(certificate.effective)} to {_china(certificate.expires)}, {state}")
+
+
+def _china(epoch: float) -> str:
+    if epoch in (0.0, float("inf")):
+        return "(not stated)"
+    return china_time(datetime.fromtimestamp(epoch, timezone.utc)).strftime("%Y-%m-%d %H:%M")

@@ -5,11 +5,11 @@ Nothing here knows whether ``WECHAT_API_BASE`` is WeChat or the sandbox.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from flask import Flask, current_app, has_app_context
 
-from server import cache, html
+from server import cache, db, html
 from server.wechat.client import LockFactory, MiniProgram, OfficialAccount
 from server.wechat.oa_messages import MessageCodec
 from server.wechat.pay import WeChatPayGateway
@@ -32,6 +32,25 @@ def _app_lock_factory(app: Flask) -> LockFactory:
     return factory
 
 
+def _app_cache(app: Flask) -> tuple[Callable[[str], Any], Callable[[str, Any, float], None]]:
+    """``server.cache`` values of ``app``, usable with or without an app context."""
+
+    def get(key: str) -> Any:
+        if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
+            return cache.get_value(key)
+        with app.app_context():
+            return cache.get_value(key)
+
+    def put(key: str, value: Any, ttl: float) -> None:
+        if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
+            cache.set_value(key, value, ttl)
+            return
+        with app.app_context():
+            cache.set_value(key, value, ttl)
+
+    return get, put
+
+
 def init_app(app: Flask) -> None:
     """Build the app's adapters; runs after ``server.cache.init_app`` so Redis is known.
 
@@ -45,7 +64,12 @@ def init_app(app: Flask) -> None:
     # The member zone shows the account's QR code from WeChat's image host.
     html.allow_images_from(app, app.extensions["wechat_official_account"].mp_base)
     app.extensions["wechat_oa_messages"] = MessageCodec.from_config(app.config)
-    app.extensions["wechat_pay"] = WeChatPayGateway.from_config(app.config)
+    pay = WeChatPayGateway.from_config(app.config)
+    if pay.v3 is not None:
+        # Platform certificates are shared by every worker through the cache, and never fetched inside a transaction.
+        pay.v3.cache = _app_cache(app)
+        pay.v3.in_transaction = db.transaction_open
+    app.extensions["wechat_pay"] = pay
 
 
 def miniprogram() -> MiniProgram:

@@ -6,6 +6,9 @@ its query, close and refund go the same way. Nothing here knows whether
 ``WECHAT_PAY_API_BASE`` is WeChat or the sandbox, and nothing here decides what a
 payment means for an order: that is ``server.orders.payments``.
 
+v3 verifies WeChat Pay with the platform certificates it downloads or the WeChat Pay public key
+(``server.wechat.pay_keys``), whichever key each message's ``Wechatpay-Serial`` names.
+
 Secrets never reach a log: not the API keys, not signatures, not decrypted notifications.
 wechatpy logs its signing input (API key included) and raw XML at DEBUG, so its pay
 loggers are muted below WARNING.
@@ -25,7 +28,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 from xml.parsers.expat import ExpatError
 
@@ -42,6 +45,16 @@ from wechatpy.exceptions import WeChatPayException
 from wechatpy.pay import WeChatPay
 
 from server.wechat.client import WeChatError, WeChatUnavailableError
+from server.wechat.pay_keys import (
+    CACHE_SECONDS,
+    REFRESH_INTERVAL,
+    VERIFY_MODES,
+    PayKeyRing,
+    PlatformCertificate,
+    certificate_from_pem,
+    pinned_key,
+    rfc3339_seconds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -678,24 +691,34 @@ class PayV3:
         api_v3_key: str | bytes,
         private_key: rsa.RSAPrivateKey,
         serial_no: str,
-        platform_keys: Mapping[str, rsa.RSAPublicKey],
+        platform_keys: Mapping[str, rsa.RSAPublicKey] | None = None,
+        keys: PayKeyRing | None = None,
         api_base: str = PRODUCTION_PAY_BASE,
         timeout: float = 5.0,
     ) -> None:
+        """``keys`` verify WeChat Pay; ``platform_keys`` (serial to key) is shorthand for certificates pinned by hand."""
         key = api_v3_key.encode("utf-8") if isinstance(api_v3_key, str) else api_v3_key
         if len(key) != V3_API_KEY_LENGTH:
             raise ValueError("WECHAT_PAY_API_V3_KEY must be 32 bytes")
-        if not platform_keys:
-            raise ValueError("WeChat Pay v3 needs the platform public key and its serial")
+        if keys is None:
+            if not platform_keys:
+                raise ValueError("WeChat Pay v3 needs the platform public key and its serial")
+            keys = PayKeyRing("certificates", certificates=[pinned_key(s, k, None) for s, k in platform_keys.items()])
         self.appid = appid
         self.mchid = mchid
         self.serial_no = serial_no
         self.api_base = api_base.rstrip("/")
         self.timeout = timeout
+        self.keys = keys
         self._aead = AESGCM(key)
         self._private_key = private_key
-        self._platform_keys = dict(platform_keys)
         self._http = requests.Session()
+        #: Where a downloaded certificate list is shared between workers: (get, set) of JSON values by key,
+        #: ``server.cache`` in the app; this process only when unset.
+        self.cache: tuple[Callable[[str], Any], Callable[[str, Any, float], None]] | None = None
+        #: Whether a database transaction is open here; a refresh is never made inside one.
+        self.in_transaction: Callable[[], bool] = lambda: False
+        self._local_cache: dict[str, tuple[float, Any]] = {}
 
     def __repr__(self) -> str:
         return f"PayV3(appid={self.appid!r}, mchid={self.mchid!r}, serial_no={self.serial_no!r})"
@@ -715,28 +738,186 @@ class PayV3:
             f'timestamp="{timestamp}",serial_no="{self.serial_no}"'
         )
 
-    def _verify(self, headers: Headers, body: bytes) -> str | None:
-        """Why ``body`` with ``headers`` is not WeChat Pay's signed message, or None when it is."""
+    def _verify(self, headers: Headers, body: bytes, *, refresh: bool = True, keys: PayKeyRing | None = None) -> str | None:
+        """Why ``body`` with ``headers`` is not WeChat Pay's signed message (verified with ``keys``, by default the
+        merchant's), or None when it is.
+
+        A serial no key names may be a platform certificate WeChat has just rotated to: with ``refresh``,
+        the certificate list is fetched once (see ``refresh_certificates``) before the message is refused.
+        """
+        keys = keys or self.keys
         timestamp = _header(headers, "Wechatpay-Timestamp")
         nonce = _header(headers, "Wechatpay-Nonce")
         signature = _header(headers, "Wechatpay-Signature")
         serial = _header(headers, "Wechatpay-Serial")
         if not (timestamp and nonce and signature and serial):
             return "Wechatpay-* signature headers missing"
-        key = self._platform_keys.get(serial)
-        if key is None:
-            return "Wechatpay-Serial names no platform key we hold"
         try:
             skew = abs(time.time() - int(timestamp))
         except ValueError:
             return "Wechatpay-Timestamp is not a number"
         if skew > V3_MAX_CLOCK_SKEW:
             return "Wechatpay-Timestamp is too far from now"
+        key, problem = keys.lookup(serial)
+        if key is None and problem is None and refresh and keys.should_refresh(serial):
+            self.refresh_certificates()
+            key, problem = keys.lookup(serial)
+        if key is None:
+            return problem or "Wechatpay-Serial names no WeChat Pay key we hold"
         if not rsa_verify(key, v3_message(timestamp, nonce, body), signature):
             return "signature does not verify"
         return None
 
+    # -- platform certificates ---------------------------------------------------------------------
+
+    def _cache_key(self) -> str:
+        return f"wechatpay:v3:certificates:{self.mchid}"
+
+    def _cache_get(self, key: str) -> Any:
+        if self.cache is not None:
+            return self.cache[0](key)
+        stored = self._local_cache.get(key)
+        return stored[1] if stored and stored[0] > time.monotonic() else None
+
+    def _cache_set(self, key: str, value: Any, ttl: float) -> None:
+        if self.cache is not None:
+            self.cache[1](key, value, ttl)
+        else:
+            self._local_cache[key] = (time.monotonic() + ttl, value)
+
+    def _take_cached_certificates(self) -> None:
+        cached = self._cache_get(self._cache_key())
+        if isinstance(cached, list):
+            try:
+                self.keys.merge(PlatformCertificate.from_cached(item) for item in cached)
+            except (KeyError, TypeError, ValueError):
+                logger.warning("WeChat Pay platform certificates in the cache are unreadable; downloading them again")
+
+    def refresh_certificates(self, *, force: bool = False) -> bool:
+        """Bring the platform certificate list up to date; whether a download was made and taken.
+
+        First from the cache another worker filled; then, unless one was made in the last
+        ``REFRESH_INTERVAL`` seconds by any worker (``force`` skips that wait), from ``GET /v3/certificates``.
+        Never inside a database transaction: a notification or answer that needs a refresh there is refused,
+        and WeChat sends the notification again. A failed download leaves the keys as they were.
+        """
+        if not self.keys.uses_certificates:
+            return False
+        if self.in_transaction():
+            logger.warning("WeChat Pay platform certificates not refreshed: a database transaction is open")
+            return False
+        self._take_cached_certificates()
+        stamp_key = self._cache_key() + ":downloaded"
+        with self.keys.download_lock:
+            recent = self.keys.last_download is not None and time.monotonic() - self.keys.last_download < REFRESH_INTERVAL
+            if not force and (recent or self._cache_get(stamp_key)):
+                return False
+            self.keys.last_download = time.monotonic()
+            self._cache_set(stamp_key, True, REFRESH_INTERVAL)
+            try:
+                certificates = self.download_certificates()
+            except WeChatError as error:
+                logger.warning("WeChat Pay platform certificates not refreshed: %s", error.errmsg)
+                return False
+        self.keys.merge(certificates)
+        self._cache_set(self._cache_key(), [c.as_cached() for c in certificates], CACHE_SECONDS)
+        logger.info("WeChat Pay platform certificates refreshed: %s", ", ".join(c.serial for c in certificates))
+        return True
+
+    def download_certificates(self) -> list[PlatformCertificate]:
+        """``GET /v3/certificates``: every certificate decrypted with the APIv3 key, the answer verified.
+
+        The answer is signed with one of the certificates: verified with the key its serial names when we
+        hold one, else, on the first download, with the certificate of that serial in the answer itself, as
+        WeChat's SDKs bootstrap (its ciphertext decrypting under our APIv3 key is what shows it is WeChat's).
+        """
+        path = "/v3/certificates"
+        res = self._send("GET", path)
+        if not res.ok:
+            self._raise_for_error(path, res)
+        try:
+            listing = _strict_json(res.content)
+            items = listing["data"]
+            if not isinstance(items, list) or not items:
+                raise ValueError("no certificates")
+            certificates = [self._open_certificate(item) for item in items]
+        except (KeyError, TypeError, ValueError, InvalidTag) as exc:
+            raise WeChatUnavailableError(None, f"{path}: the certificate list is unreadable ({type(exc).__name__})") from None
+        serial = _header(res.headers, "Wechatpay-Serial") or ""
+        problem = self._verify(res.headers, res.content, refresh=False)
+        if problem and self.keys.lookup(serial) == (None, None):
+            signer = next((c for c in certificates if c.serial == serial.upper()), None)
+            if signer is None:
+                raise WeChatUnavailableError(None, f"{path}: answer is signed by no certificate it lists")
+            problem = self._verify(res.headers, res.content, refresh=False, keys=PayKeyRing("certificates", certificates=[signer]))
+        if problem:
+            raise WeChatUnavailableError(None, f"{path}: answer rejected: {problem}")
+        return certificates
+
+    def _open_certificate(self, item: Mapping[str, Any]) -> PlatformCertificate:
+        sealed = item["encrypt_certificate"]
+        if sealed["algorithm"] != "AEAD_AES_256_GCM":
+            raise ValueError("unknown algorithm")
+        pem = self._aead.decrypt(
+            str(sealed["nonce"]).encode("utf-8"),
+            base64.b64decode(str(sealed["ciphertext"]), validate=True),
+            str(sealed.get("associated_data") or "").encode("utf-8"),
+        )
+        return certificate_from_pem(
+            pem.decode("ascii"),
+            effective=rfc3339_seconds(item["effective_time"]),
+            expires=rfc3339_seconds(item["expire_time"]),
+            serial=str(item["serial_no"]),
+        )
+
     # -- requests ------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        payload: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """One signed request; the answer as it came, or WeChatUnavailableError when none came."""
+        url = self.api_base + path + ("?" + urlencode(params) if params else "")
+        # Signed as the server will see it: the full path (a base may add a prefix) and the query.
+        parts = urlsplit(url)
+        signed_path = parts.path + ("?" + parts.query if parts.query else "")
+        body = b"" if payload is None else json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        headers = {
+            "Authorization": self.authorization(method, signed_path, body),
+            "Accept": "application/json",
+            "User-Agent": "referral-server wechatpay-v3",
+        }
+        if self.keys.public_key_id:
+            # Names the key WeChat Pay is to sign its answer with (during a switch-over too).
+            headers["Wechatpay-Serial"] = self.keys.public_key_id
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        headers.update(extra_headers or {})
+        try:
+            return self._http.request(method, url, data=body or None, headers=headers, timeout=self.timeout)
+        except requests.Timeout:
+            raise WeChatUnavailableError(None, f"{path}: timed out") from None
+        except requests.RequestException as exc:
+            raise WeChatUnavailableError(None, f"{path}: {type(exc).__name__}") from None
+
+    def _raise_for_error(self, path: str, res: requests.Response) -> None:
+        """WeChatPayError (4xx) or WeChatUnavailableError (5xx, 429, unreadable) for an error answer."""
+        try:
+            answer = json.loads(res.content.decode("utf-8")) if res.content else {}
+        except ValueError:
+            raise WeChatUnavailableError(None, f"{path}: HTTP {res.status_code}, answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise WeChatUnavailableError(None, f"{path}: answer is not a JSON object")
+        if res.status_code >= 500 or res.status_code == 429:
+            raise WeChatUnavailableError(None, f"{path}: HTTP {res.status_code} {answer.get('code', '')}")
+        code = str(answer.get("code") or f"HTTP_{res.status_code}")
+        logger.warning("WeChat Pay %s answered %s %s", path, res.status_code, code)
+        raise WeChatPayError(code, str(answer.get("message") or ""))
 
     def _request(
         self,
@@ -748,25 +929,7 @@ class PayV3:
         extra_headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any] | None:
         """One signed exchange; the verified JSON answer, None for 204, WeChatError otherwise."""
-        url = self.api_base + path + ("?" + urlencode(params) if params else "")
-        # Signed as the server will see it: the full path (a base may add a prefix) and the query.
-        parts = urlsplit(url)
-        signed_path = parts.path + ("?" + parts.query if parts.query else "")
-        body = b"" if payload is None else json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        headers = {
-            "Authorization": self.authorization(method, signed_path, body),
-            "Accept": "application/json",
-            "User-Agent": "referral-server wechatpay-v3",
-        }
-        if payload is not None:
-            headers["Content-Type"] = "application/json"
-        headers.update(extra_headers or {})
-        try:
-            res = self._http.request(method, url, data=body or None, headers=headers, timeout=self.timeout)
-        except requests.Timeout:
-            raise WeChatUnavailableError(None, f"{path}: timed out") from None
-        except requests.RequestException as exc:
-            raise WeChatUnavailableError(None, f"{path}: {type(exc).__name__}") from None
+        res = self._send(method, path, params=params, payload=payload, extra_headers=extra_headers)
         signed = _header(res.headers, "Wechatpay-Signature") is not None
         # Error answers may come unsigned (WeChat cannot sign an answer to a request it could not
         # authenticate); they only ever make us fail, so they are read either way.
@@ -774,18 +937,14 @@ class PayV3:
             raise WeChatUnavailableError(None, f"{path}: answer rejected: {problem}")
         if res.status_code == 204:
             return None
+        if res.status_code >= 400:
+            self._raise_for_error(path, res)
         try:
             answer = json.loads(res.content.decode("utf-8")) if res.content else {}
         except ValueError:
             raise WeChatUnavailableError(None, f"{path}: HTTP {res.status_code}, answer is not JSON") from None
         if not isinstance(answer, dict):
             raise WeChatUnavailableError(None, f"{path}: answer is not a JSON object")
-        if res.status_code >= 500 or res.status_code == 429:
-            raise WeChatUnavailableError(None, f"{path}: HTTP {res.status_code} {answer.get('code', '')}")
-        if res.status_code >= 400:
-            code = str(answer.get("code") or f"HTTP_{res.status_code}")
-            logger.warning("WeChat Pay %s answered %s %s", path, res.status_code, code)
-            raise WeChatPayError(code, str(answer.get("message") or ""))
         return answer
 
     def jsapi_prepay(
@@ -886,9 +1045,15 @@ class PayV3:
         return str(refund_id)
 
     def encrypt_sensitive(self, text: str) -> tuple[str, str]:
-        """``text`` encrypted for WeChat Pay (RSA-OAEP with SHA-1 and MGF1, base64) with the platform key,
-        and the serial that names that key (sent as ``Wechatpay-Serial``)."""
-        serial, key = next(iter(self._platform_keys.items()))
+        """``text`` encrypted for WeChat Pay (RSA-OAEP with SHA-1 and MGF1, base64) and the serial that names the
+        key it was sealed with (sent as ``Wechatpay-Serial``): the WeChat Pay public key when configured, else the
+        platform certificate in force that expires last, the list refreshed first when none is."""
+        found = self.keys.encryption_key()
+        if found is None and self.refresh_certificates():
+            found = self.keys.encryption_key()
+        if found is None:
+            raise WeChatUnavailableError(None, "no WeChat Pay platform certificate in force to encrypt with")
+        serial, key = found
         sealed = key.encrypt(text.encode("utf-8"), padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None))
         return base64.b64encode(sealed).decode("ascii"), serial
 
@@ -1005,29 +1170,79 @@ class PayV3:
 
 @dataclass(frozen=True)
 class V3KeyConfig:
-    """The v3 key files and serials the app uses, as configured or (sandbox) generated."""
+    """The v3 key files, serials and verification mode the app uses, as configured or (sandbox) generated."""
 
     merchant_private_key: Path
     merchant_serial: str
-    platform_public_key: Path
-    platform_serial: str
+    #: ``certificates``, ``public_key`` or ``both`` (``WECHAT_PAY_V3_VERIFY``).
+    verify: str = "certificates"
+    #: A platform certificate (or its bare public key) pinned by hand, and its serial: optional.
+    platform_public_key: Path | None = None
+    platform_serial: str | None = None
+    #: The WeChat Pay public key (微信支付公钥) and its ``PUB_KEY_ID_…``.
+    public_key: Path | None = None
+    public_key_id: str | None = None
+
+
+def v3_verify_mode(config: Mapping[str, Any]) -> str:
+    """``WECHAT_PAY_V3_VERIFY``, or when unset: ``public_key`` once a public key id is set, else ``certificates``."""
+    mode = str(config.get("WECHAT_PAY_V3_VERIFY") or "").strip().lower()
+    if not mode:
+        return "public_key" if config.get("WECHAT_PAY_PUBLIC_KEY_ID") else "certificates"
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"WECHAT_PAY_V3_VERIFY must be one of {', '.join(VERIFY_MODES)}")
+    return mode
 
 
 def v3_key_config(config: Mapping[str, Any]) -> V3KeyConfig | None:
     """The configured PEM paths and serials; in sandbox mode without them, the sandbox's generated keys."""
-    private, public = config.get("WECHAT_PAY_MCH_PRIVATE_KEY"), config.get("WECHAT_PAY_PLATFORM_PUBLIC_KEY")
-    if private and public:
-        mch_serial, platform_serial = config.get("WECHAT_PAY_MCH_CERT_SERIAL"), config.get("WECHAT_PAY_PLATFORM_SERIAL")
-        if not (mch_serial and platform_serial):
-            raise ValueError("WECHAT_PAY_MCH_CERT_SERIAL and WECHAT_PAY_PLATFORM_SERIAL must be set with the v3 keys")
-        return V3KeyConfig(Path(private), str(mch_serial), Path(public), str(platform_serial))
+    mode = v3_verify_mode(config)
+    private = config.get("WECHAT_PAY_MCH_PRIVATE_KEY")
+    if private:
+        mch_serial = config.get("WECHAT_PAY_MCH_CERT_SERIAL")
+        if not mch_serial:
+            raise ValueError("WECHAT_PAY_MCH_CERT_SERIAL must be set with WECHAT_PAY_MCH_PRIVATE_KEY")
+        platform, platform_serial = config.get("WECHAT_PAY_PLATFORM_PUBLIC_KEY") or None, config.get("WECHAT_PAY_PLATFORM_SERIAL") or None
+        if bool(platform) != bool(platform_serial):
+            raise ValueError("WECHAT_PAY_PLATFORM_PUBLIC_KEY and WECHAT_PAY_PLATFORM_SERIAL go together")
+        public, public_id = config.get("WECHAT_PAY_PUBLIC_KEY") or None, config.get("WECHAT_PAY_PUBLIC_KEY_ID") or None
+        if mode != "certificates" and not (public and public_id):
+            raise ValueError(f"WECHAT_PAY_V3_VERIFY={mode} needs WECHAT_PAY_PUBLIC_KEY and WECHAT_PAY_PUBLIC_KEY_ID")
+        return V3KeyConfig(
+            Path(private),
+            str(mch_serial),
+            mode,
+            Path(platform) if platform else None,
+            str(platform_serial) if platform_serial else None,
+            Path(public) if public else None,
+            str(public_id) if public_id else None,
+        )
     if config.get("WECHAT_SANDBOX"):
         # Sandbox mode only, and so imported here: production code never loads the sandbox (tests/test_layers.py).
-        from wechat_sandbox.keys import SANDBOX_MCH_SERIAL, SANDBOX_PLATFORM_SERIAL, ensure_sandbox_keys, sandbox_key_dir
+        from wechat_sandbox.keys import SANDBOX_MCH_SERIAL, SANDBOX_PLATFORM_SERIAL, SANDBOX_PUBLIC_KEY_ID, ensure_sandbox_keys, sandbox_key_dir
 
         keys = ensure_sandbox_keys(sandbox_key_dir(config))
-        return V3KeyConfig(keys.merchant_private, SANDBOX_MCH_SERIAL, keys.platform_public, SANDBOX_PLATFORM_SERIAL)
+        return V3KeyConfig(
+            keys.merchant_private,
+            SANDBOX_MCH_SERIAL,
+            mode,
+            keys.platform_public,
+            SANDBOX_PLATFORM_SERIAL,
+            keys.wechatpay_public_key if mode != "certificates" else None,
+            SANDBOX_PUBLIC_KEY_ID if mode != "certificates" else None,
+        )
     return None
+
+
+def load_key_ring(keys: V3KeyConfig) -> PayKeyRing:
+    """The verifying keys ``keys`` names, loaded (a file that cannot be read fails here, at start-up)."""
+    pinned: list[PlatformCertificate] = []
+    if keys.verify != "public_key" and keys.platform_public_key and keys.platform_serial:
+        data = keys.platform_public_key.read_bytes()
+        certificate = x509.load_pem_x509_certificate(data) if b"BEGIN CERTIFICATE" in data else None
+        pinned.append(pinned_key(keys.platform_serial, load_public_key(keys.platform_public_key), certificate))
+    public = load_public_key(keys.public_key) if keys.public_key and keys.verify != "certificates" else None
+    return PayKeyRing(keys.verify, certificates=pinned, public_key=public, public_key_id=keys.public_key_id)
 
 
 # -- the gateway ----------------------------------------------------------------------------------
@@ -1074,7 +1289,7 @@ class WeChatPayGateway:
                 api_v3_key=config["WECHAT_PAY_API_V3_KEY"],
                 private_key=load_private_key(keys.merchant_private_key),
                 serial_no=keys.merchant_serial,
-                platform_keys={keys.platform_serial: load_public_key(keys.platform_public_key)},
+                keys=load_key_ring(keys),
                 api_base=api_base,
                 timeout=timeout,
             )

@@ -13,10 +13,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from flask import Flask
 
-from server import db
+from server import db, scheduler
 from server.orders import payments
 from server.orders.models import Order, OrderStatus, Refund, RefundStatus
 from server.orders.services import request_refund
+from server.wechat import wechat_pay
+from server.wechat.pay import InvalidNotificationError, PayNotice
 from wechat_sandbox import PayMerchant, PayState, SandboxServer
 from tests.orders.conftest import events_of, order_row, post, prepay, snapshot
 
@@ -194,3 +196,73 @@ def test_a_refund_notification_with_an_amount_that_is_not_an_integer_is_refused(
         response = client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers)
         assert response.status_code == 400 and response.get_json()["code"] == "FAIL"
     assert snapshot(app, ref) == before
+
+
+def test_a_notification_after_a_certificate_rotation_is_verified_once_fetched_outside_any_transaction(
+    app: Flask, client: Any, make_order: Any, sandbox_pay: PayState, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = make_order()
+    prepay(app, ref)
+    fresh = sandbox_pay.rotate_certificates()
+    v3 = app.extensions["wechat_pay"].v3_client()
+    download = v3.download_certificates
+    seen: list[bool] = []
+
+    def watched() -> Any:
+        seen.append(db.transaction_open())
+        return download()
+
+    monkeypatch.setattr(v3, "download_certificates", watched)
+    headers, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
+    assert headers["Wechatpay-Serial"] == fresh.serial
+    assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
+    assert order_row(app, ref.id).status == OrderStatus.paid
+    assert seen == [False]
+    # The old certificate still verifies while it is valid; the replay changes nothing.
+    before = snapshot(app, ref)
+    old = sandbox_pay.build_pay_notification(ref.out_trade_no, sign_with=sandbox_pay.merchant.platform_serial)
+    assert client.post(payments.V3_NOTIFY_PATH, data=old[1], headers=old[0]).status_code == 204
+    assert snapshot(app, ref) == before and seen == [False]
+
+
+def test_an_unknown_serial_is_not_fetched_inside_an_open_transaction(app: Flask, make_order: Any, sandbox_pay: PayState, sandbox: SandboxServer) -> None:
+    ref = make_order()
+    prepay(app, ref)
+    sandbox_pay.rotate_certificates()
+    calls = sandbox.app.extensions["sandbox_state"].calls
+    before = calls["/v3/certificates"]
+    headers, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
+    with app.app_context():
+        sess = db.session()
+        sess.get(Order, ref.id)
+        assert db.transaction_open()
+        with pytest.raises(InvalidNotificationError, match="names no WeChat Pay key"):
+            wechat_pay().v3_client().parse_notification(headers, body)
+        sess.rollback()
+        assert not db.transaction_open()
+        assert isinstance(wechat_pay().v3_client().parse_notification(headers, body), PayNotice)
+    assert calls["/v3/certificates"] == before + 1
+
+
+def test_pay_keys_lists_the_keys_and_refreshes_on_request(app: Flask, sandbox_pay: PayState) -> None:
+    runner = app.test_cli_runner()
+    shown = runner.invoke(args=["pay-keys"])
+    assert shown.exit_code == 0, shown.output
+    assert "mode: certificates" in shown.output
+    assert f"platform certificate {sandbox_pay.merchant.platform_serial}: (not stated) to (not stated), in force" in shown.output
+    fresh = sandbox_pay.rotate_certificates(old_expires_in=86400)
+    refreshed = runner.invoke(args=["pay-keys", "--refresh"])
+    assert refreshed.exit_code == 0, refreshed.output
+    lines = [line for line in refreshed.output.splitlines() if line.startswith("platform certificate")]
+    assert [line.split()[2].rstrip(":") for line in lines] == [sandbox_pay.merchant.platform_serial, fresh.serial]
+    assert all(line.endswith("in force") and "(not stated)" not in line for line in lines)
+    assert "BEGIN" not in refreshed.output
+
+
+def test_the_scheduler_downloads_the_certificates_twice_a_day(app: Flask, sandbox_pay: PayState, sandbox: SandboxServer) -> None:
+    fresh = sandbox_pay.rotate_certificates()
+    calls = sandbox.app.extensions["sandbox_state"].calls
+    before = calls["/v3/certificates"]
+    assert scheduler.run_job(app, "pay-certificates", scheduler.pay_certificates_job) == {"refreshed": 1, "certificates": 2}
+    assert calls["/v3/certificates"] == before + 1
+    assert fresh.serial in {c.serial for c in app.extensions["wechat_pay"].v3_client().keys.certificates()}

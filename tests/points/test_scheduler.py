@@ -231,7 +231,8 @@ def test_build_scheduler_wires_every_job_without_starting(app):
     assert isinstance(built, BlockingScheduler) and not built.running
     assert str(built.timezone) == "Asia/Shanghai"
     jobs = {job.id: job for job in built.get_jobs()}
-    assert set(jobs) == {"orders-tick", "refund-retry", "notifications", "settlement", "expire-points", "stage-bonus", "regrade", "report-rollups", "export-cleanup"}
+    assert set(jobs) == {"orders-tick", "refund-retry", "notifications", "settlement", "expire-points", "stage-bonus", "regrade", "report-rollups", "export-cleanup", "pay-certificates"}
+    assert "hour='*/12'" in str(jobs["pay-certificates"].trigger) and jobs["pay-certificates"].args[2] is scheduler.pay_certificates_job
     assert "minute='*/5'" in str(jobs["export-cleanup"].trigger) and jobs["export-cleanup"].args[2] is scheduler.export_cleanup_job
     assert "minute='*'" in str(jobs["notifications"].trigger) and jobs["notifications"].args[2] is scheduler.notifications_job
     assert "hour='2'" in str(jobs["regrade"].trigger) and jobs["regrade"].args[2] is scheduler.regrade_job
@@ -255,5 +256,5 @@ def test_scheduler_command_starts_the_built_scheduler(app, monkeypatch):
     monkeypatch.setattr(BlockingScheduler, "start", start)
     result = app.test_cli_runner().invoke(args=["scheduler"])
     assert result.exit_code == 0, result.output
-    assert started == [["expire-points", "export-cleanup", "notifications", "orders-tick", "refund-retry", "regrade", "report-rollups", "settlement", "stage-bonus"]]
+    assert started == [["expire-points", "export-cleanup", "notifications", "orders-tick", "pay-certificates", "refund-retry", "regrade", "report-rollups", "settlement", "stage-bonus"]]
     assert "scheduler running" in result.output

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import io
+import re
 import time
 from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, quote, urlsplit
@@ -216,6 +218,18 @@ def test_oauth_round_trip(oa: OfficialAccount, state: SandboxState, scope: str, 
     assert result.openid == state.openid(OA_APPID, "alice")
     assert (result.unionid == state.unionid("alice")) if unionid else result.unionid is None
     assert state.token_requests == 0  # sns/oauth2/access_token is authenticated by the secret
+
+
+def test_oauth_page_offers_a_form_to_play_a_user_in_a_desktop_browser(oa: OfficialAccount) -> None:
+    url = oa.oauth_url("https://shop.example.com/back?x=1&y=<b>", "st4te").split("#")[0]
+    page = requests.get(url, timeout=10).text
+    fields = dict(re.findall(r'<input type=hidden name="([^"]+)" value="([^"]*)">', page))
+    assert fields["state"] == "st4te" and fields["redirect_uri"] == "https://shop.example.com/back?x=1&amp;y=&lt;b&gt;"
+    assert '<input name=sandbox_user required' in page and "<b>" not in page
+    # What the form sends: the same parameters and the name.
+    played = {name: html.unescape(value) for name, value in fields.items()} | {"sandbox_user": "alice"}
+    res = requests.get(oa.open_base + "connect/oauth2/authorize", params=played, allow_redirects=False, timeout=10)
+    assert res.status_code == 302 and parse_qs(urlsplit(res.headers["Location"]).query)["state"] == ["st4te"]
 
 
 @pytest.mark.parametrize(

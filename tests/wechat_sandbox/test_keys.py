@@ -29,3 +29,22 @@ def test_sandbox_keys_are_generated_once_privately_and_agree_under_concurrency(t
     before = keys.merchant_private.read_bytes()
     assert ensure_sandbox_keys(directory).merchant_private.read_bytes() == before  # never regenerated
     assert [p.name for p in tmp_path.iterdir()] == ["sandbox-pay"]  # no staging left behind
+
+
+def test_a_key_directory_from_before_the_public_key_gets_its_pair_once_and_matching(tmp_path: Path) -> None:
+    directory = tmp_path / "sandbox-pay"
+    keys = ensure_sandbox_keys(directory)
+    keys.wechatpay_public_key_private.unlink()
+    keys.wechatpay_public_key.unlink()
+    merchant = keys.merchant_private.read_bytes()
+    threads = [threading.Thread(target=ensure_sandbox_keys, args=(directory,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert keys.complete() and keys.merchant_private.read_bytes() == merchant
+    private = load_private_key(keys.wechatpay_public_key_private)
+    assert private.public_key().public_numbers() == load_public_key(keys.wechatpay_public_key).public_numbers()
+    for path in (keys.wechatpay_public_key_private, keys.wechatpay_public_key):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in directory.iterdir() if p.name.startswith(".")) == []  # nothing staged left behind
