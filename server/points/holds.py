@@ -3,7 +3,7 @@
 The hold is a ``RewardHold`` row that points owns; the risk package writes it when it scores an
 event and decides it through the functions here, so points never imports risk. Every move is one
 conditional UPDATE from the state it needs (two staff deciding at once: one moves it, the other gets
-HoldStateError), and the maturing step reads the hold under a row lock (``held``), so a reward
+HoldStateError), and the maturing step reads the hold under a row lock (``points.queries.held``), so a reward
 cannot mature between a hold being read and being reversed. Money moves only through ledger
 postings with their own idempotency keys; nothing is edited.
 """

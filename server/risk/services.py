@@ -22,7 +22,6 @@ from server.db import rowcount, utcnow
 from server.distribution import services as distribution
 from server.distribution.models import Distributor, DistributorStatus
 from server.points import holds
-from server.points.queries import hold_state
 from server.risk.errors import NotFreezableError, ReviewDecidedError, ReviewNotFoundError
 from server.risk.models import ReviewState, RiskEvent, RiskReview, RiskSignal
 from server.risk.signals import Reason
@@ -61,7 +60,7 @@ def score(
     if total < int(limits["risk_review_score"]):
         return None
     if subject == "member":
-        # One open review per member and event: a burst goes on adding to the queue's one entry.
+        # One open review per member and event: the rest of a burst stays that one entry in the queue.
         existing = sess.scalar(
             select(RiskReview).where(RiskReview.subject == subject, RiskReview.ref_id == ref_id, RiskReview.event == event, RiskReview.state.in_((S.open, S.frozen))).limit(1)
         )
@@ -149,11 +148,3 @@ def _decide(sess: Session, review: RiskReview, decision: str, staff: Staff, note
     record_audit(sess, staff.id, f"risk_review.{decision}", f"risk_review:{review.id}", detail)
     sess.flush()
     return review
-
-
-def hold_of(sess: Session, review: RiskReview) -> str | None:
-    """Where the hold of the review's rewards stands now (held, released, reversed), None without one."""
-    if not review.held:
-        return None
-    state = hold_state(sess, review.subject, review.ref_id)
-    return state.value if state else None

@@ -61,7 +61,7 @@ KEYS = (
     "risk_enabled", "risk_review_score", "risk_hold_score", "risk_cluster_members", "risk_client_members", "risk_burst_minutes",
     "risk_burst_bindings", "risk_refund_orders", "risk_quick_order_minutes", "risk_quick_order_buyers", "risk_lead_burst",
     "risk_redemptions_per_day", "risk_scene_factor", "risk_scene_minimum",
-)  # fmt: skip
+)
 
 
 def thresholds(sess: Session) -> dict[str, Any]:
