@@ -3,9 +3,10 @@
 The hold is a ``RewardHold`` row that points owns; the risk package writes it when it scores an
 event and decides it through the functions here, so points never imports risk. Every move is one
 conditional UPDATE from the state it needs (two staff deciding at once: one moves it, the other gets
-HoldStateError), and the maturing step reads the hold under a row lock (``points.queries.held``), so a reward
-cannot mature between a hold being read and being reversed. Money moves only through ledger
-postings with their own idempotency keys; nothing is edited.
+HoldStateError). The crediting and maturing steps read the hold under its row lock
+(``points.queries.hold_state``), so a reward cannot mature between a hold being read and being
+reversed, nor be credited after a reversal. Money moves only through ledger postings with their own
+idempotency keys; nothing is edited.
 """
 from __future__ import annotations
 

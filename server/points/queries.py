@@ -70,7 +70,3 @@ def hold_state(sess: Session, subject: str, ref_id: int, *, lock: bool = False) 
     stmt = select(RewardHold.state).where(RewardHold.subject == subject, RewardHold.ref_id == ref_id)
     return sess.scalar(stmt.with_for_update() if lock else stmt)
 
-
-def held(sess: Session, subject: str, ref_id: int) -> bool:
-    """Whether the rewards are held now, read under the hold row's lock."""
-    return hold_state(sess, subject, ref_id, lock=True) == HoldState.held

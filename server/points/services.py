@@ -18,7 +18,7 @@ from server.orders.models import Order, OrderItem, OrderKind, OrderStatus
 from server.points import ledger, rules
 from server.points.incentives import reverse_stage_bonuses
 from server.points.models import Account, AccountKind, HoldState, OrderReward, RewardState, TxKind
-from server.points.queries import held, hold_state, lead_reward_key
+from server.points.queries import hold_state, lead_reward_key
 from server.referral.services import is_sales_lead
 from server.settings.services import get_setting
 
@@ -50,6 +50,8 @@ def credit_order_rewards(sess: Session, order: Order) -> list[OrderReward]:
     existing = sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id)).all()
     if existing or order.inviter_id is None:
         return list(existing)
+    if hold_state(sess, "order", order.id, lock=True) == HoldState.reversed:
+        return []  # staff reviewed the order and took its rewards back before they were credited
     product_ids = sorted({i.product_id for i in sess.scalars(select(OrderItem).where(OrderItem.order_id == order.id))})
     rewards = rules.order_rewards(
         sess,
@@ -99,8 +101,9 @@ def mature_order_rewards(sess: Session, order: Order) -> int:
     """Move the order's pending rewards to matured once it is ready; returns how much moved."""
     if not ready_to_mature(sess, order):
         return 0
-    if held(sess, "order", order.id):
-        # Under risk review: the rewards stay pending until staff release them (points.holds).
+    if hold_state(sess, "order", order.id, lock=True) in (HoldState.held, HoldState.reversed):
+        # Under risk review, the rewards stay pending until staff release them (points.holds); reversed ones
+        # are gone (a reward credited late, after the reversal, is never credited at all: above).
         return 0
     moved = 0
     for row in sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id, OrderReward.state == RewardState.pending)):

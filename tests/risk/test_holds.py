@@ -185,3 +185,23 @@ def test_nothing_held_means_nothing_to_reverse(builder, inject, staff):
         risk.decide_review(sess, review.id, "reverse", staff=staff)
     risk.decide_review(sess, review.id, "false_positive", staff=staff)
     assert review.state == ReviewState.false_positive
+
+
+def test_rewards_reversed_before_they_were_credited_are_never_credited(builder, staff):
+    """The payment is scored and held in its notification; its points are credited after the commit. A
+    reversal in between leaves nothing for that credit to give."""
+    sess = builder.sess
+    sharer = builder.member(phone="18600000001")
+    buyer = builder.member(phone="18600000001")
+    builder.bind(buyer, sharer, days_ago=3)
+    order = orders.place_order(sess, buyer, [orders.LineRequest(builder.sku.id, 1)], address=builder.address())
+    orders.apply_payment(sess, out_trade_no=order.out_trade_no, transaction_id="4200000000000777", amount_fen=order.total_fee, api="v3")
+    review = sess.scalar(select(RiskReview).where(RiskReview.subject == "order", RiskReview.ref_id == order.id))
+    assert review is not None and review.held
+    risk.decide_review(sess, review.id, "reverse", staff=staff)
+    points.process_order(sess, order)  # the deferred credit runs late
+    finish(sess, order)
+    assert sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id)).all() == []
+    assert member_balances(sess, sharer.id) == member_balances(sess, buyer.id)
+    assert member_balances(sess, sharer.id).pending == member_balances(sess, sharer.id).matured == 0
+    assert check_ledger(sess).ok, check_ledger(sess).violations
