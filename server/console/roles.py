@@ -72,6 +72,7 @@ AREAS: dict[str, tuple[tuple[StaffRole, ...], str, str]] = {
     "queue.leads": ((OWNER, OPERATIONS), "POST /admin/api/v1/leads/{lead_id}/review", "待审核线索"),
     "queue.refunds": ((OWNER, OPERATIONS, FINANCE), "POST /admin/api/v1/refunds/{refund_id}/approve", "待审批退款"),
     "queue.refund_problems": ((OWNER, FINANCE), "POST /admin/api/v1/refunds/{refund_id}/resend", "失败或异常退款"),
+    "queue.risk": ((OWNER, OPERATIONS), "POST /admin/api/v1/risk/reviews/{review_id}/decisions", "待处理的风控审核"),
     "queue.redemptions": ((OWNER, OPERATIONS), "POST /admin/api/v1/points/redemptions/{redemption_id}/fulfil", "待发放兑换"),
     "queue.confirmations": ((OWNER, FINANCE), "GET /admin/api/v1/finance/confirmations", "待确认尾款"),
 }

@@ -82,3 +82,9 @@ def test_the_report_page_counts_signals_by_outcome(console: Any, review: dict[st
     assert bad.status_code == 200 and "日期格式应为" in bad.text
     empty = owner.get("/console/risk/report?from=2025-01-01&to=2025-01-02")
     assert "这段时间没有触发任何信号" in empty.text
+
+
+def test_the_dashboard_counts_open_reviews_for_those_who_decide(console: Any, review: dict[str, Any]) -> None:
+    ops = console("operations").get("/console/").text
+    assert "风控审核待处理" in ops and "/console/risk?state=open" in ops
+    assert "风控审核待处理" not in console("finance").get("/console/").text
