@@ -60,11 +60,19 @@ def score(
     if total < int(limits["risk_review_score"]):
         return None
     if subject == "member":
-        # One open review per member and event: the rest of a burst stays that one entry in the queue.
+        # One open review per member and event: the rest of a burst stays that one entry in the queue,
+        # which takes on any signal it did not have yet (and the higher score).
         existing = sess.scalar(
             select(RiskReview).where(RiskReview.subject == subject, RiskReview.ref_id == ref_id, RiskReview.event == event, RiskReview.state.in_((S.open, S.frozen))).limit(1)
         )
         if existing is not None:
+            known = {r["signal"] for r in existing.reasons}
+            added = [r for r in reasons if r.signal not in known]
+            if added:
+                existing.reasons = [*existing.reasons, *(r.as_dict() for r in added)]
+                sess.add_all([RiskSignal(review_id=existing.id, signal=r.signal, points=r.points, created_at=utcnow()) for r in added])
+            existing.score = max(existing.score, total)
+            sess.flush()
             return existing
     elif sess.scalar(select(RiskReview.id).where(RiskReview.subject == subject, RiskReview.ref_id == ref_id, RiskReview.event == event).limit(1)) is not None:
         return None  # this event was scored before (a repeated notification)

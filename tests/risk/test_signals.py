@@ -119,3 +119,17 @@ def test_a_scoring_error_is_logged_and_the_payment_goes_on(builder, monkeypatch,
     assert sess.scalar(select(func.count()).select_from(RiskReview)) == 0
     assert sess.get(Order, order.id).status == OrderStatus.paid
     db.commit()
+
+
+def test_a_sharer_has_one_open_review_per_event_which_takes_on_new_signals(builder):
+    sess = builder.sess
+    sharer = builder.member()
+    for _ in range(8):
+        builder.bind(builder.member(), sharer)  # the eighth is a burst
+    twin = builder.member(phone="17700000001")
+    bind_phone(sess, sharer, "17700000001")
+    builder.bind(twin, sharer)  # still a burst, and now the phone is shared too
+    reviews = sess.scalars(select(RiskReview).where(RiskReview.member_id == sharer.id, RiskReview.event == RiskEvent.bind)).all()
+    assert len(reviews) == 1
+    assert [r["signal"] for r in reviews[0].reasons] == ["bind_burst", "shared_identity"] and reviews[0].score == 100
+    assert sorted(sess.scalars(select(RiskSignal.signal).where(RiskSignal.review_id == reviews[0].id))) == ["bind_burst", "shared_identity"]
