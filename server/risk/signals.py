@@ -25,7 +25,7 @@ from server.points.models import OrderReward, Redemption
 from server.referral.models import Binding, Lead, Scene
 from server.risk.models import RiskIdentity
 from server.settings.models import Setting
-from server.settings.services import SettingSpec, register, spec_for
+from server.settings.services import SettingSpec, get_setting, register, spec_for
 
 #: Each signal's points towards a score (0-100), and what it means. A score is their sum, capped at 100.
 SIGNALS: dict[str, tuple[int, str]] = {
@@ -40,10 +40,26 @@ SIGNALS: dict[str, tuple[int, str]] = {
     "scene_requests": (40, "推广码申请次数远超该会员的平常用量"),
 }
 
+def _hold_not_below_review(sess: Session, value: int) -> None:
+    if value < int(get_setting(sess, "risk_review_score")):
+        raise ValueError("the hold score cannot be below the review score: every hold is reviewed")
+
+
+def _review_not_above_hold(sess: Session, value: int) -> None:
+    if value > int(get_setting(sess, "risk_hold_score")):
+        raise ValueError("the review score cannot be above the hold score: every hold is reviewed")
+
+
 register(
     SettingSpec("risk_enabled", bool, True, "Score sign-ins, bindings, leads, payments, refunds, redemptions and scene requests for fraud."),
-    SettingSpec("risk_review_score", int, 30, "An event scoring at least this (0-100) opens a risk review in the queue.", minimum=1, maximum=100),
-    SettingSpec("risk_hold_score", int, 60, "An order or lead scoring at least this (0-100) has its rewards held pending until staff review them.", minimum=1, maximum=100),
+    SettingSpec(
+        "risk_review_score", int, 30, "An event scoring at least this (0-100) opens a risk review in the queue.", minimum=1, maximum=100,
+        extra_checks=(_review_not_above_hold,),
+    ),
+    SettingSpec(
+        "risk_hold_score", int, 60, "An order or lead scoring at least this (0-100, not below risk_review_score) has its rewards held pending until staff review them.",
+        minimum=1, maximum=100, extra_checks=(_hold_not_below_review,),
+    ),
     SettingSpec("risk_cluster_members", int, 3, "Members bound to one sharer sharing one phone, unionid, address or payer before it is a signal.", minimum=2, maximum=1000),
     SettingSpec("risk_client_members", int, 5, "Members bound to one sharer signing in from one client address before it is a signal.", minimum=2, maximum=10_000),
     SettingSpec("risk_burst_minutes", int, 10, "The short window of a burst of bindings or leads, in minutes.", minimum=1, maximum=1440),

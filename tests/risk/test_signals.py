@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from server import db
 from server.accounts.services import bind_phone
+from server.errors import ValidationError
 from server.orders.models import Order, OrderStatus
 from server.points.models import HoldState, RewardHold
 from server.risk import signals
@@ -133,3 +134,13 @@ def test_a_sharer_has_one_open_review_per_event_which_takes_on_new_signals(build
     assert len(reviews) == 1
     assert [r["signal"] for r in reviews[0].reasons] == ["bind_burst", "shared_identity"] and reviews[0].score == 100
     assert sorted(sess.scalars(select(RiskSignal.signal).where(RiskSignal.review_id == reviews[0].id))) == ["bind_burst", "shared_identity"]
+
+
+def test_the_hold_score_cannot_go_below_the_review_score(builder):
+    sess = builder.sess
+    with pytest.raises(ValidationError):
+        set_setting(sess, "risk_hold_score", 20, by="test")
+    with pytest.raises(ValidationError):
+        set_setting(sess, "risk_review_score", 70, by="test")
+    set_setting(sess, "risk_review_score", 60, by="test")
+    set_setting(sess, "risk_hold_score", 60, by="test")
