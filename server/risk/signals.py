@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, tuple_
+from sqlalchemy import bindparam, case, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from server import security
@@ -80,9 +80,17 @@ KEYS = (
 )
 
 
+# The statements every payment runs, built once: scoring is on the payment notification's path.
+_SETTINGS = select(Setting.key, Setting.value).where(Setting.key.in_(KEYS))
+_PAID_EVENT = (
+    select(OrderEvent.detail).where(OrderEvent.order_id == bindparam("order_id"), OrderEvent.event == "paid").order_by(OrderEvent.id.desc()).limit(1)
+)
+_KNOWN = select(RiskIdentity.kind, RiskIdentity.digest).where(RiskIdentity.member_id == bindparam("member_id"))
+
+
 def thresholds(sess: Session) -> dict[str, Any]:
     """The risk settings in one query (defaults for those never set)."""
-    stored = {key: value for key, value in sess.execute(select(Setting.key, Setting.value).where(Setting.key.in_(KEYS)))}
+    stored = {key: value for key, value in sess.execute(_SETTINGS)}
     return {key: stored.get(key, spec_for(key).default) for key in KEYS}
 
 
@@ -134,9 +142,7 @@ def order_identities(sess: Session, order: Order) -> set[tuple[str, str]]:
     phone = order.address.get("phone") if isinstance(order.address, dict) else None
     if isinstance(phone, str) and phone:
         found.add(("phone", security.digest(phone, "phone")))
-    paid = sess.scalar(
-        select(OrderEvent.detail).where(OrderEvent.order_id == order.id, OrderEvent.event == "paid").order_by(OrderEvent.id.desc()).limit(1)
-    )
+    paid = sess.scalar(_PAID_EVENT, {"order_id": order.id})
     if isinstance(paid, dict) and isinstance(paid.get("payer"), str):
         found.add(("payer", paid["payer"]))
     return found
@@ -148,10 +154,22 @@ def record_identities(sess: Session, member_id: int, identities: Iterable[tuple[
     wanted = set(identities)
     if not wanted:
         return
-    known = {(kind, digest) for kind, digest in sess.execute(select(RiskIdentity.kind, RiskIdentity.digest).where(RiskIdentity.member_id == member_id))}
+    known = {(kind, digest) for kind, digest in sess.execute(_KNOWN, {"member_id": member_id})}
     rows = [{"kind": kind, "digest": digest, "member_id": member_id, "created_at": utcnow()} for kind, digest in sorted(wanted - known)]
     if rows:
         sess.execute(insert(RiskIdentity).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql"), rows)
+
+
+_HOLDERS = (
+    select(RiskIdentity.kind, RiskIdentity.member_id, Binding.inviter_id)
+    .outerjoin(Binding, Binding.member_id == RiskIdentity.member_id)
+    .where(
+        tuple_(RiskIdentity.kind, RiskIdentity.digest).in_(bindparam("pairs", expanding=True)),
+        RiskIdentity.member_id != bindparam("member"),
+        RiskIdentity.member_id.in_(bindparam("chain", expanding=True)) | (Binding.inviter_id == bindparam("inviter")),
+    )
+    .limit(1000)
+)
 
 
 def holders(sess: Session, member_id: int, identities: set[tuple[str, str]], inviter_id: int | None, upline_id: int | None) -> list[tuple[str, int, int | None]]:
@@ -160,19 +178,8 @@ def holders(sess: Session, member_id: int, identities: set[tuple[str, str]], inv
     if not identities or inviter_id is None:
         return []
     chain = [m for m in (inviter_id, upline_id) if m is not None]
-    return [
-        (kind, other, other_inviter)
-        for kind, other, other_inviter in sess.execute(
-            select(RiskIdentity.kind, RiskIdentity.member_id, Binding.inviter_id)
-            .outerjoin(Binding, Binding.member_id == RiskIdentity.member_id)
-            .where(
-                tuple_(RiskIdentity.kind, RiskIdentity.digest).in_(sorted(identities)),
-                RiskIdentity.member_id != member_id,
-                RiskIdentity.member_id.in_(chain) | (Binding.inviter_id == inviter_id),
-            )
-            .limit(1000)
-        )
-    ]
+    params = {"pairs": sorted(identities), "member": member_id, "chain": chain, "inviter": inviter_id}
+    return [(kind, other, other_inviter) for kind, other, other_inviter in sess.execute(_HOLDERS, params)]
 
 
 def record_chain(sess: Session, inviter_id: int | None, upline_id: int | None) -> None:
@@ -222,22 +229,26 @@ def bind_burst(sess: Session, inviter_id: int, limits: dict[str, Any], now: date
     return None
 
 
+# One query over the buyer's orders (ix_orders_member_created) and the sharer's (orders.inviter_id); a
+# credited order has exactly one level-1 reward row, so the join counts each order once.
+_REFUNDED = (
+    select(
+        func.coalesce(func.sum(case((Order.member_id == bindparam("buyer"), 1), else_=0)), 0),
+        func.coalesce(func.sum(case(((Order.inviter_id == bindparam("sharer")) & (Order.paid_at >= bindparam("recent")), 1), else_=0)), 0),
+    )
+    .join(OrderReward, (OrderReward.order_id == Order.id) & (OrderReward.level == 1))
+    .where((Order.member_id == bindparam("buyer")) | (Order.inviter_id == bindparam("sharer")), Order.refunded_fee > 0, Order.id != bindparam("exclude"))
+)
+
+
 def refund_pattern(sess: Session, order: Order, limits: dict[str, Any], now: datetime, *, including: bool = False) -> Reason | None:
     """Orders paid and refunded after their rewards were credited, again and again, by this buyer or under
     this sharer (within 30 days). ``including`` counts ``order`` itself (scored at its refund)."""
     need = int(limits["risk_refund_orders"])
     sharer_id = order.inviter_id if order.inviter_id is not None else -1
     recent = now - timedelta(days=30)
-    # One query over the buyer's orders (ix_orders_member_created) and the sharer's (orders.inviter_id);
-    # a credited order has exactly one level-1 reward row, so the join counts each order once.
-    by_buyer, by_sharer = sess.execute(
-        select(
-            func.coalesce(func.sum(case((Order.member_id == order.member_id, 1), else_=0)), 0),
-            func.coalesce(func.sum(case(((Order.inviter_id == sharer_id) & (Order.paid_at >= recent), 1), else_=0)), 0),
-        )
-        .join(OrderReward, (OrderReward.order_id == Order.id) & (OrderReward.level == 1))
-        .where((Order.member_id == order.member_id) | (Order.inviter_id == sharer_id), Order.refunded_fee > 0, Order.id != (-1 if including else order.id))
-    ).one()
+    params = {"buyer": order.member_id, "sharer": sharer_id, "recent": recent, "exclude": -1 if including else order.id}
+    by_buyer, by_sharer = sess.execute(_REFUNDED, params).one()
     if by_buyer >= need:
         return Reason("refund_pattern", {"by": "buyer", "orders": int(by_buyer)}, [order.member_id])
     if order.inviter_id is not None and by_sharer >= need * 3:
