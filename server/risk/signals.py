@@ -86,6 +86,8 @@ _PAID_EVENT = (
     select(OrderEvent.detail).where(OrderEvent.order_id == bindparam("order_id"), OrderEvent.event == "paid").order_by(OrderEvent.id.desc()).limit(1)
 )
 _KNOWN = select(RiskIdentity.kind, RiskIdentity.digest).where(RiskIdentity.member_id == bindparam("member_id"))
+# An identifier a concurrent event recorded first is skipped (the kind_digest_member key), not an error.
+_RECORD = insert(RiskIdentity).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql")
 
 
 def thresholds(sess: Session) -> dict[str, Any]:
@@ -157,7 +159,7 @@ def record_identities(sess: Session, member_id: int, identities: Iterable[tuple[
     known = {(kind, digest) for kind, digest in sess.execute(_KNOWN, {"member_id": member_id})}
     rows = [{"kind": kind, "digest": digest, "member_id": member_id, "created_at": utcnow()} for kind, digest in sorted(wanted - known)]
     if rows:
-        sess.execute(insert(RiskIdentity).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql"), rows)
+        sess.execute(_RECORD, rows)
 
 
 _HOLDERS = (
