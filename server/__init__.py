@@ -51,7 +51,7 @@ def create_app(config: Config | None = None) -> Flask:
     if not app.testing:
         logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
 
-    from server import accounts, cache, cli, console, distribution, errors, feedback, health, html, memberzone, metrics, notices, notifications, orders, points, posters, referral, reports, settings, tasks, training, wechat
+    from server import accounts, cache, cli, console, distribution, errors, feedback, health, html, memberzone, metrics, notices, notifications, orders, points, posters, referral, reports, risk, settings, tasks, training, wechat
 
     # An id in a URL must fit a BIGINT; a larger one matches no route (404) instead of failing in the database.
     app.url_map.converters["int"] = BigIntConverter
@@ -64,7 +64,7 @@ def create_app(config: Config | None = None) -> Flask:
     wechat.init_app(app)
     app.register_blueprint(health.bp)
     # The domain packages, lowest layer first; each registers its routes and connects its event handlers.
-    for package in (accounts, settings, referral, distribution, orders, points, posters, notices, training, feedback, notifications):
+    for package in (accounts, settings, referral, distribution, orders, points, posters, notices, training, feedback, notifications, risk):
         package.init_app(app)
     reports.init_app(app)  # reads every domain package
     console.init_app(app)  # the merchant console, on top of every package

@@ -86,3 +86,16 @@ redemption_fulfilled = _events.signal("redemption-fulfilled")
 #: A user followed or left the official account (``oa_openid``: the account's openid of them, ``unionid``:
 #: where WeChat gave it, else None, ``following``): from the account's callback.
 oa_follow_changed = _events.signal("oa-follow-changed")
+
+#: A member signed in to the mini-program (``member``, ``client_address``, ``created``: a first sign-in):
+#: after their bearer token was issued, so the session with its client address is there to read.
+member_signed_in = _events.signal("member-signed-in")
+
+#: A lead was opened (``lead``): an arrival or contact details left, after its row and timeline event.
+lead_opened = _events.signal("lead-opened")
+
+#: A member placed a redemption (``redemption``): after the points were spent.
+redemption_placed = _events.signal("redemption-placed")
+
+#: A member was issued a new scene to share (``scene``): after its row.
+scene_issued = _events.signal("scene-issued")

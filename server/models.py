@@ -10,6 +10,7 @@ from server.points import models as points_models  # noqa: F401
 from server.posters import models as posters_models  # noqa: F401
 from server.referral import models as referral_models  # noqa: F401
 from server.reports import models as reports_models  # noqa: F401
+from server.risk import models as risk_models  # noqa: F401
 from server.settings import models as settings_models  # noqa: F401
 from server.training import models as training_models  # noqa: F401
 

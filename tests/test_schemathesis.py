@@ -409,6 +409,7 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
         f"GET /admin/api/v1/reports/{report}": {42200: frozenset({"from", "to"})}
         for report in ("funnel", "distributors", "distributors/{member_id}/trend", "distributor-cohorts", "regions", "products", "repeat-business", "points-liability")
     },
+    "GET /admin/api/v1/risk/report": {42200: frozenset({"from", "to"})},
 }
 
 #: The same for HTML pages, by status: the OAuth callback's state is bound to the browser by the cookie

@@ -31,6 +31,7 @@ def init_app(app: Flask) -> None:
         programme_pages,
         redemption_pages,
         report_pages,
+        risk_pages,
         training_pages,
     )
 

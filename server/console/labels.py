@@ -134,6 +134,11 @@ NOTIFY_EVENT = {
     "redemption_fulfilled": "兑换已发放",
 }
 MESSAGE_CHANNEL = {"subscribe": "小程序订阅消息", "template": "公众号模板消息"}
+REVIEW_STATE = {"open": "待审核", "frozen": "已冻结分销员", "released": "已放行", "reversed": "已冲回", "false_positive": "误报"}
+RISK_EVENT = {"sign_in": "登录", "bind": "绑定", "lead": "线索", "payment": "支付", "refund": "退款", "redemption": "兑换", "scene": "申请推广码"}
+HOLD_STATE = {"held": "扣留中", "released": "已放行", "reversed": "已冲回"}
+REVIEW_DECISION = {"release": "放行奖励", "reverse": "冲回奖励", "freeze": "冻结分销员", "false_positive": "标记误报", "reopen": "重新打开"}
+IDENTITY_KIND = {"phone": "手机号", "unionid": "unionid", "address": "收货地址", "payer": "付款人", "client": "客户端地址"}
 
 TABLES = {
     "role": ROLE,
@@ -161,6 +166,11 @@ TABLES = {
     "feedback_state": FEEDBACK_STATE,
     "feedback_kind": FEEDBACK_KIND,
     "feedback_category": FEEDBACK_CATEGORY,
+    "review_state": REVIEW_STATE,
+    "risk_event": RISK_EVENT,
+    "hold_state": HOLD_STATE,
+    "review_decision": REVIEW_DECISION,
+    "identity_kind": IDENTITY_KIND,
 }
 
 

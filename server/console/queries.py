@@ -29,6 +29,7 @@ from server.points.models import (
 )
 from server.referral.models import Binding, Lead, LeadStatus, TouchEvent, TouchKind
 from server.reports.models import DailyTotals, LedgerDaily, OrdersDaily
+from server.risk.models import ReviewState, RiskReview
 
 #: The dashboard's periods: key, days counted back including today, label.
 #: Lists count their rows up to this many and then say "more than": an exact count of millions of
@@ -178,6 +179,8 @@ def queue_counts(sess: Session, now: datetime | None = None) -> dict[str, int]:
         "refunds_failed": _count(sess, Refund.id, Refund.status == RefundStatus.failed, Refund.created_at >= recent),
         "redemptions": _count(sess, Redemption.id, Redemption.status == RedemptionStatus.placed),
         "feedback": _count(sess, FeedbackItem.id, FeedbackItem.state == FeedbackState.new),
+        # ix_risk_reviews_state: reviews still waiting for a decision on their rewards.
+        "risk": _count(sess, RiskReview.id, RiskReview.state == ReviewState.open),
     }
 
 

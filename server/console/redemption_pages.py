@@ -32,7 +32,7 @@ from server.points.redemption import (
 NOTE_LIMIT = 255
 
 
-def _enum_arg(args: Mapping[str, str], name: str, enum: Any, problems: list[str], what: str) -> Any:
+def enum_arg(args: Mapping[str, str], name: str, enum: Any, problems: list[str], what: str) -> Any:
     raw = args.get(name, "")
     if raw and raw not in enum._value2member_map_:
         problems.append(f"未知的{what}，已显示全部。")
@@ -46,8 +46,8 @@ def _enum_arg(args: Mapping[str, str], name: str, enum: Any, problems: list[str]
 def redemption_filters(args: Mapping[str, str]) -> tuple[Any, list[str]]:
     """The redemption queue's selection ((redemption, item) rows) for the filters in ``args``, and their problems."""
     problems: list[str] = []
-    state = _enum_arg(args, "status", RedemptionStatus, problems, "状态")
-    kind = _enum_arg(args, "kind", ItemKind, problems, "类型")
+    state = enum_arg(args, "status", RedemptionStatus, problems, "状态")
+    kind = enum_arg(args, "kind", ItemKind, problems, "类型")
     member_arg = args.get("member", "").strip()
     member_id = id_value(member_arg) if member_arg else None
     if member_arg and member_id is None:
@@ -209,7 +209,7 @@ def redemptions_items(errors: dict[str, str] | None = None, status: int = 200) -
     """The catalog in its order (sort, then oldest), by kind and on sale or not; a form to add an item."""
     sess = db.session()
     problems: list[str] = []
-    kind = _enum_arg(request.args, "kind", ItemKind, problems, "类型")
+    kind = enum_arg(request.args, "kind", ItemKind, problems, "类型")
     active_arg = request.args.get("active", "")
     active = {"1": True, "0": False}.get(active_arg)
     page = int_arg("page", 1)

@@ -235,6 +235,7 @@ TODOS: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (
     ("refunds_abnormal", "queue.refund_problems", "异常退款待处理", "console.refunds", {"status": "abnormal"}),
     ("refunds_failed", "queue.refund_problems", "近 30 天失败的退款", "console.refunds", {"status": "failed"}),
     ("redemptions", "queue.redemptions", "兑换待发放", "console.redemptions", {"status": "placed"}),
+    ("risk", "queue.risk", "风控审核待处理", "console.risk_reviews", {"state": "open"}),
     ("confirmations", "queue.confirmations", "合同尾款待财务确认", "console.contracts", {"queue": "confirm"}),
     ("feedback", "queue.feedback", "反馈与举报待处理", "console.feedback", {"state": "new"}),
 )
@@ -532,6 +533,7 @@ def nav_items() -> list[tuple[str, str, str]]:
         ("console.training", "培训", "training"),
         ("console.feedback", "反馈", "feedback"),
         ("console.notifications", "通知", "notifications"),
+        ("console.risk_reviews", "风控", "risk"),
         ("console.posters", "海报", "posters"),
         ("console.settings_page", "设置", "settings"),
         ("console.staff_page", "员工", "staff"),

@@ -301,7 +301,9 @@ def handle_pay_notice(sess: Session, notice: PayNotice) -> NoticeOutcome:
     """
     if not notice.succeeded:
         return NoticeOutcome(None)
-    result = apply_payment(sess, out_trade_no=notice.out_trade_no, transaction_id=notice.transaction_id, amount_fen=notice.total_fee, api=notice.api)
+    result = apply_payment(
+        sess, out_trade_no=notice.out_trade_no, transaction_id=notice.transaction_id, amount_fen=notice.total_fee, api=notice.api, payer_openid=notice.openid
+    )
     refunded = result.applied and result.order.refunded_fee > 0
     return NoticeOutcome(result.order.id, paid=result.applied, refunded=refunded)
 

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import events
+from server import events, security
 from server.accounts.models import Member
 from server.accounts.services import record_audit
 from server.db import fit, rowcount, utcnow
@@ -285,8 +285,13 @@ def _record_notice(sess: Session, notice: PaymentNotice) -> bool:
     return True
 
 
-def apply_payment(sess: Session, *, out_trade_no: str, transaction_id: str, amount_fen: int, api: str, actor: str = "wechat") -> PaymentResult:
+def apply_payment(
+    sess: Session, *, out_trade_no: str, transaction_id: str, amount_fen: int, api: str, actor: str = "wechat", payer_openid: str | None = None
+) -> PaymentResult:
     """A verified payment notification (or order query): pay the order exactly once.
+
+    ``payer_openid`` (the notification's payer) is kept on the paid event only as a keyed digest
+    (``payer``), for the risk checks to compare with the inviter's.
 
     Identical notifications racing each other all reach the unique notice row;
     one inserts it, the rest see it and answer success without doing anything.
@@ -306,7 +311,8 @@ def apply_payment(sess: Session, *, out_trade_no: str, transaction_id: str, amou
     expected = order.status
     if expected == S.closed:
         _rereserve_after_late_payment(sess, order)
-    if not transition(sess, order, S.paid, actor=actor, expected=expected, transaction_id=transaction_id, amount_fen=amount_fen, api=api):
+    payer = {"payer": security.digest(payer_openid, "openid")} if payer_openid else {}
+    if not transition(sess, order, S.paid, actor=actor, expected=expected, transaction_id=transaction_id, amount_fen=amount_fen, api=api, **payer):
         return PaymentResult(order, False)
     order.paid_fee, order.transaction_id, order.pay_api = amount_fen, transaction_id, api
     sess.flush()

@@ -44,3 +44,9 @@ class ComplianceError(AppError):
     """A setting or action that would break a compliance guard (DESIGN §5)."""
 
     http_status, code, message = 422, 42240, "refused by a compliance guard"
+
+
+class HoldStateError(ConflictError):
+    """A hold on rewards is not in the state the move needs (``data.state``); someone else moved it first."""
+
+    code, message = 40951, "these rewards are no longer held as this action needs"

@@ -329,3 +329,44 @@ class StageBonusRule(Base):
     #: Hundredths of a point.
     bonus: Mapped[int] = mapped_column(BigInteger)
     active: Mapped[bool] = mapped_column(default=True)
+
+
+class HoldState(str, enum.Enum):
+    held = "held"
+    released = "released"
+    reversed = "reversed"
+
+
+#: The hold's moves, each made by one conditional UPDATE from the state on the left.
+HOLD_TRANSITIONS = {
+    (HoldState.held, HoldState.released),
+    (HoldState.held, HoldState.reversed),
+    # Reopened by staff while the rewards are still pending (nothing matured since the release).
+    (HoldState.released, HoldState.held),
+}
+
+
+class RewardHold(Base):
+    """Rewards of one order or one lead kept pending until staff review them.
+
+    Owned by points: the risk package (a layer above) writes the hold when it scores an event, and
+    the maturing step reads it here, so points never imports risk. While a hold is ``held`` the
+    order's rewards never mature (and a held lead's points stay pending); ``released`` lets them
+    mature as usual; ``reversed`` took them back through the ledger's reversal postings.
+    """
+
+    __tablename__ = "reward_holds"
+    __table_args__ = (
+        UniqueConstraint("subject", "ref_id", name="subject_ref"),
+        CheckConstraint("subject IN ('order', 'lead')", name="subject_known"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: "order" (orders.id) or "lead" (leads.id).
+    subject: Mapped[str] = mapped_column(String(8))
+    ref_id: Mapped[int] = mapped_column(BigId)
+    state: Mapped[HoldState] = mapped_column(enum_column(HoldState, "hold_state"), default=HoldState.held)
+    #: Why it was held, e.g. "risk review 12: score 80".
+    reason: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.accounts.models import Member
-from server.points.models import Account, AccountKind, JobClaim, SettlementRun, Statement
+from server.points.models import Account, AccountKind, HoldState, JobClaim, RewardHold, SettlementRun, Statement
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,18 @@ def manual_claim(sess: Session, claim_id: int, job: str) -> JobClaim | None:
 
 def run_by_period(sess: Session, period: str) -> SettlementRun | None:
     return sess.scalar(select(SettlementRun).where(SettlementRun.period == period))
+
+
+def lead_reward_key(lead_id: int) -> str:
+    """The idempotency key of a lead's valid-lead points (the same whether they were held or not)."""
+    return f"lead:{lead_id}:reward"
+
+
+def hold_state(sess: Session, subject: str, ref_id: int, *, lock: bool = False) -> HoldState | None:
+    """Where the hold on an order's (``subject`` "order") or a lead's rewards stands, None if never held.
+
+    With ``lock`` the hold row stays locked until the commit: the maturing step reads it so, and a
+    reversal or reopening waits for it (or it for them)."""
+    stmt = select(RewardHold.state).where(RewardHold.subject == subject, RewardHold.ref_id == ref_id)
+    return sess.scalar(stmt.with_for_update() if lock else stmt)
+

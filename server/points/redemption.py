@@ -357,6 +357,7 @@ def redeem(
             raise LedgerError(f"redemption key {idempotency_key!r} posted without a redemption")
         if item.kind == ItemKind.invite_code:
             _issue_invite_codes(sess, redemption)
+    events.redemption_placed.send(sess, redemption=redemption)
     return Redeemed(redemption, True)
 
 

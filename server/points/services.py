@@ -17,7 +17,8 @@ from server.distribution.queries import sharer_refusal
 from server.orders.models import Order, OrderItem, OrderKind, OrderStatus
 from server.points import ledger, rules
 from server.points.incentives import reverse_stage_bonuses
-from server.points.models import Account, AccountKind, OrderReward, RewardState, TxKind
+from server.points.models import Account, AccountKind, HoldState, OrderReward, RewardState, TxKind
+from server.points.queries import hold_state, lead_reward_key
 from server.referral.services import is_sales_lead
 from server.settings.services import get_setting
 
@@ -49,6 +50,8 @@ def credit_order_rewards(sess: Session, order: Order) -> list[OrderReward]:
     existing = sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id)).all()
     if existing or order.inviter_id is None:
         return list(existing)
+    if hold_state(sess, "order", order.id, lock=True) == HoldState.reversed:
+        return []  # staff reviewed the order and took its rewards back before they were credited
     product_ids = sorted({i.product_id for i in sess.scalars(select(OrderItem).where(OrderItem.order_id == order.id))})
     rewards = rules.order_rewards(
         sess,
@@ -97,6 +100,10 @@ def ready_to_mature(sess: Session, order: Order) -> bool:
 def mature_order_rewards(sess: Session, order: Order) -> int:
     """Move the order's pending rewards to matured once it is ready; returns how much moved."""
     if not ready_to_mature(sess, order):
+        return 0
+    if hold_state(sess, "order", order.id, lock=True) in (HoldState.held, HoldState.reversed):
+        # Under risk review, the rewards stay pending until staff release them (points.holds); reversed ones
+        # are gone (a reward credited late, after the reversal, is never credited at all: above).
         return 0
     moved = 0
     for row in sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id, OrderReward.state == RewardState.pending)):
@@ -201,12 +208,27 @@ def reward_valid_lead(sess: Session, lead: Any) -> None:
     points = int(get_setting(sess, "valid_lead_points"))
     if lead.sharer_id is None or lead.partner_id is not None or points <= 0 or not is_sales_lead(lead) or not eligible(sess, lead.sharer_id):
         return
+    state = hold_state(sess, "lead", lead.id, lock=True)
+    if state == HoldState.reversed:
+        return  # staff reviewed the lead and took its reward back before it was marked valid
+    if state == HoldState.held:
+        # Under risk review: the points wait in pending until staff release (or reverse) them.
+        ledger.post(
+            sess,
+            key=lead_reward_key(lead.id),
+            kind=TxKind.lead_reward,
+            legs=[(_issuance(sess), -points), (ledger.account(sess, lead.sharer_id, K.pending), points)],
+            reason=f"Lead #{lead.id} marked valid by operations, held for risk review",
+            member_id=lead.sharer_id,
+            detail={"lead_id": lead.id, "held": True, "points": points},
+        )
+        return
     ledger.credit_available(
         sess,
         lead.sharer_id,
         points,
         source=K.issuance,
-        key=f"lead:{lead.id}:reward",
+        key=lead_reward_key(lead.id),
         kind=TxKind.lead_reward,
         reason=f"Lead #{lead.id} marked valid by operations",
         detail={"lead_id": lead.id},

@@ -141,6 +141,8 @@ def create_scene(
     )
     sess.add(scene)
     sess.flush()
+    if sharer_id is not None:
+        events.scene_issued.send(sess, scene=scene)
     return scene
 
 
@@ -410,6 +412,7 @@ def _open_lead(
     sess.flush()
     extra = {"actor": actor} if actor else {}
     touch(sess, member_id, TouchKind.lead, scene, scene.code if scene else None, lead_id=lead.id, source=source.value, **extra)
+    events.lead_opened.send(sess, lead=lead)
     return lead
 
 

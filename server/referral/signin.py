@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from server import events
 from server.accounts import services as accounts
 from server.accounts.models import Member
 from server.referral import services as referral
@@ -58,4 +59,5 @@ def sign_in_member(
     )
     binding = referral.bind_on_arrival(sess, member, scene, first_sign_in=created) if scene else None
     token, ttl = accounts.issue_member_token(sess, member, client_address=client_address, user_agent=user_agent)
+    events.member_signed_in.send(sess, member=member, client_address=client_address, created=created)
     return SignIn(member=member, token=token, expires_in=ttl, created=created, binding=binding)

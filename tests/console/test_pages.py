@@ -31,6 +31,8 @@ PAGES = {
     "/console/notices/new": "notices.edit",
     "/console/training": "training",
     "/console/feedback": "feedback",
+    "/console/risk": "risk",
+    "/console/risk/report": "risk",
 }
 
 

@@ -58,6 +58,8 @@ PROBES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "GET /admin/api/v1/notices": ("GET", "/admin/api/v1/notices", None),
     "POST /admin/api/v1/notices": ("POST", "/admin/api/v1/notices", {}),
     "GET /admin/api/v1/notifications": ("GET", "/admin/api/v1/notifications", None),
+    "GET /admin/api/v1/risk/reviews": ("GET", "/admin/api/v1/risk/reviews", None),
+    "POST /admin/api/v1/risk/reviews/{review_id}/decisions": ("POST", "/admin/api/v1/risk/reviews/999999/decisions", {"decision": "release"}),
     "POST /admin/api/v1/notifications/{outbox_id}/resend": ("POST", "/admin/api/v1/notifications/999999/resend", None),
     "POST /admin/api/v1/leads/{lead_id}/reveal-phone": ("POST", "/admin/api/v1/leads/999999/reveal-phone", None),
     "GET /admin/api/v1/contracts": ("GET", "/admin/api/v1/contracts", None),
