@@ -32,6 +32,8 @@ from server.distribution import routes as distribution
 from server.distribution.models import Distributor, DistributorTier, Grade, Material, ProgrammeRules
 from server.feedback import routes as feedback
 from server.feedback.models import FeedbackItem
+from server.risk import routes as risk
+from server.risk.models import RiskReview
 from server.notices import routes as notices
 from server.notices.models import Notice
 from server.notifications import routes as notifications
@@ -163,6 +165,7 @@ FIELDS: dict[tuple[type[Body], str], tuple[Target, ...]] = {
     (feedback.FeedbackBody, "distributor_member_id"): (FeedbackItem.reported_member_id,),
     (feedback.FeedbackBody, "scene"): (FeedbackItem.scene_code,),
     (feedback.TransitionBody, "expected_state"): (FeedbackItem.state,),
+    (risk.DecisionBody, "note"): (RiskReview.note,),
 }
 
 #: (request model, field) -> why no column stores what the client sent.
@@ -192,6 +195,7 @@ NO_COLUMN: dict[tuple[type[Body], str], str] = {
     (training.LessonOrderBody, "lesson_ids"): "picks the lessons whose positions are rewritten",
     (training.PublicationBody, "published"): "chooses the state; the state is stored",
     (feedback.TransitionBody, "action"): "chooses the transition; the state it leads to is stored",
+    (risk.DecisionBody, "decision"): "chooses the decision; the review's state it leads to is stored",
 }
 
 #: (request model, field) -> why a value of any shape is bounded before it is stored.
