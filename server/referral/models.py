@@ -53,12 +53,15 @@ class Binding(Base):
     __table_args__ = (
         CheckConstraint("inviter_id <> member_id", name="not_self"),
         CheckConstraint("upline_id IS NULL OR upline_id <> member_id", name="upline_not_self"),
+        # A member's team, newest binding first, one page at a time: each level reads its index in order.
+        Index("ix_referral_bindings_inviter_team", "inviter_id", "bound_at", "member_id"),
+        Index("ix_referral_bindings_upline_team", "upline_id", "bound_at", "member_id"),
     )
 
     member_id: Mapped[int] = mapped_column(BigId, ForeignKey("members.id"), primary_key=True)
-    inviter_id: Mapped[int] = mapped_column(BigId, ForeignKey("members.id"), index=True)
+    inviter_id: Mapped[int] = mapped_column(BigId, ForeignKey("members.id"))
     #: The inviter's inviter at the time of the last change; kept in step when the inviter rebinds.
-    upline_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("members.id"), index=True)
+    upline_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("members.id"))
     #: The scene that made this binding.
     scene_code: Mapped[str | None] = mapped_column(String(32), ForeignKey("scenes.code"))
     channel: Mapped[str] = mapped_column(String(24), default="")

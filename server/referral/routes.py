@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, current_app, render_template, request
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import func, select
 
 from server import db, security
@@ -60,6 +61,21 @@ class LeadBody(Body):
 
 class TeamQuery(Page):
     level: Literal["direct", "indirect", "all"] = "all"
+    #: A page's ``next_direct`` / ``next_indirect``: the page after it, read from the team index (for one level).
+    cursor: Annotated[str, StringConstraints(max_length=40)] | None = None
+
+    @field_validator("cursor")
+    @classmethod
+    def _ours(cls, value: str | None) -> str | None:
+        if value is not None and services.TeamCursor.decode(value) is None:
+            raise PydanticCustomError("cursor_unknown", "not a cursor this API gave")
+        return value
+
+    @model_validator(mode="after")
+    def _one_level_per_cursor(self) -> TeamQuery:
+        if self.cursor is not None and self.level == "all":
+            raise PydanticCustomError("cursor_level", "a cursor continues one level: send level=direct or level=indirect with it")
+        return self
 
 
 class LeadListQuery(Page):
@@ -284,16 +300,20 @@ def team() -> Any:
     query = parse_query(TeamQuery)
     sess = db.session()
     me = current_member().id
+    after = services.TeamCursor.decode(query.cursor) if query.cursor else None
     data: dict[str, Any] = {"page": query.page, "page_size": query.page_size}
     for level, name in ((1, "direct"), (2, "indirect")):
         if query.level in (name, "all"):
-            rows, total = services.team_page(sess, me, level, query.offset, query.page_size)
+            rows, total = services.team_page(sess, me, level, query.offset, query.page_size, after=after)
             stats = services.attributed_sales(sess, [m.id for m, _ in rows])
             data[name] = [_team_item(m, b, stats[m.id]) for m, b in rows]
             data[f"total_{name}"] = total
+            last = rows[-1][1] if len(rows) == query.page_size else None
+            data[f"next_{name}"] = services.TeamCursor(last.bound_at, last.member_id).encode() if last else None
         else:
             data[name] = []
             data[f"total_{name}"] = None
+            data[f"next_{name}"] = None
     return envelope(data)
 
 

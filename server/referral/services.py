@@ -9,10 +9,10 @@ from __future__ import annotations
 import secrets
 import string
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from server import cache, events, security
@@ -615,13 +615,60 @@ def partner_statement(sess: Session, partner_id: int, start: datetime | None, en
 # -- the team and the timeline ----------------------------------------------------
 
 
-def team_page(sess: Session, member_id: int, level: int, offset: int, limit: int) -> tuple[list[tuple[Member, Binding]], int]:
-    """The member's direct (level 1) or indirect (level 2) invitees, newest first. Nothing deeper exists."""
+#: A team cursor counts microseconds of UTC from here.
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class TeamCursor:
+    """Where a page of a team ends: the last invitee's binding time and member id (newest first)."""
+
+    bound_at: datetime
+    member_id: int
+
+    def encode(self) -> str:
+        return f"{(self.bound_at - _EPOCH) // timedelta(microseconds=1)}.{self.member_id}"
+
+    @classmethod
+    def decode(cls, text: str) -> TeamCursor | None:
+        """The cursor ``encode`` wrote, or None for anything else."""
+        micros, dot, member_id = text.partition(".")
+        if not (dot and micros.isascii() and micros.isdigit() and member_id.isascii() and member_id.isdigit()):
+            return None
+        if len(micros) > 17 or len(member_id) > 19 or int(member_id) >= 2**63:
+            return None
+        try:
+            return cls(_EPOCH + timedelta(microseconds=int(micros)), int(member_id))
+        except OverflowError:
+            return None
+
+
+def team_page(
+    sess: Session, member_id: int, level: int, offset: int, limit: int, *, after: TeamCursor | None = None
+) -> tuple[list[tuple[Member, Binding]], int]:
+    """The member's direct (level 1) or indirect (level 2) invitees, newest binding first, and how many
+    there are. Nothing deeper exists.
+
+    ``after`` continues from a page's last invitee (keyset: the team index is read from there, however
+    deep the page); without it, ``offset`` counts from the newest."""
     column = Binding.inviter_id if level == 1 else Binding.upline_id
-    base = select(Member, Binding).join(Binding, Binding.member_id == Member.id).where(column == member_id)
     total = sess.scalar(select(func.count()).select_from(Binding).where(column == member_id)) or 0
-    rows = sess.execute(base.order_by(Binding.bound_at.desc(), Member.id.desc()).offset(offset).limit(limit)).all()
-    return [(m, b) for m, b in rows], total
+    # The page's member ids from the team index alone (a covering range scan: MariaDB reads 20 entries
+    # from the cursor instead of every row before it), then the bindings and members by primary key.
+    page = select(Binding.member_id).where(column == member_id)
+    if after is not None:
+        # The first condition is the index range; the second drops the cursor's own time's earlier ids.
+        page = page.where(
+            Binding.bound_at <= after.bound_at, or_(Binding.bound_at < after.bound_at, Binding.member_id < after.member_id)
+        )
+    else:
+        page = page.offset(offset)
+    ids = sess.scalars(page.order_by(Binding.bound_at.desc(), Binding.member_id.desc()).limit(limit)).all()
+    if not ids:
+        return [], total
+    found = sess.execute(select(Member, Binding).join(Binding, Binding.member_id == Member.id).where(Binding.member_id.in_(ids))).all()
+    by_id = {binding.member_id: (member, binding) for member, binding in found}
+    return [by_id[i] for i in ids if i in by_id], total
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,96 @@
+"""A team read page by page: offset pages and cursor pages list every invitee once, newest binding first,
+ties on the binding time broken by member id; a cursor the API did not give is refused."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import insert, select
+
+from server import db
+from server.accounts.models import Member
+from server.referral.models import Binding
+from server.referral.services import TeamCursor
+
+
+def _team(client, member, **params):
+    response = client.get("/api/v1/referral/team", headers=member["headers"], query_string=params)
+    return response.status_code, response.get_json()
+
+
+@pytest.fixture
+def big_team(app, wx_login):
+    """alice with 45 direct invitees (some bound in the same microsecond) and 30 indirect ones."""
+    alice = wx_login("alice")
+    with app.app_context():
+        sess = db.session()
+        now = db.utcnow().replace(microsecond=0)
+        sess.execute(insert(Member), [{"openid": f"team-d{i}", "nickname": f"直推{i}"} for i in range(45)])
+        direct = sess.scalars(select(Member.id).where(Member.openid.like("team-d%")).order_by(Member.id)).all()
+        # Three invitees per second: ties that only the member id orders.
+        sess.execute(insert(Binding), [{"member_id": mid, "inviter_id": alice["user"]["id"], "channel": "t", "bound_at": now - timedelta(seconds=i // 3)} for i, mid in enumerate(direct)])
+        sess.execute(insert(Member), [{"openid": f"team-i{i}", "nickname": f"间推{i}"} for i in range(30)])
+        indirect = sess.scalars(select(Member.id).where(Member.openid.like("team-i%")).order_by(Member.id)).all()
+        sess.execute(insert(Binding), [{"member_id": mid, "inviter_id": direct[i % 45], "upline_id": alice["user"]["id"], "channel": "t", "bound_at": now - timedelta(minutes=i)} for i, mid in enumerate(indirect)])
+        db.commit()
+        expected = {
+            "direct": [m for _, m in sorted(((now - timedelta(seconds=i // 3), mid) for i, mid in enumerate(direct)), reverse=True)],
+            "indirect": [m for _, m in sorted(((now - timedelta(minutes=i), mid) for i, mid in enumerate(indirect)), reverse=True)],
+        }
+    return alice, expected
+
+
+@pytest.mark.parametrize("level", ["direct", "indirect"])
+def test_cursor_pages_list_everyone_once_in_order_like_offset_pages(client, big_team, level):
+    alice, expected = big_team
+    by_offset, page = [], 1
+    while True:
+        status, body = _team(client, alice, level=level, page_size=10, page=page)
+        assert status == 200
+        if not body["data"][level]:
+            break
+        by_offset += [m["id"] for m in body["data"][level]]
+        page += 1
+    by_cursor, cursor, pages = [], None, 0
+    while True:
+        params = {"level": level, "page_size": 10} | ({"cursor": cursor} if cursor else {})
+        status, body = _team(client, alice, **params)
+        assert status == 200, body
+        by_cursor += [m["id"] for m in body["data"][level]]
+        assert body["data"][f"total_{level}"] == len(expected[level])
+        pages += 1
+        cursor = body["data"][f"next_{level}"]
+        if cursor is None:
+            break
+    assert by_offset == by_cursor == expected[level]
+    assert pages == len(expected[level]) // 10 + 1  # the last page is short, so it names no next one
+
+
+def test_all_levels_answer_no_cursor_with_a_short_page(client, big_team):
+    alice, _ = big_team
+    status, body = _team(client, alice, page_size=100)
+    assert status == 200 and body["data"]["next_direct"] is None and body["data"]["next_indirect"] is None
+    status, body = _team(client, alice, level="indirect", page_size=5)
+    assert body["data"]["next_direct"] is None and body["data"]["next_indirect"] is not None
+
+
+@pytest.mark.parametrize("cursor", ["", "x", "1.2.3", "-1.5", "1.", ".1", "999999999999999999.1", "1.99999999999999999999", "１.1", "1 .2"])
+def test_a_cursor_the_api_did_not_give_is_refused(client, wx_login, cursor):
+    alice = wx_login("alice")
+    status, body = _team(client, alice, level="direct", cursor=cursor)
+    assert status == 422 and body["code"] == 42200
+    assert any(error["field"] == "cursor" for error in body["data"]["errors"])
+
+
+def test_a_cursor_continues_one_level_only(client, wx_login):
+    alice = wx_login("alice")
+    good = TeamCursor(db.utcnow(), 5).encode()
+    status, body = _team(client, alice, cursor=good)
+    assert status == 422
+    status, body = _team(client, alice, level="direct", cursor=good)
+    assert status == 200 and body["data"]["direct"] == []
+
+
+def test_cursor_round_trips_to_the_microsecond():
+    moment = db.utcnow().replace(microsecond=123_457)
+    assert TeamCursor.decode(TeamCursor(moment, 42).encode()) == TeamCursor(moment, 42)
