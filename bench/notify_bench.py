@@ -6,7 +6,7 @@ v3 notifications signed and encrypted by the sandbox's merchant keys; each must 
 order. The bare endpoint reads the same bodies and answers 204. A thread pool posts them
 with ``requests`` and the script prints throughput, p50 and p99 of both, and the ratios.
 
-    .venv/bin/python bench/notify_bench.py [--count 2000] [--concurrency 16] [--workers 2] [--threads 4]
+    .venv/bin/python bench/notify_bench.py [--count 2000] [--concurrency 16] [--workers 2] [--threads 4] [--setting KEY=VALUE]
 """
 from __future__ import annotations
 
@@ -126,18 +126,21 @@ def fire(base: str, batch: list[tuple[dict[str, str], bytes]], concurrency: int,
     return [ms for ms, _ in results], elapsed, [status for _, status in results]
 
 
-def prepare(config: Any, count: int) -> list[str]:
-    """Migrate, then place ``count`` unpaid orders of one member; their out_trade_nos."""
+def prepare(config: Any, count: int, settings: dict[str, str]) -> list[str]:
+    """Migrate, store ``settings``, then place ``count`` unpaid orders of one member; their out_trade_nos."""
     from server import create_app, db, migrate
     from server.accounts.models import Member
     from server.orders.models import Product, Sku
     from server.orders.services import LineRequest, place_order
+    from server.settings.services import set_setting
 
     app = create_app(config)
     migrate.upgrade(app)
     numbers = []
     with app.app_context():
         sess = db.session()
+        for key, value in settings.items():
+            set_setting(sess, key, value, by="bench")
         member = Member(openid="o" + secrets.token_hex(13), nickname="bench")
         product = Product(title="有机茶叶礼盒")
         sess.add_all([member, product])
@@ -196,7 +199,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="a merchant setting for the run, e.g. risk_enabled=false to leave out the risk scoring")
     args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.setting)
     count = max(10, min(args.count, 20_000))
     deadline = time.monotonic() + DEADLINE_SECONDS
 
@@ -222,7 +228,7 @@ def main() -> None:
             os.environ.update(saved)
 
         print(f"preparing {count + WARMUP} orders and notifications (database: {config.DATABASE_URL.split('@')[-1]}) ...")
-        numbers = prepare(config, count + WARMUP)
+        numbers = prepare(config, count + WARMUP, settings)
         app_server = Gunicorn("server:create_app()", env=env, workers=args.workers, threads=args.threads, log=Path(tmp) / "app.log")
         bare_server = Gunicorn("notify_bench:bare_app()", env=env, workers=args.workers, threads=args.threads, log=Path(tmp) / "bare.log", pythonpath=ROOT / "bench")
         try:

@@ -386,6 +386,8 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
     # Override rates stay within the merchant's order cap (a setting), for a product or grade that exists.
     "POST /admin/api/v1/points/reward-overrides": {42200: frozenset({"level1_first_bp", "level1_repeat_bp", "ref_id"})},
     "PATCH /admin/api/v1/points/reward-overrides/{override_id}": {42200: frozenset({"level1_first_bp", "level1_repeat_bp"})},
+    # A team cursor continues one level (not level=all), and its member id fits a BIGINT.
+    "GET /api/v1/referral/team": {42200: frozenset({"cursor", "body", "query"})},
     # Goods cost at least the setting min_goods_price.
     "POST /admin/api/v1/points/items": {42200: frozenset({"price"})},
     "PATCH /admin/api/v1/points/items/{item_id}": {42200: frozenset({"price"})},
