@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
@@ -84,17 +84,12 @@ def add_section(endpoint: str, title: str, text: str) -> None:
 
 
 @bp.after_request
-def _zone_policy(response: Response) -> Response:
+def _zone_headers(response: Response) -> Response:
     # The html module's policy, with ``data:`` images: the page's empty icon, so the browser asks for no favicon.
     # Built after the view, so it allows the script files the page asked for (WeChat's JS-SDK).
     override_html_headers({"Content-Security-Policy": content_security_policy(
         csp_nonce(), image_origins() | {"data:"}, request_script_sources()
     )})
-    return response
-
-
-@bp.after_request
-def _no_store(response: Response) -> Response:
     # Personal pages: no shared cache may keep one member's page for another.
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -234,9 +229,7 @@ def oauth() -> BaseResponse:
     return session.sign_in(redirect(going_to), identity.unionid)
 
 
-def _labels(app_filters: Mapping[str, Callable[..., str]]) -> None:
-    for name, fn in app_filters.items():
-        bp.add_app_template_filter(fn, name)
-
-
-_labels({"yuan": labels.yuan, "points": labels.points, "china_time": labels.china_time, "label": labels.label})
+#: The console's filters for money, points, time and enum words, which zone templates use too.
+FILTERS: dict[str, Callable[..., str]] = {"yuan": labels.yuan, "points": labels.points, "china_time": labels.china_time, "label": labels.label}
+for _name, _filter in FILTERS.items():
+    bp.add_app_template_filter(_filter, _name)
