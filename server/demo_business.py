@@ -16,10 +16,13 @@ from sqlalchemy.orm import Session
 from server.accounts.models import Member, Staff, StaffRole
 from server.accounts.services import bind_phone
 from server.db import utcnow
+from server.distribution import programme
 from server.distribution.models import MaterialKind
 from server.distribution.services import apply, appoint, create_grade, create_material
 from server.feedback.models import FeedbackCategory, FeedbackKind
 from server.feedback.services import submit as submit_feedback
+from server.notices.models import NoticeAudience
+from server.notices.services import create_notice, publish_notice
 from server.orders.models import Order, OrderStatus, Product, RefundStatus, Sku
 from server.orders.services import (
     REFUND_ABNORMAL,
@@ -157,6 +160,7 @@ def seed_business(sess: Session, product_title: str) -> Iterator[str]:
         yield "bob redeemed goods: a redemption waiting to be fulfilled"
     yield from _seed_points_rules(sess, bob)
     yield from _seed_training_feedback(sess, owner, members)
+    yield from _seed_rules_notices(sess, owner)
 
     for openid, _nickname, days, _inviter, _phone in DEMO_MEMBERS:
         member = members[openid]
@@ -185,6 +189,36 @@ def _seed_training_feedback(sess: Session, owner: Staff, members: dict[str, Memb
         body="朋友圈里说产品能治病。", distributor_member_id=members["demo-alice"].id,
     )
     yield "a training course with a quiz (alice did one lesson of two), a suggestion and a report about alice waiting in the queue"
+
+
+#: The demo's programme rules: the placeholders read the merchant's live settings, so the text never
+#: states a rate the system does not pay.
+DEMO_RULES_BODY = """## 积分怎么来
+- 好友通过你的海报或链接下单，你得实付金额的 {{reward_level1_first_bp}}（复购 {{reward_level1_repeat_bp}}）。
+- 你邀请的分销员带来成交，你得{{level2_reward}}。
+- 每笔订单的积分合计不超过实付金额的 {{reward_order_cap_bp}}。
+
+## 积分何时可用
+{{settlement_delay}}。积分不能提现，只能在积分商城兑换；{{points_value}}。
+
+## 不允许的做法
+- 不按拉人头计奖，不收取入门费。
+- 不得夸大功效，不得承诺收益。"""
+
+
+def _seed_rules_notices(sess: Session, owner: Staff) -> Iterator[str]:
+    """Published programme rules (version 1), a pinned notice to everyone and one to distributors."""
+    rules = programme.create_draft(sess, title="分销员推广规则", body=DEMO_RULES_BODY, staff_id=owner.id)
+    programme.publish(sess, rules.id, staff_id=owner.id)
+    welcome = create_notice(
+        sess, {"title": "欢迎加入会员中心", "body": "积分只奖励你带来的成交。规则见“推广规则”。", "pinned": True}, staff_id=owner.id
+    )
+    publish_notice(sess, welcome.id, staff_id=owner.id)
+    training = create_notice(
+        sess, {"title": "新课程：合规推广入门", "body": "学完并通过小测，推广更放心。", "audience": NoticeAudience.distributors}, staff_id=owner.id
+    )
+    publish_notice(sess, training.id, staff_id=owner.id)
+    yield "programme rules version 1 published; a pinned notice to every member and one to distributors"
 
 
 #: Sales grades (name, own attributed sales in fen from which it applies, perks).
