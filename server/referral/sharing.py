@@ -15,10 +15,10 @@ from urllib.parse import quote, urlsplit
 
 from flask import current_app
 
-from server.cache import get_value, set_value
+from server.cache import get_value, lock, set_value
 from server.referral.errors import ForeignPageError
 from server.wechat import miniprogram, official_account
-from server.wechat.client import LINK_MAX_SECONDS, SHARE_JS_APIS, WeChatError
+from server.wechat.client import LINK_MAX_SECONDS, SHARE_JS_APIS, MiniProgram, WeChatError
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 LINK_LIFETIME = LINK_MAX_SECONDS - 600
 #: A cached link is replaced this long before it expires, so no visitor is handed a dying one.
 LINK_RENEW_BEFORE = 86400
+#: How long a visit waits for another worker making the same scene's links (two WeChat calls).
+LINK_LOCK_SECONDS = 15.0
 
 
 # -- the JS-SDK -------------------------------------------------------------------------------
@@ -98,10 +100,27 @@ def scene_links(scene_code: str) -> SceneLinks | None:
     mp = miniprogram()
     page = scene_page()
     key = _links_key(mp.appid, page, scene_code)
+    found = _cached_links(key)
+    if found is not None:
+        return found
+    try:
+        # Workers that find the cache cold at once take turns, so WeChat's daily quota pays for one link.
+        with lock(key, timeout=LINK_LOCK_SECONDS):
+            return _cached_links(key) or _make_links(mp, page, scene_code, key)
+    except TimeoutError:
+        logger.warning("no mini-program link for scene %s: another worker is still making it", scene_code)
+        return None
+
+
+def _cached_links(key: str) -> SceneLinks | None:
     cached = get_value(key)
-    now = time.time()
-    if isinstance(cached, dict) and cached.get("expires_at", 0) - now > LINK_RENEW_BEFORE:
+    if isinstance(cached, dict) and cached.get("expires_at", 0) - time.time() > LINK_RENEW_BEFORE:
         return SceneLinks(url_link=cached["url_link"], scheme=cached["scheme"], expires_at=int(cached["expires_at"]))
+    return None
+
+
+def _make_links(mp: MiniProgram, page: str, scene_code: str, key: str) -> SceneLinks | None:
+    now = time.time()
     expire_time = int(now) + LINK_LIFETIME
     query = f"scene={scene_code}"
     try:

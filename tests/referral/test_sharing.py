@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from typing import Any, Iterator
 from urllib.parse import parse_qs
@@ -190,3 +191,29 @@ def test_a_dead_scene_gets_no_link(client, sandbox):
     before = calls(sandbox, "/wxa/generate_urllink")
     assert client.get("/s/doesNotExist").status_code == 404
     assert calls(sandbox, "/wxa/generate_urllink") == before
+
+
+def test_two_first_visits_at_once_ask_wechat_once(app, client, wx_login, scene_of, sandbox, monkeypatch):
+    """Workers that find the cache cold at the same moment take turns: the second finds the first's links."""
+    code = scene_of(wx_login("alice"), "h5_link")
+    before = calls(sandbox, "/wxa/generate_urllink"), calls(sandbox, "/wxa/generatescheme")
+    real = MiniProgram.generate_url_link
+
+    def slow(self: MiniProgram, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)  # long enough for the other visit to find the cache still cold
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MiniProgram, "generate_url_link", slow)
+    got: list[Any] = []
+
+    def visit() -> None:
+        with app.app_context():
+            got.append(sharing.scene_links(code))
+
+    threads = [threading.Thread(target=visit) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 2 and got[0] is not None and got[0] == got[1]
+    assert (calls(sandbox, "/wxa/generate_urllink"), calls(sandbox, "/wxa/generatescheme")) == (before[0] + 1, before[1] + 1)
