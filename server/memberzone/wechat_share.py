@@ -83,7 +83,7 @@ def zone_share(member: Member) -> ZoneShare | None:
     shop = str(get_setting(sess, "shop_name"))
     image_url = _poster_url(member.id)
     db.commit()
-    config = sharing.wx_config_or_none(sharing.public_page_url(request.path, request.query_string))
+    config = sharing.wx_config_or_none(sharing.requested_page_url())
     if config is not None:
         html.allow_script_for_request(JWEIXIN_URL)
     links = sharing.scene_links(scene.code)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from flask import current_app
+from flask import current_app, request
 
 from server.cache import get_value, lock, set_value
 from server.referral.errors import ForeignPageError
@@ -38,15 +38,26 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), parts.netloc.lower()
 
 
-def public_page_url(path: str, query_string: bytes | str = b"") -> str:
+def public_page_url(path: str, query_string: bytes | str = b"", *, query_mark: bool = False) -> str:
     """The URL a browser shows for ``path?query`` on this site (PUBLIC_BASE_URL), as the JS-SDK signs it.
 
-    Browsers percent-encode a path's non-ASCII characters and leave the query as sent.
+    Browsers percent-encode a path's non-ASCII characters and leave the query as sent. ``query_mark``:
+    the address ends in a bare ``?`` (an empty query), which ``location.href`` keeps and so the signature must.
     """
     query = query_string.decode("latin-1") if isinstance(query_string, bytes) else query_string
     base = current_app.config["PUBLIC_BASE_URL"]
     encoded = quote(path, safe="/:@!$&'()*+,;=-._~%")
-    return f"{base}{encoded}" + (f"?{query}" if query else "")
+    return f"{base}{encoded}" + (f"?{query}" if query or query_mark else "")
+
+
+def requested_page_url() -> str:
+    """``public_page_url`` of the request being served, a bare trailing ``?`` included.
+
+    WSGI's ``QUERY_STRING`` is empty both for ``/page`` and ``/page?``; the request line as the browser
+    sent it (gunicorn's ``RAW_URI``, werkzeug's ``REQUEST_URI``) tells them apart.
+    """
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or ""
+    return public_page_url(request.path, request.query_string, query_mark="?" in raw.split("#", 1)[0])
 
 
 def wx_config(page_url: str, js_api_list: tuple[str, ...] = SHARE_JS_APIS) -> dict[str, Any]:

@@ -54,6 +54,24 @@ def test_every_member_page_is_signed_for_its_own_url(app, client, zone, sandbox,
     assert page.headers["Content-Security-Policy"].count(JWEIXIN) == 1
 
 
+@pytest.mark.parametrize(
+    "request_line",
+    [{"RAW_URI": "/h5/member/points?"}, {"RAW_URI": "", "REQUEST_URI": "/h5/member/points?"}],
+    ids=["gunicorn", "werkzeug"],
+)
+def test_a_page_opened_with_a_bare_question_mark_is_signed_with_it(app, zone, sandbox, request_line):
+    """``location.href`` keeps an empty query's ``?`` (a link pasted as ``…/points?``), so the signature must."""
+    browser, _ = zone("alice")
+    page = browser.get("/h5/member/points", environ_overrides=request_line)
+    config = share_data(page)["config"]
+    base = app.config["PUBLIC_BASE_URL"]
+    assert verify(sandbox, base + "/h5/member/points?", config) == "config:ok"
+    assert verify(sandbox, base + "/h5/member/points", config) == "config:invalid signature"
+    # Without the mark the page is signed for the address without it, as before.
+    plain = share_data(browser.get("/h5/member/points"))["config"]
+    assert verify(sandbox, base + "/h5/member/points", plain) == "config:ok"
+
+
 def test_the_share_picture_is_the_members_poster_once_drawn(app, client, zone):
     browser, _ = zone("alice")
     assert share_data(browser.get("/h5/member"))["imgUrl"] == ""
