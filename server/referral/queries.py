@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from server.accounts.models import Member
 from server.referral.models import Binding, Lead, LeadFollowUp, LeadSource, LeadStatus
 
 
@@ -17,6 +18,14 @@ def inviter_and_upline(sess: Session, member_id: int) -> tuple[int | None, int |
     """The member's level-1 and level-2 inviters: one primary-key read."""
     binding = sess.get(Binding, member_id)
     return (binding.inviter_id, binding.upline_id) if binding else (None, None)
+
+
+def inviter_shown(sess: Session, member_id: int) -> tuple[int, str] | None:
+    """The id and nickname of the member's inviter, in one statement; None for a member nobody invited."""
+    row = sess.execute(
+        select(Member.id, Member.nickname).join(Binding, Binding.inviter_id == Member.id).where(Binding.member_id == member_id)
+    ).first()
+    return (row.id, row.nickname) if row else None
 
 
 @dataclass(frozen=True)
