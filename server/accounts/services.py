@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -90,17 +90,28 @@ def _live(revoked_at: datetime | None, expires_at: datetime) -> bool:
     return revoked_at is None and expires_at > utcnow()
 
 
-def _subject_of(sess: Session, token: str, subject_type: SubjectType, model: type[T]) -> T:
+def _subject_read(model: type[T], subject_type: SubjectType) -> Select[T, datetime | None, datetime]:
+    return (
+        select(model, AuthSession.revoked_at, AuthSession.expires_at)
+        .join(AuthSession, AuthSession.subject_id == model.id)
+        .where(AuthSession.id == bindparam("sid"), AuthSession.subject_type == subject_type)
+    )
+
+
+# Built once: every signed-in request runs one of them.
+_SUBJECT_READS: dict[SubjectType, Select[Any, datetime | None, datetime]] = {
+    SubjectType.member: _subject_read(Member, SubjectType.member),
+    SubjectType.staff: _subject_read(Staff, SubjectType.staff),
+}
+
+
+def _subject_of(sess: Session, token: str, subject_type: SubjectType) -> Any:
     """The member or staff row a live token of ``subject_type`` belongs to, read with its session in one statement.
 
-    InvalidTokenError when the token is forged, names no session, or its session is revoked or expired,
+    InvalidTokenError when the token is forged, names no session, its session is revoked or expired,
     or its subject is gone.
     """
-    row = sess.execute(
-        select(model, AuthSession.revoked_at, AuthSession.expires_at)
-        .join(AuthSession, AuthSession.subject_id == model.id)  # type: ignore[attr-defined]  # Member.id and Staff.id
-        .where(AuthSession.id == _token_sid(token, subject_type), AuthSession.subject_type == subject_type)
-    ).first()
+    row = sess.execute(_SUBJECT_READS[subject_type], {"sid": _token_sid(token, subject_type)}).first()
     if row is None or not _live(row.revoked_at, row.expires_at):
         raise InvalidTokenError()
     return row[0]
@@ -163,7 +174,7 @@ def issue_member_token(sess: Session, member: Member, *, client_address: str, us
 
 def authenticate_member(sess: Session, token: str) -> Member:
     """The active member a bearer token belongs to; InvalidTokenError otherwise."""
-    member = _subject_of(sess, token, SubjectType.member, Member)
+    member: Member = _subject_of(sess, token, SubjectType.member)
     if member.status != MemberStatus.active:
         raise MemberDisabledError()
     return member
@@ -293,7 +304,7 @@ def sign_in_staff(sess: Session, *, username: str, password: str, client_address
 
 def authenticate_staff(sess: Session, token: str, roles: tuple[StaffRole, ...] = ()) -> Staff:
     """The active staff member behind a token, who must hold one of ``roles`` (owner always may)."""
-    staff = _subject_of(sess, token, SubjectType.staff, Staff)
+    staff: Staff = _subject_of(sess, token, SubjectType.staff)
     if not staff.active:
         raise InvalidTokenError()
     if roles and staff.role != StaffRole.owner and staff.role not in roles:

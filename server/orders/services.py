@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -285,6 +285,18 @@ def _record_notice(sess: Session, notice: PaymentNotice) -> bool:
     return True
 
 
+#: Built once: every payment notification runs it.
+_ORDER_AND_PAY_NOTICE = (
+    select(Order, PaymentNotice.id)
+    .outerjoin(
+        PaymentNotice,
+        and_(PaymentNotice.out_trade_no == Order.out_trade_no, PaymentNotice.kind == "pay", PaymentNotice.reference == bindparam("reference")),
+    )
+    .where(Order.out_trade_no == bindparam("out_trade_no"))
+    .execution_options(populate_existing=True)
+)
+
+
 def apply_payment(
     sess: Session, *, out_trade_no: str, transaction_id: str, amount_fen: int, api: str, actor: str = "wechat", payer_openid: str | None = None
 ) -> PaymentResult:
@@ -299,12 +311,7 @@ def apply_payment(
     """
     # The order, and whether this very notice (its unique key) was recorded for it, in one read: a repeat
     # (WeChat resends until answered) is answered without trying the insert below.
-    row = sess.execute(
-        select(Order, PaymentNotice.id)
-        .outerjoin(PaymentNotice, and_(PaymentNotice.out_trade_no == Order.out_trade_no, PaymentNotice.kind == "pay", PaymentNotice.reference == transaction_id))
-        .where(Order.out_trade_no == out_trade_no)
-        .execution_options(populate_existing=True)
-    ).first()
+    row = sess.execute(_ORDER_AND_PAY_NOTICE, {"out_trade_no": out_trade_no, "reference": transaction_id}).first()
     if row is None:
         raise OrderNotFoundError()
     order, seen = row

@@ -26,7 +26,7 @@ import redis
 import requests
 from flask import current_app
 from requests.adapters import HTTPAdapter
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -195,13 +195,28 @@ def default_template(sess: Session, *, locks: contextlib.ExitStack) -> PosterTem
     return template
 
 
+# Built once, with the cached poster's read below: every poster request runs them.
+_CURRENT_DEFAULT = (
+    select(PosterTemplate)
+    .where(PosterTemplate.is_default.is_(True), PosterTemplate.active.is_(True))
+    .order_by(PosterTemplate.updated_at.desc(), PosterTemplate.id.desc())
+    .limit(1)
+)
+_CACHED_POSTER = (
+    select(PosterImage, Scene)
+    .join(Scene, Scene.code == PosterImage.scene_code)
+    .where(
+        PosterImage.member_id == bindparam("member_id"),
+        PosterImage.template_id == bindparam("template_id"),
+        PosterImage.template_version == bindparam("version"),
+        PosterImage.content_key == bindparam("content"),
+        PosterImage.variant == bindparam("variant"),
+    )
+)
+
+
 def _current_default(sess: Session) -> PosterTemplate | None:
-    return sess.scalars(
-        select(PosterTemplate)
-        .where(PosterTemplate.is_default.is_(True), PosterTemplate.active.is_(True))
-        .order_by(PosterTemplate.updated_at.desc(), PosterTemplate.id.desc())
-        .limit(1)
-    ).first()
+    return sess.scalars(_CURRENT_DEFAULT).first()
 
 
 def member_templates(sess: Session, member_id: int) -> list[PosterTemplate]:
@@ -530,17 +545,7 @@ def _cached_poster(
     life that makes it fresh there left, so the poster is kept for that long.
     """
     member_id, template_id, version, content, variant = key
-    row = sess.execute(
-        select(PosterImage, Scene)
-        .join(Scene, Scene.code == PosterImage.scene_code)
-        .where(
-            PosterImage.member_id == member_id,
-            PosterImage.template_id == template_id,
-            PosterImage.template_version == version,
-            PosterImage.content_key == content,
-            PosterImage.variant == variant,
-        )
-    ).first()
+    row = sess.execute(_CACHED_POSTER, {"member_id": member_id, "template_id": template_id, "version": version, "content": content, "variant": variant}).first()
     if row is None:
         return None
     image, scene = row
