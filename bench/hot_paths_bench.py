@@ -173,9 +173,12 @@ def statements(config: Any, member: dict[str, str], pay: dict[str, Any]) -> dict
     found = {}
     for label, call in _calls(member, pay).items():
         call(client)
-        with round_trips(app) as sent:
-            call(client)
-        found[label] = sent
+        tries = []
+        for _ in range(3):  # the fewest of three: a background thread's statements may fall into one count
+            with round_trips(app) as sent:
+                call(client)
+            tries.append(sent)
+        found[label] = min(tries, key=len)
     app.extensions["db_engine"].dispose()
     return found
 
