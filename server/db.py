@@ -248,7 +248,7 @@ def make_engine(url: str) -> Engine:
     def _failed(context: ExceptionContext) -> None:
         # After an error (a COMMIT that failed among them) the transaction may still be open.
         conn = context.connection
-        if conn is not None and not conn.invalidated:
+        if conn is not None and not conn.closed and not conn.invalidated:
             conn.connection.info[_TRANSACTION_ENDED] = False
 
     @event.listens_for(engine, "reset")
