@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import socket
+import ssl
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, cast
 
@@ -20,9 +22,10 @@ from flask import Flask, Response, current_app, g, has_app_context
 from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, String, create_engine, event, func, literal, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.engine import CursorResult, Engine, Result
+from sqlalchemy.engine import Connection, CursorResult, Engine, ExceptionContext, Result
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import PoolResetState, StaticPool
 from sqlalchemy.types import TypeDecorator
 
 NAMING = {
@@ -165,6 +168,35 @@ def utcnow() -> datetime:
 MAX_RECURSION = 4_294_967_295
 
 
+#: In a pooled connection's ``info``: its last transaction was committed or rolled back through SQLAlchemy.
+_TRANSACTION_ENDED = "transaction_ended"
+
+
+def _server_closed(dbapi_conn: Any) -> bool:
+    """Whether the server has closed an idle PyMySQL connection (a restart, ``wait_timeout``, a KILL).
+
+    An idle connection has nothing to read: if its socket has bytes or an end of file waiting, the
+    server said goodbye. One non-blocking peek, no round trip (the check go-sql-driver/mysql makes
+    before reusing a connection). TLS sockets cannot be peeked at, so those are pinged.
+    """
+    sock = getattr(dbapi_conn, "_sock", None)
+    if sock is None:
+        return True
+    if isinstance(sock, ssl.SSLSocket):
+        try:
+            dbapi_conn.ping(reconnect=False)
+        except Exception:
+            return True
+        return False
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing to read: alive
+    except OSError:
+        return True
+    return True  # an error packet or an end of file (b"")
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the settings each backend needs for concurrent use."""
     if url.startswith("sqlite"):
@@ -192,7 +224,40 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    engine = create_engine(url, pool_pre_ping=True, pool_recycle=3600, isolation_level="READ COMMITTED")
+    # No ping on every checkout and no ROLLBACK on every checkin: each cost a round trip per request.
+    # Checkout checks the socket instead (``_server_closed``), and checkin ends only a transaction still open.
+    engine = create_engine(url, pool_recycle=3600, pool_reset_on_return=None, isolation_level="READ COMMITTED")
+
+    @event.listens_for(engine, "checkout")
+    def _alive(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        record.info[_TRANSACTION_ENDED] = False
+        if _server_closed(dbapi_conn):
+            # The pool opens a new connection and checks out that one instead.
+            raise DisconnectionError("the database server closed this connection")
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _ending(conn: Connection) -> None:
+        conn.connection.info[_TRANSACTION_ENDED] = True
+
+    @event.listens_for(engine, "begin")
+    def _begun(conn: Connection) -> None:
+        conn.connection.info[_TRANSACTION_ENDED] = False
+
+    @event.listens_for(engine, "handle_error")
+    def _failed(context: ExceptionContext) -> None:
+        # After an error (a COMMIT that failed among them) the transaction may still be open.
+        conn = context.connection
+        if conn is not None and not conn.closed and not conn.invalidated:
+            conn.connection.info[_TRANSACTION_ENDED] = False
+
+    @event.listens_for(engine, "reset")
+    def _end_open_transaction(dbapi_conn: Any, record: Any, state: PoolResetState) -> None:
+        # The Connection closed its transaction itself (a rollback), or its last word was a COMMIT or
+        # ROLLBACK that succeeded: nothing is open. Anything else (a raw DBAPI use, a connection checked
+        # out and never used) is rolled back, as the pool's default reset would.
+        if not state.transaction_was_reset and not record.info.get(_TRANSACTION_ENDED):
+            dbapi_conn.rollback()
 
     @event.listens_for(engine, "connect")
     def _unbounded_recursion(dbapi_conn: Any, _record: Any) -> None:

@@ -22,7 +22,7 @@ from server.accounts.auth import (
 from server.accounts.models import Member, MemberStatus, Staff, StaffRole, SubjectType
 from server.api import Body, NonBlank, Page, client_address, parse_body, parse_query
 from server.errors import NotFoundError, envelope
-from server.referral.queries import inviter_and_upline
+from server.referral.queries import inviter_shown
 from server.wechat import miniprogram
 
 bp = Blueprint("accounts", __name__, url_prefix="/api/v1")
@@ -83,10 +83,8 @@ class MemberListQuery(Page):
 
 
 def _inviter(member: Member) -> dict[str, Any] | None:
-    sess = db.session()
-    inviter_id, _ = inviter_and_upline(sess, member.id)
-    inviter = sess.get(Member, inviter_id) if inviter_id else None
-    return {"id": inviter.id, "nickname": inviter.nickname} if inviter else None
+    inviter = inviter_shown(db.session(), member.id)
+    return {"id": inviter[0], "nickname": inviter[1]} if inviter else None
 
 
 def serialize_member(member: Member) -> dict[str, Any]:

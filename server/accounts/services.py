@@ -7,11 +7,11 @@ from __future__ import annotations
 import functools
 import re
 import secrets
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -45,6 +45,8 @@ DEFAULT_NICKNAME = "微信用户"
 _BAD_CODE_ERRORS = {40029, 40163, 40226, 41008}
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
 MIN_PASSWORD_LENGTH = 8
+#: The subject a token signs in: Member or Staff.
+T = TypeVar("T", Member, Staff)
 
 
 @functools.cache
@@ -69,12 +71,50 @@ def _issue_token(sess: Session, subject_type: SubjectType, subject_id: int, clie
 
 
 def _session_for(sess: Session, token: str, subject_type: SubjectType) -> AuthSession:
-    payload = security.load_token(token, subject_type.value, current_app.config["TOKEN_TTL_SECONDS"])
-    sid = payload.get("sid") if payload else None
-    row = sess.get(AuthSession, sid) if isinstance(sid, str) else None
-    if row is None or row.subject_type != subject_type or row.revoked_at is not None or row.expires_at <= utcnow():
+    row = sess.get(AuthSession, _token_sid(token, subject_type))
+    if row is None or row.subject_type != subject_type or not _live(row.revoked_at, row.expires_at):
         raise InvalidTokenError()
     return row
+
+
+def _token_sid(token: str, subject_type: SubjectType) -> str:
+    """The session id a token signed for ``subject_type`` names; InvalidTokenError when it names none."""
+    payload = security.load_token(token, subject_type.value, current_app.config["TOKEN_TTL_SECONDS"])
+    sid = payload.get("sid") if payload else None
+    if not isinstance(sid, str):
+        raise InvalidTokenError()
+    return sid
+
+
+def _live(revoked_at: datetime | None, expires_at: datetime) -> bool:
+    return revoked_at is None and expires_at > utcnow()
+
+
+def _subject_read(model: type[T], subject_type: SubjectType) -> Select[T, datetime | None, datetime]:
+    return (
+        select(model, AuthSession.revoked_at, AuthSession.expires_at)
+        .join(AuthSession, AuthSession.subject_id == model.id)
+        .where(AuthSession.id == bindparam("sid"), AuthSession.subject_type == subject_type)
+    )
+
+
+# Built once: every signed-in request runs one of them.
+_SUBJECT_READS: dict[SubjectType, Select[Any, datetime | None, datetime]] = {
+    SubjectType.member: _subject_read(Member, SubjectType.member),
+    SubjectType.staff: _subject_read(Staff, SubjectType.staff),
+}
+
+
+def _subject_of(sess: Session, token: str, subject_type: SubjectType) -> Any:
+    """The member or staff row a live token of ``subject_type`` belongs to, read with its session in one statement.
+
+    InvalidTokenError when the token is forged, names no session, its session is revoked or expired,
+    or its subject is gone.
+    """
+    row = sess.execute(_SUBJECT_READS[subject_type], {"sid": _token_sid(token, subject_type)}).first()
+    if row is None or not _live(row.revoked_at, row.expires_at):
+        raise InvalidTokenError()
+    return row[0]
 
 
 def _wechat_call(fn: Any, *args: Any, bad_code_error: type[Exception]) -> Any:
@@ -134,10 +174,7 @@ def issue_member_token(sess: Session, member: Member, *, client_address: str, us
 
 def authenticate_member(sess: Session, token: str) -> Member:
     """The active member a bearer token belongs to; InvalidTokenError otherwise."""
-    row = _session_for(sess, token, SubjectType.member)
-    member = sess.get(Member, row.subject_id)
-    if member is None:
-        raise InvalidTokenError()
+    member: Member = _subject_of(sess, token, SubjectType.member)
     if member.status != MemberStatus.active:
         raise MemberDisabledError()
     return member
@@ -267,9 +304,8 @@ def sign_in_staff(sess: Session, *, username: str, password: str, client_address
 
 def authenticate_staff(sess: Session, token: str, roles: tuple[StaffRole, ...] = ()) -> Staff:
     """The active staff member behind a token, who must hold one of ``roles`` (owner always may)."""
-    row = _session_for(sess, token, SubjectType.staff)
-    staff = sess.get(Staff, row.subject_id)
-    if staff is None or not staff.active:
+    staff: Staff = _subject_of(sess, token, SubjectType.staff)
+    if not staff.active:
         raise InvalidTokenError()
     if roles and staff.role != StaffRole.owner and staff.role not in roles:
         raise RoleRequiredError()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -285,6 +285,18 @@ def _record_notice(sess: Session, notice: PaymentNotice) -> bool:
     return True
 
 
+#: Built once: every payment notification runs it.
+_ORDER_AND_PAY_NOTICE = (
+    select(Order, PaymentNotice.id)
+    .outerjoin(
+        PaymentNotice,
+        and_(PaymentNotice.out_trade_no == Order.out_trade_no, PaymentNotice.kind == "pay", PaymentNotice.reference == bindparam("reference")),
+    )
+    .where(Order.out_trade_no == bindparam("out_trade_no"))
+    .execution_options(populate_existing=True)
+)
+
+
 def apply_payment(
     sess: Session, *, out_trade_no: str, transaction_id: str, amount_fen: int, api: str, actor: str = "wechat", payer_openid: str | None = None
 ) -> PaymentResult:
@@ -294,13 +306,19 @@ def apply_payment(
     (``payer``), for the risk checks to compare with the inviter's.
 
     Identical notifications racing each other all reach the unique notice row;
-    one inserts it, the rest see it and answer success without doing anything.
+    one inserts it, the rest see it and answer success without doing anything. A notification
+    already recorded is answered after one read, its order's.
     """
-    order = sess.scalar(select(Order).where(Order.out_trade_no == out_trade_no))
-    if order is None:
+    # The order, and whether this very notice (its unique key) was recorded for it, in one read: a repeat
+    # (WeChat resends until answered) is answered without trying the insert below.
+    row = sess.execute(_ORDER_AND_PAY_NOTICE, {"out_trade_no": out_trade_no, "reference": transaction_id}).first()
+    if row is None:
         raise OrderNotFoundError()
+    order, seen = row
     if amount_fen != order.total_fee:
         raise AmountMismatchError(data={"expected": order.total_fee, "got": amount_fen})
+    if seen is not None:
+        return PaymentResult(order, False)
     if not _record_notice(sess, PaymentNotice(kind="pay", reference=transaction_id, out_trade_no=out_trade_no, amount_fen=amount_fen, api=api, applied=True)):
         sess.refresh(order)
         return PaymentResult(order, False)

@@ -26,7 +26,7 @@ import redis
 import requests
 from flask import current_app
 from requests.adapters import HTTPAdapter
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -195,13 +195,42 @@ def default_template(sess: Session, *, locks: contextlib.ExitStack) -> PosterTem
     return template
 
 
+# Built once, with the cached poster's read below: every poster request runs them.
+_CURRENT_DEFAULT = (
+    select(PosterTemplate)
+    .where(PosterTemplate.is_default.is_(True), PosterTemplate.active.is_(True))
+    .order_by(PosterTemplate.updated_at.desc(), PosterTemplate.id.desc())
+    .limit(1)
+)
+_CACHED_POSTER = (
+    select(PosterImage, Scene)
+    .join(Scene, Scene.code == PosterImage.scene_code)
+    .where(
+        PosterImage.member_id == bindparam("member_id"),
+        PosterImage.template_id == bindparam("template_id"),
+        PosterImage.template_version == bindparam("version"),
+        PosterImage.content_key == bindparam("content"),
+        PosterImage.variant == bindparam("variant"),
+    )
+)
+
+#: The member's poster from the current default template, with its scene and the template, in one read:
+#: what most poster requests (no template chosen) are answered with.
+_CACHED_DEFAULT_POSTER = (
+    select(PosterImage, Scene, PosterTemplate)
+    .join(Scene, Scene.code == PosterImage.scene_code)
+    .join(PosterTemplate, and_(PosterTemplate.id == PosterImage.template_id, PosterTemplate.version == PosterImage.template_version))
+    .where(
+        PosterTemplate.id == _CURRENT_DEFAULT.with_only_columns(PosterTemplate.id).scalar_subquery(),
+        PosterImage.member_id == bindparam("member_id"),
+        PosterImage.content_key == bindparam("content"),
+        PosterImage.variant == bindparam("variant"),
+    )
+)
+
+
 def _current_default(sess: Session) -> PosterTemplate | None:
-    return sess.scalars(
-        select(PosterTemplate)
-        .where(PosterTemplate.is_default.is_(True), PosterTemplate.active.is_(True))
-        .order_by(PosterTemplate.updated_at.desc(), PosterTemplate.id.desc())
-        .limit(1)
-    ).first()
+    return sess.scalars(_CURRENT_DEFAULT).first()
 
 
 def member_templates(sess: Session, member_id: int) -> list[PosterTemplate]:
@@ -452,6 +481,12 @@ def get_poster(
     variant = variant_for(channel)
     if variant == "oa" and oa is None:
         raise ValueError("an official-account poster needs the official account")
+    if template_id is None and variant != "oa":
+        # Most requests: the default template's poster, drawn before. Read with the template in one go.
+        content = resolve_content(sess, content_type, content_id)
+        row = sess.execute(_CACHED_DEFAULT_POSTER, {"member_id": member.id, "content": content_key(content_type, content_id), "variant": variant}).first()
+        if row is not None and _still_works(sess, row[0], row[1], channel, None):
+            return Poster(row[0], row[1], row[2], content, cached=True)
     if template_id is None:
         template = default_template(sess, locks=locks)
     else:
@@ -530,20 +565,15 @@ def _cached_poster(
     life that makes it fresh there left, so the poster is kept for that long.
     """
     member_id, template_id, version, content, variant = key
-    row = sess.execute(
-        select(PosterImage, Scene)
-        .join(Scene, Scene.code == PosterImage.scene_code)
-        .where(
-            PosterImage.member_id == member_id,
-            PosterImage.template_id == template_id,
-            PosterImage.template_version == version,
-            PosterImage.content_key == content,
-            PosterImage.variant == variant,
-        )
-    ).first()
+    row = sess.execute(_CACHED_POSTER, {"member_id": member_id, "template_id": template_id, "version": version, "content": content, "variant": variant}).first()
     if row is None:
         return None
     image, scene = row
+    return (image, scene) if _still_works(sess, image, scene, channel, oa_expire_seconds) else None
+
+
+def _still_works(sess: Session, image: PosterImage, scene: Scene, channel: Channel, oa_expire_seconds: int | None) -> bool:
+    """Whether a cached poster may be served (see ``_cached_poster``); a stale one is forgotten."""
     stale = scene_state(scene) is not None or scene.channel != channel
     if oa_expire_seconds is not None:
         lifetime = timedelta(seconds=oa_expire_seconds * QR_CACHE_MIN_LIFE_SHARE)
@@ -552,8 +582,7 @@ def _cached_poster(
         # Its code would bind nobody, or not as this channel: draw a new one.
         forget_posters(sess, PosterImage.id == image.id)
         sess.expunge(image)
-        return None
-    return image, scene
+    return not stale
 
 
 @contextlib.contextmanager

@@ -7,9 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
+from server.accounts.models import Member
 from server.referral.models import Binding, Lead, LeadFollowUp, LeadSource, LeadStatus
 
 
@@ -17,6 +18,16 @@ def inviter_and_upline(sess: Session, member_id: int) -> tuple[int | None, int |
     """The member's level-1 and level-2 inviters: one primary-key read."""
     binding = sess.get(Binding, member_id)
     return (binding.inviter_id, binding.upline_id) if binding else (None, None)
+
+
+#: Built once: /me runs it on every call.
+_INVITER_SHOWN = select(Member.id, Member.nickname).join(Binding, Binding.inviter_id == Member.id).where(Binding.member_id == bindparam("member_id"))
+
+
+def inviter_shown(sess: Session, member_id: int) -> tuple[int, str] | None:
+    """The id and nickname of the member's inviter, in one statement; None for a member nobody invited."""
+    row = sess.execute(_INVITER_SHOWN, {"member_id": member_id}).first()
+    return (row.id, row.nickname) if row else None
 
 
 @dataclass(frozen=True)

@@ -685,3 +685,31 @@ def test_no_transaction_is_open_while_a_poster_is_rendered(app, alice, monkeypat
     response = app.test_client().post(POSTERS, headers=alice["headers"], json={})
     assert response.status_code == 200, response.get_json()
     assert seen == [False]
+
+
+# -- what a cached poster costs --------------------------------------------------------
+
+
+def test_a_cached_default_poster_is_read_with_its_template_in_one_statement(app, client, alice, request_poster, fake_products):
+    from tests.statements import is_mysql, round_trips
+
+    for body in ({}, {"content_type": "product", "content_id": "12"}, {"channel": "h5_link"}):
+        drawn = request_poster(alice, **body)
+        with round_trips(app) as sent:
+            again = request_poster(alice, **body)
+        assert again["cached"] is True and again["image_url"] == drawn["image_url"] and again["template_id"] == drawn["template_id"]
+        # The token with its member, then the poster with its scene and the current default template.
+        assert sent.count("SELECT") == 2, sent
+        assert "INSERT" not in sent and "DELETE" not in sent
+        if is_mysql(app):
+            assert sent == ["SELECT", "SELECT", "COMMIT"]
+
+
+def test_a_new_default_template_or_version_is_drawn_anew_after_the_one_read(app, client, alice, ops, request_poster):
+    first = request_poster(alice)
+    template_id = first["template_id"]
+    response = client.patch(f"/admin/api/v1/poster-templates/{template_id}", headers=ops, json={"headline": "新标题"})
+    assert response.status_code == 200, response.get_json()
+    redrawn = request_poster(alice)
+    assert redrawn["cached"] is False and redrawn["template_version"] == first["template_version"] + 1
+    assert request_poster(alice)["cached"] is True
