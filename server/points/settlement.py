@@ -14,20 +14,20 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 from flask import current_app
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server import cache, db, events, tasks
 from server.accounts.services import record_audit
 from server.clock import local
-from server.db import utcnow
+from server.db import rowcount, utcnow
 from server.orders.models import Order
 from server.points import ledger
-from server.points.errors import SettlementClaimedError, SettlementRunningError
+from server.points.errors import LedgerError, SettlementClaimedError, SettlementRunningError
 from server.points.models import (
     Account,
     AccountKind,
@@ -40,7 +40,7 @@ from server.points.models import (
     Statement,
     TxKind,
 )
-from server.points.queries import manual_claim, member_balances, run_by_period
+from server.points.queries import manual_claim, run_by_period
 from server.settings.services import SettingSpec, get_setting, register
 
 K = AccountKind
@@ -109,110 +109,245 @@ def _claim_period(sess: Session, *, period: str, mode: str, actor: str) -> Settl
     return run
 
 
-def _statement_lines(sess: Session, matured: Account, rewards: list[tuple[OrderReward, str]], settled: int) -> list[dict[str, Any]]:
-    """What made up the settled amount: its order rewards, then any other matured postings since the last settlement."""
-    lines: list[dict[str, Any]] = [
-        {
-            "kind": "order_reward",
-            "order_id": row.order_id,
-            "out_trade_no": out_trade_no,
-            "level": row.level,
-            "amount": row.amount - row.reversed_amount,
-            "rule": row.rule,
-        }
-        for row, out_trade_no in rewards
-    ]
+#: Members settled per step. Each step is the same dozen set-based statements over this many members;
+#: every IN list stays under MariaDB's ``in_predicate_conversion_threshold`` (1000), past which it
+#: becomes a join whose locks depend on the plan. A run's progress is reported after each step.
+CHUNK = 900
+
+
+@dataclass(frozen=True)
+class Settled:
+    """One statement a run wrote, as ``events.points_settled`` hands it to its handlers."""
+
+    statement_id: int
+    member_id: int
+    settled: int
+    debt_repaid: int
+    credited: int
+    available_after: int
+    #: Positive: what the member still owes.
+    debt_after: int
+
+
+@dataclass
+class _Member:
+    """One member of a step: their locked accounts and what the run does with them."""
+
+    member_id: int
+    matured: tuple[int, int]  # (account id, balance)
+    debt: tuple[int, int]
+    available: tuple[int, int]
+    lines: list[dict[str, Any]]
+    tx_id: int = 0
+
+    @property
+    def amount(self) -> int:
+        return self.matured[1]
+
+    @property
+    def repaid(self) -> int:
+        return min(-self.debt[1], self.amount)
+
+
+#: The debt and available accounts a settlement posting needs; one opened concurrently is skipped.
+_OPEN_ACCOUNT = insert(Account.__table__).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql")
+
+
+def _lock(sess: Session, account_ids: list[int]) -> dict[int, tuple[int, AccountKind, int]]:
+    """``SELECT … FOR UPDATE`` of accounts by primary key in id order: {id: (member id, kind, balance)} as committed."""
+    rows = sess.execute(
+        select(Account.id, Account.member_id, Account.kind, Account.balance).where(Account.id.in_(account_ids)).order_by(Account.id).with_for_update()
+    )
+    return {acct_id: (member_id, kind, int(balance)) for acct_id, member_id, kind, balance in rows}
+
+
+def _lock_members(sess: Session, member_ids: list[int], minimum: int) -> list[_Member]:
+    """Lock the members' debt, matured and available accounts (debt first, as ``ledger.credit_available``); those at ``minimum`` or more.
+
+    Locked by primary key, so nothing else is: postings to any other account, the merchant's included,
+    go on while the run holds these. Under the lock no maturing, reversal or credit can change an amount
+    before the run posts it, since each of them posts to one of these accounts.
+    """
+    kinds = (K.debt, K.matured, K.available)
+    opened = select(Account.id, Account.member_id, Account.kind).where(Account.kind.in_(kinds))
+    found = {(member_id, kind): acct_id for acct_id, member_id, kind in sess.execute(opened.where(Account.member_id.in_(member_ids)))}
+    missing = [{"member_id": m, "kind": kind, "balance": 0} for m in member_ids for kind in (K.debt, K.available) if (m, kind) not in found]
+    if missing:
+        sess.execute(_OPEN_ACCOUNT, missing)
+        found.update({(m, kind): acct_id for acct_id, m, kind in sess.execute(opened.where(Account.member_id.in_({row["member_id"] for row in missing})))})
+    locked = {kind: _lock(sess, sorted(found[(m, kind)] for m in member_ids if (m, kind) in found)) for kind in kinds}
+    members = []
+    for m in member_ids:
+        matured = found.get((m, K.matured))
+        if matured is None or locked[K.matured][matured][2] < minimum:
+            continue  # a reversal took matured points since the candidates were read
+        debt, available = found[(m, K.debt)], found[(m, K.available)]
+        members.append(_Member(m, (matured, locked[K.matured][matured][2]), (debt, locked[K.debt][debt][2]), (available, locked[K.available][available][2]), []))
+    return members
+
+
+def _statement_lines(sess: Session, members: list[_Member]) -> list[tuple[int, int]]:
+    """Each member's statement lines: their matured order rewards, then the other matured postings since their last settlement, then the rest.
+
+    Two queries for the whole step. Returns the (reward id, member id) of the rewards itemised, which
+    the run marks settled.
+    """
+    by_member = {m.member_id: m for m in members}
+    rewards = sess.execute(
+        select(OrderReward.id, OrderReward.member_id, OrderReward.order_id, Order.out_trade_no, OrderReward.level, OrderReward.amount - OrderReward.reversed_amount, OrderReward.rule)
+        .join(Order, Order.id == OrderReward.order_id)
+        .where(OrderReward.member_id.in_(list(by_member)), OrderReward.state == RewardState.matured)
+        .order_by(OrderReward.id)
+    ).all()
+    for _, member_id, order_id, out_trade_no, level, amount, rule in rewards:
+        by_member[member_id].lines.append({"kind": "order_reward", "order_id": order_id, "out_trade_no": out_trade_no, "level": level, "amount": int(amount), "rule": rule})
     # Each settlement empties the matured account under its lock, so the entries after the last
     # settle posting are exactly what this one settles. Order postings are itemised above.
+    by_account = {m.matured[0]: m for m in members}
     last_settle = (
-        select(func.max(Entry.id))
+        select(Entry.account_id, func.max(Entry.id).label("last_id"))
         .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-        .where(Entry.account_id == matured.id, LedgerTransaction.kind == TxKind.settle)
-        .scalar_subquery()
+        .where(Entry.account_id.in_(list(by_account)), LedgerTransaction.kind == TxKind.settle)
+        .group_by(Entry.account_id)
+        .subquery()
     )
     others = sess.execute(
-        select(Entry.amount, LedgerTransaction)
+        select(Entry.account_id, Entry.amount, LedgerTransaction.id, LedgerTransaction.kind, LedgerTransaction.reason)
         .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-        .where(Entry.account_id == matured.id, Entry.id > func.coalesce(last_settle, 0), LedgerTransaction.order_id.is_(None))
+        .outerjoin(last_settle, last_settle.c.account_id == Entry.account_id)
+        .where(Entry.account_id.in_(list(by_account)), LedgerTransaction.order_id.is_(None), Entry.id > func.coalesce(last_settle.c.last_id, 0))
         .order_by(Entry.id)
-    ).all()
-    lines += [{"kind": tx.kind.value, "transaction_id": tx.id, "reason": tx.reason, "amount": int(amount)} for amount, tx in others]
-    rest = settled - sum(line["amount"] for line in lines)
-    if rest:
-        lines.append({"kind": "other", "amount": rest, "reason": "matured postings not itemised above"})
-    return lines
+    )
+    for account_id, amount, tx_id, kind, reason in others:
+        by_account[account_id].lines.append({"kind": kind.value, "transaction_id": tx_id, "reason": reason, "amount": int(amount)})
+    for m in members:
+        rest = m.amount - sum(line["amount"] for line in m.lines)
+        if rest:
+            m.lines.append({"kind": "other", "amount": rest, "reason": "matured postings not itemised above"})
+    return [(reward_id, member_id) for reward_id, member_id, *_ in rewards]
 
 
-def _settle_member(sess: Session, run: SettlementRun, member_id: int, minimum: int) -> Statement | None:
-    matured = ledger.account(sess, member_id, K.matured)
-    # Locked so a maturing or reversal in flight cannot change the amount between reading and posting.
-    sess.refresh(matured, with_for_update=True)
-    amount = matured.balance
-    if amount < minimum:
-        return None
-    rewards = [
-        (row, out_trade_no)
-        for row, out_trade_no in sess.execute(
-            select(OrderReward, Order.out_trade_no)
-            .join(Order, Order.id == OrderReward.order_id)
-            .where(OrderReward.member_id == member_id, OrderReward.state == RewardState.matured)
-            .order_by(OrderReward.id)
+def _settle_members(sess: Session, run: SettlementRun, member_ids: list[int], minimum: int, now: datetime) -> list[Settled]:
+    """One step of ``settle``: lock, itemise, post one settle transaction per member, mark the rewards settled, write the statements.
+
+    Every statement covers the whole step. Each member's posting is the one ``ledger.credit_available``
+    makes (key ``settle:<run>:<member>``, matured out, debt repaid first, the rest to available, legs in
+    account-id order), and the balances move by exactly the entries written.
+    """
+    members = _lock_members(sess, member_ids, minimum)
+    if not members:
+        return []
+    rewards = _statement_lines(sess, members)
+    keys = {f"settle:{run.id}:{m.member_id}": m for m in members}
+    sess.execute(
+        insert(LedgerTransaction.__table__),
+        [
+            {
+                "idempotency_key": key,
+                "kind": TxKind.settle.value,
+                "member_id": m.member_id,
+                "order_id": None,
+                "level": None,
+                "reverses_id": None,
+                "reason": f"Settlement {run.period}: {m.amount / 100:.2f} matured points",
+                "detail": {"run_id": run.id, "period": run.period, "debt_repaid": m.repaid},
+                "actor": run.actor,
+                "created_at": now,
+            }
+            for key, m in keys.items()
+        ],
+    )
+    for tx_id, key in sess.execute(select(LedgerTransaction.id, LedgerTransaction.idempotency_key).where(LedgerTransaction.idempotency_key.in_(list(keys)))):
+        keys[key].tx_id = tx_id
+    entries = []
+    for m in members:
+        legs = [(m.matured[0], -m.amount), (m.debt[0], m.repaid), (m.available[0], m.amount - m.repaid)]
+        entries += [{"transaction_id": m.tx_id, "account_id": acct_id, "amount": amount, "created_at": now} for acct_id, amount in sorted(legs) if amount]
+    sess.execute(insert(Entry.__table__), entries)
+    accounts, posted = Account.__table__, Entry.__table__
+    sess.execute(
+        update(accounts)
+        .where(accounts.c.id == posted.c.account_id, posted.c.transaction_id.in_([m.tx_id for m in members]))
+        .values(balance=accounts.c.balance + posted.c.amount)
+    )
+    if rewards:
+        # The rewards just itemised, and only those: under the account locks none can have moved since.
+        marked = rowcount(
+            sess.execute(
+                update(OrderReward.__table__)
+                .where(OrderReward.__table__.c.member_id.in_([m.member_id for m in members]), OrderReward.__table__.c.state == RewardState.matured.value)
+                .values(state=RewardState.settled.value, settled_at=now)
+            )
         )
+        if marked != len(rewards):
+            raise LedgerError(f"settlement {run.id} itemised {len(rewards)} rewards but {marked} were still matured")
+    sess.execute(
+        insert(Statement.__table__),
+        [
+            {
+                "run_id": run.id,
+                "member_id": m.member_id,
+                "settled": m.amount,
+                "debt_repaid": m.repaid,
+                "credited": m.amount - m.repaid,
+                "available_after": m.available[1] + m.amount - m.repaid,
+                # Positive, what the member still owes: the statement is read by people, not the ledger.
+                "debt_after": -(m.debt[1] + m.repaid),
+                "lines": m.lines,
+                "created_at": now,
+            }
+            for m in members
+        ],
+    )
+    ids = {member_id: statement_id for member_id, statement_id in sess.execute(select(Statement.member_id, Statement.id).where(Statement.run_id == run.id, Statement.member_id.in_([m.member_id for m in members])))}
+    return [
+        Settled(ids[m.member_id], m.member_id, m.amount, m.repaid, m.amount - m.repaid, m.available[1] + m.amount - m.repaid, -(m.debt[1] + m.repaid))
+        for m in members
     ]
-    lines = _statement_lines(sess, matured, rewards, amount)
-    repaid, credited = ledger.credit_available(
-        sess,
-        member_id,
-        amount,
-        source=K.matured,
-        key=f"settle:{run.id}:{member_id}",
-        kind=TxKind.settle,
-        reason=f"Settlement {run.period}: {amount / 100:.2f} matured points",
-        actor=run.actor,
-        detail={"run_id": run.id, "period": run.period},
-    )
-    for row, _ in rewards:
-        row.state, row.settled_at = RewardState.settled, utcnow()
-    after = member_balances(sess, member_id)
-    statement = Statement(
-        run_id=run.id,
-        member_id=member_id,
-        settled=amount,
-        debt_repaid=repaid,
-        credited=credited,
-        available_after=after.available,
-        # Positive, what the member still owes: the statement is read by people, not the ledger.
-        debt_after=after.debt,
-        lines=lines,
-    )
-    sess.add(statement)
-    sess.flush()
-    events.points_settled.send(sess, statement=statement, run=run)
-    return statement
 
 
-def settle(sess: Session, *, period: str, mode: str, actor: str, progress: Callable[[list[Any]], Iterable[Any]] | None = None) -> SettlementRun:
+def _expire_ledger_objects(sess: Session) -> None:
+    """Accounts, rewards and statements loaded in the session before the run read their new values on next use."""
+    for obj in list(sess.identity_map.values()):
+        if isinstance(obj, (Account, OrderReward)):
+            sess.expire(obj)
+
+
+def settle(sess: Session, *, period: str, mode: str, actor: str, progress: Callable[[int, int], None] | None = None) -> SettlementRun:
     """Claim ``period`` and settle every member's matured points into available, in member-id order.
 
     Threshold mode settles only members whose matured balance reaches ``settlement_threshold``.
-    ``progress`` wraps the list of members (e.g. ``tqdm``). SettlementClaimedError if the
-    period already ran; nothing moves then.
+    Set-based: ``CHUNK`` members at a time, a dozen statements each, all in the caller's unit of
+    work. ``progress(done, total)`` is called with the members done after each step (and 0 before
+    the first). SettlementClaimedError if the period already ran; nothing moves then. One
+    ``events.points_settled`` for the run, with every statement, once they are all written.
     """
     if mode not in MODES:
         raise ValueError(f"unknown settlement mode {mode!r}")
     run = _claim_period(sess, period=period, mode=mode, actor=actor)
     minimum = int(get_setting(sess, "settlement_threshold")) if mode == "threshold" else 1
-    candidates = sess.scalars(
-        select(Account.member_id).where(Account.kind == K.matured, Account.balance >= minimum).order_by(Account.member_id)
-    ).all()
-    for member_id in progress(list(candidates)) if progress else candidates:
-        assert member_id is not None  # a matured account always has its member
-        statement = _settle_member(sess, run, member_id, minimum)
-        if statement is not None:
-            run.members += 1
-            run.total += statement.settled
+    candidates = [
+        member_id
+        for member_id in sess.scalars(
+            select(Account.member_id).where(Account.kind == K.matured, Account.balance >= minimum).order_by(Account.member_id)
+        )
+        if member_id is not None  # a matured account always has its member
+    ]
+    now = utcnow()
+    done: list[Settled] = []
+    if progress:
+        progress(0, len(candidates))
+    for start in range(0, len(candidates), CHUNK):
+        done += _settle_members(sess, run, candidates[start : start + CHUNK], minimum, now)
+        if progress:
+            progress(min(start + CHUNK, len(candidates)), len(candidates))
+    _expire_ledger_objects(sess)
+    run.members = len(done)
+    run.total = sum(s.settled for s in done)
     run.finished_at = utcnow()
     sess.flush()
+    if done:
+        events.points_settled.send(sess, run=run, statements=done)
     return run
 
 
@@ -308,15 +443,10 @@ def manual_settlement_progress(claim_id: int) -> dict[str, int] | None:
     return found if isinstance(found, dict) else None
 
 
-def _reporter(claim_id: int) -> Callable[[list[Any]], Iterable[Any]]:
-    def report(members: list[Any]) -> Iterator[Any]:
-        total = len(members)
-        cache.set_value(progress_key(claim_id), {"done": 0, "total": total}, PROGRESS_TTL)
-        for done, member_id in enumerate(members, 1):
-            yield member_id
-            # Resumed once the member is settled (or skipped).
-            if done % 50 == 0 or done == total:
-                cache.set_value(progress_key(claim_id), {"done": done, "total": total}, PROGRESS_TTL)
+def _reporter(claim_id: int) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        # Called before the first step and after each (``CHUNK`` members).
+        cache.set_value(progress_key(claim_id), {"done": done, "total": total}, PROGRESS_TTL)
 
     return report
 
