@@ -49,7 +49,7 @@ def on_points_credited(sess: Session, *, reward: OrderReward, order: Order) -> N
 def on_points_settled(sess: Session, *, run: Any, statements: list[Any]) -> None:
     """Handler of ``events.points_settled``: each member of the run hears their matured points became available (one bulk write)."""
     at = time_value(utcnow())
-    queue_messages(sess, NotifyEvent.points_available, [
+    queue_messages(sess, NotifyEvent.points_available, (
         (f"statement:{s.statement_id}", s.member_id, {
             "points": points_value(s.credited),
             "balance": points_value(max(s.available_after, 0)),
@@ -59,7 +59,7 @@ def on_points_settled(sess: Session, *, run: Any, statements: list[Any]) -> None
             "time": at,
         })
         for s in statements
-    ])
+    ))
 
 
 def on_order_status_changed(sess: Session, *, order: Order, status: OrderStatus) -> None:

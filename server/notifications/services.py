@@ -9,9 +9,9 @@ with it); the row is sent after the commit, and the scheduler sends whatever is 
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -161,15 +161,16 @@ def queue_message(sess: Session, event: NotifyEvent, key: str, member_id: int, v
 #: Rows a bulk write reads or writes per statement.
 BULK_CHUNK = 900
 #: A key another writer inserted first is skipped, as ``queue_message`` skips it.
-_QUEUE = insert(OutboxMessage.__table__).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql")
+_QUEUE = insert(cast(Table, OutboxMessage.__table__)).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql")
 
 
-def queue_messages(sess: Session, event: NotifyEvent, messages: list[tuple[str, int, dict[str, str]]]) -> int:
+def queue_messages(sess: Session, event: NotifyEvent, messages: Iterable[tuple[str, int, dict[str, str]]]) -> int:
     """``queue_message`` for many (key, member id, values) at once, in a few statements whatever their number
-    (a settlement run tells thousands of members). Returns the rows written."""
+    (a settlement run tells thousands of members); ``messages`` is only read when the event is on. Returns the rows written."""
     mapping = mapping_for(sess, event)
-    if mapping is None or not messages:
+    if mapping is None:
         return 0
+    messages = list(messages)
     fallback_map = mapping_for(sess, event, fallback=True)
     written = 0
     for start in range(0, len(messages), BULK_CHUNK):

@@ -11,13 +11,14 @@ Also here: expiry of old available points, and the operator's manual grant.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from flask import current_app
-from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy import Table, and_, case, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -131,92 +132,102 @@ class Settled:
 
 @dataclass
 class _Member:
-    """One member of a step: their locked accounts and what the run does with them."""
+    """One member of a step: their locked accounts and balances, and what the run does with them."""
 
     member_id: int
-    matured: tuple[int, int]  # (account id, balance)
-    debt: tuple[int, int]
-    available: tuple[int, int]
-    lines: list[dict[str, Any]]
+    matured_id: int
+    debt_id: int
+    available_id: int
+    #: The matured balance under the lock: all of it settles.
+    amount: int
+    #: Paid towards the debt first (``ledger.credit_available``), and what reaches available.
+    repaid: int
+    credited: int
+    available_after: int
+    #: Positive: what the member still owes after the run.
+    debt_after: int
+    lines: list[dict[str, Any]] = field(default_factory=list)
     tx_id: int = 0
 
-    @property
-    def amount(self) -> int:
-        return self.matured[1]
 
-    @property
-    def repaid(self) -> int:
-        return min(-self.debt[1], self.amount)
-
-
+# The steps read and write through SQLAlchemy Core: thousands of plain rows, no ORM objects.
+_accounts, _entries, _transactions, _rewards, _orders, _statements = (
+    cast(Table, model.__table__) for model in (Account, Entry, LedgerTransaction, OrderReward, Order, Statement)
+)
 #: The debt and available accounts a settlement posting needs; one opened concurrently is skipped.
-_OPEN_ACCOUNT = insert(Account.__table__).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql")
+_OPEN_ACCOUNT = insert(_accounts).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql")
+_KINDS = (K.debt, K.matured, K.available)
 
 
-def _lock(sess: Session, account_ids: list[int]) -> dict[int, tuple[int, AccountKind, int]]:
-    """``SELECT … FOR UPDATE`` of accounts by primary key in id order: {id: (member id, kind, balance)} as committed."""
-    rows = sess.execute(
-        select(Account.id, Account.member_id, Account.kind, Account.balance).where(Account.id.in_(account_ids)).order_by(Account.id).with_for_update()
-    )
-    return {acct_id: (member_id, kind, int(balance)) for acct_id, member_id, kind, balance in rows}
+def _lock(conn: Connection, account_ids: list[int]) -> dict[int, int]:
+    """``SELECT … FOR UPDATE`` of accounts by primary key, in id order: {id: balance as last committed}."""
+    a = _accounts.c
+    return {acct_id: int(balance) for acct_id, balance in conn.execute(select(a.id, a.balance).where(a.id.in_(account_ids)).order_by(a.id).with_for_update())}
 
 
-def _lock_members(sess: Session, member_ids: list[int], minimum: int) -> list[_Member]:
-    """Lock the members' debt, matured and available accounts (debt first, as ``ledger.credit_available``); those at ``minimum`` or more.
+def _lock_members(conn: Connection, member_ids: list[int], minimum: int) -> list[_Member]:
+    """Lock the members' debt, then matured, then available accounts (debt first, as ``ledger.credit_available``); those at ``minimum`` or more.
 
     Locked by primary key, so nothing else is: postings to any other account, the merchant's included,
     go on while the run holds these. Under the lock no maturing, reversal or credit can change an amount
     before the run posts it, since each of them posts to one of these accounts.
     """
-    kinds = (K.debt, K.matured, K.available)
-    opened = select(Account.id, Account.member_id, Account.kind).where(Account.kind.in_(kinds))
-    found = {(member_id, kind): acct_id for acct_id, member_id, kind in sess.execute(opened.where(Account.member_id.in_(member_ids)))}
+    a = _accounts.c
+    opened = select(a.id, a.member_id, a.kind).where(a.kind.in_(_KINDS))
+    found = {(member_id, kind): acct_id for acct_id, member_id, kind in conn.execute(opened.where(a.member_id.in_(member_ids)))}
     missing = [{"member_id": m, "kind": kind, "balance": 0} for m in member_ids for kind in (K.debt, K.available) if (m, kind) not in found]
     if missing:
-        sess.execute(_OPEN_ACCOUNT, missing)
-        found.update({(m, kind): acct_id for acct_id, m, kind in sess.execute(opened.where(Account.member_id.in_({row["member_id"] for row in missing})))})
-    locked = {kind: _lock(sess, sorted(found[(m, kind)] for m in member_ids if (m, kind) in found)) for kind in kinds}
+        conn.execute(_OPEN_ACCOUNT, missing)
+        found.update({(m, kind): acct_id for acct_id, m, kind in conn.execute(opened.where(a.member_id.in_({row["member_id"] for row in missing})))})
+    balance: dict[int, int] = {}
+    for kind in _KINDS:
+        balance |= _lock(conn, sorted(found[(m, kind)] for m in member_ids if (m, kind) in found))
     members = []
     for m in member_ids:
         matured = found.get((m, K.matured))
-        if matured is None or locked[K.matured][matured][2] < minimum:
+        amount = balance[matured] if matured is not None else 0
+        if amount < minimum:
             continue  # a reversal took matured points since the candidates were read
         debt, available = found[(m, K.debt)], found[(m, K.available)]
-        members.append(_Member(m, (matured, locked[K.matured][matured][2]), (debt, locked[K.debt][debt][2]), (available, locked[K.available][available][2]), []))
+        repaid = min(-balance[debt], amount)
+        assert matured is not None  # the minimum is at least 1
+        members.append(_Member(m, matured, debt, available, amount, repaid, amount - repaid, balance[available] + amount - repaid, -(balance[debt] + repaid)))
     return members
 
 
-def _statement_lines(sess: Session, members: list[_Member]) -> list[tuple[int, int]]:
+def _statement_lines(conn: Connection, members: list[_Member]) -> int:
     """Each member's statement lines: their matured order rewards, then the other matured postings since their last settlement, then the rest.
 
-    Two queries for the whole step. Returns the (reward id, member id) of the rewards itemised, which
-    the run marks settled.
+    Two queries for the whole step. Returns how many rewards were itemised: the run marks them settled.
     """
+    r, o, e, t = _rewards.c, _orders.c, _entries.c, _transactions.c
     by_member = {m.member_id: m for m in members}
-    rewards = sess.execute(
-        select(OrderReward.id, OrderReward.member_id, OrderReward.order_id, Order.out_trade_no, OrderReward.level, OrderReward.amount - OrderReward.reversed_amount, OrderReward.rule)
-        .join(Order, Order.id == OrderReward.order_id)
-        .where(OrderReward.member_id.in_(list(by_member)), OrderReward.state == RewardState.matured)
-        .order_by(OrderReward.id)
-    ).all()
-    for _, member_id, order_id, out_trade_no, level, amount, rule in rewards:
+    rewards = conn.execute(
+        select(r.member_id, r.order_id, o.out_trade_no, r.level, r.amount - r.reversed_amount, r.rule)
+        .join_from(_rewards, _orders, o.id == r.order_id)
+        .where(r.member_id.in_(list(by_member)), r.state == RewardState.matured)
+        .order_by(r.id)
+    )
+    itemised = 0
+    for member_id, order_id, out_trade_no, level, amount, rule in rewards:
         by_member[member_id].lines.append({"kind": "order_reward", "order_id": order_id, "out_trade_no": out_trade_no, "level": level, "amount": int(amount), "rule": rule})
+        itemised += 1
     # Each settlement empties the matured account under its lock, so the entries after the last
     # settle posting are exactly what this one settles. Order postings are itemised above.
-    by_account = {m.matured[0]: m for m in members}
+    by_account = {m.matured_id: m for m in members}
     last_settle = (
-        select(Entry.account_id, func.max(Entry.id).label("last_id"))
-        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-        .where(Entry.account_id.in_(list(by_account)), LedgerTransaction.kind == TxKind.settle)
-        .group_by(Entry.account_id)
+        select(e.account_id, func.max(e.id).label("last_id"))
+        .join_from(_entries, _transactions, t.id == e.transaction_id)
+        .where(e.account_id.in_(list(by_account)), t.kind == TxKind.settle)
+        .group_by(e.account_id)
         .subquery()
     )
-    others = sess.execute(
-        select(Entry.account_id, Entry.amount, LedgerTransaction.id, LedgerTransaction.kind, LedgerTransaction.reason)
-        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-        .outerjoin(last_settle, last_settle.c.account_id == Entry.account_id)
-        .where(Entry.account_id.in_(list(by_account)), LedgerTransaction.order_id.is_(None), Entry.id > func.coalesce(last_settle.c.last_id, 0))
-        .order_by(Entry.id)
+    others = conn.execute(
+        select(e.account_id, e.amount, t.id, t.kind, t.reason)
+        .join_from(_entries, _transactions, t.id == e.transaction_id)
+        .outerjoin(last_settle, last_settle.c.account_id == e.account_id)
+        .where(e.account_id.in_(list(by_account)), t.order_id.is_(None), e.id > func.coalesce(last_settle.c.last_id, 0))
+        .order_by(e.id)
     )
     for account_id, amount, tx_id, kind, reason in others:
         by_account[account_id].lines.append({"kind": kind.value, "transaction_id": tx_id, "reason": reason, "amount": int(amount)})
@@ -224,27 +235,27 @@ def _statement_lines(sess: Session, members: list[_Member]) -> list[tuple[int, i
         rest = m.amount - sum(line["amount"] for line in m.lines)
         if rest:
             m.lines.append({"kind": "other", "amount": rest, "reason": "matured postings not itemised above"})
-    return [(reward_id, member_id) for reward_id, member_id, *_ in rewards]
+    return itemised
 
 
-def _settle_members(sess: Session, run: SettlementRun, member_ids: list[int], minimum: int, now: datetime) -> list[Settled]:
+def _settle_members(conn: Connection, run: SettlementRun, member_ids: list[int], minimum: int, now: datetime) -> list[Settled]:
     """One step of ``settle``: lock, itemise, post one settle transaction per member, mark the rewards settled, write the statements.
 
     Every statement covers the whole step. Each member's posting is the one ``ledger.credit_available``
     makes (key ``settle:<run>:<member>``, matured out, debt repaid first, the rest to available, legs in
     account-id order), and the balances move by exactly the entries written.
     """
-    members = _lock_members(sess, member_ids, minimum)
+    members = _lock_members(conn, member_ids, minimum)
     if not members:
         return []
-    rewards = _statement_lines(sess, members)
+    itemised = _statement_lines(conn, members)
     keys = {f"settle:{run.id}:{m.member_id}": m for m in members}
-    sess.execute(
-        insert(LedgerTransaction.__table__),
+    conn.execute(
+        insert(_transactions),
         [
             {
                 "idempotency_key": key,
-                "kind": TxKind.settle.value,
+                "kind": TxKind.settle,
                 "member_id": m.member_id,
                 "order_id": None,
                 "level": None,
@@ -257,53 +268,53 @@ def _settle_members(sess: Session, run: SettlementRun, member_ids: list[int], mi
             for key, m in keys.items()
         ],
     )
-    for tx_id, key in sess.execute(select(LedgerTransaction.id, LedgerTransaction.idempotency_key).where(LedgerTransaction.idempotency_key.in_(list(keys)))):
+    t = _transactions.c
+    for tx_id, key in conn.execute(select(t.id, t.idempotency_key).where(t.idempotency_key.in_(list(keys)))):
         keys[key].tx_id = tx_id
-    entries = []
-    for m in members:
-        legs = [(m.matured[0], -m.amount), (m.debt[0], m.repaid), (m.available[0], m.amount - m.repaid)]
-        entries += [{"transaction_id": m.tx_id, "account_id": acct_id, "amount": amount, "created_at": now} for acct_id, amount in sorted(legs) if amount]
-    sess.execute(insert(Entry.__table__), entries)
-    accounts, posted = Account.__table__, Entry.__table__
-    sess.execute(
-        update(accounts)
-        .where(accounts.c.id == posted.c.account_id, posted.c.transaction_id.in_([m.tx_id for m in members]))
-        .values(balance=accounts.c.balance + posted.c.amount)
+    conn.execute(
+        insert(_entries),
+        [
+            {"transaction_id": m.tx_id, "account_id": acct_id, "amount": amount, "created_at": now}
+            for m in members
+            for acct_id, amount in sorted(((m.matured_id, -m.amount), (m.debt_id, m.repaid), (m.available_id, m.credited)))
+            if amount
+        ],
     )
-    if rewards:
+    a, e = _accounts.c, _entries.c
+    conn.execute(update(_accounts).where(a.id == e.account_id, e.transaction_id.in_([m.tx_id for m in members])).values(balance=a.balance + e.amount))
+    if itemised:
         # The rewards just itemised, and only those: under the account locks none can have moved since.
+        r = _rewards.c
         marked = rowcount(
-            sess.execute(
-                update(OrderReward.__table__)
-                .where(OrderReward.__table__.c.member_id.in_([m.member_id for m in members]), OrderReward.__table__.c.state == RewardState.matured.value)
-                .values(state=RewardState.settled.value, settled_at=now)
+            conn.execute(
+                update(_rewards).where(r.member_id.in_([m.member_id for m in members]), r.state == RewardState.matured).values(state=RewardState.settled, settled_at=now)
             )
         )
-        if marked != len(rewards):
-            raise LedgerError(f"settlement {run.id} itemised {len(rewards)} rewards but {marked} were still matured")
-    sess.execute(
-        insert(Statement.__table__),
+        if marked != itemised:
+            raise LedgerError(f"settlement {run.id} itemised {itemised} rewards but {marked} were still matured")
+    conn.execute(
+        insert(_statements),
         [
             {
                 "run_id": run.id,
                 "member_id": m.member_id,
                 "settled": m.amount,
                 "debt_repaid": m.repaid,
-                "credited": m.amount - m.repaid,
-                "available_after": m.available[1] + m.amount - m.repaid,
+                "credited": m.credited,
+                "available_after": m.available_after,
                 # Positive, what the member still owes: the statement is read by people, not the ledger.
-                "debt_after": -(m.debt[1] + m.repaid),
+                "debt_after": m.debt_after,
                 "lines": m.lines,
                 "created_at": now,
             }
             for m in members
         ],
     )
-    ids = {member_id: statement_id for member_id, statement_id in sess.execute(select(Statement.member_id, Statement.id).where(Statement.run_id == run.id, Statement.member_id.in_([m.member_id for m in members])))}
-    return [
-        Settled(ids[m.member_id], m.member_id, m.amount, m.repaid, m.amount - m.repaid, m.available[1] + m.amount - m.repaid, -(m.debt[1] + m.repaid))
-        for m in members
-    ]
+    st = _statements.c
+    ids = {member_id: statement_id for member_id, statement_id in conn.execute(
+        select(st.member_id, st.id).where(st.run_id == run.id, st.member_id.in_([m.member_id for m in members]))
+    )}
+    return [Settled(ids[m.member_id], m.member_id, m.amount, m.repaid, m.credited, m.available_after, m.debt_after) for m in members]
 
 
 def _expire_ledger_objects(sess: Session) -> None:
@@ -334,11 +345,12 @@ def settle(sess: Session, *, period: str, mode: str, actor: str, progress: Calla
         if member_id is not None  # a matured account always has its member
     ]
     now = utcnow()
+    conn = sess.connection()
     done: list[Settled] = []
     if progress:
         progress(0, len(candidates))
     for start in range(0, len(candidates), CHUNK):
-        done += _settle_members(sess, run, candidates[start : start + CHUNK], minimum, now)
+        done += _settle_members(conn, run, candidates[start : start + CHUNK], minimum, now)
         if progress:
             progress(min(start + CHUNK, len(candidates)), len(candidates))
     _expire_ledger_objects(sess)
