@@ -134,8 +134,8 @@ def generate(conn: Connection, *, members: int, rewards: int, reversed_share: fl
         (SettlementRun.__table__, runs),
         (Statement.__table__, statements),
     ):
-        for at in range(0, len(rows), BATCH):
-            sink.insert(table, rows[at : at + BATCH])
+        for offset in range(0, len(rows), BATCH):
+            sink.insert(table, rows[offset : offset + BATCH])
         sink.commit()
         counts[table.name] = len(rows)
     sink.close()

@@ -230,7 +230,7 @@ def _mariadb_only(app: Flask) -> None:
             pytest.skip("SQLite serialises writers; the row locks exist on MariaDB")
 
 
-def test_a_maturing_in_flight_is_settled_whole_once_it_commits(app: Flask) -> None:
+def test_a_maturing_in_flight_is_settled_whole_once_it_commits(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     """The run waits on the member's matured account while a maturing holds it, then settles the reward it matured, itemised."""
     _mariadb_only(app)
     with app.app_context():
@@ -249,25 +249,24 @@ def test_a_maturing_in_flight_is_settled_whole_once_it_commits(app: Flask) -> No
     posted, release = threading.Event(), threading.Event()
     outcome_of_run: list[Any] = []
 
+    original = ledger.post
+
+    def post_then_wait(*args: Any, **kwargs: Any) -> Any:
+        # The maturing posts to the matured account (and holds its lock) before it marks the reward.
+        result = original(*args, **kwargs)
+        if threading.current_thread() is maturing:
+            posted.set()
+            release.wait(10)
+        return result
+
+    monkeypatch.setattr(ledger, "post", post_then_wait)
+
     def mature() -> None:
         with unit_of_work(app) as s:
-            # The maturing posts to the matured account (and holds its lock) before it marks the reward.
-            original = ledger.post
-
-            def post_then_wait(*args: Any, **kwargs: Any) -> Any:
-                result = original(*args, **kwargs)
-                posted.set()
-                release.wait(10)
-                return result
-
-            ledger_post = ledger.post
-            ledger.post = post_then_wait  # type: ignore[assignment]
-            try:
-                found = s.get(Order, order_id)
-                found.finance_confirmed_at = utcnow()
-                mature_order_rewards(s, found)
-            finally:
-                ledger.post = ledger_post  # type: ignore[assignment]
+            found = s.get(Order, order_id)
+            assert found is not None
+            found.finance_confirmed_at = utcnow()
+            mature_order_rewards(s, found)
             db.commit()
 
     def run() -> None:
@@ -331,9 +330,11 @@ def test_the_run_locks_only_its_members_accounts(app: Flask, monkeypatch: pytest
         with unit_of_work(app) as s:
             s.execute(text("SET SESSION innodb_lock_wait_timeout = 1"))
             for member_id in outsiders:
+                outsider = s.get(Member, member_id)
+                assert outsider is not None
                 # The merchant's issuance account and other members' available and matured accounts.
-                post_to(s, s.get(Member, member_id), K.matured, 100)
-                post_to(s, s.get(Member, member_id), K.available, 100)
+                post_to(s, outsider, K.matured, 100)
+                post_to(s, outsider, K.available, 100)
             db.commit()
     finally:
         release.set()
