@@ -318,7 +318,7 @@ def _settle_members(conn: Connection, run: SettlementRun, member_ids: list[int],
 
 
 def _expire_ledger_objects(sess: Session) -> None:
-    """Accounts, rewards and statements loaded in the session before the run read their new values on next use."""
+    """Accounts and rewards loaded in the session before the run (which wrote around the ORM) read their new values on next use."""
     for obj in list(sess.identity_map.values()):
         if isinstance(obj, (Account, OrderReward)):
             sess.expire(obj)
