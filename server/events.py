@@ -70,7 +70,8 @@ member_profile_changed = _events.signal("member-profile-changed")
 #: An order's reward reached a member as pending points (``reward``: the OrderReward row, ``order``): once per reward.
 points_credited = _events.signal("points-credited")
 
-#: A settlement moved a member's matured points to available (``statement``, ``run``): after the statement row.
+#: A settlement run moved members' matured points to available (``run``, ``statements``: a list of
+#: ``points.settlement.Settled``, one per member): once per run, after all its statement rows.
 points_settled = _events.signal("points-settled")
 
 #: A refund ended (``refund``, ``order``): succeeded, failed or rejected, after its amounts and the order's status.

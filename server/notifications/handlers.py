@@ -1,6 +1,6 @@
 """The domain events that notify a member, each turned into the sources its template draws on.
 
-Each handler runs in the sender's unit of work and only writes an outbox row (``queue_message``);
+Each handler runs in the sender's unit of work and only writes outbox rows (``queue_message``, ``queue_messages``);
 the message goes out after the commit.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from server.db import utcnow
 from server.notifications.fields import amount_value, points_value, time_value
 from server.notifications.models import NotifyEvent
-from server.notifications.services import queue_message, record_follow
+from server.notifications.services import queue_message, queue_messages, record_follow
 from server.orders.models import Order, OrderItem, OrderStatus, Refund, RefundStatus
-from server.points.models import OrderReward, Redemption, RedemptionItem, Statement
+from server.points.models import OrderReward, Redemption, RedemptionItem
 from server.settings.services import get_setting
 
 #: What a refund's end says, as a ``phrase`` (at most five Chinese characters).
@@ -46,16 +46,20 @@ def on_points_credited(sess: Session, *, reward: OrderReward, order: Order) -> N
     })
 
 
-def on_points_settled(sess: Session, *, statement: Statement, run: Any) -> None:
-    """Handler of ``events.points_settled``: matured points became available."""
-    queue_message(sess, NotifyEvent.points_available, f"statement:{statement.id}", statement.member_id, {
-        "points": points_value(statement.credited),
-        "balance": points_value(max(statement.available_after, 0)),
-        "period": str(run.period),
-        "status": "已到账",
-        "note": "积分已可兑换" if statement.credited > 0 else "积分已用于抵扣欠分",
-        "time": time_value(utcnow()),
-    })
+def on_points_settled(sess: Session, *, run: Any, statements: list[Any]) -> None:
+    """Handler of ``events.points_settled``: each member of the run hears their matured points became available (one bulk write)."""
+    at = time_value(utcnow())
+    queue_messages(sess, NotifyEvent.points_available, (
+        (f"statement:{s.statement_id}", s.member_id, {
+            "points": points_value(s.credited),
+            "balance": points_value(max(s.available_after, 0)),
+            "period": str(run.period),
+            "status": "已到账",
+            "note": "积分已可兑换" if s.credited > 0 else "积分已用于抵扣欠分",
+            "time": at,
+        })
+        for s in statements
+    ))
 
 
 def on_order_status_changed(sess: Session, *, order: Order, status: OrderStatus) -> None:

@@ -9,9 +9,9 @@ with it); the row is sent after the commit, and the scheduler sends whatever is 
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,7 @@ from server.accounts.services import record_audit
 from server.db import rowcount, utcnow
 from server.notifications.delivery import deliver
 from server.notifications.errors import NotificationNotFoundError, NotResendableError
-from server.notifications.fields import SOURCES, KeywordMap, Rendered, parse_mapping, render
+from server.notifications.fields import SOURCES, KeywordMap, parse_mapping, render
 from server.notifications.models import NotifyEvent, OAFollower, OutboxMessage, OutboxState, SubscriptionAllowance
 from server.settings.services import SettingSpec, get_setting, register
 
@@ -147,23 +147,7 @@ def queue_message(sess: Session, event: NotifyEvent, key: str, member_id: int, v
     full_key = f"{event.value}:{key}"
     if sess.scalar(select(OutboxMessage.id).where(OutboxMessage.key == full_key)) is not None:
         return None
-    rendered = render(mapping, values)
-    fallback_map = mapping_for(sess, event, fallback=True)
-    fallback: dict[str, Any] | None = None
-    if fallback_map is not None:
-        fallback_rendered = render(fallback_map, values)
-        if fallback_rendered.problem is None:
-            fallback = {"template_id": fallback_map.template_id, "data": fallback_rendered.data, "page": fallback_map.page}
-    row = OutboxMessage(
-        key=full_key,
-        event=event,
-        member_id=member_id,
-        template_id=mapping.template_id,
-        data=rendered.data,
-        page=mapping.page,
-        fallback=fallback,
-    )
-    _drop_if_unfit(row, rendered)
+    row = OutboxMessage(**_message_fields(mapping, mapping_for(sess, event, fallback=True), event, full_key, member_id, values))
     try:
         with sess.begin_nested():
             sess.add(row)
@@ -174,9 +158,62 @@ def queue_message(sess: Session, event: NotifyEvent, key: str, member_id: int, v
     return row
 
 
-def _drop_if_unfit(row: OutboxMessage, rendered: Rendered) -> None:
+#: Rows a bulk write reads or writes per statement.
+BULK_CHUNK = 900
+#: A key another writer inserted first is skipped, as ``queue_message`` skips it.
+_QUEUE = insert(cast(Table, OutboxMessage.__table__)).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql")
+
+
+def queue_messages(sess: Session, event: NotifyEvent, messages: Iterable[tuple[str, int, dict[str, str]]]) -> int:
+    """``queue_message`` for many (key, member id, values) at once, in a few statements whatever their number
+    (a settlement run tells thousands of members); ``messages`` is only read when the event is on. Returns the rows written."""
+    mapping = mapping_for(sess, event)
+    if mapping is None:
+        return 0
+    messages = list(messages)
+    fallback_map = mapping_for(sess, event, fallback=True)
+    written = 0
+    for start in range(0, len(messages), BULK_CHUNK):
+        chunk = messages[start : start + BULK_CHUNK]
+        keys = [f"{event.value}:{key}" for key, _, _ in chunk]
+        active = set(sess.scalars(select(Member.id).where(Member.id.in_({m for _, m, _ in chunk}), Member.status == MemberStatus.active)))
+        seen = set(sess.scalars(select(OutboxMessage.key).where(OutboxMessage.key.in_(keys))))
+        rows = [
+            _message_fields(mapping, fallback_map, event, full_key, member_id, values)
+            for full_key, (_, member_id, values) in zip(keys, chunk)
+            if member_id in active and full_key not in seen
+        ]
+        if not rows:
+            continue
+        sess.execute(_QUEUE, [{"state": OutboxState.queued, "reason": ""} | row for row in rows])
+        queued = sess.scalars(select(OutboxMessage.id).where(OutboxMessage.key.in_([row["key"] for row in rows]), OutboxMessage.state == OutboxState.queued).order_by(OutboxMessage.id))
+        for outbox_id in queued:
+            tasks.defer(deliver, outbox_id)
+        written += len(rows)
+    return written
+
+
+def _message_fields(mapping: KeywordMap, fallback_map: KeywordMap | None, event: NotifyEvent, full_key: str, member_id: int, values: dict[str, str]) -> dict[str, Any]:
+    """The outbox row of one message: the template's data fitted to its types, the official account's
+    fallback if the merchant set one, dropped with the reason if it cannot fit."""
+    rendered = render(mapping, values)
+    fallback: dict[str, Any] | None = None
+    if fallback_map is not None:
+        fallback_rendered = render(fallback_map, values)
+        if fallback_rendered.problem is None:
+            fallback = {"template_id": fallback_map.template_id, "data": fallback_rendered.data, "page": fallback_map.page}
+    fields: dict[str, Any] = {
+        "key": full_key,
+        "event": event,
+        "member_id": member_id,
+        "template_id": mapping.template_id,
+        "data": rendered.data,
+        "page": mapping.page,
+        "fallback": fallback,
+    }
     if rendered.problem is not None:
-        row.state, row.reason = OutboxState.dropped, db.fit(OutboxMessage.reason, rendered.problem)
+        fields |= {"state": OutboxState.dropped, "reason": db.fit(OutboxMessage.reason, rendered.problem)}
+    return fields
 
 
 def resend(sess: Session, outbox_id: int, *, staff_id: int) -> OutboxMessage:

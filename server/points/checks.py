@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import case, exists, func, literal, select
+from sqlalchemy.orm import Session, aliased
 
 from server.orders.models import Order
 from server.points.models import Account, AccountKind, Entry, LedgerTransaction, OrderReward, TxKind
@@ -54,13 +54,20 @@ def _balanced(sess: Session) -> list[str]:
 
 def _cached_balances(sess: Session) -> list[str]:
     sums = select(Entry.account_id, func.sum(Entry.amount).label("total")).group_by(Entry.account_id).subquery()
-    total = func.coalesce(sums.c.total, 0)
-    rows = sess.execute(
-        select(Account.id, Account.kind, Account.member_id, Account.balance, total)
-        .outerjoin(sums, sums.c.account_id == Account.id)
-        .where(Account.balance != total)
-        .order_by(Account.id)
+    # The sums first (STRAIGHT_JOIN on MySQL/MariaDB): one pass over the entries' (account_id, id, amount)
+    # index, then one account read each. Joined the other way round, MariaDB sums each account's entries
+    # through its (account_id, created_at) index, one row lookup per entry.
+    disagree = (
+        select(Account.id, Account.kind, Account.member_id, Account.balance, sums.c.total)
+        .select_from(sums)
+        .join(Account, Account.id == sums.c.account_id)
+        .where(Account.balance != sums.c.total)
+        .prefix_with("STRAIGHT_JOIN", dialect="mysql")
     )
+    unposted = select(Account.id, Account.kind, Account.member_id, Account.balance, literal(0)).where(
+        Account.balance != 0, ~exists().where(Entry.account_id == Account.id)
+    )
+    rows = sorted([*sess.execute(disagree), *sess.execute(unposted)], key=lambda row: row[0])
     return [
         f"account {acct_id} ({_owner(member_id)} {kind.value}) caches balance {balance} but its entries sum to {int(entries)}"
         for acct_id, kind, member_id, balance, entries in rows
@@ -79,18 +86,18 @@ def _signs(sess: Session) -> list[str]:
 
 
 def _orphans(sess: Session) -> list[str]:
-    no_tx = sess.execute(
-        select(Entry.id, Entry.transaction_id)
-        .outerjoin(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-        .where(LedgerTransaction.id.is_(None))
-        .order_by(Entry.id)
-    )
-    no_account = sess.execute(
-        select(Entry.id, Entry.account_id).outerjoin(Account, Account.id == Entry.account_id).where(Account.id.is_(None)).order_by(Entry.id)
-    )
-    return [f"entry {entry_id} belongs to transaction {tx_id}, which does not exist" for entry_id, tx_id in no_tx] + [
-        f"entry {entry_id} posts to account {acct_id}, which does not exist" for entry_id, acct_id in no_account
-    ]
+    """Entries whose transaction or account is missing: each distinct id is looked up once, and only a missing one's entries are read."""
+    problems = []
+    for column, parent, message in (
+        (Entry.transaction_id, LedgerTransaction.id, "entry {} belongs to transaction {}, which does not exist"),
+        (Entry.account_id, Account.id, "entry {} posts to account {}, which does not exist"),
+    ):
+        used = select(column.label("ref")).group_by(column).subquery()
+        missing = sess.scalars(select(used.c.ref).outerjoin(parent.class_, parent == used.c.ref).where(parent.is_(None))).all()
+        if missing:
+            problems += [(entry_id, message.format(entry_id, ref)) for entry_id, ref in sess.execute(select(Entry.id, column).where(column.in_(missing)).order_by(Entry.id))]
+    # Every entry without a transaction by id, then every entry without an account.
+    return [text for _, text in problems]
 
 
 def _unique_keys(sess: Session) -> list[str]:
@@ -108,64 +115,100 @@ def _reward_postings(sess: Session) -> list[str]:
 
     The issuance leg is the one leg every reward and reversal has, whichever member
     accounts the other legs touched (a reversal may split across available and debt).
+    The sums per (order, level) and their comparison with the rewards are the database's;
+    only the rows that disagree come back.
     """
-    # Keyed by (order, level); a posting without a level is a problem to report, not to hide.
-    moved: dict[tuple[int, int | None], dict[TxKind, int]] = defaultdict(lambda: {TxKind.order_reward: 0, TxKind.reversal: 0})
-    members: dict[tuple[int, int | None], set[int | None]] = defaultdict(set)
-    rows = sess.execute(
-        select(LedgerTransaction.order_id, LedgerTransaction.level, LedgerTransaction.kind, LedgerTransaction.member_id, func.sum(Entry.amount))
-        .join(Entry, Entry.transaction_id == LedgerTransaction.id)
-        .join(Account, Account.id == Entry.account_id)
-        .where(Account.kind == K.issuance, LedgerTransaction.kind.in_((TxKind.order_reward, TxKind.reversal)), LedgerTransaction.order_id.is_not(None))
-        .group_by(LedgerTransaction.order_id, LedgerTransaction.level, LedgerTransaction.kind, LedgerTransaction.member_id)
+    is_reward = LedgerTransaction.kind == TxKind.order_reward
+    issuance = sess.scalars(select(Account.id).where(Account.kind == K.issuance)).all()
+    reward_postings = (
+        select(LedgerTransaction.order_id, LedgerTransaction.level, LedgerTransaction.member_id, Entry.amount, LedgerTransaction.kind)
+        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
+        .where(Entry.account_id.in_(issuance), LedgerTransaction.kind.in_((TxKind.order_reward, TxKind.reversal)), LedgerTransaction.order_id.is_not(None))
+        .subquery()
     )
-    for order_id, level, kind, member_id, total in rows:
-        assert order_id is not None  # the query keeps only postings for an order
-        moved[(order_id, level)][kind] += int(total)
-        members[(order_id, level)].add(member_id)
-    problems = []
-    rewards = {(r.order_id, r.level): r for r in sess.scalars(select(OrderReward).order_by(OrderReward.order_id, OrderReward.level))}
-    for (order_id, level), row in rewards.items():
-        posted = moved.pop((order_id, level), {TxKind.order_reward: 0, TxKind.reversal: 0})
-        # Issuance gives out a reward (negative leg) and takes a reversal back (positive leg).
-        if -posted[TxKind.order_reward] != row.amount:
-            problems.append(f"order reward {row.id} (order {order_id}, level {level}) is {row.amount} but the ledger credited {-posted[TxKind.order_reward]}")
-        if posted[TxKind.reversal] != row.reversed_amount:
-            problems.append(f"order reward {row.id} (order {order_id}, level {level}) has {row.reversed_amount} reversed but the ledger reversed {posted[TxKind.reversal]}")
-        if members[(order_id, level)] - {row.member_id}:
-            problems.append(f"order reward {row.id} (order {order_id}, level {level}) belongs to member {row.member_id} but was posted for {sorted(members[(order_id, level)] - {row.member_id}, key=str)}")
-    for (order_id, level), posted in sorted(moved.items(), key=lambda item: (item[0][0], item[0][1] or 0)):
-        problems.append(f"order {order_id} level {level} has reward postings ({-posted[TxKind.order_reward]} credited) but no order reward row")
+    posted = (
+        select(
+            LedgerTransaction.order_id,
+            LedgerTransaction.level,
+            func.sum(case((is_reward, -Entry.amount), else_=0)).label("credited"),
+            func.sum(case((is_reward, 0), else_=Entry.amount)).label("reversed"),
+            # Who the postings were for: one member (min = max, no null) or not.
+            func.min(LedgerTransaction.member_id).label("first_member"),
+            func.max(LedgerTransaction.member_id).label("last_member"),
+            (func.count() - func.count(LedgerTransaction.member_id)).label("no_member"),
+        )
+        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
+        .where(Entry.account_id.in_(issuance), LedgerTransaction.kind.in_((TxKind.order_reward, TxKind.reversal)), LedgerTransaction.order_id.is_not(None))
+        .group_by(LedgerTransaction.order_id, LedgerTransaction.level)
+        .subquery()
+    )
+    credited, reversed_ = func.coalesce(posted.c.credited, 0), func.coalesce(posted.c.reversed, 0)
+    someone_else = (posted.c.no_member > 0) | (posted.c.first_member != OrderReward.member_id) | (posted.c.last_member != OrderReward.member_id)
+    found: dict[tuple[int, int], list[str]] = defaultdict(list)
+    strangers: list[tuple[int, int, int, int]] = []
+    rows = sess.execute(
+        select(OrderReward.id, OrderReward.order_id, OrderReward.level, OrderReward.member_id, OrderReward.amount, OrderReward.reversed_amount, credited, reversed_, someone_else)
+        .outerjoin(posted, (posted.c.order_id == OrderReward.order_id) & (posted.c.level == OrderReward.level))
+        .where((credited != OrderReward.amount) | (reversed_ != OrderReward.reversed_amount) | someone_else)
+    )
+    for reward_id, order_id, level, member_id, amount, reversed_amount, ledger_credited, ledger_reversed, other_member in rows:
+        if int(ledger_credited) != amount:
+            found[(order_id, level)].append(f"order reward {reward_id} (order {order_id}, level {level}) is {amount} but the ledger credited {int(ledger_credited)}")
+        if int(ledger_reversed) != reversed_amount:
+            found[(order_id, level)].append(f"order reward {reward_id} (order {order_id}, level {level}) has {reversed_amount} reversed but the ledger reversed {int(ledger_reversed)}")
+        if other_member:
+            strangers.append((order_id, level, reward_id, member_id))
+    for order_id, level, reward_id, member_id in strangers:
+        # Only for a reward that has them: who else its postings were for.
+        members = set(sess.scalars(select(reward_postings.c.member_id).where(reward_postings.c.order_id == order_id, reward_postings.c.level == level)))
+        found[(order_id, level)].append(
+            f"order reward {reward_id} (order {order_id}, level {level}) belongs to member {member_id} but was posted for {sorted(members - {member_id}, key=str)}"
+        )
+    problems = [text for key in sorted(found) for text in found[key]]
+    stray = sess.execute(
+        select(posted.c.order_id, posted.c.level, posted.c.credited)
+        .outerjoin(OrderReward, (OrderReward.order_id == posted.c.order_id) & (OrderReward.level == posted.c.level))
+        .where(OrderReward.id.is_(None))
+        .order_by(posted.c.order_id, func.coalesce(posted.c.level, 0))
+    )
+    problems += [f"order {order_id} level {level} has reward postings ({int(total)} credited) but no order reward row" for order_id, level, total in stray]
     return problems
 
 
 def _reward_levels(sess: Session) -> list[str]:
-    """Guards 1 and 4: two levels at most, to the inviter and upline stamped on the order, level 2 never above level 1."""
-    problems = []
-    by_order: dict[int, dict[int, int]] = defaultdict(dict)
+    """Guards 1 and 4: two levels at most, to the inviter and upline stamped on the order, level 2 never above level 1.
+
+    Each guard is a query that returns only the rewards that break it.
+    """
+    problems: list[tuple[tuple[int, int, int], str]] = []
+    stamped = case((OrderReward.level == 1, Order.inviter_id), else_=Order.upline_id)
+    valid = OrderReward.level.between(1, MAX_LEVELS)
     rows = sess.execute(
-        select(OrderReward.id, OrderReward.order_id, OrderReward.level, OrderReward.member_id, OrderReward.amount, Order.inviter_id, Order.upline_id)
+        select(OrderReward.id, OrderReward.order_id, OrderReward.level, OrderReward.member_id, stamped, valid)
         .join(Order, Order.id == OrderReward.order_id)
-        .order_by(OrderReward.order_id, OrderReward.level)
+        .where(~valid | stamped.is_(None) | (stamped != OrderReward.member_id))
     )
-    for reward_id, order_id, level, member_id, amount, inviter_id, upline_id in rows:
-        if not 1 <= level <= MAX_LEVELS:
-            problems.append(f"order reward {reward_id} on order {order_id} is at level {level}; only levels 1 and 2 exist")
-            continue
-        stamped = inviter_id if level == 1 else upline_id
-        if member_id != stamped:
-            problems.append(f"order reward {reward_id} on order {order_id} pays member {member_id}, not the level-{level} member stamped on the order ({stamped})")
-        by_order[order_id][level] = int(amount)
-    for order_id, levels in by_order.items():
-        if levels.get(2, 0) > levels.get(1, 0):
-            problems.append(f"order {order_id} pays level 2 ({levels[2]}) more than level 1 ({levels.get(1, 0)})")
+    for reward_id, order_id, level, member_id, stamped_id, in_range in rows:
+        if not in_range:
+            problems.append(((order_id, level, 0), f"order reward {reward_id} on order {order_id} is at level {level}; only levels 1 and 2 exist"))
+        else:
+            problems.append(((order_id, level, 0), f"order reward {reward_id} on order {order_id} pays member {member_id}, not the level-{level} member stamped on the order ({stamped_id})"))
+    texts = [text for _, text in sorted(problems)]
+    level1 = aliased(OrderReward)
+    over = sess.execute(
+        select(OrderReward.order_id, OrderReward.amount, level1.amount)
+        .outerjoin(level1, (level1.order_id == OrderReward.order_id) & (level1.level == 1))
+        .where(OrderReward.level == 2, OrderReward.amount > func.coalesce(level1.amount, 0))
+        .order_by(OrderReward.order_id)
+    )
+    texts += [f"order {order_id} pays level 2 ({int(amount2)}) more than level 1 ({int(amount1 or 0)})" for order_id, amount2, amount1 in over]
     stray = sess.execute(
         select(LedgerTransaction.id, LedgerTransaction.order_id, LedgerTransaction.level)
         .where(LedgerTransaction.kind == TxKind.order_reward, (LedgerTransaction.level.is_(None)) | (LedgerTransaction.level.not_in(range(1, MAX_LEVELS + 1))))
         .order_by(LedgerTransaction.id)
     )
-    problems += [f"transaction {tx_id} rewards order {order_id} at level {level}; only levels 1 and 2 exist" for tx_id, order_id, level in stray]
-    return problems
+    texts += [f"transaction {tx_id} rewards order {order_id} at level {level}; only levels 1 and 2 exist" for tx_id, order_id, level in stray]
+    return texts
 
 
 def _owner(member_id: int | None) -> str:

@@ -42,11 +42,15 @@ def settle_command(mode: str | None, period: str | None) -> None:
     if len(period) > 64:
         raise click.BadParameter("at most 64 characters", param_hint="--period")
 
-    def progress(members: list[Any]) -> Any:
-        return tqdm(members, desc=f"settling {period}", unit="member")
+    bar = tqdm(desc=f"settling {period}", unit="member")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
 
     try:
-        run = settlement.settle(sess, period=period, mode=mode, actor="cli", progress=progress)
+        with bar:
+            run = settlement.settle(sess, period=period, mode=mode, actor="cli", progress=progress)
     except SettlementClaimedError:
         raise click.ClickException(f"period {period} has already been settled; nothing was changed") from None
     db.commit()

@@ -101,13 +101,16 @@ class Entry(Base):
 
     __tablename__ = "ledger_entries"
     __table_args__ = (
-        Index("ix_ledger_entries_account", "account_id", "id"),
+        # Both carry the amount, so a sum per account or per transaction (ledger-check, settlement's
+        # statement lines) reads the index alone.
+        Index("ix_ledger_entries_account_amount", "account_id", "id", "amount"),
+        Index("ix_ledger_entries_transaction_amount", "transaction_id", "amount"),
         Index("ix_ledger_entries_account_time", "account_id", "created_at"),
         CheckConstraint("amount <> 0", name="nonzero"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    transaction_id: Mapped[int] = mapped_column(BigId, ForeignKey("ledger_transactions.id"), index=True)
+    transaction_id: Mapped[int] = mapped_column(BigId, ForeignKey("ledger_transactions.id"))
     account_id: Mapped[int] = mapped_column(BigId, ForeignKey("ledger_accounts.id"))
     amount: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

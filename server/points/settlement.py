@@ -11,23 +11,24 @@ Also here: expiry of old available points, and the operator's manual grant.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, cast
 
 from flask import current_app
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Table, and_, case, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server import cache, db, events, tasks
 from server.accounts.services import record_audit
 from server.clock import local
-from server.db import utcnow
+from server.db import rowcount, utcnow
 from server.orders.models import Order
 from server.points import ledger
-from server.points.errors import SettlementClaimedError, SettlementRunningError
+from server.points.errors import LedgerError, SettlementClaimedError, SettlementRunningError
 from server.points.models import (
     Account,
     AccountKind,
@@ -40,7 +41,7 @@ from server.points.models import (
     Statement,
     TxKind,
 )
-from server.points.queries import manual_claim, member_balances, run_by_period
+from server.points.queries import manual_claim, run_by_period
 from server.settings.services import SettingSpec, get_setting, register
 
 K = AccountKind
@@ -109,110 +110,256 @@ def _claim_period(sess: Session, *, period: str, mode: str, actor: str) -> Settl
     return run
 
 
-def _statement_lines(sess: Session, matured: Account, rewards: list[tuple[OrderReward, str]], settled: int) -> list[dict[str, Any]]:
-    """What made up the settled amount: its order rewards, then any other matured postings since the last settlement."""
-    lines: list[dict[str, Any]] = [
-        {
-            "kind": "order_reward",
-            "order_id": row.order_id,
-            "out_trade_no": out_trade_no,
-            "level": row.level,
-            "amount": row.amount - row.reversed_amount,
-            "rule": row.rule,
-        }
-        for row, out_trade_no in rewards
-    ]
+#: Members settled per step. Each step is the same dozen set-based statements over this many members;
+#: every IN list stays under MariaDB's ``in_predicate_conversion_threshold`` (1000), past which it
+#: becomes a join whose locks depend on the plan. A run's progress is reported after each step.
+CHUNK = 900
+
+
+@dataclass(frozen=True)
+class Settled:
+    """One statement a run wrote, as ``events.points_settled`` hands it to its handlers."""
+
+    statement_id: int
+    member_id: int
+    settled: int
+    debt_repaid: int
+    credited: int
+    available_after: int
+    #: Positive: what the member still owes.
+    debt_after: int
+
+
+@dataclass
+class _Member:
+    """One member of a step: their locked accounts and balances, and what the run does with them."""
+
+    member_id: int
+    matured_id: int
+    debt_id: int
+    available_id: int
+    #: The matured balance under the lock: all of it settles.
+    amount: int
+    #: Paid towards the debt first (``ledger.credit_available``), and what reaches available.
+    repaid: int
+    credited: int
+    available_after: int
+    #: Positive: what the member still owes after the run.
+    debt_after: int
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    tx_id: int = 0
+
+
+# The steps read and write through SQLAlchemy Core: thousands of plain rows, no ORM objects.
+_accounts, _entries, _transactions, _rewards, _orders, _statements = (
+    cast(Table, model.__table__) for model in (Account, Entry, LedgerTransaction, OrderReward, Order, Statement)
+)
+#: The debt and available accounts a settlement posting needs; one opened concurrently is skipped.
+_OPEN_ACCOUNT = insert(_accounts).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql")
+_KINDS = (K.debt, K.matured, K.available)
+
+
+def _lock(conn: Connection, account_ids: list[int]) -> dict[int, int]:
+    """``SELECT … FOR UPDATE`` of accounts by primary key, in id order: {id: balance as last committed}."""
+    a = _accounts.c
+    return {acct_id: int(balance) for acct_id, balance in conn.execute(select(a.id, a.balance).where(a.id.in_(account_ids)).order_by(a.id).with_for_update())}
+
+
+def _lock_members(conn: Connection, member_ids: list[int], minimum: int) -> list[_Member]:
+    """Lock the members' debt, then matured, then available accounts (debt first, as ``ledger.credit_available``); those at ``minimum`` or more.
+
+    Locked by primary key, so nothing else is: postings to any other account, the merchant's included,
+    go on while the run holds these. Under the lock no maturing, reversal or credit can change an amount
+    before the run posts it, since each of them posts to one of these accounts.
+    """
+    a = _accounts.c
+    opened = select(a.id, a.member_id, a.kind).where(a.kind.in_(_KINDS))
+    found = {(member_id, kind): acct_id for acct_id, member_id, kind in conn.execute(opened.where(a.member_id.in_(member_ids)))}
+    missing = [{"member_id": m, "kind": kind, "balance": 0} for m in member_ids for kind in (K.debt, K.available) if (m, kind) not in found]
+    if missing:
+        conn.execute(_OPEN_ACCOUNT, missing)
+        found.update({(m, kind): acct_id for acct_id, m, kind in conn.execute(opened.where(a.member_id.in_({row["member_id"] for row in missing})))})
+    balance: dict[int, int] = {}
+    for kind in _KINDS:
+        balance |= _lock(conn, sorted(found[(m, kind)] for m in member_ids if (m, kind) in found))
+    members = []
+    for m in member_ids:
+        matured = found.get((m, K.matured))
+        amount = balance[matured] if matured is not None else 0
+        if amount < minimum:
+            continue  # a reversal took matured points since the candidates were read
+        debt, available = found[(m, K.debt)], found[(m, K.available)]
+        repaid = min(-balance[debt], amount)
+        assert matured is not None  # the minimum is at least 1
+        members.append(_Member(m, matured, debt, available, amount, repaid, amount - repaid, balance[available] + amount - repaid, -(balance[debt] + repaid)))
+    return members
+
+
+def _statement_lines(conn: Connection, members: list[_Member]) -> int:
+    """Each member's statement lines: their matured order rewards, then the other matured postings since their last settlement, then the rest.
+
+    Two queries for the whole step. Returns how many rewards were itemised: the run marks them settled.
+    """
+    r, o, e, t = _rewards.c, _orders.c, _entries.c, _transactions.c
+    by_member = {m.member_id: m for m in members}
+    rewards = conn.execute(
+        select(r.member_id, r.order_id, o.out_trade_no, r.level, r.amount - r.reversed_amount, r.rule)
+        .join_from(_rewards, _orders, o.id == r.order_id)
+        .where(r.member_id.in_(list(by_member)), r.state == RewardState.matured)
+        .order_by(r.id)
+    )
+    itemised = 0
+    for member_id, order_id, out_trade_no, level, amount, rule in rewards:
+        by_member[member_id].lines.append({"kind": "order_reward", "order_id": order_id, "out_trade_no": out_trade_no, "level": level, "amount": int(amount), "rule": rule})
+        itemised += 1
     # Each settlement empties the matured account under its lock, so the entries after the last
     # settle posting are exactly what this one settles. Order postings are itemised above.
+    by_account = {m.matured_id: m for m in members}
     last_settle = (
-        select(func.max(Entry.id))
-        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-        .where(Entry.account_id == matured.id, LedgerTransaction.kind == TxKind.settle)
-        .scalar_subquery()
+        select(e.account_id, func.max(e.id).label("last_id"))
+        .join_from(_entries, _transactions, t.id == e.transaction_id)
+        .where(e.account_id.in_(list(by_account)), t.kind == TxKind.settle)
+        .group_by(e.account_id)
+        .subquery()
     )
-    others = sess.execute(
-        select(Entry.amount, LedgerTransaction)
-        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-        .where(Entry.account_id == matured.id, Entry.id > func.coalesce(last_settle, 0), LedgerTransaction.order_id.is_(None))
-        .order_by(Entry.id)
-    ).all()
-    lines += [{"kind": tx.kind.value, "transaction_id": tx.id, "reason": tx.reason, "amount": int(amount)} for amount, tx in others]
-    rest = settled - sum(line["amount"] for line in lines)
-    if rest:
-        lines.append({"kind": "other", "amount": rest, "reason": "matured postings not itemised above"})
-    return lines
+    others = conn.execute(
+        select(e.account_id, e.amount, t.id, t.kind, t.reason)
+        .join_from(_entries, _transactions, t.id == e.transaction_id)
+        .outerjoin(last_settle, last_settle.c.account_id == e.account_id)
+        .where(e.account_id.in_(list(by_account)), t.order_id.is_(None), e.id > func.coalesce(last_settle.c.last_id, 0))
+        .order_by(e.id)
+    )
+    for account_id, amount, tx_id, kind, reason in others:
+        by_account[account_id].lines.append({"kind": kind.value, "transaction_id": tx_id, "reason": reason, "amount": int(amount)})
+    for m in members:
+        rest = m.amount - sum(line["amount"] for line in m.lines)
+        if rest:
+            m.lines.append({"kind": "other", "amount": rest, "reason": "matured postings not itemised above"})
+    return itemised
 
 
-def _settle_member(sess: Session, run: SettlementRun, member_id: int, minimum: int) -> Statement | None:
-    matured = ledger.account(sess, member_id, K.matured)
-    # Locked so a maturing or reversal in flight cannot change the amount between reading and posting.
-    sess.refresh(matured, with_for_update=True)
-    amount = matured.balance
-    if amount < minimum:
-        return None
-    rewards = [
-        (row, out_trade_no)
-        for row, out_trade_no in sess.execute(
-            select(OrderReward, Order.out_trade_no)
-            .join(Order, Order.id == OrderReward.order_id)
-            .where(OrderReward.member_id == member_id, OrderReward.state == RewardState.matured)
-            .order_by(OrderReward.id)
+def _settle_members(conn: Connection, run: SettlementRun, member_ids: list[int], minimum: int, now: datetime) -> list[Settled]:
+    """One step of ``settle``: lock, itemise, post one settle transaction per member, mark the rewards settled, write the statements.
+
+    Every statement covers the whole step. Each member's posting is the one ``ledger.credit_available``
+    makes (key ``settle:<run>:<member>``, matured out, debt repaid first, the rest to available, legs in
+    account-id order), and the balances move by exactly the entries written.
+    """
+    members = _lock_members(conn, member_ids, minimum)
+    if not members:
+        return []
+    itemised = _statement_lines(conn, members)
+    keys = {f"settle:{run.id}:{m.member_id}": m for m in members}
+    conn.execute(
+        insert(_transactions),
+        [
+            {
+                "idempotency_key": key,
+                "kind": TxKind.settle,
+                "member_id": m.member_id,
+                "order_id": None,
+                "level": None,
+                "reverses_id": None,
+                "reason": f"Settlement {run.period}: {m.amount / 100:.2f} matured points",
+                "detail": {"run_id": run.id, "period": run.period, "debt_repaid": m.repaid},
+                "actor": run.actor,
+                "created_at": now,
+            }
+            for key, m in keys.items()
+        ],
+    )
+    t = _transactions.c
+    for tx_id, key in conn.execute(select(t.id, t.idempotency_key).where(t.idempotency_key.in_(list(keys)))):
+        keys[key].tx_id = tx_id
+    conn.execute(
+        insert(_entries),
+        [
+            {"transaction_id": m.tx_id, "account_id": acct_id, "amount": amount, "created_at": now}
+            for m in members
+            for acct_id, amount in sorted(((m.matured_id, -m.amount), (m.debt_id, m.repaid), (m.available_id, m.credited)))
+            if amount
+        ],
+    )
+    a, e = _accounts.c, _entries.c
+    conn.execute(update(_accounts).where(a.id == e.account_id, e.transaction_id.in_([m.tx_id for m in members])).values(balance=a.balance + e.amount))
+    if itemised:
+        # The rewards just itemised, and only those: under the account locks none can have moved since.
+        r = _rewards.c
+        marked = rowcount(
+            conn.execute(
+                update(_rewards).where(r.member_id.in_([m.member_id for m in members]), r.state == RewardState.matured).values(state=RewardState.settled, settled_at=now)
+            )
         )
-    ]
-    lines = _statement_lines(sess, matured, rewards, amount)
-    repaid, credited = ledger.credit_available(
-        sess,
-        member_id,
-        amount,
-        source=K.matured,
-        key=f"settle:{run.id}:{member_id}",
-        kind=TxKind.settle,
-        reason=f"Settlement {run.period}: {amount / 100:.2f} matured points",
-        actor=run.actor,
-        detail={"run_id": run.id, "period": run.period},
+        if marked != itemised:
+            raise LedgerError(f"settlement {run.id} itemised {itemised} rewards but {marked} were still matured")
+    conn.execute(
+        insert(_statements),
+        [
+            {
+                "run_id": run.id,
+                "member_id": m.member_id,
+                "settled": m.amount,
+                "debt_repaid": m.repaid,
+                "credited": m.credited,
+                "available_after": m.available_after,
+                # Positive, what the member still owes: the statement is read by people, not the ledger.
+                "debt_after": m.debt_after,
+                "lines": m.lines,
+                "created_at": now,
+            }
+            for m in members
+        ],
     )
-    for row, _ in rewards:
-        row.state, row.settled_at = RewardState.settled, utcnow()
-    after = member_balances(sess, member_id)
-    statement = Statement(
-        run_id=run.id,
-        member_id=member_id,
-        settled=amount,
-        debt_repaid=repaid,
-        credited=credited,
-        available_after=after.available,
-        # Positive, what the member still owes: the statement is read by people, not the ledger.
-        debt_after=after.debt,
-        lines=lines,
-    )
-    sess.add(statement)
-    sess.flush()
-    events.points_settled.send(sess, statement=statement, run=run)
-    return statement
+    st = _statements.c
+    ids = {member_id: statement_id for member_id, statement_id in conn.execute(
+        select(st.member_id, st.id).where(st.run_id == run.id, st.member_id.in_([m.member_id for m in members]))
+    )}
+    return [Settled(ids[m.member_id], m.member_id, m.amount, m.repaid, m.credited, m.available_after, m.debt_after) for m in members]
 
 
-def settle(sess: Session, *, period: str, mode: str, actor: str, progress: Callable[[list[Any]], Iterable[Any]] | None = None) -> SettlementRun:
+def _expire_ledger_objects(sess: Session) -> None:
+    """Accounts and rewards loaded in the session before the run (which wrote around the ORM) read their new values on next use."""
+    for obj in list(sess.identity_map.values()):
+        if isinstance(obj, (Account, OrderReward)):
+            sess.expire(obj)
+
+
+def settle(sess: Session, *, period: str, mode: str, actor: str, progress: Callable[[int, int], None] | None = None) -> SettlementRun:
     """Claim ``period`` and settle every member's matured points into available, in member-id order.
 
     Threshold mode settles only members whose matured balance reaches ``settlement_threshold``.
-    ``progress`` wraps the list of members (e.g. ``tqdm``). SettlementClaimedError if the
-    period already ran; nothing moves then.
+    Set-based: ``CHUNK`` members at a time, a dozen statements each, all in the caller's unit of
+    work. ``progress(done, total)`` is called with the members done after each step (and 0 before
+    the first). SettlementClaimedError if the period already ran; nothing moves then. One
+    ``events.points_settled`` for the run, with every statement, once they are all written.
     """
     if mode not in MODES:
         raise ValueError(f"unknown settlement mode {mode!r}")
     run = _claim_period(sess, period=period, mode=mode, actor=actor)
     minimum = int(get_setting(sess, "settlement_threshold")) if mode == "threshold" else 1
-    candidates = sess.scalars(
-        select(Account.member_id).where(Account.kind == K.matured, Account.balance >= minimum).order_by(Account.member_id)
-    ).all()
-    for member_id in progress(list(candidates)) if progress else candidates:
-        assert member_id is not None  # a matured account always has its member
-        statement = _settle_member(sess, run, member_id, minimum)
-        if statement is not None:
-            run.members += 1
-            run.total += statement.settled
+    candidates = [
+        member_id
+        for member_id in sess.scalars(
+            select(Account.member_id).where(Account.kind == K.matured, Account.balance >= minimum).order_by(Account.member_id)
+        )
+        if member_id is not None  # a matured account always has its member
+    ]
+    now = utcnow()
+    conn = sess.connection()
+    done: list[Settled] = []
+    if progress:
+        progress(0, len(candidates))
+    for start in range(0, len(candidates), CHUNK):
+        done += _settle_members(conn, run, candidates[start : start + CHUNK], minimum, now)
+        if progress:
+            progress(min(start + CHUNK, len(candidates)), len(candidates))
+    _expire_ledger_objects(sess)
+    run.members = len(done)
+    run.total = sum(s.settled for s in done)
     run.finished_at = utcnow()
     sess.flush()
+    if done:
+        events.points_settled.send(sess, run=run, statements=done)
     return run
 
 
@@ -308,15 +455,10 @@ def manual_settlement_progress(claim_id: int) -> dict[str, int] | None:
     return found if isinstance(found, dict) else None
 
 
-def _reporter(claim_id: int) -> Callable[[list[Any]], Iterable[Any]]:
-    def report(members: list[Any]) -> Iterator[Any]:
-        total = len(members)
-        cache.set_value(progress_key(claim_id), {"done": 0, "total": total}, PROGRESS_TTL)
-        for done, member_id in enumerate(members, 1):
-            yield member_id
-            # Resumed once the member is settled (or skipped).
-            if done % 50 == 0 or done == total:
-                cache.set_value(progress_key(claim_id), {"done": done, "total": total}, PROGRESS_TTL)
+def _reporter(claim_id: int) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        # Called before the first step and after each (``CHUNK`` members).
+        cache.set_value(progress_key(claim_id), {"done": done, "total": total}, PROGRESS_TTL)
 
     return report
 
