@@ -46,7 +46,9 @@ CONNECTIONS = 16
 WRK_THREADS = 2
 STARTUP_SECONDS = 60
 #: How long the points work may take to catch up after a round of fresh notifications.
-DRAIN_SECONDS = 30
+DRAIN_SECONDS = 20
+#: ledger-check runs once a round, but no new run starts after this long.
+LEDGER_CHECK_SECONDS = 30
 WRK_MISSING = "wrk is not installed: sudo apt-get install wrk (Debian, Ubuntu) or brew install wrk (macOS)"
 ME = "/api/v1/me"
 TEAM = "/api/v1/referral/team"
@@ -71,6 +73,8 @@ class Row:
     p99: float | None = None
     load: float | None = None
     note: str = ""
+    #: "<" or ">" when ``app`` is a bound (a measurement stopped at its budget).
+    bound: str = ""
 
 
 @dataclass
@@ -677,28 +681,55 @@ def settlement_data(bench: Bench) -> Any:
     return bench.cache["settle"]
 
 
-@case("settle", smoke=True, prepare=lambda bench: settlement_data(bench))
-def settlement_case(bench: Bench) -> list[Row]:
-    """``python -m server settle``'s work (``settlement.settle`` and the commit), timed in-process."""
+def settle_in_child() -> int:
+    """``--settle-child``: what ``python -m server settle`` runs (``settlement.settle`` and the commit) on the
+    database of the environment, timed; prints the figures as JSON. A process of its own, so a settlement
+    past the budget can be stopped (its transaction rolls back)."""
     from sqlalchemy import func, select
 
-    from server import db
+    from server import create_app, db
     from server.points import settlement
     from server.points.models import OrderReward, RewardState
 
-    data = settlement_data(bench)
-    with bench.flask.app_context():
+    app = create_app()
+    with app.app_context():
         sess = db.session()
         before = int(sess.scalar(select(func.count()).select_from(OrderReward).where(OrderReward.state == RewardState.settled)) or 0)
+        print("settling", flush=True)
         started = time.perf_counter()
         run = settlement.settle(sess, period=settlement.manual_period_key(), mode="weekly", actor="bench")
         db.commit()
         seconds = time.perf_counter() - started
         settled = int(sess.scalar(select(func.count()).select_from(OrderReward).where(OrderReward.state == RewardState.settled)) or 0) - before
-        members = run.members
+        print(json.dumps({"seconds": seconds, "members": run.members, "settled": settled}))
+    app.extensions["db_engine"].dispose()
+    return 0
+
+
+@case("settle", smoke=True, prepare=lambda bench: settlement_data(bench))
+def settlement_case(bench: Bench) -> list[Row]:
+    """The settlement of the generated matured rewards, once, stopped at ``--settle-budget`` seconds."""
+    data = settlement_data(bench)
+    path = f"settlement ({data.members:,} members, {data.rewards:,} matured rewards)"
+    budget = bench.args.settle_budget
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--settle-child"], cwd=ROOT, env=bench.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    child.stdout.readline()  # "settling": the app is up, the clock starts
+    try:
+        out, err = child.communicate(timeout=budget)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        return [Row(path=path, target="≥ 50,000 rewards/s", app=data.rewards / budget, bound="<", unit="rewards/s", load=load1(),
+                    note=f"stopped after {budget:.0f} s (--settle-budget), under {data.rewards / budget:,.0f} rewards/s; its transaction rolled back")]
+    line = out.strip().splitlines()[-1] if out.strip() else ""
+    if child.returncode != 0 or not line.startswith("{"):
+        raise RuntimeError(f"the settlement failed ({child.returncode}): {out[-2000:]} {err[-2000:]}")
+    found = json.loads(line)
+    seconds, members, settled = found["seconds"], found["members"], found["settled"]
     return [Row(
-        path=f"settlement ({data.members:,} members, {data.rewards:,} matured rewards)", target="≥ 50,000 rewards/s",
-        app=settled / seconds, unit="rewards/s", load=load1(),
+        path=path, target="≥ 50,000 rewards/s", app=settled / seconds, unit="rewards/s", load=load1(),
         note=f"{settled:,} rewards of {members:,} members settled in {seconds:.1f} s ({members / seconds:,.0f} members/s), one run",
     )]
 
@@ -714,7 +745,10 @@ def ledger_check_case(bench: Bench) -> list[Row]:
     loads: list[float] = []
     entries = 0
     violations = 0
+    began = time.monotonic()
     for _ in range(bench.rounds):
+        if times and time.monotonic() - began > LEDGER_CHECK_SECONDS:
+            break
         with bench.flask.app_context():
             sess = db.session()
             if sess.get_bind().dialect.name == "mysql":
@@ -748,7 +782,7 @@ def table(rows: list[Row]) -> list[list[str]]:
     head = ["path", "app", "bare", "ratio", "p50 ms", "p99 ms", "target", "load (1 min)"]
     body = [
         [
-            r.path, number(r.app, r.unit), number(r.bare, "req/s" if r.bare is not None else ""),
+            r.path, (r.bound + " " if r.bound else "") + number(r.app, r.unit), number(r.bare, "req/s" if r.bare is not None else ""),
             f"{r.ratio:.2f}×" if r.ratio is not None else "", number(r.p50), number(r.p99), r.target,
             f"{r.load:.2f}" if r.load is not None else "",
         ]
@@ -813,8 +847,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="threads per worker of both apps (default: gunicorn.conf.py's, 4)")
     parser.add_argument("--markdown", default=None, metavar="FILE", help="also write the table as Markdown")
     parser.add_argument("--logs", default=None, metavar="DIR", help="keep the two gunicorn logs (app.log, bare.log) in DIR")
+    parser.add_argument("--settle-budget", type=float, default=60.0, help="seconds the settlement may take before it is stopped (default 60)")
+    parser.add_argument("--settle-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--smoke", action="store_true", help="a tiny run to check the script works: SQLite unless a database is given, no demo data, one worker, 1 round of 1 s, small data, a few paths")
     args = parser.parse_args(argv)
+    if args.settle_child:
+        return settle_in_child()
 
     if shutil.which("wrk") is None:
         print(WRK_MISSING, file=sys.stderr)
