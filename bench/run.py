@@ -822,15 +822,14 @@ def cpu_model() -> str:
 
 
 def fresh_database(url: str) -> str:
-    """Empty the database at ``url`` (every table of the models, and Alembic's) and describe it."""
-    from sqlalchemy import create_engine, text
-
-    from server import models
+    """Empty the database at ``url`` (every table it holds, whichever code made them) and describe it."""
+    from sqlalchemy import MetaData, create_engine, text
 
     engine = create_engine(url)
-    models.metadata.drop_all(engine)
+    found = MetaData()
+    found.reflect(engine)
+    found.drop_all(engine)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         version = conn.execute(text("SELECT VERSION()")).scalar() if engine.dialect.name == "mysql" else f"SQLite {conn.execute(text('select sqlite_version()')).scalar()}"
     engine.dispose()
     return str(version)
