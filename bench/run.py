@@ -75,6 +75,8 @@ class Row:
     note: str = ""
     #: "<" or ">" when ``app`` is a bound (a measurement stopped at its budget).
     bound: str = ""
+    #: The job queue's backlog at the end of a round (the largest over the rounds), where the app has one.
+    backlog: int | None = None
 
 
 @dataclass
@@ -467,6 +469,18 @@ class Orders:
         return [o for o in orders if o[0] in paid]
 
 
+def queued_jobs(bench: Bench) -> int | None:
+    """Follow-up work waiting in the app's job queue (a ``jobs`` table's queued and running rows), or None
+    when the app has no such table."""
+    from sqlalchemy import inspect, text
+
+    engine = bench.flask.extensions["db_engine"]
+    if "jobs" not in inspect(engine).get_table_names():
+        return None
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")).scalar() or 0)
+
+
 def rewarded(bench: Bench, numbers: list[str]) -> int:
     """How many of the orders ``numbers`` have their points credited (an order reward row)."""
     from sqlalchemy import func, select
@@ -498,6 +512,7 @@ def fresh_notification_case(bench: Bench) -> list[Row]:
     exhausted = 0
     points: list[float] = []
     backlogs: list[int] = []
+    queued: list[int] = []
     round_orders: dict[int, list[tuple[str, int]]] = {}
 
     def batch(n: int) -> list[bytes]:
@@ -508,6 +523,7 @@ def fresh_notification_case(bench: Bench) -> list[Row]:
 
     def follow_points(n: int, answered: Wrk, started: float) -> bool:
         nonlocal need, exhausted
+        jobs = queued_jobs(bench)
         paid = [number for number, _ in orders.settle_paid(round_orders[n])]
         done = rewarded(bench, paid)
         backlog = len(paid) - done
@@ -521,6 +537,8 @@ def fresh_notification_case(bench: Bench) -> list[Row]:
             print(f"  round {n + 1} ran out of fresh orders ({answered.sent:,} sent, {len(round_orders[n]):,} prepared): again with {need:,}", flush=True)
             return False
         backlogs.append(backlog)
+        if jobs is not None:
+            queued.append(jobs)
         points.append(done / (time.monotonic() - started))
         return True
 
@@ -534,8 +552,9 @@ def fresh_notification_case(bench: Bench) -> list[Row]:
     rows.append(Row(
         path="points processed (fresh notifications)", target="≥ 0.20×, backlog bounded over 60 s",
         app=rate, bare=bare_rate, unit="orders/s", ratio=(rate / bare_rate) if rate and bare_rate else None,
-        load=median([w.load for w in apps]),
-        note=f"orders rewarded per second from the round's start until caught up; backlog at the round's end {max(backlogs, default=0)} orders (paid, not yet rewarded)",
+        load=median([w.load for w in apps]), backlog=max(queued) if queued else None,
+        note=f"orders rewarded per second from the round's start until caught up; at the round's end {max(backlogs, default=0)} paid orders were still without their rewards"
+        + (f", and the jobs table held {max(queued)} queued or running jobs" if queued else ""),
     ))
     return rows
 
@@ -779,13 +798,15 @@ def number(value: float | None, unit: str = "") -> str:
 
 
 def table(rows: list[Row]) -> list[list[str]]:
-    head = ["path", "app", "bare", "ratio", "p50 ms", "p99 ms", "target", "load (1 min)"]
+    """The rows as cells; the backlog column only when some row has one (the app has a job queue)."""
+    queue = any(r.backlog is not None for r in rows)
+    head = ["path", "app", "bare", "ratio", "p50 ms", "p99 ms", "target", "load (1 min)"] + (["jobs backlog"] if queue else [])
     body = [
         [
             r.path, (r.bound + " " if r.bound else "") + number(r.app, r.unit), number(r.bare, "req/s" if r.bare is not None else ""),
             f"{r.ratio:.2f}×" if r.ratio is not None else "", number(r.p50), number(r.p99), r.target,
             f"{r.load:.2f}" if r.load is not None else "",
-        ]
+        ] + ([f"{r.backlog:,}" if r.backlog is not None else ""] if queue else [])
         for r in rows
     ]
     return [head] + body
