@@ -553,7 +553,7 @@ def fresh_notification_case(bench: Bench) -> list[Row]:
         path="points processed (fresh notifications)", target="≥ 0.20×, backlog bounded over 60 s",
         app=rate, bare=bare_rate, unit="orders/s", ratio=(rate / bare_rate) if rate and bare_rate else None,
         load=median([w.load for w in apps]), backlog=max(queued) if queued else None,
-        note=f"orders rewarded per second from the round's start until caught up; at the round's end {max(backlogs, default=0)} paid orders were still without their rewards"
+        note=f"orders rewarded per second from the round's start until caught up (or {DRAIN_SECONDS} s after it); at the round's end {max(backlogs, default=0)} paid orders were still without their rewards"
         + (f", and the jobs table held {max(queued)} queued or running jobs" if queued else ""),
     ))
     return rows
