@@ -1,0 +1,80 @@
+"""The benchmark entry point (bench/run.py) still runs: its smoke mode, on SQLite, end to end.
+
+The smoke run starts the app and the bare baseline under gunicorn and drives them with wrk, so it runs
+where both are installed and is skipped elsewhere.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import pytest
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+
+def _bench_run() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = module  # its dataclasses look their module up while they are built
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cells(markdown: str, path: str) -> list[str]:
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {path} "))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+@pytest.mark.skipif(not GUNICORN.exists(), reason="gunicorn is not installed beside this Python")
+def test_the_smoke_run_measures_every_path_against_its_baseline_and_writes_the_table(tmp_path: Path) -> None:
+    table = tmp_path / "bench.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BENCH_", "DATABASE_URL", "REDIS_URL"))}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--markdown", str(table)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    text = table.read_text(encoding="utf-8")
+    assert "load average (1, 5, 15 min) at the start" in text
+
+    me = _cells(text, "GET /api/v1/me")
+    assert me[1].endswith("req/s") and me[2].endswith("req/s") and me[3].endswith("×"), me
+    assert me[6] == "≥ 0.60×"
+    fresh = _cells(text, "POST /wechat/pay/v3/notify (fresh)")
+    assert fresh[1].endswith("req/s") and fresh[3].endswith("×"), fresh
+    assert "failed" not in next(line for line in text.splitlines() if line.startswith("- POST /wechat/pay/v3/notify (fresh):"))
+    points = _cells(text, "points processed (fresh notifications)")
+    assert points[1].endswith("orders/s"), points
+    team = next(line for line in text.splitlines() if line.startswith("| GET /api/v1/referral/team (60 + 240, cursors)"))
+    assert "req/s" in team
+    assert _cells(text, "settlement (20 members, 200 matured rewards)")[1].endswith("rewards/s")
+    assert "passed" in next(line for line in text.splitlines() if line.startswith("- ledger-check ("))
+
+
+def test_the_job_backlog_is_read_from_a_jobs_table_and_shown_only_when_there_is_one() -> None:
+    run = _bench_run()
+    engine = create_engine("sqlite://")
+    bench = SimpleNamespace(flask=SimpleNamespace(extensions={"db_engine": engine}))
+    assert run.queued_jobs(bench) is None
+    without = run.table([run.Row(path="GET /x", target="≥ 1×", app=10.0, bare=20.0, ratio=0.5)])
+    assert without[0][-1] == "load (1 min)" and without[1][1:4] == ["10.0 req/s", "20.0 req/s", "0.50×"]
+
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE jobs (id INTEGER PRIMARY KEY, state VARCHAR(10))"))
+        conn.execute(text("INSERT INTO jobs (state) VALUES ('queued'), ('queued'), ('running'), ('failed')"))
+    assert run.queued_jobs(bench) == 3
+    rows = [run.Row(path="points", target="t", app=5.0, unit="orders/s", backlog=3), run.Row(path="me", target="t")]
+    cells = run.table(rows)
+    assert cells[0][-1] == "jobs backlog" and cells[1][-1] == "3" and cells[2][-1] == ""
