@@ -258,3 +258,19 @@ def test_scheduler_command_starts_the_built_scheduler(app, monkeypatch):
     assert result.exit_code == 0, result.output
     assert started == [["expire-points", "export-cleanup", "notifications", "orders-tick", "pay-certificates", "refund-retry", "regrade", "report-rollups", "settlement", "stage-bonus"]]
     assert "scheduler running" in result.output
+
+
+def test_the_scheduler_drains_the_job_queue_while_it_runs(app_factory, monkeypatch):
+    app = app_factory(TASKS_EAGER=False, JOB_POLL_SECONDS=60)
+    seen = []
+
+    def start(self):
+        drainer = app.extensions["job_drainer"]
+        seen.append(all(thread.is_alive() for thread in drainer._threads))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BlockingScheduler, "start", start)
+    result = app.test_cli_runner().invoke(args=["scheduler"])
+    assert result.exit_code == 0, result.output
+    assert seen == [True] and "job queue" in result.output
+    assert not any(thread.is_alive() for thread in app.extensions["job_drainer"]._threads)  # stopped with the scheduler
