@@ -1,4 +1,5 @@
-"""The durable job queue: follow-up work written with the change that needs it (server/jobs).
+"""The durable job queue: follow-up work written with the change that needs it (server/jobs); the merchant's
+ledger accounts stop caching a balance (their entries are their balance), so no posting locks their rows.
 
 Revision ID: 0022
 Revises: 0021
@@ -34,9 +35,16 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index('ix_jobs_state_run_after', ['state', 'run_after'], unique=False)
+    op.execute("UPDATE ledger_accounts SET balance = 0 WHERE member_id IS NULL")
 
 
 def downgrade() -> None:
+    # The cached balance the merchant's accounts had before: the sum of their entries.
+    op.execute(
+        "UPDATE ledger_accounts SET balance = "
+        "(SELECT COALESCE(SUM(e.amount), 0) FROM ledger_entries e WHERE e.account_id = ledger_accounts.id) "
+        "WHERE member_id IS NULL"
+    )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_state_run_after')
     op.drop_table('jobs')
