@@ -7,6 +7,9 @@ it) and a posting of the same shape between two accounts of the member alone (av
 pending), which no other thread touches. If the issuance leg serialises the postings, rewards
 stop scaling with threads while the member-only postings keep scaling. Prints postings per
 second per kind and thread count, the load average beside each, and runs ``ledger-check``.
+On MariaDB it also prints the server's row-lock waits during each run (``Innodb_row_lock_waits``
+and ``Innodb_row_lock_time``, server-wide counters): they show the queueing on the shared row
+directly, where the rates on a busy machine are mostly the CPU's share.
 
     .venv/bin/python bench/hot_account.py --database-url "mysql+pymysql://…/referral_test_x?charset=utf8mb4" [--threads 1,8] [--seconds 8] [--rounds 2]
 """
@@ -98,7 +101,19 @@ def post_for(app, kind: str, members: list[int], seconds: float, counts: list[in
     counts[slot] = n
 
 
-def measure(app, kind: str, threads: int, members: list[int], seconds: float) -> float:  # type: ignore[no-untyped-def]
+def row_lock_waits(app) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """MariaDB's row-lock waits so far and the milliseconds spent in them (server-wide); zeros elsewhere."""
+    engine = app.extensions["db_engine"]
+    if engine.dialect.name != "mysql":
+        return 0, 0
+    with engine.connect() as conn:
+        status = dict(conn.exec_driver_sql("SHOW GLOBAL STATUS LIKE 'Innodb_row_lock_%%'").all())
+    return int(status["Innodb_row_lock_waits"]), int(status["Innodb_row_lock_time"])
+
+
+def measure(app, kind: str, threads: int, members: list[int], seconds: float) -> tuple[float, int, int]:  # type: ignore[no-untyped-def]
+    """Postings a second, and the row-lock waits and milliseconds waited during the run."""
+    waits_before, time_before = row_lock_waits(app)
     counts = [0] * threads
     barrier = threading.Barrier(threads)
     workers = [
@@ -109,7 +124,8 @@ def measure(app, kind: str, threads: int, members: list[int], seconds: float) ->
         worker.start()
     for worker in workers:
         worker.join()
-    return sum(counts) / seconds
+    waits_after, time_after = row_lock_waits(app)
+    return sum(counts) / seconds, waits_after - waits_before, time_after - time_before
 
 
 def main() -> None:
@@ -130,9 +146,14 @@ def main() -> None:
     for _ in range(args.rounds):
         for threads in counts:
             for kind in ("reward", "member-only"):
-                rate = measure(app, kind, threads, members, args.seconds)
+                rate, waits, waited = measure(app, kind, threads, members, args.seconds)
                 results.setdefault((kind, threads), []).append(rate)
-                print(f"{kind:<12} {threads:>2} threads: {rate:8.1f} postings/s   load {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+                posted = max(rate * args.seconds, 1)
+                print(
+                    f"{kind:<12} {threads:>2} threads: {rate:8.1f} postings/s   row-lock waits {waits:6d} ({waits / posted:.2f} a posting, "
+                    f"{waited / posted:6.1f} ms waited a posting)   load {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+                    flush=True,
+                )
     print("median over rounds:")
     for threads in counts:
         reward = sorted(results[("reward", threads)])[len(results[("reward", threads)]) // 2]
