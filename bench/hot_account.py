@@ -43,7 +43,6 @@ def build_app(url: str):  # type: ignore[no-untyped-def]
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    config.TASKS_EAGER = True
     app = create_app(config)
     migrate.upgrade(app)
     return app

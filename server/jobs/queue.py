@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -124,8 +124,9 @@ def claim(app: Flask, limit: int = CLAIM_BATCH, now: datetime | None = None) -> 
     return [Claimed(row.id, row.kind, row.ref, row.attempts + 1, token) for row in rows]
 
 
-def _ours(claimed: Claimed) -> tuple[object, ...]:
-    return (Job.id == claimed.id, Job.claimed_by == claimed.token, Job.state == JobState.running)
+def _ours(claimed: Claimed) -> ColumnElement[bool]:
+    """The job's row while the claim is still its own (a lease that ran out and was taken again is not)."""
+    return and_(Job.id == claimed.id, Job.claimed_by == claimed.token, Job.state == JobState.running)
 
 
 def run(app: Flask, claimed: Claimed) -> bool:
@@ -138,7 +139,7 @@ def run(app: Flask, claimed: Claimed) -> bool:
             if handler is None:
                 raise LookupError(f"no handler for job kind {claimed.kind!r}")
             handler(sess, claimed.ref)
-            sess.execute(delete(Job).where(*_ours(claimed)))
+            sess.execute(delete(Job).where(_ours(claimed)))
             db.commit()
         metrics.count_queued_job(claimed.kind, "done", time.perf_counter() - began)
         return True
@@ -160,7 +161,7 @@ def _record_failure(app: Flask, claimed: Claimed, error: Exception) -> str:
     else:
         outcome, values = "retried", {"state": JobState.queued, "run_after": now + backoff(claimed.attempts)}
     with db.unit_of_work(app):
-        db.session().execute(update(Job).where(*_ours(claimed)).values(claimed_by=None, last_error=message, **values))
+        db.session().execute(update(Job).where(_ours(claimed)).values(claimed_by=None, last_error=message, **values))
         db.commit()
     return outcome
 
