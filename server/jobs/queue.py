@@ -12,6 +12,11 @@ handlers are idempotent, so a job run twice (a lease that ran out under a very s
 Every web process runs a drainer thread, woken right after a commit that queued a job and polling
 every ``JOB_POLL_SECONDS`` besides; the scheduler process runs one too. Tests (``TASKS_EAGER``) drain
 inline after the commit instead, through the same claim and run.
+
+Back-pressure: while a process's drainer is behind (it has found a full batch waiting on every claim for
+``BEHIND`` or longer), a request that queues a job also runs the oldest due job itself after its commit,
+before it answers. Requests that make work then come no faster than the work is done, so the backlog
+stops growing; the answers slow down instead (WeChat Pay waits up to 5 s for one, and resends later).
 """
 from __future__ import annotations
 
@@ -43,6 +48,8 @@ MAX_ATTEMPTS = 8
 MAX_BACKOFF = timedelta(hours=1)
 #: Jobs one claim takes (each then runs and commits on its own).
 CLAIM_BATCH = 20
+#: A drainer that has found a full batch waiting on every claim for this long is behind: requests help.
+BEHIND = 1.0
 
 Handler = Callable[[Session, str], None]
 
@@ -180,26 +187,34 @@ def drain(app: Flask, *, limit: int | None = None, now: datetime | None = None) 
 
 # -- the drainer of a process ------------------------------------------------------------------------------
 
-_eager = threading.local()
+_inline = threading.local()
+
+
+def _drain_inline(app: Flask, limit: int | None) -> None:
+    if getattr(_inline, "draining", False):
+        return  # queued by a job this thread is running: the drain in progress (or the drainer) takes it
+    _inline.draining = True
+    try:
+        drain(app, limit=limit)
+    finally:
+        _inline.draining = False
 
 
 def wake() -> None:
-    """After a commit that queued a job: run it inline (tests, ``TASKS_EAGER``) or wake this process's drainer."""
+    """After a commit that queued a job: run it inline (tests, ``TASKS_EAGER``) or wake this process's drainer,
+    and while the drainer is behind, run the oldest due job here first (back-pressure)."""
     if not has_app_context():
         return
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
     if app.config.get("TASKS_EAGER"):
-        if getattr(_eager, "draining", False):
-            return  # queued by a job this thread is running: the drain in progress takes it next
-        _eager.draining = True
-        try:
-            drain(app)
-        finally:
-            _eager.draining = False
+        _drain_inline(app, None)
         return
     drainer = start_drainer(app)
-    if drainer is not None:
-        drainer.wake()
+    if drainer is None:
+        return
+    drainer.wake()
+    if drainer.behind():
+        _drain_inline(app, 1)
 
 
 class Drainer:
@@ -211,6 +226,8 @@ class Drainer:
         self._event = threading.Event()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, name=f"jobs-{n}", daemon=True) for n in range(threads)]
+        #: Since when every claim has found a full batch waiting (None: the last one did not).
+        self._full_since: float | None = None
 
     def start(self) -> None:
         for thread in self._threads:
@@ -218,6 +235,17 @@ class Drainer:
 
     def wake(self) -> None:
         self._event.set()
+
+    def behind(self) -> bool:
+        """Whether every claim has found a full batch waiting for ``BEHIND`` seconds or more."""
+        since = self._full_since
+        return since is not None and time.monotonic() - since >= BEHIND
+
+    def _note(self, taken: int) -> None:
+        if taken < CLAIM_BATCH:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = time.monotonic()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -233,6 +261,7 @@ class Drainer:
             try:
                 while not self._stop.is_set():
                     batch = claim(self.app)
+                    self._note(len(batch))
                     if not batch:
                         break
                     for claimed in batch:

@@ -188,6 +188,24 @@ def test_a_process_drainer_runs_a_job_right_after_the_commit(app_factory: Callab
     assert _jobs(app) == []
 
 
+def test_while_the_drainer_is_behind_a_request_that_queues_work_runs_the_oldest_job_itself(app_factory: Callable[..., Flask]) -> None:
+    ran.clear()
+    app = app_factory(TASKS_EAGER=False, JOB_DRAINERS=1)
+    drainer = queue.Drainer(app, threads=1, poll=60)  # never started: only the requests drain here
+    app.extensions["job_drainer"] = drainer
+    _enqueue(app, "old-1", "old-2")  # the backlog a busy drainer has not reached
+    assert ran == [] and not drainer.behind()
+    drainer._note(queue.CLAIM_BATCH)  # a claim found a full batch waiting …
+    assert not drainer.behind()
+    drainer._full_since = time.monotonic() - queue.BEHIND  # … and every claim since, for BEHIND seconds
+    assert drainer.behind()
+    _enqueue(app, "new")
+    assert ran == ["old-1"]  # after its commit, before it answers, the request ran the oldest due job
+    drainer._note(3)  # a claim found less than a batch: caught up
+    _enqueue(app, "newer")
+    assert ran == ["old-1"] and [j.ref for j in _jobs(app)] == ["old-2", "new", "newer"]
+
+
 def test_eager_mode_drains_through_the_queue_after_the_commit(app: Flask) -> None:
     ran.clear()
     with app.app_context():
