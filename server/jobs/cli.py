@@ -29,7 +29,7 @@ def list_command(state: str) -> None:
     click.echo(", ".join(f"{name} {number}" for name, number in counts.items()))
     rows = sess.scalars(select(Job).where(Job.state == JobState(state)).order_by(Job.id).limit(LISTED)).all()
     for row in rows:
-        when = row.finished_at if row.state == JobState.failed else row.run_after
+        when = (row.finished_at if row.state == JobState.failed else None) or row.run_after
         click.echo(f"#{row.id} {row.kind} {row.ref} {row.state.value} tries {row.attempts} {when:%Y-%m-%d %H:%M:%S} {row.last_error}".rstrip())
     if counts[state] > len(rows):
         click.echo(f"… and {counts[state] - len(rows)} more")
