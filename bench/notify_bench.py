@@ -326,7 +326,7 @@ def run_sustained(args: argparse.Namespace, config: Any, env: dict[str, str], tm
     count = max(100, min(args.count, 50_000))
     print(f"preparing {count} orders of invited buyers (database: {config.DATABASE_URL.split('@')[-1]}) ...")
     numbers = prepare_invited(config, count, settings)
-    env = env | {"JOB_DRAINERS": str(args.job_drainers)}
+    env = env | {"JOB_DRAINERS": str(args.job_drainers), "JOB_BACKPRESSURE": "0" if args.no_backpressure else "1"}
     app_server = Gunicorn("server:create_app()", env=env, workers=args.workers, threads=args.threads, log=Path(tmp) / "app.log")
     bare_server = Gunicorn("notify_bench:bare_app()", env=env, workers=args.workers, threads=args.threads, log=Path(tmp) / "bare.log", pythonpath=ROOT / "bench")
     sampler = QueueSampler(config.DATABASE_URL, args.sample)
@@ -336,7 +336,7 @@ def run_sustained(args: argparse.Namespace, config: Any, env: dict[str, str], tm
         bare_server.wait_ready()
         # Signed just before sending: WeChat's notifications (and our check) allow five minutes of skew.
         batch = list(notifications(config, numbers))
-        print(f"gunicorn -w {args.workers} --threads {args.threads} on loopback, {args.job_drainers} job drainer(s) a worker; concurrency {args.concurrency}; {args.sustain:.0f} s each; load average {load_average()}")
+        print(f"gunicorn -w {args.workers} --threads {args.threads} on loopback, {args.job_drainers} job drainer(s) a worker, back-pressure {'off' if args.no_backpressure else 'on'}; concurrency {args.concurrency}; {args.sustain:.0f} s each; load average {load_average()}")
         sustain(bare_server.base, iter(batch[:WARMUP]), args.concurrency, args.sustain)
         bare_ms, bare_s, bare_status = sustain(bare_server.base, itertools.cycle(batch), args.concurrency, args.sustain)
         print(f"load average after the bare run: {load_average()}")
@@ -397,6 +397,7 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=2.0, help="with --sustain: seconds between samples of the job queue")
     parser.add_argument("--drain-wait", type=float, default=120.0, help="with --sustain: how long to wait for the queue to empty afterwards")
     parser.add_argument("--job-drainers", type=int, default=1, help="job drainer threads per gunicorn worker")
+    parser.add_argument("--no-backpressure", action="store_true", help="with --sustain: requests never run a job themselves (JOB_BACKPRESSURE=0)")
     parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
                         help="a merchant setting for the run, e.g. risk_enabled=false to leave out the risk scoring")
     args = parser.parse_args()

@@ -169,6 +169,8 @@ class Config:
         self.JOB_DRAINERS = _env_int("JOB_DRAINERS", 1)
         #: Seconds a drainer waits between looks at the queue when no commit in its process woke it.
         self.JOB_POLL_SECONDS = _env_int("JOB_POLL_SECONDS", 2)
+        #: 0 turns the queue's back-pressure off: requests never run a job themselves, however far behind the drainers are.
+        self.JOB_BACKPRESSURE = _env_int("JOB_BACKPRESSURE", 1)
 
         #: Lifetime of a member's or staff member's bearer token.
         self.TOKEN_TTL_SECONDS = _env_int("TOKEN_TTL_SECONDS", 7 * 24 * 3600)

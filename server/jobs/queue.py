@@ -213,7 +213,7 @@ def wake() -> None:
     if drainer is None:
         return
     drainer.wake()
-    if drainer.behind():
+    if drainer.behind() and int(app.config.get("JOB_BACKPRESSURE", 1)):
         _drain_inline(app, 1)
 
 

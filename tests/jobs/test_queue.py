@@ -204,6 +204,10 @@ def test_while_the_drainer_is_behind_a_request_that_queues_work_runs_the_oldest_
     drainer._note(3)  # a claim found less than a batch: caught up
     _enqueue(app, "newer")
     assert ran == ["old-1"] and [j.ref for j in _jobs(app)] == ["old-2", "new", "newer"]
+    app.config["JOB_BACKPRESSURE"] = 0  # turned off: behind or not, requests leave the jobs to the drainers
+    drainer._full_since = time.monotonic() - queue.BEHIND
+    _enqueue(app, "newest")
+    assert ran == ["old-1"]
 
 
 def test_eager_mode_drains_through_the_queue_after_the_commit(app: Flask) -> None:
