@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any, Iterator
 
 from bulk_insert import Sink
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from server.accounts.models import Member
@@ -145,7 +145,8 @@ def matured_rewards(engine: Engine, buyer_id: int, *, members: int, rewards: int
                 yield {"id": pending(member0 + m), "member_id": member0 + m, "kind": K.pending, "balance": 0}
                 yield {"id": matured(member0 + m), "member_id": member0 + m, "kind": K.matured, "balance": matured_sum[m]}
             if issuance == account0 + 2 * members:
-                yield {"id": issuance, "member_id": None, "kind": K.issuance, "balance": -sum(matured_sum)}
+                # The merchant's accounts cache no balance: their entries are their balance.
+                yield {"id": issuance, "member_id": None, "kind": K.issuance, "balance": 0}
 
         _load(sink, Account.__table__, accounts())
 
@@ -208,7 +209,4 @@ def matured_rewards(engine: Engine, buyer_id: int, *, members: int, rewards: int
         sink.insert(ENTRIES, entries)
         written += len(entries)
         sink.close()
-        if issuance != account0 + 2 * members:
-            conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == issuance).values(balance=ACCOUNTS.c.balance - sum(matured_sum)))
-            conn.commit()
     return MaturedRewards(members=members, rewards=2 * orders, entries=written, points=sum(matured_sum))

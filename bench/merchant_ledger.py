@@ -6,7 +6,7 @@ real services would have posted as each thing happened (``server/points/services
 completes, monthly settlements into available (debt first) with a statement per member, reversals
 after refunds from wherever the points then sat, valid-lead points, staff adjustments, redemptions
 and their cancellations, and expiry of points credited more than ``EXPIRY_DAYS`` ago. Each posting
-has the service's idempotency key, reason and legs; the cached balances are the sums of the entries.
+has the service's idempotency key, reason and legs; the members' cached balances are the sums of the entries (the merchant's accounts cache none).
 """
 from __future__ import annotations
 
@@ -620,6 +620,7 @@ def generate_points(
                 },
             )
     for (member_id, account_kind), (account_id, balance) in sorted(ledger.accounts.items(), key=lambda item: item[1][0]):
-        out.add(Account.__table__, {"id": account_id, "member_id": member_id, "kind": account_kind, "balance": balance})
+        # The merchant's accounts cache no balance (server/points/ledger.py): their entries are their balance.
+        out.add(Account.__table__, {"id": account_id, "member_id": member_id, "kind": account_kind, "balance": 0 if member_id is None else balance})
     out.flush()
     return out.written

@@ -123,7 +123,11 @@ def generate(conn: Connection, *, members: int, rewards: int, reversed_share: fl
 
     sink = Sink(conn)
     counts: dict[str, int] = {}
-    account_rows = [{"id": acct_id, "member_id": owner, "kind": kind, "balance": balance} for (owner, kind), (acct_id, balance) in book.accounts.items()]
+    # The merchant's accounts (no owner) cache no balance: their entries are their balance.
+    account_rows = [
+        {"id": acct_id, "member_id": owner, "kind": kind, "balance": balance if owner is not None else 0}
+        for (owner, kind), (acct_id, balance) in book.accounts.items()
+    ]
     for table, rows in (
         (Member.__table__, member_rows),
         (Order.__table__, orders),

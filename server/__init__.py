@@ -51,7 +51,7 @@ def create_app(config: Config | None = None) -> Flask:
     if not app.testing:
         logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
 
-    from server import accounts, cache, cli, console, distribution, errors, feedback, health, html, memberzone, metrics, notices, notifications, orders, points, posters, referral, reports, risk, settings, tasks, training, wechat
+    from server import accounts, cache, cli, console, distribution, errors, feedback, health, html, jobs, memberzone, metrics, notices, notifications, orders, points, posters, referral, reports, risk, settings, tasks, training, wechat
 
     # An id in a URL must fit a BIGINT; a larger one matches no route (404) instead of failing in the database.
     app.url_map.converters["int"] = BigIntConverter
@@ -61,6 +61,7 @@ def create_app(config: Config | None = None) -> Flask:
     metrics.init_app(app)  # request ids, request metrics, the access line and GET /metrics
     cache.init_app(app)
     tasks.init_app(app)
+    jobs.init_app(app)
     wechat.init_app(app)
     app.register_blueprint(health.bp)
     # The domain packages, lowest layer first; each registers its routes and connects its event handlers.

@@ -165,6 +165,12 @@ class Config:
         self.EXPORT_TTL_HOURS = _env_int("EXPORT_TTL_HOURS", 24)
         #: Rows read from the database per query while exporting (keyset batches: memory stays flat).
         self.EXPORT_BATCH_ROWS = _env_int("EXPORT_BATCH_ROWS", 1000)
+        #: Threads per process that drain the job queue (server/jobs): each web worker and the scheduler run them.
+        self.JOB_DRAINERS = _env_int("JOB_DRAINERS", 1)
+        #: Seconds a drainer waits between looks at the queue when no commit in its process woke it.
+        self.JOB_POLL_SECONDS = _env_int("JOB_POLL_SECONDS", 2)
+        #: 0 turns the queue's back-pressure off: requests never run a job themselves, however far behind the drainers are.
+        self.JOB_BACKPRESSURE = _env_int("JOB_BACKPRESSURE", 1)
 
         #: Lifetime of a member's or staff member's bearer token.
         self.TOKEN_TTL_SECONDS = _env_int("TOKEN_TTL_SECONDS", 7 * 24 * 3600)

@@ -2,14 +2,14 @@
 
 The metrics (``prometheus-client``) are declared here, once per process, and counted where things
 happen: requests by ``RequestObserver``, WeChat calls in ``server.wechat.client``, notifications in
-``server.notifications.delivery``, scheduled jobs in ``server.scheduler``. Every label comes from a
+``server.notifications.delivery``, scheduled jobs in ``server.scheduler``, queued jobs in ``server.jobs.queue``. Every label comes from a
 small fixed set (a route's rule, never its path; a known WeChat errcode or ``other``), so a client
 cannot make the series grow.
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn.conf.py prepares it), every process of the host
 (each gunicorn worker and the scheduler) writes its figures to files there and ``GET /metrics`` adds
 them up; without it a process answers with its own. The outbox backlog is read from the database
-when scraped (one indexed count, remembered for a few seconds).
+when scraped (one indexed count, remembered for a few seconds), and so is the job queue by state.
 
 ``GET /metrics`` answers only a client address in ``METRICS_ALLOWED_IPS`` or a request bearing
 ``METRICS_TOKEN``; to anyone else it is the app's 404 for a path it does not have, and as it is
@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from server import logs
 from server.api import forwarded_client
+from server.jobs.queries import job_counts
 from server.notifications.queries import backlog
 
 NAMESPACE = "referral"
@@ -80,6 +81,19 @@ JOB_SECONDS = Histogram(
     ["job"],
     namespace=NAMESPACE,
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0),
+)
+QUEUED_JOBS = Counter(
+    "queued_jobs",
+    "Runs of jobs from the durable queue by kind and outcome: done, retried (put back after a backoff) or failed (given up).",
+    ["kind", "outcome"],
+    namespace=NAMESPACE,
+)
+QUEUED_JOB_SECONDS = Histogram(
+    "queued_job_duration_seconds",
+    "How long each run of a queued job took, its commit included.",
+    ["kind"],
+    namespace=NAMESPACE,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0),
 )
 JOB_LAST_SUCCESS = Gauge(
     "scheduler_job_last_success_timestamp_seconds",
@@ -167,6 +181,12 @@ def count_job(job: str, outcome: str, seconds: float) -> None:
         JOB_LAST_SUCCESS.labels(job).set(time.time())
 
 
+def count_queued_job(kind: str, outcome: str, seconds: float) -> None:
+    """Count one run of a job from the durable queue (server/jobs)."""
+    QUEUED_JOBS.labels(kind, outcome).inc()
+    QUEUED_JOB_SECONDS.labels(kind).observe(seconds)
+
+
 class OutboxBacklog(Collector):
     """The messages still to be sent, counted in the database when scraped, remembered ``BACKLOG_TTL`` seconds."""
 
@@ -196,6 +216,36 @@ class OutboxBacklog(Collector):
         yield family
 
 
+class JobQueue(Collector):
+    """The durable job queue by state (queued, running, failed), counted when scraped, remembered ``ttl`` seconds."""
+
+    def __init__(self, engine: Engine, ttl: float = BACKLOG_TTL) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self._read_at = float("-inf")
+        self._value: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def value(self) -> dict[str, int]:
+        with self._lock:
+            if time.monotonic() - self._read_at >= self.ttl:
+                with Session(self.engine) as sess:
+                    self._value = job_counts(sess)
+                self._read_at = time.monotonic()
+            return self._value
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = self.value()
+        except Exception as error:  # a scrape must still answer the other figures
+            logging.getLogger(__name__).warning("job queue not read: %s", type(error).__name__)
+            return
+        family = GaugeMetricFamily(f"{NAMESPACE}_jobs", "Jobs in the durable queue by state: queued, running, failed (given up).", labels=["state"])
+        for state, number in counts.items():
+            family.add_metric([state], number)
+        yield family
+
+
 class _ThisProcess(Collector):
     """The figures of this process alone (no shared directory): what the default registry holds."""
 
@@ -203,15 +253,17 @@ class _ThisProcess(Collector):
         return REGISTRY.collect()
 
 
-def scrape(backlog_collector: Collector) -> bytes:
-    """The text exposition of every figure: all processes' when they share a directory, else this one's."""
+def scrape(*database_collectors: Collector) -> bytes:
+    """The text exposition of every figure: all processes' when they share a directory, else this one's,
+    and the figures read from the database (the backlogs)."""
     registry = CollectorRegistry(auto_describe=False)
     path = multiprocess_dir()
     if path is not None:
         MultiProcessCollector(registry, path=path)
     else:
         registry.register(_ThisProcess())
-    registry.register(backlog_collector)
+    for collector in database_collectors:
+        registry.register(collector)
     return generate_latest(registry)
 
 
@@ -232,11 +284,12 @@ class RequestObserver:
         self.allowed = tuple(ipaddress.ip_network(n, strict=False) for n in app.config["METRICS_ALLOWED_IPS"])
         self.token = app.config["METRICS_TOKEN"].encode()
         self.backlog = OutboxBacklog(app.extensions["db_engine"])
+        self.jobs = JobQueue(app.extensions["db_engine"])
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         rid = logs.valid_request_id(environ.get("HTTP_X_REQUEST_ID")) or logs.new_request_id()
         if environ.get("PATH_INFO") == "/metrics" and environ.get("REQUEST_METHOD") == "GET" and self.may_scrape(environ):
-            body = scrape(self.backlog)
+            body = scrape(self.backlog, self.jobs)
             start_response("200 OK", [
                 ("Content-Type", CONTENT_TYPE_PLAIN_0_0_4),
                 ("Content-Length", str(len(body))),

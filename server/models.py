@@ -3,6 +3,7 @@ from server.accounts import models as accounts_models  # noqa: F401
 from server.db import Base
 from server.distribution import models as distribution_models  # noqa: F401
 from server.feedback import models as feedback_models  # noqa: F401
+from server.jobs import models as jobs_models  # noqa: F401
 from server.notices import models as notices_models  # noqa: F401
 from server.notifications import models as notifications_models  # noqa: F401
 from server.orders import models as orders_models  # noqa: F401

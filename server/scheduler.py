@@ -30,6 +30,7 @@ from server.accounts import export_jobs
 from server.clock import CHINA, local
 from server.db import unit_of_work, utcnow
 from server.distribution.services import regrade_all
+from server.jobs import queue as jobs
 from server.notifications import delivery
 from server.orders import payments
 from server.orders import services as orders
@@ -396,10 +397,12 @@ def build_scheduler(app: Flask) -> BlockingScheduler:
 @click.command("scheduler")
 @with_appcontext
 def scheduler_command() -> None:
-    """Run the scheduled jobs (orders tick, notifications, settlement, expiry, stage bonuses, regrading, report rollups, export cleanup, WeChat Pay certificates). Run exactly one of these per deployment."""
+    """Run the scheduled jobs (orders tick, notifications, settlement, expiry, stage bonuses, regrading, report rollups, export cleanup, WeChat Pay certificates) and drain the job queue. Run exactly one of these per deployment."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # current_app is typed as the Flask it proxies
     scheduler = build_scheduler(app)
-    click.echo("scheduler running: " + ", ".join(s.name for s in SCHEDULES) + " (Ctrl+C to stop)")
+    # The job queue is drained here too, so queued work never waits on a web process being up.
+    drainer = jobs.start_drainer(app)
+    click.echo("scheduler running: " + ", ".join(s.name for s in SCHEDULES) + f"{', job queue' if drainer else ''} (Ctrl+C to stop)")
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):
@@ -407,3 +410,5 @@ def scheduler_command() -> None:
     finally:
         if scheduler.running:
             scheduler.shutdown()
+        if drainer is not None:
+            drainer.stop()

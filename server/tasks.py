@@ -1,8 +1,9 @@
 """Follow-up work that must not delay a response: run on a small background pool after the commit.
 
-Each task gets its own app context and unit of work. Losing one (a crash
-between commit and run) is healed by the scheduler's sweeps, which redo the
-same idempotent work, so the pool needs no durable queue of its own. Tests set
+Each task gets its own app context and unit of work. Only work that is safe to lose here uses it: a
+notification's first send (its outbox row is durable and the scheduler sends it if this is lost), a
+manual settlement or an export (a run lost with its process shows as failed, and staff start it
+again). Work that must happen is queued in the database instead (server/jobs). Tests set
 ``TASKS_EAGER`` to run tasks inline, in order.
 """
 from __future__ import annotations

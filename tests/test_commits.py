@@ -62,6 +62,12 @@ OWN_UNITS = {
     ("server/notifications/delivery.py", "record_outcome"),
     ("server/notifications/delivery.py", "deliver"),
     ("server/tasks.py", "_run"),
+    # A queued job: taking it commits, then the work commits with the row's deletion, a failure on its own.
+    ("server/jobs/queue.py", "claim"),
+    ("server/jobs/queue.py", "run"),
+    ("server/jobs/queue.py", "_record_failure"),
+    ("server/jobs/cli.py", "retry_command"),
+    ("server/jobs/cli.py", "purge_command"),
     # The rollup rebuild commits day by day, then the months.
     ("server/reports/cli.py", "done"),
     ("server/reports/cli.py", "rebuild_command"),

@@ -23,6 +23,7 @@ from server import db, metrics, scheduler
 from server.accounts.models import Member
 from server import config as server_config
 from server.config import ConfigError
+from server.jobs.models import Job, JobState
 from server.notifications.models import NotifyEvent, OutboxMessage, OutboxState
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,6 +195,15 @@ def test_the_outbox_backlog_is_read_when_scraped(app: Flask, client: FlaskClient
     _queue_messages(app, member_id, [OutboxState.queued, OutboxState.queued, OutboxState.sending, OutboxState.sent, OutboxState.dropped, OutboxState.failed])
     [backlog] = scraped(client)["referral_outbox_backlog"]
     assert backlog.labels == {"outbox": "notifications"} and backlog.value == 3
+
+
+def test_the_job_queue_is_counted_by_state_when_scraped(app: Flask, client: FlaskClient) -> None:
+    with app.app_context():
+        for n, state in enumerate([JobState.queued, JobState.queued, JobState.running, JobState.failed]):
+            db.session().add(Job(kind="order-points", ref=str(n), state=state))
+        db.commit()
+    samples = {s.labels["state"]: s.value for s in scraped(client)["referral_jobs"]}
+    assert samples == {"queued": 2, "running": 1, "failed": 1}
 
 
 def test_the_backlog_is_remembered_for_a_few_seconds(app: Flask, wx_login: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import db, events, security, tasks
+from server import events, security
 from server.accounts.models import Member, MemberStatus, Staff
 from server.accounts.services import record_audit
 from server.db import paginate, rowcount, utcnow
@@ -44,6 +44,7 @@ from server.distribution.queries import (
     live_recruits,
 )
 from server.errors import NotFoundError, ValidationError
+from server.jobs import queue as jobs
 from server.orders import queries as order_queries
 from server.posters.models import PosterTemplate
 from server.referral.queries import inviter_and_upline
@@ -426,20 +427,24 @@ def approved_count(sess: Session) -> int:
     return int(sess.scalar(select(func.count()).select_from(Distributor).where(Distributor.status == Status.approved)) or 0)
 
 
-def regrade_in_background() -> None:
-    """A background task: regrade everyone in the task's own unit of work."""
-    regrade_all(db.session())
+#: The queued job that regrades every distributor (server/jobs); one waits at a time, however many grades change.
+REGRADE_JOB = "regrade"
+
+
+def regrade_job(sess: Session, _ref: str) -> None:
+    """The queued regrade: everyone, in the job's own unit of work."""
+    regrade_all(sess)
 
 
 def regrade_after_grade_change(sess: Session) -> str:
     """After a grade is created, changed or removed: regrade everyone now if few, else once this commits.
 
-    Returns "now" or "background". The daily job is the backstop if a background run is lost.
+    Returns "now" or "background" (a job queued with this change, so it is never lost).
     """
     if approved_count(sess) <= REGRADE_INLINE_LIMIT:
         regrade_all(sess)
         return "now"
-    tasks.defer(regrade_in_background)
+    jobs.enqueue(sess, REGRADE_JOB, "all")
     return "background"
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import case, exists, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from server.orders.models import Order
-from server.points.models import Account, AccountKind, Entry, LedgerTransaction, OrderReward, TxKind
+from server.points.models import MERCHANT_KINDS, Account, AccountKind, Entry, LedgerTransaction, OrderReward, TxKind
 from server.points.rules import MAX_LEVELS
 
 K = AccountKind
@@ -40,8 +40,12 @@ def check_ledger(sess: Session) -> LedgerReport:
         report.violations.extend(check(sess))
     for name, model in (("transactions", LedgerTransaction), ("entries", Entry), ("accounts", Account), ("order rewards", OrderReward)):
         report.counts[name] = int(sess.scalar(select(func.count()).select_from(model)) or 0)
-    for kind, total in sess.execute(select(Account.kind, func.coalesce(func.sum(Account.balance), 0)).group_by(Account.kind).order_by(Account.kind)):
-        report.balances[kind.value] = int(total)
+    # Members' kinds from their cached balances (proved equal to their entries above), the merchant's from their entries.
+    merchant = Account.kind.in_(MERCHANT_KINDS)
+    members = select(Account.kind, func.coalesce(func.sum(Account.balance), 0)).where(~merchant).group_by(Account.kind)
+    merchants = select(Account.kind, func.coalesce(func.sum(Entry.amount), 0)).join(Entry, Entry.account_id == Account.id).where(merchant).group_by(Account.kind)
+    totals = {kind.value: int(total) for query in (members, merchants) for kind, total in sess.execute(query)}
+    report.balances = dict(sorted(totals.items()))
     return report
 
 
@@ -53,6 +57,7 @@ def _balanced(sess: Session) -> list[str]:
 
 
 def _cached_balances(sess: Session) -> list[str]:
+    """A member account caches the sum of its entries; the merchant's cache nothing (0: their entries are their balance)."""
     sums = select(Entry.account_id, func.sum(Entry.amount).label("total")).group_by(Entry.account_id).subquery()
     # The sums first (STRAIGHT_JOIN on MySQL/MariaDB): one pass over the entries' (account_id, id, amount)
     # index, then one account read each. Joined the other way round, MariaDB sums each account's entries
@@ -61,17 +66,20 @@ def _cached_balances(sess: Session) -> list[str]:
         select(Account.id, Account.kind, Account.member_id, Account.balance, sums.c.total)
         .select_from(sums)
         .join(Account, Account.id == sums.c.account_id)
-        .where(Account.balance != sums.c.total)
+        .where(Account.kind.not_in(MERCHANT_KINDS), Account.balance != sums.c.total)
         .prefix_with("STRAIGHT_JOIN", dialect="mysql")
     )
     unposted = select(Account.id, Account.kind, Account.member_id, Account.balance, literal(0)).where(
-        Account.balance != 0, ~exists().where(Entry.account_id == Account.id)
+        Account.kind.not_in(MERCHANT_KINDS), Account.balance != 0, ~exists().where(Entry.account_id == Account.id)
     )
     rows = sorted([*sess.execute(disagree), *sess.execute(unposted)], key=lambda row: row[0])
+    merchant = sess.execute(
+        select(Account.id, Account.kind, Account.balance).where(Account.kind.in_(MERCHANT_KINDS), Account.balance != 0).order_by(Account.id)
+    )
     return [
         f"account {acct_id} ({_owner(member_id)} {kind.value}) caches balance {balance} but its entries sum to {int(entries)}"
         for acct_id, kind, member_id, balance, entries in rows
-    ]
+    ] + [f"account {acct_id} (merchant {kind.value}) caches balance {balance}; the merchant's accounts cache none" for acct_id, kind, balance in merchant]
 
 
 def _signs(sess: Session) -> list[str]:

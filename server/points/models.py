@@ -1,7 +1,9 @@
 """The points ledger: double-entry, append-only, in integer hundredths of a point (1 unit = 1 fen of value).
 
-Every transaction's entries sum to zero. An account's cached ``balance`` always
-equals the sum of its entries (``python -m server ledger-check`` proves it).
+Every transaction's entries sum to zero. A member account's cached ``balance`` always
+equals the sum of its entries (``python -m server ledger-check`` proves it); the merchant's
+accounts cache none (their ``balance`` stays 0) and their balance is the sum of their entries,
+so the issuance account, a leg of every reward, is never a row every posting must lock.
 Member accounts: pending (earned, order not finished), matured (order finished,
 awaiting settlement), available (spendable) and debt (≤ 0: what the member owes
 after a refund took back points already spent). Merchant accounts: issuance
@@ -48,7 +50,8 @@ class Account(Base):
     #: Null for the merchant's own accounts.
     member_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("members.id"))
     kind: Mapped[AccountKind] = mapped_column(enum_column(AccountKind, "account_kind"))
-    #: Sum of this account's entries, kept in step inside the same transaction.
+    #: A member account's sum of entries, kept in step inside the same transaction; always 0 on the
+    #: merchant's accounts, whose balance is read from their entries (``ledger.balance``).
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
 
 

@@ -10,10 +10,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import db, events, tasks
+from server import events
 from server.db import utcnow
 from server.distribution.models import Distributor
 from server.distribution.queries import sharer_refusal
+from server.jobs import queue as jobs
 from server.orders.models import Order, OrderItem, OrderKind, OrderStatus
 from server.points import ledger, rules
 from server.points.incentives import reverse_stage_bonuses
@@ -235,10 +236,13 @@ def reward_valid_lead(sess: Session, lead: Any) -> None:
     )
 
 
-def process_order_id(order_id: int) -> None:
-    """``process_order`` for a background task: loads the order in the task's own unit of work."""
-    sess = db.session()
-    order = sess.get(Order, order_id)
+#: The job that brings an order's points in line after the order changed (server/jobs), by order id.
+ORDER_POINTS_JOB = "order-points"
+
+
+def process_order_job(sess: Session, ref: str) -> None:
+    """``process_order`` as a queued job: the order by its id, in the job's own unit of work."""
+    order = sess.get(Order, int(ref))
     if order is not None:
         process_order(sess, order)
 
@@ -253,7 +257,8 @@ def on_order_status_changed(sess: Session, *, order: Order, status: OrderStatus)
     follow_order(sess, order, status)
 
 
-def follow_order(_sess: Session, order: Order, status: OrderStatus) -> None:
-    """Status listener: bring the order's points up to date once the change is committed, off the request."""
+def follow_order(sess: Session, order: Order, status: OrderStatus) -> None:
+    """Status listener: queue the order's points job in the change's own transaction (durable exactly when the
+    change commits); a drainer brings the points up to date off the request."""
     if status in (OrderStatus.paid, OrderStatus.completed, OrderStatus.refunded) or order.refunded_fee:
-        tasks.defer(process_order_id, order.id)
+        jobs.enqueue(sess, ORDER_POINTS_JOB, order.id)

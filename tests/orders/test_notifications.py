@@ -10,9 +10,13 @@ from sqlalchemy import select, update
 
 from server import db, events, tasks
 from server.db import utcnow
+from server.jobs import queue
+from server.jobs.models import Job, JobState
 from server.orders import payments
 from server.orders.models import Order, OrderStatus, PaymentNotice, Refund, RefundStatus, Sku
 from server.orders.services import request_refund
+from server.points.models import OrderReward
+from server.points.services import ORDER_POINTS_JOB
 from server.wechat import wechat_pay
 from wechat_sandbox import PayState
 from tests.orders.conftest import OrderRef, events_of, order_row, prepay, snapshot
@@ -98,6 +102,27 @@ def test_a_payment_is_announced_once_however_often_its_notification_comes(app: F
         assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
     # The partial refund passes through refunding and back to paid, now with money given back: once.
     assert seen[1:] == [(ref.id, OrderStatus.refunding, 0), (ref.id, OrderStatus.paid, 1_000)]
+
+
+def test_the_points_of_a_paid_notification_arrive_through_the_job_queue(app_factory: Any, client: Any, wx_login: Any, make_order: Any, sandbox_pay: PayState) -> None:
+    zoe = wx_login("zoe")
+    scene = client.post("/api/v1/referral/scenes", headers=zoe["headers"], json={}).get_json()["data"]["scene"]
+    wx_login("alice", scene=scene)
+    ref = make_order("alice", price_fen=10_000)
+    queued = app_factory(TASKS_EAGER=False, JOB_DRAINERS=0)  # commits leave the job for the test to drain
+    prepay(queued, ref)
+    headers, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
+    assert queued.test_client().post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
+    with queued.app_context():
+        sess = db.session()
+        # Committed with the payment: the job, and no reward yet.
+        assert [(j.kind, j.ref, j.state) for j in sess.scalars(select(Job))] == [(ORDER_POINTS_JOB, str(ref.id), JobState.queued)]
+        assert sess.scalars(select(OrderReward)).all() == []
+    assert queue.drain(queued) == {"done": 1, "failed": 0}
+    with queued.app_context():
+        sess = db.session()
+        assert [(r.member_id, r.level, r.amount) for r in sess.scalars(select(OrderReward))] == [(zoe["user"]["id"], 1, 50)]
+        assert sess.scalars(select(Job)).all() == []
 
 
 def test_a_failing_task_after_the_commit_never_changes_the_answer(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState) -> None:

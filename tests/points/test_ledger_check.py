@@ -121,3 +121,16 @@ def test_the_summary_counts_balances_per_account_kind(app):
         post_to(sess, make_member(sess, "alice"), K.available, 100)
         report = check_ledger(sess)
     assert report.ok and report.balances == {"available": 100, "issuance": -100}
+
+
+def test_the_merchant_accounts_cache_no_balance_and_a_cached_one_fails(app):
+    with app.app_context():
+        sess = db.session()
+        post_to(sess, make_member(sess, "alice"), K.available, 100)
+        issuance = ledger.account(sess, None, K.issuance)
+        db.commit()
+        # No posting updates the merchant's row (so none waits on another's lock): its entries are its balance.
+        assert (issuance.balance, ledger.balance(sess, issuance)) == (0, -100)
+        sess.execute(update(Account).where(Account.id == issuance.id).values(balance=-100))
+        db.commit()
+    fails_with(app, f"account {issuance.id} (merchant issuance) caches balance -100; the merchant's accounts cache none")

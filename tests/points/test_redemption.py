@@ -55,7 +55,7 @@ def state(app, member_id: int) -> dict[str, Any]:
             "stock": {i.id: i.stock for i in sess.scalars(select(RedemptionItem))},
             "redemptions": sess.scalar(select(func.count()).select_from(Redemption)),
             "codes": sess.scalar(select(func.count()).select_from(InviteCode)),
-            "redemption_account": ledger.account(sess, None, K.redemption).balance,
+            "redemption_account": ledger.balance(sess, ledger.account(sess, None, K.redemption)),
         }
 
 
@@ -85,7 +85,7 @@ def test_redeem_moves_points_takes_stock_and_explains_the_entry(app, client, wx_
     with app.app_context():
         sess = db.session()
         assert sess.get(RedemptionItem, item).stock == 1
-        assert ledger.account(sess, None, K.redemption).balance == 400_000
+        assert ledger.balance(sess, ledger.account(sess, None, K.redemption)) == 400_000
         tx = ledger.find(sess, f"redeem:{alice['user']['id']}:{response.request.headers['Idempotency-Key']}")
         assert tx is not None and tx.kind == TxKind.redeem
         assert check_ledger(sess).ok
@@ -221,7 +221,7 @@ def test_cancellation_returns_stock_and_points_paying_debt_first(app, client, wx
     with app.app_context():
         sess = db.session()
         assert sess.get(RedemptionItem, item).stock == 4
-        assert ledger.account(sess, None, K.redemption).balance == 0
+        assert ledger.balance(sess, ledger.account(sess, None, K.redemption)) == 0
         original = ledger.find(sess, f"redeem:{alice['user']['id']}:{placed_key(sess, placed['id'])}")
         reversal = ledger.find(sess, f"redeem-cancel:{placed['id']}")
         assert reversal.kind == TxKind.redeem_cancel and reversal.reverses_id == original.id

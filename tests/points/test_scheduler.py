@@ -8,8 +8,9 @@ from datetime import datetime, timedelta, timezone
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import func, select, update
 
-from server import db, scheduler, tasks
+from server import db, scheduler
 from server.db import utcnow
+from server.jobs import queue
 from server.orders.models import Order, OrderEvent, OrderStatus, Sku
 from server.points.models import JobClaim, OrderReward, RewardState, SettlementRun
 from server.points.queries import member_balances
@@ -28,8 +29,8 @@ def configure(app, **values):
 
 
 def test_orders_tick_receives_completes_closes_and_matures_rewards(app, monkeypatch):
-    # Without follow-up tasks, so every point below is the tick's own doing.
-    monkeypatch.setattr(tasks, "defer", lambda fn, *args: None)
+    # Without draining the queued jobs, so every point below is the tick's own doing.
+    monkeypatch.setattr(queue, "wake", lambda: None)
     configure(app, auto_receive_days=3, after_sales_days=7)
     with app.app_context():
         sess = db.session()
@@ -65,8 +66,8 @@ def test_orders_tick_receives_completes_closes_and_matures_rewards(app, monkeypa
 
 
 def test_the_tick_heals_paid_orders_whose_points_were_never_processed(app, monkeypatch):
-    # The process dies between the commit and its follow-up tasks: they never run.
-    monkeypatch.setattr(tasks, "defer", lambda fn, *args: None)
+    # The process dies between the commit and draining its job: the job waits in the queue.
+    monkeypatch.setattr(queue, "wake", lambda: None)
     with app.app_context():
         sess = db.session()
         alice = make_member(sess, "alice")
@@ -81,10 +82,14 @@ def test_the_tick_heals_paid_orders_whose_points_were_never_processed(app, monke
     with app.app_context():
         sess = db.session()
         assert sess.scalars(select(OrderReward.amount).where(OrderReward.order_id == order_id)).all() == [500]
+    # The job, drained later by another process, finds the work done: nothing is credited twice.
+    assert queue.drain(app) == {"done": 1, "failed": 0}
+    with app.app_context():
+        assert db.session().scalars(select(OrderReward.amount).where(OrderReward.order_id == order_id)).all() == [500]
 
 
 def test_the_sweep_matures_completed_orders_once_finance_has_confirmed(app, monkeypatch):
-    monkeypatch.setattr(tasks, "defer", lambda fn, *args: None)
+    monkeypatch.setattr(queue, "wake", lambda: None)
     configure(app, require_finance_confirmation=True)
     with app.app_context():
         sess = db.session()
@@ -258,3 +263,19 @@ def test_scheduler_command_starts_the_built_scheduler(app, monkeypatch):
     assert result.exit_code == 0, result.output
     assert started == [["expire-points", "export-cleanup", "notifications", "orders-tick", "pay-certificates", "refund-retry", "regrade", "report-rollups", "settlement", "stage-bonus"]]
     assert "scheduler running" in result.output
+
+
+def test_the_scheduler_drains_the_job_queue_while_it_runs(app_factory, monkeypatch):
+    app = app_factory(TASKS_EAGER=False, JOB_POLL_SECONDS=60)
+    seen = []
+
+    def start(self):
+        drainer = app.extensions["job_drainer"]
+        seen.append(all(thread.is_alive() for thread in drainer._threads))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BlockingScheduler, "start", start)
+    result = app.test_cli_runner().invoke(args=["scheduler"])
+    assert result.exit_code == 0, result.output
+    assert seen == [True] and "job queue" in result.output
+    assert not any(thread.is_alive() for thread in app.extensions["job_drainer"]._threads)  # stopped with the scheduler

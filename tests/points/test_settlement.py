@@ -230,7 +230,7 @@ def test_expiry_takes_the_oldest_unspent_points(app):
         db.commit()
         assert member_balances(sess, alice.id).available == 500
         assert member_balances(sess, bob.id).available == 300
-        assert ledger.account(sess, None, K.expiry).balance == 700
+        assert ledger.balance(sess, ledger.account(sess, None, K.expiry)) == 700
         assert check_ledger(sess).ok
 
 
