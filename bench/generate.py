@@ -29,7 +29,6 @@ from server.referral.models import Binding
 K = AccountKind
 BATCH = 5_000
 #: The tables the rows go to (``Sink.insert`` takes Core tables).
-ACCOUNTS: Any = Account.__table__
 ENTRIES: Any = Entry.__table__
 TRANSACTIONS: Any = LedgerTransaction.__table__
 
