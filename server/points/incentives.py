@@ -297,7 +297,7 @@ def award_stage_bonuses(sess: Session, month: str) -> list[StageAward]:
     longest = max(rule.consecutive_months for rule in rules)
     # Oldest month first: index -1 is ``month`` itself.
     sales = [own_monthly_sales(sess, *_shift(year, mon, back)) for back in range(-(longest - 1), 1)]
-    awards = []
+    due = []
     for member_id in sorted(sales[-1]):
         if sharer_refusal(sess, member_id) is not None:
             continue
@@ -306,8 +306,14 @@ def award_stage_bonuses(sess: Session, month: str) -> list[StageAward]:
             if any(amount < rule.min_monthly_sales_fen for amount in window):
                 continue
             key = f"stage:{rule.id}:{member_id}:{month}"
-            if ledger.find(sess, key) is not None:
-                continue
+            if ledger.find(sess, key) is None:
+                due.append((member_id, rule, window, key))
+    # Every payee's available and debt accounts before the first posting (which takes the merchant's issuance):
+    # the ledger's lock order, so the run never holds issuance while it waits for a member a refund holds.
+    ledger.lock_accounts(sess, [member_id for member_id, *_ in due], (K.available, K.debt))
+    awards = []
+    for member_id, rule, window, key in due:
+        if ledger.find(sess, key) is None:
             streak = f"{rule.consecutive_months} months running" if rule.consecutive_months > 1 else "in the month"
             ledger.credit_available(
                 sess,
@@ -371,14 +377,15 @@ def reverse_stage_bonuses(sess: Session, member_id: int) -> list[str]:
         amount = sum(entry.amount for entry in award_credits(sess, award))
         if amount <= 0:
             continue
-        available = ledger.account(sess, member_id, K.available)
-        sess.refresh(available, with_for_update=True)
+        # Available, then debt: the ledger's lock order (ledger.lock_accounts).
+        locked = ledger.lock_accounts(sess, [member_id], (K.available, K.debt))
+        available, debt = locked[(member_id, K.available)], locked[(member_id, K.debt)]
         take = min(available.balance, amount)
         legs = [(ledger.account(sess, None, K.issuance), amount)]
         if take:
             legs.append((available, -take))
         if amount > take:
-            legs.append((ledger.account(sess, member_id, K.debt), -(amount - take)))
+            legs.append((debt, -(amount - take)))
         ledger.post(
             sess,
             key=key,

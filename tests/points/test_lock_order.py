@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 
 from server import db
 from server.accounts.models import StaffRole
 from server.accounts.services import create_staff
 from server.db import unit_of_work
 from server.orders.models import Order
-from server.points import redemption, settlement
+from server.points import ledger, redemption, settlement
 from server.points.checks import check_ledger
-from server.points.models import AccountKind, ItemKind
+from server.points.models import MEMBER_KINDS, AccountKind, ItemKind, OrderReward
 from server.points.queries import member_balances
 from server.points.services import reverse_order_rewards
 from tests.points import completed_order, make_member, make_sku, post_to
@@ -140,4 +140,47 @@ def test_a_settlement_and_a_redemption_cancellation_of_one_member_both_commit(ap
         sess = db.session()
         balances = member_balances(sess, zoe_id)
         assert (balances.available, balances.matured, balances.debt) == (1_500, 0, 0)
+        assert check_ledger(sess).ok
+
+
+def test_the_lock_order_is_the_order_the_member_kind_index_keeps() -> None:
+    """One ``SELECT … FOR UPDATE`` along (member, kind) takes each member's accounts in ``LOCK_ORDER``: kinds sort as strings."""
+    assert list(ledger.LOCK_ORDER) == sorted(ledger.LOCK_ORDER, key=lambda kind: kind.value)
+    assert set(ledger.LOCK_ORDER) == set(MEMBER_KINDS)
+    assert ledger.LOCK_ORDER.index(K.available) < ledger.LOCK_ORDER.index(K.debt)
+
+
+def test_a_settlement_and_a_refund_of_an_order_whose_upline_joined_first_both_commit(app: Flask) -> None:
+    """The refund reverses level 1 (the newer member) before level 2 (the older); the run locks member by member in id order."""
+    _mariadb_only(app)
+    with app.app_context():
+        sess = db.session()
+        zoe = make_member(sess, "zoe")
+        yan = make_member(sess, "yan", inviter=zoe)
+        bob = make_member(sess, "bob", inviter=yan, upline=zoe)
+        sku = make_sku(sess, price_fen=100_000)
+        refunded = completed_order(sess, bob, sku)
+        settlement.settle(sess, period="manual:setup", mode="weekly", actor="test")
+        completed_order(sess, bob, sku)  # matured for the run
+        db.commit()
+        assert zoe.id < yan.id
+        assert all(member_balances(sess, m.id).available > 0 and member_balances(sess, m.id).matured > 0 for m in (zoe, yan))
+        member_ids, order_id = (zoe.id, yan.id), refunded.id
+
+    def run(s: Any) -> None:
+        assert settlement.settle(s, period="manual:race", mode="weekly", actor="test").members == 2
+
+    def refund(s: Any) -> None:
+        found = s.get(Order, order_id)
+        found.refunded_fee = found.total_fee
+        s.flush()
+        assert reverse_order_rewards(s, found) > 0
+
+    assert race(app, refund, run) == []
+    with app.app_context():
+        sess = db.session()
+        for member_id in member_ids:
+            kept = sess.scalar(select(func.sum(OrderReward.amount - OrderReward.reversed_amount)).where(OrderReward.member_id == member_id))
+            balances = member_balances(sess, member_id)
+            assert (balances.available, balances.matured, balances.debt) == (kept, 0, 0)
         assert check_ledger(sess).ok
