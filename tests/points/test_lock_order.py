@@ -1,7 +1,7 @@
 """One lock order for a member's ledger accounts: a credit and a debit of the same member never deadlock.
 
-Each race pauses both units of work right after their first row lock (``SELECT … FOR UPDATE``) until
-the other has taken its own, or for two seconds if the other is waiting on that lock. Two units that
+Each race pauses both units of work right after a row lock (``SELECT … FOR UPDATE``, their first unless
+said otherwise) until the other has taken its own, or for two seconds if the other is waiting on that lock. Two units that
 lock in opposite orders then meet head-on and MariaDB rolls one back (error 1213); under the one
 order the second waits on the first and both commit.
 """
@@ -39,18 +39,22 @@ def _mariadb_only(app: Flask) -> None:
 
 
 @contextmanager
-def paused_after_first_lock(app: Flask, names: tuple[str, str]) -> Iterator[None]:
-    """Each thread named in ``names`` stops after its first ``FOR UPDATE`` until the other has taken its first too (two seconds at most)."""
+def paused_after_lock(app: Flask, pauses: dict[str, int]) -> Iterator[None]:
+    """Each of two threads (by name) stops after its n-th ``FOR UPDATE`` until the other has stopped too (two seconds at most)."""
     with app.app_context():
         engine = db.session().get_bind().engine
-    locked = {name: threading.Event() for name in names}
+    locks = dict.fromkeys(pauses, 0)
+    paused = {name: threading.Event() for name in pauses}
 
     def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         me = threading.current_thread().name
-        if me in locked and "FOR UPDATE" in statement and not locked[me].is_set():
-            locked[me].set()
-            (other,) = (name for name in names if name != me)
-            locked[other].wait(2)
+        if me not in pauses or "FOR UPDATE" not in statement:
+            return
+        locks[me] += 1
+        if locks[me] == pauses[me]:
+            paused[me].set()
+            (other,) = (name for name in pauses if name != me)
+            paused[other].wait(2)
 
     event.listen(engine, "after_cursor_execute", after)
     try:
@@ -59,8 +63,8 @@ def paused_after_first_lock(app: Flask, names: tuple[str, str]) -> Iterator[None
         event.remove(engine, "after_cursor_execute", after)
 
 
-def race(app: Flask, first: Callable[[Any], None], second: Callable[[Any], None]) -> list[BaseException]:
-    """Run ``first`` and ``second`` each in its own unit of work, paused after their first locks; the errors raised."""
+def race(app: Flask, first: Callable[[Any], None], second: Callable[[Any], None], pauses: tuple[int, int] = (1, 1)) -> list[BaseException]:
+    """Run ``first`` and ``second`` each in its own unit of work, paused after their ``pauses`` locks (the first lock by default); the errors raised."""
     errors: list[BaseException] = []
 
     def run(work: Callable[[Any], None]) -> None:
@@ -72,7 +76,7 @@ def race(app: Flask, first: Callable[[Any], None], second: Callable[[Any], None]
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(work,), name=f"lock-order-{i}") for i, work in enumerate((first, second))]
-    with paused_after_first_lock(app, (threads[0].name, threads[1].name)):
+    with paused_after_lock(app, {t.name: n for t, n in zip(threads, pauses)}):
         for t in threads:
             t.start()
         for t in threads:
@@ -176,7 +180,9 @@ def test_a_settlement_and_a_refund_of_an_order_whose_upline_joined_first_both_co
         s.flush()
         assert reverse_order_rewards(s, found) > 0
 
-    assert race(app, refund, run) == []
+    # The refund stops after its second lock (before this change: level 1's available account, after it: both
+    # members' accounts), the run after its first.
+    assert race(app, refund, run, pauses=(2, 1)) == []
     with app.app_context():
         sess = db.session()
         for member_id in member_ids:
