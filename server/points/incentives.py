@@ -297,7 +297,9 @@ def award_stage_bonuses(sess: Session, month: str) -> list[StageAward]:
     longest = max(rule.consecutive_months for rule in rules)
     # Oldest month first: index -1 is ``month`` itself.
     sales = [own_monthly_sales(sess, *_shift(year, mon, back)) for back in range(-(longest - 1), 1)]
-    due = []
+    awards = []
+    # Member by member in member-id order, each credit locking that member's available and debt accounts:
+    # the ledger's lock order (``ledger``).
     for member_id in sorted(sales[-1]):
         if sharer_refusal(sess, member_id) is not None:
             continue
@@ -306,14 +308,8 @@ def award_stage_bonuses(sess: Session, month: str) -> list[StageAward]:
             if any(amount < rule.min_monthly_sales_fen for amount in window):
                 continue
             key = f"stage:{rule.id}:{member_id}:{month}"
-            if ledger.find(sess, key) is None:
-                due.append((member_id, rule, window, key))
-    # Every payee's available and debt accounts before the first posting (which takes the merchant's issuance):
-    # the ledger's lock order, so the run never holds issuance while it waits for a member a refund holds.
-    ledger.lock_accounts(sess, [member_id for member_id, *_ in due], (K.available, K.debt))
-    awards = []
-    for member_id, rule, window, key in due:
-        if ledger.find(sess, key) is None:
+            if ledger.find(sess, key) is not None:
+                continue
             streak = f"{rule.consecutive_months} months running" if rule.consecutive_months > 1 else "in the month"
             ledger.credit_available(
                 sess,

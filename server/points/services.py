@@ -197,7 +197,7 @@ def lock_order_members(sess: Session, orders: list[Order]) -> dict[tuple[int, Ac
     in the ledger's lock order.
 
     Taken before the first posting by each unit of work over orders' rewards (credit, reversal, maturing, and
-    a stage bonus taken back after a refund), which post to several of them and to the merchant's accounts.
+    a stage bonus taken back after a refund), which post to several of them in level order, not member order.
     A hold comes first, as when staff release or reverse held rewards.
     """
     order_ids = sorted(order.id for order in orders)
