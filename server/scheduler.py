@@ -39,7 +39,7 @@ from server.orders.models import Order, OrderKind, OrderStatus
 from server.points import incentives, settlement
 from server.points.errors import SettlementClaimedError
 from server.points.models import JobClaim, OrderReward, RewardState
-from server.points.services import process_order
+from server.points.services import lock_order_members, process_order
 from server.reports import rollups
 from server.settings.services import get_setting
 from server.wechat import wechat_pay
@@ -179,6 +179,8 @@ def orders_tick(app: Flask, now: datetime) -> dict[str, int] | None:
 
         ids = set(received + completed) | set(_orders_needing_points(sess, now))
         to_process = list(sess.scalars(select(Order).where(Order.id.in_(ids)).order_by(Order.id))) if ids else []
+        # One unit of work over many orders: all their members' accounts before the first posting (the ledger's lock order).
+        lock_order_members(sess, to_process)
         processed = _each_order(app, sess, "points", to_process, bring_points_in_line)
         oldest = f"{local(now - TICK_CLAIMS_KEPT):%Y-%m-%dT%H:%M}"
         sess.execute(delete(JobClaim).where(JobClaim.job.in_(("orders-tick", "refund-retry", "export-cleanup")), JobClaim.period < oldest))

@@ -20,7 +20,7 @@ from server.points import ledger
 from server.points.errors import HoldStateError
 from server.points.models import HOLD_TRANSITIONS, AccountKind, HoldState, OrderReward, RewardHold, RewardState, TxKind
 from server.points.queries import hold_state, lead_reward_key
-from server.points.services import mature_order_rewards
+from server.points.services import lock_order_members, mature_order_rewards
 
 K = AccountKind
 SUBJECTS = ("order", "lead")
@@ -86,6 +86,9 @@ def reverse_held(sess: Session, subject: str, ref_id: int, *, actor: str) -> int
     issuance = ledger.account(sess, None, K.issuance)
     total = 0
     if subject == "order":
+        order = sess.get(Order, ref_id)
+        if order is not None:
+            lock_order_members(sess, [order])  # the ledger's lock order: all their accounts before the first posting
         rows = sess.scalars(select(OrderReward).where(OrderReward.order_id == ref_id).order_by(OrderReward.level).with_for_update()).all()
         for row in rows:
             delta = row.amount - row.reversed_amount

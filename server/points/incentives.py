@@ -298,6 +298,8 @@ def award_stage_bonuses(sess: Session, month: str) -> list[StageAward]:
     # Oldest month first: index -1 is ``month`` itself.
     sales = [own_monthly_sales(sess, *_shift(year, mon, back)) for back in range(-(longest - 1), 1)]
     awards = []
+    # Member by member in member-id order, each credit locking that member's available and debt accounts:
+    # the ledger's lock order (``ledger``).
     for member_id in sorted(sales[-1]):
         if sharer_refusal(sess, member_id) is not None:
             continue
@@ -371,14 +373,15 @@ def reverse_stage_bonuses(sess: Session, member_id: int) -> list[str]:
         amount = sum(entry.amount for entry in award_credits(sess, award))
         if amount <= 0:
             continue
-        available = ledger.account(sess, member_id, K.available)
-        sess.refresh(available, with_for_update=True)
+        # Available, then debt: the ledger's lock order (ledger.lock_accounts).
+        locked = ledger.lock_accounts(sess, [member_id], (K.available, K.debt))
+        available, debt = locked[(member_id, K.available)], locked[(member_id, K.debt)]
         take = min(available.balance, amount)
         legs = [(ledger.account(sess, None, K.issuance), amount)]
         if take:
             legs.append((available, -take))
         if amount > take:
-            legs.append((ledger.account(sess, member_id, K.debt), -(amount - take)))
+            legs.append((debt, -(amount - take)))
         ledger.post(
             sess,
             key=key,

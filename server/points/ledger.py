@@ -10,13 +10,23 @@ The merchant's accounts (issuance, redemption, expiry) are only written entries:
 they have no limit to guard, and updating a cached balance on the issuance row,
 a leg of every reward, made every posting wait for the one before it to commit
 (bench/hot_account.py measured it). Their balance is the sum of their entries.
+
+One lock order, so that no two units of work deadlock on the ledger: a unit of work
+that changes members' points locks all the member accounts it will post to before
+its first posting, with ``lock_accounts``: member by member in member-id order, and
+each member's in the order available, debt, matured, pending (``LOCK_ORDER``, the
+order of the ``member_kind`` index, which one ``SELECT … FOR UPDATE`` walks). Only
+then does it post (the merchant's accounts take no row lock). A credit (debt repaid
+first), a settlement, a reversal, a maturing, a redemption and its cancellation all
+follow it.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,6 +44,8 @@ from server.points.models import (
 
 #: Accounts that may never go below zero, and the one that may never go above.
 _NON_NEGATIVE = (AccountKind.pending, AccountKind.matured, AccountKind.available)
+#: The order in which one member's accounts are locked: that of their kinds as strings, as the ``member_kind`` index holds them.
+LOCK_ORDER = (AccountKind.available, AccountKind.debt, AccountKind.matured, AccountKind.pending)
 
 
 def account(sess: Session, member_id: int | None, kind: AccountKind) -> Account:
@@ -51,6 +63,44 @@ def account(sess: Session, member_id: int | None, kind: AccountKind) -> Account:
     except IntegrityError:
         found = sess.scalars(stmt).one()
     return found
+
+
+def locking(*columns: Any, member_ids: Iterable[int], kinds: Iterable[AccountKind] = LOCK_ORDER) -> Select[Any]:
+    """``SELECT columns … FOR UPDATE`` of the members' accounts of ``kinds``, taken in the lock order (see the module docstring).
+
+    It reads the ``member_kind`` index in order, (member, kind) ascending, and InnoDB locks rows as it reads them.
+    """
+    return (
+        select(*columns)
+        .where(Account.member_id.in_(sorted(set(member_ids))), Account.kind.in_(sorted(set(kinds), key=LOCK_ORDER.index)))
+        .with_hint(Account.__table__, "FORCE INDEX (member_kind)", "mysql")
+        .order_by(Account.member_id, Account.kind)
+        .with_for_update()
+    )
+
+
+def lock_accounts(
+    sess: Session, member_ids: Iterable[int], kinds: Iterable[AccountKind] = LOCK_ORDER, *, open_missing: bool = True
+) -> dict[tuple[int, AccountKind], Account]:
+    """Lock the members' accounts of ``kinds`` in the lock order, before any posting; {(member, kind): account}, as locked.
+
+    Missing ones are opened after those that exist are locked (a new row is its opener's alone until it commits,
+    so it comes after them), unless ``open_missing`` is False: then only those that exist are returned.
+    """
+    member_ids, kinds = sorted(set(member_ids)), [kind for kind in LOCK_ORDER if kind in set(kinds)]
+    if not member_ids or not kinds:
+        return {}
+    stmt = locking(Account, member_ids=member_ids, kinds=kinds).execution_options(populate_existing=True)
+    locked = {(acct.member_id, acct.kind): acct for acct in sess.scalars(stmt) if acct.member_id is not None}
+    if open_missing:
+        for member_id in member_ids:
+            for kind in kinds:
+                if (member_id, kind) not in locked:
+                    opened = locked[(member_id, kind)] = account(sess, member_id, kind)
+                    # Ours since the insert, or, opened by another unit of work that committed first, locked now.
+                    sess.refresh(opened, with_for_update=True)
+    return locked
+
 
 @dataclass(frozen=True)
 class Posted:
@@ -139,11 +189,15 @@ def balance(sess: Session, acct: Account) -> int:
 
 
 def credit_available(sess: Session, member_id: int, amount: int, *, source: AccountKind, key: str, kind: TxKind, reason: str, actor: str = "system", detail: dict[str, Any] | None = None) -> tuple[int, int]:
-    """Points reaching a member's available balance pay their debt first. Returns (repaid, credited)."""
-    debt = account(sess, member_id, AccountKind.debt)
-    sess.refresh(debt, with_for_update=True)
+    """Points reaching a member's available balance pay their debt first. Returns (repaid, credited).
+
+    Locks the member's available and debt accounts (and a member account the points come from) in the lock order.
+    """
+    own_source = source in MEMBER_KINDS
+    locked = lock_accounts(sess, [member_id], (AccountKind.available, AccountKind.debt, *((source,) if own_source else ())))
+    debt, available = locked[(member_id, AccountKind.debt)], locked[(member_id, AccountKind.available)]
     repay = min(-debt.balance, amount)
-    from_account = account(sess, member_id if source in (AccountKind.pending, AccountKind.matured, AccountKind.available) else None, source)
-    legs = [(from_account, -amount), (debt, repay), (account(sess, member_id, AccountKind.available), amount - repay)]
+    from_account = locked[(member_id, source)] if own_source else account(sess, None, source)
+    legs = [(from_account, -amount), (debt, repay), (available, amount - repay)]
     post(sess, key=key, kind=kind, legs=legs, reason=reason, member_id=member_id, actor=actor, detail=(detail or {}) | {"debt_repaid": repay})
     return repay, amount - repay

@@ -7,11 +7,14 @@ conditional UPDATE, the points move available → redemption through
 and the Redemption row (with one scene per invite code) is written. A refusal at
 any step leaves no trace.
 
-Everything that changes one member's points first locks that member's available
+Everything here that changes one member's points first locks that member's available
 account, so their redemptions, cancellations and adjustments run one at a time:
 the per-member limit and the idempotency check are then read after the previous
-one committed, and every such unit of work takes its row locks in the same order
-(member available, item stock, merchant accounts), so none can deadlock another.
+one committed. It is the ledger's one lock order (``ledger``'s docstring): a
+member's available account, then their debt account (a cancellation or a credit
+pays debt first), then item stock (the merchant's accounts take no row lock). Settlements,
+reversals and credits lock a member's available account before their debt account
+too, so none of them can deadlock another.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from server.jobs import queue as jobs
 from server.orders.models import Order, OrderItem, OrderKind, OrderStatus
 from server.points import ledger, rules
 from server.points.incentives import reverse_stage_bonuses
-from server.points.models import Account, AccountKind, HoldState, OrderReward, RewardState, TxKind
+from server.points.models import Account, AccountKind, HoldState, OrderReward, RewardHold, RewardState, TxKind
 from server.points.queries import hold_state, lead_reward_key
 from server.referral.services import is_sales_lead
 from server.settings.services import get_setting
@@ -106,6 +106,7 @@ def mature_order_rewards(sess: Session, order: Order) -> int:
         # Under risk review, the rewards stay pending until staff release them (points.holds); reversed ones
         # are gone (a reward credited late, after the reversal, is never credited at all: above).
         return 0
+    lock_order_members(sess, [order])
     moved = 0
     for row in sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id, OrderReward.state == RewardState.pending)):
         amount = row.amount - row.reversed_amount
@@ -132,7 +133,9 @@ def reverse_order_rewards(sess: Session, order: Order) -> int:
     A reward already spent leaves a debt that later credits pay first. Idempotent
     per refunded total, so the same refund notification twice reverses once.
     """
-    # Locked, so a settlement moving these rewards cannot slip between reading their state and posting.
+    # The members' accounts first (the ledger's lock order), then the rewards: a settlement moving these rewards,
+    # which holds the same accounts, cannot slip between reading their state and posting.
+    locked = lock_order_members(sess, [order])
     rows = sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id).order_by(OrderReward.level).with_for_update()).all()
     if not rows:
         return 0
@@ -154,7 +157,7 @@ def reverse_order_rewards(sess: Session, order: Order) -> int:
         delta = row.amount - row.reversed_amount - keep
         if delta <= 0:
             continue
-        legs = _reversal_legs(sess, row, delta)
+        legs = _reversal_legs(sess, locked, row, delta)
         posted = ledger.post(
             sess,
             key=f"order:{order.id}:L{row.level}:reverse:{order.refunded_fee}",
@@ -175,18 +178,35 @@ def reverse_order_rewards(sess: Session, order: Order) -> int:
     return total
 
 
-def _reversal_legs(sess: Session, row: OrderReward, delta: int) -> list[tuple[Any, int]]:
+def _reversal_legs(sess: Session, locked: dict[tuple[int, AccountKind], Account], row: OrderReward, delta: int) -> list[tuple[Any, int]]:
+    """Where ``delta`` of the reward is taken from: pending, matured, or available (whatever it holds, under the lock) and the rest as debt."""
     if row.state == RewardState.pending:
         return [(ledger.account(sess, row.member_id, K.pending), -delta)]
     if row.state == RewardState.matured:
         return [(ledger.account(sess, row.member_id, K.matured), -delta)]
-    available = ledger.account(sess, row.member_id, K.available)
-    sess.refresh(available, with_for_update=True)
-    take = min(available.balance, delta)
-    legs = [(available, -take)]
+    available = locked.get((row.member_id, K.available))
+    take = min(available.balance, delta) if available is not None else 0
+    legs = [(available, -take)] if available is not None else []
     if delta > take:
         legs.append((ledger.account(sess, row.member_id, K.debt), -(delta - take)))
     return legs
+
+
+def lock_order_members(sess: Session, orders: list[Order]) -> dict[tuple[int, AccountKind], Account]:
+    """Lock the orders' risk holds, if any, then every existing account of their rewarded members (inviter, upline),
+    in the ledger's lock order.
+
+    Taken before the first posting by each unit of work over orders' rewards (credit, reversal, maturing, and
+    a stage bonus taken back after a refund), which post to several of them in level order, not member order.
+    A hold comes first, as when staff release or reverse held rewards.
+    """
+    order_ids = sorted(order.id for order in orders)
+    if order_ids:
+        sess.execute(select(RewardHold.id).where(RewardHold.subject == "order", RewardHold.ref_id.in_(order_ids)).order_by(RewardHold.ref_id).with_for_update())
+    members = {m for order in orders for m in (order.inviter_id, order.upline_id) if m is not None}
+    if order_ids:
+        members |= set(sess.scalars(select(OrderReward.member_id).where(OrderReward.order_id.in_(order_ids))))
+    return ledger.lock_accounts(sess, members, open_missing=False)
 
 
 def process_order(sess: Session, order: Order) -> None:
@@ -194,6 +214,7 @@ def process_order(sess: Session, order: Order) -> None:
     the refund undid), mature. Safe to repeat."""
     if order.paid_at is None:
         return
+    lock_order_members(sess, [order])
     credit_order_rewards(sess, order)
     if order.refunded_fee:
         reverse_order_rewards(sess, order)

@@ -4,7 +4,9 @@ A period is claimed by inserting its ``SettlementRun`` (the period key is unique
 so a second settle of the same period — another scheduler, a manual run — is
 refused before it moves anything. Everything one settle does is one unit of
 work: if any member's posting fails, the claim rolls back with it and the
-period can simply be run again.
+period can simply be run again. The run locks its members' accounts in the ledger's one
+lock order (``ledger``'s docstring): step by step in member-id order, each member's
+available, debt, then matured account, as every credit and reversal does.
 
 Also here: expiry of old available points, and the operator's manual grant.
 """
@@ -156,32 +158,33 @@ _accounts, _entries, _transactions, _rewards, _orders, _statements = (
 )
 #: The debt and available accounts a settlement posting needs; one opened concurrently is skipped.
 _OPEN_ACCOUNT = insert(_accounts).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql")
-_KINDS = (K.debt, K.matured, K.available)
-
-
-def _lock(conn: Connection, account_ids: list[int]) -> dict[int, int]:
-    """``SELECT … FOR UPDATE`` of accounts by primary key, in id order: {id: balance as last committed}."""
-    a = _accounts.c
-    return {acct_id: int(balance) for acct_id, balance in conn.execute(select(a.id, a.balance).where(a.id.in_(account_ids)).order_by(a.id).with_for_update())}
+_KINDS = (K.available, K.debt, K.matured)
 
 
 def _lock_members(conn: Connection, member_ids: list[int], minimum: int) -> list[_Member]:
-    """Lock the members' debt, then matured, then available accounts (debt first, as ``ledger.credit_available``); those at ``minimum`` or more.
+    """Lock the members' available, debt and matured accounts, in the ledger's lock order; those at ``minimum`` or more.
 
-    Locked by primary key, so nothing else is: postings to any other account, the merchant's included,
-    go on while the run holds these. Under the lock no maturing, reversal or credit can change an amount
-    before the run posts it, since each of them posts to one of these accounts.
+    Member by member in member-id order, each member's available, then debt, then matured (``ledger.LOCK_ORDER``):
+    the run's steps go up in member id, so the whole run takes its locks in that order too, as every credit,
+    reversal, redemption and cancellation does, and none can deadlock it. Locked by the ``member_kind`` index,
+    so nothing else is: postings to any other account, the merchant's included, go on while the run holds these.
+    Under the lock no maturing, reversal or credit can change an amount before the run posts it, since each of
+    them posts to one of these accounts.
     """
     a = _accounts.c
-    opened = select(a.id, a.member_id, a.kind).where(a.kind.in_(_KINDS))
-    found = {(member_id, kind): acct_id for acct_id, member_id, kind in conn.execute(opened.where(a.member_id.in_(member_ids)))}
-    missing = [{"member_id": m, "kind": kind, "balance": 0} for m in member_ids for kind in (K.debt, K.available) if (m, kind) not in found]
-    if missing:
-        conn.execute(_OPEN_ACCOUNT, missing)
-        found.update({(m, kind): acct_id for acct_id, m, kind in conn.execute(opened.where(a.member_id.in_({row["member_id"] for row in missing})))})
+    columns = (a.id, a.member_id, a.kind, a.balance)
+    found: dict[tuple[int, AccountKind], int] = {}
     balance: dict[int, int] = {}
-    for kind in _KINDS:
-        balance |= _lock(conn, sorted(found[(m, kind)] for m in member_ids if (m, kind) in found))
+    for acct_id, member_id, kind, amount in conn.execute(ledger.locking(*columns, member_ids=member_ids, kinds=_KINDS)):
+        found[(member_id, kind)], balance[acct_id] = acct_id, int(amount)
+    # Missing debt and available accounts are opened after the existing ones are locked (new rows are the run's
+    # alone), then locked too: one another unit of work opened and committed first is skipped by the insert.
+    missing = [(m, kind) for m in member_ids for kind in (K.available, K.debt) if (m, kind) not in found]
+    if missing:
+        conn.execute(_OPEN_ACCOUNT, [{"member_id": m, "kind": kind, "balance": 0} for m, kind in missing])
+        opened = ledger.locking(*columns, member_ids={m for m, _ in missing}, kinds=(K.available, K.debt))
+        for acct_id, member_id, kind, amount in conn.execute(opened):
+            found[(member_id, kind)], balance[acct_id] = acct_id, int(amount)
     members = []
     for m in member_ids:
         matured = found.get((m, K.matured))
@@ -517,7 +520,8 @@ def expiring_amount(sess: Session, available: Account, cutoff: datetime) -> int:
 def expire_points(sess: Session, now: datetime) -> Expired:
     """Move available points older than ``points_expiry_days`` into the merchant's expiry account.
 
-    One posting per member per China-time day; nothing happens when the setting is 0.
+    One posting per member per China-time day; nothing happens when the setting is 0. Members are
+    taken in member-id order, the ledger's lock order (see ``ledger``).
     """
     days = int(get_setting(sess, "points_expiry_days"))
     if days <= 0:
@@ -531,7 +535,7 @@ def expire_points(sess: Session, now: datetime) -> Expired:
         .where(Account.kind == K.available, Account.balance > 0)
         .group_by(Account.id)
         .having(_unspent_since(cutoff) > 0)
-        .order_by(Account.id)
+        .order_by(Account.member_id)
     ).all()
     members = total = 0
     for account_id in due:
