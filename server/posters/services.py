@@ -482,11 +482,14 @@ def get_poster(
     if variant == "oa" and oa is None:
         raise ValueError("an official-account poster needs the official account")
     if template_id is None and variant != "oa":
-        # Most requests: the default template's poster, drawn before. Read with the template in one go.
-        content = resolve_content(sess, content_type, content_id)
+        # Most requests: the default template's poster, drawn before. Read with the template in one go;
+        # the content is checked once a poster is found, so a request that finds none is refused (or
+        # drawn) in the order the full path below takes: template first, then content.
         row = sess.execute(_CACHED_DEFAULT_POSTER, {"member_id": member.id, "content": content_key(content_type, content_id), "variant": variant}).first()
-        if row is not None and _still_works(sess, row[0], row[1], channel, None):
-            return Poster(row[0], row[1], row[2], content, cached=True)
+        if row is not None:
+            content = resolve_content(sess, content_type, content_id)
+            if _still_works(sess, row[0], row[1], channel, None):
+                return Poster(row[0], row[1], row[2], content, cached=True)
     if template_id is None:
         template = default_template(sess, locks=locks)
     else:
