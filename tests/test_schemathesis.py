@@ -358,8 +358,8 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
     # WeChat does not know a made-up login, phone or OAuth code.
     "POST /api/v1/auth/wx-login": {40010: ANY},
     "POST /api/v1/me/phone": {40011: ANY},
-    # Posters cannot show every content type.
-    "POST /api/v1/referral/posters": {42250: ANY},
+    # Posters cannot show every content type; a content id goes with a content type (the shop's poster has neither).
+    "POST /api/v1/referral/posters": {42250: ANY, 42200: frozenset({"content_id"})},
     # Goods are shipped, so they need a contact; the item's kind is stored, not sent.
     "POST /api/v1/points/redemptions": {42200: frozenset({"contact"})},
     # No more than is left to refund.
