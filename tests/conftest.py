@@ -16,7 +16,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, make_url, select, text
 
 from server import create_app, migrate
 from server.config import TestingConfig
@@ -138,6 +138,67 @@ def app_factory(database_url: str, sandbox: SandboxServer) -> Iterator[Callable[
             redis_client.flushdb()
     for app in apps:
         app.extensions["db_engine"].dispose()
+
+
+class DemoShop:
+    """The rows ``seed-demo`` writes, made once per worker and inserted afresh where a test asks for them.
+
+    Seeding through the services takes seconds (staff passwords, the business story, a month of report
+    rollups); inserting the same rows takes a fraction of one. The rows are taken on an empty database
+    and the database is emptied again, so the first test that asks sees what every later one sees. The
+    demo's history is dated from the day it was made: a test on a later day (in the shop's time) seeds
+    through the services instead.
+    """
+
+    def __init__(self, database_url: str, sandbox: SandboxServer) -> None:
+        from server import db
+        from server.clock import local
+        from server.demo import seed_demo
+
+        app = create_app(make_config(database_url, sandbox))
+        with app.app_context():
+            list(seed_demo(db.session()))
+            db.commit()
+        self.day = local(db.utcnow()).date()
+        with app.extensions["db_engine"].connect() as conn:
+            self.rows = {
+                table: [dict(row._mapping) for row in conn.execute(select(table).order_by(*table.primary_key.columns))]
+                for table in metadata.sorted_tables
+                if table.name not in KEPT_TABLES
+            }
+        _empty_database(app)
+        if app.extensions["redis"] is not None:
+            app.extensions["redis"].flushdb()
+        app.extensions["db_engine"].dispose()
+
+    def load(self, app: Flask) -> None:
+        """Put the demo shop into ``app``'s (empty) database."""
+        from server import db
+        from server.clock import local
+        from server.demo import seed_demo
+
+        if local(db.utcnow()).date() != self.day:
+            with app.app_context():
+                list(seed_demo(db.session()))
+                db.commit()
+            return
+        with app.extensions["db_engine"].begin() as conn:
+            mysql = conn.dialect.name == "mysql"
+            if mysql:
+                conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
+            else:
+                conn.exec_driver_sql("PRAGMA defer_foreign_keys=ON")
+            for table, rows in self.rows.items():
+                if rows:
+                    conn.execute(table.insert(), rows)
+            if mysql:
+                conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
+
+
+@pytest.fixture(scope="session")
+def demo_shop(database_url: str, sandbox: SandboxServer) -> DemoShop:
+    """``demo_shop.load(app)`` gives a test the demo shop of ``seed-demo`` without seeding it again."""
+    return DemoShop(database_url, sandbox)
 
 
 @pytest.fixture

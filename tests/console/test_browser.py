@@ -30,10 +30,10 @@ from sqlalchemy import select
 from server import create_app, db
 from server.accounts.services import create_staff
 from server.accounts.models import Member, StaffRole
-from server.demo import DEMO_PASSWORD, seed_demo
+from server.demo import DEMO_PASSWORD
 from server.orders import payments
 from server.orders.models import Order, OrderKind, OrderStatus, Refund, RefundStatus, Sku
-from tests.conftest import _empty_database, make_config
+from tests.conftest import DemoShop, _empty_database, make_config
 from tests.orders.conftest import pay_merchant, sandbox_pay  # noqa: F401  (the sandbox's WeChat Pay, as the order tests use it)
 from wechat_sandbox import PayState
 
@@ -64,11 +64,11 @@ class LiveServer:
 
 
 @pytest.fixture(scope="module")
-def live(database_url: str, sandbox: Any) -> Iterator[LiveServer]:
+def live(database_url: str, sandbox: Any, demo_shop: DemoShop) -> Iterator[LiveServer]:
     """The app on a free port with the demo shop loaded; emptied again when the module is done."""
     app = create_app(make_config(database_url, sandbox))
+    demo_shop.load(app)
     with app.app_context():
-        list(seed_demo(db.session()))
         create_staff(db.session(), username="changer", password=DEMO_PASSWORD, role=StaffRole.finance)
         db.commit()
     server = LiveServer(app)

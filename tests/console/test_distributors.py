@@ -11,8 +11,9 @@ from server import db
 from server.accounts.models import AuditEntry, Member
 from server.console.roles import allowed
 from server.accounts.models import StaffRole
-from server.demo import DEMO_PASSWORD, seed_demo
+from server.demo import DEMO_PASSWORD
 from server.distribution.models import Distributor, DistributorStatus, DistributorTier, Grade
+from tests.conftest import DemoShop
 from tests.console.conftest import Console
 
 #: Every distributor, material and poster page a GET reaches, and the area that guards it.
@@ -32,15 +33,14 @@ PAGES = {
 
 
 @pytest.fixture
-def shop(app: Flask) -> dict[str, Any]:
+def shop(app: Flask, demo_shop: DemoShop) -> dict[str, Any]:
     """The demo shop: alice an approved tier-1 distributor, frank's application waiting, grades, materials, a template."""
     from server.distribution.models import Material
     from server.posters.models import PosterTemplate
 
+    demo_shop.load(app)
     with app.app_context():
         sess = db.session()
-        list(seed_demo(sess))
-        db.commit()
 
         def member(openid: str) -> int:
             return sess.scalars(select(Member.id).where(Member.openid == openid)).one()

@@ -13,20 +13,19 @@ from server import db
 from server.accounts.models import AuditEntry, Member, Staff
 from server.clock import local
 from server.db import utcnow
-from server.demo import seed_demo
 from server.orders.models import Installment, Order, OrderKind, OrderStatus
 from server.referral.models import Lead, LeadFollowUp, LeadNote, LeadSource, LeadStatus, Partner, PartnerPayout, Scene
+from tests.conftest import DemoShop
 from tests.console.conftest import Console
 
 ROLES = ("owner", "ops", "finance")
 
 
 @pytest.fixture
-def shop(app: Flask) -> dict[str, Any]:
+def shop(app: Flask, demo_shop: DemoShop) -> dict[str, Any]:
     """The demo shop, and the ids its leads, contract and partner have."""
+    demo_shop.load(app)
     with app.app_context():
-        list(seed_demo(db.session()))
-        db.commit()
         sess = db.session()
         ids = {
             "zhou": sess.scalars(select(Lead.id).where(Lead.contact_name == "周先生")).one(),

@@ -11,7 +11,7 @@ from server import db
 from server.accounts.models import AuditEntry, Member, Staff
 from server.console.roles import AREAS, allowed
 from server.accounts.models import StaffRole
-from server.demo import seed_demo
+from tests.conftest import DemoShop
 from tests.console.conftest import Console
 
 #: Every page a GET reaches, and the area that guards it.
@@ -37,11 +37,10 @@ PAGES = {
 
 
 @pytest.fixture
-def demo(app: Flask) -> dict[str, Any]:
+def demo(app: Flask, demo_shop: DemoShop) -> dict[str, Any]:
     """The demo shop of ``seed-demo``: staff, catalog, members, a team, orders, leads, a redemption."""
+    demo_shop.load(app)
     with app.app_context():
-        list(seed_demo(db.session()))
-        db.commit()
         alice = db.session().scalars(select(Member).where(Member.openid == "demo-alice")).one()
         dave = db.session().scalars(select(Member).where(Member.openid == "demo-dave")).one()
         return {"alice": alice.id, "dave": dave.id}
