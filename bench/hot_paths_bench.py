@@ -4,9 +4,10 @@ Paths: ``GET /api/v1/me`` (a member with an inviter), a replayed WeChat Pay paym
 (v2 and v3: the order is paid, the same notification is sent again and again), and a cached
 ``POST /api/v1/referral/posters``. Both apps run under gunicorn with the repository's
 gunicorn.conf.py (``WEB_CONCURRENCY`` workers, ``GUNICORN_THREADS`` threads); the bare app answers
-each path with a constant body of the same kind. Rounds alternate bare and app for every path, so
-both see the same load on a shared machine; the script prints requests/s of each round, the
-median of each, the ratio app/bare and the load average, and the statements each path sends.
+each path with a constant body of the same kind. Servers, wrk and rounds are ``servers.py``'s: each
+round runs every path on both, bare and app one after the other (the order swapping every round), so
+both see the same load on a shared machine; the script prints requests/s of each run, the median of
+each, the median of the rounds' app/bare and the load average, and the statements each path sends.
 
     .venv/bin/python bench/hot_paths_bench.py --database-url "mysql+pymysql://…/referral_bench?charset=utf8mb4" \\
         --redis-url redis://127.0.0.1:6379/12 [--rounds 3] [--seconds 8] [--connections 16]
@@ -17,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +31,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from flask import Flask, Response, jsonify, request  # noqa: E402
 
-from notify_bench import Gunicorn  # noqa: E402
+from servers import (  # noqa: E402
+    WRK_MISSING, Servers, Wrk, bench_env, config_from, fresh_database, interleaved_round, load_average, raw_request, round_order,
+    summarize,
+)
 
 ME = "/api/v1/me"
 POSTERS = "/api/v1/referral/posters"
@@ -76,54 +77,21 @@ def bare_app() -> Flask:
     return app
 
 
-def _lua(method: str, headers: dict[str, str], body: bytes, path: Path) -> Path:
-    """A wrk script sending one fixed request."""
-    lines = [f'wrk.method = "{method}"']
-    for name, value in headers.items():
-        lines.append(f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}")
-    if body:
-        lines.append(f"wrk.body = {_lua_string(body.decode('latin-1'))}")
-    path.write_text("\n".join(lines) + "\n", encoding="latin-1")
-    return path
-
-
-def _lua_string(value: str) -> str:
-    return '"' + "".join(f"\\{ord(ch):03d}" if ch in '"\\' or ord(ch) < 32 or ord(ch) > 126 else ch for ch in value) + '"'
-
-
-def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, str, int]:
-    """requests/s, the latency line, and non-2xx answers of one wrk run."""
-    out = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    latency = re.search(r"Latency\s+(\S+)", out)
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return rate, latency.group(1) if latency else "?", int(bad.group(1)) if bad else 0
-
-
 def prepare(config: Any) -> tuple[dict[str, str], dict[str, Any]]:
     """Migrate an empty database; sign a member in with an inviter; draw their poster; pay two orders (v2, v3).
 
     Returns the member's headers and what the notifications need.
     """
-    from sqlalchemy import text
-
     from server import create_app, db, migrate
     from server.accounts.models import Member
-    from server.models import metadata
     from server.orders.models import Product, Sku
     from server.orders.services import LineRequest, place_order
     from wechat_sandbox import create_sandbox_app, pay_merchant_from_config, sandbox_apps_from_config, serve_in_thread
 
     sandbox = serve_in_thread(create_sandbox_app(sandbox_apps_from_config(vars(config)), seed="hot", pay=pay_merchant_from_config(vars(config))))
     config.WECHAT_API_BASE = config.WECHAT_PAY_API_BASE = sandbox.base_url
+    fresh_database(config.DATABASE_URL)
     app = create_app(config)
-    with app.extensions["db_engine"].begin() as conn:
-        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
-        for table in reversed(metadata.sorted_tables):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
     migrate.upgrade(app)
     if app.extensions["redis"] is not None:
         app.extensions["redis"].flushdb()
@@ -205,68 +173,52 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed")
+        sys.exit(WRK_MISSING)
     started = time.monotonic()
 
-    from server.config import Config
-
     with tempfile.TemporaryDirectory(prefix="hot-bench-") as tmp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("WECHAT_", "DATABASE_URL", "REDIS_URL"))}
-        env |= {"DATABASE_URL": args.database_url, "APP_ENV": "development", "WECHAT_SANDBOX": "1", "WECHAT_PAY_SANDBOX_KEY_DIR": f"{tmp}/keys",
-                "SECRET_KEY": "bench-only-secret", "LOG_LEVEL": "WARNING", "LOGIN_RATE_LIMIT": "1000000"}
-        if args.redis_url:
-            env["REDIS_URL"] = args.redis_url
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(env)
-        try:
-            config = Config()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        env = bench_env(tmp, args.database_url, args.redis_url, LOGIN_RATE_LIMIT="1000000")
+        config = config_from(env)
 
         member, pay = prepare(config)
         for label, sent in statements(config, member, pay).items():
             print(f"{label:<28} {len(sent)} statements: {' '.join(sent)}")
-        app_env = env | {"WECHAT_API_BASE": pay["sandbox"].base_url, "WECHAT_PAY_API_BASE": pay["sandbox"].base_url}
-        servers = {
-            "app": Gunicorn("server:create_app()", env=app_env, workers=_workers(), threads=_threads(), log=Path(tmp) / "app.log"),
-            "bare": Gunicorn("hot_paths_bench:bare_app()", env=env, workers=_workers(), threads=_threads(), log=Path(tmp) / "bare.log", pythonpath=ROOT / "bench"),
-        }
-        rates: dict[tuple[str, str], list[float]] = {}
+        env |= {"WECHAT_API_BASE": pay["sandbox"].base_url, "WECHAT_PAY_API_BASE": pay["sandbox"].base_url}
+        runs: dict[str, dict[str, list[Wrk]]] = {}
         try:
-            for server in servers.values():
-                server.wait_ready()
-            print(f"gunicorn -w {_workers()} --threads {_threads()} (gthread) on loopback; wrk -t 2 -c {args.connections} -d {args.seconds}s; "
-                  f"{args.rounds} rounds, bare and app alternating")
-            for round_no in range(args.rounds):
-                for label, (method, path, headers, body) in _requests(member, pay).items():
-                    for name in ("bare", "app"):
+            servers = Servers.start(env, workers=_workers(), threads=_threads(), workdir=Path(tmp), bare="hot_paths_bench:bare_app()")
+            try:
+                print(f"gunicorn -w {_workers()} --threads {_threads()} (gthread) on loopback; wrk -t 2 -c {args.connections} -d {args.seconds}s; "
+                      f"{args.rounds} rounds, bare and app alternating")
+                for round_no in range(args.rounds):
+                    for label, raw in _requests(member, pay).items():
                         if time.monotonic() - started > DEADLINE_SECONDS:
                             raise SystemExit("deadline reached")
-                        script = _lua(method, headers, body, Path(tmp) / "req.lua")
-                        rate, latency, bad = wrk(servers[name].base + path, script, args.seconds, args.connections)
-                        rates.setdefault((label, name), []).append(rate)
-                        load = os.getloadavg()[0]
-                        print(f"round {round_no + 1} {label:<28} {name:<4} {rate:9.1f} req/s  latency {latency:>8}  non-2xx {bad}  load {load:.2f}")
+                        app, bare, _ = interleaved_round(servers, round_no, [raw], [raw], args.seconds, Path(tmp), connections=args.connections)
+                        found = runs.setdefault(label, {"app": [], "bare": []})
+                        found["app"].append(app)
+                        found["bare"].append(bare)
+                        for name in round_order(round_no):
+                            run = app if name == "app" else bare
+                            print(f"round {round_no + 1} {label:<28} {name:<4} {run.rate:9.1f} req/s  latency {run.mean:6.2f}ms  non-2xx {run.non_2xx}  load {run.load:.2f}")
+            finally:
+                servers.stop()
         finally:
-            for server in servers.values():
-                server.stop()
             pay["sandbox"].shutdown()
         print()
-        for label in _requests(member, pay):
-            app_rate, bare_rate = statistics.median(rates[(label, "app")]), statistics.median(rates[(label, "bare")])
-            print(f"{label:<28} app {app_rate:8.1f} req/s   bare {bare_rate:8.1f} req/s   ratio {app_rate / bare_rate:.2f}x")
-        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        for label, pairs in runs.items():
+            figures = summarize(pairs["app"], pairs["bare"])
+            print(f"{label:<28} app {figures.app or 0:8.1f} req/s   bare {figures.bare or 0:8.1f} req/s   ratio {figures.ratio or 0:.2f}x")
+        print(f"load average at the end: {load_average()}")
 
 
-def _requests(member: dict[str, str], pay: dict[str, Any]) -> dict[str, tuple[str, str, dict[str, str], bytes]]:
-    """Each path's request, notifications signed now (WeChat's five minutes of skew)."""
-    requests_ = {"GET /api/v1/me": ("GET", ME, member, b"")}
+def _requests(member: dict[str, str], pay: dict[str, Any]) -> dict[str, bytes]:
+    """Each path's request as wrk sends it, notifications signed now (WeChat's five minutes of skew)."""
+    requests_ = {"GET /api/v1/me": raw_request("GET", ME, member)}
     for api in ("v2", "v3"):
         headers, body = pay["state"].build_pay_notification(pay["numbers"][api])
-        requests_[f"{api} notification, replayed"] = ("POST", V2_NOTIFY if api == "v2" else V3_NOTIFY, headers, body)
-    requests_["POST posters, cached"] = ("POST", POSTERS, member | {"Content-Type": "application/json"}, b"{}")
+        requests_[f"{api} notification, replayed"] = raw_request("POST", V2_NOTIFY if api == "v2" else V3_NOTIFY, dict(headers), body)
+    requests_["POST posters, cached"] = raw_request("POST", POSTERS, member | {"Content-Type": "application/json"}, b"{}")
     return requests_
 
 

@@ -1,10 +1,11 @@
 """How fast the app takes WeChat Pay v3 notifications, next to a bare Flask endpoint served the same way.
 
-Both run under gunicorn (``-w 2 --threads 4`` by default) on loopback. The app gets a
-temporary SQLite database (or ``--database-url``), N distinct unpaid orders, and N valid
-v3 notifications signed and encrypted by the sandbox's merchant keys; each must pay its
-order. The bare endpoint reads the same bodies and answers 204. A thread pool posts them
-with ``requests`` and the script prints throughput, p50 and p99 of both, and the ratios.
+Both run under gunicorn (gunicorn.conf.py, ``-w 2 --threads 4`` by default) on loopback, started
+by ``servers.py``; the bare endpoint is ``bare.py``. The app gets a temporary SQLite database (or
+``--database-url``), N distinct unpaid orders, and N valid v3 notifications signed and encrypted by
+the sandbox's merchant keys; each must pay its order. The bare endpoint reads the same bodies and
+answers 204. A thread pool posts them with ``requests`` and the script prints throughput, p50 and
+p99 of both, and the ratios.
 
     .venv/bin/python bench/notify_bench.py [--count 2000] [--concurrency 16] [--workers 2] [--threads 4] [--setting KEY=VALUE]
 
@@ -22,11 +23,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import os
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,77 +37,13 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from flask import Flask, Response, request  # noqa: E402
+from servers import Servers, bench_env, config_from, load_average, percentile  # noqa: E402
 
 #: A run never takes longer than this, whatever the machine.
 DEADLINE_SECONDS = 600
-STARTUP_SECONDS = 60
 WARMUP = 50
-
-
-def bare_app() -> Flask:
-    """The comparison: Flask reading the notification and answering 204, nothing else."""
-    app = Flask("bare")
-
-    @app.post("/wechat/pay/v3/notify")
-    def notify() -> Response:
-        request.get_data()
-        return Response(status=204)
-
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return Response("ok")
-
-    return app
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Gunicorn:
-    """A gunicorn this script started, stopped by its own process handle only."""
-
-    def __init__(self, target: str, *, env: dict[str, str], workers: int, threads: int, log: Path, pythonpath: Path | None = None) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        command = [str(Path(sys.executable).with_name("gunicorn")), "-w", str(workers), "--threads", str(threads), "-b", f"127.0.0.1:{self.port}", "--log-level", "warning"]
-        if pythonpath is not None:
-            command += ["--pythonpath", str(pythonpath)]
-        self._log = log.open("wb")
-        self.process = subprocess.Popen(command + [target], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self._log.name}")
-            try:
-                if requests.get(self.base + "/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn did not answer within {STARTUP_SECONDS}s; see {self._log.name}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self._log.close()
 
 
 def fire(base: str, batch: list[tuple[dict[str, str], bytes]], concurrency: int, deadline: float) -> tuple[list[float], float, list[int]]:
@@ -317,23 +251,17 @@ class QueueSampler:
         return max([s[3] for s in self.samples if s[0] <= t] or [0])
 
 
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def run_sustained(args: argparse.Namespace, config: Any, env: dict[str, str], tmp: str, settings: dict[str, str]) -> None:
     """The sustained mode: bare and app each posted for ``args.sustain`` seconds; the queue sampled meanwhile."""
     count = max(100, min(args.count, 50_000))
     print(f"preparing {count} orders of invited buyers (database: {config.DATABASE_URL.split('@')[-1]}) ...")
     numbers = prepare_invited(config, count, settings)
     env = env | {"JOB_DRAINERS": str(args.job_drainers), "JOB_BACKPRESSURE": "0" if args.no_backpressure else "1"}
-    app_server = Gunicorn("server:create_app()", env=env, workers=args.workers, threads=args.threads, log=Path(tmp) / "app.log")
-    bare_server = Gunicorn("notify_bench:bare_app()", env=env, workers=args.workers, threads=args.threads, log=Path(tmp) / "bare.log", pythonpath=ROOT / "bench")
     sampler = QueueSampler(config.DATABASE_URL, args.sample)
     rewarded_before = sampler.read()[2]
+    servers = Servers.start(env, workers=args.workers, threads=args.threads, workdir=Path(tmp))
+    app_server, bare_server = servers.app, servers.bare
     try:
-        app_server.wait_ready()
-        bare_server.wait_ready()
         # Signed just before sending: WeChat's notifications (and our check) allow five minutes of skew.
         batch = list(notifications(config, numbers))
         print(f"gunicorn -w {args.workers} --threads {args.threads} on loopback, {args.job_drainers} job drainer(s) a worker, back-pressure {'off' if args.no_backpressure else 'on'}; concurrency {args.concurrency}; {args.sustain:.0f} s each; load average {load_average()}")
@@ -351,8 +279,7 @@ def run_sustained(args: argparse.Namespace, config: Any, env: dict[str, str], tm
             time.sleep(args.sample)
         sampler.stop()
     finally:
-        app_server.stop()
-        bare_server.stop()
+        servers.stop()
 
     bare = summarize("bare Flask endpoint", bare_ms, bare_s)
     app = summarize("app: verify + pay the order", app_ms, app_s)
@@ -405,39 +332,18 @@ def main() -> None:
     count = max(10, min(args.count, 20_000))
     deadline = time.monotonic() + DEADLINE_SECONDS
 
-    from server.config import Config
-
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("WECHAT_", "DATABASE_URL", "REDIS_URL"))}
-        env |= {
-            "DATABASE_URL": args.database_url or f"sqlite:///{tmp}/bench.db",
-            "APP_ENV": "development",
-            "WECHAT_SANDBOX": "1",
-            "WECHAT_PAY_SANDBOX_KEY_DIR": f"{tmp}/keys",
-            "SECRET_KEY": "bench-only-secret",
-            "LOG_LEVEL": "WARNING",
-        }
-        if args.redis_url:
-            env["REDIS_URL"] = args.redis_url
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(env)
-        try:
-            config = Config()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        env = bench_env(tmp, args.database_url or f"sqlite:///{tmp}/bench.db", args.redis_url)
+        config = config_from(env)
         if args.sustain:
             run_sustained(args, config, env, tmp, settings)
             return
 
         print(f"preparing {count + WARMUP} orders and notifications (database: {config.DATABASE_URL.split('@')[-1]}) ...")
         numbers = prepare(config, count + WARMUP, settings)
-        app_server = Gunicorn("server:create_app()", env=env, workers=args.workers, threads=args.threads, log=Path(tmp) / "app.log")
-        bare_server = Gunicorn("notify_bench:bare_app()", env=env, workers=args.workers, threads=args.threads, log=Path(tmp) / "bare.log", pythonpath=ROOT / "bench")
+        servers = Servers.start(env, workers=args.workers, threads=args.threads, workdir=Path(tmp))
+        app_server, bare_server = servers.app, servers.bare
         try:
-            app_server.wait_ready()
-            bare_server.wait_ready()
             # Signed just before sending: WeChat's notifications (and our check) allow five minutes of skew.
             batch = list(notifications(config, numbers))
             warm, measured = batch[:WARMUP], batch[WARMUP:]
@@ -447,8 +353,7 @@ def main() -> None:
             bare_ms, bare_s, bare_status = fire(bare_server.base, measured, args.concurrency, deadline)
             app_ms, app_s, app_status = fire(app_server.base, measured, args.concurrency, deadline)
         finally:
-            app_server.stop()
-            bare_server.stop()
+            servers.stop()
 
         bare = summarize("bare Flask endpoint", bare_ms, bare_s)
         app = summarize("app: verify + pay the order", app_ms, app_s)

@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
-import secrets
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,15 +37,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 import requests  # noqa: E402
 from flask import Flask  # noqa: E402
 
-#: wrk's load: the issue's 16 connections from 2 threads.
-CONNECTIONS = 16
-WRK_THREADS = 2
-STARTUP_SECONDS = 60
+from servers import (  # noqa: E402
+    CONNECTIONS, WRK_MISSING, WRK_THREADS, Servers, Wrk, bench_env, config_from, fresh_database, interleaved, load1, median,
+    percentile, raw_request, summarize,
+)
+
 #: How long the points work may take to catch up after a round of fresh notifications.
 DRAIN_SECONDS = 20
 #: ledger-check runs once a round, but no new run starts after this long.
 LEDGER_CHECK_SECONDS = 30
-WRK_MISSING = "wrk is not installed: sudo apt-get install wrk (Debian, Ubuntu) or brew install wrk (macOS)"
 ME = "/api/v1/me"
 TEAM = "/api/v1/referral/team"
 POSTERS = "/api/v1/referral/posters"
@@ -79,33 +75,6 @@ class Row:
     backlog: int | None = None
 
 
-@dataclass
-class Wrk:
-    """One wrk run: requests answered per second, latency percentiles, errors and what the Lua script sent."""
-
-    rate: float
-    p50: float
-    p99: float
-    requests: int
-    errors: int
-    sent: int
-    load: float
-
-
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
-def load1() -> float:
-    return os.getloadavg()[0]
-
-
 # -- cases ---------------------------------------------------------------------------------------------
 
 
@@ -132,142 +101,6 @@ def case(name: str, *, smoke: bool = False, prepare: Callable[[Bench], Any] | No
         return fn
 
     return register
-
-
-# -- servers -------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Gunicorn:
-    """A gunicorn this script started (gunicorn.conf.py, with the given workers and threads), stopped by its own handle."""
-
-    def __init__(self, target: str, *, env: dict[str, str], workers: int, threads: int, log: Path, pythonpath: Path | None = None) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        command = [
-            str(Path(sys.executable).with_name("gunicorn")), "-c", str(ROOT / "gunicorn.conf.py"),
-            "-w", str(workers), "--threads", str(threads), "-b", f"127.0.0.1:{self.port}",
-            # No worker is replaced in the middle of a measurement.
-            "--max-requests", "0", "--log-level", "warning",
-        ]
-        if pythonpath is not None:
-            command += ["--pythonpath", str(pythonpath)]
-        self.log = log
-        self._log = log.open("wb")
-        self.process = subprocess.Popen(command + [target], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                if requests.get(self.base + "/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn did not answer within {STARTUP_SECONDS}s; see {self.log}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self._log.close()
-
-
-# -- wrk -----------------------------------------------------------------------------------------------
-
-#: Reads the prepared requests (``<length>\n<raw HTTP request>`` after one another), gives each wrk thread
-#: every n-th one, sends them in turn (starting over at the end), and prints the figures as JSON.
-WRK_SCRIPT = """
-local FILE = %(file)s
-local THREADS = %(threads)d
-local threads = {}
-local count = 0
-
-function setup(thread)
-  thread:set("tid", count)
-  count = count + 1
-  table.insert(threads, thread)
-end
-
-function init(args)
-  pool = {}
-  local f = assert(io.open(FILE, "rb"))
-  local data = f:read("*a")
-  f:close()
-  local pos, i = 1, 0
-  while pos <= #data do
-    local nl = data:find("\\n", pos, true)
-    local len = tonumber(data:sub(pos, nl - 1))
-    if i %% THREADS == tid then pool[#pool + 1] = data:sub(nl + 1, nl + len) end
-    pos = nl + 1 + len
-    i = i + 1
-  end
-  sent = 0
-end
-
-function request()
-  sent = sent + 1
-  return pool[(sent - 1) %% #pool + 1]
-end
-
-function done(summary, latency, requests)
-  local total = 0
-  for _, thread in ipairs(threads) do total = total + (thread:get("sent") or 0) end
-  local e = summary.errors
-  io.write(string.format('WRK {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, "errors": %%d, "sent": %%d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout, total))
-end
-"""
-
-
-def raw_request(method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
-    """The HTTP/1.1 request wrk sends as it is."""
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
-    lines += [f"{name}: {value}" for name, value in (headers or {}).items() if name.lower() not in ("host", "content-length")]
-    if method != "GET" or body:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def run_wrk(base: str, batch: list[bytes], duration: float, workdir: Path) -> Wrk:
-    """wrk on ``base`` for ``duration`` seconds, sending the requests of ``batch`` in turn."""
-    if not batch:
-        raise ValueError("nothing to send")
-    while len(batch) < WRK_THREADS:
-        batch = batch + batch
-    requests_file = workdir / f"requests-{secrets.token_hex(4)}.bin"
-    with requests_file.open("wb") as out:
-        for item in batch:
-            out.write(b"%d\n" % len(item) + item)
-    script = workdir / (requests_file.stem + ".lua")
-    script.write_text(WRK_SCRIPT % {"file": json.dumps(str(requests_file)), "threads": WRK_THREADS})
-    command = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(script), base]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 120, check=False)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK ")), None)
-    requests_file.unlink()
-    script.unlink()
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-1000:]} {done.stderr[-1000:]}")
-    figures = json.loads(line[4:])
-    seconds = figures["duration_us"] / 1e6
-    answered = figures["requests"] - figures["errors"]
-    return Wrk(
-        rate=answered / seconds, p50=figures["p50_us"] / 1000, p99=figures["p99_us"] / 1000,
-        requests=figures["requests"], errors=figures["errors"], sent=figures["sent"], load=load1(),
-    )
 
 
 # -- the run -------------------------------------------------------------------------------------------
@@ -302,8 +135,7 @@ class Bench:
     flask: Flask
     cache: dict[str, Any] = field(default_factory=dict)
     #: The app and the baseline under gunicorn, once the data is prepared.
-    app: Gunicorn = field(init=False)
-    bare: Gunicorn = field(init=False)
+    servers: Servers = field(init=False)
 
     # -- helpers the cases share
 
@@ -350,41 +182,14 @@ class Bench:
 
     def interleaved(self, app_batch: Callable[[int], list[bytes]], bare_batch: Callable[[int], list[bytes]] | None = None,
                     after_app: Callable[[int, Wrk, float], bool] | None = None) -> tuple[list[Wrk], list[Wrk]]:
-        """Each round: the baseline then the app (the other way round every second round). ``after_app`` may
-        refuse the app's run (say, it ran out of fresh requests): the round is run again, at most twice more."""
-        apps: list[Wrk] = []
-        bares: list[Wrk] = []
-        for n in range(self.rounds):
-            for attempt in range(3):
-                batch = app_batch(n)
-                bare = bare_batch(n) if bare_batch else batch
-                kept = True
-                pair: dict[str, Wrk] = {}
-                for target in (("bare", "app") if n % 2 == 0 else ("app", "bare")):
-                    if target == "bare":
-                        pair["bare"] = run_wrk(self.bare.base, bare, self.duration, self.workdir)
-                    else:
-                        started = time.monotonic()
-                        pair["app"] = run_wrk(self.app.base, batch, self.duration, self.workdir)
-                        if after_app is not None:
-                            kept = after_app(n, pair["app"], started)
-                if kept or attempt == 2:
-                    apps.append(pair["app"])
-                    bares.append(pair["bare"])
-                    break
-        return apps, bares
+        """``--rounds`` interleaved rounds of ``--duration`` seconds against the baseline (``servers.interleaved``)."""
+        return interleaved(self.servers, self.rounds, self.duration, self.workdir, app_batch, bare_batch, after_app)
 
     def http_row(self, path: str, target: str, apps: list[Wrk], bares: list[Wrk], note: str = "") -> Row:
-        errors = sum(w.errors for w in apps)
-        if errors:
-            note = (note + "; " if note else "") + f"{errors} app requests failed (non-2xx or socket errors)"
-        return Row(
-            path=path, target=target,
-            app=median([w.rate for w in apps]), bare=median([w.rate for w in bares]),
-            ratio=median([a.rate / b.rate for a, b in zip(apps, bares) if b.rate]),
-            p50=median([w.p50 for w in apps]), p99=median([w.p99 for w in apps]),
-            load=median([w.load for w in apps + bares]), note=note,
-        )
+        found = summarize(apps, bares)
+        if found.errors:
+            note = (note + "; " if note else "") + f"{found.errors} app requests failed (non-2xx or socket errors)"
+        return Row(path=path, target=target, app=found.app, bare=found.bare, ratio=found.ratio, p50=found.p50, p99=found.p99, load=found.load, note=note)
 
 
 # -- the paths -----------------------------------------------------------------------------------------
@@ -569,7 +374,7 @@ def replayed_notification_case(bench: Bench) -> list[Row]:
     for item in orders.notifications(pool):
         head, body = item.split(b"\r\n\r\n", 1)
         headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[2:] if not line.startswith("Content-Length"))
-        assert requests.post(bench.app.base + NOTIFY, data=body, headers=headers, timeout=30).status_code == 204
+        assert requests.post(bench.servers.app.base + NOTIFY, data=body, headers=headers, timeout=30).status_code == 204
     orders.settle_paid(pool)
     apps, bares = bench.interleaved(lambda _: orders.notifications(pool))
     return [bench.http_row(f"POST {NOTIFY} (replayed)", "≥ 0.50×", apps, bares, f"{size} paid orders' notifications in turn")]
@@ -842,20 +647,6 @@ def cpu_model() -> str:
 # -- main ----------------------------------------------------------------------------------------------
 
 
-def fresh_database(url: str) -> str:
-    """Empty the database at ``url`` (every table it holds, whichever code made them) and describe it."""
-    from sqlalchemy import MetaData, create_engine, text
-
-    engine = create_engine(url)
-    found = MetaData()
-    found.reflect(engine)
-    found.drop_all(engine)
-    with engine.begin() as conn:
-        version = conn.execute(text("SELECT VERSION()")).scalar() if engine.dialect.name == "mysql" else f"SQLite {conn.execute(text('select sqlite_version()')).scalar()}"
-    engine.dispose()
-    return str(version)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"), help="emptied and migrated afresh (default: BENCH_DATABASE_URL, else a temporary SQLite file)")
@@ -890,29 +681,17 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
 
     from server import create_app, migrate
-    from server.config import Config
     from server.demo import seed_demo
     from wechat_sandbox import create_sandbox_app, pay_merchant_from_config, sandbox_apps_from_config, serve_in_thread
 
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
         workdir = Path(tmp)
         url = args.database_url or f"sqlite:///{tmp}/bench.db"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("WECHAT_", "DATABASE_URL", "REDIS_URL", "GUNICORN_", "WEB_CONCURRENCY", "PROMETHEUS_"))}
-        env |= {
-            "DATABASE_URL": url, "APP_ENV": "development", "WECHAT_SANDBOX": "1", "WECHAT_PAY_SANDBOX_KEY_DIR": f"{tmp}/keys",
-            "SECRET_KEY": "bench-only-secret", "LOG_LEVEL": "WARNING", "LOGIN_RATE_LIMIT": "1000000",
-            "MEDIA_DIR": f"{tmp}/media", "EXPORT_DIR": f"{tmp}/exports", "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads),
-        }
-        if args.redis_url:
-            env["REDIS_URL"] = args.redis_url
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(env)
-        try:
-            config = Config()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        env = bench_env(
+            tmp, url, args.redis_url, LOGIN_RATE_LIMIT="1000000", MEDIA_DIR=f"{tmp}/media", EXPORT_DIR=f"{tmp}/exports",
+            WEB_CONCURRENCY=str(workers), GUNICORN_THREADS=str(threads),
+        )
+        config = config_from(env)
         sandbox = serve_in_thread(create_sandbox_app(sandbox_apps_from_config(vars(config)), seed="bench", pay=pay_merchant_from_config(vars(config))))
         env |= {"WECHAT_API_BASE": sandbox.base_url, "WECHAT_PAY_API_BASE": sandbox.base_url}
         config.WECHAT_API_BASE = config.WECHAT_PAY_API_BASE = sandbox.base_url
@@ -938,10 +717,7 @@ def main(argv: list[str] | None = None) -> int:
             for chosen in selected:
                 if chosen.prepare is not None:
                     chosen.prepare(bench)
-            bench.app = Gunicorn("server:create_app()", env=env, workers=workers, threads=threads, log=workdir / "app.log")
-            bench.bare = Gunicorn("bare:create_app()", env=env, workers=workers, threads=threads, log=workdir / "bare.log", pythonpath=ROOT / "bench")
-            bench.app.wait_ready()
-            bench.bare.wait_ready()
+            bench.servers = Servers.start(env, workers=workers, threads=threads, workdir=workdir)
             print(f"gunicorn -w {workers} --threads {threads} (gthread) for the app and the bare Flask app; wrk -t{WRK_THREADS} -c{CONNECTIONS}, "
                   f"{rounds} rounds of {duration:g} s each, interleaved", flush=True)
             for chosen in selected:
@@ -953,11 +729,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {row.path}: {number(row.app, row.unit)}" + (f", bare {number(row.bare, 'req/s')}, {row.ratio:.2f}×" if row.ratio is not None else "")
                           + f" (load {row.load:.2f}, {time.monotonic() - began:.0f} s)", flush=True)
         finally:
-            for server in (getattr(bench, "app", None), getattr(bench, "bare", None)):
-                if server is not None:
-                    server.stop()
-                    if args.logs:
-                        Path(args.logs).mkdir(parents=True, exist_ok=True)
+            servers = getattr(bench, "servers", None)
+            if servers is not None:
+                servers.stop()
+                if args.logs:
+                    Path(args.logs).mkdir(parents=True, exist_ok=True)
+                    for server in (servers.app, servers.bare):
                         shutil.copy(server.log, Path(args.logs) / server.log.name)
             flask.extensions["db_engine"].dispose()
             sandbox.shutdown()

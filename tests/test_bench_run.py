@@ -1,4 +1,5 @@
-"""The benchmark entry point (bench/run.py) still runs: its smoke mode, on SQLite, end to end.
+"""The benchmark entry point (bench/run.py) still runs: its smoke mode, on SQLite, end to end; and the figures
+of the rounds it shares with the other benchmarks (bench/servers.py).
 
 The smoke run starts the app and the bare baseline under gunicorn and drives them with wrk, so it runs
 where both are installed and is skipped elsewhere.
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -21,11 +23,11 @@ GUNICORN = Path(sys.executable).with_name("gunicorn")
 
 
 
-def _bench_run() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+def _bench(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_run"] = module  # its dataclasses look their module up while they are built
+    sys.modules[f"bench_{name}"] = module  # its dataclasses look their module up while they are built
     spec.loader.exec_module(module)
     return module
 
@@ -64,7 +66,7 @@ def test_the_smoke_run_measures_every_path_against_its_baseline_and_writes_the_t
 
 
 def test_the_job_backlog_is_read_from_a_jobs_table_and_shown_only_when_there_is_one() -> None:
-    run = _bench_run()
+    run = _bench("run")
     engine = create_engine("sqlite://")
     bench = SimpleNamespace(flask=SimpleNamespace(extensions={"db_engine": engine}))
     assert run.queued_jobs(bench) is None
@@ -78,3 +80,28 @@ def test_the_job_backlog_is_read_from_a_jobs_table_and_shown_only_when_there_is_
     rows = [run.Row(path="points", target="t", app=5.0, unit="orders/s", backlog=3), run.Row(path="me", target="t")]
     cells = run.table(rows)
     assert cells[0][-1] == "jobs backlog" and cells[1][-1] == "3" and cells[2][-1] == ""
+
+
+def test_the_shared_rounds_give_the_median_of_each_rounds_ratio_and_the_apps_latencies() -> None:
+    servers = _bench("servers")
+
+    def wrk(rate: float, p50: float, load: float, errors: int = 0) -> Any:
+        return servers.Wrk(rate=rate, p50=p50, p99=p50 * 3, mean=p50, requests=int(rate), errors=errors, non_2xx=errors, sent=int(rate), load=load)
+
+    apps = [wrk(100, 10, 1.0), wrk(300, 30, 2.0, errors=4), wrk(200, 20, 3.0, errors=1)]
+    bares = [wrk(1000, 1, 4.0), wrk(1000, 2, 5.0), wrk(500, 3, 6.0)]
+    found = servers.summarize(apps, bares)
+    # The rounds' ratios are 0.1, 0.3 and 0.4: their median, not the ratio of the medians (200 / 1000).
+    assert found.ratio == pytest.approx(0.3)
+    assert (found.app, found.bare, found.p50, found.p99, found.errors) == (200, 1000, 20, 60, 5)
+    assert found.load == pytest.approx(3.5)
+    assert [servers.round_order(n) for n in range(3)] == [("bare", "app"), ("app", "bare"), ("bare", "app")]
+
+
+def test_a_prepared_request_is_sent_as_written_with_its_own_length() -> None:
+    servers = _bench("servers")
+    assert servers.raw_request("GET", "/api/v1/me", {"Authorization": "Bearer t", "Host": "example.com"}) == (
+        b"GET /api/v1/me HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer t\r\n\r\n"
+    )
+    posted = servers.raw_request("POST", "/n", {"Content-Type": "application/json", "Content-Length": "99"}, b"{}")
+    assert posted == b"POST /n HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
