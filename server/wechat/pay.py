@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -648,10 +649,18 @@ def rsa_verify(public_key: rsa.RSAPublicKey, message: bytes, signature: str) -> 
 
 def load_private_key(path: str | os.PathLike[str]) -> rsa.RSAPrivateKey:
     """The merchant's API private key (``apiclient_key.pem``)."""
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    key = _parse_private_key(Path(path).read_bytes())
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError(f"{path} is not an RSA private key")
     return key
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_private_key(pem: bytes) -> Any:
+    """A PEM private key, parsed once per process: checking an RSA key costs tens of milliseconds,
+    and every app built in the process (a worker's, each test's) loads the same file. A new file's
+    bytes are a new key."""
+    return serialization.load_pem_private_key(pem, password=None)
 
 
 def load_public_key(path: str | os.PathLike[str]) -> rsa.RSAPublicKey:

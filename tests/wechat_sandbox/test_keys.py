@@ -5,6 +5,8 @@ import stat
 import threading
 from pathlib import Path
 
+import pytest
+
 from server.wechat.pay import load_private_key, load_public_key
 from wechat_sandbox.keys import ensure_sandbox_keys
 
@@ -48,3 +50,18 @@ def test_a_key_directory_from_before_the_public_key_gets_its_pair_once_and_match
     for path in (keys.wechatpay_public_key_private, keys.wechatpay_public_key):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert sorted(p.name for p in directory.iterdir() if p.name.startswith(".")) == []  # nothing staged left behind
+
+
+def test_a_private_key_file_is_parsed_once_and_a_replaced_file_gives_the_new_key(tmp_path: Path) -> None:
+    keys = ensure_sandbox_keys(tmp_path / "sandbox-pay")
+    path = tmp_path / "apiclient_key.pem"
+    path.write_bytes(keys.merchant_private.read_bytes())
+    first = load_private_key(path)
+    assert load_private_key(path) is first
+    path.write_bytes(keys.platform_private.read_bytes())  # the merchant rotated its key
+    rotated = load_private_key(path)
+    assert rotated is not first
+    assert rotated.public_key().public_numbers() == load_public_key(keys.platform_public).public_numbers()
+    path.write_text("not a key")
+    with pytest.raises(ValueError):
+        load_private_key(path)
