@@ -17,6 +17,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, make_url, select, text
+from werkzeug.routing import Rule
 
 from server import create_app, migrate
 from server.config import TestingConfig
@@ -29,6 +30,30 @@ from wechat_sandbox import (
     sandbox_apps_from_config,
     serve_in_thread,
 )
+
+
+def _reuse_url_builders() -> None:
+    """Build each URL rule's builder once per process instead of once per app.
+
+    Werkzeug generates and compiles two small functions for every rule an app registers (most of
+    what building the app costs), and a test run builds an app for nearly every test. A builder is
+    a function of the rule's text, its defaults and its parsed parts, called with the rule bound to
+    it, so rules alike in those share one.
+    """
+    compile_builder = Rule._compile_builder
+    builders: dict[tuple[Any, ...], Callable[..., tuple[str, str]]] = {}
+
+    def reused(self: Rule, append_unknown: bool = True) -> Callable[..., tuple[str, str]]:
+        key = (self.rule, repr(sorted((self.defaults or {}).items())), tuple(self._trace), append_unknown)
+        builder = builders.get(key)
+        if builder is None:
+            builder = builders[key] = compile_builder(self, append_unknown)
+        return builder
+
+    Rule._compile_builder = reused  # type: ignore[method-assign]
+
+
+_reuse_url_builders()
 
 
 @pytest.fixture(scope="session")
