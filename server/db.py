@@ -16,7 +16,7 @@ import enum
 import socket
 import ssl
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, cast
+from typing import Any, Callable, Iterator, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, has_app_context
 from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, String, create_engine, event, func, literal, select
@@ -27,6 +27,8 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 from sqlalchemy.pool import PoolResetState, StaticPool
 from sqlalchemy.types import TypeDecorator
+
+T = TypeVar("T")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -157,6 +159,24 @@ def rowcount(result: Result[Any]) -> int:
     """The rows an UPDATE or DELETE matched. ``Session.execute`` is typed to return a ``Result``; for
     these statements it is the ``CursorResult`` that carries the count."""
     return cast(CursorResult[Any], result).rowcount
+
+
+def per_transaction(sess: Session, name: str, load: Callable[[], T]) -> T:
+    """``load()``'s answer, kept in the session for its current transaction and loaded afresh in the next.
+
+    For what a unit of work reads again and again and cannot change under its own feet (the settings,
+    an account's id), so each is one statement per transaction, not one per use. Whoever changes such
+    rows in the transaction drops the name with ``sess.info.pop(name, None)``.
+    """
+    transaction = sess.get_transaction()
+    held = sess.info.get(name)
+    if held is not None and transaction is not None and held[0] is transaction:
+        return cast(T, held[1])
+    value = load()
+    transaction = sess.get_transaction()  # load() began it if nothing had yet
+    if transaction is not None:
+        sess.info[name] = (transaction, value)
+    return value
 
 
 def utcnow() -> datetime:

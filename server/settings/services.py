@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.accounts.services import record_audit
+from server.db import per_transaction
 from server.errors import NotFoundError, ValidationError
 from server.settings.models import Mutex, Setting
 
@@ -86,10 +87,18 @@ def spec_for(key: str) -> SettingSpec:
 
 
 def get_setting(sess: Session, key: str) -> Any:
-    """The merchant's value for ``key``, or its default."""
+    """The merchant's value for ``key``, or its default.
+
+    The stored settings are read once per transaction (most keys have no row, and a missing row is a
+    statement every time it is asked for); ``set_setting`` drops what was read.
+    """
     spec = spec_for(key)
-    row = sess.get(Setting, key)
-    return spec.default if row is None else row.value
+    stored = per_transaction(sess, _STORED, lambda: {row.key: row.value for row in sess.scalars(select(Setting))})
+    return stored.get(key, spec.default)
+
+
+#: The name ``get_setting`` keeps the transaction's stored settings under (``db.per_transaction``).
+_STORED = "settings.stored"
 
 
 def all_settings(sess: Session) -> dict[str, Any]:
@@ -113,6 +122,7 @@ def set_setting(sess: Session, key: str, value: Any, *, by: str) -> Any:
         row.value = parsed
         row.updated_by = by
     sess.flush()
+    sess.info.pop(_STORED, None)
     for follow in spec.after_change:
         follow(sess, parsed)
     return parsed
