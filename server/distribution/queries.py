@@ -38,10 +38,12 @@ def sharer_refusal(sess: Session, member_id: int | None) -> str | None:
     ``sharer_frozen`` for a frozen distributor, None for an active member or distributor."""
     if member_id is None:
         return "sharer_disabled"
-    member_status = sess.scalar(select(Member.status).where(Member.id == member_id))
-    if member_status != MemberStatus.active:
+    found = sess.execute(
+        select(Member.status, Distributor.status).outerjoin(Distributor, Distributor.member_id == Member.id).where(Member.id == member_id)
+    ).first()
+    if found is None or found[0] != MemberStatus.active:
         return "sharer_disabled"
-    status = sess.scalar(select(Distributor.status).where(Distributor.member_id == member_id))
+    status = found[1]
     if status == Status.frozen:
         return "sharer_frozen"
     if status == Status.disabled:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.db import utcnow
+from server.db import per_transaction, utcnow
 from server.notifications.fields import amount_value, points_value, time_value
 from server.notifications.models import NotifyEvent
 from server.notifications.services import queue_message, queue_messages, record_follow
@@ -26,8 +26,10 @@ TIERS = {1: "一级推广员", 2: "二级推广员"}
 
 
 def _product(sess: Session, order_id: int) -> str:
-    """The order's first item, and how many others there are."""
-    titles = list(sess.scalars(select(OrderItem.title).where(OrderItem.order_id == order_id).order_by(OrderItem.id)))
+    """The order's first item, and how many others there are (read once per transaction: an order's two rewards ask twice)."""
+    titles = per_transaction(
+        sess, f"notifications.titles.{order_id}", lambda: list(sess.scalars(select(OrderItem.title).where(OrderItem.order_id == order_id).order_by(OrderItem.id)))
+    )
     if not titles:
         return "订单"
     return titles[0] + (f"等{len(titles)}件" if len(titles) > 1 else "")

@@ -26,11 +26,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.db import rowcount
+from server.db import per_transaction, rowcount
 from server.points.errors import InsufficientPointsError, LedgerError
 from server.points.models import (
     MEMBER_KINDS,
@@ -52,17 +52,26 @@ def account(sess: Session, member_id: int | None, kind: AccountKind) -> Account:
     """A member's (or, with None, the merchant's) account of ``kind``, opened on first use."""
     if (member_id is None) == (kind in MEMBER_KINDS):
         raise LedgerError(f"{kind.value} is not a {'merchant' if member_id is None else 'member'} account")
+    known = _known_accounts(sess)
+    held = known.get((member_id, kind))
+    if held is not None and inspect(held).persistent:
+        return held  # read in this transaction already (not if a savepoint that opened it was rolled back since)
     stmt = select(Account).where(Account.kind == kind, Account.member_id.is_(None) if member_id is None else Account.member_id == member_id)
     found = sess.scalar(stmt)
-    if found is not None:
-        return found
-    try:
-        with sess.begin_nested():
-            found = Account(member_id=member_id, kind=kind, balance=0)
-            sess.add(found)
-    except IntegrityError:
-        found = sess.scalars(stmt).one()
+    if found is None:
+        try:
+            with sess.begin_nested():
+                found = Account(member_id=member_id, kind=kind, balance=0)
+                sess.add(found)
+        except IntegrityError:
+            found = sess.scalars(stmt).one()
+    known[(member_id, kind)] = found
     return found
+
+
+def _known_accounts(sess: Session) -> dict[tuple[int | None, AccountKind], Account]:
+    """The accounts this transaction has read, by (member, kind): an account, once opened, is never removed."""
+    return per_transaction(sess, "ledger.accounts", dict)
 
 
 def locking(*columns: Any, member_ids: Iterable[int], kinds: Iterable[AccountKind] = LOCK_ORDER) -> Select[Any]:
@@ -92,6 +101,7 @@ def lock_accounts(
         return {}
     stmt = locking(Account, member_ids=member_ids, kinds=kinds).execution_options(populate_existing=True)
     locked = {(acct.member_id, acct.kind): acct for acct in sess.scalars(stmt) if acct.member_id is not None}
+    _known_accounts(sess).update(locked)
     if open_missing:
         for member_id in member_ids:
             for kind in kinds:
@@ -131,9 +141,7 @@ def post(
     legs = [(acct, amount) for acct, amount in legs if amount != 0]
     if sum(amount for _, amount in legs) != 0:
         raise LedgerError(f"transaction {key} does not balance")
-    existing = find(sess, key)
-    if existing is not None:
-        return Posted(existing, False)
+    # No look for the key first: a key is new nearly always, and a repeat is caught by its unique index.
     try:
         with sess.begin_nested():
             tx = LedgerTransaction(
@@ -162,7 +170,7 @@ def post(
         return Posted(existing, False)
     for acct, _ in legs:
         if acct.kind not in MERCHANT_KINDS:
-            sess.refresh(acct)
+            sess.expire(acct, ["balance"])  # moved in the database; read again if someone asks
     return Posted(tx, True)
 
 

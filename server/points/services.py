@@ -65,16 +65,24 @@ def credit_order_rewards(sess: Session, order: Order) -> list[OrderReward]:
     if not eligible(sess, order.inviter_id):
         # No level 1 means no level 2 either: the upline may never out-earn the inviter (guard 4).
         return []
-    created = []
+    payees = []
     for reward in rewards:
         member_id = order.inviter_id if reward.level == 1 else order.upline_id
-        if member_id is None or reward.amount <= 0 or not eligible(sess, member_id):
-            continue
+        if member_id is not None and reward.amount > 0 and (member_id == order.inviter_id or eligible(sess, member_id)):
+            payees.append((reward, member_id))
+    if not payees:
+        return []
+    issuance = _issuance(sess)
+    # Everything above only reads. The members' accounts are locked last, just before the first posting, so a
+    # member whom many orders reward (a popular sharer) is held for the postings and the commit, not the reads.
+    lock_order_members(sess, [order])
+    created = []
+    for reward, member_id in payees:
         posted = ledger.post(
             sess,
             key=f"order:{order.id}:L{reward.level}:reward",
             kind=TxKind.order_reward,
-            legs=[(_issuance(sess), -reward.amount), (ledger.account(sess, member_id, K.pending), reward.amount)],
+            legs=[(issuance, -reward.amount), (ledger.account(sess, member_id, K.pending), reward.amount)],
             reason=f"Order {order.out_trade_no}: {reward.rule} of ¥{order.total_fee / 100:.2f}",
             member_id=member_id,
             order_id=order.id,
@@ -214,8 +222,7 @@ def process_order(sess: Session, order: Order) -> None:
     the refund undid), mature. Safe to repeat."""
     if order.paid_at is None:
         return
-    lock_order_members(sess, [order])
-    credit_order_rewards(sess, order)
+    credit_order_rewards(sess, order)  # each step locks the members' accounts before its first posting
     if order.refunded_fee:
         reverse_order_rewards(sess, order)
         if order.inviter_id is not None:
