@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy.event
 from sqlalchemy import select
 
 from server import db
@@ -47,6 +48,26 @@ def test_default_then_changed(app):
         services.set_setting(sess, "demo_days", "30", by="cli")
         db.commit()
         assert services.get_setting(db.session(), "demo_days") == 30
+
+
+def test_settings_are_read_once_a_transaction_and_a_change_is_seen_at_once(app):
+    with app.app_context():
+        sess = db.session()
+        statements = []
+        sqlalchemy.event.listen(app.extensions["db_engine"], "before_cursor_execute", lambda *args: statements.append(args[2]))
+        assert [services.get_setting(sess, key) for key in ("demo_days", "demo_mode", "demo_name", "demo_days")] == [7, "weekly", "shop", 7]
+        assert sum("FROM settings" in statement for statement in statements) == 1
+        services.set_setting(sess, "demo_days", "30", by="cli")
+        assert services.get_setting(sess, "demo_days") == 30  # in the transaction that changed it
+        db.commit()
+    with app.app_context():  # another unit of work changes it; the next transaction here reads the change
+        sess = db.session()
+        assert services.get_setting(sess, "demo_mode") == "weekly"
+        db.commit()
+        with app.app_context():
+            services.set_setting(db.session(), "demo_mode", "monthly", by="cli")
+            db.commit()
+        assert services.get_setting(sess, "demo_mode") == "monthly"
 
 
 def test_admin_api_owner_changes_others_read(client, staff_login):
