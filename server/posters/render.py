@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import qrcode
 import qrcode.constants
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageOps
 
 FONT_PATH = Path(__file__).resolve().parent / "fonts" / "wqy-microhei.ttc"
 
@@ -84,6 +84,11 @@ DEFAULT_LAYOUT: dict[str, dict[str, Any]] = {
 DRAW_ORDER = ("header", "headline", "body", "card", "avatar", "nickname", "title", "subtitle", "code", "caption")
 #: The leading elements that show only the template: drawn once per design and copied for each poster.
 TEMPLATE_ELEMENTS = DRAW_ORDER[:4]
+#: What shows the content (the same on every poster of a design and content), and what shows the member.
+CONTENT_ELEMENTS = ("title", "subtitle", "caption")
+MEMBER_ELEMENTS = ("avatar", "nickname", "code")
+#: Contents whose drawn text a design keeps.
+CONTENT_CACHE_SIZE = 8
 
 _INT_FIELDS = frozenset({"x", "y", "w", "h", "size", "max_lines", "radius"})
 _BOOL_FIELDS = frozenset({"bold", "show"})
@@ -532,6 +537,9 @@ class _Design:
     base: Image.Image
     #: The last poster encoded with this design, whose bands the next one may reuse.
     last: _Encoded | None = None
+    #: Per content (title, subtitle, caption): its drawn text as pieces to paste, or None where a
+    #: member's element may touch it (then everything is drawn in DRAW_ORDER).
+    content: OrderedDict[tuple[str, str, str], tuple[tuple[tuple[int, int], Image.Image], ...] | None] = field(default_factory=OrderedDict)
 
 
 _designs: OrderedDict[tuple[Any, ...], _Design] = OrderedDict()
@@ -600,6 +608,49 @@ def _check_spec(spec: PosterSpec) -> None:
         raise LayoutError([{"field": "background_color", "error": "must be a colour like #F6F6F6"}])
 
 
+def _member_area(box: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    """Where a member's element may draw: its square, or its text box with a text size of room around."""
+    if "w" in box:
+        room = box["size"]
+        return box["x"] - room, box["y"] - room, box["x"] + box["w"] + room, box["y"] + box["h"] + room
+    return box["x"], box["y"], box["x"] + box["size"], box["y"] + box["size"]
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _content_pieces(
+    spec: PosterSpec, design: _Design, texts: Mapping[str, str]
+) -> tuple[tuple[tuple[int, int], Image.Image], ...] | None:
+    """The content's text drawn on the design once, as the pieces of canvas it changed.
+
+    Pasted before the member's elements instead of drawn after some of them: the same pixels, since
+    no piece lies where a member's element may draw (else None, and the poster is drawn in order).
+    """
+    key = (texts["title"], texts["subtitle"], texts["caption"])
+    with _designs_guard:
+        if key in design.content:
+            design.content.move_to_end(key)
+            return design.content[key]
+    canvas = design.base.copy()
+    draw = ImageDraw.Draw(canvas)
+    areas = [_member_area(design.layout[m]) for m in MEMBER_ELEMENTS if design.layout[m].get("show", True)]
+    boxes: list[tuple[int, int, int, int]] = []
+    for element in CONTENT_ELEMENTS:
+        before = canvas.copy()
+        _draw_element(canvas, draw, spec, design.layout[element], element, texts)
+        changed = ImageChops.difference(before, canvas).getbbox()
+        if changed is not None:
+            boxes.append(changed)
+    pieces = None if any(_overlap(box, area) for box in boxes for area in areas) else tuple((box[:2], canvas.crop(box)) for box in boxes)
+    with _designs_guard:
+        design.content[key] = pieces
+        while len(design.content) > CONTENT_CACHE_SIZE:
+            design.content.popitem(last=False)
+    return pieces
+
+
 def _draw(spec: PosterSpec, design: _Design) -> Image.Image:
     canvas = design.base.copy()
     draw = ImageDraw.Draw(canvas)
@@ -612,7 +663,14 @@ def _draw(spec: PosterSpec, design: _Design) -> Image.Image:
         "subtitle": spec.subtitle,
         "caption": caption,
     }
-    for element in DRAW_ORDER[len(TEMPLATE_ELEMENTS):]:
+    pieces = _content_pieces(spec, design, texts)
+    if pieces is None:
+        elements = DRAW_ORDER[len(TEMPLATE_ELEMENTS):]
+    else:
+        for xy, piece in pieces:
+            canvas.paste(piece, xy)
+        elements = tuple(e for e in DRAW_ORDER if e in MEMBER_ELEMENTS)
+    for element in elements:
         _draw_element(canvas, draw, spec, design.layout[element], element, texts)
     return canvas
 

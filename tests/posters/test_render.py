@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 import zxingcpp
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from server.config import ROOT
 from server.posters import render
@@ -242,3 +242,36 @@ def test_adler32_combine_matches_zlib():
     for first, second in ((b"", b""), (b"abc", b"defgh"), (bytes(range(256)) * 300, b"\xff" * 70000), (b"x" * 65521, b"y" * 65522)):
         assert render.adler32_combine(zlib.adler32(first), zlib.adler32(second), len(second)) == zlib.adler32(first + second)
 
+
+
+def _drawn_in_order(spec: render.PosterSpec) -> bytes:
+    """Every element drawn onto the canvas in DRAW_ORDER, as before the design and content were kept."""
+    layout = render.resolve_layout(spec.layout, spec.width, spec.height)
+    canvas = Image.new("RGB", (spec.width, spec.height), spec.background_color)
+    name = render.drawable(spec.nickname) or render.FALLBACK_NAME
+    caption = render.MINIPROGRAM_CAPTION if spec.code_png else render.QR_CAPTION
+    texts = {"headline": spec.headline, "body": spec.body_text, "name": name, "nickname": name + render.INVITE_SUFFIX,
+             "title": spec.title, "subtitle": spec.subtitle, "caption": caption}
+    draw = ImageDraw.Draw(canvas)
+    for element in render.DRAW_ORDER:
+        render._draw_element(canvas, draw, spec, layout[element], element, texts)
+    return canvas.tobytes()
+
+
+@pytest.mark.parametrize(
+    "layout, pasted",
+    [
+        ({}, True),
+        ({"title": {"y": 500}}, False),  # the title runs over the avatar
+        ({"code": {"x": 60, "y": 600, "size": 200}}, False),  # the code covers the title
+        ({"caption": {"y": 1000}}, False),  # the caption sits on the code
+        ({"subtitle": {"x": 300, "y": 900, "w": 400}}, False),
+    ],
+)
+def test_content_drawn_once_and_pasted_gives_the_pixels_of_drawing_in_order(layout, pasted):
+    for n, nickname in enumerate(["爱丽丝", "Bob", "很长很长的昵称很长很长的昵称很长很长的昵称"]):
+        spec = render.PosterSpec(code_png=render_code(f"AbCdEfGhIjKlMn{n:02d}", 300), nickname=nickname, layout=layout,
+                                 headline="好物分享", title="我发现了一家好店，推荐给你" * 3, subtitle="限时特惠 ¥39.9")
+        assert _decode(render.render_poster(spec)).tobytes() == _drawn_in_order(spec)
+    design = render._design(spec)
+    assert (design.content[(spec.title, spec.subtitle, render.MINIPROGRAM_CAPTION)] is not None) is pasted
