@@ -27,10 +27,10 @@ def team(member: Member) -> Any:
     name, title, level = next((entry for entry in LEVELS if entry[0] == level_arg), LEVELS[0])
     pager = Pager(page_arg(), 0)
     rows, total = referral.team_page(sess, member.id, level, pager.offset, pager.size)
-    stats = referral.attributed_sales(sess, [m.id for m, _ in rows])
+    stats = referral.attributed_sales(sess, [m.id for m in rows])
     people = [
-        {"nickname": security.mask(m.nickname), "avatar_url": m.avatar_url, "bound_at": b.bound_at, "orders": stats[m.id].orders, "amount_fen": stats[m.id].amount_fen}
-        for m, b in rows
+        {"nickname": security.mask(m.nickname), "avatar_url": m.avatar_url, "bound_at": m.bound_at, "orders": stats[m.id].orders, "amount_fen": stats[m.id].amount_fen}
+        for m in rows
     ]
     distributor = distribution.distributor_of(sess, member.id)
     return page(

@@ -28,7 +28,7 @@ from flask import current_app
 from requests.adapters import HTTPAdapter
 from sqlalchemy import and_, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from server import cache
 from server.accounts import (
@@ -229,8 +229,12 @@ _CACHED_DEFAULT_POSTER = (
 )
 
 
+#: A poster about to be drawn needs the background too: read with the template, not after it.
+_CURRENT_DEFAULT_TO_DRAW = _CURRENT_DEFAULT.options(undefer(PosterTemplate.background_image))
+
+
 def _current_default(sess: Session) -> PosterTemplate | None:
-    return sess.scalars(_CURRENT_DEFAULT).first()
+    return sess.scalars(_CURRENT_DEFAULT_TO_DRAW).first()
 
 
 def member_templates(sess: Session, member_id: int) -> list[PosterTemplate]:
@@ -246,7 +250,10 @@ def member_templates(sess: Session, member_id: int) -> list[PosterTemplate]:
 
 def template_for_member(sess: Session, member_id: int, template_id: int) -> PosterTemplate:
     """A template the member may use; 404 if it does not exist, is inactive or is not for them."""
-    template = sess.get(PosterTemplate, template_id) if 1 <= template_id <= MAX_ROW_ID else None
+    template = (
+        sess.get(PosterTemplate, template_id, options=[undefer(PosterTemplate.background_image)])
+        if 1 <= template_id <= MAX_ROW_ID else None
+    )
     if template is None or not template.active or template.audience not in visible_audiences(sess, member_id):
         raise TemplateNotFoundError()
     return template
@@ -481,6 +488,7 @@ def get_poster(
     variant = variant_for(channel)
     if variant == "oa" and oa is None:
         raise ValueError("an official-account poster needs the official account")
+    looked = False
     if template_id is None and variant != "oa":
         # Most requests: the default template's poster, drawn before. Read with the template in one go;
         # the content is checked once a poster is found, so a request that finds none is refused (or
@@ -490,6 +498,9 @@ def get_poster(
             content = resolve_content(sess, content_type, content_id)
             if _still_works(sess, row[0], row[1], channel, None):
                 return Poster(row[0], row[1], row[2], content, cached=True)
+        # None for the current default's key (or a stale one, now forgotten): not worth asking again
+        # until the render lock is held.
+        looked = True
     if template_id is None:
         template = default_template(sess, locks=locks)
     else:
@@ -499,12 +510,12 @@ def get_poster(
     cache_variant = f"oa-{oa_expire_seconds}" if oa_expire_seconds else variant
     key = (member.id, template.id, template.version, content_key(content_type, content_id), cache_variant)
 
-    found = _cached_poster(sess, key, channel, oa_expire_seconds)
+    found = None if looked else _cached_poster(sess, key, channel, oa_expire_seconds)
     if found is not None:
         return Poster(found[0], found[1], template, content, cached=True)
     scene = scene_for_share(sess, member.id, channel, content_type, content_id)
     nickname, avatar_url = member.nickname, member.avatar_url
-    _ = template.background_image  # a deferred column, loaded now: after the commit it would open a transaction again
+    _ = template.background_image  # read with the template; else loaded now: after the commit it would open a transaction again
     # Nothing is held from here until the new row is added: not on the avatar host, not on WeChat.
     # (A commit, not a rollback, so the objects read so far stay loaded and are not read again.)
     commit_early()

@@ -239,12 +239,12 @@ def serialize_partner(partner: Partner) -> dict[str, Any]:
     }
 
 
-def _team_item(member: Member, binding: Binding, stats: services.SalesStats) -> dict[str, Any]:
+def _team_item(member: services.TeamMember, stats: services.SalesStats) -> dict[str, Any]:
     return {
         "id": member.id,
         "nickname": security.mask(member.nickname),
         "avatar_url": member.avatar_url,
-        "joined_at": binding.bound_at.isoformat(),
+        "joined_at": member.bound_at.isoformat(),
         "orders": stats.orders,
         "amount_fen": stats.amount_fen,
     }
@@ -305,11 +305,11 @@ def team() -> Any:
     for level, name in ((1, "direct"), (2, "indirect")):
         if query.level in (name, "all"):
             rows, total = services.team_page(sess, me, level, query.offset, query.page_size, after=after)
-            stats = services.attributed_sales(sess, [m.id for m, _ in rows])
-            data[name] = [_team_item(m, b, stats[m.id]) for m, b in rows]
+            stats = services.attributed_sales(sess, [m.id for m in rows])
+            data[name] = [_team_item(m, stats[m.id]) for m in rows]
             data[f"total_{name}"] = total
-            last = rows[-1][1] if len(rows) == query.page_size else None
-            data[f"next_{name}"] = services.TeamCursor(last.bound_at, last.member_id).encode() if last else None
+            last = rows[-1] if len(rows) == query.page_size else None
+            data[f"next_{name}"] = services.TeamCursor(last.bound_at, last.id).encode() if last else None
         else:
             data[name] = []
             data[f"total_{name}"] = None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select, update
+from sqlalchemy import Integer, bindparam, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from server import cache, events, security
@@ -643,32 +643,63 @@ class TeamCursor:
             return None
 
 
+@dataclass(frozen=True)
+class TeamMember:
+    """An invitee as the team lists show them."""
+
+    id: int
+    nickname: str
+    avatar_url: str
+    bound_at: datetime
+
+
+def _team_statements(column: Any) -> tuple[Any, Any, Any]:
+    """The team statements of one level, built once: the size, a page from a cursor, a page from an offset.
+
+    A page comes from the team index alone (a covering range scan: MariaDB reads 20 entries from the
+    cursor, or skips the offset's entries, without reading their members), then its members by primary
+    key, with the team's size (counted once, from the same index), in one statement.
+    """
+    counted = select(func.count()).select_from(Binding).where(column == bindparam("member_id"))
+    ids = select(Binding.member_id, Binding.bound_at).where(column == bindparam("member_id"))
+    newest_first = (Binding.bound_at.desc(), Binding.member_id.desc())
+    # The first condition is the index range; the second drops the cursor's own time's earlier ids.
+    after = ids.where(
+        Binding.bound_at <= bindparam("bound_at"), or_(Binding.bound_at < bindparam("bound_at"), Binding.member_id < bindparam("after_id"))
+    ).order_by(*newest_first).limit(bindparam("limit", type_=Integer))
+    at = ids.order_by(*newest_first).limit(bindparam("limit", type_=Integer)).offset(bindparam("offset", type_=Integer))
+
+    def page(of: Any) -> Any:
+        found = of.subquery()
+        return select(Member.id, Member.nickname, Member.avatar_url, found.c.bound_at, counted.scalar_subquery()).join(
+            found, found.c.member_id == Member.id
+        )
+
+    return counted, page(after), page(at)
+
+
+_TEAM = {1: _team_statements(Binding.inviter_id), 2: _team_statements(Binding.upline_id)}
+
+
 def team_page(
     sess: Session, member_id: int, level: int, offset: int, limit: int, *, after: TeamCursor | None = None
-) -> tuple[list[tuple[Member, Binding]], int]:
+) -> tuple[list[TeamMember], int]:
     """The member's direct (level 1) or indirect (level 2) invitees, newest binding first, and how many
     there are. Nothing deeper exists.
 
     ``after`` continues from a page's last invitee (keyset: the team index is read from there, however
     deep the page); without it, ``offset`` counts from the newest."""
-    column = Binding.inviter_id if level == 1 else Binding.upline_id
-    total = sess.scalar(select(func.count()).select_from(Binding).where(column == member_id)) or 0
-    # The page's member ids from the team index alone (a covering range scan: MariaDB reads 20 entries
-    # from the cursor instead of every row before it), then the bindings and members by primary key.
-    page = select(Binding.member_id).where(column == member_id)
+    counted, from_cursor, from_offset = _TEAM[1 if level == 1 else 2]
     if after is not None:
-        # The first condition is the index range; the second drops the cursor's own time's earlier ids.
-        page = page.where(
-            Binding.bound_at <= after.bound_at, or_(Binding.bound_at < after.bound_at, Binding.member_id < after.member_id)
-        )
+        params = {"member_id": member_id, "bound_at": after.bound_at, "after_id": after.member_id, "limit": limit}
+        rows = sess.execute(from_cursor, params).all()
     else:
-        page = page.offset(offset)
-    ids = sess.scalars(page.order_by(Binding.bound_at.desc(), Binding.member_id.desc()).limit(limit)).all()
-    if not ids:
-        return [], total
-    found = sess.execute(select(Member, Binding).join(Binding, Binding.member_id == Member.id).where(Binding.member_id.in_(ids))).all()
-    by_id = {binding.member_id: (member, binding) for member, binding in found}
-    return [by_id[i] for i in ids if i in by_id], total
+        rows = sess.execute(from_offset, {"member_id": member_id, "limit": limit, "offset": offset}).all()
+    if not rows:  # past the end, or no team: nothing carried the count
+        return [], sess.scalar(counted, {"member_id": member_id}) or 0
+    # The join's order is the database's to choose: put the page back in the team's order.
+    team = sorted((TeamMember(*row[:4]) for row in rows), key=lambda m: (m.bound_at, m.id), reverse=True)
+    return team, int(rows[0][4])
 
 
 @dataclass(frozen=True)

@@ -713,3 +713,28 @@ def test_a_new_default_template_or_version_is_drawn_anew_after_the_one_read(app,
     redrawn = request_poster(alice)
     assert redrawn["cached"] is False and redrawn["template_version"] == first["template_version"] + 1
     assert request_poster(alice)["cached"] is True
+
+
+def test_a_cold_poster_looks_for_itself_once_before_the_lock_and_reads_the_background_with_the_template(app, client, alice, ops, request_poster):
+    from sqlalchemy import event
+
+    response = client.patch(f"{TEMPLATES}/{request_poster(alice)['template_id']}", headers=ops,
+                            json={"background_image": base64.b64encode(png_bytes("#0000FF")).decode()})
+    assert response.status_code == 200, response.get_json()
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        sent.append(" ".join(sql.split()))
+
+    engine = app.extensions["db_engine"]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        drawn = request_poster(alice)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert drawn["cached"] is False
+    poster_reads = [s for s in sent if s.startswith("SELECT poster_images.id")]
+    # The cached-poster read, then once more under the render lock.
+    assert len(poster_reads) == 2, poster_reads
+    template_reads = [s for s in sent if s.startswith("SELECT") and "FROM poster_templates" in s and "poster_images" not in s]
+    assert len(template_reads) == 1 and "poster_templates.background_image" in template_reads[0], template_reads

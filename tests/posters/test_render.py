@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import pytest
 import zxingcpp
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from server.config import ROOT
 from server.posters import render
@@ -194,3 +195,83 @@ def test_decode_image_accepts_png_and_jpeg_only():
         render.decode_image(_png("#00FF00", fmt="GIF"))
     with pytest.raises(ValueError):
         render.decode_image(_png("#00FF00", (5000, 4000)))
+
+
+# -- the PNG writer -----------------------------------------------------------------------
+
+
+def _idat(png: bytes) -> bytes:
+    at = png.index(b"IDAT")
+    return png[at + 4 : at + 4 + int.from_bytes(png[at - 4 : at], "big")]
+
+
+@pytest.mark.parametrize("size", [(750, 1334), (601, 999), (750, 750)])
+def test_posters_encode_exactly_the_pixels_drawn_with_a_valid_zlib_stream(size):
+    specs = [
+        render.PosterSpec(qr_data=f"https://a.example/s/{n}", nickname=name, width=size[0], height=size[1], headline="好物分享")
+        for n, name in enumerate(["爱丽丝", "Bob", "Carol"])
+    ]
+    for spec in specs:  # the second and third reuse bands of the one before
+        png = render.render_poster(spec)
+        image = _decode(png)
+        assert image.format == "PNG" and image.mode == "RGB" and image.size == size
+        assert image.tobytes() == render.render_image(spec).tobytes()
+        rows = zlib.decompress(_idat(png))  # checks the Adler-32 over every band
+        assert len(rows) == size[1] * (size[0] * 3 + 1)
+
+
+def test_a_poster_reuses_the_bands_it_shares_with_the_designs_last_poster():
+    first = render.render_poster(render.PosterSpec(qr_data="https://a.example/s/one", nickname="爱丽丝"))
+    second = render.render_poster(render.PosterSpec(qr_data="https://a.example/s/two", nickname="Bob"))
+    header_rows = render.DEFAULT_LAYOUT["avatar"]["y"] // render.PNG_BAND_ROWS * render.PNG_BAND_ROWS
+    first_rows, second_rows = zlib.decompress(_idat(first)), zlib.decompress(_idat(second))
+    stride = 750 * 3 + 1
+    assert first_rows[: header_rows * stride] == second_rows[: header_rows * stride]
+    assert first_rows != second_rows
+    # The bands above the avatar are the same compressed bytes in both files.
+    assert _idat(first)[:200] == _idat(second)[:200]
+
+
+def test_a_changed_design_is_drawn_afresh():
+    before = _decode(render.render_poster(render.PosterSpec(qr_data="x", layout={"header": {"color": "#00FF00"}})))
+    after = _decode(render.render_poster(render.PosterSpec(qr_data="x", layout={"header": {"color": "#0000FF"}})))
+    assert before.getpixel((5, 5)) == (0, 255, 0) and after.getpixel((5, 5)) == (0, 0, 255)
+
+
+def test_adler32_combine_matches_zlib():
+    for first, second in ((b"", b""), (b"abc", b"defgh"), (bytes(range(256)) * 300, b"\xff" * 70000), (b"x" * 65521, b"y" * 65522)):
+        assert render.adler32_combine(zlib.adler32(first), zlib.adler32(second), len(second)) == zlib.adler32(first + second)
+
+
+
+def _drawn_in_order(spec: render.PosterSpec) -> bytes:
+    """Every element drawn onto the canvas in DRAW_ORDER, as before the design and content were kept."""
+    layout = render.resolve_layout(spec.layout, spec.width, spec.height)
+    canvas = Image.new("RGB", (spec.width, spec.height), spec.background_color)
+    name = render.drawable(spec.nickname) or render.FALLBACK_NAME
+    caption = render.MINIPROGRAM_CAPTION if spec.code_png else render.QR_CAPTION
+    texts = {"headline": spec.headline, "body": spec.body_text, "name": name, "nickname": name + render.INVITE_SUFFIX,
+             "title": spec.title, "subtitle": spec.subtitle, "caption": caption}
+    draw = ImageDraw.Draw(canvas)
+    for element in render.DRAW_ORDER:
+        render._draw_element(canvas, draw, spec, layout[element], element, texts)
+    return canvas.tobytes()
+
+
+@pytest.mark.parametrize(
+    "layout, pasted",
+    [
+        ({}, True),
+        ({"title": {"y": 500}}, False),  # the title runs over the avatar
+        ({"code": {"x": 60, "y": 600, "size": 200}}, False),  # the code covers the title
+        ({"caption": {"y": 1000}}, False),  # the caption sits on the code
+        ({"subtitle": {"x": 300, "y": 900, "w": 400}}, False),
+    ],
+)
+def test_content_drawn_once_and_pasted_gives_the_pixels_of_drawing_in_order(layout, pasted):
+    for n, nickname in enumerate(["爱丽丝", "Bob", "很长很长的昵称很长很长的昵称很长很长的昵称"]):
+        spec = render.PosterSpec(code_png=render_code(f"AbCdEfGhIjKlMn{n:02d}", 300), nickname=nickname, layout=layout,
+                                 headline="好物分享", title="我发现了一家好店，推荐给你" * 3, subtitle="限时特惠 ¥39.9")
+        assert _decode(render.render_poster(spec)).tobytes() == _drawn_in_order(spec)
+    design = render._design(spec)
+    assert (design.content[(spec.title, spec.subtitle, render.MINIPROGRAM_CAPTION)] is not None) is pasted

@@ -94,3 +94,24 @@ def test_a_cursor_continues_one_level_only(client, wx_login):
 def test_cursor_round_trips_to_the_microsecond():
     moment = db.utcnow().replace(microsecond=123_457)
     assert TeamCursor.decode(TeamCursor(moment, 42).encode()) == TeamCursor(moment, 42)
+
+
+def test_a_page_past_the_end_still_counts_the_team(client, big_team):
+    alice, expected = big_team
+    status, body = _team(client, alice, level="direct", page_size=10, page=50)
+    assert status == 200 and body["data"]["direct"] == [] and body["data"]["total_direct"] == len(expected["direct"])
+
+
+def test_a_team_page_is_one_read_of_the_page_and_its_count_then_the_sales(app, client, big_team):
+    from tests.statements import is_mysql, round_trips
+
+    alice, expected = big_team
+    _, first = _team(client, alice, level="indirect", page_size=10)
+    with round_trips(app) as sent:
+        status, body = _team(client, alice, level="indirect", page_size=10, cursor=first["data"]["next_indirect"])
+    assert status == 200 and [m["id"] for m in body["data"]["indirect"]] == expected["indirect"][10:20]
+    assert body["data"]["total_indirect"] == len(expected["indirect"])
+    # The token with its member, the page with its members and the team's size, the page's sales.
+    assert sent.count("SELECT") == 3, sent
+    if is_mysql(app):
+        assert sent == ["SELECT", "SELECT", "SELECT", "COMMIT"]
