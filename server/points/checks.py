@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any, cast
 
-from sqlalchemy import case, exists, func, literal, select
+from sqlalchemy import Select, Table, case, exists, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from server.orders.models import Order
@@ -18,6 +19,7 @@ from server.points.models import MERCHANT_KINDS, Account, AccountKind, Entry, Le
 from server.points.rules import MAX_LEVELS
 
 K = AccountKind
+_TRANSACTIONS, _ENTRIES = cast(Table, LedgerTransaction.__table__), cast(Table, Entry.__table__)
 
 
 @dataclass
@@ -118,48 +120,79 @@ def _unique_keys(sess: Session) -> list[str]:
     return [f"idempotency key {key!r} was posted {int(n)} times" for key, n in rows]
 
 
+def _issuance_postings(issuance: list[int], *columns: Any) -> Select[Any]:
+    """``columns`` of each order's reward and reversal postings, joined to their issuance leg.
+
+    Read from ``ix_ledger_transactions_order_level`` and ``ix_ledger_entries_transaction_account`` alone, in
+    (order, level) order: no transaction row is read, so a sum per (order, level) streams off the indexes.
+    """
+    return (
+        select(*columns)
+        .select_from(LedgerTransaction)
+        .join(Entry, (Entry.transaction_id == LedgerTransaction.id) & Entry.account_id.in_(issuance))
+        .where(LedgerTransaction.order_id.is_not(None), LedgerTransaction.kind.in_((TxKind.order_reward, TxKind.reversal)))
+        .with_hint(_TRANSACTIONS, "FORCE INDEX (ix_ledger_transactions_order_level)", "mysql")
+        .with_hint(_ENTRIES, "FORCE INDEX (ix_ledger_entries_transaction_account)", "mysql")
+        .with_hint(_TRANSACTIONS, "FORCE INDEX (ix_ledger_transactions_order_level)", "mariadb")
+        .with_hint(_ENTRIES, "FORCE INDEX (ix_ledger_entries_transaction_account)", "mariadb")
+    )
+
+
 def _reward_postings(sess: Session) -> list[str]:
     """Each order reward's amount and reversed amount equal what its postings took from and returned to issuance.
 
     The issuance leg is the one leg every reward and reversal has, whichever member
     accounts the other legs touched (a reversal may split across available and debt).
-    The sums per (order, level) and their comparison with the rewards are the database's;
-    only the rows that disagree come back.
+    The sums per (order, level) are made once, from the postings' indexes, and joined to
+    the rewards: a sum that disagrees with its reward, or has none, comes back. A reward
+    with no issuance posting at all is found by a look-up per reward in the same indexes.
     """
     is_reward = LedgerTransaction.kind == TxKind.order_reward
-    issuance = sess.scalars(select(Account.id).where(Account.kind == K.issuance)).all()
-    reward_postings = (
-        select(LedgerTransaction.order_id, LedgerTransaction.level, LedgerTransaction.member_id, Entry.amount, LedgerTransaction.kind)
-        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-        .where(Entry.account_id.in_(issuance), LedgerTransaction.kind.in_((TxKind.order_reward, TxKind.reversal)), LedgerTransaction.order_id.is_not(None))
-        .subquery()
-    )
-    posted = (
-        select(
-            LedgerTransaction.order_id,
-            LedgerTransaction.level,
-            func.sum(case((is_reward, -Entry.amount), else_=0)).label("credited"),
-            func.sum(case((is_reward, 0), else_=Entry.amount)).label("reversed"),
-            # Who the postings were for: one member (min = max, no null) or not.
-            func.min(LedgerTransaction.member_id).label("first_member"),
-            func.max(LedgerTransaction.member_id).label("last_member"),
-            (func.count() - func.count(LedgerTransaction.member_id)).label("no_member"),
-        )
-        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-        .where(Entry.account_id.in_(issuance), LedgerTransaction.kind.in_((TxKind.order_reward, TxKind.reversal)), LedgerTransaction.order_id.is_not(None))
-        .group_by(LedgerTransaction.order_id, LedgerTransaction.level)
-        .subquery()
-    )
-    credited, reversed_ = func.coalesce(posted.c.credited, 0), func.coalesce(posted.c.reversed, 0)
+    issuance = list(sess.scalars(select(Account.id).where(Account.kind == K.issuance)))
+    posted = _issuance_postings(
+        issuance,
+        LedgerTransaction.order_id,
+        LedgerTransaction.level,
+        func.sum(case((is_reward, -Entry.amount), else_=0)).label("credited"),
+        func.sum(case((is_reward, 0), else_=Entry.amount)).label("reversed"),
+        # Who the postings were for: one member (min = max, no null) or not.
+        func.min(LedgerTransaction.member_id).label("first_member"),
+        func.max(LedgerTransaction.member_id).label("last_member"),
+        (func.count() - func.count(LedgerTransaction.member_id)).label("no_member"),
+    ).group_by(LedgerTransaction.order_id, LedgerTransaction.level).subquery()
     someone_else = (posted.c.no_member > 0) | (posted.c.first_member != OrderReward.member_id) | (posted.c.last_member != OrderReward.member_id)
     found: dict[tuple[int, int], list[str]] = defaultdict(list)
     strangers: list[tuple[int, int, int, int]] = []
+    stray: list[tuple[int, int | None, int]] = []
+    # One pass over the sums: those without a reward, and the rewards they disagree with.
     rows = sess.execute(
-        select(OrderReward.id, OrderReward.order_id, OrderReward.level, OrderReward.member_id, OrderReward.amount, OrderReward.reversed_amount, credited, reversed_, someone_else)
-        .outerjoin(posted, (posted.c.order_id == OrderReward.order_id) & (posted.c.level == OrderReward.level))
-        .where((credited != OrderReward.amount) | (reversed_ != OrderReward.reversed_amount) | someone_else)
+        select(
+            posted.c.order_id, posted.c.level, posted.c.credited, posted.c.reversed, someone_else,
+            OrderReward.id, OrderReward.member_id, OrderReward.amount, OrderReward.reversed_amount,
+        )
+        .select_from(posted)
+        .outerjoin(OrderReward, (OrderReward.order_id == posted.c.order_id) & (OrderReward.level == posted.c.level))
+        .where(OrderReward.id.is_(None) | (posted.c.credited != OrderReward.amount) | (posted.c.reversed != OrderReward.reversed_amount) | someone_else)
     )
-    for reward_id, order_id, level, member_id, amount, reversed_amount, ledger_credited, ledger_reversed, other_member in rows:
+    disagree = []
+    for order_id, level, ledger_credited, ledger_reversed, other_member, reward_id, member_id, amount, reversed_amount in rows:
+        if reward_id is None:
+            stray.append((order_id, level, int(ledger_credited)))
+        else:
+            disagree.append((reward_id, order_id, level, member_id, amount, reversed_amount, ledger_credited, ledger_reversed, other_member))
+    # Rewards with something credited or reversed and no issuance posting at all: the ledger credited 0.
+    unposted = ~exists(
+        _issuance_postings(issuance, literal(1)).where(LedgerTransaction.order_id == OrderReward.order_id, LedgerTransaction.level == OrderReward.level)
+    )
+    disagree += [
+        (reward_id, order_id, level, member_id, amount, reversed_amount, 0, 0, False)
+        for reward_id, order_id, level, member_id, amount, reversed_amount in sess.execute(
+            select(OrderReward.id, OrderReward.order_id, OrderReward.level, OrderReward.member_id, OrderReward.amount, OrderReward.reversed_amount).where(
+                (OrderReward.amount != 0) | (OrderReward.reversed_amount != 0), unposted
+            )
+        )
+    ]
+    for reward_id, order_id, level, member_id, amount, reversed_amount, ledger_credited, ledger_reversed, other_member in disagree:
         if int(ledger_credited) != amount:
             found[(order_id, level)].append(f"order reward {reward_id} (order {order_id}, level {level}) is {amount} but the ledger credited {int(ledger_credited)}")
         if int(ledger_reversed) != reversed_amount:
@@ -168,18 +201,17 @@ def _reward_postings(sess: Session) -> list[str]:
             strangers.append((order_id, level, reward_id, member_id))
     for order_id, level, reward_id, member_id in strangers:
         # Only for a reward that has them: who else its postings were for.
-        members = set(sess.scalars(select(reward_postings.c.member_id).where(reward_postings.c.order_id == order_id, reward_postings.c.level == level)))
+        members = set(
+            sess.scalars(_issuance_postings(issuance, LedgerTransaction.member_id).where(LedgerTransaction.order_id == order_id, LedgerTransaction.level == level))
+        )
         found[(order_id, level)].append(
             f"order reward {reward_id} (order {order_id}, level {level}) belongs to member {member_id} but was posted for {sorted(members - {member_id}, key=str)}"
         )
     problems = [text for key in sorted(found) for text in found[key]]
-    stray = sess.execute(
-        select(posted.c.order_id, posted.c.level, posted.c.credited)
-        .outerjoin(OrderReward, (OrderReward.order_id == posted.c.order_id) & (OrderReward.level == posted.c.level))
-        .where(OrderReward.id.is_(None))
-        .order_by(posted.c.order_id, func.coalesce(posted.c.level, 0))
-    )
-    problems += [f"order {order_id} level {level} has reward postings ({int(total)} credited) but no order reward row" for order_id, level, total in stray]
+    problems += [
+        f"order {order_id} level {level} has reward postings ({total} credited) but no order reward row"
+        for order_id, level, total in sorted(stray, key=lambda row: (row[0], row[1] or 0))
+    ]
     return problems
 
 
@@ -210,9 +242,12 @@ def _reward_levels(sess: Session) -> list[str]:
         .order_by(OrderReward.order_id)
     )
     texts += [f"order {order_id} pays level 2 ({int(amount2)}) more than level 1 ({int(amount1 or 0)})" for order_id, amount2, amount1 in over]
+    # Every transaction's kind and level are in the order-level index, a fraction of the rows' width.
     stray = sess.execute(
         select(LedgerTransaction.id, LedgerTransaction.order_id, LedgerTransaction.level)
         .where(LedgerTransaction.kind == TxKind.order_reward, (LedgerTransaction.level.is_(None)) | (LedgerTransaction.level.not_in(range(1, MAX_LEVELS + 1))))
+        .with_hint(_TRANSACTIONS, "FORCE INDEX (ix_ledger_transactions_order_level)", "mysql")
+        .with_hint(_TRANSACTIONS, "FORCE INDEX (ix_ledger_transactions_order_level)", "mariadb")
         .order_by(LedgerTransaction.id)
     )
     texts += [f"transaction {tx_id} rewards order {order_id} at level {level}; only levels 1 and 2 exist" for tx_id, order_id, level in stray]
