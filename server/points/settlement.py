@@ -16,10 +16,11 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, cast
+from typing import Any, Callable
+from typing import cast as typed
 
 from flask import current_app
-from sqlalchemy import Table, and_, case, func, insert, select, update
+from sqlalchemy import String, Table, and_, case, cast, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -154,7 +155,7 @@ class _Member:
 
 # The steps read and write through SQLAlchemy Core: thousands of plain rows, no ORM objects.
 _accounts, _entries, _transactions, _rewards, _orders, _statements = (
-    cast(Table, model.__table__) for model in (Account, Entry, LedgerTransaction, OrderReward, Order, Statement)
+    typed(Table, model.__table__) for model in (Account, Entry, LedgerTransaction, OrderReward, Order, Statement)
 )
 #: The debt and available accounts a settlement posting needs; one opened concurrently is skipped.
 _OPEN_ACCOUNT = insert(_accounts).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql")
@@ -201,7 +202,7 @@ def _lock_members(conn: Connection, member_ids: list[int], minimum: int) -> list
 def _statement_lines(conn: Connection, members: list[_Member]) -> int:
     """Each member's statement lines: their matured order rewards, then the other matured postings since their last settlement, then the rest.
 
-    Two queries for the whole step. Returns how many rewards were itemised: the run marks them settled.
+    Three queries for the whole step. Returns how many rewards were itemised: the run marks them settled.
     """
     r, o, e, t = _rewards.c, _orders.c, _entries.c, _transactions.c
     by_member = {m.member_id: m for m in members}
@@ -216,20 +217,36 @@ def _statement_lines(conn: Connection, members: list[_Member]) -> int:
         by_member[member_id].lines.append({"kind": "order_reward", "order_id": order_id, "out_trade_no": out_trade_no, "level": level, "amount": int(amount), "rule": rule})
         itemised += 1
     # Each settlement empties the matured account under its lock, so the entries after the last
-    # settle posting are exactly what this one settles. Order postings are itemised above.
+    # settle posting are exactly what this one settles. Order postings are itemised above. The last
+    # settle posting is the one of the member's last statement (a run writes both under the member's
+    # locks, so statement ids go up in the order of the settlements): its key names the run and the
+    # member, and its matured leg is one look-up, however long the account's history.
     by_account = {m.matured_id: m for m in members}
-    last_settle = (
-        select(e.account_id, func.max(e.id).label("last_id"))
-        .join_from(_entries, _transactions, t.id == e.transaction_id)
-        .where(e.account_id.in_(list(by_account)), t.kind == TxKind.settle)
-        .group_by(e.account_id)
-        .subquery()
+    st, a = _statements.c, _accounts.c
+    latest = select(st.member_id, func.max(st.id).label("id")).where(st.member_id.in_(list(by_member))).group_by(st.member_id).subquery()
+    last_statement = _statements.alias("last_statement")
+    settle_key = literal("settle:") + cast(last_statement.c.run_id, String) + literal(":") + cast(last_statement.c.member_id, String)
+    last_settle = dict(
+        conn.execute(
+            select(a.id, e.id)
+            .select_from(latest)
+            .join(last_statement, last_statement.c.id == latest.c.id)
+            .join(_transactions, t.idempotency_key == settle_key)
+            .join(_accounts, (a.member_id == latest.c.member_id) & (a.kind == K.matured))
+            .join(_entries, (e.transaction_id == t.id) & (e.account_id == a.id))
+        ).all()
+    )
+    # Only the entries after it, account by account: ranges of the (account, id) index, and one transaction row each.
+    since = or_(
+        e.account_id.in_([acct for acct in by_account if acct not in last_settle]),
+        *(and_(e.account_id == acct, e.id > last_id) for acct, last_id in last_settle.items()),
     )
     others = conn.execute(
         select(e.account_id, e.amount, t.id, t.kind, t.reason)
         .join_from(_entries, _transactions, t.id == e.transaction_id)
-        .outerjoin(last_settle, last_settle.c.account_id == e.account_id)
-        .where(e.account_id.in_(list(by_account)), t.order_id.is_(None), e.id > func.coalesce(last_settle.c.last_id, 0))
+        .where(since, t.order_id.is_(None))
+        .prefix_with("STRAIGHT_JOIN", dialect="mysql")
+        .with_hint(_entries, "FORCE INDEX (ix_ledger_entries_account_amount)", "mysql")
         .order_by(e.id)
     )
     for account_id, amount, tx_id, kind, reason in others:
