@@ -352,6 +352,28 @@ def _insert_statements_in_database(conn: Connection, run: SettlementRun, members
     return int(conn.scalar(select(func.count()).select_from(_rewards).where(_matured_rewards(members))) or 0)
 
 
+def _settle_legs(tx_ids: list[int], now: datetime) -> Select[Any]:
+    """The entries of the step's settle transactions, from their members' locked balances before the postings.
+
+    What ``ledger.credit_available`` posts: all of matured out, debt repaid first, the rest to available;
+    no zero leg; each transaction's legs in account-id order, so entry ids follow the accounts as in ``ledger.post``.
+    """
+    t = _transactions.c
+    leg, matured, debt = (_accounts.alias(name) for name in ("leg", "matured", "debt"))
+    owed = -debt.c.balance
+    repaid = case((owed < matured.c.balance, owed), else_=matured.c.balance)
+    amount = case((leg.c.kind == K.matured, -matured.c.balance), (leg.c.kind == K.debt, repaid), else_=matured.c.balance - repaid)
+    return (
+        select(t.id, leg.c.id, amount, literal(now, UTCDateTime()))
+        .select_from(_transactions)
+        .join(leg, (leg.c.member_id == t.member_id) & leg.c.kind.in_(_KINDS))
+        .join(matured, (matured.c.member_id == t.member_id) & (matured.c.kind == K.matured))
+        .join(debt, (debt.c.member_id == t.member_id) & (debt.c.kind == K.debt))
+        .where(t.id.in_(tx_ids), amount != 0)
+        .order_by(t.id, leg.c.id)
+    )
+
+
 def _lines_in_database(conn: Connection) -> bool:
     """MariaDB builds the statement lines itself (``JSON_ARRAYAGG … ORDER BY``); elsewhere they are built here."""
     return bool(getattr(conn.dialect, "is_mariadb", False))
@@ -413,15 +435,7 @@ def _settle_members(conn: Connection, run: SettlementRun, member_ids: list[int],
     t = _transactions.c
     for tx_id, key in conn.execute(select(t.id, t.idempotency_key).where(t.idempotency_key.in_(list(keys)))):
         keys[key].tx_id = tx_id
-    conn.execute(
-        insert(_entries),
-        [
-            {"transaction_id": m.tx_id, "account_id": acct_id, "amount": amount, "created_at": now}
-            for m in members
-            for acct_id, amount in sorted(((m.matured_id, -m.amount), (m.debt_id, m.repaid), (m.available_id, m.credited)))
-            if amount
-        ],
-    )
+    conn.execute(insert(_entries).from_select(["transaction_id", "account_id", "amount", "created_at"], _settle_legs([m.tx_id for m in members], now)))
     a, e = _accounts.c, _entries.c
     conn.execute(update(_accounts).where(a.id == e.account_id, e.transaction_id.in_([m.tx_id for m in members])).values(balance=a.balance + e.amount))
     if itemised:
