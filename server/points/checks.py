@@ -36,9 +36,19 @@ class LedgerReport:
 
 
 def check_ledger(sess: Session) -> LedgerReport:
-    """Every invariant of DESIGN §4 and the reward guards of §5; each broken one is a line in ``violations``."""
+    """Every invariant of DESIGN §4 and the reward guards of §5; each broken one is a line in ``violations``.
+
+    The entries are read twice in all: once by transaction (balance, and transactions that do not
+    exist) and once by account (cached balances, and accounts that do not exist).
+    """
     report = LedgerReport()
-    for check in (_balanced, _cached_balances, _signs, _orphans, _unique_keys, _reward_postings, _reward_levels):
+    unbalanced, unknown_transactions = _by_transaction(sess)
+    cached, unknown_accounts = _by_account(sess)
+    report.violations += unbalanced + cached + _signs(sess)
+    # Every entry without a transaction by id, then every entry without an account.
+    report.violations += _orphans(sess, Entry.transaction_id, unknown_transactions, "entry {} belongs to transaction {}, which does not exist")
+    report.violations += _orphans(sess, Entry.account_id, unknown_accounts, "entry {} posts to account {}, which does not exist")
+    for check in (_unique_keys, _reward_postings, _reward_levels):
         report.violations.extend(check(sess))
     for name, model in (("transactions", LedgerTransaction), ("entries", Entry), ("accounts", Account), ("order rewards", OrderReward)):
         report.counts[name] = int(sess.scalar(select(func.count()).select_from(model)) or 0)
@@ -51,37 +61,52 @@ def check_ledger(sess: Session) -> LedgerReport:
     return report
 
 
-def _balanced(sess: Session) -> list[str]:
+def _by_transaction(sess: Session) -> tuple[list[str], list[int]]:
+    """One pass over the entries' (transaction_id, account_id, amount) index: the transactions whose entries do not sum
+    to zero, and the transaction ids entries name that do not exist.
+
+    The ids are looked up in a set the database makes from the transactions' narrowest index (``NOT IN``, materialised),
+    not one row of the wide transactions table each.
+    """
+    sums = select(Entry.transaction_id.label("tx_id"), func.sum(Entry.amount).label("total")).group_by(Entry.transaction_id).subquery()
     rows = sess.execute(
-        select(Entry.transaction_id, func.sum(Entry.amount)).group_by(Entry.transaction_id).having(func.sum(Entry.amount) != 0).order_by(Entry.transaction_id)
-    )
-    return [f"transaction {tx_id} does not balance: its entries sum to {int(total)}" for tx_id, total in rows]
+        select(sums.c.tx_id, sums.c.total)
+        .where((sums.c.total != 0) | sums.c.tx_id.not_in(select(LedgerTransaction.id)))
+        .order_by(sums.c.tx_id)
+    ).all()
+    found = set(sess.scalars(select(LedgerTransaction.id).where(LedgerTransaction.id.in_([tx_id for tx_id, _ in rows])))) if rows else set()
+    unbalanced = [f"transaction {tx_id} does not balance: its entries sum to {int(total)}" for tx_id, total in rows if total != 0]
+    return unbalanced, [tx_id for tx_id, _ in rows if tx_id not in found]
 
 
-def _cached_balances(sess: Session) -> list[str]:
-    """A member account caches the sum of its entries; the merchant's cache nothing (0: their entries are their balance)."""
+def _by_account(sess: Session) -> tuple[list[str], list[int]]:
+    """A member account caches the sum of its entries; the merchant's cache nothing (0: their entries are their balance).
+
+    Also the account ids entries name that do not exist, from the same pass over the entries.
+    """
     sums = select(Entry.account_id, func.sum(Entry.amount).label("total")).group_by(Entry.account_id).subquery()
-    # The sums first (STRAIGHT_JOIN on MySQL/MariaDB): one pass over the entries' (account_id, id, amount)
-    # index, then one account read each. Joined the other way round, MariaDB sums each account's entries
-    # through its (account_id, created_at) index, one row lookup per entry.
-    disagree = (
-        select(Account.id, Account.kind, Account.member_id, Account.balance, sums.c.total)
+    # The sums first (STRAIGHT_JOIN on MySQL/MariaDB; a LEFT JOIN keeps that order anyway): one pass over the
+    # entries' (account_id, id, amount) index, then one account read each. Joined the other way round, MariaDB
+    # sums each account's entries through its (account_id, created_at) index, one row lookup per entry.
+    disagree = sess.execute(
+        select(sums.c.account_id, Account.id, Account.kind, Account.member_id, Account.balance, sums.c.total)
         .select_from(sums)
-        .join(Account, Account.id == sums.c.account_id)
-        .where(Account.kind.not_in(MERCHANT_KINDS), Account.balance != sums.c.total)
+        .outerjoin(Account, Account.id == sums.c.account_id)
+        .where(Account.id.is_(None) | (Account.kind.not_in(MERCHANT_KINDS) & (Account.balance != sums.c.total)))
         .prefix_with("STRAIGHT_JOIN", dialect="mysql")
-    )
+    ).all()
+    unknown = sorted(ref for ref, acct_id, *_ in disagree if acct_id is None)
     unposted = select(Account.id, Account.kind, Account.member_id, Account.balance, literal(0)).where(
         Account.kind.not_in(MERCHANT_KINDS), Account.balance != 0, ~exists().where(Entry.account_id == Account.id)
     )
-    rows = sorted([*sess.execute(disagree), *sess.execute(unposted)], key=lambda row: row[0])
+    rows = sorted([*(row[1:] for row in disagree if row[1] is not None), *sess.execute(unposted)], key=lambda row: row[0])
     merchant = sess.execute(
         select(Account.id, Account.kind, Account.balance).where(Account.kind.in_(MERCHANT_KINDS), Account.balance != 0).order_by(Account.id)
     )
     return [
         f"account {acct_id} ({_owner(member_id)} {kind.value}) caches balance {balance} but its entries sum to {int(entries)}"
         for acct_id, kind, member_id, balance, entries in rows
-    ] + [f"account {acct_id} (merchant {kind.value}) caches balance {balance}; the merchant's accounts cache none" for acct_id, kind, balance in merchant]
+    ] + [f"account {acct_id} (merchant {kind.value}) caches balance {balance}; the merchant's accounts cache none" for acct_id, kind, balance in merchant], unknown
 
 
 def _signs(sess: Session) -> list[str]:
@@ -95,19 +120,11 @@ def _signs(sess: Session) -> list[str]:
     return [f"account {acct_id} ({_owner(member_id)} {kind.value}) has an impossible balance {balance}" for acct_id, kind, member_id, balance in rows]
 
 
-def _orphans(sess: Session) -> list[str]:
-    """Entries whose transaction or account is missing: each distinct id is looked up once, and only a missing one's entries are read."""
-    problems = []
-    for column, parent, message in (
-        (Entry.transaction_id, LedgerTransaction.id, "entry {} belongs to transaction {}, which does not exist"),
-        (Entry.account_id, Account.id, "entry {} posts to account {}, which does not exist"),
-    ):
-        used = select(column.label("ref")).group_by(column).subquery()
-        missing = sess.scalars(select(used.c.ref).outerjoin(parent.class_, parent == used.c.ref).where(parent.is_(None))).all()
-        if missing:
-            problems += [(entry_id, message.format(entry_id, ref)) for entry_id, ref in sess.execute(select(Entry.id, column).where(column.in_(missing)).order_by(Entry.id))]
-    # Every entry without a transaction by id, then every entry without an account.
-    return [text for _, text in problems]
+def _orphans(sess: Session, column: Any, missing: list[int], message: str) -> list[str]:
+    """The entries that name a missing transaction or account (``column``), read only when there are any."""
+    if not missing:
+        return []
+    return [message.format(entry_id, ref) for entry_id, ref in sess.execute(select(Entry.id, column).where(column.in_(missing)).order_by(Entry.id))]
 
 
 def _unique_keys(sess: Session) -> list[str]:

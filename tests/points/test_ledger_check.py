@@ -147,6 +147,42 @@ def test_a_reward_posting_without_a_level_fails_both_ways(app, healthy):
     )
 
 
+def _insert_entry_around_foreign_keys(app, **values) -> int:
+    """An entry written as a restore or a hand-made script could write it, with the foreign keys switched off."""
+    with app.extensions["db_engine"].connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        switch = conn.connection.dbapi_connection.execute if sqlite else conn.exec_driver_sql  # SQLite: outside any transaction
+        switch("PRAGMA foreign_keys=OFF" if sqlite else "SET FOREIGN_KEY_CHECKS=0")
+        entry_id = conn.execute(insert(Entry).values(created_at=settlement.utcnow(), **values)).inserted_primary_key[0]
+        conn.commit()
+        switch("PRAGMA foreign_keys=ON" if sqlite else "SET FOREIGN_KEY_CHECKS=1")
+    return int(entry_id)
+
+
+def test_entries_of_a_missing_transaction_or_account_fail(app, healthy):
+    with app.app_context():
+        sess = db.session()
+        tx_id = ledger.find(sess, "grant:test:1").id
+        acct_id = ledger.account(sess, healthy["alice"], K.available).id
+        missing = 10_000_000
+        db.commit()
+    lost_tx = _insert_entry_around_foreign_keys(app, transaction_id=missing, account_id=acct_id, amount=5)
+    lost_acct = _insert_entry_around_foreign_keys(app, transaction_id=tx_id, account_id=missing + 1, amount=-5)
+    output = fails_with(
+        app,
+        f"transaction {missing} does not balance: its entries sum to 5",
+        f"transaction {tx_id} does not balance: its entries sum to -5",
+        f"entry {lost_tx} belongs to transaction {missing}, which does not exist",
+        f"entry {lost_acct} posts to account {missing + 1}, which does not exist",
+    )
+    # Besides those four, Alice's available account no longer matches its entries.
+    assert output.count("VIOLATION") == 5
+    with app.app_context():
+        sess = db.session()
+        sess.execute(Entry.__table__.delete().where(Entry.id.in_([lost_tx, lost_acct])))
+        db.commit()
+
+
 def test_the_summary_counts_balances_per_account_kind(app):
     with app.app_context():
         sess = db.session()
