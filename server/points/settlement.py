@@ -140,8 +140,6 @@ class _Member:
 
     member_id: int
     matured_id: int
-    debt_id: int
-    available_id: int
     #: The matured balance under the lock: all of it settles.
     amount: int
     #: Paid towards the debt first (``ledger.credit_available``), and what reaches available.
@@ -196,7 +194,7 @@ def _lock_members(conn: Connection, member_ids: list[int], minimum: int) -> list
         debt, available = found[(m, K.debt)], found[(m, K.available)]
         repaid = min(-balance[debt], amount)
         assert matured is not None  # the minimum is at least 1
-        members.append(_Member(m, matured, debt, available, amount, repaid, amount - repaid, balance[available] + amount - repaid, -(balance[debt] + repaid)))
+        members.append(_Member(m, matured, amount, repaid, amount - repaid, balance[available] + amount - repaid, -(balance[debt] + repaid)))
     return members
 
 
