@@ -22,9 +22,9 @@ from typing import cast as typed
 from flask import current_app
 from sqlalchemy import BigInteger, ColumnElement, Select, String, Table, and_, case, cast, func, insert, literal, literal_column, or_, select, text, union_all, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import Subquery
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Subquery
 
 from server import cache, db, events, tasks
 from server.accounts.services import record_audit
