@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any, cast
 
-from sqlalchemy import case, exists, func, literal, select
+from sqlalchemy import Select, Table, case, exists, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from server.orders.models import Order
@@ -18,6 +19,7 @@ from server.points.models import MERCHANT_KINDS, Account, AccountKind, Entry, Le
 from server.points.rules import MAX_LEVELS
 
 K = AccountKind
+_TRANSACTIONS, _ENTRIES = cast(Table, LedgerTransaction.__table__), cast(Table, Entry.__table__)
 
 
 @dataclass
@@ -34,9 +36,19 @@ class LedgerReport:
 
 
 def check_ledger(sess: Session) -> LedgerReport:
-    """Every invariant of DESIGN §4 and the reward guards of §5; each broken one is a line in ``violations``."""
+    """Every invariant of DESIGN §4 and the reward guards of §5; each broken one is a line in ``violations``.
+
+    The entries are read twice in all: once by transaction (balance, and transactions that do not
+    exist) and once by account (cached balances, and accounts that do not exist).
+    """
     report = LedgerReport()
-    for check in (_balanced, _cached_balances, _signs, _orphans, _unique_keys, _reward_postings, _reward_levels):
+    unbalanced, unknown_transactions = _by_transaction(sess)
+    cached, unknown_accounts = _by_account(sess)
+    report.violations += unbalanced + cached + _signs(sess)
+    # Every entry without a transaction by id, then every entry without an account.
+    report.violations += _orphans(sess, Entry.transaction_id, unknown_transactions, "entry {} belongs to transaction {}, which does not exist")
+    report.violations += _orphans(sess, Entry.account_id, unknown_accounts, "entry {} posts to account {}, which does not exist")
+    for check in (_unique_keys, _reward_postings, _reward_levels):
         report.violations.extend(check(sess))
     for name, model in (("transactions", LedgerTransaction), ("entries", Entry), ("accounts", Account), ("order rewards", OrderReward)):
         report.counts[name] = int(sess.scalar(select(func.count()).select_from(model)) or 0)
@@ -49,37 +61,52 @@ def check_ledger(sess: Session) -> LedgerReport:
     return report
 
 
-def _balanced(sess: Session) -> list[str]:
+def _by_transaction(sess: Session) -> tuple[list[str], list[int]]:
+    """One pass over the entries' (transaction_id, account_id, amount) index: the transactions whose entries do not sum
+    to zero, and the transaction ids entries name that do not exist.
+
+    The ids are looked up in a set the database makes from the transactions' narrowest index (``NOT IN``, materialised),
+    not one row of the wide transactions table each.
+    """
+    sums = select(Entry.transaction_id.label("tx_id"), func.sum(Entry.amount).label("total")).group_by(Entry.transaction_id).subquery()
     rows = sess.execute(
-        select(Entry.transaction_id, func.sum(Entry.amount)).group_by(Entry.transaction_id).having(func.sum(Entry.amount) != 0).order_by(Entry.transaction_id)
-    )
-    return [f"transaction {tx_id} does not balance: its entries sum to {int(total)}" for tx_id, total in rows]
+        select(sums.c.tx_id, sums.c.total)
+        .where((sums.c.total != 0) | sums.c.tx_id.not_in(select(LedgerTransaction.id)))
+        .order_by(sums.c.tx_id)
+    ).all()
+    found = set(sess.scalars(select(LedgerTransaction.id).where(LedgerTransaction.id.in_([tx_id for tx_id, _ in rows])))) if rows else set()
+    unbalanced = [f"transaction {tx_id} does not balance: its entries sum to {int(total)}" for tx_id, total in rows if total != 0]
+    return unbalanced, [tx_id for tx_id, _ in rows if tx_id not in found]
 
 
-def _cached_balances(sess: Session) -> list[str]:
-    """A member account caches the sum of its entries; the merchant's cache nothing (0: their entries are their balance)."""
+def _by_account(sess: Session) -> tuple[list[str], list[int]]:
+    """A member account caches the sum of its entries; the merchant's cache nothing (0: their entries are their balance).
+
+    Also the account ids entries name that do not exist, from the same pass over the entries.
+    """
     sums = select(Entry.account_id, func.sum(Entry.amount).label("total")).group_by(Entry.account_id).subquery()
-    # The sums first (STRAIGHT_JOIN on MySQL/MariaDB): one pass over the entries' (account_id, id, amount)
-    # index, then one account read each. Joined the other way round, MariaDB sums each account's entries
-    # through its (account_id, created_at) index, one row lookup per entry.
-    disagree = (
-        select(Account.id, Account.kind, Account.member_id, Account.balance, sums.c.total)
+    # The sums first (STRAIGHT_JOIN on MySQL/MariaDB; a LEFT JOIN keeps that order anyway): one pass over the
+    # entries' (account_id, id, amount) index, then one account read each. Joined the other way round, MariaDB
+    # sums each account's entries through its (account_id, created_at) index, one row lookup per entry.
+    disagree = sess.execute(
+        select(sums.c.account_id, Account.id, Account.kind, Account.member_id, Account.balance, sums.c.total)
         .select_from(sums)
-        .join(Account, Account.id == sums.c.account_id)
-        .where(Account.kind.not_in(MERCHANT_KINDS), Account.balance != sums.c.total)
+        .outerjoin(Account, Account.id == sums.c.account_id)
+        .where(Account.id.is_(None) | (Account.kind.not_in(MERCHANT_KINDS) & (Account.balance != sums.c.total)))
         .prefix_with("STRAIGHT_JOIN", dialect="mysql")
-    )
+    ).all()
+    unknown = sorted(ref for ref, acct_id, *_ in disagree if acct_id is None)
     unposted = select(Account.id, Account.kind, Account.member_id, Account.balance, literal(0)).where(
         Account.kind.not_in(MERCHANT_KINDS), Account.balance != 0, ~exists().where(Entry.account_id == Account.id)
     )
-    rows = sorted([*sess.execute(disagree), *sess.execute(unposted)], key=lambda row: row[0])
+    rows = sorted([*(row[1:] for row in disagree if row[1] is not None), *sess.execute(unposted)], key=lambda row: row[0])
     merchant = sess.execute(
         select(Account.id, Account.kind, Account.balance).where(Account.kind.in_(MERCHANT_KINDS), Account.balance != 0).order_by(Account.id)
     )
     return [
         f"account {acct_id} ({_owner(member_id)} {kind.value}) caches balance {balance} but its entries sum to {int(entries)}"
         for acct_id, kind, member_id, balance, entries in rows
-    ] + [f"account {acct_id} (merchant {kind.value}) caches balance {balance}; the merchant's accounts cache none" for acct_id, kind, balance in merchant]
+    ] + [f"account {acct_id} (merchant {kind.value}) caches balance {balance}; the merchant's accounts cache none" for acct_id, kind, balance in merchant], unknown
 
 
 def _signs(sess: Session) -> list[str]:
@@ -93,19 +120,11 @@ def _signs(sess: Session) -> list[str]:
     return [f"account {acct_id} ({_owner(member_id)} {kind.value}) has an impossible balance {balance}" for acct_id, kind, member_id, balance in rows]
 
 
-def _orphans(sess: Session) -> list[str]:
-    """Entries whose transaction or account is missing: each distinct id is looked up once, and only a missing one's entries are read."""
-    problems = []
-    for column, parent, message in (
-        (Entry.transaction_id, LedgerTransaction.id, "entry {} belongs to transaction {}, which does not exist"),
-        (Entry.account_id, Account.id, "entry {} posts to account {}, which does not exist"),
-    ):
-        used = select(column.label("ref")).group_by(column).subquery()
-        missing = sess.scalars(select(used.c.ref).outerjoin(parent.class_, parent == used.c.ref).where(parent.is_(None))).all()
-        if missing:
-            problems += [(entry_id, message.format(entry_id, ref)) for entry_id, ref in sess.execute(select(Entry.id, column).where(column.in_(missing)).order_by(Entry.id))]
-    # Every entry without a transaction by id, then every entry without an account.
-    return [text for _, text in problems]
+def _orphans(sess: Session, column: Any, missing: list[int], message: str) -> list[str]:
+    """The entries that name a missing transaction or account (``column``), read only when there are any."""
+    if not missing:
+        return []
+    return [message.format(entry_id, ref) for entry_id, ref in sess.execute(select(Entry.id, column).where(column.in_(missing)).order_by(Entry.id))]
 
 
 def _unique_keys(sess: Session) -> list[str]:
@@ -118,48 +137,79 @@ def _unique_keys(sess: Session) -> list[str]:
     return [f"idempotency key {key!r} was posted {int(n)} times" for key, n in rows]
 
 
+def _issuance_postings(issuance: list[int], *columns: Any) -> Select[Any]:
+    """``columns`` of each order's reward and reversal postings, joined to their issuance leg.
+
+    Read from ``ix_ledger_transactions_order_level`` and ``ix_ledger_entries_transaction_account`` alone, in
+    (order, level) order: no transaction row is read, so a sum per (order, level) streams off the indexes.
+    """
+    return (
+        select(*columns)
+        .select_from(LedgerTransaction)
+        .join(Entry, (Entry.transaction_id == LedgerTransaction.id) & Entry.account_id.in_(issuance))
+        .where(LedgerTransaction.order_id.is_not(None), LedgerTransaction.kind.in_((TxKind.order_reward, TxKind.reversal)))
+        .with_hint(_TRANSACTIONS, "FORCE INDEX (ix_ledger_transactions_order_level)", "mysql")
+        .with_hint(_ENTRIES, "FORCE INDEX (ix_ledger_entries_transaction_account)", "mysql")
+        .with_hint(_TRANSACTIONS, "FORCE INDEX (ix_ledger_transactions_order_level)", "mariadb")
+        .with_hint(_ENTRIES, "FORCE INDEX (ix_ledger_entries_transaction_account)", "mariadb")
+    )
+
+
 def _reward_postings(sess: Session) -> list[str]:
     """Each order reward's amount and reversed amount equal what its postings took from and returned to issuance.
 
     The issuance leg is the one leg every reward and reversal has, whichever member
     accounts the other legs touched (a reversal may split across available and debt).
-    The sums per (order, level) and their comparison with the rewards are the database's;
-    only the rows that disagree come back.
+    The sums per (order, level) are made once, from the postings' indexes, and joined to
+    the rewards: a sum that disagrees with its reward, or has none, comes back. A reward
+    with no issuance posting at all is found by a look-up per reward in the same indexes.
     """
     is_reward = LedgerTransaction.kind == TxKind.order_reward
-    issuance = sess.scalars(select(Account.id).where(Account.kind == K.issuance)).all()
-    reward_postings = (
-        select(LedgerTransaction.order_id, LedgerTransaction.level, LedgerTransaction.member_id, Entry.amount, LedgerTransaction.kind)
-        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-        .where(Entry.account_id.in_(issuance), LedgerTransaction.kind.in_((TxKind.order_reward, TxKind.reversal)), LedgerTransaction.order_id.is_not(None))
-        .subquery()
-    )
-    posted = (
-        select(
-            LedgerTransaction.order_id,
-            LedgerTransaction.level,
-            func.sum(case((is_reward, -Entry.amount), else_=0)).label("credited"),
-            func.sum(case((is_reward, 0), else_=Entry.amount)).label("reversed"),
-            # Who the postings were for: one member (min = max, no null) or not.
-            func.min(LedgerTransaction.member_id).label("first_member"),
-            func.max(LedgerTransaction.member_id).label("last_member"),
-            (func.count() - func.count(LedgerTransaction.member_id)).label("no_member"),
-        )
-        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
-        .where(Entry.account_id.in_(issuance), LedgerTransaction.kind.in_((TxKind.order_reward, TxKind.reversal)), LedgerTransaction.order_id.is_not(None))
-        .group_by(LedgerTransaction.order_id, LedgerTransaction.level)
-        .subquery()
-    )
-    credited, reversed_ = func.coalesce(posted.c.credited, 0), func.coalesce(posted.c.reversed, 0)
+    issuance = list(sess.scalars(select(Account.id).where(Account.kind == K.issuance)))
+    posted = _issuance_postings(
+        issuance,
+        LedgerTransaction.order_id,
+        LedgerTransaction.level,
+        func.sum(case((is_reward, -Entry.amount), else_=0)).label("credited"),
+        func.sum(case((is_reward, 0), else_=Entry.amount)).label("reversed"),
+        # Who the postings were for: one member (min = max, no null) or not.
+        func.min(LedgerTransaction.member_id).label("first_member"),
+        func.max(LedgerTransaction.member_id).label("last_member"),
+        (func.count() - func.count(LedgerTransaction.member_id)).label("no_member"),
+    ).group_by(LedgerTransaction.order_id, LedgerTransaction.level).subquery()
     someone_else = (posted.c.no_member > 0) | (posted.c.first_member != OrderReward.member_id) | (posted.c.last_member != OrderReward.member_id)
     found: dict[tuple[int, int], list[str]] = defaultdict(list)
     strangers: list[tuple[int, int, int, int]] = []
+    stray: list[tuple[int, int | None, int]] = []
+    # One pass over the sums: those without a reward, and the rewards they disagree with.
     rows = sess.execute(
-        select(OrderReward.id, OrderReward.order_id, OrderReward.level, OrderReward.member_id, OrderReward.amount, OrderReward.reversed_amount, credited, reversed_, someone_else)
-        .outerjoin(posted, (posted.c.order_id == OrderReward.order_id) & (posted.c.level == OrderReward.level))
-        .where((credited != OrderReward.amount) | (reversed_ != OrderReward.reversed_amount) | someone_else)
+        select(
+            posted.c.order_id, posted.c.level, posted.c.credited, posted.c.reversed, someone_else,
+            OrderReward.id, OrderReward.member_id, OrderReward.amount, OrderReward.reversed_amount,
+        )
+        .select_from(posted)
+        .outerjoin(OrderReward, (OrderReward.order_id == posted.c.order_id) & (OrderReward.level == posted.c.level))
+        .where(OrderReward.id.is_(None) | (posted.c.credited != OrderReward.amount) | (posted.c.reversed != OrderReward.reversed_amount) | someone_else)
     )
-    for reward_id, order_id, level, member_id, amount, reversed_amount, ledger_credited, ledger_reversed, other_member in rows:
+    disagree = []
+    for order_id, level, ledger_credited, ledger_reversed, other_member, reward_id, member_id, amount, reversed_amount in rows:
+        if reward_id is None:
+            stray.append((order_id, level, int(ledger_credited)))
+        else:
+            disagree.append((reward_id, order_id, level, member_id, amount, reversed_amount, ledger_credited, ledger_reversed, other_member))
+    # Rewards with something credited or reversed and no issuance posting at all: the ledger credited 0.
+    unposted = ~exists(
+        _issuance_postings(issuance, literal(1)).where(LedgerTransaction.order_id == OrderReward.order_id, LedgerTransaction.level == OrderReward.level)
+    )
+    disagree += [
+        (reward_id, order_id, level, member_id, amount, reversed_amount, 0, 0, False)
+        for reward_id, order_id, level, member_id, amount, reversed_amount in sess.execute(
+            select(OrderReward.id, OrderReward.order_id, OrderReward.level, OrderReward.member_id, OrderReward.amount, OrderReward.reversed_amount).where(
+                (OrderReward.amount != 0) | (OrderReward.reversed_amount != 0), unposted
+            )
+        )
+    ]
+    for reward_id, order_id, level, member_id, amount, reversed_amount, ledger_credited, ledger_reversed, other_member in disagree:
         if int(ledger_credited) != amount:
             found[(order_id, level)].append(f"order reward {reward_id} (order {order_id}, level {level}) is {amount} but the ledger credited {int(ledger_credited)}")
         if int(ledger_reversed) != reversed_amount:
@@ -168,18 +218,17 @@ def _reward_postings(sess: Session) -> list[str]:
             strangers.append((order_id, level, reward_id, member_id))
     for order_id, level, reward_id, member_id in strangers:
         # Only for a reward that has them: who else its postings were for.
-        members = set(sess.scalars(select(reward_postings.c.member_id).where(reward_postings.c.order_id == order_id, reward_postings.c.level == level)))
+        members = set(
+            sess.scalars(_issuance_postings(issuance, LedgerTransaction.member_id).where(LedgerTransaction.order_id == order_id, LedgerTransaction.level == level))
+        )
         found[(order_id, level)].append(
             f"order reward {reward_id} (order {order_id}, level {level}) belongs to member {member_id} but was posted for {sorted(members - {member_id}, key=str)}"
         )
     problems = [text for key in sorted(found) for text in found[key]]
-    stray = sess.execute(
-        select(posted.c.order_id, posted.c.level, posted.c.credited)
-        .outerjoin(OrderReward, (OrderReward.order_id == posted.c.order_id) & (OrderReward.level == posted.c.level))
-        .where(OrderReward.id.is_(None))
-        .order_by(posted.c.order_id, func.coalesce(posted.c.level, 0))
-    )
-    problems += [f"order {order_id} level {level} has reward postings ({int(total)} credited) but no order reward row" for order_id, level, total in stray]
+    problems += [
+        f"order {order_id} level {level} has reward postings ({total} credited) but no order reward row"
+        for order_id, level, total in sorted(stray, key=lambda row: (row[0], row[1] or 0))
+    ]
     return problems
 
 
@@ -210,9 +259,12 @@ def _reward_levels(sess: Session) -> list[str]:
         .order_by(OrderReward.order_id)
     )
     texts += [f"order {order_id} pays level 2 ({int(amount2)}) more than level 1 ({int(amount1 or 0)})" for order_id, amount2, amount1 in over]
+    # Every transaction's kind and level are in the order-level index, a fraction of the rows' width.
     stray = sess.execute(
         select(LedgerTransaction.id, LedgerTransaction.order_id, LedgerTransaction.level)
         .where(LedgerTransaction.kind == TxKind.order_reward, (LedgerTransaction.level.is_(None)) | (LedgerTransaction.level.not_in(range(1, MAX_LEVELS + 1))))
+        .with_hint(_TRANSACTIONS, "FORCE INDEX (ix_ledger_transactions_order_level)", "mysql")
+        .with_hint(_TRANSACTIONS, "FORCE INDEX (ix_ledger_transactions_order_level)", "mariadb")
         .order_by(LedgerTransaction.id)
     )
     texts += [f"transaction {tx_id} rewards order {order_id} at level {level}; only levels 1 and 2 exist" for tx_id, order_id, level in stray]

@@ -78,6 +78,9 @@ class LedgerTransaction(Base):
         # The console's ledger search by kind and by date, newest first, on a large merchant.
         Index("ix_ledger_transactions_kind", "kind", "id"),
         Index("ix_ledger_transactions_created", "created_at"),
+        # An order's postings by level, with what ledger-check and the order-rewards comparison need of
+        # them: they are summed per (order, level) from this index alone, never from the rows.
+        Index("ix_ledger_transactions_order_level", "order_id", "level", "kind", "member_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -86,7 +89,7 @@ class LedgerTransaction(Base):
     kind: Mapped[TxKind] = mapped_column(enum_column(TxKind, "tx_kind"))
     #: The member it concerns (for their statement), if any.
     member_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("members.id"))
-    order_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("orders.id"), index=True)
+    order_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("orders.id"))
     #: 1 or 2 for order rewards.
     level: Mapped[int | None]
     #: The transaction this one corrects or continues.
@@ -105,9 +108,9 @@ class Entry(Base):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         # Both carry the amount, so a sum per account or per transaction (ledger-check, settlement's
-        # statement lines) reads the index alone.
+        # statement lines) reads the index alone; a transaction's leg on one account is one look-up.
         Index("ix_ledger_entries_account_amount", "account_id", "id", "amount"),
-        Index("ix_ledger_entries_transaction_amount", "transaction_id", "amount"),
+        Index("ix_ledger_entries_transaction_account", "transaction_id", "account_id", "amount"),
         Index("ix_ledger_entries_account_time", "account_id", "created_at"),
         CheckConstraint("amount <> 0", name="nonzero"),
     )

@@ -16,18 +16,20 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, cast
+from typing import Any, Callable
+from typing import cast as typed
 
 from flask import current_app
-from sqlalchemy import Table, and_, case, func, insert, select, update
+from sqlalchemy import BigInteger, ColumnElement, Select, String, Table, and_, case, cast, func, insert, literal, literal_column, or_, select, text, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Subquery
 
 from server import cache, db, events, tasks
 from server.accounts.services import record_audit
 from server.clock import local
-from server.db import rowcount, utcnow
+from server.db import UTCDateTime, rowcount, utcnow
 from server.orders.models import Order
 from server.points import ledger
 from server.points.errors import LedgerError, SettlementClaimedError, SettlementRunningError
@@ -138,8 +140,6 @@ class _Member:
 
     member_id: int
     matured_id: int
-    debt_id: int
-    available_id: int
     #: The matured balance under the lock: all of it settles.
     amount: int
     #: Paid towards the debt first (``ledger.credit_available``), and what reaches available.
@@ -154,7 +154,7 @@ class _Member:
 
 # The steps read and write through SQLAlchemy Core: thousands of plain rows, no ORM objects.
 _accounts, _entries, _transactions, _rewards, _orders, _statements = (
-    cast(Table, model.__table__) for model in (Account, Entry, LedgerTransaction, OrderReward, Order, Statement)
+    typed(Table, model.__table__) for model in (Account, Entry, LedgerTransaction, OrderReward, Order, Statement)
 )
 #: The debt and available accounts a settlement posting needs; one opened concurrently is skipped.
 _OPEN_ACCOUNT = insert(_accounts).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql")
@@ -194,51 +194,187 @@ def _lock_members(conn: Connection, member_ids: list[int], minimum: int) -> list
         debt, available = found[(m, K.debt)], found[(m, K.available)]
         repaid = min(-balance[debt], amount)
         assert matured is not None  # the minimum is at least 1
-        members.append(_Member(m, matured, debt, available, amount, repaid, amount - repaid, balance[available] + amount - repaid, -(balance[debt] + repaid)))
+        members.append(_Member(m, matured, amount, repaid, amount - repaid, balance[available] + amount - repaid, -(balance[debt] + repaid)))
     return members
 
 
-def _statement_lines(conn: Connection, members: list[_Member]) -> int:
+#: The last line of a statement whose matured postings are not all itemised (a maturing without an order, say).
+_REST = "matured postings not itemised above"
+
+
+def _since_last_settlement(conn: Connection, members: list[_Member]) -> ColumnElement[bool]:
+    """Over ledger entries: those of the members' matured accounts posted after their last settlement.
+
+    Each settlement empties the matured account under its lock, so the entries after the last
+    settle posting are exactly what this one settles. The last settle posting is the one of the
+    member's last statement (a run writes both under the member's locks, so statement ids go up in
+    the order of the settlements): its key names the run and the member, and its matured leg is one
+    look-up, however long the account's history. One query for the step; the condition is ranges of
+    the entries' (account, id) index.
+    """
+    e, t, st, a = _entries.c, _transactions.c, _statements.c, _accounts.c
+    latest = select(st.member_id, func.max(st.id).label("id")).where(st.member_id.in_([m.member_id for m in members])).group_by(st.member_id).subquery()
+    last_statement = _statements.alias("last_statement")
+    settle_key = literal("settle:") + cast(last_statement.c.run_id, String) + literal(":") + cast(last_statement.c.member_id, String)
+    last_settle = dict(
+        conn.execute(
+            select(a.id, e.id)
+            .select_from(latest)
+            .join(last_statement, last_statement.c.id == latest.c.id)
+            .join(_transactions, t.idempotency_key == settle_key)
+            .join(_accounts, (a.member_id == latest.c.member_id) & (a.kind == K.matured))
+            .join(_entries, (e.transaction_id == t.id) & (e.account_id == a.id))
+        ).all()
+    )
+    return or_(
+        e.account_id.in_([m.matured_id for m in members if m.matured_id not in last_settle]),
+        *(and_(e.account_id == acct, e.id > last_id) for acct, last_id in last_settle.items()),
+    )
+
+
+def _matured_rewards(members: list[_Member]) -> ColumnElement[bool]:
+    r = _rewards.c
+    return and_(r.member_id.in_([m.member_id for m in members]), r.state == RewardState.matured)
+
+
+def _other_postings(*columns: Any, since: ColumnElement[bool]) -> Select[Any]:
+    """``columns`` of the matured postings ``since`` selects that are not an order's (those are itemised as rewards), in entry order."""
+    e, t = _entries.c, _transactions.c
+    return (
+        select(*columns)
+        .join_from(_entries, _transactions, t.id == e.transaction_id)
+        .where(since, t.order_id.is_(None))
+        .prefix_with("STRAIGHT_JOIN", dialect="mysql")
+        .with_hint(_entries, "FORCE INDEX (ix_ledger_entries_account_amount)", "mysql")
+    )
+
+
+def _statement_lines(conn: Connection, members: list[_Member], since: ColumnElement[bool]) -> int:
     """Each member's statement lines: their matured order rewards, then the other matured postings since their last settlement, then the rest.
 
-    Two queries for the whole step. Returns how many rewards were itemised: the run marks them settled.
+    Read into ``_Member.lines``, two queries for the whole step. Returns how many rewards were itemised: the run marks them settled.
     """
     r, o, e, t = _rewards.c, _orders.c, _entries.c, _transactions.c
     by_member = {m.member_id: m for m in members}
     rewards = conn.execute(
         select(r.member_id, r.order_id, o.out_trade_no, r.level, r.amount - r.reversed_amount, r.rule)
         .join_from(_rewards, _orders, o.id == r.order_id)
-        .where(r.member_id.in_(list(by_member)), r.state == RewardState.matured)
+        .where(_matured_rewards(members))
         .order_by(r.id)
     )
     itemised = 0
     for member_id, order_id, out_trade_no, level, amount, rule in rewards:
         by_member[member_id].lines.append({"kind": "order_reward", "order_id": order_id, "out_trade_no": out_trade_no, "level": level, "amount": int(amount), "rule": rule})
         itemised += 1
-    # Each settlement empties the matured account under its lock, so the entries after the last
-    # settle posting are exactly what this one settles. Order postings are itemised above.
     by_account = {m.matured_id: m for m in members}
-    last_settle = (
-        select(e.account_id, func.max(e.id).label("last_id"))
-        .join_from(_entries, _transactions, t.id == e.transaction_id)
-        .where(e.account_id.in_(list(by_account)), t.kind == TxKind.settle)
-        .group_by(e.account_id)
-        .subquery()
-    )
-    others = conn.execute(
-        select(e.account_id, e.amount, t.id, t.kind, t.reason)
-        .join_from(_entries, _transactions, t.id == e.transaction_id)
-        .outerjoin(last_settle, last_settle.c.account_id == e.account_id)
-        .where(e.account_id.in_(list(by_account)), t.order_id.is_(None), e.id > func.coalesce(last_settle.c.last_id, 0))
-        .order_by(e.id)
-    )
-    for account_id, amount, tx_id, kind, reason in others:
+    for account_id, amount, tx_id, kind, reason in conn.execute(_other_postings(e.account_id, e.amount, t.id, t.kind, t.reason, since=since).order_by(e.id)):
         by_account[account_id].lines.append({"kind": kind.value, "transaction_id": tx_id, "reason": reason, "amount": int(amount)})
     for m in members:
         rest = m.amount - sum(line["amount"] for line in m.lines)
         if rest:
-            m.lines.append({"kind": "other", "amount": rest, "reason": "matured postings not itemised above"})
+            m.lines.append({"kind": "other", "amount": rest, "reason": _REST})
     return itemised
+
+
+def _member_lines(members: list[_Member], since: ColumnElement[bool]) -> Subquery:
+    """MariaDB: per member with anything to itemise, (member_id, lines, total): the lines ``_statement_lines`` makes as one
+    JSON array, without the rest, and the sum of their amounts. The rewards in reward order, then the other postings in
+    entry order."""
+    r, o, e, t, a = _rewards.c, _orders.c, _entries.c, _transactions.c, _accounts.c
+    rewards = (
+        select(
+            r.member_id.label("member_id"),
+            literal(1).label("section"),
+            r.id.label("seq"),
+            (r.amount - r.reversed_amount).label("amount"),
+            func.json_object(
+                "kind", "order_reward", "order_id", r.order_id, "out_trade_no", o.out_trade_no, "level", r.level, "amount", r.amount - r.reversed_amount, "rule", r.rule
+            ).label("line"),
+        )
+        .join_from(_rewards, _orders, o.id == r.order_id)
+        .where(_matured_rewards(members))
+    )
+    others = _other_postings(
+        a.member_id, literal(2), e.id, e.amount, func.json_object("kind", t.kind, "transaction_id", t.id, "reason", t.reason, "amount", e.amount), since=since
+    ).join(_accounts, a.id == e.account_id)
+    parts = union_all(rewards, others).subquery("parts")
+    return (
+        select(
+            parts.c.member_id,
+            literal_column("JSON_ARRAYAGG(parts.line ORDER BY parts.section, parts.seq)").label("lines"),
+            func.sum(parts.c.amount).label("total"),
+        )
+        .group_by(parts.c.member_id)
+        .subquery("member_lines")
+    )
+
+
+def _insert_statements_in_database(conn: Connection, run: SettlementRun, members: list[_Member], since: ColumnElement[bool], now: datetime) -> int:
+    """MariaDB: the step's statements in one INSERT … SELECT, their lines built by the database (``_member_lines``).
+
+    The figures are those ``_lock_members`` computed, from the same locked balances before the run's postings:
+    all of matured settles, debt is repaid first, the rest reaches available. A member with nothing to itemise
+    has the rest as their only line. No reward row passes through Python. Returns how many rewards were itemised.
+    """
+    st = _statements.c
+    matured, debt, available = (_accounts.alias(name) for name in ("matured", "debt", "available"))
+    owed = -debt.c.balance
+    repaid = case((owed < matured.c.balance, owed), else_=matured.c.balance)
+    lines = _member_lines(members, since)
+    total = func.coalesce(lines.c.total, 0)
+    rest = func.json_object("kind", "other", "amount", cast(matured.c.balance - total, BigInteger), "reason", _REST)
+    rows = (
+        select(
+            literal(run.id),
+            matured.c.member_id,
+            matured.c.balance,
+            repaid,
+            matured.c.balance - repaid,
+            available.c.balance + matured.c.balance - repaid,
+            -(debt.c.balance + repaid),
+            case(
+                (lines.c.member_id.is_(None), func.json_array(rest)),
+                (matured.c.balance == total, lines.c.lines),
+                else_=func.json_array_append(lines.c.lines, "$", rest),
+            ),
+            literal(now, UTCDateTime()),
+        )
+        .select_from(matured)
+        .join(debt, (debt.c.member_id == matured.c.member_id) & (debt.c.kind == K.debt))
+        .join(available, (available.c.member_id == matured.c.member_id) & (available.c.kind == K.available))
+        .outerjoin(lines, lines.c.member_id == matured.c.member_id)
+        .where(matured.c.id.in_([m.matured_id for m in members]))
+    )
+    columns = ("run_id", "member_id", "settled", "debt_repaid", "credited", "available_after", "debt_after", "lines", "created_at")
+    conn.execute(insert(_statements).from_select([st[name] for name in columns], rows))
+    return int(conn.scalar(select(func.count()).select_from(_rewards).where(_matured_rewards(members))) or 0)
+
+
+def _settle_legs(tx_ids: list[int], now: datetime) -> Select[Any]:
+    """The entries of the step's settle transactions, from their members' locked balances before the postings.
+
+    What ``ledger.credit_available`` posts: all of matured out, debt repaid first, the rest to available;
+    no zero leg; each transaction's legs in account-id order, so entry ids follow the accounts as in ``ledger.post``.
+    """
+    t = _transactions.c
+    leg, matured, debt = (_accounts.alias(name) for name in ("leg", "matured", "debt"))
+    owed = -debt.c.balance
+    repaid = case((owed < matured.c.balance, owed), else_=matured.c.balance)
+    amount = case((leg.c.kind == K.matured, -matured.c.balance), (leg.c.kind == K.debt, repaid), else_=matured.c.balance - repaid)
+    return (
+        select(t.id, leg.c.id, amount, literal(now, UTCDateTime()))
+        .select_from(_transactions)
+        .join(leg, (leg.c.member_id == t.member_id) & leg.c.kind.in_(_KINDS))
+        .join(matured, (matured.c.member_id == t.member_id) & (matured.c.kind == K.matured))
+        .join(debt, (debt.c.member_id == t.member_id) & (debt.c.kind == K.debt))
+        .where(t.id.in_(tx_ids), amount != 0)
+        .order_by(t.id, leg.c.id)
+    )
+
+
+def _lines_in_database(conn: Connection) -> bool:
+    """MariaDB builds the statement lines itself (``JSON_ARRAYAGG … ORDER BY``); elsewhere they are built here."""
+    return bool(getattr(conn.dialect, "is_mariadb", False))
 
 
 def _settle_members(conn: Connection, run: SettlementRun, member_ids: list[int], minimum: int, now: datetime) -> list[Settled]:
@@ -251,7 +387,30 @@ def _settle_members(conn: Connection, run: SettlementRun, member_ids: list[int],
     members = _lock_members(conn, member_ids, minimum)
     if not members:
         return []
-    itemised = _statement_lines(conn, members)
+    since = _since_last_settlement(conn, members)
+    # The statements before the postings: the lines are what matured before this run's settle posting.
+    if _lines_in_database(conn):
+        itemised = _insert_statements_in_database(conn, run, members, since, now)
+    else:
+        itemised = _statement_lines(conn, members, since)
+        conn.execute(
+            insert(_statements),
+            [
+                {
+                    "run_id": run.id,
+                    "member_id": m.member_id,
+                    "settled": m.amount,
+                    "debt_repaid": m.repaid,
+                    "credited": m.credited,
+                    "available_after": m.available_after,
+                    # Positive, what the member still owes: the statement is read by people, not the ledger.
+                    "debt_after": m.debt_after,
+                    "lines": m.lines,
+                    "created_at": now,
+                }
+                for m in members
+            ],
+        )
     keys = {f"settle:{run.id}:{m.member_id}": m for m in members}
     conn.execute(
         insert(_transactions),
@@ -274,15 +433,7 @@ def _settle_members(conn: Connection, run: SettlementRun, member_ids: list[int],
     t = _transactions.c
     for tx_id, key in conn.execute(select(t.id, t.idempotency_key).where(t.idempotency_key.in_(list(keys)))):
         keys[key].tx_id = tx_id
-    conn.execute(
-        insert(_entries),
-        [
-            {"transaction_id": m.tx_id, "account_id": acct_id, "amount": amount, "created_at": now}
-            for m in members
-            for acct_id, amount in sorted(((m.matured_id, -m.amount), (m.debt_id, m.repaid), (m.available_id, m.credited)))
-            if amount
-        ],
-    )
+    conn.execute(insert(_entries).from_select(["transaction_id", "account_id", "amount", "created_at"], _settle_legs([m.tx_id for m in members], now)))
     a, e = _accounts.c, _entries.c
     conn.execute(update(_accounts).where(a.id == e.account_id, e.transaction_id.in_([m.tx_id for m in members])).values(balance=a.balance + e.amount))
     if itemised:
@@ -295,24 +446,6 @@ def _settle_members(conn: Connection, run: SettlementRun, member_ids: list[int],
         )
         if marked != itemised:
             raise LedgerError(f"settlement {run.id} itemised {itemised} rewards but {marked} were still matured")
-    conn.execute(
-        insert(_statements),
-        [
-            {
-                "run_id": run.id,
-                "member_id": m.member_id,
-                "settled": m.amount,
-                "debt_repaid": m.repaid,
-                "credited": m.credited,
-                "available_after": m.available_after,
-                # Positive, what the member still owes: the statement is read by people, not the ledger.
-                "debt_after": m.debt_after,
-                "lines": m.lines,
-                "created_at": now,
-            }
-            for m in members
-        ],
-    )
     st = _statements.c
     ids = {member_id: statement_id for member_id, statement_id in conn.execute(
         select(st.member_id, st.id).where(st.run_id == run.id, st.member_id.in_([m.member_id for m in members]))
@@ -352,10 +485,19 @@ def settle(sess: Session, *, period: str, mode: str, actor: str, progress: Calla
     done: list[Settled] = []
     if progress:
         progress(0, len(candidates))
-    for start in range(0, len(candidates), CHUNK):
-        done += _settle_members(conn, run, candidates[start : start + CHUNK], minimum, now)
-        if progress:
-            progress(min(start + CHUNK, len(candidates)), len(candidates))
+    widened = None
+    if _lines_in_database(conn):
+        # JSON_ARRAYAGG stops at group_concat_max_len (1 MB by default); one member's lines may be longer.
+        widened = conn.scalar(text("SELECT @@SESSION.group_concat_max_len"))
+        conn.execute(text("SET SESSION group_concat_max_len = 4294967295"))
+    try:
+        for start in range(0, len(candidates), CHUNK):
+            done += _settle_members(conn, run, candidates[start : start + CHUNK], minimum, now)
+            if progress:
+                progress(min(start + CHUNK, len(candidates)), len(candidates))
+    finally:
+        if widened is not None:
+            conn.execute(text("SET SESSION group_concat_max_len = :limit"), {"limit": int(widened)})
     _expire_ledger_objects(sess)
     run.members = len(done)
     run.total = sum(s.settled for s in done)

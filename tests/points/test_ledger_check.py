@@ -7,7 +7,8 @@ from sqlalchemy import insert, select, update
 from server import db
 from server.points import ledger, settlement
 from server.points.checks import check_ledger
-from server.points.models import Account, AccountKind, Entry, OrderReward
+from server.accounts.models import Member
+from server.points.models import Account, AccountKind, Entry, LedgerTransaction, OrderReward
 from server.points.services import process_order
 from tests.points import completed_order, make_member, make_sku, pay, place, post_to
 
@@ -113,6 +114,73 @@ def test_reward_postings_without_a_reward_row_fail(app, healthy):
         sess.execute(OrderReward.__table__.delete().where(OrderReward.order_id == healthy["refunded"], OrderReward.level == 2))
         db.commit()
     fails_with(app, f"order {healthy['refunded']} level 2 has reward postings (100 credited) but no order reward row")
+
+
+def test_a_reward_row_without_any_posting_fails(app, healthy):
+    with app.app_context():
+        sess = db.session()
+        bob = sess.scalars(select(Member).where(Member.nickname == "bob")).one()
+        unpaid = place(sess, bob, make_sku(sess, price_fen=20_000))
+        sess.execute(insert(OrderReward).values(order_id=unpaid.id, member_id=healthy["alice"], level=1, amount=300, reversed_amount=0, rule="by hand"))
+        reward_id = sess.scalars(select(OrderReward.id).where(OrderReward.order_id == unpaid.id)).one()
+        db.commit()
+    output = fails_with(app, f"order reward {reward_id} (order {unpaid.id}, level 1) is 300 but the ledger credited 0")
+    assert output.count("VIOLATION") == 1
+
+
+def test_a_reward_posting_without_a_level_fails_both_ways(app, healthy):
+    """The level is read from the order-level index: a posting that lost it is a stray of its own and leaves its reward uncredited."""
+    with app.app_context():
+        sess = db.session()
+        tx = ledger.find(sess, f"order:{healthy['order']}:L1:reward")
+        assert tx is not None
+        tx_id = tx.id
+        reward_id = sess.scalars(select(OrderReward.id).where(OrderReward.order_id == healthy["order"], OrderReward.level == 1)).one()
+        sess.execute(update(LedgerTransaction).where(LedgerTransaction.id == tx_id).values(level=None))
+        db.commit()
+    order = healthy["order"]
+    fails_with(
+        app,
+        f"order reward {reward_id} (order {order}, level 1) is 500 but the ledger credited 0",
+        f"order {order} level None has reward postings (500 credited) but no order reward row",
+        f"transaction {tx_id} rewards order {order} at level None; only levels 1 and 2 exist",
+    )
+
+
+def _insert_entry_around_foreign_keys(app, **values) -> int:
+    """An entry written as a restore or a hand-made script could write it, with the foreign keys switched off."""
+    with app.extensions["db_engine"].connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        switch = conn.connection.dbapi_connection.execute if sqlite else conn.exec_driver_sql  # SQLite: outside any transaction
+        switch("PRAGMA foreign_keys=OFF" if sqlite else "SET FOREIGN_KEY_CHECKS=0")
+        entry_id = conn.execute(insert(Entry).values(created_at=settlement.utcnow(), **values)).inserted_primary_key[0]
+        conn.commit()
+        switch("PRAGMA foreign_keys=ON" if sqlite else "SET FOREIGN_KEY_CHECKS=1")
+    return int(entry_id)
+
+
+def test_entries_of_a_missing_transaction_or_account_fail(app, healthy):
+    with app.app_context():
+        sess = db.session()
+        tx_id = ledger.find(sess, "grant:test:1").id
+        acct_id = ledger.account(sess, healthy["alice"], K.available).id
+        missing = 10_000_000
+        db.commit()
+    lost_tx = _insert_entry_around_foreign_keys(app, transaction_id=missing, account_id=acct_id, amount=5)
+    lost_acct = _insert_entry_around_foreign_keys(app, transaction_id=tx_id, account_id=missing + 1, amount=-5)
+    output = fails_with(
+        app,
+        f"transaction {missing} does not balance: its entries sum to 5",
+        f"transaction {tx_id} does not balance: its entries sum to -5",
+        f"entry {lost_tx} belongs to transaction {missing}, which does not exist",
+        f"entry {lost_acct} posts to account {missing + 1}, which does not exist",
+    )
+    # Besides those four, Alice's available account no longer matches its entries.
+    assert output.count("VIOLATION") == 5
+    with app.app_context():
+        sess = db.session()
+        sess.execute(Entry.__table__.delete().where(Entry.id.in_([lost_tx, lost_acct])))
+        db.commit()
 
 
 def test_the_summary_counts_balances_per_account_kind(app):

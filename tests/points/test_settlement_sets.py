@@ -309,14 +309,15 @@ def test_the_run_locks_only_its_members_accounts(app: Flask, monkeypatch: pytest
         outsiders = [m.id for m in members[3:]]
 
     locked, release = threading.Event(), threading.Event()
-    original = settlement._statement_lines
+    original = settlement._since_last_settlement
 
+    # The first thing a step does once its members' accounts are locked.
     def hold(conn: Any, step: Any) -> Any:
         locked.set()
         release.wait(20)
         return original(conn, step)
 
-    monkeypatch.setattr(settlement, "_statement_lines", hold)
+    monkeypatch.setattr(settlement, "_since_last_settlement", hold)
 
     def run() -> None:
         with unit_of_work(app) as s:
