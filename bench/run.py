@@ -682,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from server import create_app, migrate
     from server.demo import seed_demo
+    from server.jobs import queue as jobs
     from wechat_sandbox import create_sandbox_app, pay_merchant_from_config, sandbox_apps_from_config, serve_in_thread
 
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
@@ -698,6 +699,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"database {url.split('@')[-1]}: emptied, migrating …", flush=True)
         version = fresh_database(url)
+        # No background drainer in this process: the generators below pick ids while nothing else writes;
+        # what the demo queues is drained here, and whatever comes later by the servers.
+        config.JOB_DRAINERS = 0
         flask = create_app(config)
         migrate.upgrade(flask)
         if flask.extensions.get("redis") is not None:
@@ -709,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in seed_demo(db.session()):  # the demo shop's staff, catalog, members and orders beside the bench's own
                     pass
                 db.commit()
+            jobs.drain(flask)
 
         bench = Bench(args=args, sizes=sizes, workdir=workdir, config=config, env=env, sandbox=sandbox, rounds=rounds, duration=duration, flask=flask)
         selected = [CASES[c] for c in CASES if c in names]
