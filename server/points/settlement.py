@@ -20,7 +20,7 @@ from typing import Any, Callable
 from typing import cast as typed
 
 from flask import current_app
-from sqlalchemy import BigInteger, ColumnElement, Select, String, Table, and_, case, cast, func, insert, literal, literal_column, or_, select, text, union_all, update
+from sqlalchemy import BigInteger, ColumnElement, Select, Table, and_, case, cast, func, insert, literal, literal_column, or_, select, text, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -209,23 +209,25 @@ def _since_last_settlement(conn: Connection, members: list[_Member]) -> ColumnEl
     settle posting are exactly what this one settles. The last settle posting is the one of the
     member's last statement (a run writes both under the member's locks, so statement ids go up in
     the order of the settlements): its key names the run and the member, and its matured leg is one
-    look-up, however long the account's history. One query for the step; the condition is ranges of
+    look-up, however long the account's history. Two queries for the step; the condition is ranges of
     the entries' (account, id) index.
     """
     e, t, st, a = _entries.c, _transactions.c, _statements.c, _accounts.c
     latest = select(st.member_id, func.max(st.id).label("id")).where(st.member_id.in_([m.member_id for m in members])).group_by(st.member_id).subquery()
     last_statement = _statements.alias("last_statement")
-    settle_key = literal("settle:") + cast(last_statement.c.run_id, String) + literal(":") + cast(last_statement.c.member_id, String)
+    runs = conn.execute(select(last_statement.c.member_id, last_statement.c.run_id).join_from(latest, last_statement, last_statement.c.id == latest.c.id)).all()
+    # The keys are made here and sent as values: built in SQL (CONCAT of CASTs), they would carry the
+    # connection's collation, which MariaDB refuses to compare with the column's when the two differ.
+    keys = [f"settle:{run_id}:{member_id}" for member_id, run_id in runs]
     last_settle = dict(
         conn.execute(
             select(a.id, e.id)
-            .select_from(latest)
-            .join(last_statement, last_statement.c.id == latest.c.id)
-            .join(_transactions, t.idempotency_key == settle_key)
-            .join(_accounts, (a.member_id == latest.c.member_id) & (a.kind == K.matured))
-            .join(_entries, (e.transaction_id == t.id) & (e.account_id == a.id))
+            .select_from(_transactions)
+            .join(_entries, e.transaction_id == t.id)
+            .join(_accounts, (a.id == e.account_id) & (a.kind == K.matured))
+            .where(t.idempotency_key.in_(keys))
         ).all()
-    )
+    ) if keys else {}
     return or_(
         e.account_id.in_([m.matured_id for m in members if m.matured_id not in last_settle]),
         *(and_(e.account_id == acct, e.id > last_id) for acct, last_id in last_settle.items()),
