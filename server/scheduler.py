@@ -39,7 +39,7 @@ from server.orders.models import Order, OrderKind, OrderStatus
 from server.points import incentives, settlement
 from server.points.errors import SettlementClaimedError
 from server.points.models import JobClaim, OrderReward, RewardState
-from server.points.services import lock_order_members, process_order
+from server.points.services import process_order
 from server.reports import rollups
 from server.settings.services import get_setting
 from server.wechat import wechat_pay
@@ -123,6 +123,21 @@ def _each_order(app: Flask, sess: Session, what: str, orders_due: list[Order], s
     return done
 
 
+def _points_of(app: Flask, order_id: int) -> bool:
+    """Bring one order's points in line (``process_order``) and commit; False if it failed (logged: the next tick retries)."""
+    try:
+        with unit_of_work(app) as sess:
+            order = sess.get(Order, order_id)
+            if order is None:
+                return False
+            process_order(sess, order)
+            db.commit()
+        return True
+    except Exception:
+        app.logger.exception("points failed for order %s", order_id)
+        return False
+
+
 def _orders_needing_points(sess: Session, now: datetime) -> list[int]:
     """Orders whose points may lag behind them: recently changed, paid but never rewarded, ready but not matured.
 
@@ -172,16 +187,11 @@ def orders_tick(app: Flask, now: datetime) -> dict[str, int] | None:
     with unit_of_work(app):
         closed = payments.reconcile_unpaid(wechat_pay(), now).closed
     with unit_of_work(app) as sess:
-
-        def bring_points_in_line(order: Order) -> bool:
-            process_order(sess, order)
-            return True
-
-        ids = set(received + completed) | set(_orders_needing_points(sess, now))
-        to_process = list(sess.scalars(select(Order).where(Order.id.in_(ids)).order_by(Order.id))) if ids else []
-        # One unit of work over many orders: all their members' accounts before the first posting (the ledger's lock order).
-        lock_order_members(sess, to_process)
-        processed = _each_order(app, sess, "points", to_process, bring_points_in_line)
+        ids = sorted(set(received + completed) | set(_orders_needing_points(sess, now)))
+    # Each order's points in a unit of work of its own, so its members' accounts are held for that order alone
+    # (a redemption of another member never waits for the whole tick).
+    processed = [order_id for order_id in ids if _points_of(app, order_id)]
+    with unit_of_work(app) as sess:
         oldest = f"{local(now - TICK_CLAIMS_KEPT):%Y-%m-%dT%H:%M}"
         sess.execute(delete(JobClaim).where(JobClaim.job.in_(("orders-tick", "refund-retry", "export-cleanup")), JobClaim.period < oldest))
         finished = sess.get(JobClaim, claim_id)

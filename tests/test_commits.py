@@ -55,6 +55,7 @@ OWN_UNITS = {
     ("server/scheduler.py", "stage_bonus_job"),
     ("server/scheduler.py", "_finish"),
     ("server/scheduler.py", "orders_tick"),
+    ("server/scheduler.py", "_points_of"),
     ("server/scheduler.py", "refund_retry_job"),
     ("server/scheduler.py", "notifications_job"),
     # Sending a message: the claim commits before WeChat is asked, the outcome in a transaction of its own.

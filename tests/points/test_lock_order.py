@@ -9,25 +9,28 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import timedelta
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import OperationalError
 
-from server import db
+from server import db, scheduler
 from server.accounts.models import StaffRole
 from server.accounts.services import create_staff
-from server.db import unit_of_work
+from server.db import unit_of_work, utcnow
+from server.jobs import queue
 from server.orders.models import Order
 from server.points import ledger, redemption, settlement
 from server.points.checks import check_ledger
 from server.points.models import MEMBER_KINDS, AccountKind, ItemKind, OrderReward
 from server.points.queries import member_balances
 from server.points.services import reverse_order_rewards
-from tests.points import completed_order, make_member, make_sku, post_to
+from tests.points import completed_order, make_member, make_sku, pay, place, post_to
 
 K = AccountKind
 
@@ -190,3 +193,57 @@ def test_a_settlement_and_a_refund_of_an_order_whose_upline_joined_first_both_co
             balances = member_balances(sess, member_id)
             assert (balances.available, balances.matured, balances.debt) == (kept, 0, 0)
         assert check_ledger(sess).ok
+
+
+def test_the_orders_tick_holds_each_orders_members_only_for_that_orders_own_work(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tick brings many orders' points in line; while it works on one, another order's members stay free."""
+    _mariadb_only(app)
+    monkeypatch.setattr(queue, "wake", lambda: None)  # the tick, not a drainer, does the points
+    with app.app_context():
+        sess = db.session()
+        sku = make_sku(sess)
+        first_sharer, second_sharer = make_member(sess, "first-sharer"), make_member(sess, "second-sharer")
+        for sharer in (first_sharer, second_sharer):
+            post_to(sess, sharer, K.pending, 100)  # accounts that exist, so a lock holds rows
+        for sharer in (first_sharer, second_sharer):
+            buyer = make_member(sess, f"buyer-of-{sharer.nickname}", inviter=sharer)
+            pay(sess, place(sess, buyer, sku))
+        db.commit()
+        engine = db.session().get_bind().engine
+        first_id, second_id = sorted((first_sharer.id, second_sharer.id))
+
+    probe: dict[str, Any] = {}
+
+    def try_the_second_sharer() -> None:
+        with app.app_context():
+            probe_sess = db.session()
+            probe_sess.execute(text("SET SESSION innodb_lock_wait_timeout = 1"))
+            try:
+                ledger.lock_accounts(probe_sess, [second_id], open_missing=False)
+                probe["locked"] = True
+            except OperationalError as error:
+                probe["locked"] = False
+                probe["error"] = str(error.orig)
+            finally:
+                probe_sess.rollback()
+
+    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread().name == "tick" and "FOR UPDATE" in statement and "ledger_accounts" in statement and "locked" not in probe:
+            prober = threading.Thread(target=try_the_second_sharer)
+            prober.start()
+            prober.join()
+
+    outcome: dict[str, Any] = {}
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        tick = threading.Thread(target=lambda: outcome.update(scheduler.orders_tick(app, utcnow() + timedelta(hours=1)) or {}), name="tick")
+        tick.start()
+        tick.join()
+    finally:
+        event.remove(engine, "after_cursor_execute", after)
+    assert outcome.get("points") == 2
+    assert probe == {"locked": True}, probe  # the first order's work did not hold the second order's sharer
+    with app.app_context():
+        sess = db.session()
+        assert all(member_balances(sess, m).pending > 100 for m in (first_id, second_id))
+        assert check_ledger(sess).violations == []
