@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from server import events, security
 from server.accounts.models import Member
@@ -135,7 +136,9 @@ def transition(sess: Session, order: Order, to: OrderStatus, *, actor: str, even
     if rowcount(result) != 1:
         sess.refresh(order)
         return False
-    sess.refresh(order)
+    for key, value in values.items():
+        # What the UPDATE wrote, without reading the row back: it is this unit of work's until the commit.
+        set_committed_value(order, key, value)
     add_event(sess, order, event or to.value, actor, from_status=current, to_status=to, **detail)
     if to in _TIMELINE:
         sess.add(TouchEvent(member_id=order.member_id, kind=_TIMELINE[to], channel="order", actor=actor, content=f"order:{order.id}", detail={"out_trade_no": order.out_trade_no}))
@@ -322,7 +325,8 @@ def apply_payment(
     if not _record_notice(sess, PaymentNotice(kind="pay", reference=transaction_id, out_trade_no=out_trade_no, amount_fen=amount_fen, api=api, applied=True)):
         sess.refresh(order)
         return PaymentResult(order, False)
-    sess.refresh(order)
+    # No second read of the order: this transaction's first read saw it (and reads again would see the same),
+    # and the conditional UPDATE below is what refuses a payment another path made first.
     if order.status not in (S.created, S.closed):
         # Paid through another path already (an order query, the other API version).
         return PaymentResult(order, False)

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import pytest
+import sqlalchemy.event
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -56,6 +57,30 @@ def test_the_first_notification_still_reads_its_order_once(app: Flask, client: A
     # The order and the "seen before?" answer come from one statement: the first SELECT is the only read before the insert.
     assert sent.index("INSERT") > sent.index("SELECT")
     assert sent[: sent.index("SAVEPOINT")].count("SELECT") == 1, sent
+
+
+def test_the_first_notification_reads_the_order_row_once_and_pays_it(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState) -> None:
+    """The order is read with its notice and then only written: the move to paid does not read it back."""
+    app.config.update(TASKS_EAGER=False, JOB_DRAINERS=0)  # the points job waits in the queue: only the notification is counted
+    ref = make_order()
+    prepay(app, ref)
+    headers, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    engine = app.extensions["db_engine"]
+    sqlalchemy.event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", record)
+    order_reads = [s for s in sent if s.lstrip().upper().startswith("SELECT") and "\nFROM orders" in s]
+    assert len(order_reads) == 1, order_reads
+    paid = order_row(app, ref.id)
+    assert paid.status == OrderStatus.paid and paid.paid_at is not None and paid.paid_fee == paid.total_fee
+    assert len(events_of(app, ref.id, "paid")) == 1
 
 
 def test_a_replay_with_another_amount_is_still_refused(app: Flask, client: Any, make_order: Any, sandbox_pay: PayState) -> None:
