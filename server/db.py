@@ -165,7 +165,7 @@ def per_transaction(sess: Session, name: str, load: Callable[[], T]) -> T:
     """``load()``'s answer, kept in the session for its current transaction and loaded afresh in the next.
 
     For what a unit of work reads again and again and cannot change under its own feet (the settings,
-    an account's id), so each is one statement per transaction, not one per use. Whoever changes such
+    the ledger accounts it has read), so each is one statement per transaction, not one per use. Whoever changes such
     rows in the transaction drops the name with ``sess.info.pop(name, None)``.
     """
     transaction = sess.get_transaction()

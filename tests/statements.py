@@ -1,5 +1,6 @@
 """Counting what a request sends to the database, to pin the statement counts of the hot paths.
 
+``statements_sent(app)`` records the text of each statement SQLAlchemy executes, to say which ones ran.
 ``round_trips(app)`` records every statement the app's engine sends. On MariaDB it records at the
 driver, so the COMMITs, ROLLBACKs and pings the pool sends itself are counted too (a ping as
 ``PING``); on SQLite it records the statements SQLAlchemy executes, with ``COMMIT`` and ``ROLLBACK``
@@ -61,3 +62,20 @@ def round_trips(app: Flask) -> Iterator[list[str]]:
     finally:
         for target, name, fn in listeners:
             event.remove(target, name, fn)
+
+
+@contextlib.contextmanager
+def statements_sent(app: Flask) -> Iterator[list[str]]:
+    """The text of each statement the app's engine executes while the block runs, in order, its whitespace
+    collapsed to single spaces (SQLite's ``BEGIN`` included; the COMMITs and ROLLBACKs are not statements here)."""
+    seen: list[str] = []
+    engine = app.extensions["db_engine"]
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        seen.append(" ".join(sql.split()))
+
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from flask import Flask
 from openpyxl import load_workbook
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from server import db
 from server.accounts import export_jobs
@@ -24,6 +24,7 @@ from server.referral.models import Lead
 from server.scheduler import export_cleanup_job
 from tests.console.conftest import Console
 from tests.console.test_pages import demo  # noqa: F401  (the demo shop fixture)
+from tests.statements import statements_sent
 
 DEMO_PASSWORD = "demo-pass-2026"
 
@@ -384,19 +385,10 @@ def test_a_staff_member_has_at_most_three_exports_under_way(app: Flask, demo: di
 def test_exports_read_the_list_in_keyset_batches_and_csv_streams(app: Flask, demo: dict[str, Any]) -> None:
     """No query reads the whole list: each batch asks for the next two rows after the last key seen."""
     browser = login(app, "owner")
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(" ".join(statement.split()))
-
-    engine = app.extensions["db_engine"]
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with statements_sent(app) as statements:
         response = browser.get("/console/distributors/export?format=csv")
         assert response.is_streamed
         rows = csv_rows(response.data)
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
     reads = [s for s in statements if s.startswith("SELECT") and "FROM distributors" in s and "count(" not in s]
     assert len(rows) >= 2
     assert len(reads) == len(rows) // 2 + 1

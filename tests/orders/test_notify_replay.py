@@ -9,7 +9,6 @@ import threading
 from typing import Any
 
 import pytest
-import sqlalchemy.event
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -18,7 +17,7 @@ from server.orders import payments
 from server.orders.models import OrderStatus, PaymentNotice
 from wechat_sandbox import PayState
 from tests.orders.conftest import events_of, order_row, post, prepay, snapshot
-from tests.statements import is_mysql, round_trips
+from tests.statements import is_mysql, round_trips, statements_sent
 
 PATHS = {"v2": payments.V2_PAY_NOTIFY_PATH, "v3": payments.V3_NOTIFY_PATH}
 
@@ -65,18 +64,9 @@ def test_the_first_notification_reads_the_order_row_once_and_pays_it(app: Flask,
     ref = make_order()
     prepay(app, ref)
     headers, body = sandbox_pay.build_pay_notification(ref.out_trade_no)
-    sent: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
-
-    engine = app.extensions["db_engine"]
-    sqlalchemy.event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(app) as sent:
         assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
-    finally:
-        sqlalchemy.event.remove(engine, "before_cursor_execute", record)
-    order_reads = [s for s in sent if s.lstrip().upper().startswith("SELECT") and "\nFROM orders" in s]
+    order_reads = [s for s in sent if s.startswith("SELECT") and " FROM orders " in s]
     assert len(order_reads) == 1, order_reads
     paid = order_row(app, ref.id)
     assert paid.status == OrderStatus.paid and paid.paid_at is not None and paid.paid_fee == paid.total_fee

@@ -6,16 +6,15 @@ member's orders can be rewarded at.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Flask
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from server import db
 from server.jobs import queue
 from server.points import ledger
 from server.points.models import AccountKind, OrderReward
 from tests.points import make_member, make_sku, pay, place
+from tests.statements import statements_sent
 
 #: How the account lock (``ledger.locking``) orders what it reads, on every database.
 LOCK_MARK = "ORDER BY ledger_accounts.member_id, ledger_accounts.kind"
@@ -35,18 +34,9 @@ def test_a_paid_orders_points_job_reads_first_and_locks_the_accounts_just_before
     first, second = queue.claim(app)
     assert queue.run(app, first)
 
-    sent: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if not statement.startswith("BEGIN"):  # SQLite's own way of opening the transaction MariaDB opens implicitly
-            sent.append(statement)
-
-    engine = app.extensions["db_engine"]
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(app) as recorded:
         assert queue.run(app, second)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    sent = [statement for statement in recorded if not statement.startswith("BEGIN")]  # SQLite's own way of opening the transaction MariaDB opens implicitly
 
     locks = [n for n, statement in enumerate(sent) if LOCK_MARK in statement]
     assert locks, sent

@@ -22,6 +22,7 @@ from server.posters.models import PosterImage, PosterTemplate
 from server.referral.models import Scene
 from server.referral.services import revoke_scene
 from server.wechat.formats import SCENE_MAX_LENGTH, SCENE_RE
+from tests.statements import statements_sent
 
 POSTERS = "/api/v1/referral/posters"
 TEMPLATES = "/admin/api/v1/poster-templates"
@@ -716,22 +717,11 @@ def test_a_new_default_template_or_version_is_drawn_anew_after_the_one_read(app,
 
 
 def test_a_cold_poster_looks_for_itself_once_before_the_lock_and_reads_the_background_with_the_template(app, client, alice, ops, request_poster):
-    from sqlalchemy import event
-
     response = client.patch(f"{TEMPLATES}/{request_poster(alice)['template_id']}", headers=ops,
                             json={"background_image": base64.b64encode(png_bytes("#0000FF")).decode()})
     assert response.status_code == 200, response.get_json()
-    sent: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
-        sent.append(" ".join(sql.split()))
-
-    engine = app.extensions["db_engine"]
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(app) as sent:
         drawn = request_poster(alice)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert drawn["cached"] is False
     poster_reads = [s for s in sent if s.startswith("SELECT poster_images.id")]
     # The cached-poster read, then once more under the render lock.

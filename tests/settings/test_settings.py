@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import pytest
-import sqlalchemy.event
 from sqlalchemy import select
 
 from server import db
 from server.accounts.models import AuditEntry
 from server.settings import services
 from server.settings.services import SettingSpec
+from tests.statements import statements_sent
 
 
 @pytest.fixture(autouse=True)
@@ -53,9 +53,8 @@ def test_default_then_changed(app):
 def test_settings_are_read_once_a_transaction_and_a_change_is_seen_at_once(app):
     with app.app_context():
         sess = db.session()
-        statements = []
-        sqlalchemy.event.listen(app.extensions["db_engine"], "before_cursor_execute", lambda *args: statements.append(args[2]))
-        assert [services.get_setting(sess, key) for key in ("demo_days", "demo_mode", "demo_name", "demo_days")] == [7, "weekly", "shop", 7]
+        with statements_sent(app) as statements:
+            assert [services.get_setting(sess, key) for key in ("demo_days", "demo_mode", "demo_name", "demo_days")] == [7, "weekly", "shop", 7]
         assert sum("FROM settings" in statement for statement in statements) == 1
         services.set_setting(sess, "demo_days", "30", by="cli")
         assert services.get_setting(sess, "demo_days") == 30  # in the transaction that changed it
