@@ -21,7 +21,7 @@ LOCK_MARK = "ORDER BY ledger_accounts.member_id, ledger_accounts.kind"
 
 
 def test_a_paid_orders_points_job_reads_first_and_locks_the_accounts_just_before_posting(app: Flask) -> None:
-    app.config["TASKS_EAGER"] = False  # the jobs wait in the queue until this test runs them
+    app.config.update(TASKS_EAGER=False, JOB_DRAINERS=0)  # the jobs wait in the queue until this test runs them: no drainer thread takes them
     with app.app_context():
         sess = db.session()
         upline = make_member(sess, "upline")
