@@ -87,17 +87,22 @@ class Case:
     #: Data the case needs, written before the servers start (nothing else writes then, so the
     #: generators may choose their rows' ids).
     prepare: Callable[[Bench], Any] | None
+    #: Timed in this process, one request or command at a time: run before the servers start and before
+    #: any load, so what it measures is the path itself and not what the load left running (MariaDB
+    #: flushing and purging the writes of the notification rounds, a load average still falling).
+    quiet: bool = False
 
 
-#: Every case, in the order they run (settlement changes the data, so it comes after the requests).
+#: Every case, in the order of the table (the quiet ones run first, in this order; settlement changes
+#: the data, so it comes after the other quiet cases).
 CASES: dict[str, Case] = {}
 
 
-def case(name: str, *, smoke: bool = False, prepare: Callable[[Bench], Any] | None = None) -> Callable[[Callable[[Bench], list[Row]]], Callable[[Bench], list[Row]]]:
+def case(name: str, *, smoke: bool = False, prepare: Callable[[Bench], Any] | None = None, quiet: bool = False) -> Callable[[Callable[[Bench], list[Row]]], Callable[[Bench], list[Row]]]:
     """Register ``fn(bench) -> rows`` as the case ``name`` (what ``--only`` names)."""
 
     def register(fn: Callable[[Bench], list[Row]]) -> Callable[[Bench], list[Row]]:
-        CASES[name] = Case(name, fn, smoke, prepare)
+        CASES[name] = Case(name, fn, smoke, prepare, quiet)
         return fn
 
     return register
@@ -391,7 +396,7 @@ def cached_poster_case(bench: Bench) -> list[Row]:
     return [bench.http_row(f"POST {POSTERS} (cached)", "≥ 0.50×", apps, bares)]
 
 
-@case("poster-cold")
+@case("poster-cold", quiet=True)
 def cold_poster_case(bench: Bench) -> list[Row]:
     """A poster drawn for a member who has none, in-process (the route through the test client), with the
     mini-program code's call to WeChat (the sandbox, over HTTP) timed apart."""
@@ -473,24 +478,30 @@ def team_paths(bench: Bench, lead_id: int) -> list[str]:
 def team_case(bench: Bench) -> list[Row]:
     lead_id, headers = team_lead(bench)
     paths = team_paths(bench, lead_id)
+    apps, bares = bench.interleaved(lambda _: [raw_request("GET", p, headers) for p in paths])
+    size = f"{bench.sizes.team_direct:,} + {bench.sizes.team_indirect:,}"
+    return [bench.http_row(f"GET {TEAM} ({size}, cursors)", "≥ 0.30×", apps, bares, f"{len(paths)} pages in turn: the first of both levels, then keyset pages through each")]
+
+
+@case("team-page", smoke=True, prepare=lambda bench: team_lead(bench), quiet=True)
+def team_page_case(bench: Bench) -> list[Row]:
+    """The team's pages (``team_paths``) one at a time through the test client, in-process."""
+    lead_id, headers = team_lead(bench)
+    paths = team_paths(bench, lead_id)
     client = bench.flask.test_client()
     one_by_one: list[float] = []
+    loads: list[float] = []
     for _ in range(3 if bench.args.smoke else 10):
         for path in paths:
             started = time.perf_counter()
             response = client.get(path, headers=headers)
             one_by_one.append((time.perf_counter() - started) * 1000)
             assert response.status_code == 200, response.get_json()
-    load = load1()
-    apps, bares = bench.interleaved(lambda _: [raw_request("GET", p, headers) for p in paths])
-    size = f"{bench.sizes.team_direct:,} + {bench.sizes.team_indirect:,}"
-    return [
-        bench.http_row(f"GET {TEAM} ({size}, cursors)", "≥ 0.30×", apps, bares, f"{len(paths)} pages in turn: the first of both levels, then keyset pages through each"),
-        Row(
-            path=f"GET {TEAM} one at a time (in-process)", target="≤ 5 ms a page", app=median(one_by_one), unit="ms",
-            p50=median(one_by_one), p99=percentile(one_by_one, 0.99), load=load, note=f"{len(one_by_one)} requests through the test client, no concurrency",
-        ),
-    ]
+        loads.append(load1())
+    return [Row(
+        path=f"GET {TEAM} one at a time (in-process)", target="≤ 5 ms a page", app=median(one_by_one), unit="ms",
+        p50=median(one_by_one), p99=percentile(one_by_one, 0.99), load=median(loads), note=f"{len(one_by_one)} requests through the test client, no concurrency",
+    )]
 
 
 def settlement_data(bench: Bench) -> Any:
@@ -530,7 +541,7 @@ def settle_in_child() -> int:
     return 0
 
 
-@case("settle", smoke=True, prepare=lambda bench: settlement_data(bench))
+@case("settle", smoke=True, prepare=lambda bench: settlement_data(bench), quiet=True)
 def settlement_case(bench: Bench) -> list[Row]:
     """The settlement of the generated matured rewards, once, stopped at ``--settle-budget`` seconds."""
     data = settlement_data(bench)
@@ -558,7 +569,7 @@ def settlement_case(bench: Bench) -> list[Row]:
     )]
 
 
-@case("ledger-check", smoke=True, prepare=lambda bench: settlement_data(bench))
+@case("ledger-check", smoke=True, prepare=lambda bench: settlement_data(bench), quiet=True)
 def ledger_check_case(bench: Bench) -> list[Row]:
     """``python -m server ledger-check``'s work (``check_ledger`` in one snapshot), timed in-process."""
     from server import db
@@ -722,17 +733,29 @@ def main(argv: list[str] | None = None) -> int:
             for chosen in selected:
                 if chosen.prepare is not None:
                     chosen.prepare(bench)
-            bench.servers = Servers.start(env, workers=workers, threads=threads, workdir=workdir)
-            print(f"gunicorn -w {workers} --threads {threads} (gthread) for the app and the bare Flask app; wrk -t{WRK_THREADS} -c{CONNECTIONS}, "
-                  f"{rounds} rounds of {duration:g} s each, interleaved", flush=True)
-            for chosen in selected:
+            found_by_case: dict[str, list[Row]] = {}
+
+            def measure(chosen: Case) -> None:
                 began = time.monotonic()
                 print(f"{chosen.name} …", flush=True)
-                found = chosen.run(bench)
-                rows += found
+                found = found_by_case[chosen.name] = chosen.run(bench)
                 for row in found:
                     print(f"  {row.path}: {number(row.app, row.unit)}" + (f", bare {number(row.bare, 'req/s')}, {row.ratio:.2f}×" if row.ratio is not None else "")
                           + f" (load {row.load:.2f}, {time.monotonic() - began:.0f} s)", flush=True)
+
+            quiet = [c for c in selected if c.quiet]
+            if quiet:
+                print("in-process, one at a time, before any load:", flush=True)
+            for chosen in quiet:
+                measure(chosen)
+            loaded = [c for c in selected if not c.quiet]
+            if loaded:
+                bench.servers = Servers.start(env, workers=workers, threads=threads, workdir=workdir)
+                print(f"gunicorn -w {workers} --threads {threads} (gthread) for the app and the bare Flask app; wrk -t{WRK_THREADS} -c{CONNECTIONS}, "
+                      f"{rounds} rounds of {duration:g} s each, interleaved", flush=True)
+            for chosen in loaded:
+                measure(chosen)
+            rows += [row for chosen in selected for row in found_by_case[chosen.name]]
         finally:
             servers = getattr(bench, "servers", None)
             if servers is not None:

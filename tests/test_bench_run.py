@@ -61,6 +61,10 @@ def test_the_smoke_run_measures_every_path_against_its_baseline_and_writes_the_t
     assert points[1].endswith("orders/s"), points
     team = next(line for line in text.splitlines() if line.startswith("| GET /api/v1/referral/team (60 + 240, cursors)"))
     assert "req/s" in team
+    assert _cells(text, "GET /api/v1/referral/team one at a time (in-process)")[1].endswith(" ms")
+    # The in-process cases are timed before the servers start and any load is put on them.
+    out = done.stdout
+    assert out.index("team-page …") < out.index("settle …") < out.index("gunicorn -w") < out.index("me …") < out.index("team …"), out
     assert _cells(text, "settlement (20 members, 200 matured rewards)")[1].endswith("rewards/s")
     assert "passed" in next(line for line in text.splitlines() if line.startswith("- ledger-check ("))
 
