@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 
 def _guarded(sess: Session, what: str, scoring: Callable[[dict[str, Any]], None]) -> None:
     try:
+        limits = signals.thresholds(sess)
+        if not limits["risk_enabled"]:
+            return
         with sess.begin_nested():
-            limits = signals.thresholds(sess)
-            if limits["risk_enabled"]:
-                scoring(limits)
+            scoring(limits)
     except Exception:  # noqa: BLE001 - scoring must never make the event fail
         log.exception("risk scoring of %s failed; the event goes on unscored", what)
 

@@ -24,8 +24,7 @@ from server.orders.models import Order, OrderEvent
 from server.points.models import OrderReward, Redemption
 from server.referral.models import Binding, Lead, Scene
 from server.risk.models import RiskIdentity
-from server.settings.models import Setting
-from server.settings.services import SettingSpec, get_setting, register, spec_for
+from server.settings.services import SettingSpec, get_setting, register
 
 #: Each signal's points towards a score (0-100), and what it means. A score is their sum, capped at 100.
 SIGNALS: dict[str, tuple[int, str]] = {
@@ -81,7 +80,6 @@ KEYS = (
 
 
 # The statements every payment runs, built once: scoring is on the payment notification's path.
-_SETTINGS = select(Setting.key, Setting.value).where(Setting.key.in_(KEYS))
 _PAID_EVENT = (
     select(OrderEvent.detail).where(OrderEvent.order_id == bindparam("order_id"), OrderEvent.event == "paid").order_by(OrderEvent.id.desc()).limit(1)
 )
@@ -91,9 +89,9 @@ _RECORD = insert(RiskIdentity).prefix_with("OR IGNORE", dialect="sqlite").prefix
 
 
 def thresholds(sess: Session) -> dict[str, Any]:
-    """The risk settings in one query (defaults for those never set)."""
-    stored = {key: value for key, value in sess.execute(_SETTINGS)}
-    return {key: stored.get(key, spec_for(key).default) for key in KEYS}
+    """The risk settings (defaults for those never set), from the transaction's one read of the settings
+    (``get_setting``): the event being scored has mostly read some of them already."""
+    return {key: get_setting(sess, key) for key in KEYS}
 
 
 @dataclass

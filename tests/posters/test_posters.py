@@ -728,3 +728,13 @@ def test_a_cold_poster_looks_for_itself_once_before_the_lock_and_reads_the_backg
     assert len(poster_reads) == 2, poster_reads
     template_reads = [s for s in sent if s.startswith("SELECT") and "FROM poster_templates" in s and "poster_images" not in s]
     assert len(template_reads) == 1 and "poster_templates.background_image" in template_reads[0], template_reads
+
+
+def test_a_members_first_poster_reads_the_settings_once(app, alice, request_poster):
+    """Issuing the poster's scene checks the daily quota and scores the request for risk: both read
+    merchant settings, and both are served by one read of them in the transaction."""
+    with statements_sent(app) as sent:
+        drawn = request_poster(alice)
+    assert drawn["cached"] is False
+    settings_reads = [s for s in sent if s.startswith("SELECT") and "FROM settings" in s]
+    assert len(settings_reads) == 1, settings_reads
