@@ -32,8 +32,8 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import ColumnElement, and_, delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, Insert, and_, delete, select, update
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.orm import Session
 
 from server import db, logs, metrics
@@ -71,23 +71,26 @@ def enqueue(sess: Session, kind: str, ref: str | int) -> None:
     """Queue ``kind`` for ``ref`` in the caller's transaction: it exists once the caller commits, never if it
     rolls back. The same work waiting untaken is queued once, and is brought forward to run now.
 
-    The waiting row is updated rather than only looked at: that locks it until this transaction ends, so
-    a drainer cannot take it (SKIP LOCKED) and run it before this change is visible; a row taken meanwhile
-    has lost its key, and the work is queued again.
+    One statement, an upsert on ``pending_key``: the new row, or the waiting one updated. Either way the
+    row is locked until this transaction ends, so a drainer cannot take it (SKIP LOCKED) and run it before
+    this change is visible; a transaction queueing the same work meanwhile waits for this one and then
+    takes the row over. A row taken meanwhile has lost its key, and the work is queued again.
     """
     if kind not in _handlers:
         raise ValueError(f"no handler for job kind {kind!r}")
-    key = f"{kind}:{ref}"
-    for _ in range(3):
-        if rowcount(sess.execute(update(Job).where(Job.pending_key == key).values(run_after=utcnow()))):
-            break
-        try:
-            with sess.begin_nested():
-                sess.add(Job(kind=kind, ref=str(ref), pending_key=key, run_after=utcnow()))
-            break
-        except IntegrityError:
-            continue  # queued by a concurrent transaction that committed while we waited: lock that row instead
+    sess.execute(_upsert(sess.get_bind().dialect.name).values(kind=kind, ref=str(ref), pending_key=f"{kind}:{ref}", run_after=utcnow()))
     db.after_commit(wake)
+
+
+def _upsert(dialect: str) -> Insert:
+    """INSERT of a job that, where its ``pending_key`` is taken, moves that row's ``run_after`` instead."""
+    if dialect == "mysql":
+        on_mysql = mysql.insert(Job)
+        return on_mysql.on_duplicate_key_update(run_after=on_mysql.inserted.run_after)
+    if dialect == "sqlite":
+        on_sqlite = sqlite.insert(Job)
+        return on_sqlite.on_conflict_do_update(index_elements=[Job.pending_key], set_={"run_after": on_sqlite.excluded.run_after})
+    raise NotImplementedError(f"no upsert for {dialect}")
 
 
 # -- taking and running ------------------------------------------------------------------------------------

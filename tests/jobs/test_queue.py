@@ -258,3 +258,59 @@ def test_drainers_racing_never_run_one_job_twice(quiet_app: Flask) -> None:
     assert overlaps == []
     assert sorted(Counter(ran).values()) == [1] * 200 and set(ran) == set(refs)
     assert _jobs(quiet_app) == [] and _traces(quiet_app) == 200
+
+
+def test_queueing_is_one_statement_and_brings_waiting_work_forward(quiet_app: Flask) -> None:
+    from tests.statements import statements_sent
+
+    _enqueue(quiet_app, "later")
+    with db.unit_of_work(quiet_app) as sess:
+        sess.execute(update(Job).values(run_after=utcnow() + timedelta(hours=1)))  # waiting out a backoff, say
+        db.commit()
+    assert queue.claim(quiet_app) == []
+    for ref in ("later", "new"):
+        with db.unit_of_work(quiet_app) as sess:
+            sess.connection()  # the transaction is open: only what enqueue sends is recorded
+            with statements_sent(quiet_app) as sent:
+                queue.enqueue(sess, RECORD, ref)
+            db.commit()
+        assert [s.split(None, 1)[0] for s in sent] == ["INSERT"], sent
+    assert sorted(j.ref for j in _jobs(quiet_app)) == ["later", "new"]
+    assert sorted(c.ref for c in queue.claim(quiet_app)) == ["later", "new"]  # both due now
+
+
+@pytest.mark.slow
+def test_the_same_work_queued_by_two_transactions_at_once_is_one_job_and_waits_for_both(quiet_app: Flask) -> None:
+    """The second transaction's enqueue waits on the first's new row and then takes it over; while either is
+    open, no drainer can take the job (it would run before their changes are visible)."""
+    if quiet_app.extensions["db_engine"].dialect.name != "mysql":
+        pytest.skip("SQLite serialises writers; the row locks exist on MariaDB")
+    engine = quiet_app.extensions["db_engine"]
+    from sqlalchemy.orm import Session as OrmSession
+
+    one, two = OrmSession(engine), OrmSession(engine)
+    try:
+        with quiet_app.app_context():
+            queue.enqueue(one, RECORD, "shared")
+        done = threading.Event()
+
+        def second() -> None:
+            with quiet_app.app_context():
+                queue.enqueue(two, RECORD, "shared")
+            done.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not done.wait(0.5)  # waits on the first transaction's row
+        assert queue.claim(quiet_app) == []  # the row is locked: SKIP LOCKED passes it by
+        one.commit()
+        assert done.wait(10)
+        thread.join()
+        assert queue.claim(quiet_app) == []  # still locked by the second transaction
+        two.commit()
+    finally:
+        one.close()
+        two.close()
+    [job] = _jobs(quiet_app)
+    assert job.ref == "shared" and job.state == JobState.queued
+    assert queue.drain(quiet_app) == {"done": 1, "failed": 0}
