@@ -1,7 +1,10 @@
 """The domain events the risk package scores, each in the sender's session and unit of work.
 
-A handler never makes its event fail: the scoring runs in a savepoint, and an error in it is logged
-and rolled back to that savepoint while the sign-in, payment or redemption goes on.
+A handler never makes its event fail: an error in the scoring is logged while the sign-in, payment or
+redemption goes on. The signals are read in the event's transaction; a review (with its hold) is
+written in a savepoint of its own (``services.score``), so it is stored whole or not at all. The
+identifiers recorded before a failure stay: each is a fact about the member, recorded once. Most
+events score below the review threshold and so cost no savepoint.
 """
 from __future__ import annotations
 
@@ -29,9 +32,7 @@ log = logging.getLogger(__name__)
 def _guarded(sess: Session, what: str, scoring: Callable[[dict[str, Any]], None]) -> None:
     try:
         limits = signals.thresholds(sess)
-        if not limits["risk_enabled"]:
-            return
-        with sess.begin_nested():
+        if limits["risk_enabled"]:
             scoring(limits)
     except Exception:  # noqa: BLE001 - scoring must never make the event fail
         log.exception("risk scoring of %s failed; the event goes on unscored", what)

@@ -55,10 +55,20 @@ def score(
     limits: dict[str, Any],
 ) -> RiskReview | None:
     """Record the event's review if its score reaches the review threshold, and hold an order's or a
-    lead's rewards if it reaches the hold threshold. None (and nothing written) below it."""
+    lead's rewards if it reaches the hold threshold. None (and nothing written) below it.
+
+    What it writes, it writes in a savepoint: all of the review, its signals and the hold, or none of it.
+    """
     total = min(sum(r.points for r in reasons), 100)
     if total < int(limits["risk_review_score"]):
         return None
+    with sess.begin_nested():
+        return _review(sess, event=event, subject=subject, ref_id=ref_id, member_id=member_id, reasons=reasons, total=total, limits=limits)
+
+
+def _review(
+    sess: Session, *, event: RiskEvent, subject: str, ref_id: int, member_id: int | None, reasons: list[Reason], total: int, limits: dict[str, Any]
+) -> RiskReview | None:
     if subject == "member":
         # One open review per member and event: the rest of a burst stays that one entry in the queue,
         # which takes on any signal it did not have yet (and the higher score).

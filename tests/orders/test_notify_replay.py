@@ -68,6 +68,8 @@ def test_the_first_notification_reads_the_order_row_once_and_pays_it(app: Flask,
         assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
     order_reads = [s for s in sent if s.startswith("SELECT") and " FROM orders " in s]
     assert len(order_reads) == 1, order_reads
+    # One savepoint, the notice's (a repeat is refused by its key); risk scoring that finds nothing writes in none.
+    assert [s for s in sent if s.startswith("SAVEPOINT")] == ["SAVEPOINT sa_savepoint_1"], sent
     paid = order_row(app, ref.id)
     assert paid.status == OrderStatus.paid and paid.paid_at is not None and paid.paid_fee == paid.total_fee
     assert len(events_of(app, ref.id, "paid")) == 1

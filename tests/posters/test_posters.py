@@ -738,3 +738,6 @@ def test_a_members_first_poster_reads_the_settings_once(app, alice, request_post
     assert drawn["cached"] is False
     settings_reads = [s for s in sent if s.startswith("SELECT") and "FROM settings" in s]
     assert len(settings_reads) == 1, settings_reads
+    # The new poster's row is added in a savepoint (a poster drawn meanwhile is served instead); the scene's
+    # risk scoring, which found nothing, opened none.
+    assert len([s for s in sent if s.startswith("SAVEPOINT")]) == 1, sent

@@ -205,3 +205,23 @@ def test_rewards_reversed_before_they_were_credited_are_never_credited(builder, 
     assert member_balances(sess, sharer.id) == member_balances(sess, buyer.id)
     assert member_balances(sess, sharer.id).pending == member_balances(sess, sharer.id).matured == 0
     assert check_ledger(sess).ok, check_ledger(sess).violations
+
+
+def test_a_review_whose_hold_fails_is_not_stored_at_all_and_the_payment_goes_on(builder, inject, monkeypatch):
+    """The review, its signals and the hold are written in one savepoint: a hold that fails takes the
+    review and its signals with it, and the order is paid as if nothing had been found."""
+    from server.points import holds
+    from server.risk.models import RiskSignal
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the hold broke")
+
+    monkeypatch.setattr(holds, "hold_rewards", broken)
+    case = inject("shared_phone")
+    sess = builder.sess
+    payment_reviews = select(RiskReview.id).where(RiskReview.member_id == case.member_id, RiskReview.event == RiskEvent.payment)
+    assert sess.scalars(payment_reviews).all() == []
+    assert sess.scalars(select(RiskSignal).where(RiskSignal.review_id.not_in(select(RiskReview.id)))).all() == []
+    assert sess.scalars(select(RewardHold)).all() == []
+    paid = sess.scalars(select(Order).where(Order.inviter_id == case.member_id)).all()
+    assert paid and all(order.paid_at is not None for order in paid)

@@ -116,7 +116,7 @@ def test_a_scoring_error_is_logged_and_the_payment_goes_on(builder, monkeypatch,
         order = builder.order(buyer)
     assert order.status == OrderStatus.paid and order.paid_at is not None
     assert any("risk scoring of payment" in r.getMessage() for r in caplog.records)
-    # What the scoring wrote before it broke was rolled back with its savepoint; the order's own rows stay.
+    # No review was written (a review is written whole, in its own savepoint, or not at all); the order's own rows stay.
     assert sess.scalar(select(func.count()).select_from(RiskReview)) == 0
     assert sess.get(Order, order.id).status == OrderStatus.paid
     db.commit()
