@@ -355,7 +355,7 @@ def fresh_notification_case(bench: Bench) -> list[Row]:
     apps, bares = bench.interleaved(batch, after_app=follow_points)
     note = "each request pays a distinct order"
     if exhausted:
-        note += f"; {exhausted} runs ran out of fresh orders and were run again with more"
+        note += f"; {exhausted} run{'s' if exhausted != 1 else ''} ran out of fresh orders and {'were' if exhausted != 1 else 'was'} run again with more"
     rows = [bench.http_row(f"POST {NOTIFY} (fresh)", "≥ 0.30×, p99 < 50 ms", apps, bares, note)]
     bare_rate = median([w.rate for w in bares])
     rate = median(points)
