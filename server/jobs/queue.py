@@ -71,20 +71,26 @@ def enqueue(sess: Session, kind: str, ref: str | int) -> None:
     """Queue ``kind`` for ``ref`` in the caller's transaction: it exists once the caller commits, never if it
     rolls back. The same work waiting untaken is queued once, and is brought forward to run now.
 
-    One statement, an upsert on ``pending_key``: the new row, or the waiting one updated. Either way the
-    row is locked until this transaction ends, so a drainer cannot take it (SKIP LOCKED) and run it before
-    this change is visible; a transaction queueing the same work meanwhile waits for this one and then
-    takes the row over. A row taken meanwhile has lost its key, and the work is queued again.
+    The waiting row is updated rather than only looked at: that locks it until this transaction ends, so a
+    drainer cannot take it (SKIP LOCKED) and run it before this change is visible. The UPDATE locks that row
+    alone; an upsert that finds the row would also lock the gap before its key (MariaDB's duplicate check
+    takes a next-key lock even under READ COMMITTED), and two transactions queueing new work into each
+    other's gaps would deadlock. When nothing is waiting, the new row is inserted by an upsert on
+    ``pending_key``, no savepoint needed: if another transaction queued the same work meanwhile, this one
+    waits for it and then takes its row over. A row taken meanwhile has lost its key, and the work is
+    queued again.
     """
     if kind not in _handlers:
         raise ValueError(f"no handler for job kind {kind!r}")
-    sess.execute(_upsert(sess.get_bind().dialect.name).values(kind=kind, ref=str(ref), pending_key=f"{kind}:{ref}", run_after=utcnow()))
+    key, now = f"{kind}:{ref}", utcnow()
+    if not rowcount(sess.execute(update(Job).where(Job.pending_key == key).values(run_after=now))):
+        sess.execute(_upsert(sess.get_bind().dialect.name).values(kind=kind, ref=str(ref), pending_key=key, run_after=now))
     db.after_commit(wake)
 
 
 def _upsert(dialect: str) -> Insert:
     """INSERT of a job that, where its ``pending_key`` is taken, moves that row's ``run_after`` instead."""
-    if dialect == "mysql":
+    if dialect in ("mysql", "mariadb"):
         on_mysql = mysql.insert(Job)
         return on_mysql.on_duplicate_key_update(run_after=on_mysql.inserted.run_after)
     if dialect == "sqlite":

@@ -260,7 +260,7 @@ def test_drainers_racing_never_run_one_job_twice(quiet_app: Flask) -> None:
     assert _jobs(quiet_app) == [] and _traces(quiet_app) == 200
 
 
-def test_queueing_is_one_statement_and_brings_waiting_work_forward(quiet_app: Flask) -> None:
+def test_queueing_brings_waiting_work_forward_in_one_statement_and_adds_new_work_in_two(quiet_app: Flask) -> None:
     from tests.statements import statements_sent
 
     _enqueue(quiet_app, "later")
@@ -268,13 +268,13 @@ def test_queueing_is_one_statement_and_brings_waiting_work_forward(quiet_app: Fl
         sess.execute(update(Job).values(run_after=utcnow() + timedelta(hours=1)))  # waiting out a backoff, say
         db.commit()
     assert queue.claim(quiet_app) == []
-    for ref in ("later", "new"):
+    for ref, expected in (("later", ["UPDATE"]), ("new", ["UPDATE", "INSERT"])):
         with db.unit_of_work(quiet_app) as sess:
             sess.connection()  # the transaction is open: only what enqueue sends is recorded
             with statements_sent(quiet_app) as sent:
                 queue.enqueue(sess, RECORD, ref)
             db.commit()
-        assert [s.split(None, 1)[0] for s in sent] == ["INSERT"], sent
+        assert [s.split(None, 1)[0] for s in sent] == expected, sent
     assert sorted(j.ref for j in _jobs(quiet_app)) == ["later", "new"]
     assert sorted(c.ref for c in queue.claim(quiet_app)) == ["later", "new"]  # both due now
 
@@ -314,3 +314,56 @@ def test_the_same_work_queued_by_two_transactions_at_once_is_one_job_and_waits_f
     [job] = _jobs(quiet_app)
     assert job.ref == "shared" and job.state == JobState.queued
     assert queue.drain(quiet_app) == {"done": 1, "failed": 0}
+
+
+@pytest.mark.slow
+def test_transactions_bringing_waiting_work_forward_and_queueing_new_work_do_not_deadlock(quiet_app: Flask) -> None:
+    """Bringing a waiting job forward locks its row and nothing else: an upsert that finds the row takes a
+    next-key lock on MariaDB (the key and the gap before it, even under READ COMMITTED), and two
+    transactions each queueing new work into the other's gap deadlocked."""
+    if quiet_app.extensions["db_engine"].dialect.name != "mysql":
+        pytest.skip("SQLite serialises writers; the row locks exist on MariaDB")
+    from sqlalchemy.orm import Session as OrmSession
+
+    _enqueue(quiet_app, "10", "20", "30")
+    engine = quiet_app.extensions["db_engine"]
+    one, two = OrmSession(engine), OrmSession(engine)
+    errors: list[BaseException] = []
+
+    def queue_in(sess: Any, ref: str) -> None:
+        try:
+            with quiet_app.app_context():
+                queue.enqueue(sess, RECORD, ref)
+        except Exception as error:  # noqa: BLE001 - recorded for the assertion below
+            errors.append(error)
+
+    try:
+        queue_in(one, "30")  # waiting work brought forward by each transaction
+        queue_in(two, "10")
+        first = threading.Thread(target=queue_in, args=(one, "05"))  # new work before the other's key
+        first.start()
+        first.join(0.5)
+        queue_in(two, "25")  # new work before this one's
+        first.join(10)
+        assert not first.is_alive()
+        assert errors == [], errors
+        one.commit()
+        two.commit()
+    finally:
+        one.close()
+        two.close()
+    assert sorted(j.ref for j in _jobs(quiet_app)) == ["05", "10", "20", "25", "30"]
+
+
+@pytest.mark.parametrize("dialect", ["mysql", "mariadb", "sqlite"])
+def test_the_new_row_upsert_is_made_for_each_database_name_sqlalchemy_gives(dialect: str) -> None:
+    """``mariadb+pymysql://`` URLs report "mariadb", ``mysql+pymysql://`` ones "mysql": both get MariaDB's upsert."""
+    from sqlalchemy.dialects import mysql as mysql_dialect
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    compiled = str(queue._upsert(dialect).values(kind=RECORD, ref="1", pending_key=f"{RECORD}:1").compile(
+        dialect=sqlite_dialect.dialect() if dialect == "sqlite" else mysql_dialect.dialect()
+    ))
+    assert ("ON CONFLICT (pending_key) DO UPDATE" if dialect == "sqlite" else "ON DUPLICATE KEY UPDATE run_after") in compiled, compiled
+    with pytest.raises(NotImplementedError):
+        queue._upsert("oracle")
