@@ -23,7 +23,7 @@ from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, String, cr
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.engine import Connection, CursorResult, Engine, ExceptionContext, Result
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 from sqlalchemy.pool import PoolResetState, StaticPool
 from sqlalchemy.types import TypeDecorator
@@ -177,6 +177,24 @@ def per_transaction(sess: Session, name: str, load: Callable[[], T]) -> T:
     if transaction is not None:
         sess.info[name] = (transaction, value)
     return value
+
+
+#: MariaDB/MySQL errors on which the server rolls the whole transaction back, not just the statement: a
+#: deadlock (ER_LOCK_DEADLOCK). A lock wait timeout (1205) undoes only its statement, unless the server
+#: runs with innodb_rollback_on_timeout.
+_TRANSACTION_ROLLED_BACK = frozenset({1213})
+
+
+def dooms_transaction(error: BaseException) -> bool:
+    """Whether ``error`` ended the transaction it was raised in (a deadlock, a lost connection): whoever
+    catches it must let the unit of work fail. Going on would run the rest in a new transaction and commit
+    that half alone."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(error.orig, "args", ()))
+    return bool(args) and args[0] in _TRANSACTION_ROLLED_BACK
 
 
 def utcnow() -> datetime:

@@ -1,7 +1,9 @@
 """The domain events the risk package scores, each in the sender's session and unit of work.
 
 A handler never makes its event fail: an error in the scoring is logged while the sign-in, payment or
-redemption goes on. The signals are read in the event's transaction; a review (with its hold) is
+redemption goes on. The exception is an error that ended the transaction itself (a deadlock, on which
+MariaDB rolls the whole transaction back, or a lost connection): it is raised, and the event fails and
+rolls back whole, where going on would have committed only what came after it. The signals are read in the event's transaction; a review (with its hold) is
 written in a savepoint of its own (``services.score``), so it is stored whole or not at all. The
 identifiers recorded before a failure stay: each is a fact about the member, recorded once. Most
 events score below the review threshold and so cost no savepoint.
@@ -17,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from server import security
 from server.accounts.models import Member
-from server.db import utcnow
+from server.db import dooms_transaction, utcnow
 from server.orders.models import Order, OrderStatus, Refund, RefundStatus
 from server.points.models import OrderReward, Redemption
 from server.referral.models import Binding, Lead, Scene
@@ -34,7 +36,9 @@ def _guarded(sess: Session, what: str, scoring: Callable[[dict[str, Any]], None]
         limits = signals.thresholds(sess)
         if limits["risk_enabled"]:
             scoring(limits)
-    except Exception:  # noqa: BLE001 - scoring must never make the event fail
+    except Exception as error:  # noqa: BLE001 - scoring must never make the event fail …
+        if dooms_transaction(error):
+            raise  # … unless the database already has: the event's own rows were rolled back with it
         log.exception("risk scoring of %s failed; the event goes on unscored", what)
 
 

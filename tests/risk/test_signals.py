@@ -144,3 +144,22 @@ def test_the_hold_score_cannot_go_below_the_review_score(builder):
         set_setting(sess, "risk_review_score", 70, by="test")
     set_setting(sess, "risk_review_score", 60, by="test")
     set_setting(sess, "risk_hold_score", 60, by="test")
+
+
+def test_a_deadlock_in_scoring_fails_the_payment_rather_than_letting_half_of_it_commit(builder, monkeypatch):
+    """MariaDB answers a deadlock by rolling the whole transaction back, the payment's rows with it: going on
+    would commit only what came after. The scoring's error is raised, and the unit of work rolls back."""
+    from sqlalchemy.exc import OperationalError
+
+    sess = builder.sess
+    sharer = builder.member()
+    buyer = builder.member()
+    builder.bind(buyer, sharer, days_ago=3)
+
+    def deadlocked(*args, **kwargs):
+        raise OperationalError("SELECT …", {}, Exception(1213, "Deadlock found when trying to get lock; try restarting transaction"))
+
+    monkeypatch.setattr(signals, "refund_pattern", deadlocked)
+    with pytest.raises(OperationalError):
+        builder.order(buyer)
+    sess.rollback()
