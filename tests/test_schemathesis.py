@@ -388,6 +388,8 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
     "PATCH /admin/api/v1/points/reward-overrides/{override_id}": {42200: frozenset({"level1_first_bp", "level1_repeat_bp"})},
     # A team cursor continues one level (not level=all), and its member id fits a BIGINT.
     "GET /api/v1/referral/team": {42200: frozenset({"cursor", "body", "query"})},
+    # A product patched to pre-sale needs a ship date, sent or stored.
+    "PATCH /admin/api/v1/products/{product_id}": {42200: frozenset({"ship_date"})},
     # Goods cost at least the setting min_goods_price.
     "POST /admin/api/v1/points/items": {42200: frozenset({"price"})},
     "PATCH /admin/api/v1/points/items/{item_id}": {42200: frozenset({"price"})},
