@@ -392,7 +392,8 @@ BUSINESS_REFUSALS: dict[str, dict[int, frozenset[str]]] = {
     "PATCH /admin/api/v1/products/{product_id}": {42200: frozenset({"ship_date"})},
     # Goods cost at least the setting min_goods_price.
     "POST /admin/api/v1/points/items": {42200: frozenset({"price"})},
-    "PATCH /admin/api/v1/points/items/{item_id}": {42200: frozenset({"price"})},
+    # Stock is changed by a delta, which may not take the stored stock below zero (nor touch an unlimited item's).
+    "PATCH /admin/api/v1/points/items/{item_id}": {42200: frozenset({"price", "stock_delta"})},
     # Once the programme rules are published, applying accepts the current version (stored state).
     "POST /api/v1/distributors/apply": {40030: ANY},
     # The rules' placeholders must name live settings; a notice's tier goes with the one-tier audience.

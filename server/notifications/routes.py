@@ -22,7 +22,8 @@ admin_bp = Blueprint("notifications_admin", __name__, url_prefix="/admin/api/v1"
 #: The most results one report carries: a few calls' worth (WeChat asks about at most three templates per call).
 MAX_RESULTS = 20
 
-TemplateId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TEMPLATE_ID_RE.pattern)]
+#: Anchored: pydantic looks for a pattern anywhere in the string, so the bare one passed "Q2*".
+TemplateId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=rf"^{TEMPLATE_ID_RE.pattern}$")]
 
 
 class SubscriptionResult(Body):

@@ -51,6 +51,8 @@ def test_only_the_events_switched_on_are_listed(client: FlaskClient, notify, per
     {"results": [{"template_id": "", "result": "accept"}]},
     {"results": [{"template_id": "x" * 65, "result": "accept"}]},
     {"results": [{"template_id": "有中文", "result": "accept"}]},
+    {"results": [{"template_id": "Q2*", "result": "accept"}]},  # good characters around a bad one
+    {"results": [{"template_id": "*Q2", "result": "accept"}]},
     {"results": [{"template_id": 12, "result": "accept"}]},
     {"results": [{"template_id": f"t{i}", "result": "accept"} for i in range(21)]},
     {"results": {"template_id": SHIPPED, "result": "accept"}},
