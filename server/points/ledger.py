@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, inspect, select, update
+from sqlalchemy import Select, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -157,11 +157,12 @@ def post(
             )
             sess.add(tx)
             sess.flush()
+            ordered = sorted(legs, key=lambda leg: leg[0].id)
             # One lock order for every posting, so two postings never deadlock.
-            for acct, amount in sorted(legs, key=lambda leg: leg[0].id):
+            for acct, amount in ordered:
                 _move(sess, acct, amount)
-                sess.add(Entry(transaction_id=tx.id, account_id=acct.id, amount=amount))
-            sess.flush()
+            # The entries in one INSERT, in the same order: their ids follow the accounts.
+            sess.execute(insert(Entry), [{"transaction_id": tx.id, "account_id": acct.id, "amount": amount} for acct, amount in ordered])
     except IntegrityError:
         # A concurrent posting of the same key won; it is the posting.
         existing = find(sess, key)

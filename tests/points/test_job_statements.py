@@ -41,10 +41,11 @@ def test_a_paid_orders_points_job_reads_first_and_locks_the_accounts_just_before
     locks = [n for n, statement in enumerate(sent) if LOCK_MARK in statement]
     assert locks, sent
     held = sent[locks[0]:]
-    assert len(sent) <= 29, "\n".join(sent)
-    # After the lock: the lock itself, two postings (savepoint, transaction, two entries, a balance, release),
-    # two reward rows, the notification's titles and the job's own row; the commit follows.
-    assert len(held) <= 17, "\n".join(held)
+    assert len(sent) <= 27, "\n".join(sent)
+    # After the lock: the lock itself, two postings (savepoint, transaction, a balance, the entries in one
+    # INSERT, release), two reward rows, the notification's titles and the job's own row; the commit follows.
+    assert len(held) <= 15, "\n".join(held)
+    assert len([s for s in held if s.startswith("INSERT INTO ledger_entries")]) == 2, "\n".join(held)
     assert not any(statement.lstrip().upper().startswith("SELECT") and "settings" in statement for statement in held)
     with app.app_context():
         sess = db.session()
