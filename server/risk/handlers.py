@@ -3,10 +3,12 @@
 A handler never makes its event fail: an error in the scoring is logged while the sign-in, payment or
 redemption goes on. The exception is an error that ended the transaction itself (a deadlock, on which
 MariaDB rolls the whole transaction back, or a lost connection): it is raised, and the event fails and
-rolls back whole, where going on would have committed only what came after it. The signals are read in the event's transaction; a review (with its hold) is
-written in a savepoint of its own (``services.score``), so it is stored whole or not at all. The
-identifiers recorded before a failure stay: each is a fact about the member, recorded once. Most
-events score below the review threshold and so cost no savepoint.
+rolls back whole, where going on would have committed only what came after it.
+
+The signals are read in the event's transaction; a review (with its hold) is written in a savepoint of
+its own (``services.score``), so it is stored whole or not at all. The identifiers recorded before a
+failure stay: each is a fact about the member, recorded once. Most events score below the review
+threshold and so cost no savepoint.
 """
 from __future__ import annotations
 

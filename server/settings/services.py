@@ -93,16 +93,20 @@ def get_setting(sess: Session, key: str) -> Any:
     statement every time it is asked for); ``set_setting`` drops what was read.
     """
     spec = spec_for(key)
-    stored = per_transaction(sess, _STORED, lambda: {row.key: row.value for row in sess.scalars(select(Setting))})
-    return stored.get(key, spec.default)
+    return _stored(sess).get(key, spec.default)
 
 
-#: The name ``get_setting`` keeps the transaction's stored settings under (``db.per_transaction``).
+#: The name the transaction's stored settings are kept under (``db.per_transaction``).
 _STORED = "settings.stored"
 
 
+def _stored(sess: Session) -> dict[str, Any]:
+    """The settings rows of this transaction, by key (read on first use)."""
+    return per_transaction(sess, _STORED, lambda: {row.key: row.value for row in sess.scalars(select(Setting))})
+
+
 def all_settings(sess: Session) -> dict[str, Any]:
-    stored = {row.key: row.value for row in sess.scalars(select(Setting))}
+    stored = _stored(sess)
     return {spec.key: stored.get(spec.key, spec.default) for spec in specs()}
 
 

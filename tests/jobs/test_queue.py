@@ -10,6 +10,7 @@ from typing import Any, Callable
 import pytest
 from flask import Flask
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session as OrmSession
 
 from server import db
 from server.db import utcnow
@@ -286,8 +287,6 @@ def test_the_same_work_queued_by_two_transactions_at_once_is_one_job_and_waits_f
     if quiet_app.extensions["db_engine"].dialect.name != "mysql":
         pytest.skip("SQLite serialises writers; the row locks exist on MariaDB")
     engine = quiet_app.extensions["db_engine"]
-    from sqlalchemy.orm import Session as OrmSession
-
     one, two = OrmSession(engine), OrmSession(engine)
     try:
         with quiet_app.app_context():
@@ -323,8 +322,6 @@ def test_transactions_bringing_waiting_work_forward_and_queueing_new_work_do_not
     transactions each queueing new work into the other's gap deadlocked."""
     if quiet_app.extensions["db_engine"].dialect.name != "mysql":
         pytest.skip("SQLite serialises writers; the row locks exist on MariaDB")
-    from sqlalchemy.orm import Session as OrmSession
-
     _enqueue(quiet_app, "10", "20", "30")
     engine = quiet_app.extensions["db_engine"]
     one, two = OrmSession(engine), OrmSession(engine)
