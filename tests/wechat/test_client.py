@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import socket
 import threading
 import time
@@ -482,10 +481,9 @@ def test_init_app_uses_the_app_lock(flask_app: Flask, monkeypatch: pytest.Monkey
     assert taken == [f"wechat-token:{APPID}"]
 
 
-def test_workers_share_one_token_through_real_redis(sandbox: SandboxServer, state: SandboxState) -> None:
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        pytest.skip("TEST_REDIS_URL not set")
+def test_workers_share_one_token_through_real_redis(sandbox: SandboxServer, state: SandboxState, redis_url: str) -> None:
+    # The worker\'s own Redis database: another worker flushes its own between tests.
+    url = redis_url
     key = f"wechat:{APPID}_access_token_entry"
     with redis.Redis.from_url(url) as r:
         r.delete(key)

@@ -3,7 +3,6 @@ the ``wx.config`` signature, checked against WeChat's documented example and the
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Any, Callable, ContextManager, Iterator
@@ -220,10 +219,9 @@ def test_card_tickets_are_kept_apart(oa: OfficialAccount, state: SandboxState) -
         oa.client.refresh_ticket("wx_pay")
 
 
-def test_workers_share_one_ticket_through_real_redis(sandbox: SandboxServer, state: SandboxState) -> None:
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        pytest.skip("TEST_REDIS_URL not set")
+def test_workers_share_one_ticket_through_real_redis(sandbox: SandboxServer, state: SandboxState, redis_url: str) -> None:
+    # The worker\'s own Redis database: another worker flushes its own between tests.
+    url = redis_url
     with redis.Redis.from_url(url) as r:
         r.delete(f"wechat:{APPID}_jsapi_ticket_entry", f"wechat:{APPID}_access_token_entry")
     apps = []
