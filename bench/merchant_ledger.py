@@ -422,13 +422,6 @@ def generate_points(
         for member_id in due:
             amount = ledger.balance(member_id, K.matured)
             settled = [row for row in awaiting.pop(member_id, []) if row.state == RewardState.matured]
-            lines: list[dict[str, Any]] = [
-                {"kind": "order_reward", "order_id": row.order.id, "out_trade_no": row.order.out_trade_no, "level": row.level, "amount": row.amount - row.reversed_amount, "rule": row.rule}
-                for row in sorted(settled, key=lambda r: r.id)
-            ]
-            rest = amount - sum(line["amount"] for line in lines)
-            if rest:
-                lines.append({"kind": "other", "amount": rest, "reason": "matured postings not itemised above"})
             repaid, amount_credited = ledger.credit_available(
                 at,
                 member_id,
@@ -454,7 +447,6 @@ def generate_points(
                     "credited": amount_credited,
                     "available_after": ledger.balance(member_id, K.available),
                     "debt_after": -ledger.balance(member_id, K.debt),
-                    "lines": lines,
                     "created_at": at,
                 },
             )

@@ -221,7 +221,8 @@ def points_settlement(run_id: int) -> Any:
         sess, points_queries.statements_query(run.id), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, order_by=(Statement.member_id,), count_column=Statement.id, scalars=False,
         count_cap=COUNT_CAP,
     )
-    return render_template("console/points_settlement.html", run=run, rows=rows, pager=pages(total))
+    lines = points_queries.statement_lines(sess, [statement for statement, _ in rows])
+    return render_template("console/points_settlement.html", run=run, rows=rows, lines=lines, pager=pages(total))
 
 
 # -- reward rules, overrides and stage rules -------------------------------------------------------

@@ -16,7 +16,7 @@ from server.errors import AppError, ValidationError
 from server.memberzone.routes import Pager, add_section, bp, member_error, page, page_arg, zone_view
 from server.points import redemption as services
 from server.points.models import AccountKind, ItemKind, Redemption
-from server.points.queries import member_balances
+from server.points.queries import member_balances, statement_lines
 from server.points.routes import RedeemBody, serialize_redemptions
 
 #: The accounts a member can filter entries by, with their names.
@@ -61,8 +61,9 @@ def statement(statement_id: str) -> Any:
 
 @zone_view
 def _statement(member: Member, statement_id: int) -> Any:
-    row, run = services.member_statement(db.session(), member.id, statement_id)
-    return page("memberzone/statement.html", tab="points", row=row, run=run)
+    sess = db.session()
+    row, run = services.member_statement(sess, member.id, statement_id)
+    return page("memberzone/statement.html", tab="points", row=row, run=run, lines=statement_lines(sess, [row])[row.id])
 
 
 # -- the redemption shop ---------------------------------------------------------------------------

@@ -171,7 +171,10 @@ class SettlementRun(Base):
 
 
 class Statement(Base):
-    """A member's settlement statement: what matured into available in one run."""
+    """A member's settlement statement: what matured into available in one run.
+
+    Its lines are the ledger's, read back by ``queries.statement_lines``: the matured entries its settle posting took.
+    """
 
     __tablename__ = "point_statements"
     __table_args__ = (UniqueConstraint("run_id", "member_id", name="run_member"),)
@@ -188,7 +191,6 @@ class Statement(Base):
     #: Balances after the run.
     available_after: Mapped[int] = mapped_column(BigInteger)
     debt_after: Mapped[int] = mapped_column(BigInteger)
-    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -274,13 +274,13 @@ def serialize_transaction(tx: LedgerTransaction, lines: list[services.EntryLine]
     }
 
 
-def serialize_statement(row: Statement, run: SettlementRun, *, detail: bool = False) -> dict[str, Any]:
+def serialize_statement(row: Statement, run: SettlementRun, *, lines: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     amounts = {"settled": row.settled, "debt_repaid": row.debt_repaid, "credited": row.credited, "available_after": row.available_after, "debt_after": row.debt_after}
     data: dict[str, Any] = {"id": row.id, "period": run.period, "mode": run.mode, **amounts}
     data["points"] = {k: services.points_text(v) for k, v in amounts.items()}
     data["created_at"] = iso(row.created_at)
-    if detail:
-        data["lines"] = row.lines
+    if lines is not None:
+        data["lines"] = lines
     return data
 
 
@@ -323,8 +323,9 @@ def my_statements() -> Any:
 @bp.get("/statements/<int:statement_id>")
 @member_required
 def my_statement(statement_id: int) -> Any:
-    row, run = services.member_statement(db.session(), current_member().id, statement_id)
-    return envelope(serialize_statement(row, run, detail=True))
+    sess = db.session()
+    row, run = services.member_statement(sess, current_member().id, statement_id)
+    return envelope(serialize_statement(row, run, lines=points_queries.statement_lines(sess, [row])[row.id]))
 
 
 @bp.get("/catalog")

@@ -13,26 +13,25 @@ Also here: expiry of old available points, and the operator's manual grant.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 from typing import cast as typed
 
 from flask import current_app
-from sqlalchemy import BigInteger, ColumnElement, Select, Table, and_, case, cast, func, insert, literal, literal_column, or_, select, text, union_all, update
+from sqlalchemy import Select, Table, and_, case, func, insert, literal, select, text, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Subquery
 
 from server import cache, db, events, tasks
 from server.accounts.services import record_audit
 from server.clock import local
-from server.db import UTCDateTime, rowcount, utcnow
+from server.db import UTCDateTime, utcnow
 from server.orders.models import Order
 from server.points import ledger
-from server.points.errors import LedgerError, SettlementClaimedError, SettlementRunningError
+from server.points.errors import SettlementClaimedError, SettlementRunningError
 from server.points.models import (
     Account,
     AccountKind,
@@ -45,7 +44,7 @@ from server.points.models import (
     Statement,
     TxKind,
 )
-from server.points.queries import manual_claim, run_by_period
+from server.points.queries import manual_claim, run_by_period, settle_key
 from server.settings.services import SettingSpec, get_setting, register
 
 K = AccountKind
@@ -148,7 +147,6 @@ class _Member:
     available_after: int
     #: Positive: what the member still owes after the run.
     debt_after: int
-    lines: list[dict[str, Any]] = field(default_factory=list)
     tx_id: int = 0
 
 
@@ -179,10 +177,18 @@ def _lock_members(conn: Connection, member_ids: list[int], minimum: int) -> list
         found[(member_id, kind)], balance[acct_id] = acct_id, int(amount)
     # Missing debt and available accounts are opened after the existing ones are locked (new rows are the run's
     # alone), then locked too: one another unit of work opened and committed first is skipped by the insert.
-    missing = [(m, kind) for m in member_ids for kind in (K.available, K.debt) if (m, kind) not in found]
+    missing = {m for m in member_ids for kind in (K.available, K.debt) if (m, kind) not in found}
     if missing:
-        conn.execute(_OPEN_ACCOUNT, [{"member_id": m, "kind": kind, "balance": 0} for m, kind in missing])
-        opened = ledger.locking(*columns, member_ids={m for m, _ in missing}, kinds=(K.available, K.debt))
+        # Both kinds for each such member, made by the database: the insert skips the one that exists.
+        kind = _accounts.c.kind.type
+        kinds = union_all(select(literal(K.available, kind).label("kind")), select(literal(K.debt, kind).label("kind"))).subquery("kinds")
+        conn.execute(
+            _OPEN_ACCOUNT.from_select(
+                ["member_id", "kind", "balance"],
+                select(a.member_id, kinds.c.kind, literal(0)).select_from(_accounts).join(kinds, literal(True)).where(a.member_id.in_(sorted(missing)), a.kind == K.matured),
+            )
+        )
+        opened = ledger.locking(*columns, member_ids=missing, kinds=(K.available, K.debt))
         for acct_id, member_id, kind, amount in conn.execute(opened):
             found[(member_id, kind)], balance[acct_id] = acct_id, int(amount)
     members = []
@@ -198,133 +204,17 @@ def _lock_members(conn: Connection, member_ids: list[int], minimum: int) -> list
     return members
 
 
-#: The last line of a statement whose matured postings are not all itemised (a maturing without an order, say).
-_REST = "matured postings not itemised above"
+def _insert_statements(conn: Connection, run: SettlementRun, members: list[_Member], now: datetime) -> None:
+    """The step's statements in one INSERT … SELECT, from the members' locked balances before the run's postings.
 
-
-def _since_last_settlement(conn: Connection, members: list[_Member]) -> ColumnElement[bool]:
-    """Over ledger entries: those of the members' matured accounts posted after their last settlement.
-
-    Each settlement empties the matured account under its lock, so the entries after the last
-    settle posting are exactly what this one settles. The last settle posting is the one of the
-    member's last statement (a run writes both under the member's locks, so statement ids go up in
-    the order of the settlements): its key names the run and the member, and its matured leg is one
-    look-up, however long the account's history. Two queries for the step; the condition is ranges of
-    the entries' (account, id) index.
-    """
-    e, t, st, a = _entries.c, _transactions.c, _statements.c, _accounts.c
-    latest = select(st.member_id, func.max(st.id).label("id")).where(st.member_id.in_([m.member_id for m in members])).group_by(st.member_id).subquery()
-    last_statement = _statements.alias("last_statement")
-    runs = conn.execute(select(last_statement.c.member_id, last_statement.c.run_id).join_from(latest, last_statement, last_statement.c.id == latest.c.id)).all()
-    # The keys are made here and sent as values: built in SQL (CONCAT of CASTs), they would carry the
-    # connection's collation, which MariaDB refuses to compare with the column's when the two differ.
-    keys = [f"settle:{run_id}:{member_id}" for member_id, run_id in runs]
-    last_settle = dict(
-        conn.execute(
-            select(a.id, e.id)
-            .select_from(_transactions)
-            .join(_entries, e.transaction_id == t.id)
-            .join(_accounts, (a.id == e.account_id) & (a.kind == K.matured))
-            .where(t.idempotency_key.in_(keys))
-        ).all()
-    ) if keys else {}
-    return or_(
-        e.account_id.in_([m.matured_id for m in members if m.matured_id not in last_settle]),
-        *(and_(e.account_id == acct, e.id > last_id) for acct, last_id in last_settle.items()),
-    )
-
-
-def _matured_rewards(members: list[_Member]) -> ColumnElement[bool]:
-    r = _rewards.c
-    return and_(r.member_id.in_([m.member_id for m in members]), r.state == RewardState.matured)
-
-
-def _other_postings(*columns: Any, since: ColumnElement[bool]) -> Select[Any]:
-    """``columns`` of the matured postings ``since`` selects that are not an order's (those are itemised as rewards), in entry order."""
-    e, t = _entries.c, _transactions.c
-    return (
-        select(*columns)
-        .join_from(_entries, _transactions, t.id == e.transaction_id)
-        .where(since, t.order_id.is_(None))
-        .prefix_with("STRAIGHT_JOIN", dialect="mysql")
-        .with_hint(_entries, "FORCE INDEX (ix_ledger_entries_account_amount)", "mysql")
-    )
-
-
-def _statement_lines(conn: Connection, members: list[_Member], since: ColumnElement[bool]) -> int:
-    """Each member's statement lines: their matured order rewards, then the other matured postings since their last settlement, then the rest.
-
-    Read into ``_Member.lines``, two queries for the whole step. Returns how many rewards were itemised: the run marks them settled.
-    """
-    r, o, e, t = _rewards.c, _orders.c, _entries.c, _transactions.c
-    by_member = {m.member_id: m for m in members}
-    rewards = conn.execute(
-        select(r.member_id, r.order_id, o.out_trade_no, r.level, r.amount - r.reversed_amount, r.rule)
-        .join_from(_rewards, _orders, o.id == r.order_id)
-        .where(_matured_rewards(members))
-        .order_by(r.id)
-    )
-    itemised = 0
-    for member_id, order_id, out_trade_no, level, amount, rule in rewards:
-        by_member[member_id].lines.append({"kind": "order_reward", "order_id": order_id, "out_trade_no": out_trade_no, "level": level, "amount": int(amount), "rule": rule})
-        itemised += 1
-    by_account = {m.matured_id: m for m in members}
-    for account_id, amount, tx_id, kind, reason in conn.execute(_other_postings(e.account_id, e.amount, t.id, t.kind, t.reason, since=since).order_by(e.id)):
-        by_account[account_id].lines.append({"kind": kind.value, "transaction_id": tx_id, "reason": reason, "amount": int(amount)})
-    for m in members:
-        rest = m.amount - sum(line["amount"] for line in m.lines)
-        if rest:
-            m.lines.append({"kind": "other", "amount": rest, "reason": _REST})
-    return itemised
-
-
-def _member_lines(members: list[_Member], since: ColumnElement[bool]) -> Subquery:
-    """MariaDB: per member with anything to itemise, (member_id, lines, total): the lines ``_statement_lines`` makes as one
-    JSON array, without the rest, and the sum of their amounts. The rewards in reward order, then the other postings in
-    entry order."""
-    r, o, e, t, a = _rewards.c, _orders.c, _entries.c, _transactions.c, _accounts.c
-    rewards = (
-        select(
-            r.member_id.label("member_id"),
-            literal(1).label("section"),
-            r.id.label("seq"),
-            (r.amount - r.reversed_amount).label("amount"),
-            func.json_object(
-                "kind", "order_reward", "order_id", r.order_id, "out_trade_no", o.out_trade_no, "level", r.level, "amount", r.amount - r.reversed_amount, "rule", r.rule
-            ).label("line"),
-        )
-        .join_from(_rewards, _orders, o.id == r.order_id)
-        .where(_matured_rewards(members))
-    )
-    others = _other_postings(
-        a.member_id, literal(2), e.id, e.amount, func.json_object("kind", t.kind, "transaction_id", t.id, "reason", t.reason, "amount", e.amount), since=since
-    ).join(_accounts, a.id == e.account_id)
-    parts = union_all(rewards, others).subquery("parts")
-    return (
-        select(
-            parts.c.member_id,
-            literal_column("JSON_ARRAYAGG(parts.line ORDER BY parts.section, parts.seq)").label("lines"),
-            func.sum(parts.c.amount).label("total"),
-        )
-        .group_by(parts.c.member_id)
-        .subquery("member_lines")
-    )
-
-
-def _insert_statements_in_database(conn: Connection, run: SettlementRun, members: list[_Member], since: ColumnElement[bool], now: datetime) -> int:
-    """MariaDB: the step's statements in one INSERT … SELECT, their lines built by the database (``_member_lines``).
-
-    The figures are those ``_lock_members`` computed, from the same locked balances before the run's postings:
-    all of matured settles, debt is repaid first, the rest reaches available. A member with nothing to itemise
-    has the rest as their only line. No reward row passes through Python. Returns how many rewards were itemised.
+    The figures ``_lock_members`` computed, and the same arithmetic: all of matured settles, debt is repaid
+    first, the rest reaches available. The lines are not written: they are the ledger's, read back by
+    ``queries.statement_lines``.
     """
     st = _statements.c
     matured, debt, available = (_accounts.alias(name) for name in ("matured", "debt", "available"))
     owed = -debt.c.balance
     repaid = case((owed < matured.c.balance, owed), else_=matured.c.balance)
-    lines = _member_lines(members, since)
-    total = func.coalesce(lines.c.total, 0)
-    rest = func.json_object("kind", "other", "amount", cast(matured.c.balance - total, BigInteger), "reason", _REST)
     rows = (
         select(
             literal(run.id),
@@ -333,23 +223,17 @@ def _insert_statements_in_database(conn: Connection, run: SettlementRun, members
             repaid,
             matured.c.balance - repaid,
             available.c.balance + matured.c.balance - repaid,
+            # Positive, what the member still owes: the statement is read by people, not the ledger.
             -(debt.c.balance + repaid),
-            case(
-                (lines.c.member_id.is_(None), func.json_array(rest)),
-                (matured.c.balance == total, lines.c.lines),
-                else_=func.json_array_append(lines.c.lines, "$", rest),
-            ),
             literal(now, UTCDateTime()),
         )
         .select_from(matured)
         .join(debt, (debt.c.member_id == matured.c.member_id) & (debt.c.kind == K.debt))
         .join(available, (available.c.member_id == matured.c.member_id) & (available.c.kind == K.available))
-        .outerjoin(lines, lines.c.member_id == matured.c.member_id)
         .where(matured.c.id.in_([m.matured_id for m in members]))
     )
-    columns = ("run_id", "member_id", "settled", "debt_repaid", "credited", "available_after", "debt_after", "lines", "created_at")
+    columns = ("run_id", "member_id", "settled", "debt_repaid", "credited", "available_after", "debt_after", "created_at")
     conn.execute(insert(_statements).from_select([st[name] for name in columns], rows))
-    return int(conn.scalar(select(func.count()).select_from(_rewards).where(_matured_rewards(members))) or 0)
 
 
 def _settle_legs(tx_ids: list[int], now: datetime) -> Select[Any]:
@@ -374,13 +258,8 @@ def _settle_legs(tx_ids: list[int], now: datetime) -> Select[Any]:
     )
 
 
-def _lines_in_database(conn: Connection) -> bool:
-    """MariaDB builds the statement lines itself (``JSON_ARRAYAGG … ORDER BY``); elsewhere they are built here."""
-    return bool(getattr(conn.dialect, "is_mariadb", False))
-
-
 def _settle_members(conn: Connection, run: SettlementRun, member_ids: list[int], minimum: int, now: datetime) -> list[Settled]:
-    """One step of ``settle``: lock, itemise, post one settle transaction per member, mark the rewards settled, write the statements.
+    """One step of ``settle``: lock, write the statements, post one settle transaction per member, mark the rewards settled.
 
     Every statement covers the whole step. Each member's posting is the one ``ledger.credit_available``
     makes (key ``settle:<run>:<member>``, matured out, debt repaid first, the rest to available, legs in
@@ -389,31 +268,8 @@ def _settle_members(conn: Connection, run: SettlementRun, member_ids: list[int],
     members = _lock_members(conn, member_ids, minimum)
     if not members:
         return []
-    since = _since_last_settlement(conn, members)
-    # The statements before the postings: the lines are what matured before this run's settle posting.
-    if _lines_in_database(conn):
-        itemised = _insert_statements_in_database(conn, run, members, since, now)
-    else:
-        itemised = _statement_lines(conn, members, since)
-        conn.execute(
-            insert(_statements),
-            [
-                {
-                    "run_id": run.id,
-                    "member_id": m.member_id,
-                    "settled": m.amount,
-                    "debt_repaid": m.repaid,
-                    "credited": m.credited,
-                    "available_after": m.available_after,
-                    # Positive, what the member still owes: the statement is read by people, not the ledger.
-                    "debt_after": m.debt_after,
-                    "lines": m.lines,
-                    "created_at": now,
-                }
-                for m in members
-            ],
-        )
-    keys = {f"settle:{run.id}:{m.member_id}": m for m in members}
+    _insert_statements(conn, run, members, now)
+    keys = {settle_key(run.id, m.member_id): m for m in members}
     conn.execute(
         insert(_transactions),
         [
@@ -438,16 +294,11 @@ def _settle_members(conn: Connection, run: SettlementRun, member_ids: list[int],
     conn.execute(insert(_entries).from_select(["transaction_id", "account_id", "amount", "created_at"], _settle_legs([m.tx_id for m in members], now)))
     a, e = _accounts.c, _entries.c
     conn.execute(update(_accounts).where(a.id == e.account_id, e.transaction_id.in_([m.tx_id for m in members])).values(balance=a.balance + e.amount))
-    if itemised:
-        # The rewards just itemised, and only those: under the account locks none can have moved since.
-        r = _rewards.c
-        marked = rowcount(
-            conn.execute(
-                update(_rewards).where(r.member_id.in_([m.member_id for m in members]), r.state == RewardState.matured).values(state=RewardState.settled, settled_at=now)
-            )
-        )
-        if marked != itemised:
-            raise LedgerError(f"settlement {run.id} itemised {itemised} rewards but {marked} were still matured")
+    # Every reward still matured, and only those: under the account locks none can have moved since the balances were read.
+    r = _rewards.c
+    conn.execute(
+        update(_rewards).where(r.member_id.in_([m.member_id for m in members]), r.state == RewardState.matured).values(state=RewardState.settled, settled_at=now)
+    )
     st = _statements.c
     ids = {member_id: statement_id for member_id, statement_id in conn.execute(
         select(st.member_id, st.id).where(st.run_id == run.id, st.member_id.in_([m.member_id for m in members]))
@@ -487,19 +338,10 @@ def settle(sess: Session, *, period: str, mode: str, actor: str, progress: Calla
     done: list[Settled] = []
     if progress:
         progress(0, len(candidates))
-    widened = None
-    if _lines_in_database(conn):
-        # JSON_ARRAYAGG stops at group_concat_max_len (1 MB by default); one member's lines may be longer.
-        widened = conn.scalar(text("SELECT @@SESSION.group_concat_max_len"))
-        conn.execute(text("SET SESSION group_concat_max_len = 4294967295"))
-    try:
-        for start in range(0, len(candidates), CHUNK):
-            done += _settle_members(conn, run, candidates[start : start + CHUNK], minimum, now)
-            if progress:
-                progress(min(start + CHUNK, len(candidates)), len(candidates))
-    finally:
-        if widened is not None:
-            conn.execute(text("SET SESSION group_concat_max_len = :limit"), {"limit": int(widened)})
+    for start in range(0, len(candidates), CHUNK):
+        done += _settle_members(conn, run, candidates[start : start + CHUNK], minimum, now)
+        if progress:
+            progress(min(start + CHUNK, len(candidates)), len(candidates))
     _expire_ledger_objects(sess)
     run.members = len(done)
     run.total = sum(s.settled for s in done)

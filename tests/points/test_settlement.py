@@ -17,9 +17,11 @@ from server.points import ledger, settlement
 from server.points.checks import check_ledger
 from server.points.errors import SettlementClaimedError
 from server.points.models import AccountKind, Entry, OrderReward, RewardState, SettlementRun, Statement, TxKind
-from server.points.queries import member_balances
+from server.points.queries import member_balances, statement_lines
+from server.points.services import reverse_order_rewards
 from server.settings.services import set_setting
 from tests.points import completed_order, make_member, make_sku, post_to
+from tests.statements import statements_sent
 
 K = AccountKind
 
@@ -52,13 +54,14 @@ def test_settle_moves_matured_points_to_available_with_a_statement(app):
         statement = sess.scalars(select(Statement).where(Statement.member_id == alice.id)).one()
         assert (statement.run_id, statement.settled, statement.debt_repaid, statement.credited) == (run.id, 1_500, 0, 1_500)
         assert (statement.available_after, statement.debt_after) == (1_500, 0)
-        first = dict(statement.lines[0])
+        zoe_statement = sess.scalars(select(Statement).where(Statement.member_id == zoe.id)).one()
+        lines = statement_lines(sess, [statement, zoe_statement])
+        first = dict(lines[statement.id][0])
         assert first.pop("rule").startswith("level 1")
         assert first == {"kind": "order_reward", "order_id": order.id, "out_trade_no": order.out_trade_no, "level": 1, "amount": 500}
-        assert statement.lines[1]["kind"] == "stage_bonus" and statement.lines[1]["amount"] == 1_000
-        assert sum(line["amount"] for line in statement.lines) == statement.settled
-        zoe_lines = sess.scalars(select(Statement.lines).where(Statement.member_id == zoe.id)).one()
-        assert [(line["level"], line["amount"]) for line in zoe_lines] == [(2, 50)]
+        assert lines[statement.id][1]["kind"] == "stage_bonus" and lines[statement.id][1]["amount"] == 1_000
+        assert sum(line["amount"] for line in lines[statement.id]) == statement.settled
+        assert [(line["level"], line["amount"]) for line in lines[zoe_statement.id]] == [(2, 50)]
         rewards = sess.scalars(select(OrderReward).where(OrderReward.order_id == order.id)).all()
         assert {r.state for r in rewards} == {RewardState.settled} and all(r.settled_at for r in rewards)
         assert ledger.find(sess, f"settle:{run.id}:{alice.id}").kind == TxKind.settle
@@ -75,8 +78,62 @@ def test_the_next_statement_lists_only_what_matured_since(app):
         run = settlement.settle(sess, period="manual:b", mode="weekly", actor="test")
         db.commit()
         statement = sess.scalars(select(Statement).where(Statement.run_id == run.id)).one()
-        assert [(line["kind"], line["amount"]) for line in statement.lines] == [("lead_reward", 300)]
+        assert [(line["kind"], line["amount"]) for line in statement_lines(sess, [statement])[statement.id]] == [("lead_reward", 300)]
         assert member_balances(sess, alice.id).available == 1_000
+
+
+def _refund(sess, order, fee):
+    order.refunded_fee = fee
+    sess.flush()
+    reverse_order_rewards(sess, order)
+
+
+def test_a_statement_nets_what_was_reversed_while_matured_and_reads_the_same_after_a_late_refund(app):
+    with app.app_context():
+        sess = db.session()
+        alice = make_member(sess, "alice")
+        sku = make_sku(sess, price_fen=100_000, stock=10)
+        kept, halved, refunded = (completed_order(sess, make_member(sess, name, inviter=alice), sku) for name in ("bob", "carol", "dave"))
+        _refund(sess, halved, halved.total_fee // 2)  # while matured: the line is what is left
+        _refund(sess, refunded, refunded.total_fee)  # reversed whole while matured: no line at all
+        post_to(sess, alice, K.matured, 200, tx_kind=TxKind.stage_bonus)
+        run = settlement.settle(sess, period="manual:a", mode="weekly", actor="test")
+        db.commit()
+        statement = sess.scalars(select(Statement).where(Statement.run_id == run.id)).one()
+        lines = statement_lines(sess, [statement])[statement.id]
+        assert [(line["kind"], line.get("out_trade_no"), line["amount"]) for line in lines] == [
+            ("order_reward", kept.out_trade_no, 500),
+            ("order_reward", halved.out_trade_no, 250),
+            ("stage_bonus", None, 200),
+        ]
+        assert statement.settled == 950
+        # A refund after the settlement takes the points from available; the statement is history and stays.
+        _refund(sess, kept, kept.total_fee)
+        db.commit()
+        assert member_balances(sess, alice.id).available == 450
+        assert statement_lines(sess, [statement])[statement.id] == lines
+        assert check_ledger(sess).ok
+
+
+def test_a_page_of_statements_reads_its_lines_in_four_queries(app):
+    with app.app_context():
+        sess = db.session()
+        members = [make_member(sess, f"m{i}") for i in range(6)]
+        sku = make_sku(sess, price_fen=100_000, stock=20)
+        for member in members:
+            completed_order(sess, make_member(sess, f"buyer-of-{member.id}", inviter=member), sku)
+        settlement.settle(sess, period="manual:a", mode="weekly", actor="test")
+        for member in members[::2]:
+            post_to(sess, member, K.matured, 300, tx_kind=TxKind.lead_reward)
+        run = settlement.settle(sess, period="manual:b", mode="weekly", actor="test")
+        db.commit()
+        rows = sess.scalars(select(Statement)).all()
+        with statements_sent(app) as seen:
+            lines = statement_lines(sess, rows)
+        assert len(seen) == 4
+        assert {len(v) for v in lines.values()} == {1}
+        assert sorted(line[0]["kind"] for line in lines.values()) == ["lead_reward"] * 3 + ["order_reward"] * 6
+        assert all(lines[s.id][0]["kind"] == "lead_reward" for s in rows if s.run_id == run.id)
 
 
 def test_a_second_settle_of_the_same_period_is_refused_and_changes_nothing(app):

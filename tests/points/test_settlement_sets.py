@@ -24,7 +24,7 @@ from server.orders.models import Order
 from server.points import ledger, settlement
 from server.points.checks import check_ledger
 from server.points.models import Account, AccountKind, Entry, LedgerTransaction, OrderReward, RewardState, SettlementRun, Statement, TxKind
-from server.points.queries import member_balances
+from server.points.queries import member_balances, statement_lines
 from server.points.services import mature_order_rewards, reverse_order_rewards
 from server.settings.services import set_setting
 from tests.points import completed_order, make_member, make_sku, pay, place, post_to
@@ -80,8 +80,12 @@ def settle_one_by_one(sess: Session, run: SettlementRun, minimum: int) -> None:
         for row, _ in rewards:
             row.state, row.settled_at = RewardState.settled, utcnow()
         after = member_balances(sess, member_id)
-        sess.add(Statement(run_id=run.id, member_id=member_id, settled=amount, debt_repaid=repaid, credited=credited,
-                           available_after=after.available, debt_after=after.debt, lines=lines))
+        statement = Statement(run_id=run.id, member_id=member_id, settled=amount, debt_repaid=repaid, credited=credited,
+                              available_after=after.available, debt_after=after.debt)
+        sess.add(statement)
+        sess.flush()
+        # The lines read back from the ledger are those the member's rewards and postings gave at settlement.
+        assert statement_lines(sess, [statement])[statement.id] == lines
         run.members += 1
         run.total += amount
     sess.flush()
@@ -90,10 +94,9 @@ def settle_one_by_one(sess: Session, run: SettlementRun, minimum: int) -> None:
 def outcome(sess: Session, run_id: int) -> dict[str, Any]:
     """Everything a run leaves, with its own ids left out (they differ between the two runs)."""
     sess.expire_all()
-    statements = {
-        s.member_id: (s.settled, s.debt_repaid, s.credited, s.available_after, s.debt_after, s.lines)
-        for s in sess.scalars(select(Statement).where(Statement.run_id == run_id))
-    }
+    rows = sess.scalars(select(Statement).where(Statement.run_id == run_id)).all()
+    lines = statement_lines(sess, rows)
+    statements = {s.member_id: (s.settled, s.debt_repaid, s.credited, s.available_after, s.debt_after, lines[s.id]) for s in rows}
     postings = {}
     for tx in sess.scalars(select(LedgerTransaction).where(LedgerTransaction.idempotency_key.like(f"settle:{run_id}:%"))):
         assert tx.idempotency_key == f"settle:{run_id}:{tx.member_id}"
@@ -289,7 +292,8 @@ def test_a_maturing_in_flight_is_settled_whole_once_it_commits(app: Flask, monke
         sess = db.session()
         statement = sess.scalars(select(Statement).where(Statement.member_id == zoe_id)).one()
         assert statement.settled == outcome_of_run[0] == 1_500  # 0.5% of a first ¥1000 order, 1% of the repeat one
-        assert [(line["kind"], line["amount"]) for line in statement.lines] == [("order_reward", 500), ("order_reward", 1_000)]
+        lines = statement_lines(sess, [statement])[statement.id]
+        assert [(line["kind"], line["amount"]) for line in lines] == [("order_reward", 500), ("order_reward", 1_000)]
         assert sess.scalar(select(func.count()).select_from(OrderReward).where(OrderReward.state == RewardState.matured)) == 0
         assert member_balances(sess, zoe_id).matured == 0
         assert check_ledger(sess).ok
@@ -309,15 +313,15 @@ def test_the_run_locks_only_its_members_accounts(app: Flask, monkeypatch: pytest
         outsiders = [m.id for m in members[3:]]
 
     locked, release = threading.Event(), threading.Event()
-    original = settlement._since_last_settlement
+    original = settlement._insert_statements
 
     # The first thing a step does once its members' accounts are locked.
-    def hold(conn: Any, step: Any) -> Any:
+    def hold(*args: Any) -> Any:
         locked.set()
         release.wait(20)
-        return original(conn, step)
+        return original(*args)
 
-    monkeypatch.setattr(settlement, "_since_last_settlement", hold)
+    monkeypatch.setattr(settlement, "_insert_statements", hold)
 
     def run() -> None:
         with unit_of_work(app) as s:
