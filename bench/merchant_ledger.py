@@ -94,7 +94,6 @@ class Reward:
     reversed_amount: int = 0
     state: RewardState = RewardState.pending
     matured_at: datetime | None = None
-    settled_at: datetime | None = None
 
 
 class Writer:
@@ -435,7 +434,7 @@ def generate_points(
             )
             credited(member_id, at, amount_credited)
             for row in settled:
-                row.state, row.settled_at = RewardState.settled, at
+                row.state = RewardState.settled
             out.add(
                 Statement.__table__,
                 {
@@ -608,7 +607,6 @@ def generate_points(
                     "rule": r.rule,
                     "created_at": r.created_at,
                     "matured_at": r.matured_at,
-                    "settled_at": r.settled_at,
                 },
             )
     for (member_id, account_kind), (account_id, balance) in sorted(ledger.accounts.items(), key=lambda item: item[1][0]):

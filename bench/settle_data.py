@@ -114,7 +114,7 @@ def generate(conn: Connection, *, members: int, rewards: int, reversed_share: fl
                 book.post(matured_at + timedelta(days=1), f"order:{order_id}:L{level}:reverse:1", TxKind.reversal, [(None, K.issuance, taken), (member_id, K.matured, -taken)],
                           f"Order SB{order_id:014d} refunded in part: level {level} reward reduced", member_id, order_id=order_id, level=level, detail={"refunded_fee": 1})
             reward_rows.append({"id": len(reward_rows) + 1, "order_id": order_id, "member_id": member_id, "level": level, "amount": amount, "reversed_amount": taken,
-                                "state": RewardState.matured, "rule": rule, "created_at": paid, "matured_at": matured_at, "settled_at": None})
+                                "state": RewardState.matured, "rule": rule, "created_at": paid, "matured_at": matured_at})
 
     # Other matured postings since the last run: a stage bonus straight into matured.
     for m in rng.sample(range(1, members + 1), int(members * bonus_share)):

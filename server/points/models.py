@@ -151,7 +151,6 @@ class OrderReward(Base):
     rule: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     matured_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SettlementRun(Base):

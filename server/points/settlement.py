@@ -297,7 +297,7 @@ def _settle_members(conn: Connection, run: SettlementRun, member_ids: list[int],
     # Every reward still matured, and only those: under the account locks none can have moved since the balances were read.
     r = _rewards.c
     conn.execute(
-        update(_rewards).where(r.member_id.in_([m.member_id for m in members]), r.state == RewardState.matured).values(state=RewardState.settled, settled_at=now)
+        update(_rewards).where(r.member_id.in_([m.member_id for m in members]), r.state == RewardState.matured).values(state=RewardState.settled)
     )
     st = _statements.c
     ids = {member_id: statement_id for member_id, statement_id in conn.execute(

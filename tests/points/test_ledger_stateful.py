@@ -49,7 +49,7 @@ def settle_by_hand(sess: Session, period: str) -> None:
     for member_id, amount in sess.execute(select(Account.member_id, Account.balance).where(Account.kind == K.matured, Account.balance > 0)).all():
         credit_available(sess, member_id, int(amount), source=K.matured, key=f"settle:{period}:{member_id}", kind=TxKind.settle, reason=f"Settlement {period}")
         for row in sess.scalars(select(OrderReward).where(OrderReward.member_id == member_id, OrderReward.state == RewardState.matured)):
-            row.state, row.settled_at = RewardState.settled, utcnow()
+            row.state = RewardState.settled
     sess.flush()
 
 

@@ -78,7 +78,7 @@ def settle_one_by_one(sess: Session, run: SettlementRun, minimum: int) -> None:
             reason=f"Settlement {run.period}: {amount / 100:.2f} matured points", actor=run.actor, detail={"run_id": run.id, "period": run.period},
         )
         for row, _ in rewards:
-            row.state, row.settled_at = RewardState.settled, utcnow()
+            row.state = RewardState.settled
         after = member_balances(sess, member_id)
         statement = Statement(run_id=run.id, member_id=member_id, settled=amount, debt_repaid=repaid, credited=credited,
                               available_after=after.available, debt_after=after.debt)
@@ -111,7 +111,7 @@ def outcome(sess: Session, run_id: int) -> dict[str, Any]:
         "statements": statements,
         "postings": postings,
         "balances": sorted((row.member_id or 0, row.kind.value, row.balance) for row in sess.execute(select(Account.member_id, Account.kind, Account.balance).where(Account.balance != 0))),
-        "rewards": sorted((r.id, r.state, r.settled_at is not None) for r in sess.scalars(select(OrderReward))),
+        "rewards": sorted((r.id, r.state) for r in sess.scalars(select(OrderReward))),
     }
 
 
