@@ -571,9 +571,9 @@ def settlement_case(bench: Bench) -> list[Row]:
 
 @case("ledger-check", smoke=True, prepare=lambda bench: settlement_data(bench), quiet=True)
 def ledger_check_case(bench: Bench) -> list[Row]:
-    """``python -m server ledger-check``'s work (``check_ledger`` in one snapshot), timed in-process."""
+    """``python -m server ledger-check``'s work (``check_ledger`` with the command's default workers), timed in-process."""
     from server import db
-    from server.points.checks import check_ledger
+    from server.points.checks import DEFAULT_WORKERS, check_ledger
 
     settlement_data(bench)
     times: list[float] = []
@@ -589,7 +589,7 @@ def ledger_check_case(bench: Bench) -> list[Row]:
             if sess.get_bind().dialect.name == "mysql":
                 sess.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             started = time.perf_counter()
-            report = check_ledger(sess)
+            report = check_ledger(sess, workers=DEFAULT_WORKERS)
             times.append(time.perf_counter() - started)
             loads.append(load1())
             entries = report.counts["entries"]

@@ -33,7 +33,7 @@ from server import create_app, db, models  # noqa: E402
 from server.config import TestingConfig  # noqa: E402
 from server.migrate import upgrade  # noqa: E402
 from server.points import settlement  # noqa: E402
-from server.points.checks import check_ledger  # noqa: E402
+from server.points.checks import DEFAULT_WORKERS, check_ledger  # noqa: E402
 from server.points.models import OrderReward, RewardState, Statement  # noqa: E402
 
 
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--debts", type=float, default=0.05, help="share of members owing points")
     parser.add_argument("--settled-before", type=float, default=0.2, help="share of members settled in an earlier run")
     parser.add_argument("--seed", type=int, default=20261202)
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="ledger-check's connections at once on MariaDB (the command's default)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,10 +96,10 @@ def main() -> None:
                 sess.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             load = os.getloadavg()[0]
             started = time.perf_counter()
-            report = check_ledger(sess)
+            report = check_ledger(sess, workers=args.workers)
             checked = time.perf_counter() - started
         entries = report.counts.get("entries", 0)
-        print(f"  ledger-check {checked:.2f} s for {entries:,} entries ({checked / max(entries, 1) * 1e6:.2f} s per million; load average {load:.2f}): "
+        print(f"  ledger-check ({args.workers} workers) {checked:.2f} s for {entries:,} entries ({checked / max(entries, 1) * 1e6:.2f} s per million; load average {load:.2f}): "
               + ("passed" if report.ok else f"{len(report.violations)} violations, first: {report.violations[:3]}"))
 
 

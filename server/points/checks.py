@@ -8,10 +8,11 @@ for rows written around the ORM.
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Callable, cast
 
-from sqlalchemy import Select, Table, case, exists, func, literal, select
+from sqlalchemy import Engine, Select, Table, case, exists, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from server.orders.models import Order
@@ -35,30 +36,69 @@ class LedgerReport:
         return not self.violations
 
 
-def check_ledger(sess: Session) -> LedgerReport:
+#: Connections ``python -m server ledger-check`` reads with at once on MariaDB/MySQL, by default.
+DEFAULT_WORKERS = 2
+
+
+def check_ledger(sess: Session, *, workers: int = 1) -> LedgerReport:
     """Every invariant of DESIGN §4 and the reward guards of §5; each broken one is a line in ``violations``.
 
     The entries are read twice in all: once by transaction (balance, and transactions that do not
     exist) and once by account (cached balances, and accounts that do not exist).
+
+    The checks are independent parts, each a few queries. With ``workers`` above 1 on MariaDB/MySQL they run
+    that many at a time, each part on a connection of its own in a REPEATABLE READ transaction: a part sees one
+    snapshot, and every part's invariant holds in every committed state, so postings committed between two
+    parts' snapshots cannot look like a broken ledger. Otherwise (and on SQLite) they run one after the other in
+    ``sess``. The report is the same either way.
     """
+    bind = sess.get_bind()
+    results: list[Any]
+    if workers > 1 and isinstance(bind, Engine) and bind.dialect.name == "mysql":
+        snapshot = bind.execution_options(isolation_level="REPEATABLE READ")
+
+        def run(part: Callable[[Session], Any]) -> Any:
+            with Session(snapshot) as own:
+                return part(own)
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ledger-check") as pool:
+            results = list(pool.map(run, _PARTS))
+    else:
+        results = [part(sess) for part in _PARTS]
+    parts = dict(zip((part.__name__ for part in _PARTS), results))
     report = LedgerReport()
-    unbalanced, unknown_transactions = _by_transaction(sess)
-    cached, unknown_accounts = _by_account(sess)
-    report.violations += unbalanced + cached + _signs(sess)
-    # Every entry without a transaction by id, then every entry without an account.
-    report.violations += _orphans(sess, Entry.transaction_id, unknown_transactions, "entry {} belongs to transaction {}, which does not exist")
-    report.violations += _orphans(sess, Entry.account_id, unknown_accounts, "entry {} posts to account {}, which does not exist")
-    for check in (_unique_keys, _reward_postings, _reward_levels):
-        report.violations.extend(check(sess))
-    for name, model in (("transactions", LedgerTransaction), ("entries", Entry), ("accounts", Account), ("order rewards", OrderReward)):
-        report.counts[name] = int(sess.scalar(select(func.count()).select_from(model)) or 0)
-    # Members' kinds from their cached balances (proved equal to their entries above), the merchant's from their entries.
+    (unbalanced, no_transaction), (cached, no_account) = parts["_transactions_part"], parts["_accounts_part"]
+    report.violations += unbalanced + cached + parts["_signs"] + no_transaction + no_account + parts["_unique_keys"]
+    posted, unposted = parts["_posting_sums"], parts["_unposted_rewards"]
+    report.violations += _reward_problems(sess, posted[0] + unposted, posted[1]) + parts["_reward_levels"]
+    report.counts, report.balances = parts["_totals"]
+    return report
+
+
+def _transactions_part(sess: Session) -> tuple[list[str], list[str]]:
+    """Transactions that do not balance, and every entry whose transaction does not exist."""
+    unbalanced, unknown = _by_transaction(sess)
+    return unbalanced, _orphans(sess, Entry.transaction_id, unknown, "entry {} belongs to transaction {}, which does not exist")
+
+
+def _accounts_part(sess: Session) -> tuple[list[str], list[str]]:
+    """Accounts whose cached balance is not their entries', and every entry whose account does not exist."""
+    cached, unknown = _by_account(sess)
+    return cached, _orphans(sess, Entry.account_id, unknown, "entry {} posts to account {}, which does not exist")
+
+
+def _totals(sess: Session) -> tuple[dict[str, int], dict[str, int]]:
+    """Rows checked per table, and hundredths of a point per account kind (they sum to zero)."""
+    counts = {
+        name: int(sess.scalar(select(func.count()).select_from(model)) or 0)
+        for name, model in (("transactions", LedgerTransaction), ("entries", Entry), ("accounts", Account), ("order rewards", OrderReward))
+    }
+    # Members' kinds from their cached balances (proved equal to their entries by ``_by_account``), the merchant's from their entries.
     merchant = Account.kind.in_(MERCHANT_KINDS)
     members = select(Account.kind, func.coalesce(func.sum(Account.balance), 0)).where(~merchant).group_by(Account.kind)
     merchants = select(Account.kind, func.coalesce(func.sum(Entry.amount), 0)).join(Entry, Entry.account_id == Account.id).where(merchant).group_by(Account.kind)
     totals = {kind.value: int(total) for query in (members, merchants) for kind, total in sess.execute(query)}
-    report.balances = dict(sorted(totals.items()))
-    return report
+    return counts, dict(sorted(totals.items()))
 
 
 def _by_transaction(sess: Session) -> tuple[list[str], list[int]]:
@@ -155,19 +195,26 @@ def _issuance_postings(issuance: list[int], *columns: Any) -> Select[Any]:
     )
 
 
-def _reward_postings(sess: Session) -> list[str]:
-    """Each order reward's amount and reversed amount equal what its postings took from and returned to issuance.
+#: A reward whose ledger sums disagree with it: (reward id, order, level, member, amount, reversed amount,
+#: what the ledger credited, what it reversed, whether postings were for someone else).
+_Disagreement = tuple[int, int, int, int, int, int, int, int, bool]
+
+
+def _issuance_ids(sess: Session) -> list[int]:
+    return list(sess.scalars(select(Account.id).where(Account.kind == K.issuance)))
+
+
+def _posting_sums(sess: Session) -> tuple[list[_Disagreement], list[tuple[int, int | None, int]]]:
+    """Each order reward's amount and reversed amount against what its postings took from and returned to issuance.
 
     The issuance leg is the one leg every reward and reversal has, whichever member
     accounts the other legs touched (a reversal may split across available and debt).
     The sums per (order, level) are made once, from the postings' indexes, and joined to
-    the rewards: a sum that disagrees with its reward, or has none, comes back. A reward
-    with no issuance posting at all is found by a look-up per reward in the same indexes.
+    the rewards: a sum that disagrees with its reward, or has none (a stray), comes back.
     """
     is_reward = LedgerTransaction.kind == TxKind.order_reward
-    issuance = list(sess.scalars(select(Account.id).where(Account.kind == K.issuance)))
     posted = _issuance_postings(
-        issuance,
+        _issuance_ids(sess),
         LedgerTransaction.order_id,
         LedgerTransaction.level,
         func.sum(case((is_reward, -Entry.amount), else_=0)).label("credited"),
@@ -178,9 +225,8 @@ def _reward_postings(sess: Session) -> list[str]:
         (func.count() - func.count(LedgerTransaction.member_id)).label("no_member"),
     ).group_by(LedgerTransaction.order_id, LedgerTransaction.level).subquery()
     someone_else = (posted.c.no_member > 0) | (posted.c.first_member != OrderReward.member_id) | (posted.c.last_member != OrderReward.member_id)
-    found: dict[tuple[int, int], list[str]] = defaultdict(list)
-    strangers: list[tuple[int, int, int, int]] = []
     stray: list[tuple[int, int | None, int]] = []
+    disagree: list[_Disagreement] = []
     # One pass over the sums: those without a reward, and the rewards they disagree with.
     rows = sess.execute(
         select(
@@ -191,17 +237,23 @@ def _reward_postings(sess: Session) -> list[str]:
         .outerjoin(OrderReward, (OrderReward.order_id == posted.c.order_id) & (OrderReward.level == posted.c.level))
         .where(OrderReward.id.is_(None) | (posted.c.credited != OrderReward.amount) | (posted.c.reversed != OrderReward.reversed_amount) | someone_else)
     )
-    disagree = []
     for order_id, level, ledger_credited, ledger_reversed, other_member, reward_id, member_id, amount, reversed_amount in rows:
         if reward_id is None:
             stray.append((order_id, level, int(ledger_credited)))
         else:
-            disagree.append((reward_id, order_id, level, member_id, amount, reversed_amount, ledger_credited, ledger_reversed, other_member))
-    # Rewards with something credited or reversed and no issuance posting at all: the ledger credited 0.
+            disagree.append((reward_id, order_id, level, member_id, amount, reversed_amount, int(ledger_credited), int(ledger_reversed), bool(other_member)))
+    return disagree, stray
+
+
+def _unposted_rewards(sess: Session) -> list[_Disagreement]:
+    """Rewards with something credited or reversed and no issuance posting at all: the ledger credited 0.
+
+    A look-up per reward in the postings' indexes.
+    """
     unposted = ~exists(
-        _issuance_postings(issuance, literal(1)).where(LedgerTransaction.order_id == OrderReward.order_id, LedgerTransaction.level == OrderReward.level)
+        _issuance_postings(_issuance_ids(sess), literal(1)).where(LedgerTransaction.order_id == OrderReward.order_id, LedgerTransaction.level == OrderReward.level)
     )
-    disagree += [
+    return [
         (reward_id, order_id, level, member_id, amount, reversed_amount, 0, 0, False)
         for reward_id, order_id, level, member_id, amount, reversed_amount in sess.execute(
             select(OrderReward.id, OrderReward.order_id, OrderReward.level, OrderReward.member_id, OrderReward.amount, OrderReward.reversed_amount).where(
@@ -209,13 +261,20 @@ def _reward_postings(sess: Session) -> list[str]:
             )
         )
     ]
+
+
+def _reward_problems(sess: Session, disagree: list[_Disagreement], stray: list[tuple[int, int | None, int]]) -> list[str]:
+    """The texts for the rewards ``_posting_sums`` and ``_unposted_rewards`` found, by (order, level)."""
+    found: dict[tuple[int, int], list[str]] = defaultdict(list)
+    strangers: list[tuple[int, int, int, int]] = []
     for reward_id, order_id, level, member_id, amount, reversed_amount, ledger_credited, ledger_reversed, other_member in disagree:
-        if int(ledger_credited) != amount:
-            found[(order_id, level)].append(f"order reward {reward_id} (order {order_id}, level {level}) is {amount} but the ledger credited {int(ledger_credited)}")
-        if int(ledger_reversed) != reversed_amount:
-            found[(order_id, level)].append(f"order reward {reward_id} (order {order_id}, level {level}) has {reversed_amount} reversed but the ledger reversed {int(ledger_reversed)}")
+        if ledger_credited != amount:
+            found[(order_id, level)].append(f"order reward {reward_id} (order {order_id}, level {level}) is {amount} but the ledger credited {ledger_credited}")
+        if ledger_reversed != reversed_amount:
+            found[(order_id, level)].append(f"order reward {reward_id} (order {order_id}, level {level}) has {reversed_amount} reversed but the ledger reversed {ledger_reversed}")
         if other_member:
             strangers.append((order_id, level, reward_id, member_id))
+    issuance = _issuance_ids(sess) if strangers else []
     for order_id, level, reward_id, member_id in strangers:
         # Only for a reward that has them: who else its postings were for.
         members = set(
@@ -273,3 +332,9 @@ def _reward_levels(sess: Session) -> list[str]:
 
 def _owner(member_id: int | None) -> str:
     return "merchant" if member_id is None else f"member {member_id}"
+
+
+#: The independent parts of ``check_ledger``, the longest first (the order they start in when run at once).
+_PARTS: tuple[Callable[[Session], Any], ...] = (
+    _posting_sums, _transactions_part, _reward_levels, _unposted_rewards, _totals, _accounts_part, _signs, _unique_keys,
+)

@@ -14,7 +14,7 @@ from server import db
 from server.accounts.models import Member
 from server.errors import AppError
 from server.points import rules, settlement
-from server.points.checks import check_ledger
+from server.points.checks import DEFAULT_WORKERS, check_ledger
 from server.points.errors import InsufficientPointsError, SettlementClaimedError
 from server.points.incentives import (
     create_stage_rule,
@@ -58,14 +58,18 @@ def settle_command(mode: str | None, period: str | None) -> None:
 
 
 @click.command("ledger-check")
+@click.option(
+    "--workers", type=click.IntRange(1, 16), default=DEFAULT_WORKERS, show_default=True,
+    help="MariaDB/MySQL: checks run at once, each on a connection of its own (1: all in one snapshot).",
+)
 @with_appcontext
-def ledger_check_command() -> None:
+def ledger_check_command(workers: int) -> None:
     """Prove the ledger's invariants; prints each violation and exits 1 if there is any."""
     sess = db.session()
     if sess.get_bind().dialect.name == "mysql":
-        # One snapshot for every query, so postings committed mid-check cannot look like a broken ledger.
+        # One snapshot for the checks run in this session, so postings committed mid-check cannot look like a broken ledger.
         sess.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    report = check_ledger(sess)
+    report = check_ledger(sess, workers=workers)
     for violation in report.violations:
         click.echo(f"VIOLATION: {violation}")
     if not report.ok:

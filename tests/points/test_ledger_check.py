@@ -1,11 +1,14 @@
 """``ledger-check``: silent on a healthy ledger, loud (exit 1) on every kind of corruption."""
 from __future__ import annotations
 
+import functools
+import threading
+
 import pytest
 from sqlalchemy import insert, select, update
 
 from server import db
-from server.points import ledger, settlement
+from server.points import checks, ledger, settlement
 from server.points.checks import check_ledger
 from server.accounts.models import Member
 from server.points.models import Account, AccountKind, Entry, LedgerTransaction, OrderReward
@@ -202,3 +205,30 @@ def test_the_merchant_accounts_cache_no_balance_and_a_cached_one_fails(app):
         sess.execute(update(Account).where(Account.id == issuance.id).values(balance=-100))
         db.commit()
     fails_with(app, f"account {issuance.id} (merchant issuance) caches balance -100; the merchant's accounts cache none")
+
+
+def test_the_checks_run_at_once_on_mariadb_and_report_exactly_what_they_report_one_by_one(app, healthy, monkeypatch):
+    with app.app_context():
+        if db.session().get_bind().dialect.name != "mysql":
+            pytest.skip("the checks run at once on MariaDB/MySQL only")
+        sess = db.session()
+        # Several kinds of damage at once: a cached balance, a reward's amount and a reward's reversed amount.
+        sess.execute(update(Account).where(Account.id == ledger.account(sess, healthy["alice"], K.available).id).values(balance=Account.balance + 7))
+        sess.execute(update(OrderReward).where(OrderReward.order_id == healthy["order"], OrderReward.level == 2).values(amount=OrderReward.amount + 1))
+        sess.execute(update(OrderReward).where(OrderReward.order_id == healthy["refunded"], OrderReward.level == 1).values(reversed_amount=0))
+        db.commit()
+        one_by_one = check_ledger(db.session(), workers=1)
+        db.session().rollback()
+        threads = set()
+        original = checks._signs
+
+        @functools.wraps(original)
+        def signs(part_session):
+            threads.add(threading.current_thread().name)
+            return original(part_session)
+
+        monkeypatch.setattr(checks, "_PARTS", tuple(signs if part is original else part for part in checks._PARTS))
+        at_once = check_ledger(db.session(), workers=3)
+    assert len(one_by_one.violations) == 3 and not one_by_one.ok
+    assert (at_once.violations, at_once.counts, at_once.balances) == (one_by_one.violations, one_by_one.counts, one_by_one.balances)
+    assert {name.split("_")[0] for name in threads} == {"ledger-check"}
