@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from server import db
 from server.errors import RateLimitedError
 
 logger = logging.getLogger(__name__)
@@ -328,7 +329,7 @@ def _lock_engine() -> Engine | None:
     """
     ext = current_app.extensions
     main: Engine | None = ext.get("db_engine")
-    if main is None or main.dialect.name != "mysql":
+    if main is None or not db.mysql_family(main.dialect):
         return None
     with ext["local_locks_guard"]:
         if ext["lock_engine"] is None:

@@ -179,6 +179,11 @@ def per_transaction(sess: Session, name: str, load: Callable[[], T]) -> T:
     return value
 
 
+def mysql_family(dialect: Any) -> bool:
+    """MariaDB or MySQL: SQLAlchemy names the dialect "mariadb" for a ``mariadb+pymysql://`` URL, "mysql" otherwise."""
+    return dialect.name in ("mysql", "mariadb")
+
+
 #: MariaDB/MySQL errors on which the server rolls the whole transaction back, not just the statement: a
 #: deadlock (ER_LOCK_DEADLOCK). A lock wait timeout (1205) undoes only its statement, unless the server
 #: runs with innodb_rollback_on_timeout.

@@ -15,6 +15,7 @@ from typing import Any, Callable, cast
 from sqlalchemy import Engine, Select, Table, case, exists, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
+from server.db import mysql_family
 from server.orders.models import Order
 from server.points.models import MERCHANT_KINDS, Account, AccountKind, Entry, LedgerTransaction, OrderReward, TxKind
 from server.points.rules import MAX_LEVELS
@@ -50,11 +51,11 @@ def check_ledger(sess: Session, *, workers: int = 1) -> LedgerReport:
     that many at a time, each part on a connection of its own in a REPEATABLE READ transaction: a part sees one
     snapshot, and every part's invariant holds in every committed state, so postings committed between two
     parts' snapshots cannot look like a broken ledger. Otherwise (and on SQLite) they run one after the other in
-    ``sess``. The report is the same either way.
+    ``sess``. On committed data the report is the same either way (the parts cannot see what ``sess`` has not committed).
     """
     bind = sess.get_bind()
     results: list[Any]
-    if workers > 1 and isinstance(bind, Engine) and bind.dialect.name == "mysql":
+    if workers > 1 and isinstance(bind, Engine) and mysql_family(bind.dialect):
         snapshot = bind.execution_options(isolation_level="REPEATABLE READ")
 
         def run(part: Callable[[Session], Any]) -> Any:

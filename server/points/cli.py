@@ -66,7 +66,7 @@ def settle_command(mode: str | None, period: str | None) -> None:
 def ledger_check_command(workers: int) -> None:
     """Prove the ledger's invariants; prints each violation and exits 1 if there is any."""
     sess = db.session()
-    if sess.get_bind().dialect.name == "mysql":
+    if db.mysql_family(sess.get_bind().dialect):
         # One snapshot for the checks run in this session, so postings committed mid-check cannot look like a broken ledger.
         sess.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     report = check_ledger(sess, workers=workers)

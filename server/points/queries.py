@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, aliased
 
 from server.accounts.models import Member
 from server.orders.models import Order
-from server.points.models import Account, AccountKind, Entry, HoldState, JobClaim, LedgerTransaction, OrderReward, RewardHold, SettlementRun, Statement
+from server.points.models import Account, AccountKind, Entry, HoldState, JobClaim, LedgerTransaction, OrderReward, RewardHold, SettlementRun, Statement, TxKind
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,14 @@ def statement_lines(sess: Session, statements: Iterable[Statement]) -> dict[int,
     for row in rows:
         if keys[row.id] in legs:
             account_id, last = legs[keys[row.id]]
-            start = legs.get(earlier.get(row.id, ""), (account_id, 0))[1]
+            if row.id not in earlier:
+                start = 0  # the member's first statement: the account's whole history
+            elif earlier[row.id] in legs:
+                start = legs[earlier[row.id]][1]
+            else:
+                # The statement before has no settle leg (data repaired by hand, say): the window starts after the
+                # last settle posting on the account before this one, whichever it was, never at the beginning.
+                start = _last_settle_entry(sess, account_id, last)
             windows[row.id] = (account_id, start, last)
     entries: dict[int, list[tuple[int, int, LedgerTransaction]]] = {account_id: [] for account_id, _, _ in windows.values()}
     if windows:
@@ -143,6 +150,16 @@ def statement_lines(sess: Session, statements: Iterable[Statement]) -> dict[int,
             items.append({"kind": "other", "amount": rest, "reason": REST_REASON})
         lines[row.id] = items
     return lines
+
+
+def _last_settle_entry(sess: Session, account_id: int, below: int) -> int:
+    """The id of the account's last settle entry before entry ``below``, 0 if there is none."""
+    found = sess.scalar(
+        select(func.max(Entry.id))
+        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
+        .where(Entry.account_id == account_id, Entry.id < below, LedgerTransaction.kind == TxKind.settle)
+    )
+    return int(found or 0)
 
 
 def manual_claim(sess: Session, claim_id: int, job: str) -> JobClaim | None:

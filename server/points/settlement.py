@@ -29,7 +29,6 @@ from server import cache, db, events, tasks
 from server.accounts.services import record_audit
 from server.clock import local
 from server.db import UTCDateTime, utcnow
-from server.orders.models import Order
 from server.points import ledger
 from server.points.errors import SettlementClaimedError, SettlementRunningError
 from server.points.models import (
@@ -151,8 +150,8 @@ class _Member:
 
 
 # The steps read and write through SQLAlchemy Core: thousands of plain rows, no ORM objects.
-_accounts, _entries, _transactions, _rewards, _orders, _statements = (
-    typed(Table, model.__table__) for model in (Account, Entry, LedgerTransaction, OrderReward, Order, Statement)
+_accounts, _entries, _transactions, _rewards, _statements = (
+    typed(Table, model.__table__) for model in (Account, Entry, LedgerTransaction, OrderReward, Statement)
 )
 #: The debt and available accounts a settlement posting needs; one opened concurrently is skipped.
 _OPEN_ACCOUNT = insert(_accounts).prefix_with("OR IGNORE", dialect="sqlite").prefix_with("IGNORE", dialect="mysql")

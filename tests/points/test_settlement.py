@@ -16,7 +16,7 @@ from server.db import unit_of_work, utcnow
 from server.points import ledger, settlement
 from server.points.checks import check_ledger
 from server.points.errors import SettlementClaimedError
-from server.points.models import AccountKind, Entry, OrderReward, RewardState, SettlementRun, Statement, TxKind
+from server.points.models import AccountKind, Entry, LedgerTransaction, OrderReward, RewardState, SettlementRun, Statement, TxKind
 from server.points.queries import member_balances, statement_lines
 from server.points.services import reverse_order_rewards
 from server.settings.services import set_setting
@@ -113,6 +113,21 @@ def test_a_statement_nets_what_was_reversed_while_matured_and_reads_the_same_aft
         assert member_balances(sess, alice.id).available == 450
         assert statement_lines(sess, [statement])[statement.id] == lines
         assert check_ledger(sess).ok
+
+
+def test_a_statement_whose_previous_settle_posting_lost_its_key_still_starts_after_it(app):
+    with app.app_context():
+        sess = db.session()
+        alice = make_member(sess, "alice")
+        post_to(sess, alice, K.matured, 700)
+        first = settlement.settle(sess, period="manual:a", mode="weekly", actor="test")
+        post_to(sess, alice, K.matured, 300, tx_kind=TxKind.lead_reward)
+        run = settlement.settle(sess, period="manual:b", mode="weekly", actor="test")
+        # Data repaired by hand: the first run's posting no longer carries the key its statement names.
+        sess.execute(update(LedgerTransaction).where(LedgerTransaction.idempotency_key == f"settle:{first.id}:{alice.id}").values(idempotency_key="settle:repaired"))
+        db.commit()
+        statement = sess.scalars(select(Statement).where(Statement.run_id == run.id)).one()
+        assert [(line["kind"], line["amount"]) for line in statement_lines(sess, [statement])[statement.id]] == [("lead_reward", 300)]
 
 
 def test_a_page_of_statements_reads_its_lines_in_four_queries(app):
