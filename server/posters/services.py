@@ -555,11 +555,14 @@ def get_poster(
         image=png,
         render_ms=round((time.perf_counter() - started) * 1000),
     )
+    sess.add(image)
     try:
-        with sess.begin_nested():
-            sess.add(image)
+        sess.flush()
     except IntegrityError:
-        # Drawn meanwhile by a worker that could not take the lock in time: serve that one.
+        # Drawn meanwhile by a worker that could not take the lock in time: serve that one. Everything this
+        # request wrote before was committed early, so the transaction holds only the refused row: rolled back
+        # whole, with no savepoint to open on the way.
+        sess.rollback()
         found = _cached_poster(sess, key, channel, oa_expire_seconds)
         if found is None:
             raise

@@ -738,6 +738,38 @@ def test_a_members_first_poster_reads_the_settings_once(app, alice, request_post
     assert drawn["cached"] is False
     settings_reads = [s for s in sent if s.startswith("SELECT") and "FROM settings" in s]
     assert len(settings_reads) == 1, settings_reads
-    # The new poster's row is added in a savepoint (a poster drawn meanwhile is served instead); the scene's
-    # risk scoring, which found nothing, opened none.
-    assert len([s for s in sent if s.startswith("SAVEPOINT")]) == 1, sent
+    # No savepoint: the scene's risk scoring found nothing, and the new poster's row is the transaction's only
+    # write (a poster drawn meanwhile is served instead, the transaction rolled back).
+    assert not [s for s in sent if s.startswith("SAVEPOINT")], sent
+
+
+def test_a_poster_drawn_meanwhile_by_a_worker_that_did_not_wait_for_the_lock_is_served(app, client, alice, request_poster, monkeypatch):
+    """The render lock was not taken in time by either request: both draw, the second row breaks the cache key,
+    and its request serves the first one's poster instead, with nothing of its own left behind."""
+    request_poster(alice, channel="h5_link")  # the default template and the member's scenes exist beforehand
+
+    @contextlib.contextmanager
+    def not_taken(name: str) -> Iterator[bool]:
+        yield False
+
+    monkeypatch.setattr(services, "_lock", not_taken)
+    original = render.render_poster
+    inner: list[Any] = []
+
+    def render_after_another_worker(spec: Any) -> bytes:
+        if not inner:
+            # Another worker draws and commits the same poster while this one renders.
+            inner.append(None)
+            other = threading.Thread(target=lambda: inner.append(app.test_client().post(POSTERS, headers=alice["headers"], json={})))
+            other.start()
+            other.join(30)
+        return original(spec)
+
+    monkeypatch.setattr(render, "render_poster", render_after_another_worker)
+    served = request_poster(alice)
+    first = inner[1].get_json()["data"]
+    assert inner[1].status_code == 200 and first["cached"] is False
+    assert served["cached"] is True and served["image_url"] == first["image_url"]
+    assert count(app, PosterImage) == 2  # the h5 poster and the one drawn meanwhile
+    # The session goes on after the refused row: the same request again is an ordinary cached read.
+    assert request_poster(alice)["image_url"] == first["image_url"]
