@@ -135,6 +135,10 @@ class _LocalValues:
                 return None
             return text
 
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._values.pop(key, None)
+
     def set(self, key: str, text: str, ttl: float | None) -> None:
         now = time.monotonic()
         with self._lock:
@@ -263,6 +267,23 @@ def set_value(key: str, value: Any, ttl: float | None) -> None:
             answered()
             return
     current_app.extensions["local_values"].set(key, text_value, ttl)
+
+
+def forget_values(*keys: str) -> None:
+    """Drop what ``set_value`` stored under ``keys``: in Redis, and in this process (where it went while Redis was away)."""
+    if not keys:
+        return
+    r = client()
+    if r is not None:
+        try:
+            r.delete(*(f"kv:{key}" for key in keys))
+        except redis.RedisError as error:
+            failed(error)
+        else:
+            answered()
+    local = current_app.extensions["local_values"]
+    for key in keys:
+        local.forget(key)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from server.distribution.queries import sharer_refusal
 from server.errors import NotFoundError, ValidationError
 from server.referral.models import Binding, TouchEvent, TouchKind
 from server.referral.queries import inviter_and_upline
-from server.referral.services import is_ancestor
+from server.referral.services import forget_team_sizes, is_ancestor
 from server.settings.services import lock_named
 
 #: Longest reason kept with a change (the audit detail and the timeline show it).
@@ -59,6 +59,8 @@ def change_inviter(sess: Session, member_id: int, inviter_id: int | None, *, rea
     lock_named(sess, "referral-chain")
     binding = sess.get(Binding, member.id, populate_existing=True)
     previous_inviter, previous_upline = inviter_and_upline(sess, member.id)
+    # The member leaves a team (and joins another, below): with their own invitees at level 2.
+    forget_team_sizes([previous_inviter, previous_upline])
     if inviter is None:
         if binding is None:
             raise _refuse("not_bound")
@@ -78,6 +80,7 @@ def change_inviter(sess: Session, member_id: int, inviter_id: int | None, *, rea
         if is_ancestor(sess, member.id, inviter.id):
             raise _refuse("cycle")
         upline_id, _ = inviter_and_upline(sess, inviter.id)
+        forget_team_sizes([inviter.id, upline_id])
         if binding is None:
             binding = Binding(member_id=member.id, inviter_id=inviter.id, upline_id=upline_id, channel="console")
             sess.add(binding)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -19,7 +20,7 @@ from server import cache, events, security
 from server.accounts.models import Member, Staff
 from server.accounts.services import record_audit
 from server.clock import CHINA
-from server.db import utcnow
+from server.db import after_commit, utcnow
 from server.distribution.queries import sharer_refusal
 from server.errors import NotFoundError, ValidationError
 from server.orders import queries as order_queries
@@ -321,6 +322,8 @@ def bind_member(sess: Session, member: Member, scene_code: str) -> BindResult:
 
     upline_id, _ = inviter_and_upline(sess, inviter_id)
     previous = binding.inviter_id if binding else None
+    # The member leaves one team and joins another, with their own invitees at level 2.
+    forget_team_sizes([previous, binding.upline_id if binding else None, inviter_id, upline_id])
     if binding is None:
         binding = Binding(member_id=member.id, inviter_id=inviter_id, upline_id=upline_id)
         sess.add(binding)
@@ -653,12 +656,26 @@ class TeamMember:
     bound_at: datetime
 
 
-def _team_statements(column: Any) -> tuple[Any, Any, Any]:
-    """The team statements of one level, built once: the size, a page from a cursor, a page from an offset.
+@dataclass(frozen=True)
+class _TeamStatements:
+    """The team statements of one level, built once (``_team_statements``)."""
+
+    #: The team's size.
+    counted: Any
+    #: A page from a cursor and from an offset, each row with the team's size as its last column.
+    after_counted: Any
+    at_counted: Any
+    #: The same pages without the size, for when the cache has it.
+    after: Any
+    at: Any
+
+
+def _team_statements(column: Any) -> _TeamStatements:
+    """The team statements of one level: the size, and a page from a cursor or an offset, with or without the size.
 
     A page comes from the team index alone (a covering range scan: MariaDB reads 20 entries from the
     cursor, or skips the offset's entries, without reading their members), then its members by primary
-    key, with the team's size (counted once, from the same index), in one statement.
+    key, with the team's size (counted once, from the same index) in the same statement when it is needed.
     """
     counted = select(func.count()).select_from(Binding).where(column == bindparam("member_id"))
     ids = select(Binding.member_id, Binding.bound_at).where(column == bindparam("member_id"))
@@ -669,16 +686,30 @@ def _team_statements(column: Any) -> tuple[Any, Any, Any]:
     ).order_by(*newest_first).limit(bindparam("limit", type_=Integer))
     at = ids.order_by(*newest_first).limit(bindparam("limit", type_=Integer)).offset(bindparam("offset", type_=Integer))
 
-    def page(of: Any) -> Any:
+    def page(of: Any, *size: Any) -> Any:
         found = of.subquery()
-        return select(Member.id, Member.nickname, Member.avatar_url, found.c.bound_at, counted.scalar_subquery()).join(
-            found, found.c.member_id == Member.id
-        )
+        return select(Member.id, Member.nickname, Member.avatar_url, found.c.bound_at, *size).join(found, found.c.member_id == Member.id)
 
-    return counted, page(after), page(at)
+    size = counted.scalar_subquery()
+    return _TeamStatements(counted, page(after, size), page(at, size), page(after), page(at))
 
 
 _TEAM = {1: _team_statements(Binding.inviter_id), 2: _team_statements(Binding.upline_id)}
+#: Seconds a team's size stays in the cache. Binds and inviter changes forget the sizes they change when
+#: they commit (``forget_team_sizes``); this bounds what is left behind by a forget that could not reach
+#: Redis, or by a count read just before a bind committed and stored just after its forget.
+TEAM_SIZE_TTL = 60
+
+
+def _team_size_key(member_id: int, level: int) -> str:
+    return f"team-size:{level}:{member_id}"
+
+
+def forget_team_sizes(member_ids: Iterable[int | None]) -> None:
+    """Once the commit succeeds, these members' team sizes (both levels) are counted again on their next page."""
+    keys = [_team_size_key(m, level) for m in sorted({m for m in member_ids if m is not None}) for level in (1, 2)]
+    if keys:
+        after_commit(lambda: cache.forget_values(*keys))
 
 
 def team_page(
@@ -688,18 +719,24 @@ def team_page(
     there are. Nothing deeper exists.
 
     ``after`` continues from a page's last invitee (keyset: the team index is read from there, however
-    deep the page); without it, ``offset`` counts from the newest."""
-    counted, from_cursor, from_offset = _TEAM[1 if level == 1 else 2]
+    deep the page); without it, ``offset`` counts from the newest. The size is counted with the page and
+    then kept in the cache for ``TEAM_SIZE_TTL`` seconds (a large team's count is most of a page's time)."""
+    level = 1 if level == 1 else 2
+    statements, key = _TEAM[level], _team_size_key(member_id, level)
+    size = cache.get_value(key)
     if after is not None:
-        params = {"member_id": member_id, "bound_at": after.bound_at, "after_id": after.member_id, "limit": limit}
-        rows = sess.execute(from_cursor, params).all()
+        stmt = statements.after if size is not None else statements.after_counted
+        rows = sess.execute(stmt, {"member_id": member_id, "bound_at": after.bound_at, "after_id": after.member_id, "limit": limit}).all()
     else:
-        rows = sess.execute(from_offset, {"member_id": member_id, "limit": limit, "offset": offset}).all()
-    if not rows:  # past the end, or no team: nothing carried the count
-        return [], sess.scalar(counted, {"member_id": member_id}) or 0
+        stmt = statements.at if size is not None else statements.at_counted
+        rows = sess.execute(stmt, {"member_id": member_id, "limit": limit, "offset": offset}).all()
+    if size is None:
+        # Past the end, or no team: no row carried the count.
+        size = int(rows[0][4]) if rows else int(sess.scalar(statements.counted, {"member_id": member_id}) or 0)
+        cache.set_value(key, size, TEAM_SIZE_TTL)
     # The join's order is the database's to choose: put the page back in the team's order.
     team = sorted((TeamMember(*row[:4]) for row in rows), key=lambda m: (m.bound_at, m.id), reverse=True)
-    return team, int(rows[0][4])
+    return team, int(size)
 
 
 @dataclass(frozen=True)

@@ -115,3 +115,39 @@ def test_a_team_page_is_one_read_of_the_page_and_its_count_then_the_sales(app, c
     assert sent.count("SELECT") == 3, sent
     if is_mysql(app):
         assert sent == ["SELECT", "SELECT", "SELECT", "COMMIT"]
+
+
+def test_a_teams_size_is_counted_once_then_kept_until_its_team_changes(app, client, wx_login, scene_of, make_staff):
+    """The size comes from the cache after the first page; a bind, a rebind, a staff change and a clearing
+    forget the sizes they change as they commit, so every total is right at once."""
+    from server.referral.inviter_changes import change_inviter
+    from tests.statements import statements_sent
+
+    def totals(member):
+        status, body = _team(client, member, page_size=5)
+        assert status == 200
+        return body["data"]["total_direct"], body["data"]["total_indirect"]
+
+    alice, grace = wx_login("alice"), wx_login("grace")
+    bob = wx_login("bob", scene=scene_of(alice))
+    wx_login("carol", scene=scene_of(bob))
+    assert totals(alice) == (1, 1) and totals(bob) == (1, 0) and totals(grace) == (0, 0)
+    with statements_sent(app) as sent:
+        assert totals(alice) == (1, 1)
+    assert not [s for s in sent if "FROM referral_bindings" in s and "count(" in s.lower()], sent
+    # A new invitee of bob: alice's level 2 and bob's level 1.
+    wx_login("dave", scene=scene_of(bob))
+    assert totals(alice) == (1, 2) and totals(bob) == (2, 0)
+    # Staff move bob (with carol and dave below him) from alice to grace, then clear him.
+    staff = make_staff("owner").id
+    with app.app_context():
+        change_inviter(db.session(), bob["user"]["id"], grace["user"]["id"], reason="改绑", staff_id=staff)
+        db.commit()
+    assert totals(alice) == (0, 0) and totals(grace) == (1, 2) and totals(bob) == (2, 0)
+    with app.app_context():
+        change_inviter(db.session(), bob["user"]["id"], None, reason="误绑", staff_id=staff)
+        db.commit()
+    assert totals(grace) == (0, 0) and totals(bob) == (2, 0)
+    # bob binds to alice again by her scene.
+    wx_login("bob", scene=scene_of(alice))
+    assert totals(alice) == (1, 2) and totals(grace) == (0, 0)
