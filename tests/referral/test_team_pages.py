@@ -111,7 +111,7 @@ def test_a_team_page_is_one_read_of_the_page_and_its_count_then_the_sales(app, c
         status, body = _team(client, alice, level="indirect", page_size=10, cursor=first["data"]["next_indirect"])
     assert status == 200 and [m["id"] for m in body["data"]["indirect"]] == expected["indirect"][10:20]
     assert body["data"]["total_indirect"] == len(expected["indirect"])
-    # The token with its member, the page with its members and the team's size, the page's sales.
+    # The token with its member, the page with its members (the team's size was kept from the first page), the page's sales.
     assert sent.count("SELECT") == 3, sent
     if is_mysql(app):
         assert sent == ["SELECT", "SELECT", "SELECT", "COMMIT"]
