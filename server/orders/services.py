@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -115,16 +116,27 @@ def add_event(sess: Session, order: Order, event: str, actor: str, *, from_statu
     return row
 
 
-def transition(sess: Session, order: Order, to: OrderStatus, *, actor: str, event: str | None = None, expected: OrderStatus | None = None, **detail: Any) -> bool:
+def transition(
+    sess: Session,
+    order: Order,
+    to: OrderStatus,
+    *,
+    actor: str,
+    event: str | None = None,
+    expected: OrderStatus | None = None,
+    columns: Mapping[str, Any] | None = None,
+    **detail: Any,
+) -> bool:
     """Move ``order`` to ``to`` if that is legal and nobody moved it first; records the event.
 
-    Returns False when a concurrent unit of work already moved it from ``expected``
-    (the caller decides whether that is an error); raises for an illegal move.
+    ``columns`` are written by the same conditional UPDATE (a payment's amount and transaction), so the
+    event's handlers see them. Returns False when a concurrent unit of work already moved it from
+    ``expected`` (the caller decides whether that is an error); raises for an illegal move.
     """
     current = expected or order.status
     if to not in TRANSITIONS[current]:
         raise IllegalTransitionError(f"an order cannot go from {current.value} to {to.value}", data={"from": current.value, "to": to.value})
-    values: dict[str, Any] = {"status": to, "updated_at": utcnow()}
+    values: dict[str, Any] = {**(columns or {}), "status": to, "updated_at": utcnow()}
     if to in _STAMPS and current != S.refunding:
         # Coming back from a partial or rejected refund is not paying (or shipping) again.
         values[_STAMPS[to]] = utcnow()
@@ -334,10 +346,9 @@ def apply_payment(
     if expected == S.closed:
         _rereserve_after_late_payment(sess, order)
     payer = {"payer": security.digest(payer_openid, "openid")} if payer_openid else {}
-    if not transition(sess, order, S.paid, actor=actor, expected=expected, transaction_id=transaction_id, amount_fen=amount_fen, api=api, **payer):
+    paid = {"paid_fee": amount_fen, "transaction_id": transaction_id, "pay_api": api}
+    if not transition(sess, order, S.paid, actor=actor, expected=expected, columns=paid, transaction_id=transaction_id, amount_fen=amount_fen, api=api, **payer):
         return PaymentResult(order, False)
-    order.paid_fee, order.transaction_id, order.pay_api = amount_fen, transaction_id, api
-    sess.flush()
     _apply_waiting_refunds(sess, order)
     return PaymentResult(order, True)
 

@@ -68,10 +68,14 @@ def test_the_first_notification_reads_the_order_row_once_and_pays_it(app: Flask,
         assert client.post(payments.V3_NOTIFY_PATH, data=body, headers=headers).status_code == 204
     order_reads = [s for s in sent if s.startswith("SELECT") and " FROM orders " in s]
     assert len(order_reads) == 1, order_reads
+    # And written once: the status, its time, the amount and the transaction in the one conditional UPDATE.
+    order_writes = [s for s in sent if s.startswith("UPDATE orders ")]
+    assert len(order_writes) == 1 and "paid_fee" in order_writes[0] and "transaction_id" in order_writes[0], order_writes
     # One savepoint, the notice's (a repeat is refused by its key); risk scoring that finds nothing writes in none.
     assert [s for s in sent if s.startswith("SAVEPOINT")] == ["SAVEPOINT sa_savepoint_1"], sent
     paid = order_row(app, ref.id)
     assert paid.status == OrderStatus.paid and paid.paid_at is not None and paid.paid_fee == paid.total_fee
+    assert paid.transaction_id and paid.pay_api == "v3"
     assert len(events_of(app, ref.id, "paid")) == 1
 
 
