@@ -125,31 +125,39 @@ def statement_lines(sess: Session, statements: Iterable[Statement]) -> dict[int,
     lines: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         window = windows.get(row.id)
-        items: list[dict[str, Any]] = []
-        if window is not None:
-            account_id, start, last = window
-            by_reward: dict[tuple[int, int, int], int] = {}
-            others: list[dict[str, Any]] = []
-            for entry_id, amount, tx in entries[account_id]:
-                if not start < entry_id < last:
-                    continue  # another statement's window on the same account
-                reward_key = (tx.order_id, tx.level, row.member_id)
-                if tx.order_id is not None and reward_key in rewards:
-                    by_reward[reward_key] = by_reward.get(reward_key, 0) + amount
-                elif tx.order_id is None:
-                    others.append({"kind": tx.kind.value, "transaction_id": tx.id, "reason": tx.reason, "amount": amount})
-            for reward_key in sorted(by_reward, key=lambda k: rewards[k][0].id):
-                if by_reward[reward_key]:
-                    reward, out_trade_no = rewards[reward_key]
-                    items.append(
-                        {"kind": "order_reward", "order_id": reward.order_id, "out_trade_no": out_trade_no, "level": reward.level, "amount": by_reward[reward_key], "rule": reward.rule}
-                    )
-            items += others
+        items = _window_lines(row.member_id, window[1:], entries[window[0]], rewards) if window is not None else []
         rest = row.settled - sum(line["amount"] for line in items)
         if rest:
             items.append({"kind": "other", "amount": rest, "reason": REST_REASON})
         lines[row.id] = items
     return lines
+
+
+def _window_lines(
+    member_id: int,
+    window: tuple[int, int],
+    entries: list[tuple[int, int, LedgerTransaction]],
+    rewards: dict[tuple[int, int, int], tuple[OrderReward, str]],
+) -> list[dict[str, Any]]:
+    """The lines of the account's ``entries`` strictly inside ``window`` (entry ids): one per reward, net, in
+    reward order, then one per other posting, in entry order."""
+    start, last = window
+    by_reward: dict[tuple[int, int, int], int] = {}
+    others: list[dict[str, Any]] = []
+    for entry_id, amount, tx in entries:
+        if not start < entry_id < last:
+            continue  # another statement's window on the same account
+        reward_key = (tx.order_id, tx.level, member_id)
+        if tx.order_id is None:
+            others.append({"kind": tx.kind.value, "transaction_id": tx.id, "reason": tx.reason, "amount": amount})
+        elif reward_key in rewards:
+            by_reward[reward_key] = by_reward.get(reward_key, 0) + amount
+    items = []
+    for reward_key in sorted(by_reward, key=lambda k: rewards[k][0].id):
+        if by_reward[reward_key]:
+            reward, out_trade_no = rewards[reward_key]
+            items.append({"kind": "order_reward", "order_id": reward.order_id, "out_trade_no": out_trade_no, "level": reward.level, "amount": by_reward[reward_key], "rule": reward.rule})
+    return items + others
 
 
 def _last_settle_entry(sess: Session, account_id: int, below: int) -> int:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from typing import cast as typed
 
 from flask import current_app
-from sqlalchemy import Select, Table, and_, case, func, insert, literal, select, text, union_all, update
+from sqlalchemy import ColumnElement, Select, Table, and_, case, func, insert, literal, select, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -203,6 +203,12 @@ def _lock_members(conn: Connection, member_ids: list[int], minimum: int) -> list
     return members
 
 
+def _repaid(matured: Any, debt: Any) -> ColumnElement[Any]:
+    """What a settlement repays of the debt, from the locked balances: all of matured, at most what is owed."""
+    owed = -debt.c.balance
+    return case((owed < matured.c.balance, owed), else_=matured.c.balance)
+
+
 def _insert_statements(conn: Connection, run: SettlementRun, members: list[_Member], now: datetime) -> None:
     """The step's statements in one INSERT … SELECT, from the members' locked balances before the run's postings.
 
@@ -212,8 +218,7 @@ def _insert_statements(conn: Connection, run: SettlementRun, members: list[_Memb
     """
     st = _statements.c
     matured, debt, available = (_accounts.alias(name) for name in ("matured", "debt", "available"))
-    owed = -debt.c.balance
-    repaid = case((owed < matured.c.balance, owed), else_=matured.c.balance)
+    repaid = _repaid(matured, debt)
     rows = (
         select(
             literal(run.id),
@@ -243,8 +248,7 @@ def _settle_legs(tx_ids: list[int], now: datetime) -> Select[Any]:
     """
     t = _transactions.c
     leg, matured, debt = (_accounts.alias(name) for name in ("leg", "matured", "debt"))
-    owed = -debt.c.balance
-    repaid = case((owed < matured.c.balance, owed), else_=matured.c.balance)
+    repaid = _repaid(matured, debt)
     amount = case((leg.c.kind == K.matured, -matured.c.balance), (leg.c.kind == K.debt, repaid), else_=matured.c.balance - repaid)
     return (
         select(t.id, leg.c.id, amount, literal(now, UTCDateTime()))
