@@ -98,5 +98,6 @@ lead_opened = _events.signal("lead-opened")
 #: A member placed a redemption (``redemption``): after the points were spent.
 redemption_placed = _events.signal("redemption-placed")
 
-#: A member was issued a new scene to share (``scene``): after its row.
+#: A member was issued a new scene to share (``scene``): after its row. ``issued_since``, where the sender
+#: counted them, is ``(moment, n)``: the member's scenes created since ``moment``, this one included; else None.
 scene_issued = _events.signal("scene-issued")

@@ -124,8 +124,14 @@ def create_scene(
     content_type: str = "",
     content_id: str = "",
     expires_at: datetime | None = None,
+    issued_since: tuple[datetime, int] | None = None,
 ) -> Scene:
-    """Issue a new scene for a member (or a partner channel) and what they share."""
+    """Issue a new scene for a member (or a partner channel) and what they share.
+
+    ``issued_since`` is what the caller counted under the member's lock: ``(moment, n)``, the sharer's
+    scenes created since that moment, this one included. The event passes it on, so its handlers need
+    not count the same rows again.
+    """
     if (sharer_id is None) == (partner_id is None):
         raise ValueError("a scene belongs to exactly one member or one partner")
     if expires_at is None:
@@ -143,7 +149,7 @@ def create_scene(
     sess.add(scene)
     sess.flush()
     if sharer_id is not None:
-        events.scene_issued.send(sess, scene=scene)
+        events.scene_issued.send(sess, scene=scene, issued_since=issued_since)
     return scene
 
 
@@ -165,8 +171,10 @@ def scene_for_share(sess: Session, sharer_id: int, channel: Channel, content_typ
     ).first()
     if scene is not None:
         return scene
-    _check_scene_quota(sess, sharer_id)
-    return create_scene(sess, channel=channel, sharer_id=sharer_id, content_type=content_type, content_id=content_id)
+    start, issued = _check_scene_quota(sess, sharer_id)
+    return create_scene(
+        sess, channel=channel, sharer_id=sharer_id, content_type=content_type, content_id=content_id, issued_since=(start, issued + 1)
+    )
 
 
 def day_start(now: datetime) -> datetime:
@@ -175,12 +183,13 @@ def day_start(now: datetime) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(now.tzinfo)
 
 
-def _check_scene_quota(sess: Session, sharer_id: int) -> None:
-    """Refuse a new scene once the member created ``scene_daily_limit`` of them today.
+def _check_scene_quota(sess: Session, sharer_id: int) -> tuple[datetime, int]:
+    """Refuse a new scene once the member created ``scene_daily_limit`` of them today; else today's
+    start and the scenes they created since.
 
     The member's row is locked first, so concurrent requests count one after another.
     """
-    sess.get(Member, sharer_id, with_for_update=True)
+    sess.execute(select(Member.id).where(Member.id == sharer_id).with_for_update())
     now = utcnow()
     start = day_start(now)
     created = sess.scalar(
@@ -190,6 +199,7 @@ def _check_scene_quota(sess: Session, sharer_id: int) -> None:
     if created >= limit:
         retry = int((start + timedelta(days=1) - now).total_seconds())
         raise SceneQuotaError(data={"limit": limit, "retry_after_seconds": max(retry, 1)})
+    return start, created
 
 
 def scene_state(scene: Scene | None) -> str | None:

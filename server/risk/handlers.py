@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -119,10 +120,10 @@ def score_redemption(sess: Session, redemption: Redemption, limits: dict[str, An
     score(sess, event=RiskEvent.redemption, subject="member", ref_id=redemption.member_id, member_id=redemption.member_id, reasons=reasons, limits=limits)
 
 
-def score_scene(sess: Session, scene: Scene, limits: dict[str, Any]) -> None:
+def score_scene(sess: Session, scene: Scene, limits: dict[str, Any], issued_since: tuple[datetime, int] | None = None) -> None:
     if scene.sharer_id is None:
         return
-    reasons = _found(signals.scene_requests(sess, scene.sharer_id, limits, utcnow()))
+    reasons = _found(signals.scene_requests(sess, scene.sharer_id, limits, utcnow(), issued_since=issued_since))
     score(sess, event=RiskEvent.scene, subject="member", ref_id=scene.sharer_id, member_id=scene.sharer_id, reasons=reasons, limits=limits)
 
 
@@ -161,6 +162,6 @@ def on_redemption_placed(sess: Session, *, redemption: Redemption) -> None:
     _guarded(sess, f"redemption {redemption.id}", lambda limits: score_redemption(sess, redemption, limits))
 
 
-def on_scene_issued(sess: Session, *, scene: Scene) -> None:
+def on_scene_issued(sess: Session, *, scene: Scene, issued_since: tuple[datetime, int] | None = None) -> None:
     """Handler of ``events.scene_issued``: scene requests far above the member's normal use."""
-    _guarded(sess, f"scene {scene.code}", lambda limits: score_scene(sess, scene, limits))
+    _guarded(sess, f"scene {scene.code}", lambda limits: score_scene(sess, scene, limits, issued_since))

@@ -317,8 +317,18 @@ def redemption_velocity(sess: Session, member_id: int, limits: dict[str, Any], n
     return None
 
 
-def scene_requests(sess: Session, sharer_id: int, limits: dict[str, Any], now: datetime) -> Reason | None:
-    """Scenes requested in the last hour, far above the member's hourly average over 30 days."""
+def scene_requests(
+    sess: Session, sharer_id: int, limits: dict[str, Any], now: datetime, *, issued_since: tuple[datetime, int] | None = None
+) -> Reason | None:
+    """Scenes requested in the last hour, far above the member's hourly average over 30 days.
+
+    ``issued_since`` (``events.scene_issued``) bounds the count: when its moment is an hour ago or earlier,
+    the last hour's scenes are among its ``n``, and fewer than ``risk_scene_minimum`` of them need no count.
+    """
+    if issued_since is not None:
+        since, issued = issued_since
+        if since <= now - timedelta(hours=1) and issued < int(limits["risk_scene_minimum"]):
+            return None
     last_hour = sess.scalar(select(func.count()).select_from(Scene).where(Scene.sharer_id == sharer_id, Scene.created_at >= now - timedelta(hours=1))) or 0
     if last_hour < int(limits["risk_scene_minimum"]):
         return None
