@@ -109,3 +109,26 @@ def test_a_prepared_request_is_sent_as_written_with_its_own_length() -> None:
     )
     posted = servers.raw_request("POST", "/n", {"Content-Type": "application/json", "Content-Length": "99"}, b"{}")
     assert posted == b"POST /n HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_the_floor_app_reads_the_member_on_every_route_of_every_layer(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/floor.py's routes (PyMySQL itself, SQLAlchemy Core on the app's engine, the ORM) each read the member."""
+    if app.extensions["db_engine"].dialect.name != "mysql":
+        pytest.skip("the floor app reads MariaDB/MySQL through PyMySQL")
+    from server import db
+    from server.accounts.models import Member
+
+    floor = _bench("floor")
+    with app.app_context():
+        db.session().add(Member(id=floor.MEMBER_ID, openid="floor-member", nickname="floor"))
+        db.commit()
+    monkeypatch.setenv("FLOOR_DATABASE_URL", app.config["DATABASE_URL"])
+    floor_app = floor.create_app()
+    client = floor_app.test_client()
+    try:
+        assert client.get("/bare").get_json()["data"] == {"ok": True}
+        for route in floor.ROUTES[1:]:
+            response = client.get(route)
+            assert response.status_code == 200 and response.get_json()["data"] == {"id": floor.MEMBER_ID}, (route, response.data)
+    finally:
+        floor_app.extensions["db_engine"].dispose()
