@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         workdir = Path(tmp)
         version = _prepare(args.database_url, workdir)
-        print(f"database {version}; gunicorn -w {args.workers} --threads {args.threads}; wrk -t2 -c16, {args.rounds} rounds of {args.duration:g} s")
+        print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; database {version}; gunicorn -w {args.workers} --threads {args.threads}; wrk -t2 -c16, {args.rounds} rounds of {args.duration:g} s")
         print(f"load average at the start: {load_average()}", flush=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "WEB_CONCURRENCY", "PROMETHEUS_"))}
         env |= {"FLOOR_DATABASE_URL": args.database_url, "LOG_FORMAT": "text"}
