@@ -7,8 +7,9 @@ A Flask app served by ``gunicorn -c gunicorn.conf.py`` like the app, with a rout
   PyMySQL itself (a connection per thread, autocommit, nothing else);
 - ``/core-one``, ``/core-two``: the same statement through SQLAlchemy Core on the app's own engine
   (``server.db.make_engine``: its pool and its hooks), the transaction committed, as the app ends a request;
-- ``/orm-one``, ``/orm-two``: ``Session.get(Member, …)`` through the ORM with the app's ``Member`` model and
-  session settings, committed (the second read refreshes the row, as a second statement would).
+- ``/orm-one``, ``/orm-two``: ``Session.get(Member, …)`` through the ORM with the app's ``Member`` model, in
+  a session made as the app's (``expire_on_commit=False``, without the app's savepoint bookkeeping),
+  committed (the second read refreshes the row, as a second statement would).
 
 Nothing else is done: no sign-in, no metrics, no logging. Each route against ``/bare`` is the most a path that
 reads the database that way once or twice per request can reach.
@@ -61,6 +62,8 @@ def create_app() -> Flask:
     sessions = sessionmaker(bind=engine, expire_on_commit=False)
     statement = select(Member.id, Member.nickname).where(Member.id == bindparam("id"))
     local = threading.local()
+    #: Every thread's own PyMySQL connection, so whoever built the app can close them (``close``).
+    opened: list[Any] = []
 
     def connection() -> Any:
         conn = getattr(local, "conn", None)
@@ -69,6 +72,7 @@ def create_app() -> Flask:
                 host=parts.host, port=parts.port or 3306, user=parts.username, password=parts.password, database=parts.database,
                 charset="utf8mb4", autocommit=True,
             )
+            opened.append(conn)
         return conn
 
     def raw(times: int) -> Any:
@@ -100,6 +104,7 @@ def create_app() -> Flask:
 
     app = Flask("floor")
     app.extensions["db_engine"] = engine
+    app.extensions["floor_connections"] = opened
 
     def answer(value: Any) -> Response:
         return jsonify({"code": 0, "message": "ok", "data": {"id": value}})
@@ -119,6 +124,13 @@ def create_app() -> Flask:
     app.add_url_rule("/orm-one", "orm_one", lambda: answer(orm(1)))
     app.add_url_rule("/orm-two", "orm_two", lambda: answer(orm(2)))
     return app
+
+
+def close(app: Flask) -> None:
+    """Close what ``create_app``'s app opened: the PyMySQL connections of its threads and its engine's pool."""
+    for conn in app.extensions["floor_connections"]:
+        conn.close()
+    app.extensions["db_engine"].dispose()
 
 
 def _prepare(url: str, workdir: Path) -> str:
@@ -145,7 +157,7 @@ def _prepare(url: str, workdir: Path) -> str:
 
 
 def main() -> int:
-    from servers import WRK_MISSING, Gunicorn, load_average, raw_request, run_wrk
+    from servers import NOT_INHERITED, WRK_MISSING, Gunicorn, load_average, raw_request, run_wrk
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"), required="BENCH_DATABASE_URL" not in os.environ,
@@ -169,7 +181,7 @@ def main() -> int:
         version = _prepare(args.database_url, workdir)
         print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; database {version}; gunicorn -w {args.workers} --threads {args.threads}; wrk -t2 -c16, {args.rounds} rounds of {args.duration:g} s")
         print(f"load average at the start: {load_average()}", flush=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "WEB_CONCURRENCY", "PROMETHEUS_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}
         env |= {"FLOOR_DATABASE_URL": args.database_url, "LOG_FORMAT": "text"}
         server = Gunicorn("floor:create_app()", env=env, workers=args.workers, threads=args.threads, log=workdir / "floor.log", pythonpath=ROOT / "bench")
         try:
@@ -181,7 +193,7 @@ def main() -> int:
                 found = {route: run_wrk(server.base, [raw_request("GET", route)], args.duration, workdir) for route in order}
                 failed = [route for route, run in found.items() if run.errors]
                 if failed:
-                    raise RuntimeError(f"requests failed on {', '.join(failed)}; see {server.log}")
+                    raise RuntimeError(f"requests failed on {', '.join(failed)}; the server's log ends: {server.log.read_text()[-2000:]}")
                 for route, run in found.items():
                     rates[route].append(run.rate)
                     ratios[route].append(run.rate / found["/bare"].rate)

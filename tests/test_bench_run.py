@@ -131,4 +131,4 @@ def test_the_floor_app_reads_the_member_on_every_route_of_every_layer(app: Any, 
             response = client.get(route)
             assert response.status_code == 200 and response.get_json()["data"] == {"id": floor.MEMBER_ID}, (route, response.data)
     finally:
-        floor_app.extensions["db_engine"].dispose()
+        floor.close(floor_app)

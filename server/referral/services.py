@@ -130,7 +130,9 @@ def create_scene(
 
     ``issued_since`` is what the caller counted under the member's lock: ``(moment, n)``, the sharer's
     scenes created since that moment, this one included. The event passes it on, so its handlers need
-    not count the same rows again.
+    not count the same rows again. It stays true until the transaction ends because every insert of a
+    member's scene waits on the member's row: ``scene_for_share`` locks it, and any other insert takes a
+    shared lock on it through the scenes' foreign key to members, which the lock held here refuses.
     """
     if (sharer_id is None) == (partner_id is None):
         raise ValueError("a scene belongs to exactly one member or one partner")

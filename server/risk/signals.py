@@ -324,6 +324,7 @@ def scene_requests(
 
     ``issued_since`` (``events.scene_issued``) bounds the count: when its moment is an hour ago or earlier,
     the last hour's scenes are among its ``n``, and fewer than ``risk_scene_minimum`` of them need no count.
+    (The bound holds while the sender keeps the member's row locked: see ``referral.services.create_scene``.)
     """
     if issued_since is not None:
         since, issued = issued_since

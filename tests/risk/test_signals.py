@@ -167,56 +167,63 @@ def test_a_deadlock_in_scoring_fails_the_payment_rather_than_letting_half_of_it_
 
 def test_the_days_scene_count_bounds_the_hours_only_when_the_day_began_an_hour_ago_or_more(app, builder):
     """``scene_issued`` carries what the quota check counted: the sharer's scenes since the day began. When the
-    day began within the hour, the hour reaches into yesterday and its scenes are counted, whatever the day's say."""
+    day began within the hour, the hour reaches into yesterday and its scenes are counted, whatever the day's say;
+    at the signal's minimum they are counted too."""
     from datetime import timedelta
 
     from server.db import utcnow
     from tests.statements import statements_sent
 
     sess = builder.sess
-    sharer = builder.member()
-    builder.scenes(sharer, 12)  # twelve in the last hour: at the minimum of 10 and far above a month's average
     limits = signals.thresholds(sess)
+    assert int(limits["risk_scene_minimum"]) == 10
+    busy = builder.member()
+    builder.scenes(busy, 12)  # twelve in the last hour: above the minimum and far above a month's average
     now = utcnow()
     with statements_sent(app) as sent:
-        # The day began 30 minutes ago (12 of its scenes were yesterday's) and saw 1: the hour is counted.
-        assert signals.scene_requests(sess, sharer.id, limits, now, issued_since=(now - timedelta(minutes=30), 1)) is not None
+        # The day began 30 minutes ago and saw 1 (the rest were yesterday's): the hour is counted, and is a signal.
+        assert signals.scene_requests(sess, busy.id, limits, now, issued_since=(now - timedelta(minutes=30), 1)) is not None
     assert sent, "the hour's scenes were not counted"
     with statements_sent(app) as sent:
-        # The day began two hours ago and saw 12: at the minimum, so counted, and a signal.
-        assert signals.scene_requests(sess, sharer.id, limits, now, issued_since=(now - timedelta(hours=2), 12)) is not None
+        # The day began exactly an hour ago and saw 12: at or above the minimum, so counted, and a signal.
+        assert signals.scene_requests(sess, busy.id, limits, now, issued_since=(now - timedelta(hours=1), 12)) is not None
+    assert sent
+
+    steady = builder.member()
+    builder.scenes(steady, 9)
+    with statements_sent(app) as sent:
+        # The day began an hour ago and saw 10, its last hour too: the minimum, so counted (it is no signal:
+        # one bursty hour of 10 against no history is under ten times the floor of one an hour).
+        signals.scene_requests(sess, steady.id, limits, now, issued_since=(now - timedelta(hours=1), 10))
     assert sent
     with statements_sent(app) as sent:
-        # The day began two hours ago and saw 9: the hour saw fewer than the minimum, and nothing is counted.
-        assert signals.scene_requests(sess, sharer.id, limits, now, issued_since=(now - timedelta(hours=2), 9)) is None
+        # The day began two hours ago and saw 9: the hour saw 9 at most, under the minimum, and nothing is counted.
+        assert signals.scene_requests(sess, steady.id, limits, now, issued_since=(now - timedelta(hours=2), 9)) is None
     assert sent == []
 
 
 def test_a_scene_is_scored_on_the_quota_checks_count_without_counting_the_scenes_again(app, builder, monkeypatch):
     """Issuing a member's scene counts their scenes of the day (the quota, under their lock) once: the risk check
-    takes that count as its bound rather than counting the last hour over again. At noon China time, so that the
-    day began more than an hour ago."""
+    takes that count, the new scene included, as its bound rather than counting the last hour over again; at
+    the signal's minimum it counts, and the tenth scene of a sudden hour is still caught. The day is made to
+    begin two hours ago, so the bound applies whatever the time of day."""
     from datetime import timedelta
 
-    from server.clock import local
-    from server.db import utcnow
     from server.referral import services as referral
-    from server.risk import handlers
     from tests.statements import statements_sent
 
-    midnight = local(utcnow()).replace(hour=0, minute=0, second=0, microsecond=0)
-    noon = (midnight + timedelta(hours=12)).astimezone(utcnow().tzinfo)
-    monkeypatch.setattr(referral, "utcnow", lambda: noon)
-    monkeypatch.setattr(handlers, "utcnow", lambda: noon)
+    monkeypatch.setattr(referral, "day_start", lambda now: now - timedelta(hours=2))
+    sess = builder.sess
     sharer = builder.member()
     builder.scenes(sharer, 3)
     with statements_sent(app) as sent:
-        builder.scene(sharer, "new")
+        builder.scene(sharer, "fourth")
     counts = [s for s in sent if s.startswith("SELECT count(*)") and "FROM scenes" in s]
     assert len(counts) == 1, counts
-    # Past the minimum, the hour is counted and scored as before.
-    builder.scenes(sharer, 7)
+    builder.scenes(sharer, 5)  # nine in all
+    assert not reviews_with(sess, sharer.id, "scene_requests")
     with statements_sent(app) as sent:
-        builder.scene(sharer, "eleventh")
+        builder.scene(sharer, "tenth")
     counts = [s for s in sent if s.startswith("SELECT count(*)") and "FROM scenes" in s]
     assert len(counts) >= 2, counts
+    assert reviews_with(sess, sharer.id, "scene_requests"), "the tenth scene of the hour was not scored"
