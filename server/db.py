@@ -179,9 +179,13 @@ def per_transaction(sess: Session, name: str, load: Callable[[], T]) -> T:
     return value
 
 
+#: SQLAlchemy's dialect names for MariaDB and MySQL: "mariadb" for a ``mariadb+pymysql://`` URL, "mysql" otherwise.
+MYSQL_FAMILY = ("mysql", "mariadb")
+
+
 def mysql_family(dialect: Any) -> bool:
-    """MariaDB or MySQL: SQLAlchemy names the dialect "mariadb" for a ``mariadb+pymysql://`` URL, "mysql" otherwise."""
-    return dialect.name in ("mysql", "mariadb")
+    """MariaDB or MySQL (``MYSQL_FAMILY``)."""
+    return dialect.name in MYSQL_FAMILY
 
 
 #: MariaDB/MySQL errors on which the server rolls the whole transaction back, not just the statement: a

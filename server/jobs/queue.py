@@ -90,7 +90,7 @@ def enqueue(sess: Session, kind: str, ref: str | int) -> None:
 
 def _upsert(dialect: str) -> Insert:
     """INSERT of a job that, where its ``pending_key`` is taken, moves that row's ``run_after`` instead."""
-    if dialect in ("mysql", "mariadb"):
+    if dialect in db.MYSQL_FAMILY:
         on_mysql = mysql.insert(Job)
         return on_mysql.on_duplicate_key_update(run_after=on_mysql.inserted.run_after)
     if dialect == "sqlite":
